@@ -1,0 +1,32 @@
+"""radtransfer: transfer learning on medical images with ImageNet and RadImageNet weights.
+
+Public API::
+
+    from radtransfer import build_model, apply_strategy, list_backbones
+"""
+
+__version__ = "0.1.0"
+
+from . import _keras_compat  # noqa: F401  (registers classes .keras files need)
+from .backbones import BACKBONES, get_backbone, list_backbones
+from .errors import RadtransferError, WeightsFileError, WeightsNotFoundError
+from .models import build_model
+from .preprocessing import Preprocess
+from .strategies import StrategySummary, apply_strategy
+from .weights import check_weight_file, find_weight_files, resolve_weights
+
+__all__ = [
+    "BACKBONES",
+    "Preprocess",
+    "RadtransferError",
+    "StrategySummary",
+    "WeightsFileError",
+    "WeightsNotFoundError",
+    "apply_strategy",
+    "build_model",
+    "check_weight_file",
+    "find_weight_files",
+    "get_backbone",
+    "list_backbones",
+    "resolve_weights",
+]

@@ -1,0 +1,152 @@
+"""build_model: a keras.applications backbone with ImageNet or RadImageNet weights and a new head."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from .backbones import get_backbone
+from .preprocessing import Preprocess, check_mode
+from .weights import check_sha256, load_backbone_weights, resolve_weights, sha256sum
+
+_LAYER_NAMES = ("preprocess", "backbone", "dropout", "predictions")
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """How a model was built; attached to it as ``model.radtransfer_info``."""
+
+    backbone: str
+    weights: str | None
+    weights_source: str | None
+    weights_path: str | None
+    weights_sha256: str | None
+    preprocessing: str
+    num_classes: int
+    input_shape: tuple
+    dropout: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _check_input_shape(input_shape, spec) -> tuple:
+    try:
+        shape = tuple(None if d is None else int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise ValueError(
+            "Expected input_shape=(height, width, channels) with 1 or 3 channels, e.g. (256, 256, 3). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    for size in shape[:2]:
+        if size is not None and size < spec.min_size:
+            raise ValueError(
+                f"{spec.display_name} needs inputs of at least {spec.min_size}×{spec.min_size} pixels. "
+                f"Received: input_shape={input_shape!r}"
+            )
+    return shape
+
+
+def resolve_preprocessing(preprocessing: str, spec, source: str | None) -> str:
+    """Turns "auto" into the mode a weight source expects; validates explicit modes."""
+    if str(preprocessing).lower() == "auto":
+        return spec.preprocessing_for(source)
+    return check_mode(preprocessing)
+
+
+def build_model(
+    backbone: str = "densenet121",
+    weights: str | None = "radimagenet",
+    num_classes: int = 2,
+    input_shape=(256, 256, 3),
+    dropout: float = 0.5,
+    preprocessing: str = "auto",
+    weights_dir=None,
+    weights_sha256: str | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds a classifier on a pretrained backbone, as the RadImageNet reference code did.
+
+    The model is ``Input → "preprocess" → "backbone" → "dropout" → "predictions"``. The backbone is the
+    keras.applications network (``include_top=False, pooling="avg"``) nested as one layer; the head is
+    Dropout and a float32 softmax Dense layer.
+
+    Args:
+        backbone: "resnet50", "densenet121", "inception_v3" or "inception_resnet_v2" (or an alias
+            such as "DenseNet121" or "IRV2", any case).
+        weights: "radimagenet", "imagenet", None (random initialisation) or a path to a Keras 2
+            ``.h5`` file. Files are searched in ``weights_dir``, ``$RADTRANSFER_WEIGHTS_DIR``,
+            ``./weights`` and, for ImageNet, Keras's cache, then ImageNet files are downloaded.
+        num_classes: number of output classes (at least 2; two-class tasks use a two-column softmax
+            as the reference did).
+        input_shape: (height, width, channels) of the images, channels 1 or 3, values in [0, 255].
+        dropout: dropout rate before the classifier.
+        preprocessing: "auto" (the weight source's own normalization: RadImageNet → "radimagenet",
+            ImageNet → the backbone's Keras mode, random → "radimagenet"), or one of "radimagenet",
+            "caffe", "torch", "tf".
+        weights_dir: a folder searched first for weight files.
+        weights_sha256: if given, the weight file's sha256 must equal it.
+        name: the model's name (default "<backbone>_<weights>").
+
+    Returns:
+        An uncompiled ``keras.Model`` with ``model.radtransfer_info`` describing how it was built.
+
+    Raises:
+        ValueError: a bad backbone name, weights value, shape, class count or dropout rate.
+        WeightsNotFoundError: no weight file was found.
+        WeightsFileError: the weight file is unreadable or does not fit the backbone.
+    """
+    spec = get_backbone(backbone)
+    shape = _check_input_shape(input_shape, spec)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            "Expected num_classes to be an integer of at least 2 (a two-class task uses a two-column "
+            f"softmax). Received: num_classes={num_classes!r}"
+        )
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout!r}")
+
+    resolved = resolve_weights(spec, weights, weights_dir)
+    digest = None
+    if resolved.path is not None and weights_sha256:
+        digest = check_sha256(resolved.path, weights_sha256)
+    mode = resolve_preprocessing(preprocessing, spec, resolved.source)
+
+    base = spec.build((shape[0], shape[1], 3), name="backbone")
+    if resolved.path is not None:
+        load_backbone_weights(base, resolved.path, spec)
+        digest = digest or sha256sum(resolved.path)
+
+    inputs = keras.Input(shape=shape, name="image")
+    x = Preprocess(mode, name="preprocess")(inputs)
+    x = base(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    source_tag = resolved.source or "random"
+    model = keras.Model(inputs, outputs, name=name or f"{spec.name}_{source_tag}")
+    model.radtransfer_info = BuildInfo(
+        backbone=spec.name,
+        weights=None if weights is None else str(weights),
+        weights_source=resolved.source,
+        weights_path=None if resolved.path is None else str(resolved.path.resolve()),
+        weights_sha256=digest,
+        preprocessing=mode,
+        num_classes=num_classes,
+        input_shape=shape,
+        dropout=float(dropout),
+    )
+    return model
+
+
+def get_backbone_model(model: keras.Model) -> keras.Model:
+    """Returns the nested "backbone" model of a model made by build_model."""
+    try:
+        return model.get_layer("backbone")
+    except ValueError:
+        raise ValueError(
+            f"Expected a model made by radtransfer.build_model, with a nested layer named 'backbone'. "
+            f"Received a model whose layers are {[layer.name for layer in model.layers]}."
+        ) from None

@@ -1,0 +1,119 @@
+"""Shared fixtures. Weight files are written by tf-keras (Keras 2), the format of the published files,
+with random weights at small input sizes; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SMALL = {"resnet50": 32, "densenet121": 32, "inception_v3": 75, "inception_resnet_v2": 75}
+TF_KERAS_NAMES = {
+    "resnet50": "ResNet50",
+    "densenet121": "DenseNet121",
+    "inception_v3": "InceptionV3",
+    "inception_resnet_v2": "InceptionResNetV2",
+}
+
+
+def weight_arrays(model) -> list:
+    """All arrays of the weight-bearing layers, in layer order (works for tf-keras and Keras 3)."""
+    return [w for layer in model.layers if layer.weights for w in layer.get_weights()]
+
+
+class Keras2Files:
+    """Makes and caches Keras 2 .h5 files for the four backbones."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._models = {}
+        self._files = {}
+
+    def reference(self, backbone: str):
+        if backbone not in self._models:
+            import tf_keras
+
+            size = SMALL[backbone]
+            ctor = getattr(tf_keras.applications, TF_KERAS_NAMES[backbone])
+            tf_keras.utils.set_random_seed(len(backbone))
+            model = ctor(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
+            # Random BN statistics, so a load that skipped them would be caught.
+            for layer in model.layers:
+                if layer.weights:
+                    layer.set_weights([np.random.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
+            self._models[backbone] = model
+        return self._models[backbone]
+
+    def full_model(self, backbone: str) -> Path:
+        """A full-model save (``model_weights`` group), as RadImageNet publishes."""
+        key = (backbone, "full")
+        if key not in self._files:
+            path = self.root / f"{backbone}_full.h5"
+            self.reference(backbone).save(path)
+            self._files[key] = path
+        return self._files[key]
+
+    def weights_only(self, backbone: str) -> Path:
+        """A save_weights file, as Keras's ImageNet cache holds."""
+        key = (backbone, "weights")
+        if key not in self._files:
+            path = self.root / f"{backbone}_weights.h5"
+            self.reference(backbone).save_weights(path)
+            self._files[key] = path
+        return self._files[key]
+
+    def with_top(self, backbone: str = "resnet50") -> Path:
+        key = (backbone, "top")
+        if key not in self._files:
+            import tf_keras
+
+            size = SMALL[backbone]
+            ctor = getattr(tf_keras.applications, TF_KERAS_NAMES[backbone])
+            model = ctor(include_top=True, weights=None, input_shape=(size, size, 3), classes=1000)
+            path = self.root / f"{backbone}_top.h5"
+            model.save(path)
+            self._files[key] = path
+        return self._files[key]
+
+    def nested(self, backbone: str = "densenet121") -> Path:
+        """The backbone nested as one layer of a model (weights stored under one entry)."""
+        key = (backbone, "nested")
+        if key not in self._files:
+            import tf_keras
+
+            base = self.reference(backbone)
+            inputs = tf_keras.Input(base.input_shape[1:])
+            outer = tf_keras.Model(inputs, base(inputs))
+            path = self.root / f"{backbone}_nested.h5"
+            outer.save(path)
+            self._files[key] = path
+        return self._files[key]
+
+    def place(self, backbone: str, folder: Path, name: str, kind: str = "full") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        source = self.full_model(backbone) if kind == "full" else self.weights_only(backbone)
+        target = folder / name
+        shutil.copyfile(source, target)
+        return target
+
+
+@pytest.fixture(scope="session")
+def keras2_files(tmp_path_factory):
+    return Keras2Files(tmp_path_factory.mktemp("keras2_h5"))
+
+
+@pytest.fixture
+def isolated_dirs(tmp_path, monkeypatch):
+    """An empty working folder and Keras home, and no $RADTRANSFER_WEIGHTS_DIR."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.delenv("RADTRANSFER_WEIGHTS_DIR", raising=False)
+    return tmp_path
