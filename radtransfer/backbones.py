@@ -175,10 +175,12 @@ def _lookup_table() -> dict[str, str]:
 _LOOKUP = _lookup_table()
 
 
-def did_you_mean(value: str, choices, n: int = 3) -> str:
+def did_you_mean(value, choices, n: int = 2) -> str:
     """Returns ' Did you mean "x"?' for the closest choices, or an empty string."""
-    close = difflib.get_close_matches(str(value).lower(), [c.lower() for c in choices], n=n, cutoff=0.5)
-    originals = {c.lower(): c for c in choices}
+    originals = {}
+    for choice in choices:
+        originals.setdefault(str(choice).lower(), str(choice))
+    close = difflib.get_close_matches(str(value).lower(), list(originals), n=n, cutoff=0.5)
     if not close:
         return ""
     return " Did you mean " + " or ".join(f'"{originals[c]}"' for c in close) + "?"

@@ -145,7 +145,7 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
     )
     backbone_trainable = _count(base.trainable_weights)
     backbone_total = _count(base.weights)
-    if kind != "freeze_all" and backbone_trainable <= NEAR_NO_OP_FRACTION * backbone_total:
+    if kind != "freeze_all" and number != 0 and backbone_trainable <= NEAR_NO_OP_FRACTION * backbone_total:
         message = (
             f"Strategy '{strategy}' on {spec.display_name} leaves only {backbone_trainable:,} of "
             f"{backbone_total:,} backbone parameters trainable: it is nearly 'freeze_all'."

@@ -1,0 +1,5 @@
+"""`python -m radtransfer`."""
+
+from .cli import main
+
+raise SystemExit(main())

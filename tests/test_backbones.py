@@ -1,0 +1,45 @@
+"""The backbone registry."""
+
+import pytest
+
+import radtransfer as rt
+from radtransfer.backbones import get_backbone
+from radtransfer.weights import model_signature
+
+
+@pytest.mark.parametrize(
+    "alias, name",
+    [("ResNet50", "resnet50"), ("resnet50", "resnet50"), ("DenseNet121", "densenet121"),
+     ("DENSENET121", "densenet121"), ("InceptionV3", "inception_v3"), ("inception-v3", "inception_v3"),
+     ("IRV2", "inception_resnet_v2"), ("irv2", "inception_resnet_v2"),
+     ("InceptionResNetV2", "inception_resnet_v2")],
+)
+def test_aliases_are_case_insensitive(alias, name):
+    assert get_backbone(alias).name == name
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ValueError, match='Did you mean "densenet121"') as info:
+        rt.build_model("densnet121", weights=None)
+    assert "Received: backbone='densnet121'" in str(info.value)
+
+
+def test_list_backbones():
+    assert rt.list_backbones() == ["resnet50", "densenet121", "inception_v3", "inception_resnet_v2"]
+
+
+@pytest.mark.parametrize("name", ["resnet50", "densenet121", "inception_v3", "inception_resnet_v2"])
+def test_registry_facts_match_keras(name):
+    spec = get_backbone(name)
+    model = spec.build((spec.min_size, spec.min_size, 3))
+    assert len(model_signature(model)) == spec.weight_layers
+    names = [layer.name for layer in model.layers]
+    assert all(end in names for end in spec.block_ends)
+    assert type(model.layers[-1]).__name__ == "GlobalAveragePooling2D"
+    assert spec.imagenet_url.endswith("/" + spec.imagenet_file)
+    assert spec.radimagenet_files[0].endswith("_notop.h5") and spec.radimagenet_files[1].endswith("-notop.h5")
+
+
+def test_minimum_sizes():
+    assert {n: get_backbone(n).min_size for n in rt.list_backbones()} == {
+        "resnet50": 32, "densenet121": 32, "inception_v3": 75, "inception_resnet_v2": 75}

@@ -1,0 +1,117 @@
+"""Freezing strategies: the reference's trainable counts and the extensions."""
+
+import keras
+import numpy as np
+import pytest
+
+import radtransfer as rt
+from conftest import SMALL
+
+# DESIGN.md §3: trainable parameters with a two-class head (freeze all / top 10 / all).
+REFERENCE_COUNTS = {
+    "resnet50": (4_098, 3_420_674, 23_538_690),
+    "densenet121": (2_050, 170_178, 6_955_906),
+    "inception_v3": (4_098, 4_290, 21_772_450),
+    "inception_resnet_v2": (3_074, 4_133_666, 54_279_266),
+}
+STAGES = {"resnet50": 16, "densenet121": 7, "inception_v3": 11, "inception_resnet_v2": 5}
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {}
+
+
+def _model(models, backbone):
+    if backbone not in models:
+        size = SMALL[backbone]
+        models[backbone] = rt.build_model(backbone, weights=None, num_classes=2, input_shape=(size, size, 3))
+    return models[backbone]
+
+
+@pytest.mark.parametrize("backbone", list(REFERENCE_COUNTS))
+def test_reference_trainable_counts(backbone, models):
+    model = _model(models, backbone)
+    counts = []
+    for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all"):
+        summary = rt.apply_strategy(model, strategy)
+        counts.append(summary.trainable_params)
+        assert summary.total_params == model.count_params()
+        assert model.get_layer("predictions").trainable
+    assert tuple(counts) == REFERENCE_COUNTS[backbone]
+
+
+def test_unfreeze_top10_is_the_reference_loop(models):
+    """The same freezing done the reference's way on a tf-keras model."""
+    import tf_keras
+
+    base = tf_keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg")
+    for layer in base.layers[:-10]:
+        layer.trainable = False
+    out = tf_keras.layers.Dense(2, activation="softmax")(tf_keras.layers.Dropout(0.5)(base.output))
+    reference = tf_keras.Model(base.input, out)
+    expected = sum(int(np.prod(w.shape)) for w in reference.trainable_weights)
+    summary = rt.apply_strategy(_model(models, "densenet121"), "unfreeze_top10")
+    assert summary.trainable_params == expected
+    assert summary.trainable_layers == [l.name for l in base.layers if l.trainable_weights]
+
+
+def test_inception_v3_top10_warns_it_is_nearly_freeze_all(models):
+    with pytest.warns(UserWarning, match="nearly 'freeze_all'"):
+        summary = rt.apply_strategy(_model(models, "inception_v3"), "unfreeze_top10")
+    assert summary.warnings
+
+
+@pytest.mark.parametrize("backbone", list(STAGES))
+def test_unfreeze_blocks_grows_stage_by_stage(backbone, models):
+    model = _model(models, backbone)
+    counts = [rt.apply_strategy(model, f"unfreeze_blocks:{k}").trainable_params for k in range(STAGES[backbone] + 1)]
+    assert counts[0] == rt.apply_strategy(model, "freeze_all").trainable_params
+    assert all(a < b for a, b in zip(counts, counts[1:]))
+    assert counts[-1] < rt.apply_strategy(model, "unfreeze_all").trainable_params  # the stem stays frozen
+    with pytest.raises(ValueError, match=f"has {STAGES[backbone]} stages"):
+        rt.apply_strategy(model, f"unfreeze_blocks:{STAGES[backbone] + 1}")
+
+
+def test_resnet_top_block_is_exactly_conv5_block3(models):
+    summary = rt.apply_strategy(_model(models, "resnet50"), "unfreeze_blocks:1")
+    assert summary.trainable_layers and all(n.startswith("conv5_block3_") for n in summary.trainable_layers)
+
+
+def test_bn_frozen_freezes_every_batchnorm(models):
+    model = _model(models, "resnet50")
+    protocol = rt.apply_strategy(model, "unfreeze_all")
+    frozen = rt.apply_strategy(model, "unfreeze_all", bn="frozen")
+    batchnorms = [l for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert all(not l.trainable for l in batchnorms)
+    gamma_beta = sum(int(np.prod(w.shape)) for l in batchnorms for w in (l.gamma, l.beta))
+    assert protocol.trainable_params - frozen.trainable_params == gamma_beta
+
+
+def test_bn_frozen_keeps_moving_statistics_during_fit():
+    """DESIGN.md §4: trainable=False, not training=False, keeps BN in inference mode in Keras 3."""
+    x = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
+    y = keras.utils.to_categorical([0, 1, 0, 1], 2)
+
+    def moving_mean_change(bn):
+        model = rt.build_model("resnet50", weights=None, input_shape=(32, 32, 3))
+        rt.apply_strategy(model, "unfreeze_all", bn=bn)
+        layer = model.get_layer("backbone").get_layer("conv1_bn")
+        before = keras.ops.convert_to_numpy(layer.moving_mean).copy()
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="categorical_crossentropy")
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+        return np.abs(keras.ops.convert_to_numpy(layer.moving_mean) - before).max()
+
+    assert moving_mean_change("frozen") == 0.0
+    assert moving_mean_change("protocol") > 0.0
+
+
+@pytest.mark.parametrize("bad, message", [("freeze", 'Did you mean "freeze_all"'), ("unfreeze_top", "Unknown strategy")])
+def test_unknown_strategy(bad, message, models):
+    with pytest.raises(ValueError, match=message):
+        rt.apply_strategy(_model(models, "resnet50"), bad)
+
+
+def test_bad_bn_mode(models):
+    with pytest.raises(ValueError, match="bn='protocol' or 'frozen'"):
+        rt.apply_strategy(_model(models, "resnet50"), "freeze_all", bn="inference")
