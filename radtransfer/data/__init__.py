@@ -1,0 +1,32 @@
+"""Reading medical images, splitting them by patient, and feeding them to Keras with tf.data.
+
+    from radtransfer import data
+    images = data.from_csv("manifest.csv", image_col="path", label_col="label", patient_col="patient")
+    train, val, test = images.split(val=0.10, test=0.15, by="patient", seed=726)
+    train_ds = data.make_dataset(train, augment="radimagenet", seed=726)
+    val_ds = data.make_dataset(val, shuffle=False)
+"""
+
+from .augment import PRESETS as AUGMENT_PRESETS
+from .augment import Augment
+from .decode import check_files, read_dicom
+from .imageset import ImageSet, LeakageError, check_no_leakage
+from .pipeline import BadImagesError, make_dataset, validate_images
+from .sources import DataSourceError, from_csv, from_directory, from_tfds
+
+__all__ = [
+    "AUGMENT_PRESETS",
+    "Augment",
+    "BadImagesError",
+    "DataSourceError",
+    "ImageSet",
+    "LeakageError",
+    "check_files",
+    "check_no_leakage",
+    "from_csv",
+    "from_directory",
+    "from_tfds",
+    "make_dataset",
+    "read_dicom",
+    "validate_images",
+]

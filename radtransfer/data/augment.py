@@ -1,0 +1,182 @@
+"""Training augmentation as one composed affine transform per image, applied batch-wise.
+
+The random draws follow Keras's ImageDataGenerator (the reference loader): rotation in degrees, shifts as
+fractions of the size, shear in degrees, independent x and y zoom factors, horizontal flip; the matrices
+compose in its order (rotation · shift · shear · zoom about the image centre, then the flip) and the
+result is applied once with ``ImageProjectiveTransformV3``, instead of a chain of random layers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from ..backbones import did_you_mean
+
+FILL_MODES = ("nearest", "constant", "reflect", "wrap")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Parameters of the random affine augmentation.
+
+    Attributes:
+        rotation: maximum rotation in degrees (uniform in ±rotation).
+        width_shift, height_shift: maximum shifts as fractions of width and height.
+        shear: maximum shear angle in degrees (Keras's shear_range unit).
+        zoom: (low, high) range of the independent x and y zoom factors.
+        horizontal_flip, vertical_flip: flip with probability 1/2.
+        fill_mode: "nearest", "constant", "reflect" or "wrap" for pixels from outside the image.
+        fill_value: value for fill_mode="constant".
+        interpolation: "bilinear" or "nearest".
+    """
+
+    rotation: float = 10.0
+    width_shift: float = 0.1
+    height_shift: float = 0.1
+    shear: float = 0.1
+    zoom: tuple = (0.9, 1.1)
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    fill_mode: str = "nearest"
+    fill_value: float = 0.0
+    interpolation: str = "bilinear"
+
+    def __post_init__(self):
+        if self.fill_mode not in FILL_MODES:
+            raise ValueError(f"Unknown fill_mode {self.fill_mode!r}; expected one of {FILL_MODES}."
+                             f"{did_you_mean(self.fill_mode, FILL_MODES)}")
+        if self.interpolation not in ("bilinear", "nearest"):
+            raise ValueError(f"Expected interpolation 'bilinear' or 'nearest'. Received: {self.interpolation!r}")
+        zoom = self.zoom
+        if isinstance(zoom, (int, float)):
+            zoom = (1.0 - zoom, 1.0 + zoom)
+        object.__setattr__(self, "zoom", (float(zoom[0]), float(zoom[1])))
+        if not 0 < self.zoom[0] <= self.zoom[1]:
+            raise ValueError(f"Expected 0 < zoom[0] ≤ zoom[1]. Received: zoom={self.zoom}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def is_identity(self) -> bool:
+        return (self.rotation == 0 and self.width_shift == 0 and self.height_shift == 0 and self.shear == 0
+                and self.zoom == (1.0, 1.0) and not self.horizontal_flip and not self.vertical_flip)
+
+
+PRESETS = {
+    # The reference scripts' training augmentation (ImageDataGenerator arguments).
+    "radimagenet": Augment(),
+    # The CT tasks dropped rotation and flip.
+    "radimagenet_ct": Augment(rotation=0.0, horizontal_flip=False),
+}
+
+
+def get_augment(augment) -> Augment | None:
+    """None, a preset name or an Augment → an Augment (or None)."""
+    if augment is None or augment is False:
+        return None
+    if isinstance(augment, Augment):
+        return augment
+    if isinstance(augment, dict):
+        return Augment(**augment)
+    key = str(augment).lower()
+    if key not in PRESETS:
+        raise ValueError(f"Unknown augmentation {augment!r}; expected None, an Augment(...) or one of "
+                         f"{list(PRESETS)}.{did_you_mean(augment, list(PRESETS))} Received: augment={augment!r}")
+    return PRESETS[key]
+
+
+def random_transforms(batch_size, height, width, params: Augment, seed):
+    """Draws (batch, 8) projective transforms mapping output pixels to input pixels.
+
+    Args:
+        batch_size, height, width: scalar tensors or ints.
+        params: the augmentation.
+        seed: a stateless seed, shape (2,) int tensor.
+    """
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(seed, 7)
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+
+    def uniform(i, low, high):
+        return tf.random.stateless_uniform([batch_size], seeds[i], low, high)
+
+    theta = uniform(0, -params.rotation, params.rotation) * (math.pi / 180.0) if params.rotation else tf.zeros([batch_size])
+    tx = uniform(1, -params.width_shift, params.width_shift) * w if params.width_shift else tf.zeros([batch_size])
+    ty = uniform(2, -params.height_shift, params.height_shift) * h if params.height_shift else tf.zeros([batch_size])
+    shear = uniform(3, -params.shear, params.shear) * (math.pi / 180.0) if params.shear else tf.zeros([batch_size])
+    zx = uniform(4, params.zoom[0], params.zoom[1]) if params.zoom != (1.0, 1.0) else tf.ones([batch_size])
+    zy = uniform(5, params.zoom[0], params.zoom[1]) if params.zoom != (1.0, 1.0) else tf.ones([batch_size])
+    flips = tf.random.stateless_uniform([batch_size, 2], seeds[6]) < 0.5
+    flip_h = tf.logical_and(flips[:, 0], params.horizontal_flip)
+    flip_v = tf.logical_and(flips[:, 1], params.vertical_flip)
+
+    return transform_matrices(theta, tx, ty, shear, zx, zy, flip_h, flip_v, h, w)
+
+
+def transform_matrices(theta, tx, ty, shear, zx, zy, flip_h, flip_v, height, width):
+    """(batch, 8) projective transforms from per-image parameters, in ImageDataGenerator's terms.
+
+    As Keras's ``apply_affine_transform``, the matrix is built in (x=column, y=row) coordinates about
+    the image centre as rotation · shift · shear · zoom, and maps output pixels to input pixels; the
+    flips act on the output afterwards, as ``ImageDataGenerator.apply_transform`` flips last.
+
+    Args:
+        theta, shear: angles in radians; tx, ty: shifts in pixels along x (columns) and y (rows);
+            zx, zy: zoom factors along x and y; flip_h, flip_v: booleans; each shaped (batch,).
+        height, width: the image size.
+    """
+    import tensorflow as tf
+
+    theta = tf.convert_to_tensor(theta, tf.float32)
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    zeros, ones = tf.zeros_like(theta), tf.ones_like(theta)
+
+    def matrix(rows):
+        return tf.stack([tf.stack([e * ones for e in r], axis=-1) for r in rows], axis=-2)  # (batch, 3, 3)
+
+    shear = tf.convert_to_tensor(shear, tf.float32)
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    rotation = matrix([[cos, -sin, zeros], [sin, cos, zeros], [zeros, zeros, ones]])
+    shift = matrix([[ones, zeros, tx], [zeros, ones, ty], [zeros, zeros, ones]])
+    shear_m = matrix([[ones, -tf.sin(shear), zeros], [zeros, tf.cos(shear), zeros], [zeros, zeros, ones]])
+    zoom = matrix([[zx, zeros, zeros], [zeros, zy, zeros], [zeros, zeros, ones]])
+    o_x, o_y = w / 2.0 - 0.5, h / 2.0 - 0.5
+    offset = matrix([[ones, zeros, o_x], [zeros, ones, o_y], [zeros, zeros, ones]])
+    reset = matrix([[ones, zeros, -o_x], [zeros, ones, -o_y], [zeros, zeros, ones]])
+    # A flip of the output, out(x, y) = transformed(w-1-x, y), composes on the right.
+    flip_h = tf.cast(flip_h, tf.bool) & (ones > 0)
+    flip_v = tf.cast(flip_v, tf.bool) & (ones > 0)
+    flip = matrix([[tf.where(flip_h, -ones, ones), zeros, tf.where(flip_h, w - 1.0, 0.0)],
+                   [zeros, tf.where(flip_v, -ones, ones), tf.where(flip_v, h - 1.0, 0.0)],
+                   [zeros, zeros, ones]])
+    m = offset @ rotation @ shift @ shear_m @ zoom @ reset @ flip
+    # ImageProjectiveTransformV3: x_in = a0 x + a1 y + a2, y_in = b0 x + b1 y + b2.
+    return tf.stack([m[:, 0, 0], m[:, 0, 1], m[:, 0, 2], m[:, 1, 0], m[:, 1, 1], m[:, 1, 2], zeros, zeros], axis=-1)
+
+
+def apply_transforms(images, transforms, params: Augment):
+    """Applies (batch, 8) transforms to a (batch, H, W, C) uint8 or float batch, keeping its dtype."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=tf.cast(params.fill_value, tf.float32),
+        interpolation=params.interpolation.upper(),
+        fill_mode=params.fill_mode.upper(),
+    )
+
+
+def augment_batch(images, params: Augment, seed):
+    """Randomly transforms a batch of images (one composed affine transform each)."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    transforms = random_transforms(shape[0], shape[1], shape[2], params, seed)
+    return apply_transforms(images, transforms, params)

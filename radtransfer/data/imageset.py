@@ -1,0 +1,190 @@
+"""ImageSet: images (paths or in-memory records), integer labels, class names and patient ids,
+with patient-level splits and k-fold cross-validation."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import RadtransferError
+
+
+class LeakageError(RadtransferError, ValueError):
+    """A patient's images fall in more than one part of a split."""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """A labelled set of images.
+
+    Attributes:
+        paths: image file paths (None for in-memory records, e.g. from tensorflow-datasets).
+        labels: integer labels, indices into ``class_names``.
+        class_names: the class names, in label order.
+        patient_ids: one id per image, or None.
+        images: in-memory uint8 images (a list of HxWxC arrays) when there are no paths.
+        extras: per-image columns carried along (e.g. lesion mask paths), as a dict of arrays.
+    """
+
+    paths: np.ndarray | None
+    labels: np.ndarray
+    class_names: tuple
+    patient_ids: np.ndarray | None = None
+    images: list | None = None
+    extras: dict | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64))
+        object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if self.paths is not None:
+            object.__setattr__(self, "paths", np.asarray([str(p) for p in self.paths], dtype=object))
+        if self.patient_ids is not None:
+            object.__setattr__(self, "patient_ids", np.asarray([str(p) for p in self.patient_ids], dtype=object))
+        n = len(self.labels)
+        for name in ("paths", "patient_ids", "images"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"ImageSet: {name} has {len(value)} entries but there are {n} labels.")
+        if self.paths is None and self.images is None:
+            raise ValueError("ImageSet needs either paths or in-memory images.")
+        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise ValueError(
+                f"ImageSet: labels must be in [0, {len(self.class_names)}); found {self.labels.min()}..{self.labels.max()}."
+            )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{c}: {n}" for c, n in zip(self.class_names, self.class_counts()))
+        patients = f", {len(set(self.patient_ids))} patients" if self.patient_ids is not None else ""
+        return f"ImageSet({len(self)} images{patients}; {counts})"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def class_counts(self) -> list[int]:
+        """Images per class, in class order."""
+        return np.bincount(self.labels, minlength=self.num_classes).tolist()
+
+    def subset(self, indices) -> "ImageSet":
+        """The images at `indices`, in that order."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet(
+            paths=None if self.paths is None else self.paths[indices],
+            labels=self.labels[indices],
+            class_names=self.class_names,
+            patient_ids=None if self.patient_ids is None else self.patient_ids[indices],
+            images=None if self.images is None else [self.images[i] for i in indices],
+            extras=None if self.extras is None else {k: np.asarray(v, dtype=object)[indices] for k, v in self.extras.items()},
+        )
+
+    # -- splitting -----------------------------------------------------------------------------
+
+    def _groups(self, by: str) -> np.ndarray:
+        if by not in ("patient", "image"):
+            raise ValueError(f"Expected by='patient' or by='image'. Received: by={by!r}")
+        if by == "patient" and self.patient_ids is None:
+            warnings.warn(
+                "This image set has no patient ids, so it is split by image: slices of one patient may "
+                "leak across parts. Give patient ids (patient_col=...) to split by patient.",
+                stacklevel=3,
+            )
+            by = "image"
+        if by == "image":
+            return np.arange(len(self)).astype(str).astype(object)
+        return self.patient_ids
+
+    def _group_labels(self, groups):
+        """Unique groups (in first-seen order) and each group's majority label."""
+        unique, first, inverse = np.unique(groups.astype(str), return_index=True, return_inverse=True)
+        order = np.argsort(first)
+        unique = unique[order]
+        remap = np.empty_like(order)
+        remap[order] = np.arange(len(order))
+        inverse = remap[inverse]
+        counts = np.zeros((len(unique), self.num_classes), dtype=np.int64)
+        np.add.at(counts, (inverse, self.labels), 1)
+        return unique, inverse, counts.argmax(axis=1)
+
+    def split(self, val: float = 0.10, test: float = 0.15, by: str = "patient", stratify: bool = True,
+              seed: int = 726):
+        """Splits into (train, val, test), each patient's images in one part.
+
+        Fractions are of patients (of images with ``by="image"``), per class when ``stratify`` (a
+        patient's class is the majority label of their images). A class with two patients puts one in
+        test; with three, one in val too; train always keeps at least one.
+
+        Returns:
+            (train, val, test) image sets.
+        """
+        if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+            raise ValueError(f"Expected 0 ≤ val, test and val + test < 1. Received: val={val}, test={test}")
+        groups = self._groups(by)
+        unique, inverse, group_labels = self._group_labels(groups)
+        rng = np.random.default_rng(seed)
+        part = np.zeros(len(unique), dtype=np.int64)  # 0 train, 1 val, 2 test
+        strata = [np.flatnonzero(group_labels == c) for c in range(self.num_classes)] if stratify else [np.arange(len(unique))]
+        for members in strata:
+            members = rng.permutation(members)
+            n = len(members)
+            n_test, n_val = int(round(test * n)), int(round(val * n))
+            if n >= 2 and test > 0:
+                n_test = max(n_test, 1)
+            if n - n_test >= 2 and val > 0:
+                n_val = max(n_val, 1)
+            part[members[:n_test]] = 2
+            part[members[n_test:n_test + n_val]] = 1
+        image_part = part[inverse]
+        parts = tuple(self.subset(np.flatnonzero(image_part == p)) for p in (0, 1, 2))
+        if by == "patient" and self.patient_ids is not None:
+            check_no_leakage(*parts)
+        return parts
+
+    def kfold(self, k: int = 5, by: str = "patient", stratify: bool = True, seed: int = 726, val: float = 0.10):
+        """Yields (train, val, test) for each of k folds; every patient is in exactly one test fold.
+
+        The patients outside a fold's test part are split into train and val (``val`` is the fraction
+        of them, per class) with the same seed.
+        """
+        if not isinstance(k, int) or k < 2:
+            raise ValueError(f"Expected k ≥ 2 folds. Received: k={k!r}")
+        groups = self._groups(by)
+        unique, inverse, group_labels = self._group_labels(groups)
+        if len(unique) < k:
+            raise ValueError(f"Cannot make {k} folds from {len(unique)} {'patients' if by == 'patient' else 'images'}.")
+        rng = np.random.default_rng(seed)
+        fold = np.zeros(len(unique), dtype=np.int64)
+        strata = [np.flatnonzero(group_labels == c) for c in range(self.num_classes)] if stratify else [np.arange(len(unique))]
+        offset = 0
+        for members in strata:
+            members = rng.permutation(members)
+            fold[members] = (np.arange(len(members)) + offset) % k
+            offset += len(members)  # continue the round-robin so folds stay balanced in size
+        image_fold = fold[inverse]
+        for f in range(k):
+            test_set = self.subset(np.flatnonzero(image_fold == f))
+            rest = self.subset(np.flatnonzero(image_fold != f))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                train_set, val_set, _ = rest.split(val=val, test=0.0, by=by, stratify=stratify, seed=seed + f)
+            if by == "patient" and self.patient_ids is not None:
+                check_no_leakage(train_set, val_set, test_set)
+            yield train_set, val_set, test_set
+
+
+def check_no_leakage(*parts: ImageSet) -> None:
+    """Raises LeakageError if any patient has images in more than one of the parts."""
+    seen: dict = {}
+    for index, part in enumerate(parts):
+        if part.patient_ids is None:
+            raise ValueError("check_no_leakage needs patient ids on every part.")
+        for patient in set(part.patient_ids):
+            if patient in seen and seen[patient] != index:
+                raise LeakageError(
+                    f"Patient {patient!r} has images in parts {seen[patient]} and {index}: the split leaks."
+                )
+            seen[patient] = index

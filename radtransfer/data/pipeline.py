@@ -1,0 +1,187 @@
+"""make_dataset: an ImageSet → a tf.data pipeline of (uint8 RGB images, one-hot labels).
+
+Order: read → decode → resize → cache (uint8) → shuffle → batch → augment → prefetch. The cache holds
+resized uint8 images, so every random operation comes after it and differs between epochs.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..backbones import did_you_mean, get_backbone
+from ..errors import RadtransferError
+from .augment import augment_batch, get_augment
+from .decode import check_files, decode_image_tf, is_dicom, read_dicom
+from .imageset import ImageSet
+
+MAX_LISTED = 20
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
+
+
+class BadImagesError(RadtransferError, ValueError):
+    """Some image files are missing or unreadable (listed in the message and in ``.bad``)."""
+
+    def __init__(self, message, bad):
+        super().__init__(message)
+        self.bad = bad
+
+
+def _bad_list(bad) -> str:
+    lines = [f"  {path}: {reason}" for path, reason in bad[:MAX_LISTED]]
+    if len(bad) > MAX_LISTED:
+        lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
+    return "\n".join(lines)
+
+
+def validate_images(image_set: ImageSet, on_bad: str = "raise") -> ImageSet:
+    """Checks every file cheaply (exists, readable, header decodes) before any training.
+
+    Args:
+        on_bad: "raise" (one error listing the bad files) or "skip" (drop them with a warning).
+
+    Returns:
+        The image set, without the bad files when skipping.
+    """
+    if on_bad not in ("raise", "skip"):
+        raise ValueError(f"Expected on_bad='raise' or 'skip'. Received: on_bad={on_bad!r}")
+    if image_set.paths is None:
+        return image_set
+    bad = check_files(image_set.paths)
+    if not bad:
+        return image_set
+    if on_bad == "raise":
+        raise BadImagesError(
+            f"{len(bad)} of {len(image_set)} image files cannot be read:\n{_bad_list(bad)}\n"
+            "Fix or remove them, or pass on_bad='skip' to leave them out.",
+            bad,
+        )
+    bad_paths = {p for p, _ in bad}
+    keep = [i for i, p in enumerate(image_set.paths) if p not in bad_paths]
+    warnings.warn(f"Skipping {len(bad)} unreadable image file(s):\n{_bad_list(bad)}", stacklevel=3)
+    if not keep:
+        raise BadImagesError("No readable images are left after skipping the bad files.", bad)
+    return image_set.subset(keep)
+
+
+def _check_size(image_size, backbone) -> tuple[int, int]:
+    try:
+        height, width = (int(image_size), int(image_size)) if np.isscalar(image_size) else map(int, image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected image_size=(height, width). Received: image_size={image_size!r}") from None
+    if backbone is not None:
+        spec = get_backbone(backbone)
+        if min(height, width) < spec.min_size:
+            raise ValueError(
+                f"image_size {(height, width)} is below {spec.display_name}'s minimum of "
+                f"{spec.min_size}×{spec.min_size}. Received: image_size={image_size!r}"
+            )
+    elif min(height, width) < 1:
+        raise ValueError(f"Expected a positive image_size. Received: image_size={image_size!r}")
+    return height, width
+
+
+def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 32, augment=None, shuffle: bool = True,
+                 cache=True, seed: int | None = None, interpolation: str = "bilinear", on_bad: str = "raise",
+                 backbone: str | None = None, shuffle_buffer: int = 4096, dicom_window=None,
+                 sixteen_bit: str = "range", drop_remainder: bool = False):
+    """Builds the input pipeline for training or evaluation.
+
+    Args:
+        image_set: from ``data.from_directory``, ``from_csv`` or ``from_tfds`` (or a split of one).
+        image_size: (height, width) the images are resized to.
+        batch_size: images per batch.
+        augment: None, "radimagenet" (the reference's training augmentation), "radimagenet_ct"
+            (without rotation and flip, as the CT tasks) or an ``Augment(...)``.
+        shuffle: shuffle the images each epoch (use False for validation and test).
+        cache: True (in memory), a file path prefix (on disk), or False.
+        seed: makes shuffling and augmentation reproducible (still different in every epoch).
+        interpolation: resize method; "nearest" reproduces the reference loader.
+        on_bad: "raise" or "skip" for unreadable files (checked before anything is decoded).
+        backbone: if given, image_size is checked against its minimum input size.
+        shuffle_buffer: the most images the shuffle buffer holds.
+        dicom_window: (center, width) for DICOM files, overriding the files' own window.
+        sixteen_bit: "range" (a 16-bit image's own min..max → 0..255) or "full" (0..65535 → 0..255).
+        drop_remainder: drop the last, smaller batch.
+
+    Returns:
+        A ``tf.data.Dataset`` of (uint8 images (batch, H, W, 3), float32 one-hot labels (batch, classes)).
+    """
+    import tensorflow as tf
+
+    if not isinstance(image_set, ImageSet):
+        raise TypeError(f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}")
+    if len(image_set) == 0:
+        raise ValueError("The image set is empty: there is nothing to build a dataset from.")
+    height, width = _check_size(image_size, backbone)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}."
+                         f"{did_you_mean(interpolation, INTERPOLATIONS)}")
+    if sixteen_bit not in ("range", "full"):
+        raise ValueError(f"Expected sixteen_bit='range' or 'full'. Received: {sixteen_bit!r}")
+    params = get_augment(augment)
+    image_set = validate_images(image_set, on_bad)
+    num_classes = image_set.num_classes
+
+    def resize(image):
+        resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), method=interpolation)
+        return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+    if image_set.paths is None:
+        images = [_as_rgb_uint8(np.asarray(im)) for im in image_set.images]
+        resized = np.stack([resize(im).numpy() for im in images])
+        dataset = tf.data.Dataset.from_tensor_slices((resized, image_set.labels))
+    else:
+        paths = np.asarray(image_set.paths, dtype=str)
+        dicom = np.array([is_dicom(p) for p in paths])
+        dataset = tf.data.Dataset.from_tensor_slices((paths, dicom, image_set.labels))
+
+        def read_dicom_np(path):
+            return read_dicom(path.decode(), window=dicom_window)
+
+        def load(path, is_dcm, label):
+            image = tf.cond(
+                is_dcm,
+                lambda: tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False),
+                lambda: decode_image_tf(tf.io.read_file(path), sixteen_bit),
+            )
+            image.set_shape([None, None, 3])
+            return resize(image), label
+
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    dataset = dataset.map(
+        lambda image, label: (image, tf.one_hot(label, num_classes, dtype=tf.float32)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if cache is True:
+        dataset = dataset.cache()
+    elif cache:
+        dataset = dataset.cache(str(cache))
+    if shuffle:
+        dataset = dataset.shuffle(min(len(image_set), shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if params is not None and not params.is_identity:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda batch, s: (augment_batch(batch[0], params, s), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.dtype != np.uint8:
+        if image.dtype == np.uint16 or image.max() > 255:
+            low, high = float(image.min()), float(image.max())
+            image = np.zeros(image.shape) if high <= low else (image - low) / (high - low) * 255.0
+        image = np.round(np.clip(image, 0, 255)).astype(np.uint8)
+    if image.shape[-1] < 3:
+        image = np.repeat(image[..., :1], 3, axis=-1)
+    return image[..., :3]
