@@ -87,7 +87,7 @@ def _patient(rng, label: str, size: int, slices: int):
 
 
 def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int = 4, image_size: int = 128,
-                        seed: int = 0, max_value: int = 4095) -> Path:
+                        seed: int = 0, max_value: int = 4095, bit_depth: int = 16) -> Path:
     """Writes a synthetic four-class brain-tumour MRI set and returns its manifest CSV.
 
     Each patient is a head phantom (skull ring, brain with texture, lateral ventricles) that varies by
@@ -109,6 +109,7 @@ def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int =
         image_size: image height and width in pixels.
         seed: random seed; the same seed gives the same files.
         max_value: the brightest 16-bit value.
+        bit_depth: 16 (default) or 8 (then values are scaled to 0..255).
 
     Returns:
         The path of manifest.csv; read it with
@@ -118,6 +119,8 @@ def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int =
 
     if n_patients < len(BRAIN_MRI_CLASSES):
         raise ValueError(f"Expected n_patients ≥ {len(BRAIN_MRI_CLASSES)} (one per class). Received: {n_patients}")
+    if bit_depth not in (8, 16):
+        raise ValueError(f"Expected bit_depth 8 or 16. Received: {bit_depth!r}")
     if slices_per_patient < 1 or image_size < 16:
         raise ValueError("Expected slices_per_patient ≥ 1 and image_size ≥ 16.")
     out = Path(out_dir)
@@ -133,7 +136,10 @@ def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int =
             mask_path = out / "masks" / label / name
             image_path.parent.mkdir(parents=True, exist_ok=True)
             mask_path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.round(image * max_value).astype(np.uint16)).save(image_path)
+            if bit_depth == 8:
+                Image.fromarray(np.round(image * 255).astype(np.uint8)).save(image_path)
+            else:
+                Image.fromarray(np.round(image * max_value).astype(np.uint16)).save(image_path)
             Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
             rows.append({"path": f"images/{label}/{name}", "label": label, "patient_id": patient,
                          "slice": k, "mask_path": f"masks/{label}/{name}"})

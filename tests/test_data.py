@@ -348,3 +348,15 @@ def test_synthetic_set_is_reproducible_and_has_masks(tmp_path):
     masks = {row.label: np.asarray(Image.open(tmp_path / "a" / row.mask_path)).max() for row in frame.itertuples()}
     assert masks["no_tumor"] == 0 and masks["glioma"] == 255 and masks["pituitary"] == 255
     assert second.exists()
+
+
+def test_mixed_gray_and_rgb_set_keeps_colour(tmp_path):
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200  # pure red
+    gray = np.full((8, 8), 90, np.uint8)
+    paths = [_write(tmp_path / "c.png", rgb), _write(tmp_path / "g.png", gray)]
+    image_set = data.ImageSet(paths=[str(p) for p in paths], labels=[0, 0], class_names=("a",))
+    images, _ = _first_batch(image_set, image_size=(8, 8), augment="radimagenet", seed=0)
+    assert images.shape == (2, 8, 8, 3)
+    assert images[0, ..., 0].min() == 200 and images[0, ..., 1].max() == 0  # still red
+    np.testing.assert_array_equal(images[1, ..., 0], images[1, ..., 2])

@@ -83,13 +83,14 @@ def _to_uint8_range(pixels: np.ndarray, value_range) -> np.ndarray:
     return np.round(scaled).astype(np.uint8)
 
 
-def decode_image_tf(contents, sixteen_bit: str = "range"):
-    """Decodes PNG/JPEG/BMP bytes (a scalar string tensor) into a uint8 HxWx3 tensor.
+def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
+    """Decodes PNG/JPEG/BMP bytes (a scalar string tensor) into a uint8 HxWxC tensor.
 
     Args:
         contents: the file's bytes.
         sixteen_bit: how 16-bit PNGs map to 0–255: "range" (the image's own min..max) or "full"
             (0..65535).
+        channels: 3 (RGB; grayscale is repeated) or 1 (the first channel, for grayscale sets).
     """
     import tensorflow as tf
 
@@ -112,6 +113,10 @@ def decode_image_tf(contents, sixteen_bit: str = "range"):
 
     is_png = tf.equal(tf.strings.substr(contents, 0, 4), PNG_MAGIC)
     image = tf.cond(is_png, png, other)
+    if channels == 1:
+        image = image[..., :1]
+        image.set_shape([None, None, 1])
+        return image
     return to_rgb(image)
 
 
@@ -132,52 +137,62 @@ def to_rgb(image):
 # -- cheap checks before the first epoch -------------------------------------------------------
 
 
-def check_file(path) -> str | None:
-    """Returns None if the file looks like a readable image, else the reason it does not."""
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def check_file(path) -> tuple[str | None, bool]:
+    """Checks a file cheaply (exists, readable, header decodes) without decoding its pixels.
+
+    Returns:
+        (None, is_grayscale) for a readable image, or (reason, False) for a bad one.
+    """
     path = Path(path)
     if not path.exists():
-        return "file not found"
+        return "file not found", False
     if not path.is_file():
-        return "not a file"
+        return "not a file", False
     try:
         size = path.stat().st_size
         if size == 0:
-            return "empty file"
+            return "empty file", False
         if is_dicom(path):
             pydicom = _import_pydicom()
             dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
             if "Rows" not in dataset or "Columns" not in dataset:
-                return "DICOM file without image data (no Rows/Columns)"
-            return None
+                return "DICOM file without image data (no Rows/Columns)", False
+            return None, str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME")
         from PIL import Image
 
         with Image.open(path) as image:
-            image.size  # the header parsed
-            if image.format not in ("PNG", "JPEG", "BMP", "MPO"):
-                return f"unsupported image format {image.format}"
-            if image.format == "PNG":
-                # A truncated PNG has a valid header; its end marker is missing.
-                with open(path, "rb") as handle:
-                    handle.seek(max(size - 12, 0))
-                    if b"IEND" not in handle.read(12):
-                        return "truncated PNG (no IEND marker)"
-            elif image.format in ("JPEG", "MPO"):
-                with open(path, "rb") as handle:
-                    handle.seek(max(size - 2, 0))
-                    if handle.read(2) != b"\xff\xd9":
-                        return "truncated JPEG (no end-of-image marker)"
+            image_format, mode = image.format, image.mode
+        if image_format not in ("PNG", "JPEG", "BMP", "MPO"):
+            return f"unsupported image format {image_format}", False
+        with open(path, "rb") as handle:
+            handle.seek(max(size - 12, 0))
+            tail = handle.read(12)
+        if image_format == "PNG" and b"IEND" not in tail:
+            return "truncated PNG (no IEND marker)", False
+        if image_format in ("JPEG", "MPO") and not tail.endswith(b"\xff\xd9"):
+            return "truncated JPEG (no end-of-image marker)", False
+        return None, mode in GRAY_MODES
     except PermissionError:
-        return "permission denied"
+        return "permission denied", False
     except ImportError as exc:
-        return str(exc)
+        return str(exc), False
     except Exception as exc:  # PIL and pydicom raise many types for a broken header
-        return f"header does not decode ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    return None
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        return f"header does not decode ({type(exc).__name__}: {detail})", False
 
 
-def check_files(paths, workers: int = 8) -> list[tuple[str, str]]:
-    """Checks every file; returns (path, reason) for the bad ones, in input order."""
+def check_files(paths, workers: int = 8) -> tuple[list[tuple[str, str]], bool]:
+    """Checks every file.
+
+    Returns:
+        ((path, reason) for the bad files in input order, whether every good file is grayscale).
+    """
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        reasons = list(pool.map(check_file, paths, chunksize=64))
-    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+        results = list(pool.map(check_file, paths, chunksize=64))
+    bad = [(p, reason) for p, (reason, _) in zip(paths, results) if reason is not None]
+    all_gray = all(gray for reason, gray in results if reason is None)
+    return bad, all_gray

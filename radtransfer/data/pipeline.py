@@ -35,22 +35,23 @@ def _bad_list(bad) -> str:
     return "\n".join(lines)
 
 
-def validate_images(image_set: ImageSet, on_bad: str = "raise") -> ImageSet:
+def validate_images(image_set: ImageSet, on_bad: str = "raise") -> tuple[ImageSet, bool]:
     """Checks every file cheaply (exists, readable, header decodes) before any training.
 
     Args:
         on_bad: "raise" (one error listing the bad files) or "skip" (drop them with a warning).
 
     Returns:
-        The image set, without the bad files when skipping.
+        (the image set, without the bad files when skipping; whether every image is grayscale).
     """
     if on_bad not in ("raise", "skip"):
         raise ValueError(f"Expected on_bad='raise' or 'skip'. Received: on_bad={on_bad!r}")
     if image_set.paths is None:
-        return image_set
-    bad = check_files(image_set.paths)
+        gray = all(np.ndim(im) == 2 or np.shape(im)[-1] in (1, 2) for im in image_set.images)
+        return image_set, gray
+    bad, all_gray = check_files(image_set.paths)
     if not bad:
-        return image_set
+        return image_set, all_gray
     if on_bad == "raise":
         raise BadImagesError(
             f"{len(bad)} of {len(image_set)} image files cannot be read:\n{_bad_list(bad)}\n"
@@ -62,7 +63,7 @@ def validate_images(image_set: ImageSet, on_bad: str = "raise") -> ImageSet:
     warnings.warn(f"Skipping {len(bad)} unreadable image file(s):\n{_bad_list(bad)}", stacklevel=3)
     if not keep:
         raise BadImagesError("No readable images are left after skipping the bad files.", bad)
-    return image_set.subset(keep)
+    return image_set.subset(keep), all_gray
 
 
 def _check_size(image_size, backbone) -> tuple[int, int]:
@@ -123,15 +124,18 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     if sixteen_bit not in ("range", "full"):
         raise ValueError(f"Expected sixteen_bit='range' or 'full'. Received: {sixteen_bit!r}")
     params = get_augment(augment)
-    image_set = validate_images(image_set, on_bad)
+    image_set, gray = validate_images(image_set, on_bad)
     num_classes = image_set.num_classes
+    # Grayscale sets keep one channel through resize, cache and augmentation (a third of the work and
+    # memory) and become three identical channels at the end.
+    channels = 1 if gray else 3
 
     def resize(image):
         resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), method=interpolation)
         return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
     if image_set.paths is None:
-        images = [_as_rgb_uint8(np.asarray(im)) for im in image_set.images]
+        images = [_as_rgb_uint8(np.asarray(im))[..., :channels] for im in image_set.images]
         resized = np.stack([resize(im).numpy() for im in images])
         dataset = tf.data.Dataset.from_tensor_slices((resized, image_set.labels))
     else:
@@ -145,10 +149,10 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         def load(path, is_dcm, label):
             image = tf.cond(
                 is_dcm,
-                lambda: tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False),
-                lambda: decode_image_tf(tf.io.read_file(path), sixteen_bit),
+                lambda: tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False)[..., :channels],
+                lambda: decode_image_tf(tf.io.read_file(path), sixteen_bit, channels),
             )
-            image.set_shape([None, None, 3])
+            image.set_shape([None, None, channels])
             return resize(image), label
 
         dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -164,14 +168,26 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     if shuffle:
         dataset = dataset.shuffle(min(len(image_set), shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    if params is not None and not params.is_identity:
+    augmenting = params is not None and not params.is_identity
+    if augmenting:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, s: (augment_batch(batch[0], params, s), batch[1]),
+            lambda batch, s: (_to_rgb_batch(augment_batch(batch[0], params, s)), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
+    elif channels == 1:
+        dataset = dataset.map(lambda images, labels: (_to_rgb_batch(images), labels),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _to_rgb_batch(images):
+    import tensorflow as tf
+
+    if images.shape[-1] == 1:
+        return tf.repeat(images, 3, axis=-1)
+    return images
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
