@@ -2,21 +2,28 @@
 
 Public API::
 
-    from radtransfer import build_model, apply_strategy, list_backbones
+    from radtransfer import build_model, apply_strategy, fine_tune, evaluate, list_backbones
+    from radtransfer import data, datasets
 """
 
 __version__ = "0.1.0"
 
 from . import _keras_compat  # noqa: F401  (registers classes .keras files need)
+from . import data, datasets
 from .backbones import BACKBONES, get_backbone, list_backbones
 from .errors import RadtransferError, WeightsFileError, WeightsNotFoundError
+from .evaluation import evaluate
+from .layerwise import layerwise_search
 from .models import build_model
 from .preprocessing import Preprocess
 from .strategies import StrategySummary, apply_strategy
+from .training import FineTuneResult, TrainingDivergedError, fine_tune
 from .weights import check_weight_file, find_weight_files, resolve_weights
 
 __all__ = [
     "BACKBONES",
+    "FineTuneResult",
+    "TrainingDivergedError",
     "Preprocess",
     "RadtransferError",
     "StrategySummary",
@@ -25,6 +32,11 @@ __all__ = [
     "apply_strategy",
     "build_model",
     "check_weight_file",
+    "data",
+    "datasets",
+    "evaluate",
+    "fine_tune",
+    "layerwise_search",
     "find_weight_files",
     "get_backbone",
     "list_backbones",

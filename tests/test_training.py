@@ -1,0 +1,260 @@
+"""fine_tune, evaluate and layerwise_search on CPU at 32 px with a handful of images."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import radtransfer as rt
+from radtransfer import training
+
+EPOCHS = 2
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("brain_train")
+    image_set = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=2)
+    return image_set.split(val=0.2, test=0.2, seed=726)
+
+
+def _model(seed=0, classes=4):
+    keras.utils.set_random_seed(seed)
+    return rt.build_model("resnet50", weights=None, num_classes=classes, input_shape=(32, 32, 3))
+
+
+def _train(model, splits, out_dir=None, **kwargs):
+    train, val, _ = splits
+    arguments = dict(strategy="unfreeze_top10", learning_rate=1e-3, epochs=EPOCHS, out_dir=out_dir, seed=0,
+                     batch_size=8, verbose=0)
+    arguments.update(kwargs)
+    return rt.fine_tune(model, train, val, **arguments)
+
+
+@pytest.fixture(scope="module")
+def first_run(splits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run1")
+    model = _model()
+    return model, _train(model, splits, out), out
+
+
+def test_outputs_written(first_run):
+    model, result, out = first_run
+    for name in ("config.json", "history.csv", "best.keras", "best.weights.h5", "result.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / "backup").exists()  # removed after a finished run
+    config = json.loads((out / "config.json").read_text())
+    assert config["strategy"] == "unfreeze_top:10" and config["learning_rate"] == 1e-3
+    assert config["versions"]["keras"] == keras.__version__ and config["versions"]["tensorflow"] == tf.__version__
+    assert config["strategy_summary"]["trainable_params"] == result.trainable_params
+    assert config["model"]["backbone"] == "resnet50" and config["model"]["weights_sha256"] is None
+    assert config["jit_compile"] is False and config["precision"] == "float32"
+    assert result.history["epoch"] == [0, 1] and len(result.history["val_auc"]) == EPOCHS
+    assert result.best_val_loss == min(result.history["val_loss"])
+    assert result.images_per_second and result.images_per_second > 0
+
+
+def test_model_holds_the_best_weights(first_run):
+    model, result, out = first_run
+    best = _model(seed=9)
+    best.load_weights(out / "best.weights.h5")
+    for a, b in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_finished_run_is_not_trained_again(first_run, splits):
+    model, result, out = first_run
+    again = _train(_model(seed=5), splits, out)
+    assert again.history == result.history and again.best_epoch == result.best_epoch
+
+
+def test_same_seed_same_history(first_run, splits):
+    _, result, _ = first_run
+    second = _train(_model(), splits)
+    for key in ("loss", "val_loss", "accuracy"):
+        assert second.history[key] == result.history[key], key
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise RuntimeError("simulated crash after epoch 0")
+
+
+def test_interrupted_run_resumes_at_the_next_epoch(splits, tmp_path):
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _train(_model(), splits, tmp_path, callbacks=[_Crash()])
+    assert (tmp_path / "backup").exists() and not (tmp_path / "result.json").exists()
+    result = _train(_model(seed=3), splits, tmp_path)
+    assert result.resumed_from == 1
+    assert result.history["epoch"] == [0, 1] and result.epochs_run == 2
+    assert (tmp_path / "result.json").exists()
+
+
+def test_nan_loss_stops_keeps_checkpoint_and_says_what_to_do(splits, tmp_path):
+    def nan_after_first_epoch(y_true, y_pred):
+        return keras.ops.mean(y_pred) * float("nan")
+
+    with pytest.raises(rt.TrainingDivergedError, match=r"NaN at epoch 0.*lower learning rate \(e.g. 0.0001\)"):
+        _train(_model(), splits, tmp_path, loss=nan_after_first_epoch)
+
+
+def test_xla_resolves_off_on_cpu_and_fallback_warns():
+    assert training.resolve_jit_compile("auto", deterministic=False) is False  # no GPU here
+    with pytest.warns(UserWarning, match="turns XLA off"):
+        assert training.resolve_jit_compile(True, deterministic=True) is False
+    inputs = keras.Input((8, 8, 3))
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.RandomRotation(0.1)(inputs)))
+    model = keras.Model(inputs, outputs)
+    with pytest.warns(UserWarning, match="fell back"):
+        resolved = training.compile_model(model, "adam", "mse", [], jit_compile=True)
+    assert resolved is False and model.jit_compile is False
+
+
+def test_mixed_precision_rebuild_keeps_weights_and_float32_head():
+    assert training.resolve_precision("auto") == "float32"  # CPU
+    model = _model()
+    mixed = training._prepare_model(model, "mixed_float16", None)
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+    assert mixed.get_layer("backbone").dtype_policy.name == "mixed_float16"
+    assert mixed.get_layer("backbone").layers[2].compute_dtype == "float16"
+    assert mixed.get_layer("predictions").dtype_policy.name == "float32"
+    for a, b in zip(model.get_weights(), mixed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert training._prepare_model(model, "float32", None) is model
+
+
+def test_mirrored_strategy_on_two_logical_cpus(splits, tmp_path):
+    train, val, _ = splits
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import radtransfer as rt
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        image_set = rt.data.from_csv({str(Path(train.paths[0]).parents[2] / "manifest.csv")!r}, image_col="path",
+                                     label_col="label", patient_col="patient_id")
+        train, val, _ = image_set.split(val=0.2, test=0.2, seed=726)
+        build = lambda: rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+        result = rt.fine_tune(build, train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1,
+                              distribute=strategy, batch_size=8, verbose=0, seed=0)
+        print(json.dumps({{"replicas": result.settings["replicas"], "loss": result.history["loss"]}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and math.isfinite(report["loss"][0])
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0, -1e-3, float("nan"), "0.001", None])
+def test_bad_learning_rate(rate, splits):
+    with pytest.raises(ValueError, match="learning rate > 0"):
+        _train(_model(), splits, learning_rate=rate)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"strategy": "unfreze_all"}, 'Did you mean "unfreeze_all"'),
+     ({"optimizer": "adm"}, 'Did you mean "adam"'),
+     ({"precision": "mixed_fp16"}, 'Did you mean "mixed_float16"'),
+     ({"distribute": "mirored"}, 'Did you mean "mirrored"'),
+     ({"epochs": 0}, "epochs ≥ 1")],
+)
+def test_bad_names(kwargs, message, splits):
+    with pytest.raises(ValueError, match=message):
+        _train(_model(), splits, **kwargs)
+
+
+def test_label_width_must_match_the_model(splits):
+    with pytest.raises(ValueError, match="labels for 4 classes but the model predicts 2"):
+        _train(_model(classes=2), splits)
+
+
+def test_empty_dataset(splits):
+    train, val, _ = splits
+    empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 4), np.float32))).batch(4)
+    with pytest.raises(ValueError, match="training dataset is empty"):
+        rt.fine_tune(_model(), empty, val, strategy="freeze_all", learning_rate=1e-3, epochs=1, verbose=0)
+
+
+def test_unwritable_out_dir(splits, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(rt.RadtransferError, match="Cannot write to out_dir"):
+        _train(_model(), splits, out_dir=blocker / "run")
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def test_binary_metrics_match_scikit_learn():
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p1 = np.clip(0.35 * y + rng.uniform(0, 0.65, 200), 0, 1)
+    probabilities = np.stack([1 - p1, p1], axis=1)
+    result = rt.evaluation.metrics_from_predictions(y, probabilities, ["benign", "malignant"], bootstrap=300)
+    assert result["auc"] == pytest.approx(roc_auc_score(y, p1))
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, probabilities.argmax(1)))
+    assert result["confusion_matrix"] == confusion_matrix(y, probabilities.argmax(1)).tolist()
+    low, high = result["auc_ci"]
+    assert low < result["auc"] < high
+    matrix = np.array(result["confusion_matrix"])
+    assert result["sensitivity"]["malignant"] == pytest.approx(matrix[1, 1] / matrix[1].sum())
+    assert result["specificity"]["malignant"] == pytest.approx(matrix[0, 0] / matrix[0].sum())
+    assert 0 <= result["youden"]["threshold"] <= 1
+    # The reference's metric, Keras AUC over the flattened two columns, is a different number.
+    flattened = keras.metrics.AUC()
+    flattened.update_state(np.eye(2)[y], probabilities)
+    assert abs(float(flattened.result()) - result["auc"]) > 1e-3
+
+
+def test_multiclass_auc_is_macro_one_vs_rest():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 120)
+    logits = rng.normal(size=(120, 4)) + 1.5 * np.eye(4)[y]
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    result = rt.evaluation.metrics_from_predictions(y, probabilities, bootstrap=0)
+    assert result["auc"] == pytest.approx(roc_auc_score(y, probabilities, multi_class="ovr", average="macro"))
+    for c in range(4):
+        assert result["per_class_auc"][str(c)] == pytest.approx(roc_auc_score(y == c, probabilities[:, c]))
+
+
+def test_evaluate_on_a_model_and_test_set(first_run, splits):
+    from sklearn.metrics import roc_auc_score
+
+    model, _, _ = first_run
+    test = splits[2]
+    result = rt.evaluate(model, test, bootstrap=100)
+    probabilities = np.array(result["predictions"]["probabilities"])
+    assert result["n"] == len(test) and result["class_names"] == list(test.class_names)
+    assert result["predictions"]["y_true"] == test.labels.tolist()
+    assert result["auc"] == pytest.approx(roc_auc_score(test.labels, probabilities, multi_class="ovr"))
+
+
+def test_layerwise_search_table(splits):
+    train, val, _ = splits
+    build = lambda: _model()
+    table = rt.layerwise_search(build, train, val, depths=[0, 1], learning_rate=1e-3, epochs=1, batch_size=8,
+                                verbose=0, seed=0)
+    assert list(table["depth"]) == [0, 1] and list(table["strategy"]) == ["freeze_all", "unfreeze_blocks:1"]
+    assert table["trainable_params"].iloc[0] < table["trainable_params"].iloc[1]
+    assert {"val_auc", "val_loss", "epochs", "seconds", "best"} <= set(table.columns)
+    assert table["best"].sum() >= 1
