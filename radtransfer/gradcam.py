@@ -1,0 +1,131 @@
+"""Grad-CAM (Selvaraju et al. 2017) for build_model models, with overlays and localisation scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from .models import get_backbone_model
+
+
+def last_conv_layer(backbone) -> str:
+    """The backbone's last layer with a spatial (4-D) output: its last convolutional activation."""
+    for layer in reversed(backbone.layers):
+        shape = getattr(layer, "output", None)
+        if shape is not None and len(layer.output.shape) == 4:
+            return layer.name
+    raise ValueError("The backbone has no layer with a spatial output.")
+
+
+def gradcam(model, images, layer: str | None = None, class_index=None, batch_size: int = 16) -> np.ndarray:
+    """Grad-CAM heatmaps at the input resolution.
+
+    Args:
+        model: a model from ``build_model``.
+        images: (N, H, W, C) images with values in [0, 255], as the model takes them.
+        layer: a layer of the nested backbone (default: its last convolutional activation).
+        class_index: the class to explain: None (each image's predicted class), an int, or one per image.
+        batch_size: images per gradient pass.
+
+    Returns:
+        (N, H, W) float32 heatmaps in [0, 1].
+    """
+    import tensorflow as tf
+
+    backbone = get_backbone_model(model)
+    layer = layer or last_conv_layer(backbone)
+    try:
+        target = backbone.get_layer(layer)
+    except ValueError:
+        raise ValueError(f"Layer {layer!r} is not in the backbone; e.g. {last_conv_layer(backbone)!r}.") from None
+    features = keras.Model(backbone.inputs, [target.output, backbone.output])
+    preprocess = model.get_layer("preprocess")
+    head = model.get_layer("predictions")
+    images = np.asarray(images)
+    height, width = images.shape[1:3]
+    maps = []
+    for start in range(0, len(images), batch_size):
+        batch = tf.convert_to_tensor(images[start:start + batch_size])
+        with tf.GradientTape() as tape:
+            activations, pooled = features(preprocess(batch), training=False)
+            tape.watch(activations)
+            probabilities = head(pooled)
+            if class_index is None:
+                chosen = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            else:
+                chosen = tf.constant(np.broadcast_to(np.asarray(class_index)[..., None] if np.ndim(class_index)
+                                                     else class_index, (len(batch),)).reshape(-1), tf.int32)
+            score = tf.gather(probabilities, chosen, batch_dims=1)
+        gradients = tape.gradient(score, activations)
+        activations = tf.cast(activations, tf.float32)
+        weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[..., None]
+        cam = tf.image.resize(cam, (height, width), method="bilinear")[..., 0]
+        peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+        maps.append(tf.math.divide_no_nan(cam, peak).numpy())
+    return np.concatenate(maps).astype(np.float32)
+
+
+def pointing_game(heatmaps, masks) -> np.ndarray:
+    """Whether each heatmap's peak falls inside its (non-empty) mask; NaN for an empty mask."""
+    hits = []
+    for heatmap, mask in zip(heatmaps, masks):
+        mask = np.asarray(mask) > 0
+        if not mask.any():
+            hits.append(np.nan)
+            continue
+        index = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        hits.append(float(mask[index]))
+    return np.asarray(hits)
+
+
+def iou_at_threshold(heatmaps, masks, threshold: float = 0.5) -> np.ndarray:
+    """IoU of (heatmap ≥ threshold) with the mask; NaN for an empty mask."""
+    scores = []
+    for heatmap, mask in zip(heatmaps, masks):
+        mask = np.asarray(mask) > 0
+        if not mask.any():
+            scores.append(np.nan)
+            continue
+        region = np.asarray(heatmap) >= threshold
+        union = np.logical_or(region, mask).sum()
+        scores.append(float(np.logical_and(region, mask).sum() / union) if union else 0.0)
+    return np.asarray(scores)
+
+
+def random_point_hit_rate(masks) -> float:
+    """The pointing game's chance level: the mean share of the image each non-empty mask covers."""
+    shares = [np.mean(np.asarray(m) > 0) for m in masks if np.any(np.asarray(m) > 0)]
+    return float(np.mean(shares)) if shares else float("nan")
+
+
+def save_overlays(images, heatmaps, out_dir, names=None, alpha: float = 0.45, titles=None) -> list[str]:
+    """Writes one PNG per image: the image, and the heatmap over it (jet colour map, with a colour bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, (image, heatmap) in enumerate(zip(images, heatmaps)):
+        name = names[index] if names is not None else f"gradcam_{index:03d}"
+        image = np.asarray(image)
+        gray = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+        fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
+        axes[0].imshow(gray.astype(np.uint8), cmap="gray" if gray.ndim == 2 else None)
+        axes[0].set_title("image")
+        axes[1].imshow(gray.astype(np.uint8), cmap="gray" if gray.ndim == 2 else None)
+        shown = axes[1].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+        axes[1].set_title(titles[index] if titles is not None else "Grad-CAM")
+        for ax in axes:
+            ax.axis("off")
+        fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="relevance")
+        path = out / f"{Path(str(name)).stem}.png"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        written.append(str(path))
+    return written

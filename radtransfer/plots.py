@@ -1,0 +1,182 @@
+"""Figures for a grid or a run (matplotlib, imported lazily; each figure saved as PNG and PDF)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SOURCE_COLORS = {"radimagenet": "#c0392b", "imagenet": "#2471a3"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> list[str]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".pdf"):
+        target = path.with_suffix(suffix)
+        fig.savefig(target, dpi=150, bbox_inches="tight")
+        written.append(str(target))
+    _pyplot().close(fig)
+    return written
+
+
+def _color(source):
+    return SOURCE_COLORS.get(source, "#555555")
+
+
+def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
+    """Mean ROC curve per weight source over its runs (vertical averaging), with a 95% bootstrap band
+    over runs. Two-class tasks use the positive class; more classes, the macro one-vs-rest curve.
+
+    Args:
+        records: the DataFrame of ``report.load_records`` (each run's folder holds predictions.npz).
+        path: output path without suffix.
+    """
+    from sklearn.metrics import roc_curve
+
+    plt = _pyplot()
+    grid = np.linspace(0, 1, 101)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    rng = np.random.default_rng(seed)
+    for source, group in records.groupby("source"):
+        curves = []
+        for folder in group["path"]:
+            file = Path(folder) / "predictions.npz"
+            if not file.exists():
+                continue
+            data = np.load(file)
+            y, p = data["y_true"], data["probabilities"]
+            classes = [1] if p.shape[1] == 2 else range(p.shape[1])
+            tprs = []
+            for c in classes:
+                if 0 < (y == c).sum() < len(y):
+                    fpr, tpr, _ = roc_curve(y == c, p[:, c])
+                    tprs.append(np.interp(grid, fpr, tpr))
+            if tprs:
+                curves.append(np.mean(tprs, axis=0))
+        if not curves:
+            continue
+        curves = np.array(curves)
+        mean = curves.mean(axis=0)
+        boots = np.array([curves[rng.integers(0, len(curves), len(curves))].mean(axis=0) for _ in range(n_boot)])
+        low, high = np.percentile(boots, [2.5, 97.5], axis=0)
+        auc = float(np.trapezoid(mean, grid)) if hasattr(np, "trapezoid") else float(np.trapz(mean, grid))
+        ax.plot(grid, mean, color=_color(source), label=f"{source} (mean of {len(curves)} runs, AUC {auc:.3f})")
+        ax.fill_between(grid, low, high, color=_color(source), alpha=0.2)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set(xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
+           title="ROC curves by weight source (95% bootstrap band)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def auc_by_scenario(records, path) -> list[str]:
+    """AUC per scenario (folds averaged), RadImageNet and ImageNet side by side, pairs joined by a line."""
+    from .report import scenario_means
+
+    plt = _pyplot()
+    means = scenario_means(records)
+    scenarios = sorted(means["scenario"].unique())
+    fig, (ax, box) = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(scenarios) + 4), 5),
+                                  gridspec_kw={"width_ratios": [max(len(scenarios), 2), 2]})
+    x = {s: i for i, s in enumerate(scenarios)}
+    sources = sorted(means["source"].unique())
+    offsets = {s: (i - (len(sources) - 1) / 2) * 0.2 for i, s in enumerate(sources)}
+    pivot = means.pivot_table(index="scenario", columns="source", values="auc")
+    for scenario, row in pivot.iterrows():
+        present = [s for s in sources if np.isfinite(row.get(s, np.nan))]
+        if len(present) > 1:
+            ax.plot([x[scenario] + offsets[s] for s in present], [row[s] for s in present], color="#999999",
+                    linewidth=0.8, zorder=1)
+    for source in sources:
+        group = means[means["source"] == source]
+        ax.scatter([x[s] + offsets[source] for s in group["scenario"]], group["auc"], color=_color(source),
+                   label=source, zorder=2, s=22)
+    ax.set_xticks(range(len(scenarios)))
+    ax.set_xticklabels([s.replace("__", "\n") for s in scenarios], rotation=90, fontsize=6)
+    ax.set(ylabel="Test AUC (mean over folds)", title="AUC per scenario")
+    ax.legend(fontsize=8)
+    box.boxplot([means[means["source"] == s]["auc"].dropna() for s in sources], tick_labels=sources)
+    box.set(ylabel="Test AUC", title="Over scenarios")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def heatmap(records, path) -> list[str]:
+    """Mean AUC per backbone × strategy, one panel per weight source."""
+    from .report import scenario_means
+
+    plt = _pyplot()
+    means = scenario_means(records)
+    sources = sorted(means["source"].unique())
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.8 * len(sources), 3.8), squeeze=False)
+    low, high = np.nanmin(means["auc"]), np.nanmax(means["auc"])
+    for ax, source in zip(axes[0], sources):
+        table = means[means["source"] == source].pivot_table(index="backbone", columns="strategy", values="auc")
+        image = ax.imshow(table.values, cmap="viridis", vmin=low, vmax=high, aspect="auto")
+        ax.set_xticks(range(len(table.columns)))
+        ax.set_xticklabels(table.columns, rotation=30, ha="right")
+        ax.set_yticks(range(len(table.index)))
+        ax.set_yticklabels(table.index)
+        for i in range(table.shape[0]):
+            for j in range(table.shape[1]):
+                value = table.values[i, j]
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+        ax.set_title(f"{source}: mean AUC")
+        fig.colorbar(image, ax=ax, label="AUC")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def training_curves(run_dir, path=None) -> list[str]:
+    """Loss and AUC per epoch (training and validation) of one run folder (its history.csv)."""
+    import pandas as pd
+
+    plt = _pyplot()
+    run_dir = Path(run_dir)
+    history = pd.read_csv(run_dir / "history.csv").drop_duplicates("epoch", keep="last")
+    epochs = history["epoch"] + 1
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "auc", "AUC")):
+        if metric in history:
+            ax.plot(epochs, history[metric], marker="o", label=f"training {metric}")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
+        ax.set(xlabel="Epoch", ylabel=label, title=f"{label} per epoch")
+        ax.legend()
+    result = run_dir / "result.json"
+    if result.exists():
+        best = json.loads(result.read_text()).get("best_epoch")
+        if best is not None and best >= 0:
+            for ax in axes:
+                ax.axvline(best + 1, color="grey", linestyle=":", label="best epoch")
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    return _save(fig, path or run_dir / "training_curves")
+
+
+def grid_figures(out_dir, figure_dir=None) -> list[str]:
+    """All grid figures (ROC, AUC per scenario, heatmap) into ``out_dir/report``."""
+    from .report import load_records
+
+    records = load_records(out_dir)
+    if records.empty:
+        raise ValueError(f"No run records under '{out_dir}': run the grid first.")
+    figure_dir = Path(figure_dir or Path(out_dir) / "report")
+    written = []
+    written += roc_curves(records, figure_dir / "roc_curves")
+    written += auc_by_scenario(records, figure_dir / "auc_by_scenario")
+    written += heatmap(records, figure_dir / "heatmap")
+    return written
