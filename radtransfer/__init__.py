@@ -3,7 +3,7 @@
 Public API::
 
     from radtransfer import build_model, apply_strategy, fine_tune, evaluate, list_backbones
-    from radtransfer import data, datasets
+    from radtransfer import data, datasets, protocol, report, plots, gradcam
 """
 
 __version__ = "0.1.0"
@@ -42,3 +42,14 @@ __all__ = [
     "list_backbones",
     "resolve_weights",
 ]
+
+_LAZY_MODULES = ("protocol", "report", "plots", "gradcam", "demo", "cli")
+
+
+def __getattr__(name):
+    """Imports protocol, report, plots and gradcam on first use (they pull in pandas and matplotlib)."""
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'radtransfer' has no attribute {name!r}")

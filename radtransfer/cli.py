@@ -1,10 +1,432 @@
-"""The `radtransfer` command."""
+"""The `radtransfer` command (also `python -m radtransfer`)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import sys
+import traceback
+from pathlib import Path
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A command-line mistake (exit code 2)."""
+
+
+# -- shared pieces -----------------------------------------------------------------------------
+
+
+def load_data(spec: str, image_col="path", label_col="label", patient_col=None, tfds_split=None):
+    """DATA: a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]."""
+    from . import data
+
+    if spec.startswith("tfds:"):
+        parts = spec.split(":")
+        name = parts[1]
+        split = parts[2] if len(parts) > 2 else (tfds_split or "train")
+        return data.from_tfds(name, split=split)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        manifest = path / "manifest.csv"
+        if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv
+            return data.from_csv(manifest, image_col=image_col, label_col=label_col,
+                                 patient_col=patient_col or _guess_patient_col(manifest))
+        return data.from_directory(path)
+    if path.suffix.lower() == ".csv":
+        return data.from_csv(path, image_col=image_col, label_col=label_col, patient_col=patient_col)
+    if not path.exists():
+        raise UsageError(f"DATA not found: '{spec}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT].")
+    raise UsageError(f"DATA '{spec}' is neither a folder nor a .csv file (nor tfds:NAME).")
+
+
+def _guess_patient_col(manifest: Path):
+    import pandas as pd
+
+    columns = pd.read_csv(manifest, nrows=0).columns
+    return next((c for c in ("patient_id", "patient", "PatientID") if c in columns), None)
+
+
+def _load_config(path):
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"--config file not found: '{path}'.")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError("YAML configs need PyYAML: pip install 'radtransfer[yaml]' (or use JSON).") from None
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    if not isinstance(values, dict):
+        raise UsageError(f"--config '{path}' must hold a mapping of option names to values.")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def _write_resolved(out_dir, args) -> None:
+    from .training import write_json_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
+    write_json_atomic(out / "cli_config.json", values)
+
+
+def _print_json(payload) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _summary_metrics(metrics: dict) -> dict:
+    keys = ("n", "auc", "auc_ci", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "confusion_matrix")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+# -- subcommands ------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    from . import build_model, evaluate, fine_tune
+
+    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    train, val, test = image_set.split(val=args.val, test=args.test, seed=args.seed)
+    out = Path(args.out)
+    _write_resolved(out, args)
+    size = args.image_size
+    model = build_model(args.backbone, weights=None if args.weights == "none" else args.weights,
+                        num_classes=image_set.num_classes, input_shape=(size, size, 3), dropout=args.dropout,
+                        preprocessing=args.preprocessing, weights_dir=args.weights_dir)
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        _write_split(out / f"split_{name}.csv", part)
+    result = fine_tune(model, train, val, strategy=args.strategy, learning_rate=args.lr, epochs=args.epochs,
+                       bn=args.bn, optimizer=args.optimizer, out_dir=out, early_stopping=args.early_stopping,
+                       reduce_lr=args.reduce_lr, jit_compile=_jit(args.jit_compile), precision=args.precision,
+                       seed=args.seed, batch_size=args.batch_size, augment=None if args.augment == "none" else args.augment,
+                       verbose=args.verbose, run_eagerly=args.run_eagerly)
+    metrics = evaluate(model, test, class_names=list(image_set.class_names), seed=args.seed) if len(test) else {}
+    if metrics:
+        from .training import write_json_atomic
+
+        write_json_atomic(out / "test_metrics.json", metrics)
+    _print_json({"out_dir": str(out), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                 "test": _summary_metrics(metrics)})
+    return 0
+
+
+def _write_split(path, image_set) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({"path": image_set.paths, "label": [image_set.class_names[i] for i in image_set.labels]})
+    if image_set.patient_ids is not None:
+        frame["patient_id"] = image_set.patient_ids
+    frame.to_csv(path, index=False)
+
+
+def _jit(value):
+    return {"auto": "auto", "on": True, "off": False}[value]
+
+
+def _load_run_model(run_dir):
+    import keras
+
+    import radtransfer  # noqa: F401  (registers the custom layers)
+
+    path = Path(run_dir) / "best.keras"
+    if not path.exists():
+        raise UsageError(f"No trained model in '{run_dir}' (expected {path.name}); pass the out dir of 'radtransfer train'.")
+    return keras.saving.load_model(path)
+
+
+def cmd_evaluate(args) -> int:
+    from . import evaluate
+
+    model = _load_run_model(args.run_dir)
+    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
+    if args.out:
+        from .training import write_json_atomic
+
+        write_json_atomic(Path(args.out), metrics)
+    _print_json(_summary_metrics(metrics))
+    return 0
+
+
+def cmd_grid(args) -> int:
+    from . import protocol
+
+    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    config = protocol.RADIMAGENET.replace(
+        **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
+        run_eagerly=args.run_eagerly)
+    scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
+    if scenarios is not None and args.max_scenarios:
+        scenarios = scenarios[: args.max_scenarios]
+    _write_resolved(args.out, args)
+    records = protocol.run_grid(image_set, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
+                                scenarios=scenarios, shard=args.shard, weights_dir=args.weights_dir,
+                                faithful=args.faithful, task=args.task, verbose=1)
+    print(f"{len(records)} runs recorded in {args.out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from . import plots, report
+
+    written = report.write(args.grid_dir, formats=tuple(args.formats))
+    table = report.summarize(args.grid_dir)
+    written_figures = plots.grid_figures(args.grid_dir) if not table.empty else []
+    print(report.to_markdown(table))
+    print("\nwritten:\n  " + "\n  ".join(list(written.values()) + written_figures))
+    return 0
+
+
+def cmd_gradcam(args) -> int:
+    import numpy as np
+
+    from . import data
+    from .gradcam import gradcam, save_overlays
+
+    model = _load_run_model(args.run_dir)
+    paths = []
+    for item in args.images:
+        path = Path(item)
+        paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in data.sources.IMAGE_EXTENSIONS) if path.is_dir() else [path]
+    if not paths:
+        raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
+    image_set = data.ImageSet(paths=[str(p) for p in paths], labels=[0] * len(paths), class_names=("?",))
+    height, width = model.input_shape[1:3]
+    dataset = data.make_dataset(image_set, image_size=(height, width), batch_size=16, shuffle=False, cache=False)
+    images = np.concatenate([batch[0].numpy() for batch in dataset])
+    heatmaps = gradcam(model, images, layer=args.layer, class_index=args.class_index)
+    probabilities = model.predict(images, verbose=0)
+    names_file = Path(args.run_dir) / "config.json"
+    class_names = json.loads(names_file.read_text()).get("class_names") if names_file.exists() else None
+    titles = [f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})" for p, i in
+              zip(probabilities, probabilities.argmax(1))]
+    written = save_overlays(images, heatmaps, args.out, names=[p.name for p in paths], titles=titles)
+    print("\n".join(written))
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from .weights import check_weight_file, find_weight_files, sha256sum
+
+    if args.action == "check":
+        if not args.file or not args.backbone:
+            raise UsageError("usage: radtransfer weights check FILE --backbone NAME")
+        info = check_weight_file(args.file, args.backbone)
+        _print_json({"file": str(info.path), "backbone": args.backbone, "matches": True, "kind": info.kind,
+                     "weight_layers": len(info.layers), "keras_version": info.keras_version,
+                     "sha256": sha256sum(info.path)})
+        return 0
+    rows = find_weight_files(args.weights_dir)
+    if not rows:
+        from .weights import search_dirs
+
+        print("No .h5 weight files found in: " + "; ".join(str(d) for d in search_dirs(args.weights_dir, True)))
+        return 0
+    for row in rows:
+        status = {True: "ok", False: "MISMATCH", None: "?"}[row["matches"]]
+        print(f"{status:8s} {row['backbone'] or '-':20s} {row['source']:11s} {row['size'] / 2**20:8.1f} MiB  "
+              f"{row['sha256'][:16]}…  {row['path']}")
+        if row["matches"] is not True and row["detail"]:
+            print(f"         {row['detail']}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from .datasets import synthetic_brain_mri
+
+    manifest = synthetic_brain_mri(args.out, n_patients=args.patients, slices_per_patient=args.slices,
+                                   image_size=args.size, seed=args.seed)
+    print(f"wrote {manifest}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    report = run_demo(args.out, quick=args.quick, weights_dir=args.weights_dir)
+    print(f"\nDemo finished. Report: {report}")
+    return 0
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _data_options(parser) -> None:
+    parser.add_argument("--image-col", default="path", help="CSV column of image paths (default: path)")
+    parser.add_argument("--label-col", default="label", help="CSV column of labels (default: label)")
+    parser.add_argument("--patient-col", default=None, help="CSV column of patient ids (splits by patient)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radtransfer", description="Transfer learning on medical images with "
+                                     "ImageNet and RadImageNet weights.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="fine-tune one model on DATA, then evaluate it on the test split")
+    p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
+    _data_options(p)
+    p.add_argument("--config", help="YAML or JSON file of defaults (flags override it)")
+    p.add_argument("--backbone", default="densenet121")
+    p.add_argument("--weights", default="radimagenet", help="radimagenet, imagenet, none, or a .h5 path")
+    p.add_argument("--weights-dir")
+    p.add_argument("--strategy", default="unfreeze_all")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--augment", default="radimagenet", help="radimagenet, radimagenet_ct or none")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--preprocessing", default="auto")
+    p.add_argument("--bn", default="protocol", choices=("protocol", "frozen"))
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
+    p.add_argument("--reduce-lr", type=int, default=None, help="ReduceLROnPlateau patience in epochs")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--val", type=float, default=0.10)
+    p.add_argument("--test", type=float, default=0.15)
+    p.add_argument("--seed", type=int, default=726)
+    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (faster for tiny smoke tests)")
+    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a trained run (its best.keras) on DATA")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("data", metavar="DATA")
+    _data_options(p)
+    p.add_argument("--config")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write all metrics as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("grid", help="run the paper's 24-scenario grid per weight source on DATA")
+    p.add_argument("data", metavar="DATA")
+    _data_options(p)
+    p.add_argument("--config")
+    p.add_argument("--out", required=True, help="grid folder")
+    p.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"])
+    p.add_argument("--backbones", nargs="+", help="limit to these backbones")
+    p.add_argument("--max-scenarios", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
+    p.add_argument("--shard", help="k/n: run a disjoint share of the runs")
+    p.add_argument("--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm")
+    p.add_argument("--weights-dir")
+    p.add_argument("--task", help="task name for the report (default: the out folder's name)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("report", help="tables (md, csv, tex) and figures of a grid folder")
+    p.add_argument("grid_dir", metavar="GRID_DIR")
+    p.add_argument("--formats", nargs="+", default=["md", "csv", "tex"], choices=("md", "csv", "tex"))
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("gradcam", help="Grad-CAM overlays of a trained run on images")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders")
+    p.add_argument("--out", default="gradcam")
+    p.add_argument("--layer", help="backbone layer (default: the last convolutional activation)")
+    p.add_argument("--class-index", type=int, help="class to explain (default: the predicted one)")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_gradcam)
+
+    p = sub.add_parser("weights", help="list the weight files found (with sha256 and match), or check one")
+    p.add_argument("action", nargs="?", default="list", choices=("list", "check"))
+    p.add_argument("file", nargs="?", help="the file, for 'check'")
+    p.add_argument("--backbone", help="the backbone, for 'check'")
+    p.add_argument("--weights-dir")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("datasets", help="write the built-in demo data")
+    p.add_argument("kind", choices=("synthetic",), help="synthetic: four-class brain-tumour MRI phantoms")
+    p.add_argument("out", metavar="OUT")
+    p.add_argument("--patients", type=int, default=40)
+    p.add_argument("--slices", type=int, default=4)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_datasets)
+
+    p = sub.add_parser("demo", help="the whole path on the demo data: data, training, evaluation, report")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--quick", action="store_true", help="a tiny run (a smoke test)")
+    p.add_argument("--weights-dir")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"radtransfer {__version__}"
 
 
 def main(argv=None) -> int:
-    print("radtransfer: the command-line interface is not built yet (see the open issues).", file=sys.stderr)
-    return 2
+    """Runs the command; returns the exit code (0 ok, 1 failure, 2 usage)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        config = _load_config(getattr(args, "config", None))
+        if config:
+            subparser = parser._subparsers._group_actions[0].choices[args.command]
+            known = {action.dest for action in subparser._actions}
+            unknown = sorted(set(config) - known)
+            if unknown:
+                from .backbones import did_you_mean
+
+                raise UsageError(f"Unknown option(s) {unknown} in --config.{did_you_mean(unknown[0], sorted(known))}")
+            subparser.set_defaults(**config)
+            args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        _report_error(exc, args)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("radtransfer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure: one line, unless --debug
+        _report_error(exc, args)
+        return EXIT_FAILURE
+
+
+def _report_error(exc, args) -> None:
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    message = str(exc).strip() or type(exc).__name__
+    lines = message.splitlines()
+    first = lines[0]
+    more = "" if len(lines) == 1 else "\n" + "\n".join(lines[1:])
+    print(f"radtransfer: error: {first}{more}", file=sys.stderr)
+    if not getattr(args, "debug", False):
+        print("(run with --debug for the traceback)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -81,6 +81,29 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     return _save(fig, path)
 
 
+def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
+    """ROC curves of one evaluation: the positive class for two classes, one-vs-rest per class for more."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities)
+    classes = [1] if probabilities.shape[1] == 2 else range(probabilities.shape[1])
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for c in classes:
+        positives = y_true == c
+        if 0 < positives.sum() < len(y_true):
+            fpr, tpr, _ = roc_curve(positives, probabilities[:, c])
+            auc = roc_auc_score(positives, probabilities[:, c])
+            ax.plot(fpr, tpr, label=f"{class_names[c]} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set(xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
+           title="ROC curves, test set" + ("" if probabilities.shape[1] == 2 else " (one vs rest)"),
+           xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
 def auc_by_scenario(records, path) -> list[str]:
     """AUC per scenario (folds averaged), RadImageNet and ImageNet side by side, pairs joined by a line."""
     from .report import scenario_means

@@ -44,6 +44,7 @@ class ProtocolConfig:
         folds: None for the split, or k for k-fold cross-validation (small datasets used 5).
         early_stopping, reduce_lr: None in the reference.
         cache: True (memory) or False; each fold's images are decoded and resized once.
+        run_eagerly: train without graph tracing (only for tiny smoke-test grids).
     """
 
     image_size: int = 256
@@ -60,6 +61,7 @@ class ProtocolConfig:
     early_stopping: int | None = None
     reduce_lr: int | None = None
     cache: bool = True
+    run_eagerly: bool = False
 
     def replace(self, **changes) -> "ProtocolConfig":
         """A copy with some values changed."""
@@ -248,7 +250,7 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
         result = fine_tune(model, train_ds, val_ds, strategy=scenario.strategy, learning_rate=scenario.learning_rate,
                            epochs=config.epochs, bn=bn, optimizer=config.optimizer, loss=config.loss, out_dir=directory,
                            early_stopping=config.early_stopping, reduce_lr=config.reduce_lr, seed=config.seed,
-                           verbose=2 if verbose > 1 else 0)
+                           verbose=2 if verbose > 1 else 0, run_eagerly=config.run_eagerly)
         metrics = evaluate(model, test_ds, class_names=list(image_set.class_names), seed=config.seed)
         predictions = metrics.pop("predictions")
         np.savez_compressed(directory / "predictions.npz", y_true=np.asarray(predictions["y_true"]),

@@ -232,9 +232,9 @@ def _versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def compile_model(model, optimizer, loss, metrics, jit_compile: bool) -> bool:
+def compile_model(model, optimizer, loss, metrics, jit_compile: bool, run_eagerly: bool = False) -> bool:
     """Compiles, then reads back whether XLA is really on; warns when Keras fell back without it."""
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, run_eagerly=run_eagerly)
     resolved = bool(model.jit_compile)
     if jit_compile and not resolved:
         warnings.warn("XLA was asked for (jit_compile) but Keras fell back to running without it; a layer "
@@ -312,7 +312,8 @@ class _Throughput(keras.callbacks.Callback):
 def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs: int = 30, bn: str = "protocol",
               optimizer="adam", loss="auto", out_dir=None, early_stopping=None, reduce_lr=None, class_weight=None,
               jit_compile="auto", precision="auto", distribute=None, seed=None, deterministic: bool = False,
-              verbose="auto", batch_size: int = 32, augment="radimagenet", callbacks=(), resume: bool = True):
+              verbose="auto", batch_size: int = 32, augment="radimagenet", callbacks=(), resume: bool = True,
+              run_eagerly: bool = False):
     """Fine-tunes a model made by ``build_model`` under a named strategy.
 
     Args:
@@ -345,6 +346,8 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         callbacks: more Keras callbacks, run after radtransfer's own.
         resume: with an out_dir that holds a finished run, return it instead of training again; with
             an interrupted one, continue from its last finished epoch.
+        run_eagerly: skip graph tracing (for debugging, or tiny smoke tests where tracing the training
+            step takes longer than the training).
 
     Returns:
         A FineTuneResult; the model holds the best epoch's weights.
@@ -404,7 +407,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     with scope:
         summary = apply_strategy(model, strategy, bn=bn)
         resolved_jit = compile_model(model, make_optimizer(optimizer, learning_rate), make_loss(loss, num_classes),
-                                     make_metrics(num_classes), jit)
+                                     make_metrics(num_classes), jit and not run_eagerly, run_eagerly=run_eagerly)
 
     info = getattr(model, "radtransfer_info", None)
     settings = {
@@ -415,7 +418,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         "jit_compile_requested": jit_compile, "jit_compile": resolved_jit, "precision": precision,
         "distribute": distribute if isinstance(distribute, (str, type(None))) else type(distribute).__name__,
         "replicas": distribution.num_replicas_in_sync if distribution is not None else 1,
-        "seed": seed, "deterministic": deterministic, "batch_size": train.element_spec[0].shape[0] or batch_size,
+        "seed": seed, "deterministic": deterministic, "run_eagerly": run_eagerly, "batch_size": train.element_spec[0].shape[0] or batch_size,
         "train_images": train_size, "class_names": class_names, "input_shape": list(model.input_shape[1:]),
         "num_classes": num_classes, "model": info.to_dict() if info is not None else None,
         "strategy_summary": summary.to_dict(), "versions": _versions(), "command": " ".join(sys.argv),

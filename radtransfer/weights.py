@@ -352,6 +352,26 @@ def resolve_weights(backbone, weights="radimagenet", weights_dir=None, download:
     raise WeightsNotFoundError(_not_found_message(spec, source, names, searched))
 
 
+def best_available_weights(backbone, weights_dir=None):
+    """The best pretrained weights already on this machine, without downloading anything.
+
+    Returns:
+        (source, path, notice): RadImageNet if found by the usual search, else ImageNet if found (Keras's
+        cache included), else (None, None, a notice saying training starts from random initialisation).
+    """
+    spec = get_backbone(backbone)
+    for source in WEIGHT_SOURCES:
+        try:
+            resolved = resolve_weights(spec, source, weights_dir, download=False)
+            return source, resolved.path, None
+        except WeightsNotFoundError:
+            continue
+    notice = (f"NO PRETRAINED WEIGHTS FOUND: neither {spec.radimagenet_files[0]} nor Keras's ImageNet file "
+              f"{spec.imagenet_file} is on this machine (see docs/weights.md), so {spec.display_name} is trained "
+              "FROM RANDOM INITIALISATION. The numbers show the pipeline working, not what transfer learning achieves.")
+    return None, None, notice
+
+
 def _not_found_message(spec: BackboneSpec, source: str, names, searched) -> str:
     where = (
         f"RadImageNet weights are not downloaded automatically: get them from the RadImageNet "

@@ -43,10 +43,14 @@ class Keras2Files:
             ctor = getattr(tf_keras.applications, TF_KERAS_NAMES[backbone])
             tf_keras.utils.set_random_seed(len(backbone))
             model = ctor(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
-            # Random BN statistics, so a load that skipped them would be caught.
+            # Random BatchNorm parameters and statistics (their initial values are constants), so a load
+            # that skipped or swapped them would be caught; kernels keep their random initialisation.
+            rng = np.random.default_rng(len(backbone))
             for layer in model.layers:
-                if layer.weights:
-                    layer.set_weights([np.random.uniform(0.5, 1.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
+                if isinstance(layer, tf_keras.layers.BatchNormalization):
+                    layer.set_weights([rng.uniform(0.8, 1.2, w.shape).astype(w.dtype) if "variance" in v.name or "gamma" in v.name
+                                       else rng.normal(0, 0.05, w.shape).astype(w.dtype)
+                                       for v, w in zip(layer.weights, layer.get_weights())])
             self._models[backbone] = model
         return self._models[backbone]
 

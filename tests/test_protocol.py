@@ -59,7 +59,7 @@ import radtransfer as rt
 from radtransfer import protocol
 image_set = rt.datasets.load_synthetic_brain_mri(sys.argv[1])
 scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_top10", 1e-3)]
-config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1)
+config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True)
 protocol.run_grid(image_set, sys.argv[2], config=config, sources=("radimagenet",), folds=2, scenarios=scenarios,
                   weights_dir=sys.argv[3], task="brain_mri", verbose=1)
 """
@@ -67,7 +67,7 @@ protocol.run_grid(image_set, sys.argv[2], config=config, sources=("radimagenet",
 
 def test_tiny_grid_killed_and_restarted_records_every_run_once(tmp_path, keras2_files):
     data_dir, grid_dir, weights_dir = tmp_path / "data", tmp_path / "grid", tmp_path / "weights"
-    rt.datasets.synthetic_brain_mri(data_dir, n_patients=8, slices_per_patient=2, image_size=40, seed=4)
+    rt.datasets.synthetic_brain_mri(data_dir, n_patients=12, slices_per_patient=2, image_size=40, seed=4)
     keras2_files.place("resnet50", weights_dir, "RadImageNet-ResNet50_notop.h5")
     script = tmp_path / "grid.py"
     script.write_text(GRID_SCRIPT)

@@ -140,6 +140,11 @@ class ImageSet:
             part[members[n_test:n_test + n_val]] = 1
         image_part = part[inverse]
         parts = tuple(self.subset(np.flatnonzero(image_part == p)) for p in (0, 1, 2))
+        for name, fraction, piece in (("val", val, parts[1]), ("test", test, parts[2])):
+            if fraction > 0 and len(piece) == 0:
+                warnings.warn(f"The {name} part is empty: {len(unique)} {'patients' if by == 'patient' else 'images'} "
+                              f"are too few for {name}={fraction} (per class, train keeps one first). Use more data "
+                              f"or a larger {name} fraction.", stacklevel=2)
         if by == "patient" and self.patient_ids is not None:
             check_no_leakage(*parts)
         return parts

@@ -1,0 +1,42 @@
+"""Helpers shared by the example scripts: where the data comes from, and the notice about weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import radtransfer as rt
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", help="a class-folder directory or a CSV manifest (default: the synthetic demo data)")
+    parser.add_argument("--image-col", default="path")
+    parser.add_argument("--label-col", default="label")
+    parser.add_argument("--patient-col", default=None)
+    parser.add_argument("--out", default=None, help="output folder")
+    parser.add_argument("--weights-dir", default=None, help="a folder with the pretrained .h5 files")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and one epoch (a smoke test)")
+    return parser
+
+
+def load_images(args, quick_patients=8, patients=48):
+    """The user's data, or the synthetic brain-MRI set written next to the outputs."""
+    if args.data:
+        from radtransfer.cli import load_data
+
+        return load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    folder = Path(args.out) / "synthetic_data"
+    return rt.datasets.load_synthetic_brain_mri(folder, n_patients=quick_patients if args.quick else patients,
+                                                slices_per_patient=2 if args.quick else 4,
+                                                image_size=48 if args.quick else 128, seed=0)
+
+
+def pretrained(backbone: str, weights_dir):
+    """(weights argument for build_model, source name), printing a notice when none is available."""
+    source, path, notice = rt.weights.best_available_weights(backbone, weights_dir)
+    if notice:
+        print("\n" + "!" * 100 + "\n" + notice + "\n" + "!" * 100 + "\n")
+        return None, "random"
+    print(f"Using {source} weights: {path}")
+    return str(path), source

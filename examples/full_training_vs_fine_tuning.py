@@ -1,0 +1,114 @@
+"""Full training vs fine-tuning at 10%, 25%, 50% and 100% of the training set (Tajbakhsh et al. 2016).
+
+For each share of the training patients, trains the same backbone from random initialisation and fine-tunes
+it from pretrained weights, evaluates both on the same patient-level test set, and plots test AUC against
+the training-set size. With --layerwise, runs the layer-wise search instead: the head only, then one more
+stage at a time, up to the whole network, and plots validation AUC against depth.
+
+    python examples/full_training_vs_fine_tuning.py --quick
+    python examples/full_training_vs_fine_tuning.py --data /data/chest_xray --out runs/scratch_vs_ft
+    python examples/full_training_vs_fine_tuning.py --layerwise --data /data/chest_xray
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import radtransfer as rt  # noqa: E402
+from _common import base_parser, load_images, pretrained  # noqa: E402
+
+
+def learning_curve(args, images, out):
+    import pandas as pd
+
+    train, val, test = images.split(val=0.10, test=0.15, by="patient", seed=726)
+    weights, source = pretrained(args.backbone, args.weights_dir)
+    rows = []
+    for fraction in args.fractions:
+        part = train if fraction >= 1 else train.split(val=0.0, test=1 - fraction, seed=726)[0]
+        for mode, init, lr in (("full training", None, 1e-3), ("fine-tuning", weights, 1e-4)):
+            model = rt.build_model(args.backbone, weights=init, num_classes=images.num_classes,
+                                   input_shape=(args.image_size, args.image_size, 3))
+            rt.fine_tune(model, part, val, strategy="unfreeze_all", learning_rate=lr, epochs=args.epochs,
+                         batch_size=args.batch_size, seed=726, verbose=0, run_eagerly=args.quick,
+                         out_dir=out / "runs" / f"{mode.replace(' ', '_')}_{int(fraction * 100)}")
+            auc = rt.evaluate(model, test, bootstrap=0)["auc"]
+            rows.append({"fraction": fraction, "train_images": len(part), "mode": mode, "weights": source if init else "random",
+                         "test_auc": auc})
+            print(f"{fraction:>5.0%} of training ({len(part)} images), {mode:13s}: test AUC {auc:.3f}")
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "learning_curve.csv", index=False)
+    plot_curve(table, out / "learning_curve.png", source)
+    return table
+
+
+def plot_curve(table, path, source):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for mode, group in table.groupby("mode"):
+        label = mode if mode == "full training" else f"fine-tuning ({source} weights)"
+        ax.plot(group["fraction"] * 100, group["test_auc"], marker="o", label=label)
+    ax.set(xlabel="Share of the training set (%)", ylabel="Test AUC", title="Full training vs fine-tuning")
+    ax.set_xticks(sorted(table["fraction"].unique() * 100))
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    print(f"plot: {path}")
+
+
+def layerwise(args, images, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val, _ = images.split(val=0.10, test=0.15, by="patient", seed=726)
+    weights, source = pretrained(args.backbone, args.weights_dir)
+    build = lambda: rt.build_model(args.backbone, weights=weights, num_classes=images.num_classes,
+                                   input_shape=(args.image_size, args.image_size, 3))
+    depths = [0, 1] if args.quick else None
+    table = rt.layerwise_search(build, train, val, depths=depths, learning_rate=1e-4, epochs=args.epochs,
+                                batch_size=args.batch_size, seed=726, verbose=0, run_eagerly=args.quick,
+                                out_dir=out / "layerwise")
+    table.to_csv(out / "layerwise.csv", index=False)
+    print(table.to_string(index=False))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(range(len(table)), table["val_auc"], marker="o")
+    ax.set_xticks(range(len(table)))
+    ax.set_xticklabels([str(d) for d in table["depth"]])
+    ax.set(xlabel="Stages unfrozen from the top (0 = head only)", ylabel="Validation AUC",
+           title=f"Layer-wise fine-tuning, {args.backbone} ({source} weights)")
+    fig.tight_layout()
+    fig.savefig(out / "layerwise.png", dpi=150)
+    print(f"plot: {out / 'layerwise.png'}")
+    return table
+
+
+def main(argv=None) -> int:
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="densenet121")
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.10, 0.25, 0.50, 1.0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--layerwise", action="store_true", help="run layerwise_search instead")
+    args = parser.parse_args(argv)
+    args.out = args.out or "runs/full_training_vs_fine_tuning"
+    if args.quick:
+        args.backbone, args.epochs, args.image_size, args.batch_size = "resnet50", 1, 32, 8
+        args.fractions = [0.5, 1.0]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    images = load_images(args, quick_patients=12)
+    (layerwise if args.layerwise else learning_curve)(args, images, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The radtransfer command: every subcommand with tiny inputs, and its error paths."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import radtransfer as rt
+from radtransfer.cli import main
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_data")
+    rt.datasets.synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_run")
+    config = out / "defaults.json"
+    config.write_text(json.dumps({"backbone": "resnet50", "weights": "none", "image-size": 32, "epochs": 1,
+                                  "batch_size": 8}))
+    code = main(["train", str(data_dir), "--config", str(config), "--batch-size", "4", "--out", str(out / "run"),
+                 "--run-eagerly", "--verbose", "0"])
+    assert code == 0
+    return out / "run"
+
+
+def test_train_writes_run_and_resolved_config(trained, capsys):
+    for name in ("best.keras", "best.weights.h5", "history.csv", "config.json", "test_metrics.json",
+                 "cli_config.json", "split_train.csv", "split_test.csv"):
+        assert (trained / name).exists(), name
+    resolved = json.loads((trained / "cli_config.json").read_text())
+    assert resolved["batch_size"] == 4 and resolved["epochs"] == 1 and resolved["backbone"] == "resnet50"
+    metrics = json.loads((trained / "test_metrics.json").read_text())
+    assert 0 <= metrics["auc"] <= 1
+
+
+def test_evaluate(trained, data_dir, capsys, tmp_path):
+    assert main(["evaluate", str(trained), str(data_dir), "--bootstrap", "50", "--out", str(tmp_path / "m.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 24 and "auc_ci" in printed
+    assert json.loads((tmp_path / "m.json").read_text())["n"] == 24
+
+
+def test_gradcam(trained, data_dir, tmp_path, capsys):
+    image = next((data_dir / "images" / "glioma").glob("*.png"))
+    assert main(["gradcam", str(trained), str(image), "--out", str(tmp_path / "cams")]) == 0
+    written = list((tmp_path / "cams").glob("*.png"))
+    assert len(written) == 1 and written[0].stat().st_size > 5000
+
+
+def test_grid_and_report(data_dir, tmp_path, keras2_files, capsys):
+    weights = tmp_path / "weights"
+    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
+    grid = tmp_path / "grid"
+    assert main(["grid", str(data_dir), "--out", str(grid), "--backbones", "resnet50", "--max-scenarios", "1",
+                 "--sources", "radimagenet", "--weights-dir", str(weights), "--epochs", "1", "--image-size", "32",
+                 "--batch-size", "8", "--run-eagerly"]) == 0
+    assert len(list(grid.rglob("record.json"))) == 1
+    assert main(["report", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert "| task |" in out
+    for name in ("summary.md", "summary.csv", "summary.tex", "roc_curves.png", "heatmap.png", "auc_by_scenario.pdf"):
+        assert (grid / "report" / name).exists(), name
+
+
+def test_weights_list_and_check(tmp_path, keras2_files, capsys, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    good = keras2_files.place("resnet50", tmp_path / "w", "RadImageNet-ResNet50_notop.h5")
+    assert main(["weights", "--weights-dir", str(tmp_path / "w")]) == 0
+    listing = capsys.readouterr().out
+    assert "ok" in listing and "resnet50" in listing and str(good) in listing
+    assert main(["weights", "check", str(good), "--backbone", "resnet50"]) == 0
+    assert json.loads(capsys.readouterr().out)["matches"] is True
+    assert main(["weights", "check", str(good), "--backbone", "densenet121"]) == 1
+    error = capsys.readouterr().err
+    assert "looks like ResNet50 (106 weight layers), not DenseNet121 (241)" in error and "Traceback" not in error
+
+
+def test_datasets_synthetic(tmp_path, capsys):
+    assert main(["datasets", "synthetic", str(tmp_path / "syn"), "--patients", "4", "--slices", "1", "--size", "32"]) == 0
+    assert (tmp_path / "syn" / "manifest.csv").exists()
+
+
+def test_demo_quick(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("RADTRANSFER_WEIGHTS_DIR", raising=False)
+    assert main(["demo", "--quick", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "FROM RANDOM INITIALISATION" in out
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "## Test metrics" in report and "RANDOM INITIALISATION" in report
+    for figure in ("roc_test.png", "training_curves.png"):
+        assert (tmp_path / "demo" / "figures" / figure).stat().st_size > 5000
+    assert list((tmp_path / "demo" / "figures" / "gradcam").glob("*.png"))
+
+
+@pytest.mark.parametrize(
+    "argv, code, message",
+    [(["train", "/no/such/data", "--out", "x"], 2, "DATA not found: '/no/such/data'"),
+     (["evaluate", "/no/such/run", "/no/such/data"], 2, "No trained model in '/no/such/run'"),
+     (["weights", "check"], 2, "usage: radtransfer weights check FILE --backbone NAME"),
+     (["bogus"], 2, "invalid choice"),
+     (["train"], 2, "required"),
+     (["demo", "--config", "/no/such.yaml"], 2, "--config file not found")],
+)
+def test_usage_errors(argv, code, message, capsys):
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+
+
+def test_failures_are_one_line_and_debug_shows_the_traceback(data_dir, tmp_path, capsys):
+    argv = ["train", str(data_dir), "--backbone", "densnet121", "--out", str(tmp_path / "r")]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.splitlines()[0].startswith("radtransfer: error: Unknown backbone 'densnet121'")
+    assert 'Did you mean "densenet121"' in error and "Traceback" not in error
+    assert main(["--debug", *argv]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_unknown_config_key(data_dir, tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"epoch": 3}))
+    assert main(["train", str(data_dir), "--config", str(config), "--out", str(tmp_path / "r")]) == 2
+    assert 'Did you mean "epochs"' in capsys.readouterr().err
+
+
+def test_python_dash_m():
+    done = subprocess.run([sys.executable, "-m", "radtransfer", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for command in ("train", "evaluate", "grid", "report", "gradcam", "weights", "datasets", "demo"):
+        assert command in done.stdout
