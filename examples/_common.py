@@ -20,7 +20,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def load_images(args, quick_patients=8, patients=48):
+def load_images(args, quick_patients=12, patients=48):
     """The user's data, or the synthetic brain-MRI set written next to the outputs."""
     if args.data:
         from radtransfer.cli import load_data

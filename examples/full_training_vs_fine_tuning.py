@@ -28,11 +28,11 @@ def learning_curve(args, images, out):
     rows = []
     for fraction in args.fractions:
         part = train if fraction >= 1 else train.split(val=0.0, test=1 - fraction, seed=726)[0]
-        for mode, init, lr in (("full training", None, 1e-3), ("fine-tuning", weights, 1e-4)):
+        for mode, init, lr, momentum in (("full training", None, 1e-3, 0.9), ("fine-tuning", weights, 1e-4, None)):
             model = rt.build_model(args.backbone, weights=init, num_classes=images.num_classes,
                                    input_shape=(args.image_size, args.image_size, 3))
             rt.fine_tune(model, part, val, strategy="unfreeze_all", learning_rate=lr, epochs=args.epochs,
-                         batch_size=args.batch_size, seed=726, verbose=0, run_eagerly=args.quick,
+                         batch_size=args.batch_size, seed=726, verbose=0, run_eagerly=args.quick, bn_momentum=momentum,
                          out_dir=out / "runs" / f"{mode.replace(' ', '_')}_{int(fraction * 100)}")
             auc = rt.evaluate(model, test, bootstrap=0)["auc"]
             rows.append({"fraction": fraction, "train_images": len(part), "mode": mode, "weights": source if init else "random",
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         args.fractions = [0.5, 1.0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(args, quick_patients=12)
+    images = load_images(args)
     (layerwise if args.layerwise else learning_curve)(args, images, out)
     return 0
 

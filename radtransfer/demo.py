@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-FULL = {"patients": 48, "slices": 4, "source_size": 128, "image_size": 96, "epochs": 12, "batch_size": 16}
+FULL = {"patients": 48, "slices": 4, "source_size": 128, "image_size": 96, "epochs": 16, "batch_size": 16}
 QUICK = {"patients": 12, "slices": 2, "source_size": 48, "image_size": 32, "epochs": 1, "batch_size": 8}
 
 
@@ -15,7 +15,7 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
     """Runs the demo and returns the path of its markdown report."""
     from . import build_model, evaluate, fine_tune, plots
     from .datasets import load_synthetic_brain_mri
-    from .gradcam import gradcam, pointing_game, random_point_hit_rate, save_overlays
+    from .gradcam import gradcam, last_conv_layer, pointing_game, random_point_hit_rate, save_overlays
     from .weights import best_available_weights
 
     settings = QUICK if quick else FULL
@@ -40,7 +40,8 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
     run_dir = out / "run"
     result = fine_tune(model, train, val, strategy="unfreeze_all", learning_rate=learning_rate,
                        epochs=settings["epochs"], out_dir=run_dir, seed=726, batch_size=settings["batch_size"],
-                       augment="radimagenet", verbose=2, run_eagerly=quick)
+                       augment="radimagenet", verbose=2, run_eagerly=quick,
+                       bn_momentum=0.9 if path is None else None)
     metrics = evaluate(model, test, bootstrap=200 if quick else 1000, seed=0)
     figures = out / "figures"
     roc = plots.roc_from_predictions(metrics["predictions"]["y_true"], metrics["predictions"]["probabilities"],
@@ -61,7 +62,8 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
         images = np.concatenate([b[0].numpy() for b in make_dataset(subset, image_size=(size, size), batch_size=16,
                                                                      shuffle=False, cache=False)])
         masks = _masks(subset, size)
-        heatmaps = gradcam(model, images)
+        layer = last_conv_layer(model.get_layer("backbone"), min_size=6)
+        heatmaps = gradcam(model, images, layer=layer)
         probabilities = model.predict(images, verbose=0)
         titles = [f"true {test.class_names[t]}, predicted {test.class_names[p.argmax()]} ({p.max():.2f})"
                   for t, p in zip(subset.labels, probabilities)]
@@ -69,7 +71,7 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
                                  titles=titles)
         hits = pointing_game(heatmaps, masks)
         gradcam_summary = {"images": len(chosen), "pointing_game": float(np.nanmean(hits)),
-                           "random_point": random_point_hit_rate(masks)}
+                           "random_point": random_point_hit_rate(masks), "layer": layer}
     seconds = time.perf_counter() - start
     report = _write_report(out, image_set, train, val, test, source, path, notice, settings, result, metrics,
                            roc, curves, overlays, gradcam_summary, seconds)
@@ -105,7 +107,8 @@ def _write_report(out, image_set, train, val, test, source, path, notice, settin
         f"- Weights: {source or 'none (random initialisation)'}{f' — `{path}`' if path else ''}.",
         f"- Training: unfreeze_all, Adam, {settings['epochs']} epochs at {settings['image_size']}×"
         f"{settings['image_size']}, batch {settings['batch_size']}, the RadImageNet augmentation; best epoch "
-        f"{result.best_epoch + 1} (val_loss {result.best_val_loss:.4f}). Run folder: `run/`.",
+        f"{result.best_epoch + 1} (val_loss {result.best_val_loss:.4f}). Run folder: `run/`."
+        + (" From scratch, BatchNorm momentum is 0.9 (Keras's 0.99 does not settle in so few steps)." if not path else ""),
         f"- Time: {seconds:.0f} s.", "",
         "## Test metrics", "",
         "| metric | value |", "|---|---|",
@@ -125,6 +128,8 @@ def _write_report(out, image_set, train, val, test, source, path, notice, settin
               "## Training curves", "", f"![Training curves]({rel(curves[0])})", ""]
     if overlays:
         lines += ["## Grad-CAM", "",
+                  f"Heatmaps of layer `{gradcam_summary['layer']}` (the last one with at least a 6×6 grid at this "
+                  "input size). "
                   f"Pointing game on {gradcam_summary['images']} test slices with a lesion: the heatmap's peak falls "
                   f"inside the lesion mask in {gradcam_summary['pointing_game']:.0%} of them (a random point: "
                   f"{gradcam_summary['random_point']:.0%}).", ""]

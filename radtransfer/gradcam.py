@@ -10,13 +10,20 @@ import numpy as np
 from .models import get_backbone_model
 
 
-def last_conv_layer(backbone) -> str:
-    """The backbone's last layer with a spatial (4-D) output: its last convolutional activation."""
+def last_conv_layer(backbone, min_size: int | None = None) -> str:
+    """The backbone's last layer with a spatial (4-D) output: its last convolutional activation.
+
+    Args:
+        min_size: if given, the last such layer whose output grid is at least min_size × min_size
+            (finer heatmaps for small inputs, where the last activation is only 2×2 or 3×3).
+    """
     for layer in reversed(backbone.layers):
-        shape = getattr(layer, "output", None)
-        if shape is not None and len(layer.output.shape) == 4:
+        shape = layer.output.shape if getattr(layer, "output", None) is not None else None
+        if shape is None or len(shape) != 4:
+            continue
+        if min_size is None or (shape[1] is not None and min(shape[1], shape[2]) >= min_size):
             return layer.name
-    raise ValueError("The backbone has no layer with a spatial output.")
+    raise ValueError("The backbone has no layer with a spatial output of that size.")
 
 
 def gradcam(model, images, layer: str | None = None, class_index=None, batch_size: int = 16) -> np.ndarray:
@@ -55,8 +62,9 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
             if class_index is None:
                 chosen = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             else:
-                chosen = tf.constant(np.broadcast_to(np.asarray(class_index)[..., None] if np.ndim(class_index)
-                                                     else class_index, (len(batch),)).reshape(-1), tf.int32)
+                wanted = np.asarray(class_index)
+                wanted = np.full(len(batch), int(wanted)) if wanted.ndim == 0 else wanted[start:start + len(batch)]
+                chosen = tf.constant(wanted, tf.int32)
             score = tf.gather(probabilities, chosen, batch_dims=1)
         gradients = tape.gradient(score, activations)
         activations = tf.cast(activations, tf.float32)
@@ -68,8 +76,17 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
     return np.concatenate(maps).astype(np.float32)
 
 
-def pointing_game(heatmaps, masks) -> np.ndarray:
-    """Whether each heatmap's peak falls inside its (non-empty) mask; NaN for an empty mask."""
+def _dilate(mask, tolerance: int):
+    if not tolerance:
+        return mask
+    from scipy import ndimage
+
+    return ndimage.distance_transform_edt(~mask) <= tolerance
+
+
+def pointing_game(heatmaps, masks, tolerance: int = 0) -> np.ndarray:
+    """Whether each heatmap's peak falls inside its mask (within ``tolerance`` pixels, as Zhang et al.
+    2016 allowed 15 px at 224 px input); NaN for an empty mask."""
     hits = []
     for heatmap, mask in zip(heatmaps, masks):
         mask = np.asarray(mask) > 0
@@ -77,7 +94,7 @@ def pointing_game(heatmaps, masks) -> np.ndarray:
             hits.append(np.nan)
             continue
         index = np.unravel_index(np.argmax(heatmap), heatmap.shape)
-        hits.append(float(mask[index]))
+        hits.append(float(_dilate(mask, tolerance)[index]))
     return np.asarray(hits)
 
 
@@ -95,9 +112,10 @@ def iou_at_threshold(heatmaps, masks, threshold: float = 0.5) -> np.ndarray:
     return np.asarray(scores)
 
 
-def random_point_hit_rate(masks) -> float:
-    """The pointing game's chance level: the mean share of the image each non-empty mask covers."""
-    shares = [np.mean(np.asarray(m) > 0) for m in masks if np.any(np.asarray(m) > 0)]
+def random_point_hit_rate(masks, tolerance: int = 0) -> float:
+    """The pointing game's chance level: the mean share of the image each non-empty mask covers
+    (dilated by ``tolerance`` pixels, to match ``pointing_game``)."""
+    shares = [np.mean(_dilate(np.asarray(m) > 0, tolerance)) for m in masks if np.any(np.asarray(m) > 0)]
     return float(np.mean(shares)) if shares else float("nan")
 
 

@@ -90,13 +90,16 @@ def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
     probabilities = np.asarray(probabilities)
     classes = [1] if probabilities.shape[1] == 2 else range(probabilities.shape[1])
     fig, ax = plt.subplots(figsize=(5, 5))
-    for c in classes:
+    styles = ["-", "--", "-.", ":"]
+    for i, c in enumerate(classes):
         positives = y_true == c
         if 0 < positives.sum() < len(y_true):
             fpr, tpr, _ = roc_curve(positives, probabilities[:, c])
             auc = roc_auc_score(positives, probabilities[:, c])
-            ax.plot(fpr, tpr, label=f"{class_names[c]} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+            # Line styles and widths differ so that identical curves (e.g. two perfect ones) stay visible.
+            ax.plot(fpr, tpr, linestyle=styles[i % len(styles)], linewidth=3.0 - 0.5 * (i % 4),
+                    label=f"{class_names[c]} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle=(0, (1, 3)), color="grey", linewidth=1, label="chance")
     ax.set(xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
            title="ROC curves, test set" + ("" if probabilities.shape[1] == 2 else " (one vs rest)"),
            xlim=(0, 1), ylim=(0, 1.01))

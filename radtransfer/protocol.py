@@ -45,6 +45,7 @@ class ProtocolConfig:
         early_stopping, reduce_lr: None in the reference.
         cache: True (memory) or False; each fold's images are decoded and resized once.
         run_eagerly: train without graph tracing (only for tiny smoke-test grids).
+        bootstrap: resamples for each run's AUC confidence interval.
     """
 
     image_size: int = 256
@@ -62,6 +63,7 @@ class ProtocolConfig:
     reduce_lr: int | None = None
     cache: bool = True
     run_eagerly: bool = False
+    bootstrap: int = 1000
 
     def replace(self, **changes) -> "ProtocolConfig":
         """A copy with some values changed."""
@@ -251,7 +253,8 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
                            epochs=config.epochs, bn=bn, optimizer=config.optimizer, loss=config.loss, out_dir=directory,
                            early_stopping=config.early_stopping, reduce_lr=config.reduce_lr, seed=config.seed,
                            verbose=2 if verbose > 1 else 0, run_eagerly=config.run_eagerly)
-        metrics = evaluate(model, test_ds, class_names=list(image_set.class_names), seed=config.seed)
+        metrics = evaluate(model, test_ds, class_names=list(image_set.class_names), seed=config.seed,
+                           bootstrap=config.bootstrap)
         predictions = metrics.pop("predictions")
         np.savez_compressed(directory / "predictions.npz", y_true=np.asarray(predictions["y_true"]),
                             probabilities=np.asarray(predictions["probabilities"]))

@@ -313,7 +313,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
               optimizer="adam", loss="auto", out_dir=None, early_stopping=None, reduce_lr=None, class_weight=None,
               jit_compile="auto", precision="auto", distribute=None, seed=None, deterministic: bool = False,
               verbose="auto", batch_size: int = 32, augment="radimagenet", callbacks=(), resume: bool = True,
-              run_eagerly: bool = False):
+              run_eagerly: bool = False, bn_momentum: float | None = None):
     """Fine-tunes a model made by ``build_model`` under a named strategy.
 
     Args:
@@ -346,6 +346,9 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         callbacks: more Keras callbacks, run after radtransfer's own.
         resume: with an out_dir that holds a finished run, return it instead of training again; with
             an interrupted one, continue from its last finished epoch.
+        bn_momentum: if given, the momentum of every BatchNormalization layer's moving statistics (Keras's
+            default 0.99 needs several hundred steps to settle; 0.9 suits short runs from scratch, whose
+            validation otherwise runs on half-updated statistics).
         run_eagerly: skip graph tracing (for debugging, or tiny smoke tests where tracing the training
             step takes longer than the training).
 
@@ -403,6 +406,12 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     _check_dataset(val, "validation", num_classes)
     train_size = train_size or _known_size(train)
 
+    if bn_momentum is not None:
+        if not 0 < bn_momentum < 1:
+            raise ValueError(f"Expected 0 < bn_momentum < 1. Received: bn_momentum={bn_momentum!r}")
+        for layer in _all_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = float(bn_momentum)
     scope = distribution.scope() if distribution is not None else _null_scope()
     with scope:
         summary = apply_strategy(model, strategy, bn=bn)
@@ -418,7 +427,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         "jit_compile_requested": jit_compile, "jit_compile": resolved_jit, "precision": precision,
         "distribute": distribute if isinstance(distribute, (str, type(None))) else type(distribute).__name__,
         "replicas": distribution.num_replicas_in_sync if distribution is not None else 1,
-        "seed": seed, "deterministic": deterministic, "run_eagerly": run_eagerly, "batch_size": train.element_spec[0].shape[0] or batch_size,
+        "seed": seed, "deterministic": deterministic, "run_eagerly": run_eagerly, "bn_momentum": bn_momentum, "batch_size": train.element_spec[0].shape[0] or batch_size,
         "train_images": train_size, "class_names": class_names, "input_shape": list(model.input_shape[1:]),
         "num_classes": num_classes, "model": info.to_dict() if info is not None else None,
         "strategy_summary": summary.to_dict(), "versions": _versions(), "command": " ".join(sys.argv),
@@ -492,6 +501,13 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     if out is not None:
         write_json_atomic(out / RESULT_FILE, result.to_dict())
     return result
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 class _null_scope:

@@ -59,7 +59,7 @@ import radtransfer as rt
 from radtransfer import protocol
 image_set = rt.datasets.load_synthetic_brain_mri(sys.argv[1])
 scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_top10", 1e-3)]
-config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True)
+config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True, bootstrap=100)
 protocol.run_grid(image_set, sys.argv[2], config=config, sources=("radimagenet",), folds=2, scenarios=scenarios,
                   weights_dir=sys.argv[3], task="brain_mri", verbose=1)
 """
