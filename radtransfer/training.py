@@ -370,6 +370,8 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     if distribute not in DISTRIBUTIONS and not isinstance(distribute, tf.distribute.Strategy):
         raise ValueError(f"Expected distribute=None, 'mirrored' or 'multiworker'."
                          f"{did_you_mean(distribute, ['mirrored', 'multiworker'])} Received: distribute={distribute!r}")
+    # A multi-worker strategy must exist before TensorFlow's runtime starts (seeding starts it).
+    distribution = _make_distribution(distribute)
     precision = resolve_precision(precision)
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         make_optimizer(optimizer, learning_rate)  # validates the name early
@@ -383,7 +385,6 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         tf.config.experimental.enable_op_determinism()
     jit = resolve_jit_compile(jit_compile, deterministic)
 
-    distribution = _make_distribution(distribute)
     model = _prepare_model(model, precision, distribution)
     num_classes = int(model.output_shape[-1])
     height, width = model.input_shape[1:3]
@@ -529,6 +530,9 @@ def _make_distribution(distribute):
         return tf.distribute.MirroredStrategy()
     if "TF_CONFIG" not in os.environ:
         raise ValueError("distribute='multiworker' needs the TF_CONFIG environment variable (cluster and task).")
+    warnings.warn("model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
+                  "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
+                  "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.", stacklevel=3)
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

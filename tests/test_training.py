@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -258,3 +259,42 @@ def test_layerwise_search_table(splits):
     assert table["trainable_params"].iloc[0] < table["trainable_params"].iloc[1]
     assert {"val_auc", "val_loss", "epochs", "seconds", "best"} <= set(table.columns)
     assert table["best"].sum() >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="Keras 3 fit() fails under MultiWorkerMirroredStrategy "
+                   "(keras-team/keras#20585); this test starts passing, and fails as XPASS, once Keras fixes it")
+def test_multiworker_two_processes_on_localhost(splits, tmp_path):
+    """MultiWorkerMirroredStrategy from TF_CONFIG: two worker processes on 127.0.0.1 train one model."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    manifest = Path(splits[0].paths[0]).parents[2] / "manifest.csv"
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import radtransfer as rt
+        image_set = rt.data.from_csv({str(manifest)!r}, image_col="path", label_col="label", patient_col="patient_id")
+        train, val, _ = image_set.split(val=0.2, test=0.2, seed=726)
+        build = lambda: rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+        result = rt.fine_tune(build, train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1,
+                              distribute="multiworker", batch_size=8, verbose=0, seed=0)
+        print(json.dumps({{"replicas": result.settings["replicas"], "loss": result.history["loss"]}}))
+    """)
+    workers = [f"127.0.0.1:{port}" for port in ports]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                     "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=400) for process in processes]
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-2000:]
+    reports = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert all(r["replicas"] == 2 for r in reports)
+    assert reports[0]["loss"] == pytest.approx(reports[1]["loss"])  # one synchronised model
