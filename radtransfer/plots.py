@@ -114,8 +114,8 @@ def auc_by_scenario(records, path) -> list[str]:
     plt = _pyplot()
     means = scenario_means(records)
     scenarios = sorted(means["scenario"].unique())
-    fig, (ax, box) = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(scenarios) + 4), 5),
-                                  gridspec_kw={"width_ratios": [max(len(scenarios), 2), 2]})
+    fig, (ax, box) = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(scenarios) + 5), 5),
+                                  gridspec_kw={"width_ratios": [max(len(scenarios), 2), 4]})
     x = {s: i for i, s in enumerate(scenarios)}
     sources = sorted(means["source"].unique())
     offsets = {s: (i - (len(sources) - 1) / 2) * 0.2 for i, s in enumerate(sources)}
@@ -134,6 +134,7 @@ def auc_by_scenario(records, path) -> list[str]:
     ax.set(ylabel="Test AUC (mean over folds)", title="AUC per scenario")
     ax.legend(fontsize=8)
     box.boxplot([means[means["source"] == s]["auc"].dropna() for s in sources], tick_labels=sources)
+    box.tick_params(axis="x", labelrotation=30)
     box.set(ylabel="Test AUC", title="Over scenarios")
     fig.tight_layout()
     return _save(fig, path)
@@ -159,7 +160,9 @@ def heatmap(records, path) -> list[str]:
             for j in range(table.shape[1]):
                 value = table.values[i, j]
                 if np.isfinite(value):
-                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+                    bright = (value - low) / max(high - low, 1e-9) > 0.6  # viridis turns yellow: dark text
+                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                            color="black" if bright else "white")
         ax.set_title(f"{source}: mean AUC")
         fig.colorbar(image, ax=ax, label="AUC")
     fig.tight_layout()
