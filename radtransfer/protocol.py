@@ -9,7 +9,6 @@ stopped, restarted and split across machines.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import time

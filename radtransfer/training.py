@@ -202,8 +202,6 @@ def _check_dataset(dataset, name: str, num_classes: int):
 
 def _known_size(dataset):
     """Images per epoch when the dataset can tell without being read (else None)."""
-    import tensorflow as tf
-
     cardinality = int(dataset.cardinality())
     batch = dataset.element_spec[0].shape[0]
     if cardinality > 0 and batch is not None:
