@@ -66,13 +66,24 @@ def _decode(value):
     return value.decode("utf8") if isinstance(value, bytes) else str(value)
 
 
+_DIGESTS: dict = {}
+
+
 def sha256sum(path, chunk_size: int = 1 << 20) -> str:
-    """Returns the sha256 hex digest of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Returns the sha256 hex digest of a file.
+
+    Remembered per (path, size, modification time) within the process: a grid or a layer-wise search
+    rebuilds models from the same few hundred-megabyte files many times.
+    """
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(chunk_size), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def read_weight_file(path) -> WeightFile:

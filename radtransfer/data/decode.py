@@ -140,59 +140,65 @@ def to_rgb(image):
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def check_file(path) -> tuple[str | None, bool]:
+def check_file(path) -> tuple[str | None, bool, bool]:
     """Checks a file cheaply (exists, readable, header decodes) without decoding its pixels.
 
     Returns:
-        (None, is_grayscale) for a readable image, or (reason, False) for a bad one.
+        (None, is_grayscale, is_dicom) for a readable image, or (reason, False, False) for a bad one.
     """
-    path = Path(path)
+    reason, gray, dicom = _inspect(Path(path))
+    return reason, gray and reason is None, dicom and reason is None
+
+
+def _inspect(path: Path) -> tuple[str | None, bool, bool]:
     if not path.exists():
-        return "file not found", False
+        return "file not found", False, False
     if not path.is_file():
-        return "not a file", False
+        return "not a file", False, False
     try:
         size = path.stat().st_size
         if size == 0:
-            return "empty file", False
+            return "empty file", False, False
         if is_dicom(path):
             pydicom = _import_pydicom()
             dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
             if "Rows" not in dataset or "Columns" not in dataset:
-                return "DICOM file without image data (no Rows/Columns)", False
-            return None, str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME")
+                return "DICOM file without image data (no Rows/Columns)", False, True
+            return None, str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME"), True
         from PIL import Image
 
         with Image.open(path) as image:
             image_format, mode = image.format, image.mode
         if image_format not in ("PNG", "JPEG", "BMP", "MPO"):
-            return f"unsupported image format {image_format}", False
+            return f"unsupported image format {image_format}", False, False
         with open(path, "rb") as handle:
             handle.seek(max(size - 12, 0))
             tail = handle.read(12)
         if image_format == "PNG" and b"IEND" not in tail:
-            return "truncated PNG (no IEND marker)", False
+            return "truncated PNG (no IEND marker)", False, False
         if image_format in ("JPEG", "MPO") and not tail.endswith(b"\xff\xd9"):
-            return "truncated JPEG (no end-of-image marker)", False
-        return None, mode in GRAY_MODES
+            return "truncated JPEG (no end-of-image marker)", False, False
+        return None, mode in GRAY_MODES, False
     except PermissionError:
-        return "permission denied", False
+        return "permission denied", False, False
     except ImportError as exc:
-        return str(exc), False
+        return str(exc), False, False
     except Exception as exc:  # PIL and pydicom raise many types for a broken header
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        return f"header does not decode ({type(exc).__name__}: {detail})", False
+        return f"header does not decode ({type(exc).__name__}: {detail})", False, False
 
 
-def check_files(paths, workers: int = 8) -> tuple[list[tuple[str, str]], bool]:
-    """Checks every file.
+def check_files(paths, workers: int = 8) -> tuple[list[tuple[str, str]], bool, np.ndarray]:
+    """Checks every file, opening each once.
 
     Returns:
-        ((path, reason) for the bad files in input order, whether every good file is grayscale).
+        ((path, reason) for the bad files in input order, whether every good file is grayscale,
+        a boolean array marking the DICOM files).
     """
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(check_file, paths, chunksize=64))
-    bad = [(p, reason) for p, (reason, _) in zip(paths, results) if reason is not None]
-    all_gray = all(gray for reason, gray in results if reason is None)
-    return bad, all_gray
+    bad = [(p, reason) for p, (reason, _, _) in zip(paths, results) if reason is not None]
+    all_gray = all(gray for reason, gray, _ in results if reason is None)
+    dicom = np.array([d for _, _, d in results], dtype=bool)
+    return bad, all_gray, dicom

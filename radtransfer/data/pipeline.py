@@ -13,7 +13,7 @@ import numpy as np
 from ..backbones import did_you_mean, get_backbone
 from ..errors import RadtransferError
 from .augment import augment_batch, get_augment
-from .decode import check_files, decode_image_tf, is_dicom, read_dicom
+from .decode import _to_uint8_range, check_files, decode_image_tf, read_dicom
 from .imageset import ImageSet
 
 MAX_LISTED = 20
@@ -35,23 +35,24 @@ def _bad_list(bad) -> str:
     return "\n".join(lines)
 
 
-def validate_images(image_set: ImageSet, on_bad: str = "raise") -> tuple[ImageSet, bool]:
+def validate_images(image_set: ImageSet, on_bad: str = "raise") -> tuple[ImageSet, bool, np.ndarray | None]:
     """Checks every file cheaply (exists, readable, header decodes) before any training.
 
     Args:
         on_bad: "raise" (one error listing the bad files) or "skip" (drop them with a warning).
 
     Returns:
-        (the image set, without the bad files when skipping; whether every image is grayscale).
+        (the image set, without the bad files when skipping; whether every image is grayscale;
+        which of its files are DICOM, or None for in-memory images).
     """
     if on_bad not in ("raise", "skip"):
         raise ValueError(f"Expected on_bad='raise' or 'skip'. Received: on_bad={on_bad!r}")
     if image_set.paths is None:
         gray = all(np.ndim(im) == 2 or np.shape(im)[-1] in (1, 2) for im in image_set.images)
-        return image_set, gray
-    bad, all_gray = check_files(image_set.paths)
+        return image_set, gray, None
+    bad, all_gray, dicom = check_files(image_set.paths)
     if not bad:
-        return image_set, all_gray
+        return image_set, all_gray, dicom
     if on_bad == "raise":
         raise BadImagesError(
             f"{len(bad)} of {len(image_set)} image files cannot be read:\n{_bad_list(bad)}\n"
@@ -63,7 +64,7 @@ def validate_images(image_set: ImageSet, on_bad: str = "raise") -> tuple[ImageSe
     warnings.warn(f"Skipping {len(bad)} unreadable image file(s):\n{_bad_list(bad)}", stacklevel=3)
     if not keep:
         raise BadImagesError("No readable images are left after skipping the bad files.", bad)
-    return image_set.subset(keep), all_gray
+    return image_set.subset(keep), all_gray, dicom[keep]
 
 
 def _check_size(image_size, backbone) -> tuple[int, int]:
@@ -124,7 +125,7 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     if sixteen_bit not in ("range", "full"):
         raise ValueError(f"Expected sixteen_bit='range' or 'full'. Received: {sixteen_bit!r}")
     params = get_augment(augment)
-    image_set, gray = validate_images(image_set, on_bad)
+    image_set, gray, dicom = validate_images(image_set, on_bad)
     num_classes = image_set.num_classes
     # Grayscale sets keep one channel through resize, cache and augmentation (a third of the work and
     # memory) and become three identical channels at the end.
@@ -140,7 +141,6 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         dataset = tf.data.Dataset.from_tensor_slices((resized, image_set.labels))
     else:
         paths = np.asarray(image_set.paths, dtype=str)
-        dicom = np.array([is_dicom(p) for p in paths])
         dataset = tf.data.Dataset.from_tensor_slices((paths, dicom, image_set.labels))
 
         def read_dicom_np(path):
@@ -194,10 +194,8 @@ def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.ndim == 2:
         image = image[..., None]
     if image.dtype != np.uint8:
-        if image.dtype == np.uint16 or image.max() > 255:
-            low, high = float(image.min()), float(image.max())
-            image = np.zeros(image.shape) if high <= low else (image - low) / (high - low) * 255.0
-        image = np.round(np.clip(image, 0, 255)).astype(np.uint8)
+        wide = image.dtype == np.uint16 or image.max() > 255
+        image = _to_uint8_range(image.astype(np.float32), None if wide else (0, 255))
     if image.shape[-1] < 3:
         image = np.repeat(image[..., :1], 3, axis=-1)
     return image[..., :3]
