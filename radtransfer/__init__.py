@@ -11,17 +11,25 @@ __version__ = "0.1.0"
 from . import _keras_compat  # noqa: F401  (registers classes .keras files need)
 from . import data, datasets
 from .backbones import BACKBONES, get_backbone, list_backbones
-from .errors import RadtransferError, WeightsFileError, WeightsNotFoundError
+from .errors import ClassMismatchError, RadtransferError, WeightsFileError, WeightsNotFoundError
 from .evaluation import evaluate
 from .layerwise import layerwise_search
 from .models import build_model
 from .preprocessing import Preprocess
+from .run_folder import RunFolder, RunMismatchError
 from .strategies import StrategySummary, apply_strategy
+from .train_config import TrainConfig
+from .trained import load_trained
 from .training import FineTuneResult, TrainingDivergedError, fine_tune
 from .weights import check_weight_file, find_weight_files, resolve_weights
 
 __all__ = [
     "BACKBONES",
+    "ClassMismatchError",
+    "RunFolder",
+    "RunMismatchError",
+    "TrainConfig",
+    "load_trained",
     "FineTuneResult",
     "TrainingDivergedError",
     "Preprocess",
@@ -43,7 +51,7 @@ __all__ = [
     "resolve_weights",
 ]
 
-_LAZY_MODULES = ("protocol", "report", "plots", "gradcam", "demo", "cli")
+_LAZY_MODULES = ("protocol", "report", "plots", "gradcam", "demo", "cli", "records", "stats")
 
 
 def __getattr__(name):

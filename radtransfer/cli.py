@@ -71,7 +71,7 @@ def _load_config(path):
 
 
 def _write_resolved(out_dir, args) -> None:
-    from .training import write_json_atomic
+    from .run_folder import write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,10 +108,10 @@ def cmd_train(args) -> int:
                        bn=args.bn, optimizer=args.optimizer, out_dir=out, early_stopping=args.early_stopping,
                        reduce_lr=args.reduce_lr, jit_compile=_jit(args.jit_compile), precision=args.precision,
                        seed=args.seed, batch_size=args.batch_size, augment=None if args.augment == "none" else args.augment,
-                       verbose=args.verbose, run_eagerly=args.run_eagerly)
-    metrics = evaluate(model, test, class_names=list(image_set.class_names), seed=args.seed) if len(test) else {}
+                       verbose=args.verbose, run_eagerly=args.run_eagerly, resume=not args.restart)
+    metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
     if metrics:
-        from .training import write_json_atomic
+        from .run_folder import write_json_atomic
 
         write_json_atomic(out / "test_metrics.json", metrics)
     _print_json({"out_dir": str(out), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
@@ -133,14 +133,12 @@ def _jit(value):
 
 
 def _load_run_model(run_dir):
-    import keras
+    from .trained import load_trained
 
-    import radtransfer  # noqa: F401  (registers the custom layers)
-
-    path = Path(run_dir) / "best.keras"
-    if not path.exists():
-        raise UsageError(f"No trained model in '{run_dir}' (expected {path.name}); pass the out dir of 'radtransfer train'.")
-    return keras.saving.load_model(path)
+    path = Path(run_dir)
+    if not (path / "best.keras").exists() and not (path.is_file() and path.suffix == ".keras"):
+        raise UsageError(f"No trained model in '{run_dir}' (expected best.keras); pass the out dir of 'radtransfer train'.")
+    return load_trained(path)
 
 
 def cmd_evaluate(args) -> int:
@@ -150,7 +148,7 @@ def cmd_evaluate(args) -> int:
     image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
     metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
     if args.out:
-        from .training import write_json_atomic
+        from .run_folder import write_json_atomic
 
         write_json_atomic(Path(args.out), metrics)
     _print_json(_summary_metrics(metrics))
@@ -163,14 +161,15 @@ def cmd_grid(args) -> int:
     image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
     config = protocol.RADIMAGENET.replace(
         **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
-        run_eagerly=args.run_eagerly)
+        run_eagerly=args.run_eagerly, **({"cache": args.cache} if args.cache else {}))
     scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
     if scenarios is not None and args.max_scenarios:
         scenarios = scenarios[: args.max_scenarios]
     _write_resolved(args.out, args)
     records = protocol.run_grid(image_set, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
                                 scenarios=scenarios, shard=args.shard, weights_dir=args.weights_dir,
-                                faithful=args.faithful, task=args.task, verbose=1)
+                                faithful=args.faithful, task=args.task, verbose=1,
+                                paper_task=None if args.paper_task == "none" else args.paper_task)
     print(f"{len(records)} runs recorded in {args.out}")
     return 0
 
@@ -205,8 +204,7 @@ def cmd_gradcam(args) -> int:
     images = np.concatenate([batch[0].numpy() for batch in dataset])
     heatmaps = gradcam(model, images, layer=args.layer, class_index=args.class_index)
     probabilities = model.predict(images, verbose=0)
-    names_file = Path(args.run_dir) / "config.json"
-    class_names = json.loads(names_file.read_text()).get("class_names") if names_file.exists() else None
+    class_names = getattr(model, "radtransfer_class_names", None)
     titles = [f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})" for p, i in
               zip(probabilities, probabilities.argmax(1))]
     written = save_overlays(images, heatmaps, args.out, names=[p.name for p in paths], titles=titles)
@@ -298,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=float, default=0.15)
     p.add_argument("--seed", type=int, default=726)
     p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (faster for tiny smoke tests)")
+    p.add_argument("--restart", action="store_true",
+                   help="discard a run already in --out and start over (default: resume it, or refuse if its settings differ)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_train)
@@ -325,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm")
     p.add_argument("--weights-dir")
     p.add_argument("--task", help="task name for the report (default: the out folder's name)")
+    p.add_argument("--paper-task", default="auto",
+                   help="the paper's task to compare with (thyroid, breast, acl, meniscus, pneumonia, covid19, "
+                        "sars_cov_2, haemorrhage), 'none', or 'auto' (a word of the task name; default)")
+    p.add_argument("--cache", default=None, help="a file path prefix to cache decoded images on disk (default: memory)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)

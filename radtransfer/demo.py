@@ -42,6 +42,7 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
                        epochs=settings["epochs"], out_dir=run_dir, seed=726, batch_size=settings["batch_size"],
                        augment="radimagenet", verbose=2, run_eagerly=quick,
                        bn_momentum=0.9 if path is None else None)
+    model = result.model  # the object passed in, holding the best epoch's weights
     metrics = evaluate(model, test, bootstrap=200 if quick else 1000, seed=0)
     figures = out / "figures"
     roc = plots.roc_from_predictions(metrics["predictions"]["y_true"], metrics["predictions"]["probabilities"],

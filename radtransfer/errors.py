@@ -11,3 +11,7 @@ class WeightsNotFoundError(RadtransferError, FileNotFoundError):
 
 class WeightsFileError(RadtransferError, ValueError):
     """A weight file exists but cannot be used (not HDF5, truncated, wrong backbone, pinned hash...)."""
+
+
+class ClassMismatchError(RadtransferError, ValueError):
+    """The classes of a data set differ from those the model was trained on."""

@@ -1,12 +1,20 @@
-"""evaluate: honest metrics for a trained classifier (scikit-learn for ROC AUC and friends).
+"""evaluate: honest metrics for a trained classifier (scikit-learn for ROC AUC, scipy for the bootstrap).
 
 The reference reported Keras's AUC metric on the two-column softmax, which flattens both columns; here
-a two-class AUC is the positive class's ROC AUC, and more classes get the macro one-vs-rest AUC.
+a two-class AUC is the positive class's ROC AUC, and more classes get the macro one-vs-rest AUC. The
+interval resamples patients when patient ids are known. The operating point (threshold) is never chosen
+on the data it is scored on: it comes from the validation set.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
+
+from .errors import ClassMismatchError
+from .stats import auc_score, bootstrap_auc_ci, youden_threshold
 
 
 def predict_with_labels(model, dataset, verbose=0):
@@ -20,52 +28,57 @@ def predict_with_labels(model, dataset, verbose=0):
     return np.concatenate(truths), np.concatenate(probabilities)
 
 
-def _auc(y_true, probabilities, positive_class, num_classes):
-    from sklearn.metrics import roc_auc_score
-
-    if num_classes == 2:
-        return float(roc_auc_score(y_true == positive_class, probabilities[:, positive_class]))
-    return float(roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro",
-                               labels=list(range(num_classes))))
-
-
-def bootstrap_auc(y_true, probabilities, positive_class=1, n: int = 1000, seed: int = 0, level: float = 0.95):
-    """Stratified bootstrap (resampling within each class) confidence interval of the AUC."""
-    num_classes = probabilities.shape[1]
-    rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(y_true == c) for c in range(num_classes)]
-    values = []
-    for _ in range(n):
-        sample = np.concatenate([rng.choice(idx, size=len(idx), replace=True) for idx in by_class if len(idx)])
-        values.append(_auc(y_true[sample], probabilities[sample], positive_class, num_classes))
-    tail = (1 - level) / 2 * 100
-    return (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))), np.asarray(values)
+def _resolve_positive(positive_class, class_names, num_classes):
+    if num_classes != 2 and positive_class is None:
+        return None
+    if positive_class is None:
+        return 1
+    if isinstance(positive_class, str):
+        if positive_class not in class_names:
+            raise ValueError(f"positive_class {positive_class!r} is not one of {class_names}.")
+        return class_names.index(positive_class)
+    if not 0 <= int(positive_class) < num_classes:
+        raise ValueError(f"positive_class {positive_class!r} is not a class index in [0, {num_classes}).")
+    return int(positive_class)
 
 
 def metrics_from_predictions(y_true, probabilities, class_names=None, positive_class=None, bootstrap: int = 1000,
-                             seed: int = 0) -> dict:
-    """All of evaluate()'s metrics from labels and predicted probabilities."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, roc_curve
+                             seed: int = 0, patient_ids=None, threshold=None, threshold_source=None) -> dict:
+    """All of evaluate()'s metrics from labels and predicted probabilities.
+
+    Args:
+        patient_ids: one id per image; the AUC interval then resamples patients.
+        threshold: two classes: the positive-class probability from which an image is called positive
+            (chosen beforehand, e.g. on validation data); None: 0.5.
+        threshold_source: where the threshold came from ("validation", "given"); recorded.
+    """
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, roc_auc_score
 
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     num_classes = probabilities.shape[1]
     class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
-    if num_classes == 2 and positive_class is None:
-        positive_class = 1
-    if positive_class is not None and isinstance(positive_class, str):
-        if positive_class not in class_names:
-            raise ValueError(f"positive_class {positive_class!r} is not one of {class_names}.")
-        positive_class = class_names.index(positive_class)
+    if len(class_names) != num_classes:
+        raise ClassMismatchError(f"{len(class_names)} class names {class_names} for a model with {num_classes} outputs.")
+    if patient_ids is not None and len(patient_ids) != len(y_true):
+        raise ValueError(f"patient_ids has {len(patient_ids)} entries for {len(y_true)} images.")
+    positive_class = _resolve_positive(positive_class, class_names, num_classes)
     present = np.unique(y_true)
     if len(present) < 2:
-        raise ValueError(f"AUC needs at least two classes among the labels; only {present.tolist()} present.")
+        raise ValueError(f"AUC needs at least two classes among the labels; only "
+                         f"{[class_names[i] for i in present]} present in {len(y_true)} images.")
+    missing = [class_names[c] for c in range(num_classes) if c not in present]
+    if missing:
+        warnings.warn(f"The evaluation set has no images of class(es) {missing}: the macro AUC is undefined "
+                      "(reported as NaN) and per-class figures for them are NaN.", stacklevel=3)
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, predicted, labels=list(range(num_classes)))
     result = {
         "n": int(len(y_true)),
+        "n_patients": int(len(set(map(str, patient_ids)))) if patient_ids is not None else None,
         "class_names": class_names,
-        "auc": _auc(y_true, probabilities, positive_class, num_classes),
+        "missing_classes": missing,
+        "auc": auc_score(y_true, probabilities, positive_class if positive_class is not None else 1),
         "accuracy": float(accuracy_score(y_true, predicted)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
         "confusion_matrix": matrix.tolist(),
@@ -73,59 +86,126 @@ def metrics_from_predictions(y_true, probabilities, class_names=None, positive_c
     if num_classes == 2:
         result["positive_class"] = class_names[positive_class]
     sensitivity, specificity, per_class_auc = {}, {}, {}
-    from sklearn.metrics import roc_auc_score
-
     for c, name in enumerate(class_names):
         tp = matrix[c, c]
         fn = matrix[c].sum() - tp
         fp = matrix[:, c].sum() - tp
         tn = matrix.sum() - tp - fn - fp
-        sensitivity[name] = float(tp / (tp + fn)) if tp + fn else float("nan")
-        specificity[name] = float(tn / (tn + fp)) if tn + fp else float("nan")
+        sensitivity[name] = float(tp / (tp + fn)) if tp + fn else math.nan
+        specificity[name] = float(tn / (tn + fp)) if tn + fp else math.nan
         positives = y_true == c
-        per_class_auc[name] = float(roc_auc_score(positives, probabilities[:, c])) if 0 < positives.sum() < len(y_true) else float("nan")
+        per_class_auc[name] = float(roc_auc_score(positives, probabilities[:, c])) if 0 < positives.sum() < len(y_true) else math.nan
     result["sensitivity"] = sensitivity
     result["specificity"] = specificity
     result["per_class_auc"] = per_class_auc
     if num_classes == 2:
-        fpr, tpr, thresholds = roc_curve(y_true == positive_class, probabilities[:, positive_class])
-        best = int(np.argmax(tpr - fpr))
-        result["youden"] = {"threshold": float(min(thresholds[best], 1.0)), "sensitivity": float(tpr[best]),
-                            "specificity": float(1 - fpr[best])}
-    if bootstrap:
-        result["auc_ci"], _ = bootstrap_auc(y_true, probabilities, positive_class, n=bootstrap, seed=seed)
+        chosen = 0.5 if threshold is None else float(threshold)
+        called = probabilities[:, positive_class] >= chosen
+        truth = y_true == positive_class
+        result["operating_point"] = {
+            "threshold": chosen, "chosen_on": threshold_source or ("default" if threshold is None else "given"),
+            "sensitivity": float((called & truth).sum() / truth.sum()) if truth.any() else math.nan,
+            "specificity": float((~called & ~truth).sum() / (~truth).sum()) if (~truth).any() else math.nan,
+        }
+    if bootstrap and math.isfinite(result["auc"]):
+        ci = bootstrap_auc_ci(y_true, probabilities, positive_class if positive_class is not None else 1,
+                              groups=patient_ids, n=bootstrap, seed=seed)
+        result["auc_ci"] = (ci["low"], ci["high"])
+        result["auc_ci_unit"], result["auc_ci_method"] = ci["unit"], ci["method"]
     else:
-        result["auc_ci"] = (float("nan"), float("nan"))
-    result["predictions"] = {"y_true": y_true.tolist(), "probabilities": probabilities.tolist()}
+        result["auc_ci"] = (math.nan, math.nan)
+        result["auc_ci_unit"] = result["auc_ci_method"] = None
+    result["predictions"] = {"y_true": y_true.tolist(), "probabilities": probabilities.tolist(),
+                             "patient_ids": None if patient_ids is None else [str(p) for p in patient_ids]}
     return result
 
 
+def check_classes(model, class_names) -> None:
+    """Raises ClassMismatchError when the data's classes differ from the model's (outputs, and the names
+    it was trained with when known)."""
+    outputs = int(model.output_shape[-1])
+    trained = getattr(model, "radtransfer_class_names", None)
+    if class_names is None:
+        return
+    class_names = [str(c) for c in class_names]
+    if trained and list(trained) != class_names:
+        only_model = [c for c in trained if c not in class_names]
+        only_data = [c for c in class_names if c not in trained]
+        detail = (f" Classes only the model knows: {only_model}." if only_model else "") + \
+                 (f" Classes only the data has: {only_data}." if only_data else "") + \
+                 (" Same classes in another order." if not only_model and not only_data else "")
+        raise ClassMismatchError(f"The model was trained on classes {list(trained)} but the data has {class_names}."
+                                 f"{detail} Evaluate on data with the training classes (same folder names).")
+    if len(class_names) != outputs:
+        raise ClassMismatchError(f"The data has {len(class_names)} classes {class_names} but the model predicts "
+                                 f"{outputs}. Evaluate on data with the training classes.")
+
+
 def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed: int = 0, class_names=None,
-             batch_size: int = 32) -> dict:
+             batch_size: int = 32, patient_ids=None, threshold=None, val=None) -> dict:
     """Evaluates a classifier on a test set.
 
     Args:
-        model: a trained Keras model with a softmax output.
-        dataset: a ``tf.data.Dataset`` of (images, one-hot labels), or an ImageSet (read with the model's
-            input size, no augmentation, no shuffling).
+        model: a trained Keras model with a softmax output (from ``fine_tune`` or ``load_trained``, which
+            carry the class names and the validation-chosen threshold).
+        dataset: an ImageSet (read with the model's input size, no augmentation, no shuffling, no cache;
+            its class names and patient ids are used) or a ``tf.data.Dataset`` of (images, one-hot labels).
         positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
-        bootstrap: number of stratified bootstrap resamples for ``auc_ci`` (0 to skip).
+        bootstrap: resamples for ``auc_ci`` (0 to skip).
         seed: the bootstrap's seed.
-        class_names: names for the report (taken from an ImageSet when given one).
+        class_names: names of the classes (taken from an ImageSet when given one).
         batch_size: batch size when ``dataset`` is an ImageSet.
+        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then
+            resamples patients, not images.
+        threshold: two classes: the operating threshold on the positive-class probability. Default: the
+            one fine_tune chose on the validation set (``model.radtransfer_threshold``), else chosen on
+            ``val`` if given, else 0.5.
+        val: validation data (ImageSet or dataset) to choose the threshold on (Youden's J), when the model
+            carries none.
 
     Returns:
         A dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro one-vs-rest),
-        ``auc_ci`` (95% stratified bootstrap), ``accuracy``, ``balanced_accuracy``, ``sensitivity`` and
-        ``specificity`` per class, ``per_class_auc``, ``confusion_matrix`` (rows: true class), ``youden``
-        (two classes: threshold, sensitivity, specificity), ``n`` and ``predictions``
-        (``y_true``, ``probabilities``).
+        ``auc_ci`` (95% stratified BCa bootstrap), ``auc_ci_unit`` ("patient" or "image"),
+        ``auc_ci_method``, ``accuracy``, ``balanced_accuracy``, ``sensitivity`` and ``specificity`` per class
+        (arg-max decisions), ``operating_point`` (two classes: threshold, where it was chosen, sensitivity and
+        specificity on this data), ``per_class_auc``, ``confusion_matrix`` (rows: true class),
+        ``missing_classes``, ``n``, ``n_patients`` and ``predictions`` (``y_true``, ``probabilities``,
+        ``patient_ids``).
+
+    Raises:
+        ClassMismatchError: the data's classes differ from the model's.
     """
     from .data import ImageSet, make_dataset
 
     if isinstance(dataset, ImageSet):
         class_names = class_names or list(dataset.class_names)
+        if patient_ids is None and dataset.patient_ids is not None:
+            patient_ids = list(dataset.patient_ids)
+    check_classes(model, class_names)
+    if isinstance(dataset, ImageSet):
         height, width = model.input_shape[1:3]
-        dataset = make_dataset(dataset, image_size=(height, width), batch_size=batch_size, shuffle=False)
+        dataset = make_dataset(dataset, image_size=(height, width), batch_size=batch_size, shuffle=False, cache=False)
+    else:
+        width = dataset.element_spec[1].shape[-1] if isinstance(dataset.element_spec, tuple) else None
+        if width is not None and width != int(model.output_shape[-1]):
+            raise ClassMismatchError(f"The dataset has labels for {width} classes but the model predicts "
+                                     f"{int(model.output_shape[-1])}.")
+    class_names = class_names or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
+    source = None
+    if threshold is not None:
+        source = "given"
+    elif getattr(model, "radtransfer_threshold", None) is not None:
+        threshold, source = model.radtransfer_threshold, "validation"
+    elif val is not None and int(model.output_shape[-1]) == 2:
+        positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2)
+        val_data = val
+        if isinstance(val, ImageSet):
+            height, width = model.input_shape[1:3]
+            val_data = make_dataset(val, image_size=(height, width), batch_size=batch_size, shuffle=False, cache=False)
+        y_val, p_val = predict_with_labels(model, val_data)
+        threshold, source = youden_threshold(y_val == positive, p_val[:, positive]), "validation"
     y_true, probabilities = predict_with_labels(model, dataset)
-    return metrics_from_predictions(y_true, probabilities, class_names, positive_class, bootstrap, seed)
+    if patient_ids is not None and len(patient_ids) != len(y_true):
+        raise ValueError(f"patient_ids has {len(patient_ids)} entries but the dataset has {len(y_true)} images.")
+    return metrics_from_predictions(y_true, probabilities, class_names, positive_class, bootstrap, seed,
+                                    patient_ids=patient_ids, threshold=threshold, threshold_source=source)

@@ -34,6 +34,7 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
         images: (N, H, W, C) images with values in [0, 255], as the model takes them.
         layer: a layer of the nested backbone (default: its last convolutional activation).
         class_index: the class to explain: None (each image's predicted class), an int, or one per image.
+            The map explains that class's score before the softmax, as Selvaraju et al. define Grad-CAM.
         batch_size: images per gradient pass.
 
     Returns:
@@ -52,20 +53,23 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
     head = model.get_layer("predictions")
     images = np.asarray(images)
     height, width = images.shape[1:3]
+    kernel, bias = head.kernel, head.bias
     maps = []
     for start in range(0, len(images), batch_size):
         batch = tf.convert_to_tensor(images[start:start + batch_size])
         with tf.GradientTape() as tape:
             activations, pooled = features(preprocess(batch), training=False)
             tape.watch(activations)
-            probabilities = head(pooled)
+            # The class score before the softmax (Selvaraju et al.): the softmax saturates, and its gradient
+            # vanishes, once the model is confident.
+            logits = tf.matmul(tf.cast(pooled, tf.float32), tf.cast(kernel, tf.float32)) + tf.cast(bias, tf.float32)
             if class_index is None:
-                chosen = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+                chosen = tf.argmax(logits, axis=-1, output_type=tf.int32)
             else:
                 wanted = np.asarray(class_index)
                 wanted = np.full(len(batch), int(wanted)) if wanted.ndim == 0 else wanted[start:start + len(batch)]
                 chosen = tf.constant(wanted, tf.int32)
-            score = tf.gather(probabilities, chosen, batch_dims=1)
+            score = tf.gather(logits, chosen, batch_dims=1)
         gradients = tape.gradient(score, activations)
         activations = tf.cast(activations, tf.float32)
         weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)

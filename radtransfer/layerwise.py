@@ -49,7 +49,7 @@ def layerwise_search(build_fn, train, val, depths=None, *, learning_rate: float 
         result = fine_tune(model, train, val, strategy=strategy, learning_rate=learning_rate, epochs=epochs,
                            out_dir=None if out_dir is None else Path(out_dir) / f"depth_{depth}", **fine_tune_kwargs)
         seconds = time.perf_counter() - start
-        scores = evaluate(model, val, bootstrap=bootstrap)
+        scores = evaluate(result.model, val, bootstrap=bootstrap)
         rows.append({"depth": depth, "strategy": strategy, "trainable_params": result.trainable_params,
                      "val_auc": scores["auc"], "val_loss": result.best_val_loss, "epochs": result.epochs_run,
                      "seconds": seconds})

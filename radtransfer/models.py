@@ -150,3 +150,14 @@ def get_backbone_model(model: keras.Model) -> keras.Model:
             f"Expected a model made by radtransfer.build_model, with a nested layer named 'backbone'. "
             f"Received a model whose layers are {[layer.name for layer in model.layers]}."
         ) from None
+
+
+def init_head(model: keras.Model, seed: int) -> None:
+    """Re-initialises the "predictions" layer from ``seed`` (Glorot-uniform kernel, zero bias), so that two
+    models (e.g. RadImageNet and ImageNet runs of one grid scenario) start from the same head."""
+    import numpy as np
+
+    head = model.get_layer("predictions")
+    kernel = keras.initializers.GlorotUniform(seed=int(seed))(tuple(head.kernel.shape))
+    head.kernel.assign(keras.ops.cast(kernel, head.kernel.dtype))
+    head.bias.assign(np.zeros(tuple(head.bias.shape), dtype="float32"))

@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from .backbones import did_you_mean, get_backbone
-from .training import write_json_atomic
+from .run_folder import write_json_atomic
+from .seeding import derive_seed
 
 BACKBONE_ORDER = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 STRATEGY_RATES = (("unfreeze_all", (1e-3, 1e-4)), ("freeze_all", (1e-2, 1e-3)), ("unfreeze_top10", (1e-2, 1e-3)))
 RECORD = "record.json"
+PAPER_TASKS = ("thyroid", "breast", "acl", "meniscus", "pneumonia", "covid19", "sars_cov_2", "haemorrhage")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class ProtocolConfig:
             training patients kept for validation.
         folds: None for the split, or k for k-fold cross-validation (small datasets used 5).
         early_stopping, reduce_lr: None in the reference.
-        cache: True (memory) or False; each fold's images are decoded and resized once.
+        cache: True (memory), False, or a file path prefix (on disk; each split of each fold gets its
+            own file, named by its content); each fold's images are decoded and resized once.
         run_eagerly: train without graph tracing (only for tiny smoke-test grids).
         bootstrap: resamples for each run's AUC confidence interval.
     """
@@ -60,7 +63,7 @@ class ProtocolConfig:
     folds: int | None = None
     early_stopping: int | None = None
     reduce_lr: int | None = None
-    cache: bool = True
+    cache: bool | str = True
     run_eagerly: bool = False
     bootstrap: int = 1000
 
@@ -146,16 +149,27 @@ def _format_seconds(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def run_seed(grid_seed: int, scenario: "Scenario", fold: int) -> int:
+    """The seed of one run: a function of (grid seed, scenario, fold) only. The weight source is left out
+    on purpose, so that a scenario's RadImageNet and ImageNet runs are paired: same split, same batch
+    order, same augmentation draws, same dropout masks, same head initialisation."""
+    return derive_seed(grid_seed, "run", scenario.id, fold)
+
+
 def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, sources=("radimagenet", "imagenet"),
              folds=None, scenarios=None, shard=None, weights_dir=None, faithful: bool = False, task: str | None = None,
-             verbose: int = 1, log=None):
+             paper_task="auto", verbose: int = 1, log=None):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
+
+    Every run is a pure function of (grid seed, scenario, fold, weight source): its record is the same
+    whether the grid runs whole, in shards, or with restarts, and a scenario's runs from different weight
+    sources see the same split, batches, augmentation, dropout and head initialisation.
 
     Args:
         image_set: the task's images (an ImageSet with patient ids, ideally).
         out_dir: the grid folder; records go to ``out_dir/runs/<source>/<scenario>/fold<k>/record.json``.
         config: the protocol settings (``RADIMAGENET`` or a copy with changes).
-        sources: weight sources to compare.
+        sources: weight sources to compare (the first is the candidate of the paired comparisons).
         folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
         scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
         shard: "k/n" to run a disjoint, stable share of the runs (n machines can fill one out_dir).
@@ -164,35 +178,37 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
             preprocessing also for ImageNet weights, nearest-neighbour resizing, BatchNorm following the
             layer flags. The default gives each source its own preprocessing, resizes bilinearly and
             freezes BatchNorm statistics.
-        task: a task name stored with every record (the report compares it with the paper when it
-            names one of the paper's tasks); default: the out_dir's name.
-        verbose: 0 silent, 1 progress per run, 2 also Keras's per-epoch lines.
+        task: a task name stored with every record; default: the out_dir's name.
+        paper_task: the paper's task to compare with in the report ("thyroid", "breast", "acl", "meniscus",
+            "pneumonia", "covid19", "sars_cov_2", "haemorrhage"), None for none, or "auto": the task name
+            if one of its words names a paper task.
+        verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
         log: where progress is printed (default stderr).
 
     Returns:
         A pandas DataFrame with one row per recorded run of this grid (all shards).
     """
-    from .data import make_dataset
-    from .evaluation import evaluate
-    from .models import build_model
-    from .report import load_records
-    from .training import fine_tune
+    from .records import GridSpec
+    from .report import load_records, paper_task as match_paper_task
     from .weights import resolve_weights
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log = log or sys.stderr
     task = task or out.resolve().name
+    if paper_task == "auto":
+        paper_task = match_paper_task(task)
+    elif paper_task is not None and paper_task not in PAPER_TASKS:
+        raise ValueError(f"Unknown paper_task {paper_task!r}; expected one of {', '.join(PAPER_TASKS)}, None or 'auto'."
+                         f"{did_you_mean(paper_task, PAPER_TASKS)}")
     scenarios = list(scenarios) if scenarios is not None else radimagenet_scenarios()
     n_folds = folds if folds is not None else config.folds
     bn = "protocol" if faithful else "frozen"
     interpolation = "nearest" if faithful else "bilinear"
-    size = (config.image_size, config.image_size)
     runs = plan_runs(sources, scenarios, n_folds or 1, shard)
 
     # Every weight file the share needs, found before anything is trained.
-    weights = {}
-    missing = []
+    weights, missing = {}, []
     for source, backbone in sorted({(r.source, r.scenario.backbone) for r in runs}):
         try:
             weights[(source, backbone)] = resolve_weights(backbone, source, weights_dir).path
@@ -202,33 +218,16 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
         from .errors import WeightsNotFoundError
 
         raise WeightsNotFoundError("The grid needs weight files that were not found:\n" + "\n".join(missing))
-    write_json_atomic(out / "grid.json", {
-        "task": task, "config": config.to_dict(), "sources": list(sources), "folds": n_folds,
-        "scenarios": [s.to_dict() for s in scenarios], "faithful": faithful, "bn": bn, "interpolation": interpolation,
-        "n_images": len(image_set), "class_names": list(image_set.class_names),
-    })
+    spec = GridSpec(task=task, config=config.to_dict(), sources=list(sources), folds=n_folds,
+                    scenarios=[s.to_dict() for s in scenarios], faithful=faithful, bn=bn, interpolation=interpolation,
+                    n_images=len(image_set), class_names=list(image_set.class_names), paper_task=paper_task)
+    _check_same_grid(out, spec)
+    spec.write(out)
 
     splits = list(image_set.kfold(n_folds, seed=config.seed, val=config.val)) if n_folds else \
         [image_set.split(val=config.val, test=config.test, seed=config.seed)]
-    datasets = {}
-
-    def fold_data(fold):
-        if fold not in datasets:
-            datasets.clear()  # one fold's cache in memory at a time
-            train, val, test = splits[fold]
-            common = dict(image_size=size, batch_size=config.batch_size, interpolation=interpolation, cache=config.cache)
-            datasets[fold] = (
-                make_dataset(train, augment=config.augment, shuffle=True, seed=config.seed, **common),
-                make_dataset(val, shuffle=False, **common),
-                make_dataset(test, shuffle=False, **common),
-                train, val, test,
-            )
-        return datasets[fold]
-
-    def run_dir(run):
-        return out / "runs" / run.source / run.scenario.id / f"fold{run.fold}"
-
-    todo = [r for r in runs if not (run_dir(r) / RECORD).exists()]
+    context = _GridContext(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
+    todo = [r for r in runs if not (context.run_dir(r) / RECORD).exists()]
     done_before = len(runs) - len(todo)
     durations = []
     for index, run in enumerate(todo):
@@ -237,38 +236,154 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
             print(f"[grid {task}] done {done_before + index}/{len(runs)}, running {run.id}, "
                   f"left {len(todo) - index}, ETA {_format_seconds(eta)}", file=log, flush=True)
         start = time.perf_counter()
-        train_ds, val_ds, test_ds, train, val, test = fold_data(run.fold)
-        scenario = run.scenario
-        preprocessing = "radimagenet" if faithful else "auto"
-
-        def build(scenario=scenario, run=run):
-            return build_model(scenario.backbone, weights=str(weights[(run.source, scenario.backbone)]),
-                               num_classes=image_set.num_classes, input_shape=(*size, 3), dropout=config.dropout,
-                               preprocessing=preprocessing)
-
-        model = build()
-        directory = run_dir(run)
-        result = fine_tune(model, train_ds, val_ds, strategy=scenario.strategy, learning_rate=scenario.learning_rate,
-                           epochs=config.epochs, bn=bn, optimizer=config.optimizer, loss=config.loss, out_dir=directory,
-                           early_stopping=config.early_stopping, reduce_lr=config.reduce_lr, seed=config.seed,
-                           verbose=2 if verbose > 1 else 0, run_eagerly=config.run_eagerly)
-        metrics = evaluate(model, test_ds, class_names=list(image_set.class_names), seed=config.seed,
-                           bootstrap=config.bootstrap)
-        predictions = metrics.pop("predictions")
-        np.savez_compressed(directory / "predictions.npz", y_true=np.asarray(predictions["y_true"]),
-                            probabilities=np.asarray(predictions["probabilities"]))
-        info = model.radtransfer_info
-        record = {
-            "run_id": run.id, "task": task, "source": run.source, **scenario.to_dict(), "scenario": scenario.id,
-            "fold": run.fold, "metrics": metrics, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-            "epochs_run": result.epochs_run, "seconds": time.perf_counter() - start, "faithful": faithful,
-            "bn": bn, "preprocessing": info.preprocessing, "weights_path": info.weights_path,
-            "weights_sha256": info.weights_sha256, "n_train": len(train), "n_val": len(val), "n_test": len(test),
-            "config": config.to_dict(),
-        }
-        write_json_atomic(directory / RECORD, record)
-        durations.append(record["seconds"])
-        del model
+        record = context.execute(run)
+        seconds = time.perf_counter() - start
+        durations.append(seconds)
+        write_json_atomic(context.run_dir(run) / "timing.json", {"seconds": seconds})
+        if record.status != "finished" and verbose:
+            print(f"[grid {task}] {run.id} {record.status} (loss NaN at epoch {record.diverged_epoch}); recorded, "
+                  "continuing with the other runs", file=log, flush=True)
+        context.write_pairs(run)
     if verbose:
         print(f"[grid {task}] done {len(runs)}/{len(runs)} runs of this {'shard' if shard else 'grid'}.", file=log, flush=True)
     return load_records(out)
+
+
+def _check_same_grid(out: Path, spec) -> None:
+    from .records import GridSpec
+
+    stored = GridSpec.read(out)
+    if stored is None or stored.schema_version < 2:
+        return
+    keys = ("config", "sources", "folds", "faithful", "class_names", "n_images")
+    changed = [k for k in keys if stored.to_dict()[k] != spec.to_dict()[k]]
+    if changed:
+        from .run_folder import RunMismatchError
+
+        raise RunMismatchError(f"'{out}' holds a grid with other settings ({', '.join(changed)} differ); its records "
+                               "would mix two grids. Use another out_dir, or delete that one.", changed)
+
+
+class _GridContext:
+    """What the runs of one grid share: the splits, one fold's cached datasets at a time, weight files."""
+
+    def __init__(self, out, spec, config, splits, weights, faithful, interpolation, bn, verbose):
+        self.out, self.spec, self.config, self.splits = out, spec, config, splits
+        self.weights, self.faithful, self.interpolation, self.bn, self.verbose = weights, faithful, interpolation, bn, verbose
+        self._fold = None
+        self._datasets = None
+
+    def run_dir(self, run) -> Path:
+        return self.out / "runs" / run.source / run.scenario.id / f"fold{run.fold}"
+
+    def datasets(self, fold):
+        """The fold's (train, val, test) datasets. Their cached, resized images are shared by every run of
+        the fold (a string cache is named by content, so splits and folds never share a file); each run
+        draws its own epochs from them (fine_tune derives shuffling and augmentation from the run seed)."""
+        from .data import make_dataset
+
+        if self._fold != fold:
+            self._datasets = None  # one fold's cache in memory at a time
+            train, val, test = self.splits[fold]
+            size = (self.config.image_size, self.config.image_size)
+            common = dict(image_size=size, batch_size=self.config.batch_size, interpolation=self.interpolation,
+                          cache=self.config.cache)
+            self._datasets = (make_dataset(train, augment=self.config.augment, shuffle=True, seed=self.config.seed, **common),
+                              make_dataset(val, shuffle=False, **common),
+                              make_dataset(test, shuffle=False, **common))
+            self._fold = fold
+        return self._datasets
+
+    def execute(self, run):
+        """Trains and evaluates one run from nothing but (grid seed, scenario, fold, source); returns its record."""
+        import keras
+
+        from .evaluation import evaluate
+        from .models import build_model, init_head
+        from .records import RunRecord
+        from .training import TrainingDivergedError, fine_tune
+
+        config, scenario = self.config, run.scenario
+        train, val, test = self.splits[run.fold]
+        train_ds, val_ds, test_ds = self.datasets(run.fold)
+        seed = run_seed(config.seed, scenario, run.fold)
+        keras.utils.set_random_seed(derive_seed(seed, "build"))
+        size = (config.image_size, config.image_size)
+        model = build_model(scenario.backbone, weights=str(self.weights[(run.source, scenario.backbone)]),
+                            num_classes=len(self.spec.class_names), input_shape=(*size, 3), dropout=config.dropout,
+                            preprocessing="radimagenet" if self.faithful else "auto")
+        init_head(model, derive_seed(seed, "head"))
+        directory = self.run_dir(run)
+        status, diverged_epoch = "finished", None
+        try:
+            result = fine_tune(model, train_ds, val_ds, strategy=scenario.strategy, learning_rate=scenario.learning_rate,
+                               epochs=config.epochs, bn=self.bn, optimizer=config.optimizer, loss=config.loss,
+                               out_dir=directory, early_stopping=config.early_stopping, reduce_lr=config.reduce_lr,
+                               seed=seed, verbose=2 if self.verbose > 1 else 0, run_eagerly=config.run_eagerly,
+                               class_names=list(self.spec.class_names))
+        except TrainingDivergedError as exc:
+            result = exc.result
+            diverged_epoch = exc.diverged_epoch
+            status = "diverged" if result.best_epoch >= 0 else "failed"
+        metrics = None
+        if status != "failed":
+            metrics = evaluate(model, test_ds, class_names=list(self.spec.class_names), seed=config.seed,
+                               bootstrap=config.bootstrap,
+                               patient_ids=None if test.patient_ids is None else list(test.patient_ids))
+            predictions = metrics.pop("predictions")
+            np.savez_compressed(directory / "predictions.npz", y_true=np.asarray(predictions["y_true"]),
+                                probabilities=np.asarray(predictions["probabilities"]),
+                                patient_ids=np.asarray(predictions["patient_ids"] or [], dtype=str))
+        info = model.radtransfer_info
+        record = RunRecord(
+            run_id=run.id, task=self.spec.task, source=run.source, **scenario.to_dict(), scenario=scenario.id,
+            fold=run.fold, status=status, metrics=metrics, missing_classes=(metrics or {}).get("missing_classes", []),
+            best_epoch=result.best_epoch, best_val_loss=_finite_or_none(result.best_val_loss),
+            epochs_run=result.epochs_run, diverged_epoch=diverged_epoch, run_seed=seed,
+            fingerprint=result.fingerprint, threshold=result.threshold, faithful=self.faithful, bn=self.bn,
+            preprocessing=info.preprocessing, weights_path=info.weights_path, weights_sha256=info.weights_sha256,
+            n_train=len(train), n_val=len(val), n_test=len(test), config=config.to_dict(),
+        )
+        record.write(directory)
+        return record
+
+    def write_pairs(self, run) -> None:
+        """Once both runs of a (scenario, fold) pair of sources exist, compares them on the same test images."""
+        from .records import RunRecord, pair_path
+
+        sources = list(self.spec.sources)
+        for other in sources:
+            if other == run.source:
+                continue
+            candidate, reference = (run.source, other) if sources.index(run.source) < sources.index(other) else (other, run.source)
+            dirs = {s: self.out / "runs" / s / run.scenario.id / f"fold{run.fold}" for s in (candidate, reference)}
+            if not all((d / RECORD).exists() for d in dirs.values()):
+                continue
+            records = {s: RunRecord.read(d / RECORD) for s, d in dirs.items()}
+            if any(r.status == "failed" for r in records.values()):
+                continue
+            pair = compare_runs(self.spec.task, run.scenario.id, run.fold, candidate, reference, dirs[candidate],
+                                dirs[reference], seed=self.config.seed)
+            path = pair_path(self.out, run.scenario.id, run.fold, candidate, reference)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, pair.to_dict())
+
+
+def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, reference_dir, seed=0):
+    """The paired comparison of two runs' test predictions (DeLong, or a paired patient-level bootstrap)."""
+    from .records import PairRecord
+    from .stats import compare_aucs
+
+    a = np.load(Path(candidate_dir) / "predictions.npz")
+    b = np.load(Path(reference_dir) / "predictions.npz")
+    if not np.array_equal(a["y_true"], b["y_true"]):
+        raise ValueError(f"The runs in {candidate_dir} and {reference_dir} were not scored on the same test images.")
+    groups = a["patient_ids"] if "patient_ids" in a.files and len(a["patient_ids"]) else None
+    test = compare_aucs(a["y_true"], a["probabilities"], b["probabilities"], groups=groups, seed=seed)
+    return PairRecord(task=task, scenario=scenario_id, fold=int(fold), candidate=candidate, reference=reference,
+                      method=test["method"], unit=test["unit"], auc_candidate=test["auc_a"], auc_reference=test["auc_b"],
+                      diff=test["diff"], p=test["p"], ci=test.get("ci"))
+
+
+def _finite_or_none(value):
+    return float(value) if value is not None and math.isfinite(value) else None

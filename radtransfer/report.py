@@ -1,8 +1,14 @@
-"""Paper-style tables from a grid folder: means ± SD over scenarios, paired tests, the paper beside ours."""
+"""Paper-style tables from a grid folder: means ± SD over scenarios, paired tests, the paper beside ours.
+
+The report reads the grid's typed records (records.py): what the grid asked for (GridSpec) judges
+completeness, each RunRecord says whether its run finished, diverged or failed, and PairRecords hold the
+per-run comparisons of the two weight sources on the same test images.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,46 +23,87 @@ _TASK_ALIASES = {
     "covid": "covid19", "covid19": "covid19", "covid_19": "covid19", "sars": "sars_cov_2", "sarscov2": "sars_cov_2",
     "sars_cov_2": "sars_cov_2", "hemorrhage": "haemorrhage", "haemorrhage": "haemorrhage", "ich": "haemorrhage",
 }
-SCENARIOS_PER_SOURCE = 24
+VALID_STATUSES = ("finished", "diverged")
 
 
 def paper_task(task: str | None) -> str | None:
-    """The paper's task a name refers to (e.g. "ACL-MRI" → "acl"), or None."""
+    """The paper's task a name refers to, matched word by word (e.g. "ACL-MRI" → "acl",
+    "covid19_xray" → "covid19"); None when no word, or more than one task, matches
+    ("lung_nodule_zurich" → None)."""
     if not task:
         return None
-    key = str(task).lower().replace("-", "_").replace(" ", "_")
-    for alias in sorted(_TASK_ALIASES, key=len, reverse=True):
-        if alias in key.replace("_", "") or alias in key:
-            return _TASK_ALIASES[alias]
-    return None
+    words = [w for w in re.split(r"[^a-z0-9]+", str(task).lower()) if w]
+    found = set()
+    for alias, name in _TASK_ALIASES.items():
+        parts = alias.split("_")
+        for i in range(len(words) - len(parts) + 1):
+            if words[i:i + len(parts)] == parts:
+                found.add(name)
+    return found.pop() if len(found) == 1 else None
+
+
+def _grid_specs(out_dir) -> dict:
+    """GridSpec per task, from every grid.json under out_dir."""
+    from .records import GRID_FILE, GridSpec
+
+    specs = {}
+    for path in sorted(Path(out_dir).rglob(GRID_FILE)):
+        spec = GridSpec.from_dict(json.loads(path.read_text()))
+        specs[spec.task] = spec
+    return specs
+
+
+RECORD_COLUMNS = ["task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "status", "auc",
+                  "auc_low", "auc_high", "auc_ci_unit", "accuracy", "balanced_accuracy", "missing_classes",
+                  "best_epoch", "diverged_epoch", "epochs_run", "seconds", "faithful", "path"]
 
 
 def load_records(out_dir):
-    """One row per recorded run under ``out_dir`` (searched recursively, so a folder of grids works)."""
+    """One row per recorded run under ``out_dir`` (searched recursively, so a folder of grids works).
+
+    ``status`` is "finished", "diverged" (metrics of the last good checkpoint) or "failed" (no metrics);
+    ``missing_classes`` names classes absent from the run's test images (its AUC is then NaN).
+    """
     import pandas as pd
 
+    from .records import RECORD_FILE, TIMING_FILE, RunRecord
+
     rows = []
-    for path in sorted(Path(out_dir).rglob("record.json")):
-        record = json.loads(path.read_text())
-        metrics = record.get("metrics", {})
-        ci = metrics.get("auc_ci") or (np.nan, np.nan)
+    for path in sorted(Path(out_dir).rglob(RECORD_FILE)):
+        record = RunRecord.read(path)
+        metrics = record.metrics or {}
+        ci = metrics.get("auc_ci") or (None, None)
+        timing = path.parent / TIMING_FILE
+        seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
+        auc = metrics.get("auc")
         rows.append({
-            "task": record.get("task"), "source": record["source"], "backbone": record["backbone"],
-            "strategy": record["strategy"], "learning_rate": record["learning_rate"],
-            "scenario": record.get("scenario"), "fold": record.get("fold", 0), "auc": metrics.get("auc"),
-            "auc_low": ci[0], "auc_high": ci[1], "accuracy": metrics.get("accuracy"),
-            "balanced_accuracy": metrics.get("balanced_accuracy"), "epochs_run": record.get("epochs_run"),
-            "seconds": record.get("seconds"), "faithful": record.get("faithful"), "path": str(path.parent),
+            "task": record.task, "source": record.source, "backbone": record.backbone, "strategy": record.strategy,
+            "learning_rate": record.learning_rate, "scenario": record.scenario, "fold": record.fold,
+            "status": record.status, "auc": _num(auc), "auc_low": _num(ci[0]), "auc_high": _num(ci[1]),
+            "auc_ci_unit": metrics.get("auc_ci_unit"), "accuracy": metrics.get("accuracy"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
+            "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
+            "best_epoch": record.best_epoch, "diverged_epoch": record.diverged_epoch, "epochs_run": record.epochs_run,
+            "seconds": seconds, "faithful": record.faithful, "path": str(path.parent),
         })
-    columns = ["task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "auc", "auc_low",
-               "auc_high", "accuracy", "balanced_accuracy", "epochs_run", "seconds", "faithful", "path"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def _num(value):
+    return np.nan if value is None else float(value)
+
+
+def _valid(records):
+    """Runs that count towards the means: finished or diverged, with a finite AUC."""
+    return records[records["status"].isin(VALID_STATUSES) & np.isfinite(records["auc"].astype(float))]
 
 
 def scenario_means(records):
-    """Folds averaged first: one row per (task, source, scenario) with the mean AUC and n_folds."""
+    """Folds averaged first: one row per (task, source, scenario) with the mean AUC and ``n_folds``, the
+    number of folds with a valid AUC (folds lacking a class, or runs without a checkpoint, do not count)."""
     keys = ["task", "source", "backbone", "strategy", "learning_rate", "scenario"]
-    grouped = records.groupby(keys, dropna=False)
+    valid = _valid(records)
+    grouped = valid.groupby(keys, dropna=False)
     table = grouped["auc"].mean().rename("auc").to_frame()
     table["n_folds"] = grouped["fold"].nunique()
     return table.reset_index()
@@ -81,51 +128,104 @@ def paired_tests(a, b) -> dict:
     return result
 
 
-def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagenet"):
-    """Per task and weight source: mean AUC ± SD over the scenarios (folds averaged first), how complete
-    the grid is, and — on the candidate's rows — the difference from the reference source with paired
-    Wilcoxon and t tests over the matched scenarios, and the paper's reported gain when the task is one
-    of the paper's.
+def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str = "imagenet"):
+    """Per (task, scenario, fold): the two sources' AUCs on the same test images, compared by DeLong's
+    test (or a paired patient-level bootstrap when patients have several images, or for more than two
+    classes). Read from the grid's ``pairs/`` records; pairs a grid did not write (older grids) are
+    computed from the runs' saved predictions.
 
     Returns:
-        A pandas DataFrame with columns task, source, n_runs, n_scenarios, complete, mean_auc, sd_auc,
-        and (candidate rows) diff_vs_<reference>, n_pairs, wilcoxon_p, ttest_p, paper_gain.
+        A DataFrame with task, scenario, fold, method, unit, auc_<candidate>, auc_<reference>, diff, p.
+    """
+    import pandas as pd
+
+    from .protocol import compare_runs
+    from .records import PairRecord, pair_path
+
+    records = load_records(out_dir)
+    columns = ["task", "scenario", "fold", "method", "unit", f"auc_{candidate}", f"auc_{reference}", "diff", "p"]
+    rows = []
+    for row in records[records["source"] == candidate].itertuples(index=False):
+        partner = records[(records["task"] == row.task) & (records["source"] == reference)
+                          & (records["scenario"] == row.scenario) & (records["fold"] == row.fold)]
+        if partner.empty or row.status == "failed" or partner["status"].iloc[0] == "failed":
+            continue
+        other = Path(partner["path"].iloc[0])
+        path = pair_path(Path(row.path).parents[3], row.scenario, row.fold, candidate, reference)
+        if path.exists():
+            pair = PairRecord.from_dict(json.loads(path.read_text()))
+        elif (Path(row.path) / "predictions.npz").exists() and (other / "predictions.npz").exists():
+            pair = compare_runs(row.task, row.scenario, row.fold, candidate, reference, row.path, other)
+        else:
+            continue
+        rows.append({"task": row.task, "scenario": row.scenario, "fold": row.fold, "method": pair.method,
+                     "unit": pair.unit, f"auc_{candidate}": pair.auc_candidate, f"auc_{reference}": pair.auc_reference,
+                     "diff": pair.diff, "p": pair.p})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _expected(spec) -> tuple[list, int]:
+    """The scenario ids and number of folds a grid asked for (the paper's 24 for grids written before
+    grid.json recorded its scenarios)."""
+    if spec is not None and spec.scenarios:
+        return spec.scenario_ids(), spec.n_folds
+    from .protocol import radimagenet_scenarios
+
+    return [s.id for s in radimagenet_scenarios()], (spec.n_folds if spec is not None else 1)
+
+
+def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagenet"):
+    """Per task and weight source: mean AUC ± SD over the scenarios (folds averaged first), completeness
+    against the grid's own scenarios and folds, diverged and failed runs, runs whose test fold lacks a
+    class, and — on the candidate's rows — the difference from the reference source with paired Wilcoxon
+    and t tests over the matched scenarios, the per-run paired tests on the same test images (how many
+    favour either source at P < .05), and the paper's reported gain when the grid's task is one of the
+    paper's.
+
+    Returns:
+        A pandas DataFrame with columns task, source, n_runs, n_expected, n_scenarios, min_folds,
+        n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
+        diff_vs_<reference>, n_pairs, wilcoxon_p, ttest_p, run_pairs, run_pairs_better, run_pairs_worse,
+        paper_gain.
     """
     import pandas as pd
 
     records = load_records(out_dir)
-    columns = ["task", "source", "n_runs", "n_scenarios", "min_folds", "complete", "mean_auc", "sd_auc",
-               f"diff_vs_{reference}", "n_pairs", "wilcoxon_p", "ttest_p", "paper_gain"]
+    columns = ["task", "source", "n_runs", "n_expected", "n_scenarios", "min_folds", "n_diverged", "n_failed",
+               "n_missing_class", "complete", "mean_auc", "sd_auc", f"diff_vs_{reference}", "n_pairs", "wilcoxon_p",
+               "ttest_p", "run_pairs", "run_pairs_better", "run_pairs_worse", "paper_gain"]
     if records.empty:
         return pd.DataFrame(columns=columns)
     means = scenario_means(records)
-    expected_folds = _expected_folds(out_dir)
+    specs = _grid_specs(out_dir)
+    pairs = paired_comparisons(out_dir, candidate, reference)
     rows = []
-    for (task, source), group in means.groupby(["task", "source"], dropna=False):
+    for (task, source), runs in records.groupby(["task", "source"], dropna=False):
+        spec = specs.get(task)
+        scenario_ids, n_folds = _expected(spec)
+        group = means[(means["task"] == task) & (means["source"] == source)]
+        whole = group[group["n_folds"] >= n_folds]
         mean, sd = _mean_sd(group["auc"])
-        n_runs = int(((records["task"] == task) & (records["source"] == source)).sum())
-        min_folds = int(group["n_folds"].min())
-        row = {"task": task, "source": source, "n_runs": n_runs, "n_scenarios": len(group), "min_folds": min_folds,
-               "complete": len(group) == SCENARIOS_PER_SOURCE and min_folds >= expected_folds.get(task, 1),
-               "mean_auc": mean, "sd_auc": sd}
+        row = {"task": task, "source": source, "n_runs": len(runs), "n_expected": len(scenario_ids) * n_folds,
+               "n_scenarios": len(group), "min_folds": int(group["n_folds"].min()) if len(group) else 0,
+               "n_diverged": int((runs["status"] == "diverged").sum()),
+               "n_failed": int((runs["status"] == "failed").sum()),
+               "n_missing_class": int((runs["missing_classes"].fillna("") != "").sum()),
+               "complete": set(scenario_ids) <= set(whole["scenario"]), "mean_auc": mean, "sd_auc": sd}
         if source == candidate:
             other = means[(means["task"] == task) & (means["source"] == reference)]
             paired = group.merge(other, on="scenario", suffixes=("", "_ref"))
             if len(paired):
                 row[f"diff_vs_{reference}"] = float((paired["auc"] - paired["auc_ref"]).mean())
                 row.update(paired_tests(paired["auc"], paired["auc_ref"]))
-            paper = paper_task(task)
-            row["paper_gain"] = PAPER_IMPROVEMENTS.get(paper) / 100 if paper else np.nan
+            mine = pairs[pairs["task"] == task]
+            row["run_pairs"] = len(mine)
+            row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
+            row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
+            paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
+            row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
-
-
-def _expected_folds(out_dir) -> dict:
-    expected = {}
-    for path in Path(out_dir).rglob("grid.json"):
-        grid = json.loads(path.read_text())
-        expected[grid.get("task")] = grid.get("folds") or 1
-    return expected
 
 
 def breakdown(out_dir, by: str):
@@ -171,7 +271,8 @@ def write(out_dir, formats=("md", "csv", "tex"), report_dir=None) -> dict:
     report_dir = Path(report_dir or Path(out_dir) / "report")
     report_dir.mkdir(parents=True, exist_ok=True)
     tables = {"summary": summarize(out_dir), "by_backbone": breakdown(out_dir, "backbone"),
-              "by_strategy": breakdown(out_dir, "strategy")}
+              "by_strategy": breakdown(out_dir, "strategy"), "pairs": paired_comparisons(out_dir),
+              "runs": load_records(out_dir).drop(columns=["path"])}
     written = {}
     for name, frame in tables.items():
         for fmt in formats:
@@ -189,9 +290,10 @@ def write(out_dir, formats=("md", "csv", "tex"), report_dir=None) -> dict:
 
 
 def _to_latex(frame) -> str:
-    escape = lambda text: str(text).replace("_", r"\_").replace("%", r"\%")
-    lines = [r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\hline",
-             " & ".join(escape(c) for c in frame.columns) + r" \\", r"\hline"]
-    lines += [" & ".join(escape(_fmt(v)) for v in row) + r" \\" for row in frame.itertuples(index=False)]
-    lines += [r"\hline", r"\end{tabular}", ""]
-    return "\n".join(lines)
+    """A LaTeX tabular of the table with every cell and header escaped by pandas' Styler (``&``, ``#``,
+    ``%``, ``_``, ``$``, braces, ...)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        shown[column] = [_fmt(v) for v in shown[column]]
+    styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    return styler.to_latex(hrules=True)

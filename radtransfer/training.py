@@ -1,8 +1,13 @@
-"""fine_tune: train a build_model model under a RadImageNet strategy, resumably, and record everything."""
+"""fine_tune: train a build_model model under a RadImageNet strategy, resumably, and record everything.
+
+The work is split by job: ``TrainConfig`` (train_config.py) validates the settings and fingerprints
+the ones that define the run; ``RunFolder`` (run_folder.py) holds the run's files and says whether a
+folder may be resumed; ``runtime`` resolves precision, XLA and distribution and gives a working model;
+this module wires them into an epoch loop whose every random stream comes from (seed, epoch).
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -10,24 +15,31 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from .backbones import did_you_mean
 from .errors import RadtransferError
-from .strategies import apply_strategy, parse_strategy
+from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder, write_json_atomic
+from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_compile, resolve_precision,
+                      working_model)
+from .seeding import derive_seed, fresh_seed, seed_layers
+from .strategies import apply_strategy
+from .train_config import TrainConfig, fingerprint
+from .trained import save_trained, set_trained_info
 
-OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-DISTRIBUTIONS = (None, "mirrored", "multiworker")
-RESULT_FILE = "result.json"
-CONFIG_FILE = "config.json"
+__all__ = ["FineTuneResult", "TrainingDivergedError", "fine_tune", "write_json_atomic", "resolve_precision",
+           "resolve_jit_compile", "compile_model"]
 
 
 class TrainingDivergedError(RadtransferError, RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite. ``.result`` describes the run up to then (its ``best_epoch`` is
+    the last good checkpoint, -1 if none); the model holds that checkpoint's weights when there is one."""
+
+    def __init__(self, message, result=None, diverged_epoch=None):
+        super().__init__(message)
+        self.result = result
+        self.diverged_epoch = diverged_epoch
 
 
 @dataclass
@@ -41,11 +53,19 @@ class FineTuneResult:
         best_val_loss: that val_loss.
         epochs_run: epochs trained in total.
         resumed_from: the epoch training resumed at (0 for a fresh run).
-        stopped_early: whether EarlyStopping ended the run.
+        stopped_early: whether early stopping ended the run.
         trainable_params: parameters the strategy left trainable.
-        images_per_second: training throughput (train images × epochs ÷ time in fit), when known.
+        images_per_second: training throughput (train images × epochs ÷ time in training steps), when known.
         paths: output files (config, history, checkpoints), when out_dir was given.
         settings: every resolved setting (also in config.json).
+        status: "finished" or "diverged".
+        diverged_epoch: the epoch whose loss became NaN (None if none did).
+        threshold: two classes: the positive-class probability threshold chosen on the validation set
+            (Youden's J) at the best epoch; ``evaluate`` applies it to test data. None for more classes.
+        class_names: the classes, in output order (when known).
+        fingerprint: the hash of the settings that define the run.
+        seed: the base seed every random stream of the run was derived from.
+        model: the trained model (the caller's object when a model was passed; not saved in result.json).
     """
 
     history: dict
@@ -58,98 +78,24 @@ class FineTuneResult:
     images_per_second: float | None
     paths: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    status: str = "finished"
+    diverged_epoch: int | None = None
+    threshold: float | None = None
+    class_names: list | None = None
+    fingerprint: str | None = None
+    seed: int | None = None
+    model: object = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
+
+    @classmethod
+    def from_dict(cls, values: dict, model=None) -> "FineTuneResult":
+        known = {f for f in cls.__dataclass_fields__ if f != "model"}
+        return cls(**{k: v for k, v in values.items() if k in known}, model=model)
 
 
-# -- small helpers -----------------------------------------------------------------------------
-
-
-def write_json_atomic(path, payload) -> None:
-    """Writes JSON to a temporary file and renames it into place (a crash leaves the old file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, default=_json_default)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    return str(value)
-
-
-def gpu_compute_capability():
-    """The first GPU's compute capability as (major, minor), or None without a GPU."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return details.get("compute_capability")
-
-
-def resolve_precision(precision: str) -> str:
-    """"auto" → mixed_float16 on GPUs of compute capability ≥ 7.0, else float32."""
-    key = str(precision).lower()
-    if key not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}."
-                         f"{did_you_mean(precision, PRECISIONS)} Received: precision={precision!r}")
-    if key != "auto":
-        return key
-    capability = gpu_compute_capability()
-    return "mixed_float16" if capability and tuple(capability) >= (7, 0) else "float32"
-
-
-def resolve_jit_compile(jit_compile, deterministic: bool):
-    """"auto" → XLA on GPU, off on CPU; off when deterministic (TF's op determinism excludes XLA)."""
-    import tensorflow as tf
-
-    if jit_compile not in ("auto", True, False):
-        raise ValueError(f"Expected jit_compile='auto', True or False. Received: jit_compile={jit_compile!r}")
-    if deterministic:
-        if jit_compile is True:
-            warnings.warn("deterministic=True turns XLA off (TF op determinism does not cover XLA); "
-                          "jit_compile=True is ignored.", stacklevel=3)
-        return False
-    if jit_compile == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
-    return jit_compile
-
-
-def make_optimizer(optimizer, learning_rate):
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        optimizer.learning_rate = learning_rate
-        return optimizer
-    key = str(optimizer).lower()
-    if key not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)} or a "
-                         f"keras.optimizers.Optimizer.{did_you_mean(optimizer, list(OPTIMIZERS))} "
-                         f"Received: optimizer={optimizer!r}")
-    return getattr(keras.optimizers, OPTIMIZERS[key])(learning_rate=learning_rate)
-
-
-def make_loss(loss, num_classes: int):
-    """"auto" = the reference: binary cross-entropy on the one-hot softmax for two classes; categorical
-    cross-entropy for more."""
-    if loss != "auto":
-        return loss
-    if num_classes == 2:
-        return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
-    return keras.losses.CategoricalCrossentropy(name="categorical_crossentropy")
+# -- pieces ------------------------------------------------------------------------------------
 
 
 def make_metrics(num_classes: int):
@@ -158,76 +104,6 @@ def make_metrics(num_classes: int):
     # flattened the columns into one ranking, which is not an AUC of any class.)
     return [keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc")]
-
-
-def _check_learning_rate(learning_rate):
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
-            or not math.isfinite(learning_rate) or learning_rate <= 0:
-        raise ValueError(f"Expected a learning rate > 0 (e.g. 1e-3). Received: learning_rate={learning_rate!r}")
-    return float(learning_rate)
-
-
-def _check_out_dir(out_dir):
-    if out_dir is None:
-        return None
-    out = Path(out_dir).expanduser()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write_test{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise RadtransferError(f"Cannot write to out_dir '{out}': {exc.strerror or exc}. Choose a writable folder.") from None
-    return out
-
-
-def _dataset_classes(dataset):
-    spec = dataset.element_spec
-    if not isinstance(spec, tuple) or len(spec) < 2:
-        raise ValueError("Expected a dataset of (images, one-hot labels) pairs, e.g. from radtransfer.data.make_dataset.")
-    return spec[1].shape[-1]
-
-
-def _check_dataset(dataset, name: str, num_classes: int):
-    import tensorflow as tf
-
-    width = _dataset_classes(dataset)
-    if width is not None and width != num_classes:
-        raise ValueError(f"The {name} dataset has labels for {width} classes but the model predicts {num_classes}. "
-                         "Build the model with num_classes equal to the number of classes in the data.")
-    cardinality = int(dataset.cardinality())
-    if cardinality == 0 or (cardinality == tf.data.UNKNOWN_CARDINALITY and not any(True for _ in dataset.take(1))):
-        raise ValueError(f"The {name} dataset is empty.")
-
-
-def _known_size(dataset):
-    """Images per epoch when the dataset can tell without being read (else None)."""
-    cardinality = int(dataset.cardinality())
-    batch = dataset.element_spec[0].shape[0]
-    if cardinality > 0 and batch is not None:
-        return cardinality * batch
-    return None
-
-
-def _read_history(path: Path) -> dict:
-    import pandas as pd
-
-    if not path.exists() or path.stat().st_size == 0:
-        return {}
-    frame = pd.read_csv(path)
-    if frame.empty:
-        return {}
-    frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
-    return {column: frame[column].tolist() for column in frame.columns}
-
-
-def _versions() -> dict:
-    import tensorflow as tf
-
-    from . import __version__
-
-    return {"radtransfer": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def compile_model(model, optimizer, loss, metrics, jit_compile: bool, run_eagerly: bool = False) -> bool:
@@ -246,9 +122,10 @@ def save_model_weights(model, path) -> None:
     """Writes the model's weights (not the optimizer's state) to a ``.weights.h5`` file, atomically.
 
     Keras's ``save_weights`` also writes the optimizer's slots (Adam: two more copies of every trainable
-    weight); a best-weights checkpoint does not need them, and leaving them out makes it a third of the
-    size and twice as fast to write. The file loads with ``model.load_weights``.
+    weight); a best-weights checkpoint does not need them, which makes it a third of the size.
     """
+    from pathlib import Path
+
     path = Path(path)
     tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
     try:
@@ -267,23 +144,27 @@ def load_model_weights(model, path) -> None:
         model.load_weights(str(path))
 
 
-class _BestWeights(keras.callbacks.Callback):
-    """Saves the weights whenever val_loss improves on the best so far (also across a resume)."""
+def save_training_state(model, path) -> None:
+    """Model and optimizer state (for resuming), atomically."""
+    from pathlib import Path
 
-    def __init__(self, path, best=None):
-        super().__init__()
-        self.path = path
-        self.best = best if best is not None else math.inf
+    path = Path(path)
+    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_loss")
-        if value is not None and math.isfinite(value) and value < self.best:
-            self.best = float(value)
-            save_model_weights(self.model, self.path)
+
+def _versions() -> dict:
+    import tensorflow as tf
+
+    from . import __version__
+
+    return {"radtransfer": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
 
 
 class _Throughput(keras.callbacks.Callback):
-    """Seconds spent in training steps (validation excluded)."""
+    """Seconds spent in training steps (validation excluded), over any number of fit() calls."""
 
     def __init__(self):
         super().__init__()
@@ -304,6 +185,75 @@ class _Throughput(keras.callbacks.Callback):
             self.epochs += 1
 
 
+# -- data --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    train_epoch: object          # epoch, seed -> dataset
+    val: object                  # dataset
+    train_size: int | None
+    class_names: list | None
+    signature: dict
+    exact: bool                  # whether epochs are derived from (seed, epoch)
+
+
+def _dataset_width(dataset):
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError("Expected a dataset of (images, one-hot labels) pairs, e.g. from radtransfer.data.make_dataset.")
+    return spec[1].shape[-1]
+
+
+def _check_dataset(dataset, name: str, num_classes: int):
+    import tensorflow as tf
+
+    width = _dataset_width(dataset)
+    if width is not None and width != num_classes:
+        raise ValueError(f"The {name} dataset has labels for {width} classes but the model predicts {num_classes}. "
+                         "Build the model with num_classes equal to the number of classes in the data.")
+    cardinality = int(dataset.cardinality())
+    if cardinality == 0 or (cardinality == tf.data.UNKNOWN_CARDINALITY and not any(True for _ in dataset.take(1))):
+        raise ValueError(f"The {name} dataset is empty.")
+
+
+def _known_size(dataset):
+    cardinality = int(dataset.cardinality())
+    batch = dataset.element_spec[0].shape[0]
+    if cardinality > 0 and batch is not None:
+        return cardinality * batch
+    return None
+
+
+def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _Data:
+    from .data import ImageSet, make_dataset
+    from .data.pipeline import stream_of
+
+    class_names = None
+    signature = {}
+    if isinstance(train, ImageSet):
+        class_names = list(train.class_names)
+        train = make_dataset(train, image_size=image_size, batch_size=config.batch_size, augment=config.augment,
+                             shuffle=True, seed=config.seed)
+    if isinstance(val, ImageSet):
+        if class_names is not None and list(val.class_names) != class_names:
+            from .errors import ClassMismatchError
+
+            raise ClassMismatchError(f"The validation set's classes {list(val.class_names)} differ from the "
+                                     f"training set's {class_names}.")
+        class_names = class_names or list(val.class_names)
+        val = make_dataset(val, image_size=image_size, batch_size=config.batch_size, shuffle=False)
+    _check_dataset(train, "training", num_classes)
+    _check_dataset(val, "validation", num_classes)
+    for name, dataset in (("train", train), ("val", val)):
+        stream = stream_of(dataset)
+        signature[name] = getattr(stream, "signature", None)
+    stream = stream_of(train)
+    if stream is not None:
+        return _Data(stream.epoch, val, stream.size, class_names, signature, True)
+    return _Data(lambda epoch, seed: train, val, _known_size(train), class_names, signature, False)
+
+
 # -- the public call ---------------------------------------------------------------------------
 
 
@@ -311,15 +261,22 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
               optimizer="adam", loss="auto", out_dir=None, early_stopping=None, reduce_lr=None, class_weight=None,
               jit_compile="auto", precision="auto", distribute=None, seed=None, deterministic: bool = False,
               verbose="auto", batch_size: int = 32, augment="radimagenet", callbacks=(), resume: bool = True,
-              run_eagerly: bool = False, bn_momentum: float | None = None):
+              run_eagerly: bool = False, bn_momentum: float | None = None, class_names=None) -> FineTuneResult:
     """Fine-tunes a model made by ``build_model`` under a named strategy.
+
+    Guarantees: afterwards ``model`` (the object passed in) holds the best epoch's weights, whatever the
+    precision, distribution or out_dir; a run stopped at any point and called again with the same
+    out_dir continues to the same history as one never stopped (every random stream — shuffling,
+    augmentation, dropout — is derived from (seed, epoch)); a folder holding a run with other settings is
+    refused with the list of differences.
 
     Args:
         model: a model from ``build_model``, or a function of no arguments that builds one (needed for
-            ``distribute``; a model from build_model is rebuilt automatically when the precision or the
-            distribution needs it).
-        train, val: ``tf.data.Dataset`` s of (images, one-hot labels), or ImageSets (read with the model's
-            input size, ``batch_size``, and ``augment`` for training only).
+            ``distribute`` with models not made by build_model). A model is rebuilt internally when the
+            precision or the distribution needs it, and the trained weights are copied back into it.
+        train, val: ImageSets (read with the model's input size, ``batch_size``, and ``augment`` for
+            training only), or datasets from ``data.make_dataset``. A plain ``tf.data.Dataset`` also works,
+            but then radtransfer cannot re-derive its shuffling per epoch, so a resumed run is not exact.
         strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all" or "unfreeze_blocks:K".
         learning_rate: the optimizer's learning rate.
         epochs: epochs to train (the reference: 30).
@@ -327,178 +284,191 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         optimizer: "adam" (the reference), "adamw", "sgd", "rmsprop", "nadam", or an optimizer.
         loss: "auto" (the reference: binary cross-entropy on the one-hot softmax for two classes;
             categorical cross-entropy for more) or any Keras loss.
-        out_dir: where checkpoints, history, config and the resume backup go (None: nothing written).
-        early_stopping: None, or the patience in epochs (on val_loss, best weights restored).
-        reduce_lr: None, or the patience in epochs for ReduceLROnPlateau (factor 0.1, on val_loss).
+        out_dir: where checkpoints, history, config and the resume state go (None: nothing written; the
+            best epoch is then kept in memory).
+        early_stopping: None, or the patience in epochs (on val_loss).
+        reduce_lr: None, or the patience in epochs for reducing the learning rate ×0.1 on a val_loss plateau.
         class_weight: a dict {class index: weight}, or "balanced".
         jit_compile: "auto" (XLA on GPU, off on CPU), True or False; the resolved value is read back
             from the compiled model and a fallback is reported.
-        precision: "auto" (mixed_float16 on GPUs of compute capability ≥ 7.0, else float32), "float32",
-            "mixed_float16" or "mixed_bfloat16". The predictions layer stays float32.
+        precision: "auto" (mixed_bfloat16 on GPUs of compute capability ≥ 8.0, mixed_float16 on 7.x, else
+            float32), "float32", "mixed_float16" or "mixed_bfloat16". The predictions layer stays float32.
         distribute: None, "mirrored" (all local GPUs) or "multiworker" (TF_CONFIG), or a
             ``tf.distribute.Strategy``. Batch sizes are global.
-        seed: seeds Python, NumPy, TensorFlow and (for ImageSets) the data pipeline.
+        seed: the base seed of every random stream (None: a random one, recorded so a resume stays exact).
         deterministic: TF op determinism (turns XLA off).
         verbose: "auto" (a progress bar on a terminal, one line per epoch otherwise), 0, 1 or 2.
         batch_size, augment: used only when train/val are ImageSets.
-        callbacks: more Keras callbacks, run after radtransfer's own.
-        resume: with an out_dir that holds a finished run, return it instead of training again; with
-            an interrupted one, continue from its last finished epoch.
-        bn_momentum: if given, the momentum of every BatchNormalization layer's moving statistics (Keras's
-            default 0.99 needs several hundred steps to settle; 0.9 suits short runs from scratch, whose
-            validation otherwise runs on half-updated statistics).
-        run_eagerly: skip graph tracing (for debugging, or tiny smoke tests where tracing the training
-            step takes longer than the training).
+        callbacks: more Keras callbacks (each epoch is one ``fit`` call, so they see ``on_train_begin``
+            once per epoch).
+        resume: True: continue an interrupted run in out_dir, or return a finished one; False: discard
+            whatever run out_dir holds and start over.
+        run_eagerly: skip graph tracing (debugging, or tiny smoke tests).
+        bn_momentum: if given, the momentum of every BatchNormalization layer's moving statistics.
+        class_names: the classes in label order, when train is a dataset (ImageSets bring their own); saved
+            with the trained model and checked by ``evaluate``.
 
     Returns:
-        A FineTuneResult; the model holds the best epoch's weights.
+        A FineTuneResult; ``model`` (and ``result.model``) hold the best epoch's weights.
 
     Raises:
         ValueError: a bad learning rate, strategy, optimizer, precision, dataset or epochs.
-        TrainingDivergedError: the loss became NaN (the best checkpoint is kept).
+        RunMismatchError: out_dir holds a run with other settings (the message lists them).
+        TrainingDivergedError: the loss became NaN (the model holds the last good checkpoint).
     """
     import tensorflow as tf
 
-    from .data import ImageSet, make_dataset
-
-    learning_rate = _check_learning_rate(learning_rate)
-    parse_strategy(strategy)
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"Expected epochs ≥ 1. Received: epochs={epochs!r}")
-    if distribute not in DISTRIBUTIONS and not isinstance(distribute, tf.distribute.Strategy):
-        raise ValueError(f"Expected distribute=None, 'mirrored' or 'multiworker'."
-                         f"{did_you_mean(distribute, ['mirrored', 'multiworker'])} Received: distribute={distribute!r}")
-    # A multi-worker strategy must exist before TensorFlow's runtime starts (seeding starts it).
-    distribution = _make_distribution(distribute)
-    precision = resolve_precision(precision)
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        make_optimizer(optimizer, learning_rate)  # validates the name early
-    out = _check_out_dir(out_dir)
-    if out is not None and resume and (out / RESULT_FILE).exists():
-        return _load_finished(model, out)
-
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
+    config = TrainConfig(strategy=strategy, learning_rate=learning_rate, epochs=epochs, bn=bn, optimizer=optimizer,
+                         loss=loss, early_stopping=early_stopping, reduce_lr=reduce_lr, class_weight=class_weight,
+                         jit_compile=jit_compile, precision=precision, distribute=distribute, seed=seed,
+                         deterministic=deterministic, batch_size=batch_size, augment=augment,
+                         bn_momentum=bn_momentum, run_eagerly=run_eagerly)
+    distribution = make_distribution(distribute)  # before TensorFlow's runtime starts
+    runtime = Runtime(resolve_precision(config.precision), resolve_jit_compile(jit_compile, deterministic),
+                      distribution)
+    folder = RunFolder(out_dir) if out_dir is not None else None
+    if folder is not None and not resume:
+        folder.reset()
     if deterministic:
         tf.config.experimental.enable_op_determinism()
-    jit = resolve_jit_compile(jit_compile, deterministic)
 
-    model = _prepare_model(model, precision, distribution)
-    num_classes = int(model.output_shape[-1])
-    height, width = model.input_shape[1:3]
+    state = folder.read_json(STATE) if folder is not None else None
+    run_seed = config.seed if config.seed is not None else (state or {}).get("seed") or fresh_seed()
+    keras.utils.set_random_seed(derive_seed(run_seed, "init"))
+    target = model if isinstance(model, keras.Model) else None
+    working, rebuilt = working_model(model, runtime.precision, distribution)
+    info = getattr(working, "radtransfer_info", None) or getattr(target, "radtransfer_info", None)
+    num_classes = int(working.output_shape[-1])
+    data = _prepare_data(train, val, config, tuple(working.input_shape[1:3]), num_classes)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if data.class_names is not None and data.class_names != class_names:
+            from .errors import ClassMismatchError
 
-    class_names = None
-    train_size = None
-    if isinstance(train, ImageSet):
-        class_names = list(train.class_names)
-        train_size = len(train)
-        if class_weight == "balanced":
-            counts = np.bincount(train.labels, minlength=num_classes)
-            class_weight = {c: float(len(train) / (num_classes * n)) for c, n in enumerate(counts) if n}
-        train = make_dataset(train, image_size=(height, width), batch_size=batch_size, augment=augment,
-                             shuffle=True, seed=seed)
-    if isinstance(val, ImageSet):
-        val = make_dataset(val, image_size=(height, width), batch_size=batch_size, shuffle=False)
+            raise ClassMismatchError(f"class_names={class_names} differ from the training set's {data.class_names}.")
+        if len(class_names) != num_classes:
+            from .errors import ClassMismatchError
+
+            raise ClassMismatchError(f"{len(class_names)} class_names for a model with {num_classes} outputs.")
+        data.class_names = class_names
+    identity = {"config": config.defining(), "class_names": data.class_names, "data": data.signature,
+                "model": _model_identity(info, working)}
+    run_fingerprint = fingerprint(identity)
+    public = target if target is not None else working
+
+    if folder is not None and folder.status() != "new":
+        folder.check_compatible(identity)
+        status = folder.status()
+        if status in ("finished", "diverged"):
+            return _reopen(folder, public, data.class_names, status)
+
+    class_weight = config.class_weight
     if class_weight == "balanced":
-        raise ValueError("class_weight='balanced' needs train as an ImageSet (to count the classes).")
-    _check_dataset(train, "training", num_classes)
-    _check_dataset(val, "validation", num_classes)
-    train_size = train_size or _known_size(train)
+        if not isinstance(train, _image_set_type()):
+            raise ValueError("class_weight='balanced' needs train as an ImageSet (to count the classes).")
+        counts = np.bincount(train.labels, minlength=num_classes)
+        class_weight = {c: float(len(train) / (num_classes * n)) for c, n in enumerate(counts) if n}
 
-    if bn_momentum is not None:
-        if not 0 < bn_momentum < 1:
-            raise ValueError(f"Expected 0 < bn_momentum < 1. Received: bn_momentum={bn_momentum!r}")
-        for layer in _all_layers(model):
+    if config.bn_momentum is not None:
+        for layer in _all_layers(working):
             if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = float(bn_momentum)
-    scope = distribution.scope() if distribution is not None else _null_scope()
-    with scope:
-        summary = apply_strategy(model, strategy, bn=bn)
-        resolved_jit = compile_model(model, make_optimizer(optimizer, learning_rate), make_loss(loss, num_classes),
-                                     make_metrics(num_classes), jit and not run_eagerly, run_eagerly=run_eagerly)
+                layer.momentum = float(config.bn_momentum)
+    with runtime.scope():
+        summary = apply_strategy(working, config.strategy, bn=config.bn)
+        resolved_jit = compile_model(working, config.make_optimizer(), config.make_loss(num_classes),
+                                     make_metrics(num_classes), runtime.jit_compile and not run_eagerly,
+                                     run_eagerly=run_eagerly)
+    if working is not target and target is not None:
+        apply_strategy(target, config.strategy, bn=config.bn)  # the caller's model shows the same flags
 
-    info = getattr(model, "radtransfer_info", None)
     settings = {
-        "strategy": summary.strategy, "bn": bn, "learning_rate": learning_rate, "epochs": epochs,
-        "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
-        "loss": loss if isinstance(loss, str) else getattr(loss, "name", str(loss)),
-        "early_stopping": early_stopping, "reduce_lr": reduce_lr, "class_weight": class_weight,
-        "jit_compile_requested": jit_compile, "jit_compile": resolved_jit, "precision": precision,
-        "distribute": distribute if isinstance(distribute, (str, type(None))) else type(distribute).__name__,
-        "replicas": distribution.num_replicas_in_sync if distribution is not None else 1,
-        "seed": seed, "deterministic": deterministic, "run_eagerly": run_eagerly, "bn_momentum": bn_momentum, "batch_size": train.element_spec[0].shape[0] or batch_size,
-        "train_images": train_size, "class_names": class_names, "input_shape": list(model.input_shape[1:]),
-        "num_classes": num_classes, "model": info.to_dict() if info is not None else None,
-        "strategy_summary": summary.to_dict(), "versions": _versions(), "command": " ".join(sys.argv),
+        **config.to_dict(), "jit_compile_requested": jit_compile, "jit_compile": resolved_jit,
+        "precision_requested": config.precision, "precision": runtime.precision, "replicas": runtime.replicas,
+        "rebuilt_for_runtime": rebuilt, "seed_used": run_seed, "train_images": data.train_size,
+        "class_names": data.class_names, "input_shape": list(working.input_shape[1:]), "num_classes": num_classes,
+        "model": info.to_dict() if info is not None else None, "strategy_summary": summary.to_dict(),
+        "exact_resume": data.exact, "versions": _versions(), "command": " ".join(sys.argv),
     }
-    paths = {}
-    callback_list = []
-    initial_best = None
-    resumed_from = 0
-    if out is not None:
-        paths = {"config": str(out / CONFIG_FILE), "history": str(out / "history.csv"),
-                 "best_model": str(out / "best.keras"), "best_weights": str(out / "best.weights.h5"),
-                 "result": str(out / RESULT_FILE)}
-        previous = _read_history(out / "history.csv")
-        if previous.get("val_loss"):
-            finite = [v for v in previous["val_loss"] if math.isfinite(v)]
-            initial_best = min(finite) if finite else None
-            resumed_from = int(max(previous["epoch"])) + 1
-        write_json_atomic(out / CONFIG_FILE, settings)
-        callback_list += [
-            _BestWeights(paths["best_weights"], initial_best),
-            keras.callbacks.CSVLogger(paths["history"], append=True),
-        ]
-    callback_list.append(keras.callbacks.TerminateOnNaN())
-    stopper = None
-    if early_stopping:
-        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(early_stopping), restore_best_weights=True)
-        callback_list.append(stopper)
-    if reduce_lr:
-        callback_list.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=int(reduce_lr)))
-    throughput = _Throughput()
-    callback_list.append(throughput)
-    if out is not None:
-        callback_list.append(keras.callbacks.BackupAndRestore(str(out / "backup")))
-    callback_list += list(callbacks)
+    loop = _EpochLoop(working, config, runtime, data, folder, run_seed, class_weight, callbacks, verbose)
+    if folder is not None:
+        folder.write_json(CONFIG, {"identity": identity, "fingerprint": run_fingerprint, **settings})
+        if state and state.get("next_epoch", 0) > 0:
+            if not data.exact:
+                warnings.warn("Resuming with a plain tf.data.Dataset: radtransfer cannot re-derive its shuffling "
+                              "for the remaining epochs, so the resumed run may differ from an uninterrupted one. "
+                              "Pass ImageSets or datasets from radtransfer.data.make_dataset.", stacklevel=2)
+            loop.restore(state)
+    loop.run()
 
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callback_list,
-                        class_weight=class_weight, verbose=verbose, shuffle=False)
+    loop.restore_best()
+    if target is not None:
+        copy_weights(working, target)
+    threshold = _validation_threshold(public, data.val, num_classes)
+    set_trained_info(public, data.class_names, threshold, positive_class=1 if num_classes == 2 else None)
+    if working is not public:
+        set_trained_info(working, data.class_names, threshold, positive_class=1 if num_classes == 2 else None)
+    result = loop.result(summary.trainable_params, settings, run_fingerprint, threshold, data.class_names)
+    result.model = public
+    if folder is not None:
+        if loop.best_epoch >= 0:
+            save_model_weights(public, folder.file(BEST_WEIGHTS))
+            save_trained(public, folder.file(BEST_MODEL))
+        folder.write_json(RESULT, result.to_dict())
+        loop.commit(status=result.status)  # the commit point; the checkpoints below are no longer needed
+        loop.clean_checkpoints()
+    if result.status == "diverged":
+        raise _diverged_error(result, folder)
+    return result
 
-    if out is not None:
-        full = _read_history(out / "history.csv")
-    else:
-        full = {"epoch": list(history.epoch), **{k: list(v) for k, v in history.history.items()}}
-    losses = full.get("loss", [])
-    bad_epoch = next((int(e) for e, v in zip(full.get("epoch", []), losses) if not math.isfinite(v)), None)
-    if bad_epoch is None and history.history.get("loss") and not math.isfinite(history.history["loss"][-1]):
-        bad_epoch = int(history.epoch[-1]) if history.epoch else resumed_from
-    val_losses = full.get("val_loss", [])
-    finite = [(v, int(e)) for e, v in zip(full.get("epoch", []), val_losses) if math.isfinite(v)]
-    best_val_loss, best_epoch = min(finite) if finite else (float("nan"), -1)
-    if out is not None and Path(paths["best_weights"]).exists():
-        load_model_weights(model, paths["best_weights"])
-        model.save(paths["best_model"])
-    if bad_epoch is not None:
-        where = f"the best checkpoint (epoch {best_epoch}, val_loss {best_val_loss:.4g}) is kept in {out}" \
-            if out is not None and best_epoch >= 0 else "no checkpoint was kept (no out_dir or no good epoch)"
-        raise TrainingDivergedError(
-            f"The loss became NaN at epoch {bad_epoch}; training stopped and {where}. "
-            f"Try a lower learning rate (e.g. {learning_rate / 10:g})."
-        )
-    seconds = throughput.train_seconds
-    images_per_second = train_size * throughput.epochs / seconds if train_size and seconds > 0 else None
-    result = FineTuneResult(
-        history=full, best_epoch=best_epoch, best_val_loss=best_val_loss,
-        epochs_run=len(full.get("epoch", [])), resumed_from=resumed_from,
-        stopped_early=bool(stopper is not None and stopper.stopped_epoch > 0),
-        trainable_params=summary.trainable_params, images_per_second=images_per_second,
-        paths=paths, settings=settings,
-    )
-    if out is not None:
-        write_json_atomic(out / RESULT_FILE, result.to_dict())
+
+def _image_set_type():
+    from .data import ImageSet
+
+    return ImageSet
+
+
+def _model_identity(info, model) -> dict:
+    if info is None:
+        return {"name": model.name, "input_shape": list(model.input_shape[1:]), "outputs": int(model.output_shape[-1])}
+    values = info.to_dict()
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()
+            if k in ("backbone", "weights_source", "weights_sha256", "preprocessing", "num_classes", "input_shape",
+                     "dropout")}
+
+
+def _validation_threshold(model, val, num_classes):
+    """Youden's J threshold of the positive class on the validation set (two classes only)."""
+    if num_classes != 2:
+        return None
+    from .evaluation import predict_with_labels
+    from .stats import youden_threshold
+
+    y_true, probabilities = predict_with_labels(model, val)
+    if len(np.unique(y_true)) < 2:
+        return None
+    return youden_threshold(y_true == 1, probabilities[:, 1])
+
+
+def _diverged_error(result, folder):
+    where = (f"the best checkpoint (epoch {result.best_epoch}, val_loss {result.best_val_loss:.4g}) is in the model"
+             + (f" and in {folder.path}" if folder is not None else "")) if result.best_epoch >= 0 \
+        else "no epoch finished with a finite val_loss, so there is no checkpoint"
+    rate = result.settings.get("learning_rate")
+    hint = f" Try a lower learning rate (e.g. {rate / 10:g})." if rate else ""
+    return TrainingDivergedError(f"The loss became NaN at epoch {result.diverged_epoch}; training stopped and {where}."
+                                 + hint, result, result.diverged_epoch)
+
+
+def _reopen(folder: RunFolder, model, class_names, status):
+    stored = folder.read_json(RESULT)
+    weights = folder.file(BEST_WEIGHTS)
+    if weights.exists():
+        load_model_weights(model, weights)
+    result = FineTuneResult.from_dict(stored, model=model)
+    set_trained_info(model, result.class_names or class_names, result.threshold,
+                     positive_class=1 if result.threshold is not None else None)
+    if status == "diverged":
+        raise _diverged_error(result, folder)
     return result
 
 
@@ -509,74 +479,205 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-class _null_scope:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
+# -- the epoch loop ------------------------------------------------------------------------------
 
 
-def _make_distribution(distribute):
+class _RetraceNote:
+    """Drops TensorFlow's "triggered tf.function retracing" warning. Each epoch is one fit() over a new
+    dataset, which retraces Keras's thin per-iterator wrapper; the training step inside it is traced in
+    the first epoch only (checked by counting traces), so the warning would only alarm."""
+
+    def filter(self, record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_retracing() -> None:
     import tensorflow as tf
 
-    if distribute is None:
-        return None
-    if isinstance(distribute, tf.distribute.Strategy):
-        return distribute
-    if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if "TF_CONFIG" not in os.environ:
-        raise ValueError("distribute='multiworker' needs the TF_CONFIG environment variable (cluster and task).")
-    warnings.warn("model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
-                  "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
-                  "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.", stacklevel=3)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    logger = tf.get_logger()
+    if not any(isinstance(f, _RetraceNote) for f in logger.filters):
+        logger.addFilter(_RetraceNote())
 
 
-def _prepare_model(model, precision: str, distribution):
-    """Returns a model built under the precision policy and (if any) the distribution scope."""
-    from .models import build_model
 
-    policy = keras.mixed_precision.dtype_policy().name
-    needs_rebuild = distribution is not None or (
-        isinstance(model, keras.Model) and _model_policy(model) != precision
-    )
-    if isinstance(model, keras.Model) and not needs_rebuild:
-        return model
-    previous = policy
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        scope = distribution.scope() if distribution is not None else _null_scope()
-        with scope:
-            if callable(model) and not isinstance(model, keras.Model):
-                built = model()
-            else:
-                info = getattr(model, "radtransfer_info", None)
-                if info is None:
-                    raise ValueError(
-                        "This model was not made by radtransfer.build_model, so it cannot be rebuilt for "
-                        f"precision={precision!r} or a distribution; pass a function that builds it instead."
-                    )
-                built = build_model(info.backbone, weights=None, num_classes=info.num_classes,
-                                    input_shape=info.input_shape, dropout=info.dropout,
-                                    preprocessing=info.preprocessing, name=model.name)
-                built.set_weights(model.get_weights())
-                built.radtransfer_info = info
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    return built
+class _EpochLoop:
+    """Trains epoch by epoch; after each, commits weights, optimizer state and progress to the run folder
+    (or keeps the best weights in memory without one)."""
 
+    def __init__(self, model, config: TrainConfig, runtime: Runtime, data: _Data, folder, seed, class_weight,
+                 callbacks, verbose):
+        self.model = model
+        self.config = config
+        self.runtime = runtime
+        self.data = data
+        self.folder = folder
+        self.seed = seed
+        self.class_weight = class_weight
+        self.callbacks = list(callbacks)
+        self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
+        self.throughput = _Throughput()
+        self.history: dict = {}
+        self.next_epoch = 0
+        self.resumed_from = 0
+        self.best_epoch = -1
+        self.best_val_loss = math.inf
+        self.best_file = None
+        self.best_in_memory = None
+        self.last_file = None
+        self.early = {"best": math.inf, "wait": 0, "stopped": False}
+        self.plateau = {"best": math.inf, "wait": 0}
+        self.diverged_epoch = None
+        self._stale_best = None
 
-def _model_policy(model) -> str:
-    return model.get_layer("backbone").dtype_policy.name if "backbone" in [l.name for l in model.layers] \
-        else model.dtype_policy.name
+    # state ---------------------------------------------------------------------------------------
 
+    def state(self, status="running") -> dict:
+        return {"status": status, "next_epoch": self.next_epoch, "best_epoch": self.best_epoch,
+                "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+                "best_file": self.best_file, "last_file": self.last_file, "early": self.early,
+                "plateau": self.plateau, "seed": self.seed, "diverged_epoch": self.diverged_epoch,
+                "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
 
-def _load_finished(model, out: Path) -> FineTuneResult:
-    with open(out / RESULT_FILE) as handle:
-        stored = json.load(handle)
-    weights = out / "best.weights.h5"
-    if isinstance(model, keras.Model) and weights.exists():
-        load_model_weights(model, weights)
-    return FineTuneResult(**stored)
+    def restore(self, state: dict) -> None:
+        """Continues from a committed state: model and optimizer from its last checkpoint."""
+        self.next_epoch = self.resumed_from = int(state.get("next_epoch", 0))
+        self.best_epoch = int(state.get("best_epoch", -1))
+        value = state.get("best_val_loss")
+        self.best_val_loss = math.inf if value is None else float(value)
+        self.best_file = state.get("best_file")
+        self.last_file = state.get("last_file")
+        self.early = {**self.early, **(state.get("early") or {})}
+        self.plateau = {**self.plateau, **(state.get("plateau") or {})}
+        self.history = self.folder.history()
+        if self.last_file and self.folder.file(self.last_file).exists():
+            with self.runtime.scope():
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(self.folder.file(self.last_file)))
+        elif self.next_epoch > 0:
+            raise RadtransferError(f"The run in '{self.folder.path}' says {self.next_epoch} epochs are done but its "
+                                   f"checkpoint {self.last_file} is missing. Pass resume=False to start over.")
+
+    def commit(self, status="running") -> None:
+        if self.folder is not None:
+            self.folder.write_history(self.history)
+            self.folder.write_json(STATE, self.state(status))
+
+    def clean_checkpoints(self) -> None:
+        for path in self.folder.path.glob("*-e*.weights.h5"):
+            path.unlink()
+        self.best_file = self.last_file = None
+
+    # training ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        _quiet_retracing()
+        epochs = self.config.epochs
+        while self.next_epoch < epochs and not self.early["stopped"]:
+            epoch = self.next_epoch
+            seed_layers(self.model, derive_seed(self.seed, "dropout", epoch))
+            train = self.data.train_epoch(epoch, self.seed)
+            if self.verbose == 1:
+                print(f"epoch {epoch + 1}/{epochs}", flush=True)
+            start = time.perf_counter()
+            fit = self.model.fit(train, validation_data=self.data.val, initial_epoch=epoch, epochs=epoch + 1,
+                                 callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
+                                 class_weight=self.class_weight, verbose=1 if self.verbose == 1 else 0, shuffle=False)
+            logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
+            logs.pop("learning_rate", None)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self._append(epoch, logs)
+            if self.verbose == 2:
+                shown = " - ".join(f"{k} {v:.4g}" for k, v in logs.items())
+                print(f"epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - {shown}", flush=True)
+            if not math.isfinite(logs.get("loss", math.nan)):
+                self.diverged_epoch = epoch
+                self.next_epoch = epoch + 1
+                return
+            self._after_epoch(epoch, logs)
+
+    def _append(self, epoch, logs) -> None:
+        rows = len(self.history.get("epoch", []))
+        self.history.setdefault("epoch", []).append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, [math.nan] * rows).append(value)
+        for key in self.history:
+            if len(self.history[key]) < rows + 1:
+                self.history[key].append(math.nan)
+
+    def _after_epoch(self, epoch, logs) -> None:
+        value = logs.get("val_loss", math.nan)
+        improved = math.isfinite(value) and value < self.best_val_loss
+        if improved:
+            self.best_val_loss, self.best_epoch = value, epoch
+            self._save_best(epoch)
+        self._early_stopping(value)
+        self._reduce_lr(value)
+        self.next_epoch = epoch + 1
+        if self.folder is not None:
+            name = f"last-e{epoch}.weights.h5"
+            save_training_state(self.model, self.folder.file(name))
+            previous, self.last_file = self.last_file, name
+            self.commit()
+            for stale in (previous, self._stale_best):
+                if stale and stale not in (self.last_file, self.best_file) and self.folder.file(stale).exists():
+                    self.folder.file(stale).unlink()
+            self._stale_best = None
+
+    def _save_best(self, epoch) -> None:
+        if self.folder is None:
+            self.best_in_memory = [np.array(w) for w in self.model.get_weights()]
+            return
+        name = f"best-e{epoch}.weights.h5"
+        save_model_weights(self.model, self.folder.file(name))
+        previous, self.best_file = self.best_file, name
+        self._stale_best = previous
+
+    def _early_stopping(self, value) -> None:
+        if not self.config.early_stopping:
+            return
+        if math.isfinite(value) and value < self.early["best"]:
+            self.early.update(best=value, wait=0)
+        else:
+            self.early["wait"] += 1
+            if self.early["wait"] >= self.config.early_stopping:
+                self.early["stopped"] = True
+
+    def _reduce_lr(self, value) -> None:
+        if not self.config.reduce_lr:
+            return
+        if math.isfinite(value) and value < self.plateau["best"] - 1e-4:
+            self.plateau.update(best=value, wait=0)
+            return
+        self.plateau["wait"] += 1
+        if self.plateau["wait"] >= self.config.reduce_lr:
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.model.optimizer.learning_rate.assign(rate * 0.1)
+            self.plateau["wait"] = 0
+
+    def restore_best(self) -> None:
+        """Puts the best epoch's weights into the working model."""
+        if self.best_epoch < 0:
+            return
+        if self.folder is None:
+            if self.best_in_memory is not None:
+                self.model.set_weights(self.best_in_memory)
+            return
+        if self.best_file and self.folder.file(self.best_file).exists():
+            load_model_weights(self.model, self.folder.file(self.best_file))
+        elif self.folder.file(BEST_WEIGHTS).exists():
+            load_model_weights(self.model, self.folder.file(BEST_WEIGHTS))
+
+    def result(self, trainable_params, settings, run_fingerprint, threshold, class_names) -> FineTuneResult:
+        seconds = self.throughput.train_seconds
+        size = self.data.train_size
+        return FineTuneResult(
+            history=self.history, best_epoch=self.best_epoch,
+            best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else float("nan"),
+            epochs_run=len(self.history.get("epoch", [])), resumed_from=self.resumed_from,
+            stopped_early=bool(self.early["stopped"]), trainable_params=trainable_params,
+            images_per_second=size * self.throughput.epochs / seconds if size and seconds > 0 else None,
+            paths=self.folder.paths() if self.folder is not None else {}, settings=settings,
+            status="diverged" if self.diverged_epoch is not None else "finished",
+            diverged_epoch=self.diverged_epoch, threshold=threshold, class_names=class_names,
+            fingerprint=run_fingerprint, seed=self.seed,
+        )

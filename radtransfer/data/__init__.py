@@ -11,7 +11,7 @@ from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
 from .decode import check_files, read_dicom
 from .imageset import ImageSet, LeakageError, check_no_leakage
-from .pipeline import BadImagesError, make_dataset, validate_images
+from .pipeline import BadImagesError, DataStream, make_dataset, stream_of, validate_images
 from .sources import DataSourceError, from_csv, from_directory, from_tfds
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "Augment",
     "BadImagesError",
     "DataSourceError",
+    "DataStream",
     "ImageSet",
     "LeakageError",
     "check_files",
@@ -28,5 +29,6 @@ __all__ = [
     "from_tfds",
     "make_dataset",
     "read_dicom",
+    "stream_of",
     "validate_images",
 ]

@@ -97,7 +97,8 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         augment: None, "radimagenet" (the reference's training augmentation), "radimagenet_ct"
             (without rotation and flip, as the CT tasks) or an ``Augment(...)``.
         shuffle: shuffle the images each epoch (use False for validation and test).
-        cache: True (in memory), a file path prefix (on disk), or False.
+        cache: True (in memory), a file path prefix (on disk; the file is named by the images and decode
+            settings it holds, so different splits never share one), or False.
         seed: makes shuffling and augmentation reproducible (still different in every epoch).
         interpolation: resize method; "nearest" reproduces the reference loader.
         on_bad: "raise" or "skip" for unreadable files (checked before anything is decoded).
@@ -164,22 +165,129 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     if cache is True:
         dataset = dataset.cache()
     elif cache:
-        dataset = dataset.cache(str(cache))
-    if shuffle:
-        dataset = dataset.shuffle(min(len(image_set), shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    augmenting = params is not None and not params.is_identity
-    if augmenting:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda batch, s: (_to_rgb_batch(augment_batch(batch[0], params, s)), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    elif channels == 1:
-        dataset = dataset.map(lambda images, labels: (_to_rgb_batch(images), labels),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.cache(cache_path(cache, image_set, (height, width), interpolation, channels, dicom_window,
+                                           sixteen_bit))
+    stream = DataStream(dataset, len(image_set), batch_size, shuffle, min(len(image_set), shuffle_buffer), params,
+                        seed, channels, drop_remainder)
+    stream.signature = {"images": content_hash(image_set), "n": len(image_set), "image_size": [height, width],
+                        "interpolation": interpolation, "batch_size": batch_size, "shuffle": shuffle,
+                        "augment": None if params is None else repr(params), "dicom_window": dicom_window,
+                        "sixteen_bit": sixteen_bit, "drop_remainder": drop_remainder}
+    result = stream.dataset()
+    result.radtransfer_stream = stream
+    return result
+
+
+def cache_path(prefix, image_set: ImageSet, size, interpolation, channels, dicom_window, sixteen_bit) -> str:
+    """The file cache of one set of images read one way: ``<prefix>_<content hash>``.
+
+    TensorFlow reuses any existing cache file of a prefix, whichever dataset asks; naming the file by what it
+    holds (the files, labels and decode settings) means two splits, two folds or two datasets never read each
+    other's images.
+    """
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256(content_hash(image_set).encode())
+    for part in (list(size), interpolation, channels, dicom_window, sixteen_bit):
+        digest.update(repr(part).encode())
+    prefix = Path(str(prefix)).expanduser()
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    return f"{prefix}_{digest.hexdigest()[:16]}"
+
+
+def content_hash(image_set: ImageSet) -> str:
+    """A hash of which images (paths, or in-memory pixels) and labels a set holds, in order."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(image_set.labels.tolist()).encode())
+    if image_set.paths is not None:
+        digest.update("\n".join(map(str, image_set.paths)).encode())
+    else:
+        for image in image_set.images:
+            array = np.ascontiguousarray(image)
+            digest.update(repr(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
+
+
+class DataStream:
+    """A cached, unbatched dataset and how to draw epochs from it.
+
+    ``epoch(k, seed)`` gives epoch k's batches, shuffled and augmented from streams derived from
+    (seed, k) alone: the same in a run resumed at epoch k as in one that never stopped. ``dataset()``
+    is the plain form that ``make_dataset`` returns (reshuffled on every iteration).
+    """
+
+    def __init__(self, base, size, batch_size, shuffle, buffer, params, seed, channels, drop_remainder):
+        self.signature = None
+        self.base = base
+        self.size = size
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.buffer = buffer
+        self.params = params
+        self.seed = seed
+        self.channels = channels
+        self.drop_remainder = drop_remainder
+
+    @property
+    def augmenting(self) -> bool:
+        return self.params is not None and not self.params.is_identity
+
+    @property
+    def random(self) -> bool:
+        """Whether epochs differ (shuffling or augmentation)."""
+        return self.shuffle or self.augmenting
+
+    def _finish(self, dataset, augment_seeds):
+        import tensorflow as tf
+
+        dataset = dataset.batch(self.batch_size, drop_remainder=self.drop_remainder)
+        if self.augmenting:
+            params = self.params
+            dataset = tf.data.Dataset.zip((dataset, augment_seeds)).map(
+                lambda batch, s: (_to_rgb_batch(augment_batch(batch[0], params, s)), batch[1]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
+        elif self.channels == 1:
+            dataset = dataset.map(lambda images, labels: (_to_rgb_batch(images), labels),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def dataset(self):
+        import tensorflow as tf
+
+        dataset = self.base
+        if self.shuffle:
+            dataset = dataset.shuffle(self.buffer, seed=self.seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True).batch(2)
+        return self._finish(dataset, seeds)
+
+    def epoch(self, epoch: int, seed: int | None = None):
+        """Epoch ``epoch``'s dataset; its randomness depends only on (seed, epoch).
+
+        Args:
+            epoch: the epoch's index (0-based).
+            seed: the base seed (default: the stream's own; a random one if neither is set).
+        """
+        import tensorflow as tf
+
+        from ..seeding import derive_seed, fresh_seed
+
+        base_seed = seed if seed is not None else (self.seed if self.seed is not None else fresh_seed())
+        dataset = self.base
+        if self.shuffle:
+            dataset = dataset.shuffle(self.buffer, seed=derive_seed(base_seed, "shuffle", epoch),
+                                      reshuffle_each_iteration=False)
+        seeds = tf.data.Dataset.random(seed=derive_seed(base_seed, "augment", epoch)).batch(2)
+        return self._finish(dataset, seeds)
+
+
+def stream_of(dataset) -> DataStream | None:
+    """The DataStream behind a dataset made by ``make_dataset`` (None for any other dataset)."""
+    return getattr(dataset, "radtransfer_stream", None)
 
 
 def _to_rgb_batch(images):

@@ -1,0 +1,170 @@
+"""Typed, versioned records of a grid: what was asked for (GridSpec), what each run gave (RunRecord) and
+how the two weight sources compare on the same test images (PairRecord). The grid writes them, the
+report reads them; neither reads the other's dicts by key.
+
+Records hold only what the run computed, so the same run gives a byte-identical record wherever and
+whenever it ran (whole grid, shards, restarts); wall-clock time goes to a separate ``timing.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .run_folder import write_json_atomic
+
+SCHEMA_VERSION = 2
+GRID_FILE = "grid.json"
+RECORD_FILE = "record.json"
+TIMING_FILE = "timing.json"
+STATUSES = ("finished", "diverged", "failed")
+
+
+def _known(cls, values: dict) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A grid as asked for: its settings, sources, scenarios and folds."""
+
+    task: str
+    config: dict
+    sources: list
+    scenarios: list               # [{"backbone", "strategy", "learning_rate"}]
+    folds: int | None
+    faithful: bool
+    bn: str
+    interpolation: str
+    n_images: int
+    class_names: list
+    paper_task: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def n_folds(self) -> int:
+        return self.folds or 1
+
+    def scenario_ids(self) -> list[str]:
+        from .protocol import Scenario
+
+        return [Scenario(**s).id for s in self.scenarios]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GridSpec":
+        values = dict(values)
+        values.setdefault("schema_version", 1)
+        for name, default in (("sources", []), ("scenarios", []), ("config", {}), ("faithful", False), ("bn", "frozen"),
+                              ("interpolation", "bilinear"), ("n_images", 0), ("class_names", []), ("folds", None)):
+            values.setdefault(name, default)
+        return cls(**_known(cls, values))
+
+    def write(self, folder) -> None:
+        write_json_atomic(Path(folder) / GRID_FILE, self.to_dict())
+
+    @classmethod
+    def read(cls, folder) -> "GridSpec | None":
+        path = Path(folder) / GRID_FILE
+        return cls.from_dict(json.loads(path.read_text())) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One (source, scenario, fold) run of a grid.
+
+    ``status`` is "finished", "diverged" (the loss became NaN at ``diverged_epoch``; ``metrics`` are
+    those of the last good checkpoint, ``best_epoch``, as the reference's best-val_loss checkpointing
+    would have kept) or "failed" (diverged before any good epoch: no metrics).
+    """
+
+    run_id: str
+    task: str
+    source: str
+    backbone: str
+    strategy: str
+    learning_rate: float
+    scenario: str
+    fold: int
+    status: str = "finished"
+    metrics: dict | None = None
+    missing_classes: list = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float | None = None
+    epochs_run: int = 0
+    diverged_epoch: int | None = None
+    run_seed: int | None = None
+    fingerprint: str | None = None
+    threshold: float | None = None
+    faithful: bool = False
+    bn: str = "frozen"
+    preprocessing: str | None = None
+    weights_path: str | None = None
+    weights_sha256: str | None = None
+    n_train: int = 0
+    n_val: int = 0
+    n_test: int = 0
+    config: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def auc(self) -> float | None:
+        return None if not self.metrics else self.metrics.get("auc")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunRecord":
+        values = dict(values)
+        values.setdefault("schema_version", 1)
+        values.setdefault("status", "finished")
+        if values.get("scenario") is None:
+            from .protocol import Scenario
+
+            values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
+        values.setdefault("run_id", f"{values['source']}/{values['scenario']}/fold{values.get('fold', 0)}")
+        values.setdefault("task", None)
+        return cls(**_known(cls, values))
+
+    def write(self, folder) -> None:
+        write_json_atomic(Path(folder) / RECORD_FILE, self.to_dict())
+
+    @classmethod
+    def read(cls, path) -> "RunRecord":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class PairRecord:
+    """Two weight sources' runs of one scenario and fold, compared on the same test images."""
+
+    task: str
+    scenario: str
+    fold: int
+    candidate: str
+    reference: str
+    method: str                   # "delong" or "paired_bootstrap"
+    unit: str                     # "image" or "patient"
+    auc_candidate: float
+    auc_reference: float
+    diff: float
+    p: float
+    ci: list | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PairRecord":
+        return cls(**_known(cls, values))
+
+
+def pair_path(grid_dir, scenario: str, fold: int, candidate: str, reference: str) -> Path:
+    return Path(grid_dir) / "pairs" / scenario / f"fold{fold}" / f"{candidate}__vs__{reference}.json"

@@ -1,0 +1,183 @@
+"""Where and how a model runs: precision, XLA and distribution, resolved for this machine in one place.
+
+``fine_tune`` asks this module for a *working* model: the caller's own model when it already fits the
+resolved precision and no distribution is used, otherwise a rebuild under the policy or the strategy's
+scope with the same weights. After training, ``copy_weights`` hands the result back to the caller's
+object, so that the model a user holds is always the model that was trained.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from .backbones import did_you_mean
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+DISTRIBUTIONS = (None, "mirrored", "multiworker")
+
+
+def gpu_compute_capability():
+    """The first GPU's compute capability as (major, minor), or None without a GPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return details.get("compute_capability")
+
+
+def resolve_precision(precision: str, capability=None) -> str:
+    """"auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 on
+    7.x, float32 otherwise. ``capability`` overrides the detected GPU (for tests)."""
+    key = str(precision).lower()
+    if key not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}."
+                         f"{did_you_mean(precision, PRECISIONS)} Received: precision={precision!r}")
+    if key != "auto":
+        return key
+    capability = gpu_compute_capability() if capability is None else capability
+    if not capability:
+        return "float32"
+    if tuple(capability) >= (8, 0):
+        return "mixed_bfloat16"
+    return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
+
+
+def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None = None):
+    """"auto" → XLA on GPU, off on CPU; off when deterministic (TF's op determinism excludes XLA)."""
+    if jit_compile not in ("auto", True, False):
+        raise ValueError(f"Expected jit_compile='auto', True or False. Received: jit_compile={jit_compile!r}")
+    if deterministic:
+        if jit_compile is True:
+            warnings.warn("deterministic=True turns XLA off (TF op determinism does not cover XLA); "
+                          "jit_compile=True is ignored.", stacklevel=3)
+        return False
+    if jit_compile == "auto":
+        if has_gpu is None:
+            import tensorflow as tf
+
+            has_gpu = bool(tf.config.list_physical_devices("GPU"))
+        return bool(has_gpu)
+    return jit_compile
+
+
+def check_distribute(distribute) -> None:
+    import tensorflow as tf
+
+    if distribute not in DISTRIBUTIONS and not isinstance(distribute, tf.distribute.Strategy):
+        raise ValueError(f"Expected distribute=None, 'mirrored' or 'multiworker'."
+                         f"{did_you_mean(distribute, ['mirrored', 'multiworker'])} Received: distribute={distribute!r}")
+
+
+def make_distribution(distribute):
+    """The tf.distribute strategy for ``distribute`` (None for none). A multi-worker strategy must exist
+    before TensorFlow's runtime starts, so call this before seeding or building anything."""
+    import tensorflow as tf
+
+    check_distribute(distribute)
+    if distribute is None:
+        return None
+    if isinstance(distribute, tf.distribute.Strategy):
+        return distribute
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError("distribute='multiworker' needs the TF_CONFIG environment variable (cluster and task).")
+    warnings.warn("model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
+                  "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
+                  "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.", stacklevel=3)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+class null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+def scope(distribution):
+    return distribution.scope() if distribution is not None else null_scope()
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved execution settings of one training run (recorded in its config)."""
+
+    precision: str
+    jit_compile: bool
+    distribution: object = None
+
+    @property
+    def replicas(self) -> int:
+        return self.distribution.num_replicas_in_sync if self.distribution is not None else 1
+
+    def scope(self):
+        return scope(self.distribution)
+
+
+def model_policy(model) -> str:
+    """The dtype policy the model computes in (its backbone's, for a build_model model)."""
+    names = [layer.name for layer in model.layers]
+    return model.get_layer("backbone").dtype_policy.name if "backbone" in names else model.dtype_policy.name
+
+
+def working_model(model, precision: str, distribution):
+    """A model to train: ``model`` itself when it already fits, else a rebuild with its weights.
+
+    Args:
+        model: a build_model model, or a function of no arguments that builds one.
+        precision: the resolved precision policy.
+        distribution: a tf.distribute strategy or None.
+
+    Returns:
+        (working model, whether it is a different object from ``model``).
+    """
+    from .models import build_model
+
+    is_model = isinstance(model, keras.Model)
+    if is_model and distribution is None and model_policy(model) == precision:
+        return model, False
+    previous = keras.mixed_precision.dtype_policy().name
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        with scope(distribution):
+            if not is_model:
+                built = model()
+            else:
+                info = getattr(model, "radtransfer_info", None)
+                if info is None:
+                    raise ValueError(
+                        "This model was not made by radtransfer.build_model, so it cannot be rebuilt for "
+                        f"precision={precision!r} or a distribution; pass a function that builds it instead."
+                    )
+                built = build_model(info.backbone, weights=None, num_classes=info.num_classes,
+                                    input_shape=info.input_shape, dropout=info.dropout,
+                                    preprocessing=info.preprocessing, name=model.name)
+                copy_weights(model, built)
+                built.radtransfer_info = info
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    return built, True
+
+
+def copy_weights(source, target) -> None:
+    """Copies every weight of ``source`` into ``target`` (same architecture; any precision or
+    distribution), checking that the two match variable by variable."""
+    if source is target:
+        return
+    a, b = source.weights, target.weights
+    if len(a) != len(b):
+        raise ValueError(f"Cannot copy weights between models with {len(a)} and {len(b)} weights.")
+    for va, vb in zip(a, b):
+        if tuple(va.shape) != tuple(vb.shape):
+            raise ValueError(f"Cannot copy weight {va.path} of shape {tuple(va.shape)} into {vb.path} "
+                             f"of shape {tuple(vb.shape)}.")
+    target.set_weights([np.asarray(w) for w in source.get_weights()])

@@ -1,0 +1,160 @@
+"""TrainConfig: the settings of one fine-tuning run, validated once, with a fingerprint of those that
+define what the run computes (so a run folder can tell a resume from a different run)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+import keras
+
+from .backbones import did_you_mean
+from .runtime import check_distribute, resolve_precision
+from .strategies import parse_strategy
+
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}
+
+# Settings that change what a run computes. Execution details (XLA, eager mode, distribution,
+# determinism, verbosity) do not change the run's definition and may differ between a run and its resume.
+DEFINING = ("strategy", "bn", "learning_rate", "epochs", "optimizer", "loss", "early_stopping", "reduce_lr",
+            "class_weight", "precision", "seed", "batch_size", "augment", "bn_momentum")
+
+
+def _check_learning_rate(learning_rate) -> float:
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+            or not math.isfinite(learning_rate) or learning_rate <= 0:
+        raise ValueError(f"Expected a learning rate > 0 (e.g. 1e-3). Received: learning_rate={learning_rate!r}")
+    return float(learning_rate)
+
+
+def _check_patience(name, value):
+    if value is None or value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Expected {name}=None or a patience of at least 1 epoch. Received: {name}={value!r}")
+    return value
+
+
+def _name_of(value):
+    if isinstance(value, str) or value is None:
+        return value
+    return getattr(value, "name", None) or type(value).__name__
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a ``fine_tune`` call, validated. See ``fine_tune`` for their meaning."""
+
+    strategy: str
+    learning_rate: float
+    epochs: int = 30
+    bn: str = "protocol"
+    optimizer: object = "adam"
+    loss: object = "auto"
+    early_stopping: int | None = None
+    reduce_lr: int | None = None
+    class_weight: object = None
+    jit_compile: object = "auto"
+    precision: str = "auto"
+    distribute: object = None
+    seed: int | None = None
+    deterministic: bool = False
+    batch_size: int = 32
+    augment: object = "radimagenet"
+    bn_momentum: float | None = None
+    run_eagerly: bool = False
+
+    def __post_init__(self):
+        from .strategies import BN_MODES
+
+        kind, number = parse_strategy(self.strategy)
+        normalised = {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}.get(kind, kind)
+        object.__setattr__(self, "strategy", normalised)
+        object.__setattr__(self, "learning_rate", _check_learning_rate(self.learning_rate))
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"Expected epochs ≥ 1. Received: epochs={self.epochs!r}")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"Expected bn='protocol' or 'frozen'.{did_you_mean(self.bn, BN_MODES)} Received: bn={self.bn!r}")
+        if not isinstance(self.optimizer, keras.optimizers.Optimizer):
+            key = str(self.optimizer).lower()
+            if key not in OPTIMIZERS:
+                raise ValueError(f"Unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)} or a "
+                                 f"keras.optimizers.Optimizer.{did_you_mean(self.optimizer, list(OPTIMIZERS))} "
+                                 f"Received: optimizer={self.optimizer!r}")
+            object.__setattr__(self, "optimizer", key)
+        object.__setattr__(self, "early_stopping", _check_patience("early_stopping", self.early_stopping))
+        object.__setattr__(self, "reduce_lr", _check_patience("reduce_lr", self.reduce_lr))
+        if self.jit_compile not in ("auto", True, False):
+            raise ValueError(f"Expected jit_compile='auto', True or False. Received: jit_compile={self.jit_compile!r}")
+        resolve_precision(self.precision, capability=(0, 0))  # validates the name only
+        object.__setattr__(self, "precision", str(self.precision).lower())
+        check_distribute(self.distribute)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"Expected seed=None or an integer. Received: seed={self.seed!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={self.batch_size!r}")
+        if self.bn_momentum is not None and not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum < 1):
+            raise ValueError(f"Expected 0 < bn_momentum < 1. Received: bn_momentum={self.bn_momentum!r}")
+        if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
+            raise ValueError("Expected class_weight=None, 'balanced' or a dict {class index: weight}. "
+                             f"Received: class_weight={self.class_weight!r}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def make_optimizer(self):
+        if isinstance(self.optimizer, keras.optimizers.Optimizer):
+            self.optimizer.learning_rate = self.learning_rate
+            return self.optimizer
+        return getattr(keras.optimizers, OPTIMIZERS[self.optimizer])(learning_rate=self.learning_rate)
+
+    def make_loss(self, num_classes: int):
+        """"auto" = the reference: binary cross-entropy on the one-hot softmax for two classes; categorical
+        cross-entropy for more."""
+        if self.loss != "auto":
+            return self.loss
+        if num_classes == 2:
+            return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
+        return keras.losses.CategoricalCrossentropy(name="categorical_crossentropy")
+
+    def defining(self) -> dict:
+        """The settings that define the run, as JSON-ready values."""
+        values = {}
+        for name in DEFINING:
+            value = getattr(self, name)
+            if name in ("optimizer", "loss"):
+                value = _name_of(value)
+            elif name == "augment" and value is not None and not isinstance(value, str):
+                value = repr(value)
+            elif name == "class_weight" and isinstance(value, dict):
+                value = {str(k): float(v) for k, v in sorted(value.items())}
+            values[name] = value
+        return values
+
+    def to_dict(self) -> dict:
+        values = self.defining()
+        values.update(jit_compile=self.jit_compile, deterministic=self.deterministic, run_eagerly=self.run_eagerly,
+                      distribute=self.distribute if isinstance(self.distribute, (str, type(None)))
+                      else type(self.distribute).__name__)
+        return values
+
+
+def fingerprint(identity: dict) -> str:
+    """The sha256 of a canonical JSON form of ``identity`` (first 16 hex digits)."""
+    text = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """"name: old → new" for each setting that differs (nested dicts compared key by key)."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += [f"{key}.{line}" for line in differences(a, b)]
+        elif json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            lines.append(f"{key}: {a!r} → {b!r}")
+    return lines

@@ -1,0 +1,85 @@
+"""A trained model and what it needs to be used right: class names, the validation-chosen threshold,
+and how it was built. Saved inside the ``.keras`` file (a ``radtransfer.json`` member of its zip), so the
+file alone is enough to score or apply the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import keras
+
+from .errors import RadtransferError
+
+METADATA = "radtransfer.json"
+SCHEMA_VERSION = 1
+
+
+def set_trained_info(model, class_names=None, threshold=None, positive_class=None) -> None:
+    """Attaches the class names and operating threshold to a model (read by ``evaluate``)."""
+    model.radtransfer_class_names = None if class_names is None else tuple(str(c) for c in class_names)
+    model.radtransfer_threshold = None if threshold is None else float(threshold)
+    model.radtransfer_positive_class = positive_class
+
+
+def trained_info(model) -> dict:
+    info = getattr(model, "radtransfer_info", None)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "class_names": list(getattr(model, "radtransfer_class_names", None) or []) or None,
+        "threshold": getattr(model, "radtransfer_threshold", None),
+        "positive_class": getattr(model, "radtransfer_positive_class", None),
+        "build": info.to_dict() if info is not None else None,
+    }
+
+
+def save_trained(model, path, extra: dict | None = None) -> Path:
+    """Saves ``model`` as a ``.keras`` file with its class names and threshold inside, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
+    model.save(tmp)
+    payload = trained_info(model)
+    payload.update(extra or {})
+    with zipfile.ZipFile(tmp, "a") as archive:
+        archive.writestr(METADATA, json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def read_trained_info(path) -> dict:
+    """The radtransfer metadata of a ``.keras`` file ({} for a file saved without it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if METADATA not in archive.namelist():
+                return {}
+            return json.loads(archive.read(METADATA))
+    except zipfile.BadZipFile:
+        raise RadtransferError(f"'{path}' is not a .keras model file (not a zip archive).") from None
+
+
+def load_trained(path_or_run_dir):
+    """Loads a trained model (a ``.keras`` file or a run folder holding ``best.keras``) with its class
+    names, threshold and build info attached."""
+    from . import _keras_compat  # noqa: F401  (registers the classes .keras files need)
+    from .models import BuildInfo
+
+    path = Path(path_or_run_dir)
+    if path.is_dir():
+        path = path / "best.keras"
+    if not path.exists():
+        raise RadtransferError(f"No trained model at '{path}'. Pass a run folder of fine_tune / "
+                               "'radtransfer train' (it holds best.keras) or a .keras file.")
+    model = keras.saving.load_model(path)
+    meta = read_trained_info(path)
+    if not meta.get("class_names"):  # a model saved by radtransfer 0.1: the run's config has them
+        config = path.parent / "config.json"
+        if config.exists():
+            meta["class_names"] = json.loads(config.read_text()).get("class_names")
+    set_trained_info(model, meta.get("class_names"), meta.get("threshold"), meta.get("positive_class"))
+    if meta.get("build"):
+        build = dict(meta["build"])
+        build["input_shape"] = tuple(build["input_shape"])
+        model.radtransfer_info = BuildInfo(**build)
+    return model
