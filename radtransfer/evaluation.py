@@ -63,6 +63,11 @@ def metrics_from_predictions(y_true, probabilities, class_names=None, positive_c
     if patient_ids is not None and len(patient_ids) != len(y_true):
         raise ValueError(f"patient_ids has {len(patient_ids)} entries for {len(y_true)} images.")
     positive_class = _resolve_positive(positive_class, class_names, num_classes)
+    bad = ~np.isfinite(probabilities).all(axis=1)
+    if bad.any():
+        raise ValueError(f"The model's predictions are NaN or infinite for {int(bad.sum())} of {len(y_true)} images: "
+                         "its weights have diverged. Evaluate the best checkpoint of a run that trained normally "
+                         "(e.g. with a lower learning rate).")
     present = np.unique(y_true)
     if len(present) < 2:
         raise ValueError(f"AUC needs at least two classes among the labels; only "

@@ -155,7 +155,13 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
         if path.exists():
             pair = PairRecord.from_dict(json.loads(path.read_text()))
         elif (Path(row.path) / "predictions.npz").exists() and (other / "predictions.npz").exists():
-            pair = compare_runs(row.task, row.scenario, row.fold, candidate, reference, row.path, other)
+            try:
+                pair = compare_runs(row.task, row.scenario, row.fold, candidate, reference, row.path, other)
+            except ValueError as exc:
+                import warnings
+
+                warnings.warn(f"Not compared: {exc}", stacklevel=2)
+                continue
         else:
             continue
         rows.append({"task": row.task, "scenario": row.scenario, "fold": row.fold, "method": pair.method,

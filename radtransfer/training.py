@@ -589,7 +589,8 @@ class _EpochLoop:
             if self.verbose == 2:
                 shown = " - ".join(f"{k} {v:.4g}" for k, v in logs.items())
                 print(f"epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - {shown}", flush=True)
-            if not math.isfinite(logs.get("loss", math.nan)):
+            # A NaN training loss, or a NaN val_loss (the model's outputs are NaN), is divergence.
+            if not math.isfinite(logs.get("loss", math.nan)) or not math.isfinite(logs.get("val_loss", 0.0)):
                 self.diverged_epoch = epoch
                 self.next_epoch = epoch + 1
                 return

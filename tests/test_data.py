@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import radtransfer as rt
 from radtransfer import data, datasets
 from radtransfer.data.augment import Augment, apply_transforms, transform_matrices
 
@@ -261,6 +262,36 @@ def test_dtypes_shapes_ranges_and_stable_order(brain_set):
     assert labels.dtype == np.float32 and labels.shape == (len(brain_set), 4)
     np.testing.assert_array_equal(labels.argmax(1), brain_set.labels)
     assert images.max() > 200  # the 12-bit range was stretched, not truncated
+
+
+def test_a_file_cache_prefix_never_serves_one_split_to_another(brain_set, tmp_path):
+    """TensorFlow reuses any cache file of a prefix; the first wave passed one prefix to every split, so
+    validation and test were read from the training images. Cache files are now named by content."""
+    train, val, test = brain_set.split(val=0.2, test=0.2, seed=726)
+    prefix = tmp_path / "cache" / "grid"
+    first = [b[0].numpy() for b in rt.data.make_dataset(train, image_size=(32, 32), batch_size=64, shuffle=False, cache=prefix)]
+    cached = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(test, image_size=(32, 32), batch_size=64,
+                                                                        shuffle=False, cache=prefix)])
+    direct = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(test, image_size=(32, 32), batch_size=64,
+                                                                        shuffle=False, cache=False)])
+    assert cached.shape == direct.shape and np.array_equal(cached, direct)
+    assert len({p.name.split(".")[0] for p in prefix.parent.glob("grid_*.index")}) == 2
+    again = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(train, image_size=(32, 32), batch_size=64,
+                                                                       shuffle=False, cache=prefix)])
+    assert np.array_equal(again, np.concatenate(first))
+
+
+def test_epochs_are_drawn_from_seed_and_epoch_alone(brain_set):
+    """The same epoch of a stream is the same whenever it is drawn (a resumed run replays nothing of
+    epoch 0), and different epochs differ."""
+    stream = rt.data.stream_of(rt.data.make_dataset(brain_set, image_size=(32, 32), batch_size=8,
+                                                    augment="radimagenet", seed=3))
+    def draw(epoch):
+        return np.concatenate([b[0].numpy() for b in stream.epoch(epoch, seed=11)])
+
+    third = draw(2)
+    assert np.array_equal(draw(2), third) and not np.array_equal(draw(1), third)
+    assert np.array_equal(np.concatenate([b[0].numpy() for b in stream.epoch(2, seed=11)]), third)
 
 
 def test_no_augmentation_is_identity(brain_set):

@@ -30,6 +30,31 @@ def test_heatmaps_at_input_resolution_in_unit_range(model):
         gc.gradcam(model, IMAGES, layer="nope")
 
 
+def test_a_confident_model_still_gets_a_map():
+    """Grad-CAM differentiates the class score before the softmax: with a saturated softmax (probability
+    1.0 in float32) the softmax's gradient is exactly zero, and the first wave's maps were all zeros."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(1)
+    confident = rt.build_model("resnet50", weights=None, num_classes=2, input_shape=(32, 32, 3))
+    head = confident.get_layer("predictions")
+    kernel = np.zeros(head.kernel.shape, dtype="float32")
+    kernel[:, 1] = 1e4  # class 1's score is huge for any image with a positive pooled feature
+    head.kernel.assign(kernel)
+    images = IMAGES[:, :32, :32]
+    assert np.all(confident.predict(images, verbose=0)[:, 1] == 1.0)
+    # The softmax's own gradient vanishes here (what the old code differentiated):
+    backbone, preprocess = confident.get_layer("backbone"), confident.get_layer("preprocess")
+    features = keras.Model(backbone.inputs, [backbone.get_layer("conv5_block3_out").output, backbone.output])
+    with tf.GradientTape() as tape:
+        activations, pooled = features(preprocess(tf.constant(images)), training=False)
+        tape.watch(activations)
+        probability = head(pooled)[:, 1]
+    assert not np.any(tape.gradient(probability, activations).numpy())
+    heatmaps = gc.gradcam(confident, images, class_index=1)
+    assert all(h.max() == pytest.approx(1.0) for h in heatmaps)  # every map has content
+
+
 def test_works_in_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -56,45 +56,101 @@ import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import radtransfer as rt
 from radtransfer import protocol
-image_set = rt.datasets.load_synthetic_brain_mri(sys.argv[1])
-scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_top10", 1e-3)]
-config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True, bootstrap=100)
-protocol.run_grid(image_set, sys.argv[2], config=config, sources=("radimagenet",), folds=2, scenarios=scenarios,
-                  weights_dir=sys.argv[3], task="brain_mri", verbose=1)
+data_dir, grid_dir, weights_dir, shard = sys.argv[1:5]
+image_set = rt.datasets.load_synthetic_brain_mri(data_dir)
+scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3),
+             protocol.Scenario("resnet50", "unfreeze_all", 1e30)]  # the second one diverges
+config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True, bootstrap=50)
+protocol.run_grid(image_set, grid_dir, config=config, sources=("radimagenet", "imagenet"), scenarios=scenarios,
+                  weights_dir=weights_dir, task="brain_mri", verbose=1, shard=None if shard == "none" else shard)
 """
 
 
-def test_tiny_grid_killed_and_restarted_records_every_run_once(tmp_path, keras2_files):
-    data_dir, grid_dir, weights_dir = tmp_path / "data", tmp_path / "grid", tmp_path / "weights"
+def _run_script(script, *args):
+    sys.argv = ["grid", *map(str, args)]
+    exec(compile(script, "grid", "exec"), {})
+
+
+def _records(grid_dir):
+    return {str(p.relative_to(grid_dir)): json.loads(p.read_text()) for p in sorted(grid_dir.rglob("record.json"))}
+
+
+def _assert_same(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.slow
+def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_path, keras2_files):
+    """Each run is a pure function of (grid seed, scenario, fold, source): the grid run whole, and the same
+    grid as two shards (the first killed mid-run and restarted), record the same numbers. A diverging
+    scenario is recorded and the grid goes on; the two sources of a scenario are paired."""
+    data_dir, weights_dir = tmp_path / "data", tmp_path / "weights"
     rt.datasets.synthetic_brain_mri(data_dir, n_patients=12, slices_per_patient=2, image_size=40, seed=4)
     keras2_files.place("resnet50", weights_dir, "RadImageNet-ResNet50_notop.h5")
+    keras2_files.place("resnet50", weights_dir, rt.get_backbone("resnet50").imagenet_file, kind="weights")
     script = tmp_path / "grid.py"
     script.write_text(GRID_SCRIPT)
-    process = subprocess.Popen([sys.executable, str(script), str(data_dir), str(grid_dir), str(weights_dir)],
+
+    whole = tmp_path / "whole"
+    _run_script(GRID_SCRIPT, data_dir, whole, weights_dir, "none")
+
+    sharded = tmp_path / "sharded"
+    process = subprocess.Popen([sys.executable, str(script), str(data_dir), str(sharded), str(weights_dir), "1/2"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(grid_dir.rglob("record.json")):
+    while time.time() < deadline and not list(sharded.rglob("record.json")):
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        time.sleep(0.5)
+        time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    recorded_before = len(list(grid_dir.rglob("record.json")))
-    assert 1 <= recorded_before < 4
+    assert 1 <= len(list(sharded.rglob("record.json"))) < 2
+    _run_script(GRID_SCRIPT, data_dir, sharded, weights_dir, "1/2")
+    _run_script(GRID_SCRIPT, data_dir, sharded, weights_dir, "2/2")
 
-    sys.argv = ["grid", str(data_dir), str(grid_dir), str(weights_dir)]
-    exec(compile(GRID_SCRIPT, "grid", "exec"), {})
-    records = report.load_records(grid_dir)
-    assert len(records) == 4
-    assert records.groupby(["scenario", "fold"]).size().eq(1).all()
-    for path in records["path"]:
-        history = pd.read_csv(Path(path) / "history.csv")
-        assert history["epoch"].tolist() == [0]
-        assert (Path(path) / "predictions.npz").exists()
-    record = json.loads((Path(records["path"][0]) / "record.json").read_text())
-    assert record["bn"] == "frozen" and record["preprocessing"] == "radimagenet"
-    assert record["weights_sha256"] and 0 <= record["metrics"]["auc"] <= 1
-    grid = json.loads((grid_dir / "grid.json").read_text())
-    assert grid["interpolation"] == "bilinear" and grid["folds"] == 2
+    records_whole, records_sharded = _records(whole), _records(sharded)
+    assert len(records_whole) == 4 and records_whole.keys() == records_sharded.keys()
+    for key in records_whole:
+        _assert_same(records_whole[key], records_sharded[key], key)
+
+    runs = {(r["source"], r["learning_rate"]): r for r in records_whole.values()}
+    assert runs[("radimagenet", 1e30)]["status"] == "failed" and runs[("radimagenet", 1e30)]["metrics"] is None
+    finished = runs[("radimagenet", 1e-3)]
+    assert finished["status"] == "finished" and finished["schema_version"] == 2
+    assert finished["run_seed"] == runs[("imagenet", 1e-3)]["run_seed"]  # the two sources are paired
+    assert finished["metrics"]["auc_ci_unit"] == "patient" and finished["bn"] == "frozen"
+    pair = json.loads(next((whole / "pairs").rglob("radimagenet__vs__imagenet.json")).read_text())
+    assert pair["method"] == "paired_bootstrap" and pair["unit"] == "patient"  # 2 slices per patient
+    table = report.summarize(whole).set_index("source")
+    assert table.loc["radimagenet", "n_failed"] == 1 and not table.loc["radimagenet", "complete"]
+    assert table.loc["radimagenet", "n_expected"] == 2 and table.loc["radimagenet", "run_pairs"] == 1
+    assert json.loads((whole / "grid.json").read_text())["paper_task"] is None
+
+
+def test_runs_of_two_sources_start_from_the_same_head(keras2_files, tmp_path):
+    from radtransfer.models import init_head
+
+    scenario = protocol.Scenario("resnet50", "freeze_all", 1e-3)
+    seed = protocol.run_seed(726, scenario, 0)
+    assert seed == protocol.run_seed(726, scenario, 0) != protocol.run_seed(726, scenario, 1)
+    heads = []
+    for name, kind in (("RadImageNet-ResNet50_notop.h5", "full"), ("imagenet.h5", "weights")):
+        path = keras2_files.place("resnet50", tmp_path, name, kind=kind)
+        model = rt.build_model("resnet50", weights=str(path), num_classes=2, input_shape=(32, 32, 3))
+        init_head(model, seed)
+        heads.append(model.get_layer("predictions").get_weights())
+    for a, b in zip(*heads):
+        np.testing.assert_array_equal(a, b)
 
 
 # -- the report on a hand-made results folder --------------------------------------------------
@@ -117,12 +173,13 @@ def results(tmp_path):
     rng = np.random.default_rng(0)
     scenarios = protocol.radimagenet_scenarios()
     truth = {}
+    labels = {(s.id, f): rng.integers(0, 2, 40) for s in scenarios for f in range(2)}  # one test set per fold
     for source, shift in (("radimagenet", 0.04), ("imagenet", 0.0)):
         for scenario in scenarios:
             for fold in range(2):
                 auc = float(np.clip(0.8 + shift + rng.normal(0, 0.03), 0, 1))
                 truth[(source, scenario.id, fold)] = auc
-                y = rng.integers(0, 2, 40)
+                y = labels[(scenario.id, fold)]
                 p = np.clip(0.3 * y + rng.uniform(0, 0.7, 40), 0, 1)
                 _write_record(tmp_path, "acl_mri", source, scenario, fold, auc, (y, np.stack([1 - p, p], 1)))
     (tmp_path / "acl_mri" / "grid.json").write_text(json.dumps({"task": "acl_mri", "folds": 2}))
@@ -161,7 +218,10 @@ def test_breakdowns_and_written_tables(results):
     acl = by_backbone[(by_backbone["task"] == "acl_mri") & (by_backbone["source"] == "imagenet")]
     assert sorted(acl["backbone"]) == sorted(protocol.BACKBONE_ORDER) and (acl["n_scenarios"] == 6).all()
     written = rt.report.write(root, formats=("md", "csv", "tex"), report_dir=root / "out")
-    assert set(written) == {f"{t}.{f}" for t in ("summary", "by_backbone", "by_strategy") for f in ("md", "csv", "tex")}
+    tables = ("summary", "by_backbone", "by_strategy", "pairs", "runs")
+    assert set(written) == {f"{t}.{f}" for t in tables for f in ("md", "csv", "tex")}
+    pairs = pd.read_csv(written["pairs.csv"])
+    assert len(pairs) == 48 and set(pairs["method"]) == {"delong"}  # one per scenario and fold
     markdown = Path(written["summary.md"]).read_text()
     assert "acl_mri" in markdown and "| task |" in markdown
     assert r"\begin{tabular}" in Path(written["summary.tex"]).read_text()
@@ -177,6 +237,66 @@ def test_plots_are_written(results, tmp_path):
     assert all(Path(p).stat().st_size > 5000 for p in written)
 
 
-def test_paper_task_names():
+def test_paper_task_names_match_whole_words_only():
     assert report.paper_task("ACL-MRI") == "acl" and report.paper_task("covid19_xray") == "covid19"
     assert report.paper_task("intracranial-hemorrhage") == "haemorrhage" and report.paper_task("brain_mri") is None
+    assert report.paper_task("sars_cov_2_ct") == "sars_cov_2" and report.paper_task("RSNA ICH") == "haemorrhage"
+    assert report.paper_task("lung_nodule_zurich") is None  # "ich" inside "zurich" is not the haemorrhage task
+    assert report.paper_task("breast_and_thyroid") is None  # two tasks: no guess
+
+
+def _grid(root, task, scenarios, folds=None, paper_task=None):
+    from radtransfer.records import GridSpec
+
+    (root / task).mkdir(parents=True, exist_ok=True)
+    GridSpec(task=task, config={}, sources=["radimagenet", "imagenet"], scenarios=[s.to_dict() for s in scenarios],
+             folds=folds, faithful=False, bn="frozen", interpolation="bilinear", n_images=10, class_names=["a", "b"],
+             paper_task=paper_task).write(root / task)
+
+
+def _record(root, task, source, scenario, fold, auc, status="finished", missing=()):
+    from radtransfer.records import RunRecord
+
+    folder = root / task / "runs" / source / scenario.id / f"fold{fold}"
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = None if status == "failed" else {"auc": auc, "auc_ci": [auc - 0.05, auc + 0.05], "accuracy": 0.7,
+                                               "missing_classes": list(missing)}
+    RunRecord(run_id=f"{source}/{scenario.id}/fold{fold}", task=task, source=source, **scenario.to_dict(),
+              scenario=scenario.id, fold=fold, status=status, metrics=metrics, missing_classes=list(missing),
+              diverged_epoch=3 if status != "finished" else None).write(folder)
+
+
+def test_completeness_is_judged_against_the_grids_own_scenarios_and_valid_folds(tmp_path):
+    scenarios = protocol.radimagenet_scenarios()[:3]
+    _grid(tmp_path, "small", scenarios, folds=2, paper_task="thyroid")
+    for source in ("radimagenet", "imagenet"):
+        for scenario in scenarios:
+            for fold in range(2):
+                _record(tmp_path, "small", source, scenario, fold, 0.8 if source == "imagenet" else 0.85)
+    table = report.summarize(tmp_path).set_index("source")
+    assert table.loc["radimagenet", "complete"] and table.loc["radimagenet", "n_expected"] == 6
+    assert table.loc["radimagenet", "paper_gain"] == pytest.approx(0.094)  # from grid.json, not the name
+
+    # One fold whose test part lacks a class (NaN AUC), one diverged run with a checkpoint, one failed run.
+    _record(tmp_path, "small", "radimagenet", scenarios[0], 1, float("nan"), missing=("b",))
+    _record(tmp_path, "small", "radimagenet", scenarios[1], 1, 0.6, status="diverged")
+    _record(tmp_path, "small", "radimagenet", scenarios[2], 1, float("nan"), status="failed")
+    table = report.summarize(tmp_path).set_index("source")
+    row = table.loc["radimagenet"]
+    assert not row["complete"] and row["n_missing_class"] == 1 and row["n_diverged"] == 1 and row["n_failed"] == 1
+    assert row["min_folds"] == 1  # the folds without an AUC are not counted as folds
+    means = report.scenario_means(report.load_records(tmp_path))
+    mine = means[means["source"] == "radimagenet"].set_index("scenario")
+    assert mine.loc[scenarios[0].id, "n_folds"] == 1 and mine.loc[scenarios[0].id, "auc"] == pytest.approx(0.85)
+    assert mine.loc[scenarios[1].id, "auc"] == pytest.approx((0.85 + 0.6) / 2)  # a diverged run's checkpoint counts
+
+
+def test_latex_tables_escape_special_characters(tmp_path):
+    scenario = protocol.radimagenet_scenarios()[0]
+    _grid(tmp_path, "R&D #1 50%", [scenario])
+    for source in ("radimagenet", "imagenet"):
+        _record(tmp_path, "R&D #1 50%", source, scenario, 0, 0.8)
+    written = report.write(tmp_path, formats=("tex",), report_dir=tmp_path / "out")
+    tex = Path(written["summary.tex"]).read_text()
+    assert r"R\&D \#1 50\%" in tex and "R&D" not in tex
+    assert r"diff\_vs\_imagenet" in tex

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -50,11 +51,13 @@ def first_run(splits, tmp_path_factory):
 
 def test_outputs_written(first_run):
     model, result, out = first_run
-    for name in ("config.json", "history.csv", "best.keras", "best.weights.h5", "result.json"):
+    for name in ("config.json", "state.json", "history.csv", "best.keras", "best.weights.h5", "result.json"):
         assert (out / name).stat().st_size > 0, name
-    assert not (out / "backup").exists()  # removed after a finished run
+    assert not list(out.glob("*-e*.weights.h5"))  # per-epoch checkpoints removed after a finished run
     config = json.loads((out / "config.json").read_text())
     assert config["strategy"] == "unfreeze_top:10" and config["learning_rate"] == 1e-3
+    assert config["identity"]["config"]["strategy"] == "unfreeze_top:10" and len(config["fingerprint"]) == 16
+    assert config["class_names"] == list(rt.datasets.BRAIN_MRI_CLASSES)
     assert config["versions"]["keras"] == keras.__version__ and config["versions"]["tensorflow"] == tf.__version__
     assert config["strategy_summary"]["trainable_params"] == result.trainable_params
     assert config["model"]["backbone"] == "resnet50" and config["model"]["weights_sha256"] is None
@@ -85,34 +88,139 @@ def test_same_seed_same_history(first_run, splits):
         assert second.history[key] == result.history[key], key
 
 
-class _Crash(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 0:
-            raise RuntimeError("simulated crash after epoch 0")
+def test_changed_settings_in_a_finished_out_dir_are_refused_with_the_differences(first_run, splits, tmp_path):
+    import shutil
+
+    _, _, out = first_run
+    with pytest.raises(rt.RunMismatchError) as caught:
+        _train(_model(), splits, out, strategy="freeze_all", learning_rate=1e-2, run_eagerly=True)
+    message = str(caught.value)
+    assert "config.strategy: 'unfreeze_top:10' → 'freeze_all'" in message
+    assert "config.learning_rate: 0.001 → 0.01" in message and "resume=False" in message
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    result = _train(_model(), splits, copy, strategy="freeze_all", learning_rate=1e-2, epochs=1, resume=False,
+                    run_eagerly=True)
+    assert result.settings["strategy"] == "freeze_all" and result.epochs_run == 1
 
 
-def test_interrupted_run_resumes_at_the_next_epoch(splits, tmp_path):
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(_model(), splits, tmp_path, callbacks=[_Crash()])
-    assert (tmp_path / "backup").exists() and not (tmp_path / "result.json").exists()
-    result = _train(_model(seed=3), splits, tmp_path)
-    assert result.resumed_from == 1
-    assert result.history["epoch"] == [0, 1] and result.epochs_run == 2
-    assert (tmp_path / "result.json").exists()
+RESUME_SCRIPT = """
+import json, os, signal, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras
+import radtransfer as rt
+manifest, out, kill_epoch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+train, val, _ = rt.data.from_csv(manifest, image_col="path", label_col="label",
+                                 patient_col="patient_id").split(val=0.2, test=0.2, seed=726)
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == kill_epoch:
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch, as a preempted job dies
+
+def run(folder, callbacks=()):
+    keras.utils.set_random_seed(0)
+    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    return rt.fine_tune(model, train, val, strategy="unfreeze_top10", learning_rate=1e-3, epochs=2, out_dir=folder,
+                        seed=5, batch_size=8, verbose=0, deterministic=True, augment="radimagenet", callbacks=callbacks,
+                        run_eagerly=True)
+
+if kill_epoch >= 0:
+    reference = run(out + "/reference")
+    json.dump(reference.history, open(out + "/reference.json", "w"))
+    run(out + "/killed", [Kill()])
+else:
+    result = run(out + "/killed")
+    print(json.dumps({"history": result.history, "resumed_from": result.resumed_from}))
+"""
 
 
-def test_nan_loss_stops_keeps_checkpoint_and_says_what_to_do(splits, tmp_path):
-    def nan_after_first_epoch(y_true, y_pred):
-        return keras.ops.mean(y_pred) * float("nan")
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_history(splits, tmp_path):
+    """SIGKILL in the middle of epoch 1, then the same call again: the resumed run replays nothing of
+    epoch 0's shuffle, augmentation or dropout, and its history equals an uninterrupted run's."""
+    manifest = Path(splits[0].paths[0]).parents[2] / "manifest.csv"
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    killed = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path), "1"], capture_output=True,
+                            text=True, timeout=400)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert state["next_epoch"] == 1 and state["status"] == "running"
+    resumed = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path), "-1"], capture_output=True,
+                             text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    report = json.loads(resumed.stdout.strip().splitlines()[-1])
+    reference = json.loads((tmp_path / "reference.json").read_text())
+    assert report["resumed_from"] == 1 and report["history"]["epoch"] == [0, 1]
+    for key in ("loss", "accuracy", "val_loss", "val_auc"):
+        np.testing.assert_allclose(report["history"][key], reference[key], rtol=1e-6, err_msg=key)
 
-    with pytest.raises(rt.TrainingDivergedError, match=r"NaN at epoch 0.*lower learning rate \(e.g. 0.0001\)"):
-        _train(_model(), splits, tmp_path, loss=nan_after_first_epoch)
+
+def test_without_out_dir_the_model_keeps_the_best_epoch_not_the_last(splits):
+    train, val, _ = splits
+
+    class SpoilLastEpoch(keras.callbacks.Callback):
+        """Wrecks the head during the last epoch, so its val_loss is the worst."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1:
+                head = self.model.get_layer("predictions")
+                head.kernel.assign(np.random.default_rng(0).normal(0, 50, head.kernel.shape).astype("float32"))
+
+    model = _model()
+    result = _train(model, splits, callbacks=[SpoilLastEpoch()], run_eagerly=True)
+    assert result.best_epoch == 0 and result.history["val_loss"][1] > result.history["val_loss"][0]
+    val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
+    assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(result.history["val_loss"][0], rel=1e-4)
+
+
+def _nan_from_epoch(epoch_going_bad):
+    flag = keras.Variable(1.0, trainable=False)
+
+    class Switch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            flag.assign(float("nan") if epoch >= epoch_going_bad else 1.0)
+
+    def loss(y_true, y_pred):
+        return keras.losses.categorical_crossentropy(y_true, y_pred) * flag
+
+    return loss, Switch()
+
+
+def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_path):
+    loss, switch = _nan_from_epoch(1)
+    model = _model()
+    with pytest.raises(rt.TrainingDivergedError, match=r"NaN at epoch 1.*best checkpoint \(epoch 0.*e\.g\. 0\.0001") as caught:
+        _train(model, splits, tmp_path, loss=loss, callbacks=[switch], run_eagerly=True)
+    result = caught.value.result
+    assert result.status == "diverged" and result.diverged_epoch == 1 and result.best_epoch == 0
+    assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
+    best = _model(seed=9)
+    best.load_weights(tmp_path / "best.weights.h5")
+    for a, b in zip(model.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the caller's model holds the last good checkpoint
+
+    class MustNotTrain(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise AssertionError("a diverged run was trained again")
+
+    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 1"):
+        _train(_model(), splits, tmp_path, loss=loss, callbacks=[MustNotTrain()], run_eagerly=True)
 
 
 def test_xla_resolves_off_on_cpu_and_fallback_warns():
-    assert training.resolve_jit_compile("auto", deterministic=False) is False  # no GPU here
+    from radtransfer import runtime
+
+    assert runtime.resolve_jit_compile("auto", deterministic=False) is False  # no GPU here
+    assert runtime.resolve_jit_compile("auto", deterministic=False, has_gpu=True) is True
     with pytest.warns(UserWarning, match="turns XLA off"):
-        assert training.resolve_jit_compile(True, deterministic=True) is False
+        assert runtime.resolve_jit_compile(True, deterministic=True) is False
     inputs = keras.Input((8, 8, 3))
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.RandomRotation(0.1)(inputs)))
     model = keras.Model(inputs, outputs)
@@ -121,17 +229,57 @@ def test_xla_resolves_off_on_cpu_and_fallback_warns():
     assert resolved is False and model.jit_compile is False
 
 
-def test_mixed_precision_rebuild_keeps_weights_and_float32_head():
-    assert training.resolve_precision("auto") == "float32"  # CPU
+def test_precision_auto_per_gpu_generation():
+    from radtransfer import runtime
+
+    assert runtime.resolve_precision("auto") == "float32"  # this machine: no GPU
+    assert runtime.resolve_precision("auto", capability=(9, 0)) == "mixed_bfloat16"  # H100
+    assert runtime.resolve_precision("auto", capability=(8, 0)) == "mixed_bfloat16"  # A100
+    assert runtime.resolve_precision("auto", capability=(7, 0)) == "mixed_float16"  # V100
+    assert runtime.resolve_precision("auto", capability=(6, 1)) == "float32"
+
+
+def test_mixed_precision_trains_the_callers_model(splits, tmp_path):
+    """precision="mixed_bfloat16" (the GPU path, forced on CPU): the model is rebuilt under the policy,
+    trained, and its best weights handed back to the object the caller holds, which then scores exactly
+    what best.keras scores."""
+    seen = {}
+
+    class Inspect(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            backbone = self.model.get_layer("backbone")
+            seen["compute"] = backbone.layers[2].compute_dtype
+            seen["variable"] = backbone.layers[2].variable_dtype
+            seen["head"] = self.model.get_layer("predictions").compute_dtype
+
     model = _model()
-    mixed = training._prepare_model(model, "mixed_float16", None)
-    assert keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
+    before = [w.copy() for w in model.get_weights()]
+    result = _train(model, splits, tmp_path, precision="mixed_bfloat16", strategy="unfreeze_all", callbacks=[Inspect()],
+                    run_eagerly=True)
+    assert seen == {"compute": "bfloat16", "variable": "float32", "head": "float32"}
+    assert result.settings["precision"] == "mixed_bfloat16" and result.settings["rebuilt_for_runtime"]
+    assert result.settings["jit_compile"] is False and result.model is model
+    assert model.get_layer("backbone").dtype_policy.name == "float32"  # the caller's object keeps its policy
+    changed = sum(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert changed > len(before) // 2
+    test = splits[2]
+    ours = rt.evaluate(model, test, bootstrap=0)
+    saved = rt.evaluate(rt.load_trained(tmp_path), test, bootstrap=0)
+    np.testing.assert_array_equal(ours["predictions"]["probabilities"], saved["predictions"]["probabilities"])
+
+
+def test_mixed_precision_rebuild_keeps_weights_and_float32_head():
+    from radtransfer import runtime
+
+    model = _model()
+    mixed, rebuilt = runtime.working_model(model, "mixed_float16", None)
+    assert rebuilt and keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
     assert mixed.get_layer("backbone").dtype_policy.name == "mixed_float16"
     assert mixed.get_layer("backbone").layers[2].compute_dtype == "float16"
     assert mixed.get_layer("predictions").dtype_policy.name == "float32"
     for a, b in zip(model.get_weights(), mixed.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert training._prepare_model(model, "float32", None) is model
+    assert runtime.working_model(model, "float32", None) == (model, False)
 
 
 def test_mirrored_strategy_on_two_logical_cpus(splits, tmp_path):
@@ -147,15 +295,19 @@ def test_mirrored_strategy_on_two_logical_cpus(splits, tmp_path):
         image_set = rt.data.from_csv({str(Path(train.paths[0]).parents[2] / "manifest.csv")!r}, image_col="path",
                                      label_col="label", patient_col="patient_id")
         train, val, _ = image_set.split(val=0.2, test=0.2, seed=726)
-        build = lambda: rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
-        result = rt.fine_tune(build, train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1,
+        model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+        head = model.get_layer("predictions").kernel.numpy().copy()
+        result = rt.fine_tune(model, train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1,
                               distribute=strategy, batch_size=8, verbose=0, seed=0)
-        print(json.dumps({{"replicas": result.settings["replicas"], "loss": result.history["loss"]}}))
+        changed = bool((model.get_layer("predictions").kernel.numpy() != head).any())
+        print(json.dumps({{"replicas": result.settings["replicas"], "loss": result.history["loss"],
+                           "caller_trained": changed, "same_object": result.model is model}}))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and math.isfinite(report["loss"][0])
+    assert report["caller_trained"] and report["same_object"]  # the caller's model got the trained weights
 
 
 # -- bad input ---------------------------------------------------------------------------------
@@ -218,7 +370,7 @@ def test_binary_metrics_match_scikit_learn():
     matrix = np.array(result["confusion_matrix"])
     assert result["sensitivity"]["malignant"] == pytest.approx(matrix[1, 1] / matrix[1].sum())
     assert result["specificity"]["malignant"] == pytest.approx(matrix[0, 0] / matrix[0].sum())
-    assert 0 <= result["youden"]["threshold"] <= 1
+    assert result["operating_point"]["threshold"] == 0.5 and result["operating_point"]["chosen_on"] == "default"
     # The reference's metric, Keras AUC over the flattened two columns, is a different number.
     flattened = keras.metrics.AUC()
     flattened.update_state(np.eye(2)[y], probabilities)
@@ -250,11 +402,43 @@ def test_evaluate_on_a_model_and_test_set(first_run, splits):
     assert result["auc"] == pytest.approx(roc_auc_score(test.labels, probabilities, multi_class="ovr"))
 
 
+def test_trained_model_carries_its_classes_and_evaluate_checks_them(first_run, splits):
+    model, _, out = first_run
+    test = splits[2]
+    assert rt.load_trained(out).radtransfer_class_names == test.class_names
+    three = rt.data.ImageSet(paths=test.paths[test.labels < 3], labels=test.labels[test.labels < 3],
+                             class_names=test.class_names[:3])
+    with pytest.raises(rt.ClassMismatchError, match=r"Classes only the model knows: \['pituitary'\]"):
+        rt.evaluate(model, three, bootstrap=0)
+    renamed = rt.data.ImageSet(paths=test.paths, labels=test.labels, class_names=("a", "b", "c", "d"))
+    with pytest.raises(rt.ClassMismatchError, match="trained on classes"):
+        rt.evaluate(rt.load_trained(out), renamed, bootstrap=0)
+
+
+def test_two_class_threshold_is_chosen_on_validation(splits):
+    from sklearn.metrics import roc_curve
+
+    def binary(part):
+        return rt.data.ImageSet(paths=part.paths, labels=(part.labels != 2).astype(int), class_names=("no_tumor", "tumor"),
+                                patient_ids=part.patient_ids)
+
+    train, val, test = (binary(p) for p in splits)
+    model = _model(classes=2)
+    val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
+    p_val = model.predict(val_ds, verbose=0)[:, 1]
+    fpr, tpr, thresholds = roc_curve(val.labels, p_val)
+    expected = float(min(thresholds[np.argmax(tpr - fpr)], 1.0))
+    result = rt.evaluate(model, test, val=val, bootstrap=0)
+    assert result["operating_point"]["chosen_on"] == "validation"
+    assert result["operating_point"]["threshold"] == pytest.approx(expected, rel=1e-5)
+    assert result["auc_ci_unit"] is None or result["n_patients"] == len(set(test.patient_ids))
+
+
 def test_layerwise_search_table(splits):
     train, val, _ = splits
     build = lambda: _model()
     table = rt.layerwise_search(build, train, val, depths=[0, 1], learning_rate=1e-3, epochs=1, batch_size=8,
-                                verbose=0, seed=0)
+                                verbose=0, seed=0, run_eagerly=True)
     assert list(table["depth"]) == [0, 1] and list(table["strategy"]) == ["freeze_all", "unfreeze_blocks:1"]
     assert table["trainable_params"].iloc[0] < table["trainable_params"].iloc[1]
     assert {"val_auc", "val_loss", "epochs", "seconds", "best"} <= set(table.columns)

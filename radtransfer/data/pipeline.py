@@ -7,6 +7,7 @@ resized uint8 images, so every random operation comes after it and differs betwe
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -211,6 +212,7 @@ def content_hash(image_set: ImageSet) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass
 class DataStream:
     """A cached, unbatched dataset and how to draw epochs from it.
 
@@ -219,17 +221,16 @@ class DataStream:
     is the plain form that ``make_dataset`` returns (reshuffled on every iteration).
     """
 
-    def __init__(self, base, size, batch_size, shuffle, buffer, params, seed, channels, drop_remainder):
-        self.signature = None
-        self.base = base
-        self.size = size
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.buffer = buffer
-        self.params = params
-        self.seed = seed
-        self.channels = channels
-        self.drop_remainder = drop_remainder
+    base: object            # the cached, unbatched tf.data.Dataset of (image, one-hot label)
+    size: int
+    batch_size: int
+    shuffle: bool
+    buffer: int
+    params: object          # augmentation parameters, or None
+    seed: int | None
+    channels: int
+    drop_remainder: bool
+    signature: dict | None = None  # what the images and decode settings are (for run fingerprints)
 
     @property
     def augmenting(self) -> bool:
