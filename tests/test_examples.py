@@ -57,6 +57,7 @@ def test_full_training_vs_fine_tuning_layerwise_quick(tmp_path, weights_dir, cap
 def test_radimagenet_grid_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "grid"
     assert _main("radimagenet_grid.py")(["--quick", "--out", str(out), "--weights-dir", str(weights_dir)]) == 0
-    assert len(list(out.rglob("record.json"))) == 8  # 2 sources × 2 scenarios × 2 folds
+    assert len(list(out.rglob("record.json"))) == 4  # 2 sources × 1 scenario × 2 folds
+    assert len(list((out / "pairs").rglob("radimagenet__vs__imagenet.json"))) == 2  # one paired test per fold
     assert (out / "report" / "summary.md").exists() and (out / "report" / "heatmap.png").exists()
     assert "| task |" in capsys.readouterr().out
