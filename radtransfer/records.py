@@ -112,10 +112,6 @@ class RunRecord:
     config: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
-    @property
-    def auc(self) -> float | None:
-        return None if not self.metrics else self.metrics.get("auc")
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

@@ -58,25 +58,32 @@ def _json_default(value):
     return str(value)
 
 
-def write_json_atomic(path, payload) -> None:
-    """Writes JSON to a temporary file and renames it into place (a crash leaves the old file)."""
+def replace_atomic(path, write) -> None:
+    """Calls ``write(tmp)`` on a temporary path beside ``path`` (same suffix, so Keras accepts it), then
+    renames it into place: a crash leaves the old file, never a half-written one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, default=_json_default)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_text_atomic(path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    replace_atomic(path, write)
+
+
+def write_json_atomic(path, payload) -> None:
+    """Writes JSON to a temporary file and renames it into place (a crash leaves the old file)."""
+    write_text_atomic(path, json.dumps(payload, indent=2, default=_json_default))
 
 
 class RunFolder:

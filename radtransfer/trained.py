@@ -5,7 +5,6 @@ file alone is enough to score or apply the model."""
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -37,15 +36,18 @@ def trained_info(model) -> dict:
 
 def save_trained(model, path, extra: dict | None = None) -> Path:
     """Saves ``model`` as a ``.keras`` file with its class names and threshold inside, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
-    model.save(tmp)
+    from .run_folder import replace_atomic
+
     payload = trained_info(model)
     payload.update(extra or {})
-    with zipfile.ZipFile(tmp, "a") as archive:
-        archive.writestr(METADATA, json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp):
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(METADATA, json.dumps(payload, indent=2, default=str))
+
+    replace_atomic(path, write)
+    return Path(path)
 
 
 def read_trained_info(path) -> dict:

@@ -9,7 +9,6 @@ this module wires them into an epoch loop whose every random stream comes from (
 from __future__ import annotations
 
 import math
-import os
 import platform
 import sys
 import time
@@ -20,10 +19,10 @@ import keras
 import numpy as np
 
 from .errors import RadtransferError
-from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder, write_json_atomic
+from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder, replace_atomic, write_json_atomic
 from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_compile, resolve_precision,
                       working_model)
-from .seeding import derive_seed, fresh_seed, seed_layers
+from .seeding import derive_seed, fresh_seed, seed_layers, walk_layers
 from .strategies import apply_strategy
 from .train_config import TrainConfig, fingerprint
 from .trained import save_trained, set_trained_info
@@ -124,17 +123,15 @@ def save_model_weights(model, path) -> None:
     Keras's ``save_weights`` also writes the optimizer's slots (Adam: two more copies of every trainable
     weight); a best-weights checkpoint does not need them, which makes it a third of the size.
     """
-    from pathlib import Path
+    def write(tmp):
+        try:
+            from keras.src.saving import saving_lib
 
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
-    try:
-        from keras.src.saving import saving_lib
+            saving_lib.save_weights_only(model, str(tmp), objects_to_skip=[model.optimizer] if model.optimizer else None)
+        except (ImportError, TypeError, AttributeError):  # a Keras without objects_to_skip
+            model.save_weights(str(tmp))
 
-        saving_lib.save_weights_only(model, str(tmp), objects_to_skip=[model.optimizer] if model.optimizer else None)
-    except (ImportError, TypeError, AttributeError):  # a Keras without objects_to_skip
-        model.save_weights(str(tmp))
-    os.replace(tmp, path)
+    replace_atomic(path, write)
 
 
 def load_model_weights(model, path) -> None:
@@ -146,12 +143,7 @@ def load_model_weights(model, path) -> None:
 
 def save_training_state(model, path) -> None:
     """Model and optimizer state (for resuming), atomically."""
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
-    model.save_weights(str(tmp))
-    os.replace(tmp, path)
+    replace_atomic(path, lambda tmp: model.save_weights(str(tmp)))
 
 
 def _versions() -> dict:
@@ -370,7 +362,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         class_weight = {c: float(len(train) / (num_classes * n)) for c, n in enumerate(counts) if n}
 
     if config.bn_momentum is not None:
-        for layer in _all_layers(working):
+        for layer in walk_layers(working):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.momentum = float(config.bn_momentum)
     with runtime.scope():
@@ -470,13 +462,6 @@ def _reopen(folder: RunFolder, model, class_names, status):
     if status == "diverged":
         raise _diverged_error(result, folder)
     return result
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 # -- the epoch loop ------------------------------------------------------------------------------

@@ -170,10 +170,11 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
                                            sixteen_bit))
     stream = DataStream(dataset, len(image_set), batch_size, shuffle, min(len(image_set), shuffle_buffer), params,
                         seed, channels, drop_remainder)
-    stream.signature = {"images": content_hash(image_set), "n": len(image_set), "image_size": [height, width],
-                        "interpolation": interpolation, "batch_size": batch_size, "shuffle": shuffle,
-                        "augment": None if params is None else repr(params), "dicom_window": dicom_window,
-                        "sixteen_bit": sixteen_bit, "drop_remainder": drop_remainder}
+    stream.describe = lambda: {  # hashed only when a run's fingerprint asks (not for evaluation)
+        "images": content_hash(image_set), "n": len(image_set), "image_size": [height, width],
+        "interpolation": interpolation, "batch_size": batch_size, "shuffle": shuffle,
+        "augment": None if params is None else repr(params), "dicom_window": dicom_window,
+        "sixteen_bit": sixteen_bit, "drop_remainder": drop_remainder}
     result = stream.dataset()
     result.radtransfer_stream = stream
     return result
@@ -230,16 +231,19 @@ class DataStream:
     seed: int | None
     channels: int
     drop_remainder: bool
-    signature: dict | None = None  # what the images and decode settings are (for run fingerprints)
+    describe: object = None  # () -> what the images and decode settings are (for run fingerprints)
+
+    @property
+    def signature(self) -> dict | None:
+        if self.describe is None:
+            return None
+        if not hasattr(self, "_signature"):
+            self._signature = self.describe()
+        return self._signature
 
     @property
     def augmenting(self) -> bool:
         return self.params is not None and not self.params.is_identity
-
-    @property
-    def random(self) -> bool:
-        """Whether epochs differ (shuffling or augmentation)."""
-        return self.shuffle or self.augmenting
 
     def _finish(self, dataset, augment_seeds):
         import tensorflow as tf
