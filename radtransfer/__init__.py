@@ -15,6 +15,7 @@ from .errors import ClassMismatchError, RadtransferError, WeightsFileError, Weig
 from .evaluation import evaluate
 from .layerwise import layerwise_search
 from .models import build_model
+from .prediction import predict
 from .preprocessing import Preprocess
 from .run_folder import RunFolder, RunMismatchError
 from .strategies import StrategySummary, apply_strategy
@@ -45,6 +46,7 @@ __all__ = [
     "evaluate",
     "fine_tune",
     "layerwise_search",
+    "predict",
     "find_weight_files",
     "get_backbone",
     "list_backbones",

@@ -43,6 +43,28 @@ def load_data(spec: str, image_col="path", label_col="label", patient_col=None, 
     raise UsageError(f"DATA '{spec}' is neither a folder nor a .csv file (nor tfds:NAME).")
 
 
+def train_val_test(spec: str, args):
+    """DATA's (train, val, test): its own parts when the folder is split already (Training/ and Testing/,
+    train/val/test; --test is then ignored, and val comes from train when there is no val part), else a
+    patient-level split by --val and --test."""
+    from . import data
+
+    path = Path(spec).expanduser()
+    if not spec.startswith("tfds:") and data.is_split_directory(path):
+        parts = data.from_split_directory(path)
+        if "test" not in parts:
+            raise UsageError(f"'{path}' is split already but has no test part (test/ or Testing/).")
+        train = parts["train"]
+        if "val" in parts:
+            return train, parts["val"], parts["test"]
+        train, val, _ = train.split(val=args.val, test=0.0, seed=args.seed)
+        print(f"DATA is split already: training on {path}/…train part, validation from it ({len(val)} images), "
+              f"test on its test part ({len(parts['test'])} images).", file=sys.stderr)
+        return train, val, parts["test"]
+    return load_data(spec, args.image_col, args.label_col, args.patient_col).split(val=args.val, test=args.test,
+                                                                                  seed=args.seed)
+
+
 def _guess_patient_col(manifest: Path):
     import pandas as pd
 
@@ -94,8 +116,8 @@ def _summary_metrics(metrics: dict) -> dict:
 def cmd_train(args) -> int:
     from . import build_model, evaluate, fine_tune
 
-    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
-    train, val, test = image_set.split(val=args.val, test=args.test, seed=args.seed)
+    train, val, test = train_val_test(args.data, args)
+    image_set = train
     out = Path(args.out)
     _write_resolved(out, args)
     size = args.image_size
@@ -199,8 +221,9 @@ def cmd_gradcam(args) -> int:
     if not paths:
         raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
     image_set = data.ImageSet(paths=[str(p) for p in paths], labels=[0] * len(paths), class_names=("?",))
-    height, width = model.input_shape[1:3]
-    dataset = data.make_dataset(image_set, image_size=(height, width), batch_size=16, shuffle=False, cache=False)
+    from .evaluation import model_read_kwargs
+
+    dataset = data.make_dataset(image_set, batch_size=16, shuffle=False, cache=False, **model_read_kwargs(model))
     images = np.concatenate([batch[0].numpy() for batch in dataset])
     heatmaps = gradcam(model, images, layer=args.layer, class_index=args.class_index)
     probabilities = model.predict(images, verbose=0)
@@ -209,6 +232,20 @@ def cmd_gradcam(args) -> int:
               zip(probabilities, probabilities.argmax(1))]
     written = save_overlays(images, heatmaps, args.out, names=[p.name for p in paths], titles=titles)
     print("\n".join(written))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .prediction import predict
+
+    model = _load_run_model(args.run_dir)
+    frame = predict(model, args.images, batch_size=args.batch_size, image_col=args.image_col,
+                    patient_col=args.patient_col, gradcam_dir=args.gradcam, on_bad=args.on_bad)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    counts = frame["predicted"].value_counts()
+    print(f"{len(frame)} images → {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     return 0
 
 
@@ -350,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-index", type=int, help="class to explain (default: the predicted one)")
     p.add_argument("--config")
     p.set_defaults(func=cmd_gradcam)
+
+    p = sub.add_parser("predict", help="class probabilities of new images (read as in training) into a CSV")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holding best.keras) or a .keras file")
+    p.add_argument("images", metavar="PATH", nargs="+",
+                   help="image files, folders (DICOM series in instance order) or CSV manifests")
+    p.add_argument("--out", default="predictions.csv")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-col", default="path", help="CSV column of image paths")
+    p.add_argument("--patient-col", default=None, help="CSV column of patient ids")
+    p.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
+    p.add_argument("--on-bad", choices=("raise", "skip"), default="raise")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("weights", help="list the weight files found (with sha256 and match), or check one")
     p.add_argument("action", nargs="?", default="list", choices=("list", "check"))

@@ -19,13 +19,27 @@ from .stats import auc_score, bootstrap_auc_ci, youden_threshold
 
 def predict_with_labels(model, dataset, verbose=0):
     """Runs the model over a dataset of (images, one-hot labels); returns (y_true, probabilities)."""
+    from .data.pipeline import readable_pipeline_errors
+
     truths, probabilities = [], []
-    for images, labels in dataset:
-        probabilities.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
-        truths.append(np.asarray(labels).argmax(axis=-1))
+    with readable_pipeline_errors(dataset):
+        for images, labels in dataset:
+            probabilities.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
+            truths.append(np.asarray(labels).argmax(axis=-1))
     if not truths:
         raise ValueError("The evaluation dataset is empty.")
     return np.concatenate(truths), np.concatenate(probabilities)
+
+
+def model_read_kwargs(model) -> dict:
+    """``make_dataset`` arguments that read images as the model's training did (saved with the model), or at
+    the model's input size with the defaults for a model that carries no read settings."""
+    from .trained import read_settings_of
+
+    settings = read_settings_of(model)
+    if settings is not None:
+        return settings.dataset_kwargs()
+    return {"image_size": tuple(int(v) for v in model.input_shape[1:3])}
 
 
 def _resolve_positive(positive_class, class_names, num_classes):
@@ -153,8 +167,9 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
     Args:
         model: a trained Keras model with a softmax output (from ``fine_tune`` or ``load_trained``, which
             carry the class names and the validation-chosen threshold).
-        dataset: an ImageSet (read with the model's input size, no augmentation, no shuffling, no cache;
-            its class names and patient ids are used) or a ``tf.data.Dataset`` of (images, one-hot labels).
+        dataset: an ImageSet (read as the model's training images were read, when the model carries its
+            read settings, else at its input size; no augmentation, no shuffling, no cache; its class names
+            and patient ids are used) or a ``tf.data.Dataset`` of (images, one-hot labels).
         positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
         bootstrap: resamples for ``auc_ci`` (0 to skip).
         seed: the bootstrap's seed.
@@ -188,8 +203,7 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
             patient_ids = list(dataset.patient_ids)
     check_classes(model, class_names)
     if isinstance(dataset, ImageSet):
-        height, width = model.input_shape[1:3]
-        dataset = make_dataset(dataset, image_size=(height, width), batch_size=batch_size, shuffle=False, cache=False)
+        dataset = make_dataset(dataset, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
     else:
         width = dataset.element_spec[1].shape[-1] if isinstance(dataset.element_spec, tuple) else None
         if width is not None and width != int(model.output_shape[-1]):
@@ -205,8 +219,7 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
         positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2)
         val_data = val
         if isinstance(val, ImageSet):
-            height, width = model.input_shape[1:3]
-            val_data = make_dataset(val, image_size=(height, width), batch_size=batch_size, shuffle=False, cache=False)
+            val_data = make_dataset(val, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
         y_val, p_val = predict_with_labels(model, val_data)
         threshold, source = youden_threshold(y_val == positive, p_val[:, positive]), "validation"
     y_true, probabilities = predict_with_labels(model, dataset)

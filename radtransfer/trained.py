@@ -16,11 +16,21 @@ METADATA = "radtransfer.json"
 SCHEMA_VERSION = 1
 
 
-def set_trained_info(model, class_names=None, threshold=None, positive_class=None) -> None:
-    """Attaches the class names and operating threshold to a model (read by ``evaluate``)."""
+def set_trained_info(model, class_names=None, threshold=None, positive_class=None, read_settings=None) -> None:
+    """Attaches the class names, operating threshold and image reading settings to a model (read by
+    ``evaluate`` and ``predict``)."""
     model.radtransfer_class_names = None if class_names is None else tuple(str(c) for c in class_names)
     model.radtransfer_threshold = None if threshold is None else float(threshold)
     model.radtransfer_positive_class = positive_class
+    model.radtransfer_read_settings = None if read_settings is None else dict(read_settings)
+
+
+def read_settings_of(model):
+    """How the model's training images were read (a ``data.pipeline.ReadSettings``), or None if unknown."""
+    from .data.pipeline import ReadSettings
+
+    stored = getattr(model, "radtransfer_read_settings", None)
+    return ReadSettings.from_dict(stored) if stored else None
 
 
 def trained_info(model) -> dict:
@@ -30,6 +40,7 @@ def trained_info(model) -> dict:
         "class_names": list(getattr(model, "radtransfer_class_names", None) or []) or None,
         "threshold": getattr(model, "radtransfer_threshold", None),
         "positive_class": getattr(model, "radtransfer_positive_class", None),
+        "read_settings": getattr(model, "radtransfer_read_settings", None),
         "build": info.to_dict() if info is not None else None,
     }
 
@@ -79,9 +90,27 @@ def load_trained(path_or_run_dir):
         config = path.parent / "config.json"
         if config.exists():
             meta["class_names"] = json.loads(config.read_text()).get("class_names")
-    set_trained_info(model, meta.get("class_names"), meta.get("threshold"), meta.get("positive_class"))
+    if not meta.get("read_settings"):  # saved before read settings travelled with the model
+        meta["read_settings"] = run_read_settings(path.parent)
+    set_trained_info(model, meta.get("class_names"), meta.get("threshold"), meta.get("positive_class"),
+                     meta.get("read_settings"))
     if meta.get("build"):
         build = dict(meta["build"])
         build["input_shape"] = tuple(build["input_shape"])
         model.radtransfer_info = BuildInfo(**build)
     return model
+
+
+def run_read_settings(run_dir) -> dict | None:
+    """The read settings a run folder's config.json recorded for its training data (None if absent)."""
+    from .data.pipeline import ReadSettings
+
+    config = Path(run_dir) / "config.json"
+    if not config.exists():
+        return None
+    try:
+        train = json.loads(config.read_text())["identity"]["data"]["train"] or {}
+    except (KeyError, TypeError, ValueError):
+        return None
+    fields = ReadSettings.__dataclass_fields__
+    return {k: train[k] for k in fields if k in train} if "image_size" in train else None

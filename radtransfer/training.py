@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from .data.pipeline import readable_pipeline_errors
 from .errors import RadtransferError
 from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder, replace_atomic, write_json_atomic
 from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_compile, resolve_precision,
@@ -25,7 +26,7 @@ from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_comp
 from .seeding import derive_seed, fresh_seed, seed_layers, walk_layers
 from .strategies import apply_strategy
 from .train_config import TrainConfig, fingerprint
-from .trained import save_trained, set_trained_info
+from .trained import run_read_settings, save_trained, set_trained_info
 
 __all__ = ["FineTuneResult", "TrainingDivergedError", "fine_tune", "write_json_atomic", "resolve_precision",
            "resolve_jit_compile", "compile_model"]
@@ -188,6 +189,8 @@ class _Data:
     class_names: list | None
     signature: dict
     exact: bool                  # whether epochs are derived from (seed, epoch)
+    sources: tuple = ()          # the datasets read, to name a file that fails to decode
+    read_settings: dict | None = None  # how the training images were read (saved with the model)
 
 
 def _dataset_width(dataset):
@@ -242,8 +245,9 @@ def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _
         signature[name] = getattr(stream, "signature", None)
     stream = stream_of(train)
     if stream is not None:
-        return _Data(stream.epoch, val, stream.size, class_names, signature, True)
-    return _Data(lambda epoch, seed: train, val, _known_size(train), class_names, signature, False)
+        return _Data(stream.epoch, val, stream.size, class_names, signature, True, (train, val),
+                     stream.settings.to_dict())
+    return _Data(lambda epoch, seed: train, val, _known_size(train), class_names, signature, False, (train, val))
 
 
 # -- the public call ---------------------------------------------------------------------------
@@ -396,9 +400,9 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     if target is not None:
         copy_weights(working, target)
     threshold = _validation_threshold(public, data.val, num_classes)
-    set_trained_info(public, data.class_names, threshold, positive_class=1 if num_classes == 2 else None)
-    if working is not public:
-        set_trained_info(working, data.class_names, threshold, positive_class=1 if num_classes == 2 else None)
+    for trained in {id(public): public, id(working): working}.values():
+        set_trained_info(trained, data.class_names, threshold, positive_class=1 if num_classes == 2 else None,
+                         read_settings=data.read_settings)
     result = loop.result(summary.trainable_params, settings, run_fingerprint, threshold, data.class_names)
     result.model = public
     if folder is not None:
@@ -458,7 +462,8 @@ def _reopen(folder: RunFolder, model, class_names, status):
         load_model_weights(model, weights)
     result = FineTuneResult.from_dict(stored, model=model)
     set_trained_info(model, result.class_names or class_names, result.threshold,
-                     positive_class=1 if result.threshold is not None else None)
+                     positive_class=1 if result.threshold is not None else None,
+                     read_settings=run_read_settings(folder.path))
     if status == "diverged":
         raise _diverged_error(result, folder)
     return result
@@ -564,9 +569,11 @@ class _EpochLoop:
             if self.verbose == 1:
                 print(f"epoch {epoch + 1}/{epochs}", flush=True)
             start = time.perf_counter()
-            fit = self.model.fit(train, validation_data=self.data.val, initial_epoch=epoch, epochs=epoch + 1,
-                                 callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
-                                 class_weight=self.class_weight, verbose=1 if self.verbose == 1 else 0, shuffle=False)
+            with readable_pipeline_errors(*self.data.sources):
+                fit = self.model.fit(train, validation_data=self.data.val, initial_epoch=epoch, epochs=epoch + 1,
+                                     callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
+                                     class_weight=self.class_weight, verbose=1 if self.verbose == 1 else 0,
+                                     shuffle=False)
             logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
             logs.pop("learning_rate", None)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))

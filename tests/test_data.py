@@ -151,7 +151,8 @@ def test_dicom_from_pydicom_test_files(tmp_path):
     hu = ct.pixel_array * float(ct.RescaleSlope) + float(ct.RescaleIntercept)
     image = data.read_dicom(ct_path, window=(40, 400))
     assert image.shape == (*hu.shape, 3) and image.dtype == np.uint8
-    expected = np.round((np.clip(hu, -160, 240) + 160) / 400 * 255).astype(np.uint8)
+    # DICOM PS3.3 C.11.2.1.2.1 (linear window): ((x - (c - 0.5)) / (w - 1) + 0.5), clipped to [0, 1].
+    expected = np.round(np.clip((hu - 39.5) / 399 + 0.5, 0, 1) * 255).astype(np.uint8)
     np.testing.assert_array_equal(image[..., 0], expected)
     np.testing.assert_array_equal(image[..., 0], image[..., 1])
 

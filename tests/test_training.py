@@ -482,3 +482,71 @@ def test_multiworker_two_processes_on_localhost(splits, tmp_path):
     reports = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
     assert all(r["replicas"] == 2 for r in reports)
     assert reports[0]["loss"] == pytest.approx(reports[1]["loss"])  # one synchronised model
+
+
+def test_predict_reads_new_images_as_training_did_and_matches_the_model(first_run, splits, tmp_path):
+    """best.keras carries the read settings; predict on a folder gives the probabilities of the model on
+    images read independently (PIL, then TensorFlow's antialiased bilinear resize to the trained size)."""
+    import shutil
+
+    import pandas as pd
+    from PIL import Image
+
+    model, _, out = first_run
+    test = splits[2]
+    loaded = rt.load_trained(out)
+    assert loaded.radtransfer_read_settings == {"image_size": [32, 32], "interpolation": "bilinear",
+                                                "antialias": True, "sixteen_bit": "range", "dicom_window": None,
+                                                "frame": "middle"}
+    folder = tmp_path / "new_patients"
+    folder.mkdir()
+    for k, path in enumerate(test.paths):
+        shutil.copy(path, folder / f"{k:03d}.png")
+    frame = rt.predict(out, folder)
+    def read(path):  # the synthetic set is 16-bit grayscale: its own range → 0..255 ("range"), three channels
+        wide = np.asarray(Image.open(path)).astype(np.float64)
+        gray = np.round((wide - wide.min()) / (wide.max() - wide.min()) * 255)
+        return np.repeat(gray[..., None], 3, axis=-1)
+
+    pixels = np.stack([read(folder / f"{k:03d}.png") for k in range(len(test))])
+    resized = tf.cast(tf.round(tf.image.resize(tf.cast(pixels, tf.float32), (32, 32), antialias=True)), tf.uint8)
+    expected = np.asarray(model.predict(resized, verbose=0))
+    columns = [f"p_{c}" for c in test.class_names]
+    np.testing.assert_allclose(frame[columns].to_numpy(), expected, atol=1e-5)
+    assert list(frame["predicted"]) == [test.class_names[i] for i in expected.argmax(1)]
+    assert list(frame["path"]) == [str(folder / f"{k:03d}.png") for k in range(len(test))]
+
+    from radtransfer.cli import main
+
+    assert main(["predict", str(out), str(folder), "--out", str(tmp_path / "p.csv"),
+                 "--gradcam", str(tmp_path / "cams")]) == 0
+    written = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(written[columns].to_numpy(), expected, atol=1e-5)
+    assert len(list((tmp_path / "cams").glob("*.png"))) == len(test)
+
+
+def test_predict_on_a_dicom_series_uses_the_trained_window_and_patient_ids(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    from radtransfer.trained import save_trained, set_trained_info
+
+    model = _model(classes=2)
+    set_trained_info(model, ["normal", "lesion"], threshold=0.3, positive_class=1,
+                     read_settings={"image_size": [32, 32], "interpolation": "nearest", "antialias": True,
+                                    "sixteen_bit": "range", "dicom_window": [40, 400], "frame": "middle"})
+    save_trained(model, tmp_path / "m.keras")
+    series = tmp_path / "series"
+    series.mkdir()
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for instance, name in ((3, "a.dcm"), (1, "b.dcm"), (2, "c.dcm")):
+        ds.InstanceNumber, ds.PatientID = instance, "PAT-7"
+        ds.save_as(series / name)
+    frame = rt.predict(tmp_path / "m.keras", series)
+    assert [p.split("/")[-1] for p in frame["path"]] == ["b.dcm", "c.dcm", "a.dcm"]  # instance order
+    assert set(frame["patient_id"]) == {"PAT-7"} and frame["threshold"].iloc[0] == pytest.approx(0.3)
+    windowed = rt.data.read_dicom(series / "a.dcm", window=(40, 400))
+    resized = tf.image.resize(windowed[None].astype(np.float32), (32, 32), method="nearest")
+    expected = np.asarray(model.predict(tf.cast(tf.round(resized), tf.uint8), verbose=0))[0]
+    np.testing.assert_allclose(frame[["p_normal", "p_lesion"]].to_numpy()[2], expected, atol=1e-5)
+    assert frame["predicted"].iloc[2] == ("lesion" if expected[1] >= 0.3 else "normal")

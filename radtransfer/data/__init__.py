@@ -9,10 +9,13 @@
 
 from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
-from .decode import check_files, read_dicom
+from .decode import check_files
+from .dicom import DicomDecodeError, read_dicom
 from .imageset import ImageSet, LeakageError, check_no_leakage
-from .pipeline import BadImagesError, DataStream, make_dataset, stream_of, validate_images
-from .sources import DataSourceError, from_csv, from_directory, from_tfds
+from .pipeline import (BadImagesError, DataStream, ImageReadError, ReadSettings, make_dataset, readable_pipeline_errors,
+                       stream_of, validate_images)
+from .sources import DataSourceError, from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
+from .volumes import from_volumes
 
 __all__ = [
     "AUGMENT_PRESETS",
@@ -20,15 +23,22 @@ __all__ = [
     "BadImagesError",
     "DataSourceError",
     "DataStream",
+    "DicomDecodeError",
+    "ImageReadError",
+    "ReadSettings",
     "ImageSet",
     "LeakageError",
     "check_files",
     "check_no_leakage",
     "from_csv",
     "from_directory",
+    "from_split_directory",
     "from_tfds",
+    "from_volumes",
+    "is_split_directory",
     "make_dataset",
     "read_dicom",
+    "readable_pipeline_errors",
     "stream_of",
     "validate_images",
 ]

@@ -1,16 +1,19 @@
 """Reading image files into uint8 RGB tensors, and checking files cheaply before training.
 
 PNG (8- and 16-bit), JPEG and BMP decode inside the TensorFlow graph; DICOM goes through pydicom (the
-``dicom`` extra). Grayscale becomes three identical channels, alpha is dropped, and 16-bit images are
+``dicom`` extra, rendered by ``dicom.py``). Grayscale becomes three identical channels, alpha is dropped, and 16-bit images are
 scaled from their own value range to 0–255 instead of being truncated.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
 
 PNG_MAGIC = b"\x89PNG"
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -27,52 +30,6 @@ def is_dicom(path) -> bool:
             return handle.read(4) == b"DICM"
     except OSError:
         return False
-
-
-def _import_pydicom():
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError(
-            "Reading DICOM files needs pydicom: pip install 'radtransfer[dicom]'."
-        ) from None
-    return pydicom
-
-
-def read_dicom(path, window=None) -> np.ndarray:
-    """Reads a DICOM file into a uint8 RGB array.
-
-    Applies the rescale slope and intercept, the window (``window=(center, width)``, else the file's
-    own Window Center/Width, else the image's value range), and inverts MONOCHROME1 so that high
-    values are bright.
-    """
-    pydicom = _import_pydicom()
-    dataset = pydicom.dcmread(str(path))
-    pixels = dataset.pixel_array.astype(np.float32)
-    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422") or pixels.ndim == 3 and pixels.shape[-1] == 3:
-        if pixels.ndim == 4:  # multi-frame colour: first frame
-            pixels = pixels[0]
-        return _to_uint8_range(pixels, (0, 255) if pixels.max() <= 255 else None)
-    if pixels.ndim == 3:  # multi-frame grayscale: the middle frame
-        pixels = pixels[pixels.shape[0] // 2]
-    slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
-    pixels = pixels * slope + intercept
-    if window is None and "WindowCenter" in dataset and "WindowWidth" in dataset:
-        center, width = dataset.WindowCenter, dataset.WindowWidth
-        center = float(center[0] if isinstance(center, pydicom.multival.MultiValue) else center)
-        width = float(width[0] if isinstance(width, pydicom.multival.MultiValue) else width)
-        window = (center, width)
-    if window is not None:
-        center, width = window
-        value_range = (center - width / 2.0, center + width / 2.0)
-    else:
-        value_range = None
-    gray = _to_uint8_range(pixels, value_range)
-    if photometric == "MONOCHROME1":
-        gray = 255 - gray
-    return np.repeat(gray[..., None], 3, axis=-1)
 
 
 def _to_uint8_range(pixels: np.ndarray, value_range) -> np.ndarray:
@@ -140,56 +97,85 @@ def to_rgb(image):
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
+@dataclass
+class FileCheck:
+    """What the cheap check learnt about one file."""
+
+    reason: str | None = None   # why the file cannot be used (None: it can)
+    gray: bool = False
+    dicom: bool = False
+    key: tuple = ()             # a DICOM file's decoder path (see dicom.header_key)
+    frames: int = 1             # a DICOM file's number of frames
+
+
 def check_file(path) -> tuple[str | None, bool, bool]:
     """Checks a file cheaply (exists, readable, header decodes) without decoding its pixels.
 
     Returns:
         (None, is_grayscale, is_dicom) for a readable image, or (reason, False, False) for a bad one.
     """
-    reason, gray, dicom = _inspect(Path(path))
-    return reason, gray and reason is None, dicom and reason is None
+    result = _inspect(Path(path))
+    ok = result.reason is None
+    return result.reason, result.gray and ok, result.dicom and ok
 
 
-def _inspect(path: Path) -> tuple[str | None, bool, bool]:
+def _inspect(path: Path) -> FileCheck:
     if not path.exists():
-        return "file not found", False, False
+        return FileCheck("file not found")
     if not path.is_file():
-        return "not a file", False, False
+        return FileCheck("not a file")
     try:
         size = path.stat().st_size
         if size == 0:
-            return "empty file", False, False
+            return FileCheck("empty file")
         if is_dicom(path):
-            pydicom = _import_pydicom()
-            dataset = pydicom.dcmread(str(path), stop_before_pixels=True)
-            if "Rows" not in dataset or "Columns" not in dataset:
-                return "DICOM file without image data (no Rows/Columns)", False, True
-            return None, str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2")).startswith("MONOCHROME"), True
+            pydicom = import_pydicom()
+            header = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+            if "Rows" not in header or "Columns" not in header:
+                return FileCheck("DICOM file without image data (no Rows/Columns)", dicom=True)
+            problem = decoder_problem(header)
+            if problem:
+                return FileCheck(problem, dicom=True)
+            photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
+            return FileCheck(None, photometric.startswith("MONOCHROME"), True, header_key(header),
+                             int(header.get("NumberOfFrames", 1) or 1))
         from PIL import Image
 
         with Image.open(path) as image:
             image_format, mode = image.format, image.mode
         if image_format not in ("PNG", "JPEG", "BMP", "MPO"):
-            return f"unsupported image format {image_format}", False, False
-        with open(path, "rb") as handle:
-            handle.seek(max(size - 12, 0))
-            tail = handle.read(12)
-        if image_format == "PNG" and b"IEND" not in tail:
-            return "truncated PNG (no IEND marker)", False, False
-        if image_format in ("JPEG", "MPO") and not tail.endswith(b"\xff\xd9"):
-            return "truncated JPEG (no end-of-image marker)", False, False
-        return None, mode in GRAY_MODES, False
+            return FileCheck(f"unsupported image format {image_format}")
+        if image_format == "PNG":
+            with open(path, "rb") as handle:
+                handle.seek(max(size - 12, 0))
+                if b"IEND" not in handle.read(12):
+                    return FileCheck("truncated PNG (no IEND marker)")
+        if image_format in ("JPEG", "MPO") and not _jpeg_complete(path):
+            return FileCheck("truncated JPEG (no end-of-image marker after the last scan)")
+        return FileCheck(None, mode in GRAY_MODES)
     except PermissionError:
-        return "permission denied", False, False
+        return FileCheck("permission denied")
     except ImportError as exc:
-        return str(exc), False, False
+        return FileCheck(str(exc))
     except Exception as exc:  # PIL and pydicom raise many types for a broken header
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        return f"header does not decode ({type(exc).__name__}: {detail})", False, False
+        return FileCheck(f"header does not decode ({type(exc).__name__}: {detail})")
 
 
-def check_files(paths, workers: int = 8) -> tuple[list[tuple[str, str]], bool, np.ndarray]:
-    """Checks every file, opening each once.
+def _jpeg_complete(path: Path) -> bool:
+    """An end-of-image marker follows the last start-of-scan; bytes after it (phones, PACS) are fine."""
+    data = path.read_bytes()
+    last_scan = data.rfind(b"\xff\xda")
+    return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
+
+
+def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str, str]], bool, np.ndarray]:
+    """Checks every file, opening each once, and decodes one DICOM of each kind.
+
+    DICOM files are grouped by what decides how their pixels decode (transfer syntax, photometric
+    interpretation, bit depth, samples, frames); the first file of each group is decoded and rendered,
+    and if it fails, every file of the group is reported with the transfer syntax and the package that
+    decodes it.
 
     Returns:
         ((path, reason) for the bad files in input order, whether every good file is grayscale,
@@ -197,8 +183,28 @@ def check_files(paths, workers: int = 8) -> tuple[list[tuple[str, str]], bool, n
     """
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(check_file, paths, chunksize=64))
-    bad = [(p, reason) for p, (reason, _, _) in zip(paths, results) if reason is not None]
-    all_gray = all(gray for reason, gray, _ in results if reason is None)
-    dicom = np.array([d for _, _, d in results], dtype=bool)
+        results = list(pool.map(lambda p: _inspect(Path(p)), paths, chunksize=64))
+    groups: dict = {}
+    for i, result in enumerate(results):
+        if result.reason is None and result.dicom:
+            groups.setdefault(result.key, []).append(i)
+    for members in groups.values():
+        first = members[0]
+        try:
+            read_dicom(paths[first], frame=frame)
+        except DicomDecodeError as exc:
+            reason = exc.reason
+        except Exception as exc:
+            reason = decode_failure_reason(import_pydicom().dcmread(paths[first], stop_before_pixels=True, force=True), exc)
+        else:
+            continue
+        for i in members:
+            results[i].reason = reason
+    if not isinstance(frame, str):
+        for result in results:
+            if result.reason is None and result.dicom and result.frames > 1 and frame >= result.frames:
+                result.reason = f"the file has {result.frames} frames; frame={frame} does not exist"
+    bad = [(p, r.reason) for p, r in zip(paths, results) if r.reason is not None]
+    all_gray = all(r.gray for r in results if r.reason is None)
+    dicom = np.array([r.dicom for r in results], dtype=bool)
     return bad, all_gray, dicom

@@ -134,12 +134,17 @@ class ImageSet:
             n_test, n_val = int(round(test * n)), int(round(val * n))
             if n >= 2 and test > 0:
                 n_test = max(n_test, 1)
+            n_test = min(n_test, max(n - 1, 0))   # train keeps at least one
             if n - n_test >= 2 and val > 0:
                 n_val = max(n_val, 1)
+            n_val = min(n_val, max(n - n_test - 1, 0))
             part[members[:n_test]] = 2
             part[members[n_test:n_test + n_val]] = 1
         image_part = part[inverse]
         parts = tuple(self.subset(np.flatnonzero(image_part == p)) for p in (0, 1, 2))
+        if len(self) and len(parts[0]) == 0:
+            raise ValueError(f"split(val={val}, test={test}) leaves no images for training ({len(unique)} "
+                             f"{'patients' if by == 'patient' else 'images'}). Use smaller fractions or more data.")
         for name, fraction, piece in (("val", val, parts[1]), ("test", test, parts[2])):
             if fraction > 0 and len(piece) == 0:
                 warnings.warn(f"The {name} part is empty: {len(unique)} {'patients' if by == 'patient' else 'images'} "

@@ -1,12 +1,15 @@
 """make_dataset: an ImageSet → a tf.data pipeline of (uint8 RGB images, one-hot labels).
 
 Order: read → decode → resize → cache (uint8) → shuffle → batch → augment → prefetch. The cache holds
-resized uint8 images, so every random operation comes after it and differs between epochs.
+resized uint8 images, so every random operation comes after it and differs between epochs. Where the
+cache lives (memory, disk, none) is chosen in ``cache.py``.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +17,9 @@ import numpy as np
 from ..backbones import did_you_mean, get_backbone
 from ..errors import RadtransferError
 from .augment import augment_batch, get_augment
-from .decode import _to_uint8_range, check_files, decode_image_tf, read_dicom
+from .cache import LOG, CacheChoice, choose_cache, claim
+from .decode import _to_uint8_range, check_files, decode_image_tf, to_rgb
+from .dicom import check_frame, read_dicom
 from .imageset import ImageSet
 
 MAX_LISTED = 20
@@ -36,7 +41,7 @@ def _bad_list(bad) -> str:
     return "\n".join(lines)
 
 
-def validate_images(image_set: ImageSet, on_bad: str = "raise") -> tuple[ImageSet, bool, np.ndarray | None]:
+def validate_images(image_set: ImageSet, on_bad: str = "raise", frame="middle") -> tuple[ImageSet, bool, np.ndarray | None]:
     """Checks every file cheaply (exists, readable, header decodes) before any training.
 
     Args:
@@ -51,7 +56,7 @@ def validate_images(image_set: ImageSet, on_bad: str = "raise") -> tuple[ImageSe
     if image_set.paths is None:
         gray = all(np.ndim(im) == 2 or np.shape(im)[-1] in (1, 2) for im in image_set.images)
         return image_set, gray, None
-    bad, all_gray, dicom = check_files(image_set.paths)
+    bad, all_gray, dicom = check_files(image_set.paths, frame=frame)
     if not bad:
         return image_set, all_gray, dicom
     if on_bad == "raise":
@@ -86,28 +91,38 @@ def _check_size(image_size, backbone) -> tuple[int, int]:
 
 
 def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 32, augment=None, shuffle: bool = True,
-                 cache=True, seed: int | None = None, interpolation: str = "bilinear", on_bad: str = "raise",
+                 cache="auto", seed: int | None = None, interpolation: str = "bilinear", on_bad: str = "raise",
                  backbone: str | None = None, shuffle_buffer: int = 4096, dicom_window=None,
-                 sixteen_bit: str = "range", drop_remainder: bool = False):
+                 sixteen_bit: str = "range", drop_remainder: bool = False, antialias: bool = True,
+                 frame="middle", memory_budget=None, cache_dir=None):
     """Builds the input pipeline for training or evaluation.
 
     Args:
-        image_set: from ``data.from_directory``, ``from_csv`` or ``from_tfds`` (or a split of one).
+        image_set: from ``data.from_directory``, ``from_csv``, ``from_tfds`` or ``from_volumes`` (or a split).
         image_size: (height, width) the images are resized to.
         batch_size: images per batch.
         augment: None, "radimagenet" (the reference's training augmentation), "radimagenet_ct"
             (without rotation and flip, as the CT tasks) or an ``Augment(...)``.
-        shuffle: shuffle the images each epoch (use False for validation and test).
-        cache: True (in memory), a file path prefix (on disk; the file is named by the images and decode
-            settings it holds, so different splits never share one), or False.
+        shuffle: shuffle the images each epoch (use False for validation and test). Every batch is a
+            uniform draw from the whole set whatever the order of the files (see docs/data.md).
+        cache: "auto" (memory if the resized set fits ``memory_budget``, else a file in ``cache_dir``, else
+            none; the choice is logged and kept in ``stream_of(ds).cache``), True (memory), False (read the
+            files every epoch), or a file path prefix (on disk; the file is named by the images, their order
+            and the decode settings, so different splits never share one).
         seed: makes shuffling and augmentation reproducible (still different in every epoch).
         interpolation: resize method; "nearest" reproduces the reference loader.
         on_bad: "raise" or "skip" for unreadable files (checked before anything is decoded).
         backbone: if given, image_size is checked against its minimum input size.
-        shuffle_buffer: the most images the shuffle buffer holds.
-        dicom_window: (center, width) for DICOM files, overriding the files' own window.
+        shuffle_buffer: the shuffle buffer over a disk cache (written in a random order); memory caches
+            and uncached reads are shuffled completely.
+        dicom_window: (center, width) for DICOM files, overriding the files' own VOI LUT and window.
         sixteen_bit: "range" (a 16-bit image's own min..max → 0..255) or "full" (0..65535 → 0..255).
         drop_remainder: drop the last, smaller batch.
+        antialias: low-pass filter when shrinking (bilinear, bicubic, lanczos3, area); no effect when
+            enlarging or with "nearest".
+        frame: the frame of multi-frame DICOM files: "middle", "first", "last" or an index.
+        memory_budget: bytes (or "8GiB") an "auto" cache may keep in memory.
+        cache_dir: folder for "auto" disk caches.
 
     Returns:
         A ``tf.data.Dataset`` of (uint8 images (batch, H, W, 3), float32 one-hot labels (batch, classes)).
@@ -118,84 +133,154 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         raise TypeError(f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}")
     if len(image_set) == 0:
         raise ValueError("The image set is empty: there is nothing to build a dataset from.")
-    height, width = _check_size(image_size, backbone)
+    settings = ReadSettings(_check_size(image_size, backbone), interpolation, bool(antialias), sixteen_bit,
+                            None if dicom_window is None else tuple(float(v) for v in dicom_window), check_frame(frame))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Unknown interpolation {interpolation!r}; expected one of {INTERPOLATIONS}."
-                         f"{did_you_mean(interpolation, INTERPOLATIONS)}")
-    if sixteen_bit not in ("range", "full"):
-        raise ValueError(f"Expected sixteen_bit='range' or 'full'. Received: {sixteen_bit!r}")
     params = get_augment(augment)
-    image_set, gray, dicom = validate_images(image_set, on_bad)
+    image_set, gray, dicom = validate_images(image_set, on_bad, frame=settings.frame)
     num_classes = image_set.num_classes
     # Grayscale sets keep one channel through resize, cache and augmentation (a third of the work and
     # memory) and become three identical channels at the end.
     channels = 1 if gray else 3
-
-    def resize(image):
-        resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), method=interpolation)
-        return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
-
-    if image_set.paths is None:
-        images = [_as_rgb_uint8(np.asarray(im))[..., :channels] for im in image_set.images]
-        resized = np.stack([resize(im).numpy() for im in images])
-        dataset = tf.data.Dataset.from_tensor_slices((resized, image_set.labels))
-    else:
-        paths = np.asarray(image_set.paths, dtype=str)
-        dataset = tf.data.Dataset.from_tensor_slices((paths, dicom, image_set.labels))
-
-        def read_dicom_np(path):
-            return read_dicom(path.decode(), window=dicom_window)
-
-        def load(path, is_dcm, label):
-            image = tf.cond(
-                is_dcm,
-                lambda: tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False)[..., :channels],
-                lambda: decode_image_tf(tf.io.read_file(path), sixteen_bit, channels),
-            )
-            image.set_shape([None, None, channels])
-            return resize(image), label
-
-        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    dataset = dataset.map(
-        lambda image, label: (image, tf.one_hot(label, num_classes, dtype=tf.float32)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    if cache is True:
-        dataset = dataset.cache()
-    elif cache:
-        dataset = dataset.cache(cache_path(cache, image_set, (height, width), interpolation, channels, dicom_window,
-                                           sixteen_bit))
-    stream = DataStream(dataset, len(image_set), batch_size, shuffle, min(len(image_set), shuffle_buffer), params,
-                        seed, channels, drop_remainder)
+    n = len(image_set)
+    # Images are read (and written to a cache) in a fixed random order when shuffling, so that no part of
+    # the cache is sorted by class whatever the file order; the order depends on the set's content only.
+    order = np.arange(n)
+    if shuffle:
+        order = np.random.default_rng(int(content_hash(image_set), 16) % (2 ** 63)).permutation(n)
+    labels = image_set.labels[order]
+    load = _loader(image_set, order, settings, dicom, channels, num_classes)
+    height, width = settings.image_size
+    name = cache_name(image_set, settings, channels, shuffle)
+    choice = choose_cache(cache, n * height * width * channels, name, memory_budget, cache_dir)
+    LOG.info("%d images at %dx%dx%d: cache %s (%s)", n, height, width, channels, choice.mode, choice.reason)
+    stream = DataStream(load, n, batch_size, shuffle, min(n, shuffle_buffer), params, seed, channels,
+                        drop_remainder, choice, settings, labels=labels,
+                        paths=None if image_set.paths is None else image_set.paths[order])
+    if choice.mode == "memory":
+        claim(stream, choice.nbytes)
     stream.describe = lambda: {  # hashed only when a run's fingerprint asks (not for evaluation)
-        "images": content_hash(image_set), "n": len(image_set), "image_size": [height, width],
-        "interpolation": interpolation, "batch_size": batch_size, "shuffle": shuffle,
-        "augment": None if params is None else repr(params), "dicom_window": dicom_window,
-        "sixteen_bit": sixteen_bit, "drop_remainder": drop_remainder}
+        "images": content_hash(image_set), "n": n, "batch_size": batch_size, "shuffle": shuffle,
+        "augment": None if params is None else repr(params), "drop_remainder": drop_remainder,
+        **settings.to_dict()}
     result = stream.dataset()
     result.radtransfer_stream = stream
     return result
 
 
-def cache_path(prefix, image_set: ImageSet, size, interpolation, channels, dicom_window, sixteen_bit) -> str:
-    """The file cache of one set of images read one way: ``<prefix>_<content hash>``.
+@dataclass(frozen=True)
+class ReadSettings:
+    """How image files become model inputs: what a trained model must be given to see images as in training."""
+
+    image_size: tuple
+    interpolation: str = "bilinear"
+    antialias: bool = True
+    sixteen_bit: str = "range"
+    dicom_window: tuple | None = None
+    frame: object = "middle"
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"Unknown interpolation {self.interpolation!r}; expected one of {INTERPOLATIONS}."
+                             f"{did_you_mean(str(self.interpolation), INTERPOLATIONS)}")
+        if self.sixteen_bit not in ("range", "full"):
+            raise ValueError(f"Expected sixteen_bit='range' or 'full'. Received: {self.sixteen_bit!r}")
+
+    def to_dict(self) -> dict:
+        return {"image_size": list(self.image_size), "interpolation": self.interpolation,
+                "antialias": self.antialias, "sixteen_bit": self.sixteen_bit,
+                "dicom_window": None if self.dicom_window is None else list(self.dicom_window), "frame": self.frame}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ReadSettings":
+        values = dict(values)
+        values["image_size"] = tuple(values["image_size"])
+        if values.get("dicom_window") is not None:
+            values["dicom_window"] = tuple(values["dicom_window"])
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def dataset_kwargs(self) -> dict:
+        """The ``make_dataset`` arguments that read images this way."""
+        return {"image_size": self.image_size, "interpolation": self.interpolation, "antialias": self.antialias,
+                "sixteen_bit": self.sixteen_bit, "dicom_window": self.dicom_window, "frame": self.frame}
+
+
+def resize_image(image, settings: ReadSettings):
+    """A uint8 HxWxC tensor resized to ``settings.image_size`` (antialiased when shrinking, if asked)."""
+    import tensorflow as tf
+
+    antialias = settings.antialias and settings.interpolation != "nearest"
+    resized = tf.image.resize(tf.cast(image, tf.float32), settings.image_size, method=settings.interpolation,
+                              antialias=antialias)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
+def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels: int, num_classes: int):
+    """index dataset → (resized uint8 image, one-hot label) dataset, reading images ``order[i]``.
+
+    Files decode in the graph (DICOM through pydicom in a numpy_function); in-memory images (tfds,
+    volumes) are handed over by reference and resized in the graph, in parallel, with no copy.
+    """
+    import tensorflow as tf
+
+    labels = tf.constant(image_set.labels[order])
+
+    if image_set.paths is None:
+        images = [image_set.images[i] for i in order]
+
+        def fetch(index):
+            return _as_uint8(np.asarray(images[int(index)]))
+
+        def read(index):
+            image = tf.numpy_function(fetch, [index], tf.uint8, stateful=False)
+            image.set_shape([None, None, None])
+            image = image[..., :channels] if channels == 1 else to_rgb(image)
+            image.set_shape([None, None, channels])
+            return image
+    else:
+        paths = tf.constant(np.asarray(image_set.paths[order], dtype=str))
+        is_dicom = tf.constant(dicom[order])
+
+        def read_dicom_np(path):
+            path = path.decode()
+            try:
+                return read_dicom(path, window=settings.dicom_window, frame=settings.frame)
+            except Exception as exc:  # becomes one line naming the file (see readable_pipeline_errors)
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                raise ValueError(_mark(path, reason)) from None
+
+        def read(index):
+            path = paths[index]
+            image = tf.cond(
+                is_dicom[index],
+                lambda: tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False)[..., :channels],
+                lambda: decode_image_tf(tf.io.read_file(path), settings.sixteen_bit, channels),
+            )
+            image.set_shape([None, None, channels])
+            return image
+
+    def load(indices):
+        return indices.map(
+            lambda i: (resize_image(read(i), settings), tf.one_hot(labels[i], num_classes, dtype=tf.float32)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    return load
+
+
+def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool) -> str:
+    """The name of a file cache holding one set of images, in one order, read one way.
 
     TensorFlow reuses any existing cache file of a prefix, whichever dataset asks; naming the file by what it
-    holds (the files, labels and decode settings) means two splits, two folds or two datasets never read each
-    other's images.
+    holds (the files, labels, order and decode settings) means two splits, two folds or two datasets never
+    read each other's images.
     """
     import hashlib
-    from pathlib import Path
 
     digest = hashlib.sha256(content_hash(image_set).encode())
-    for part in (list(size), interpolation, channels, dicom_window, sixteen_bit):
+    for part in (sorted(settings.to_dict().items()), channels, permuted):
         digest.update(repr(part).encode())
-    prefix = Path(str(prefix)).expanduser()
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    return f"{prefix}_{digest.hexdigest()[:16]}"
+    return digest.hexdigest()[:16]
 
 
 def content_hash(image_set: ImageSet) -> str:
@@ -213,16 +298,20 @@ def content_hash(image_set: ImageSet) -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclass
+@dataclass(eq=False)
 class DataStream:
-    """A cached, unbatched dataset and how to draw epochs from it.
+    """A data set's images, where they are cached, and how epochs are drawn from them.
 
     ``epoch(k, seed)`` gives epoch k's batches, shuffled and augmented from streams derived from
     (seed, k) alone: the same in a run resumed at epoch k as in one that never stopped. ``dataset()``
     is the plain form that ``make_dataset`` returns (reshuffled on every iteration).
+
+    Shuffling: a memory cache is shuffled with a buffer as large as the set (the buffer holds references
+    to the cached images, not copies); uncached reads permute the whole index list each epoch; a disk cache
+    is written in a random order and shuffled with a ``buffer``-sized buffer on top.
     """
 
-    base: object            # the cached, unbatched tf.data.Dataset of (image, one-hot label)
+    load: object            # index dataset -> (image, one-hot label) dataset
     size: int
     batch_size: int
     shuffle: bool
@@ -231,7 +320,11 @@ class DataStream:
     seed: int | None
     channels: int
     drop_remainder: bool
-    describe: object = None  # () -> what the images and decode settings are (for run fingerprints)
+    cache: CacheChoice
+    settings: ReadSettings
+    labels: np.ndarray = None   # labels in the stream's base order
+    paths: np.ndarray = None    # file paths in the stream's base order (None for in-memory images)
+    describe: object = None     # () -> what the images and decode settings are (for run fingerprints)
 
     @property
     def signature(self) -> dict | None:
@@ -244,6 +337,30 @@ class DataStream:
     @property
     def augmenting(self) -> bool:
         return self.params is not None and not self.params.is_identity
+
+    def _cached(self):
+        if not hasattr(self, "_base"):
+            import tensorflow as tf
+
+            base = self.load(tf.data.Dataset.range(self.size))
+            if self.cache.mode == "memory":
+                base = base.cache()
+            elif self.cache.mode == "disk":
+                base = base.cache(self.cache.path)
+            self._base = base
+        return self._base
+
+    def _elements(self, shuffle_seed, reshuffle: bool):
+        import tensorflow as tf
+
+        if not self.shuffle:
+            return self._cached()
+        if self.cache.mode == "none":
+            indices = tf.data.Dataset.range(self.size).shuffle(self.size, seed=shuffle_seed,
+                                                               reshuffle_each_iteration=reshuffle)
+            return self.load(indices)
+        buffer = self.size if self.cache.mode == "memory" else self.buffer
+        return self._cached().shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
 
     def _finish(self, dataset, augment_seeds):
         import tensorflow as tf
@@ -264,11 +381,8 @@ class DataStream:
     def dataset(self):
         import tensorflow as tf
 
-        dataset = self.base
-        if self.shuffle:
-            dataset = dataset.shuffle(self.buffer, seed=self.seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=self.seed, rerandomize_each_iteration=True).batch(2)
-        return self._finish(dataset, seeds)
+        return self._finish(self._elements(self.seed, True), seeds)
 
     def epoch(self, epoch: int, seed: int | None = None):
         """Epoch ``epoch``'s dataset; its randomness depends only on (seed, epoch).
@@ -282,17 +396,101 @@ class DataStream:
         from ..seeding import derive_seed, fresh_seed
 
         base_seed = seed if seed is not None else (self.seed if self.seed is not None else fresh_seed())
-        dataset = self.base
-        if self.shuffle:
-            dataset = dataset.shuffle(self.buffer, seed=derive_seed(base_seed, "shuffle", epoch),
-                                      reshuffle_each_iteration=False)
         seeds = tf.data.Dataset.random(seed=derive_seed(base_seed, "augment", epoch)).batch(2)
-        return self._finish(dataset, seeds)
+        return self._finish(self._elements(derive_seed(base_seed, "shuffle", epoch), False), seeds)
 
 
 def stream_of(dataset) -> DataStream | None:
     """The DataStream behind a dataset made by ``make_dataset`` (None for any other dataset)."""
     return getattr(dataset, "radtransfer_stream", None)
+
+
+# -- errors from inside the pipeline -------------------------------------------------------------
+
+_MARK = "<<radtransfer-unreadable>>"
+
+
+class ImageReadError(RadtransferError, ValueError):
+    """An image could not be read while the pipeline ran (the message names the file when it can)."""
+
+
+def _mark(path: str, reason: str) -> str:
+    return f"{_MARK}{json.dumps({'path': path, 'reason': reason})}{_MARK}"
+
+
+def _unmark(message: str):
+    start = message.find(_MARK)
+    if start < 0:
+        return None
+    end = message.find(_MARK, start + len(_MARK))
+    try:
+        return json.loads(message[start + len(_MARK):end])
+    except ValueError:
+        return None
+
+
+@contextmanager
+def readable_pipeline_errors(*datasets):
+    """Turns a TensorFlow error raised while reading images into one line that names the file.
+
+    DICOM failures carry their file and reason out of the pipeline. A PNG/JPEG/BMP that fails inside
+    TensorFlow's decoder is found by decoding the datasets' files with Pillow (only after a failure).
+    """
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        message = str(getattr(exc, "message", exc))
+        marked = _unmark(message)
+        if marked is not None:
+            raise ImageReadError(f"Cannot read '{marked['path']}': {marked['reason']}") from None
+        if not _is_decode_failure(message):
+            raise
+        detail = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+        paths = []
+        for dataset in datasets:
+            stream = dataset if isinstance(dataset, DataStream) else stream_of(dataset)
+            if stream is not None and stream.paths is not None:
+                paths += list(stream.paths)
+        culprit = find_undecodable(paths)
+        if culprit is not None:
+            raise ImageReadError(f"Cannot read '{culprit[0]}': {culprit[1]} (TensorFlow: {detail})") from None
+        raise ImageReadError(f"An image failed to decode inside the input pipeline (TensorFlow: {detail}).") from None
+
+
+_DECODE_WORDS = ("decode", "jpeg", "png", "bmp", "image", "read_file", "readfile", "no such file",
+                 "not found", "permission denied", "corrupt", "premature end")
+
+
+def _is_decode_failure(message: str) -> bool:
+    lower = message.lower()
+    return any(word in lower for word in _DECODE_WORDS)
+
+
+def find_undecodable(paths, workers: int = 8):
+    """(path, reason) of the first file (in the given order) that Pillow cannot fully decode, or None."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .decode import is_dicom
+
+    def full_decode(path):
+        if is_dicom(path):
+            return None
+        try:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                image.load()
+        except Exception as exc:  # PIL raises many types for broken data
+            return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'does not decode'}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, reason in zip(paths, pool.map(full_decode, list(paths))):
+            if reason is not None:
+                return str(path), reason
+    return None
 
 
 def _to_rgb_batch(images):
@@ -303,12 +501,11 @@ def _to_rgb_batch(images):
     return images
 
 
-def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+def _as_uint8(image: np.ndarray) -> np.ndarray:
+    """An in-memory image as uint8 HxWxC (wider types scaled from their own range, as 16-bit PNGs are)."""
     if image.ndim == 2:
         image = image[..., None]
     if image.dtype != np.uint8:
-        wide = image.dtype == np.uint16 or image.max() > 255
+        wide = image.dtype == np.uint16 or image.max() > 255 or image.min() < 0
         image = _to_uint8_range(image.astype(np.float32), None if wide else (0, 255))
-    if image.shape[-1] < 3:
-        image = np.repeat(image[..., :1], 3, axis=-1)
-    return image[..., :3]
+    return image

@@ -21,6 +21,54 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+PART_ORDER = ("train", "val", "test")
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _has_images(folder: Path) -> bool:
+    return any(_is_image(p) for p in folder.rglob("*"))
+
+
+def _split_parts(root: Path) -> dict | None:
+    """{part: folder name} when ``root``'s sub-folders are split parts (train/val/test, Training/Testing)
+    that each hold class folders; None otherwise."""
+    folders = _subfolders(root)
+    parts = {SPLIT_NAMES[f.lower()]: f for f in folders if f.lower() in SPLIT_NAMES}
+    if len(parts) < 2 or len(parts) != len(folders):
+        return None
+    if not all(_subfolders(root / f) for f in parts.values()):
+        return None
+    return parts
+
+
+def _check_layout(root: Path, folders: list[str]) -> None:
+    """Refuses layouts that would silently read as the wrong classes."""
+    parts = _split_parts(root)
+    if parts:
+        names = ", ".join(f"{f}/" for f in parts.values())
+        classes = _subfolders(root / next(iter(parts.values())))
+        raise DataSourceError(
+            f"'{root}' is split already: {names} each hold class folders ({', '.join(classes[:6])}"
+            f"{', ...' if len(classes) > 6 else ''}), so reading it as one set would make the parts the classes. "
+            f"Read the parts with data.from_split_directory('{root}') (one class order for all parts), or one "
+            f"part with data.from_directory('{root / next(iter(parts.values()))}').")
+    if len(folders) == 1:
+        inner = root / folders[0]
+        deeper = _subfolders(inner)
+        if deeper and any(_has_images(inner / d) for d in deeper):
+            hint = "it is split already, so use data.from_split_directory" if _split_parts(inner) else \
+                "use data.from_directory"
+            raise DataSourceError(
+                f"'{root}' holds one folder, '{folders[0]}', whose sub-folders ({', '.join(deeper[:6])}) look like "
+                f"the classes: the class folders are one level deeper than expected; {hint}('{inner}').")
+        raise DataSourceError(f"'{root}' has one class folder ('{folders[0]}'); a classifier needs at least two.")
+
+
 def from_directory(root, class_names=None) -> ImageSet:
     """Reads one sub-folder per class (e.g. ``root/glioma/*.png``); files are sorted by path.
 
@@ -29,17 +77,20 @@ def from_directory(root, class_names=None) -> ImageSet:
         class_names: the classes to read, in label order (default: all sub-folders, sorted).
 
     Raises:
-        DataSourceError: the folder does not exist, has no class folders, or a class has no images.
+        DataSourceError: the folder does not exist, has no class folders, a class has no images, or the
+            layout is not one of class folders (a split layout such as Training/ and Testing/, or class
+            folders nested one level deeper).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataSourceError(f"Image folder not found: '{root}'. Expected one sub-folder per class.")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = _subfolders(root)
     if not folders:
         raise DataSourceError(
             f"'{root}' has no class sub-folders. Expected a layout such as {root}/<class name>/<image>.png."
         )
     if class_names is None:
+        _check_layout(root, folders)
         class_names = folders
     missing = [c for c in class_names if c not in folders]
     if missing:
@@ -56,6 +107,49 @@ def from_directory(root, class_names=None) -> ImageSet:
         paths += [str(p) for p in files]
         labels += [label] * len(files)
     return ImageSet(paths=np.array(paths, dtype=object), labels=np.array(labels), class_names=tuple(class_names))
+
+
+def is_split_directory(root) -> bool:
+    """Whether ``root`` holds split parts (train/val/test, Training/Testing, ...) over class folders."""
+    root = Path(root).expanduser()
+    return root.is_dir() and _split_parts(root) is not None
+
+
+def from_split_directory(root, class_names=None) -> dict:
+    """Reads a layout split already, e.g. ``root/Training/<class>/...`` and ``root/Testing/<class>/...``.
+
+    Part folders are recognised case-insensitively: train/training, val/valid/validation/dev, test/testing.
+
+    Args:
+        root: the folder holding the part folders.
+        class_names: the class order (default: the training part's class folders, sorted).
+
+    Returns:
+        {"train": ImageSet, "test": ImageSet, and "val" when there is one}, all with the same class order.
+
+    Raises:
+        DataSourceError: ``root`` is not a split layout, or a part's classes differ from the training part's
+            (the message names the classes each side lacks).
+    """
+    root = Path(root).expanduser()
+    parts = _split_parts(root) if root.is_dir() else None
+    if not parts:
+        raise DataSourceError(f"'{root}' is not a split layout: expected part folders such as train/ and test/ "
+                              f"(or Training/ and Testing/), each holding one folder per class.")
+    reference = "train" if "train" in parts else next(p for p in PART_ORDER if p in parts)
+    if class_names is None:
+        class_names = _subfolders(root / parts[reference])
+    class_names = [str(c) for c in class_names]
+    for part, folder in parts.items():
+        found = _subfolders(root / folder)
+        only_here = sorted(set(found) - set(class_names))
+        missing = sorted(set(class_names) - set(found))
+        if only_here or missing:
+            detail = (f" classes only in {folder}/: {only_here}." if only_here else "") + \
+                     (f" classes missing from {folder}/: {missing}." if missing else "")
+            raise DataSourceError(f"The parts of '{root}' have different classes:{detail} Every part needs the "
+                                  f"training classes {class_names} (a class never trained cannot be predicted).")
+    return {part: from_directory(root / parts[part], class_names=class_names) for part in PART_ORDER if part in parts}
 
 
 def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "label", patient_col: str | None = None,

@@ -1,0 +1,268 @@
+"""DICOM files rendered the way a viewer shows them, through pydicom's own functions.
+
+Grayscale: modality LUT (rescale slope/intercept or a Modality LUT Sequence) → VOI LUT (the file's VOI LUT
+Sequence, else its window with its VOI LUT Function, else the image's own value range) → 0–255, with
+MONOCHROME1 inverted so that high values are bright. PALETTE COLOR goes through the file's colour LUT;
+YBR images are converted to RGB. Enhanced multi-frame files take their rescale and window from the
+functional groups of the chosen frame.
+
+Multi-frame files give one image per file, chosen by ``frame``: "middle" (default), "first", "last" or a
+frame index. Only that frame is decoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RadtransferError
+
+FRAME_POLICIES = ("middle", "first", "last")
+MIN_PYDICOM = (3, 0)
+INSTALL_HINT = "pip install 'radtransfer[dicom]'"
+
+# Which package decodes each compressed transfer syntax (pydicom's own decoders need them).
+_DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or Pillow)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (12-bit JPEG; Pillow decodes only 8-bit)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
+    "1.2.840.10008.1.2.4.80": "pyjpegls (or pylibjpeg-libjpeg)",
+    "1.2.840.10008.1.2.4.81": "pyjpegls (or pylibjpeg-libjpeg)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (optional: pydicom decodes RLE itself)",
+}
+
+
+class DicomDecodeError(RadtransferError, ValueError):
+    """A DICOM file's pixels cannot be decoded or rendered (the message names the file)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"'{path}': {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def import_pydicom():
+    """pydicom ≥ 3, or an ImportError that says how to install it."""
+    try:
+        import pydicom
+    except ImportError:
+        raise ImportError(f"Reading DICOM files needs pydicom ≥ 3: {INSTALL_HINT}.") from None
+    version = tuple(int(p) for p in pydicom.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_PYDICOM:
+        raise ImportError(
+            f"radtransfer renders DICOM with pydicom ≥ 3's pixel functions; found pydicom {pydicom.__version__}. "
+            f"Upgrade: {INSTALL_HINT}."
+        )
+    return pydicom
+
+
+def check_frame(frame):
+    """Validates a ``frame=`` policy (a name or a non-negative frame index)."""
+    if isinstance(frame, (int, np.integer)) and not isinstance(frame, bool) and frame >= 0:
+        return int(frame)
+    if frame in FRAME_POLICIES:
+        return frame
+    raise ValueError(f"Expected frame= one of {FRAME_POLICIES} or a frame index ≥ 0. Received: frame={frame!r}")
+
+
+def frame_index(frame, n_frames: int, path="") -> int:
+    """The index a ``frame`` policy picks among ``n_frames`` frames."""
+    if frame == "middle":
+        return n_frames // 2
+    if frame == "first":
+        return 0
+    if frame == "last":
+        return n_frames - 1
+    if frame >= n_frames:
+        raise DicomDecodeError(path, f"the file has {n_frames} frame(s); frame={frame} does not exist")
+    return frame
+
+
+def transfer_syntax_text(uid) -> str:
+    name = getattr(uid, "name", "") or ""
+    return f"{name} ({uid})" if name and name != str(uid) else str(uid)
+
+
+def decoder_problem(header) -> str | None:
+    """Why this machine has no decoder for a file's transfer syntax (None when it has one)."""
+    from pydicom.pixels import get_decoder
+
+    meta = getattr(header, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if uid is None or not uid.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"pydicom cannot decode transfer syntax {transfer_syntax_text(uid)} at all"
+    if decoder.is_available:
+        return None
+    package = _DECODER_PACKAGES.get(str(uid), "a pydicom decoder plugin")
+    return (f"no decoder here for transfer syntax {transfer_syntax_text(uid)}: install {package} "
+            f"({INSTALL_HINT})")
+
+
+def decode_failure_reason(header, exc: Exception) -> str:
+    """One line for a file whose pixels failed to decode: the transfer syntax, the error, the package."""
+    meta = getattr(header, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    detail = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip()) or type(exc).__name__
+    text = f"pixels do not decode ({detail})"
+    if uid is not None:
+        text += f"; transfer syntax {transfer_syntax_text(uid)}"
+        package = _DECODER_PACKAGES.get(str(uid))
+        if package:
+            text += f", decoded by {package} ({INSTALL_HINT})"
+    return text
+
+
+def read_dicom(path, window=None, frame="middle") -> np.ndarray:
+    """Reads one frame of a DICOM file into a uint8 RGB array, rendered as a viewer would.
+
+    Args:
+        path: the DICOM file.
+        window: (center, width) in modality units (e.g. Hounsfield units), replacing the file's VOI LUT
+            and window; the file's VOI LUT Function (linear, linear exact, sigmoid) still applies.
+        frame: which frame of a multi-frame file: "middle", "first", "last" or an index.
+
+    Raises:
+        DicomDecodeError: the pixels cannot be decoded or rendered (names the file and the reason).
+    """
+    import_pydicom()
+    frame = check_frame(frame)
+    try:
+        return _render(Path(path), window, frame)
+    except DicomDecodeError:
+        raise
+    except Exception as exc:  # decoders and LUT code raise many types
+        try:
+            import pydicom
+
+            header = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+        except Exception:
+            header = None
+        raise DicomDecodeError(path, decode_failure_reason(header, exc)) from None
+
+
+def _render(path: Path, window, frame) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    header = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
+    n_frames = int(header.get("NumberOfFrames", 1) or 1)
+    index = frame_index(frame, n_frames, path) if n_frames > 1 else None
+    pixels = pixel_array(str(path), index=index)  # decodes only the chosen frame; YBR comes back as RGB
+    if n_frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == n_frames:
+        pixels = pixels[index]  # some decoders ignore index for single-fragment data
+    _lift_functional_groups(header, index or 0)
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        return _palette(pixels, header)
+    if pixels.ndim == 3:  # RGB, and YBR already converted by pydicom
+        bits = int(header.get("BitsStored", 8) or 8)
+        return _scale(pixels.astype(np.float64), (0.0, float(2 ** bits - 1)))
+    gray = _grayscale(pixels, header, window)
+    if photometric == "MONOCHROME1":
+        gray = 255 - gray
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _grayscale(pixels: np.ndarray, ds, window) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, apply_windowing
+
+    values = apply_modality_lut(pixels, ds)
+    if window is not None:
+        center, width = (float(v) for v in window)
+        for keyword in ("VOILUTSequence",):
+            if keyword in ds:
+                del ds[keyword]
+        ds.WindowCenter, ds.WindowWidth = center, width
+    has_lut = bool(ds.get("VOILUTSequence")) and None not in (
+        ds.VOILUTSequence[0].get("LUTDescriptor"), ds.VOILUTSequence[0].get("LUTData"))
+    has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+    if has_lut:
+        out, value_range = _voi_lut_sequence(values, ds)
+    elif has_window:
+        out = apply_voi_lut(values, ds, index=0, prefer_lut=False)
+        # The window's output range, as pydicom defines it for this file (from the extremes it maps to).
+        ends = apply_windowing(np.array([-1e300, 1e300]), ds, index=0)
+        value_range = (float(ends[0]), float(ends[1]))
+    else:
+        out, value_range = values, None
+    return _scale(np.asarray(out, dtype=np.float64), value_range)
+
+
+def _voi_lut_sequence(values: np.ndarray, ds):
+    """The first VOI LUT of the file, applied as PS3.3 C.11.2.1.1 defines it.
+
+    Done here rather than by ``pydicom.pixels.apply_voi``, which (pydicom 3.0) computes the LUT index in
+    the LUT's own 8- or 16-bit type, so inputs further than 255 (or 65535) from the first mapped value wrap
+    around instead of clipping to the last entry.
+    """
+    import struct
+
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536
+    element = item["LUTData"]
+    if element.VR == "OW" and isinstance(element.value, (bytes, bytearray)):
+        little = getattr(getattr(ds, "file_meta", None), "_tsyntax_encoding", (None, True))[1] is not False
+        lut = np.asarray(struct.unpack(f"{'<' if little else '>'}{entries}H", element.value[:2 * entries]))
+    else:
+        lut = np.asarray(element.value if isinstance(element.value, (list, tuple)) or hasattr(element.value, "__len__")
+                         else [element.value])
+    index = np.clip(np.round(values).astype(np.int64) - first, 0, len(lut) - 1)
+    return lut[index].astype(np.float64), (0.0, float(2 ** bits - 1))
+
+
+def _palette(pixels: np.ndarray, ds) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(pixels, ds)
+    descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
+    bits = int(descriptor[2]) if descriptor is not None else (16 if rgb.dtype == np.uint16 else 8)
+    return _scale(rgb[..., :3].astype(np.float64), (0.0, float(2 ** bits - 1)))
+
+
+def _scale(values: np.ndarray, value_range) -> np.ndarray:
+    """Values in ``value_range`` (default: their own min..max) to uint8 0..255."""
+    low, high = value_range if value_range is not None else (float(values.min()), float(values.max()))
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (np.clip(values, low, high) - low) / (high - low) * 255.0
+    return np.round(scaled).astype(np.uint8)
+
+
+def _lift_functional_groups(ds, index: int) -> None:
+    """Enhanced multi-frame files: copies the frame's rescale and window up to where the LUT functions look."""
+    groups = []
+    if ds.get("SharedFunctionalGroupsSequence"):
+        groups.append(ds.SharedFunctionalGroupsSequence[0])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and index < len(per_frame):
+        groups.append(per_frame[index])
+    for group in groups:  # per-frame values come last and win
+        for sequence, keywords in (
+            ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+            ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+        ):
+            if group.get(sequence):
+                item = group[sequence][0]
+                for keyword in keywords:
+                    if keyword in item:
+                        setattr(ds, keyword, item[keyword].value)
+
+
+def header_key(header) -> tuple:
+    """Files with equal keys decode through the same decoder path (one test decode covers them all)."""
+    meta = getattr(header, "file_meta", None)
+    uid = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    return (uid, str(header.get("PhotometricInterpretation", "")), header.get("BitsAllocated"),
+            header.get("BitsStored"), header.get("SamplesPerPixel"), header.get("PixelRepresentation"),
+            int(header.get("NumberOfFrames", 1) or 1) > 1)

@@ -1,0 +1,247 @@
+"""DICOM as scanners write it: rendering equal to pydicom's own, decoders checked before the first epoch,
+one-line errors from inside the pipeline, and the multi-frame policy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import radtransfer as rt
+from radtransfer import data
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.data import get_testdata_file  # noqa: E402
+from pydicom.pixels import apply_color_lut, apply_modality_lut  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless  # noqa: E402
+
+
+def reference_rendering(path) -> np.ndarray:
+    """What a viewer shows, written from the standard and pydicom's public functions, independently of
+    radtransfer: the whole file decoded by ``ds.pixel_array``, the middle frame, then modality LUT →
+    VOI LUT / window (PS3.3 C.11.2.1.2) → 0..255, MONOCHROME1 inverted."""
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        pixels = pixels[frames // 2]
+    photometric = ds.PhotometricInterpretation
+    if photometric == "PALETTE COLOR":
+        bits = ds.RedPaletteColorLookupTableDescriptor[2]
+        return apply_color_lut(pixels, ds)[..., :3] / (2 ** bits - 1) * 255
+    if pixels.ndim == 3:
+        return pixels / (2 ** ds.BitsStored - 1) * 255
+    x = apply_modality_lut(pixels, ds).astype(np.float64)
+    if ds.get("VOILUTSequence"):
+        item = ds.VOILUTSequence[0]
+        entries, first, bits = item.LUTDescriptor
+        lut = np.asarray(item.LUTData, dtype=np.float64)
+        out = lut[np.clip(np.round(x - first).astype(int), 0, len(lut) - 1)] / (2 ** bits - 1) * 255
+    elif "WindowCenter" in ds:
+        c = float(ds.WindowCenter[0] if ds["WindowCenter"].VM > 1 else ds.WindowCenter)
+        w = float(ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth)
+        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+        if function == "SIGMOID":
+            out = 255 / (1 + np.exp(-4 * (x - c) / w))
+        elif function == "LINEAR_EXACT":
+            out = np.clip((x - c) / w + 0.5, 0, 1) * 255
+        else:
+            out = np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1) * 255
+    else:
+        out = (x - x.min()) / (x.max() - x.min()) * 255
+    if photometric == "MONOCHROME1":
+        out = 255 - out
+    return np.repeat(out[..., None], 3, axis=-1)
+
+
+def _variant(tmp_path, source, name, **changes):
+    ds = pydicom.dcmread(get_testdata_file(source))
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    path = tmp_path / name
+    ds.save_as(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """DICOMs this test writes: MONOCHROME1, a VOI LUT Sequence, a sigmoid and a linear-exact window, and a
+    CT compressed as RLE and as JPEG-LS by pydicom's own encoders."""
+    tmp = tmp_path_factory.mktemp("dicom")
+    files = {
+        "monochrome1": _variant(tmp, "CT_small.dcm", "mono1.dcm", PhotometricInterpretation="MONOCHROME1",
+                                WindowCenter=40, WindowWidth=400),
+        "sigmoid": _variant(tmp, "CT_small.dcm", "sigmoid.dcm", WindowCenter=40, WindowWidth=300,
+                            VOILUTFunction="SIGMOID"),
+        "linear_exact": _variant(tmp, "CT_small.dcm", "exact.dcm", WindowCenter=[40, 600], WindowWidth=[350, 2000],
+                                 VOILUTFunction="LINEAR_EXACT"),
+    }
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    item = pydicom.Dataset()
+    item.add_new(0x00283002, "SS", [256, -200, 8])  # LUT Descriptor: 256 entries from -200 HU, 8 bits
+    item.add_new(0x00283006, "US", [int(v) for v in np.round(255 * np.sqrt(np.linspace(0, 1, 256)))])  # gamma
+    ds.VOILUTSequence = pydicom.Sequence([item])
+    ds.WindowCenter, ds.WindowWidth = 0, 100  # the LUT wins over the window
+    files["voi_lut_sequence"] = str(tmp / "voilut.dcm")
+    ds.save_as(files["voi_lut_sequence"])
+    for name, syntax in (("rle", RLELossless), ("jpeg_ls", JPEGLSLossless)):
+        ds = pydicom.dcmread(files["monochrome1"])
+        ds.compress(syntax)
+        files[name] = str(tmp / f"{name}.dcm")
+        ds.save_as(files[name])
+    return files
+
+
+SHIPPED = [  # pydicom's own test files (installed with pydicom): modalities, photometrics, transfer syntaxes
+    "CT_small.dcm",                   # CT, MONOCHROME2, rescale slope/intercept
+    "MR_small_jpeg_ls_lossless.dcm",  # MR, JPEG-LS, its own window
+    "JPGExtended.dcm",                # NM, 12-bit JPEG Extended
+    "MR_small_RLE.dcm",               # RLE
+    "MR_small_jp2klossless.dcm",      # JPEG 2000 lossless
+    "JPEG2000.dcm",                   # JPEG 2000
+    "examples_palette.dcm",           # ultrasound PALETTE COLOR
+    "examples_ybr_color.dcm",         # ultrasound YBR_FULL_422 JPEG baseline, 30 frames
+    "SC_ybr_full_422_uncompressed.dcm",
+    "SC_rgb_dcmtk_+eb+cy+n1.dcm",     # YBR_FULL JPEG
+    "SC_rgb_rle_2frame.dcm",          # RGB RLE, 2 frames
+    "GDCMJ2K_TextGBR.dcm",            # YBR_RCT JPEG 2000
+    "SC_rgb_rle_16bit.dcm",           # 16-bit RGB
+]
+
+
+@pytest.mark.parametrize("name", SHIPPED + ["monochrome1", "sigmoid", "linear_exact", "voi_lut_sequence", "rle",
+                                            "jpeg_ls"])
+def test_rendering_equals_pydicoms_within_one_grey_level(name, written):
+    path = written.get(name) or get_testdata_file(name)
+    ours = data.read_dicom(path).astype(np.float64)
+    expected = reference_rendering(path)
+    assert ours.shape == expected.shape
+    difference = np.abs(ours - expected)
+    assert difference.mean() <= 1.0 and difference.max() <= 1.0 + 1e-9
+
+
+def test_palette_colour_is_colour_not_palette_indices():
+    image = data.read_dicom(get_testdata_file("examples_palette.dcm"))
+    indices = pydicom.dcmread(get_testdata_file("examples_palette.dcm")).pixel_array
+    assert np.abs(image[..., 0].astype(int) - image[..., 2]).mean() > 1  # not grey
+    assert not np.array_equal(image[..., 0], indices.astype(np.uint8))
+
+
+def test_compressed_files_render_as_the_uncompressed_original(written):
+    original = data.read_dicom(written["monochrome1"])
+    for name in ("rle", "jpeg_ls"):
+        np.testing.assert_array_equal(data.read_dicom(written[name]), original)
+
+
+def _multiframe(tmp_path, frames=5):
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    stack = np.stack([np.full((ds.Rows, ds.Columns), 100 * k, dtype=np.int16) for k in range(frames)])
+    stack[:, 0, 0] = 2000  # a fixed bright pixel, so each frame has the same value range
+    stack[:, 0, 1] = -1000
+    ds.NumberOfFrames = frames
+    ds.PixelData = stack.tobytes()
+    for keyword in ("WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    path = tmp_path / "multi.dcm"
+    ds.save_as(path)
+    return str(path)
+
+
+def test_multiframe_frame_policy(tmp_path):
+    path = _multiframe(tmp_path)
+    centre = {}
+    for frame in ("first", "middle", "last", 3):
+        centre[frame] = int(data.read_dicom(path, frame=frame)[10, 10, 0])
+    # No window: each frame's own range (-1000..2000 stored, a positive rescale keeps it linear) → 0..255.
+    expected = {f: int(np.round((100 * k + 1000) / 3000 * 255))
+                for f, k in (("first", 0), ("middle", 2), ("last", 4), (3, 3))}
+    assert centre == expected
+    image_set = data.ImageSet(paths=[path], labels=[0], class_names=("a",))
+    with pytest.raises(data.BadImagesError, match=r"has 5 frame\(?s?\)?; frame=7 does not exist"):
+        data.make_dataset(image_set, image_size=(8, 8), frame=7)
+    with pytest.raises(ValueError, match="frame="):
+        data.make_dataset(image_set, image_size=(8, 8), frame="centre")
+
+
+def test_a_dicom_failing_inside_the_pipeline_raises_one_line_naming_it(tmp_path):
+    """The pre-check decodes one file per kind; a second file of the same kind with broken pixel data
+    fails inside tf.data and comes out as radtransfer's one-line error, not a TensorFlow trace."""
+    good = tmp_path / "good.dcm"
+    bad = tmp_path / "bad.dcm"
+    ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    ds.save_as(good)
+    raw = bytearray(good.read_bytes())
+    raw[-200:] = b"\x00" * 200  # the last RLE segment becomes garbage
+    raw = raw[:-150]
+    bad.write_bytes(bytes(raw))
+    image_set = data.ImageSet(paths=[str(good), str(bad)], labels=[0, 1], class_names=("a", "b"))
+    dataset = data.make_dataset(image_set, image_size=(16, 16), shuffle=False, cache=False, batch_size=1)
+    with pytest.raises(data.ImageReadError) as caught:
+        with data.readable_pipeline_errors(dataset):
+            for _ in dataset:
+                pass
+    message = str(caught.value)
+    assert str(bad) in message and "\n" not in message and "Traceback" not in message
+    assert "RLE Lossless" in message
+
+
+def test_a_broken_png_inside_the_pipeline_is_named(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for k in range(3):
+        path = tmp_path / f"{k}.png"
+        Image.fromarray(np.full((8, 8), 40 * k, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    raw = bytearray(open(paths[1], "rb").read())
+    start = raw.find(b"IDAT") + 8
+    raw[start:start + 6] = b"\xde\xad\xbe\xef\x00\x11"  # corrupt the compressed data, keep the IEND marker
+    open(paths[1], "wb").write(bytes(raw))
+    image_set = data.ImageSet(paths=paths, labels=[0, 1, 0], class_names=("a", "b"))
+    dataset = data.make_dataset(image_set, image_size=(8, 8), shuffle=False, cache=False)
+    with pytest.raises(data.ImageReadError, match=r"Cannot read '.*1\.png'"):
+        with data.readable_pipeline_errors(dataset):
+            for _ in dataset:
+                pass
+
+
+MISSING_DECODERS = textwrap.dedent("""
+    import sys
+    for name in {blocked!r}:
+        sys.modules[name] = None  # as if the package were not installed
+    import json
+    from radtransfer.data.decode import check_files
+    bad, _, _ = check_files({paths!r})
+    print(json.dumps(bad))
+""")
+
+
+def test_precheck_names_files_their_transfer_syntax_and_the_package_before_training():
+    """Without pylibjpeg, Pillow claims JPEG Extended but cannot decode 12 bits, and nothing decodes JPEG-LS:
+    the pre-check finds both before any epoch, naming the file, the transfer syntax and the package."""
+    import json
+
+    paths = [get_testdata_file("JPGExtended.dcm"), get_testdata_file("MR_small_jpeg_ls_lossless.dcm"),
+             get_testdata_file("CT_small.dcm")]
+    script = MISSING_DECODERS.format(blocked=["pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls"], paths=paths)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bad = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert set(bad) == set(paths[:2])
+    assert "JPEG Extended" in bad[paths[0]] and "pylibjpeg-libjpeg" in bad[paths[0]]
+    assert "JPEG-LS" in bad[paths[1]] and "pyjpegls" in bad[paths[1]]
+
+
+def test_dicom_needs_pydicom_3():
+    from radtransfer.data import dicom
+
+    assert dicom.MIN_PYDICOM == (3, 0)
+    assert tuple(int(v) for v in pydicom.__version__.split(".")[:2]) >= (3, 0)
+    assert rt.data.read_dicom is dicom.read_dicom
