@@ -5,7 +5,8 @@ epoch's speed against the decode floor.
 
 Writes N small synthetic PNGs (32×32 grayscale, two classes listed class by class, 22.5% positive, as
 RSNA pneumonia), then in a fresh process per measurement:
-  floor   – read + decode only (no resize, no cache): the fastest any pipeline can go;
+  floor   – read + decode only (no resize, no cache);
+  floor_resize – read + decode + resize (no cache, no shuffle): the fastest a first epoch can go;
   precheck – check_files over every file (before the first epoch);
   epoch0  – make_dataset(cache="auto", shuffle=True): read, decode, resize, cache, shuffle, batch;
   epoch1  – the second epoch, from the cache;
@@ -73,10 +74,17 @@ def measure(kind: str, root: str, size: int, batch: int) -> dict:
     baseline = rss_bytes()
     result = {"kind": kind, "n": len(image_set), "image_size": size}
     start = time.perf_counter()
-    if kind == "floor":
+    if kind in ("floor", "floor_resize"):
+        from radtransfer.data.pipeline import ReadSettings, resize_image
+
+        settings = ReadSettings((size, size))
+
+        def read(path):
+            image = decode_image_tf(tf.io.read_file(path), "range", 1)
+            return resize_image(image, settings) if kind == "floor_resize" else image
+
         paths = tf.data.Dataset.from_tensor_slices(np.asarray(image_set.paths, dtype=str))
-        decoded = paths.map(lambda p: decode_image_tf(tf.io.read_file(p), "range", 1),
-                            num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
+        decoded = paths.map(read, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(tf.data.AUTOTUNE)
         for _ in decoded:
             pass
         result["seconds"] = time.perf_counter() - start
@@ -118,7 +126,7 @@ def main(argv=None) -> int:
     write_files(root, args.n)
     print(f"files ready in {time.perf_counter() - start:.0f} s", flush=True)
     results = {}
-    for kind in ("floor", "precheck", "pipeline"):
+    for kind in ("floor", "floor_resize", "precheck", "pipeline"):
         done = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--size", str(args.size), "--batch",
                                str(args.batch), "--root", args.root, "--measure", kind],
                               capture_output=True, text=True, check=True)
@@ -132,7 +140,9 @@ def main(argv=None) -> int:
         "precheck_images_per_s": n / results["precheck"]["seconds"],
         "epoch0_images_per_s": n / pipeline["epoch0_seconds"],
         "epoch1_images_per_s": n / pipeline["epoch1_seconds"],
+        "decode_resize_floor_images_per_s": n / results["floor_resize"]["seconds"],
         "epoch0_vs_floor": results["floor"]["seconds"] / pipeline["epoch0_seconds"],
+        "epoch0_vs_decode_resize_floor": results["floor_resize"]["seconds"] / pipeline["epoch0_seconds"],
         "cache": pipeline["cache"],
         "peak_rss_above_baseline_bytes": pipeline["peak_rss_above_baseline_bytes"],
         "peak_over_cache_size": pipeline["peak_rss_above_baseline_bytes"] / pipeline["cache"]["bytes"],

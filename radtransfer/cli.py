@@ -365,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-task", default="auto",
                    help="the paper's task to compare with (thyroid, breast, acl, meniscus, pneumonia, covid19, "
                         "sars_cov_2, haemorrhage), 'none', or 'auto' (a word of the task name; default)")
-    p.add_argument("--cache", default=None, help="a file path prefix to cache decoded images on disk (default: memory)")
+    p.add_argument("--cache", default=None,
+                   help="auto (default: memory if it fits, else a file per split, else none), memory, none, or a "
+                        "file path prefix for a disk cache")
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -434,6 +436,18 @@ def _version() -> str:
     return f"radtransfer {__version__}"
 
 
+def _show_data_log() -> None:
+    """Prints the data pipeline's choices (e.g. where each split is cached, and why) to stderr."""
+    import logging
+
+    logger = logging.getLogger("radtransfer.data")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("radtransfer: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv=None) -> int:
     """Runs the command; returns the exit code (0 ok, 1 failure, 2 usage)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -446,6 +460,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_USAGE
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _show_data_log()
     try:
         config = _load_config(getattr(args, "config", None))
         if config:

@@ -44,8 +44,10 @@ class ProtocolConfig:
             training patients kept for validation.
         folds: None for the split, or k for k-fold cross-validation (small datasets used 5).
         early_stopping, reduce_lr: None in the reference.
-        cache: True (memory), False, or a file path prefix (on disk; each split of each fold gets its
-            own file, named by its content); each fold's images are decoded and resized once.
+        cache: "auto" (memory when the fold's resized images fit half the available memory, else a file
+            per split under $RADTRANSFER_CACHE_DIR, else none), True (memory), False, or a file path prefix
+            (on disk; each split of each fold gets its own file, named by its content); each fold's images
+            are decoded and resized once.
         run_eagerly: train without graph tracing (only for tiny smoke-test grids).
         bootstrap: resamples for each run's AUC confidence interval.
     """
@@ -63,7 +65,7 @@ class ProtocolConfig:
     folds: int | None = None
     early_stopping: int | None = None
     reduce_lr: int | None = None
-    cache: bool | str = True
+    cache: bool | str = "auto"
     run_eagerly: bool = False
     bootstrap: int = 1000
 

@@ -149,14 +149,13 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     order = np.arange(n)
     if shuffle:
         order = np.random.default_rng(int(content_hash(image_set), 16) % (2 ** 63)).permutation(n)
-    labels = image_set.labels[order]
     load = _loader(image_set, order, settings, dicom, channels, num_classes)
     height, width = settings.image_size
     name = cache_name(image_set, settings, channels, shuffle)
     choice = choose_cache(cache, n * height * width * channels, name, memory_budget, cache_dir)
     LOG.info("%d images at %dx%dx%d: cache %s (%s)", n, height, width, channels, choice.mode, choice.reason)
     stream = DataStream(load, n, batch_size, shuffle, min(n, shuffle_buffer), params, seed, channels,
-                        drop_remainder, choice, settings, labels=labels,
+                        drop_remainder, choice, settings,
                         paths=None if image_set.paths is None else image_set.paths[order])
     if choice.mode == "memory":
         claim(stream, choice.nbytes)
@@ -322,7 +321,6 @@ class DataStream:
     drop_remainder: bool
     cache: CacheChoice
     settings: ReadSettings
-    labels: np.ndarray = None   # labels in the stream's base order
     paths: np.ndarray = None    # file paths in the stream's base order (None for in-memory images)
     describe: object = None     # () -> what the images and decode settings are (for run fingerprints)
 
@@ -445,7 +443,7 @@ def readable_pipeline_errors(*datasets):
         marked = _unmark(message)
         if marked is not None:
             raise ImageReadError(f"Cannot read '{marked['path']}': {marked['reason']}") from None
-        if not _is_decode_failure(message):
+        if not _is_decode_failure(exc, message):
             raise
         detail = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
         paths = []
@@ -459,13 +457,17 @@ def readable_pipeline_errors(*datasets):
         raise ImageReadError(f"An image failed to decode inside the input pipeline (TensorFlow: {detail}).") from None
 
 
-_DECODE_WORDS = ("decode", "jpeg", "png", "bmp", "image", "read_file", "readfile", "no such file",
-                 "not found", "permission denied", "corrupt", "premature end")
+_DECODE_WORDS = ("decode", "jpeg", "png", "bmp", "no such file", "permission denied", "corrupt", "premature end",
+                 "truncated")
 
 
-def _is_decode_failure(message: str) -> bool:
+def _is_decode_failure(exc, message: str) -> bool:
+    import tensorflow as tf
+
+    kinds = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.UnknownError,
+             tf.errors.PermissionDeniedError)
     lower = message.lower()
-    return any(word in lower for word in _DECODE_WORDS)
+    return isinstance(exc, kinds) and any(word in lower for word in _DECODE_WORDS)
 
 
 def find_undecodable(paths, workers: int = 8):
