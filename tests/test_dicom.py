@@ -245,3 +245,34 @@ def test_dicom_needs_pydicom_3():
     assert dicom.MIN_PYDICOM == (3, 0)
     assert tuple(int(v) for v in pydicom.__version__.split(".")[:2]) >= (3, 0)
     assert rt.data.read_dicom is dicom.read_dicom
+
+
+def test_enhanced_multiframe_takes_rescale_and_window_from_the_frames_functional_groups(tmp_path):
+    """Enhanced CT/MR keep rescale and window in functional groups, not at the top level."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.PixelRepresentation = 0
+    stack = np.full((3, ds.Rows, ds.Columns), 600, dtype=np.uint16)
+    ds.NumberOfFrames, ds.PixelData = 3, stack.tobytes()
+    transform = pydicom.Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = 2, -1000, "HU"
+    shared = pydicom.Dataset()
+    shared.PixelValueTransformationSequence = pydicom.Sequence([transform])
+    ds.SharedFunctionalGroupsSequence = pydicom.Sequence([shared])
+    frames = []
+    for center in (-500, 200, 900):  # the middle frame's window is centred on the stored 600 → 200 HU
+        window = pydicom.Dataset()
+        window.WindowCenter, window.WindowWidth = center, 400
+        group = pydicom.Dataset()
+        group.FrameVOILUTSequence = pydicom.Sequence([window])
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = pydicom.Sequence(frames)
+    path = tmp_path / "enhanced.dcm"
+    ds.save_as(path)
+    hu = 2 * 600 - 1000
+    expected = {frame: int(np.round(np.clip((hu - (c - 0.5)) / 399 + 0.5, 0, 1) * 255))
+                for frame, c in (("first", -500), ("middle", 200), ("last", 900))}
+    assert {f: int(data.read_dicom(path, frame=f)[5, 5, 0]) for f in expected} == expected
+    assert expected == {"first": 255, "middle": 128, "last": 0}

@@ -298,3 +298,21 @@ def test_volumes_become_windowed_slices_with_the_volumes_patient(tmp_path):
     assert batch.shape == (4, 16, 16, 3)
     with pytest.raises(ValueError, match="mask_col"):
         data.from_volumes(manifest, slices="mask")
+
+
+def test_a_file_replaced_at_the_same_path_is_not_served_from_an_old_disk_cache(tmp_path):
+    paths = [str(_png(tmp_path / "img" / f"{k}.png", 10 * k)) for k in range(3)]
+    image_set = data.ImageSet(paths=paths, labels=[0, 1, 0], class_names=("a", "b"))
+
+    def first_pixels():
+        dataset = data.make_dataset(image_set, image_size=(8, 8), shuffle=False, cache=str(tmp_path / "c"))
+        return np.concatenate([b[0].numpy() for b in dataset])[:, 0, 0, 0]
+
+    assert list(first_pixels()) == [0, 10, 20]
+    import os
+    import time
+
+    time.sleep(0.01)
+    _png(tmp_path / "img" / "1.png", 99)
+    os.utime(paths[1], ns=(time.time_ns(), time.time_ns()))
+    assert list(first_pixels()) == [0, 99, 20]

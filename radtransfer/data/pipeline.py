@@ -151,7 +151,8 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         order = np.random.default_rng(int(content_hash(image_set), 16) % (2 ** 63)).permutation(n)
     load = _loader(image_set, order, settings, dicom, channels, num_classes)
     height, width = settings.image_size
-    name = cache_name(image_set, settings, channels, shuffle)
+    name = cache_name(image_set, settings, channels, shuffle, files_changed=cache not in (True, False, None, "memory",
+                                                                                         "none"))
     choice = choose_cache(cache, n * height * width * channels, name, memory_budget, cache_dir)
     LOG.info("%d images at %dx%dx%d: cache %s (%s)", n, height, width, channels, choice.mode, choice.reason)
     stream = DataStream(load, n, batch_size, shuffle, min(n, shuffle_buffer), params, seed, channels,
@@ -267,18 +268,28 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
     return load
 
 
-def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool) -> str:
+def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool,
+               files_changed: bool = True) -> str:
     """The name of a file cache holding one set of images, in one order, read one way.
 
     TensorFlow reuses any existing cache file of a prefix, whichever dataset asks; naming the file by what it
     holds (the files, labels, order and decode settings) means two splits, two folds or two datasets never
-    read each other's images.
+    read each other's images. With ``files_changed``, each file's size and modification time count too, so a
+    file replaced at the same path is read again rather than served stale from a cache of an earlier run.
     """
     import hashlib
+    import os
 
     digest = hashlib.sha256(content_hash(image_set).encode())
     for part in (sorted(settings.to_dict().items()), channels, permuted):
         digest.update(repr(part).encode())
+    if files_changed and image_set.paths is not None:
+        for path in image_set.paths:
+            try:
+                stat = os.stat(path)
+                digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+            except OSError:
+                digest.update(b"-;")
     return digest.hexdigest()[:16]
 
 
