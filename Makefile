@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.radtransfer-installed
-export TF_CPP_MIN_LOG_LEVEL ?= 3
+export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install test test-slow demo bench clean

@@ -170,7 +170,7 @@ def test_multiframe_frame_policy(tmp_path):
         data.make_dataset(image_set, image_size=(8, 8), frame="centre")
 
 
-def test_a_dicom_failing_inside_the_pipeline_raises_one_line_naming_it(tmp_path):
+def test_a_dicom_failing_inside_the_pipeline_raises_one_line_naming_it(tmp_path, capfd):
     """The pre-check decodes one file per kind; a second file of the same kind with broken pixel data
     fails inside tf.data and comes out as radtransfer's one-line error, not a TensorFlow trace."""
     good = tmp_path / "good.dcm"
@@ -190,6 +190,7 @@ def test_a_dicom_failing_inside_the_pipeline_raises_one_line_naming_it(tmp_path)
     message = str(caught.value)
     assert str(bad) in message and "\n" not in message and "Traceback" not in message
     assert "RLE Lossless" in message
+    assert "Traceback" not in capfd.readouterr().err  # not even in TensorFlow's C++ log
 
 
 def test_a_broken_png_inside_the_pipeline_is_named(tmp_path):

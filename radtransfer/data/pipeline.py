@@ -7,7 +7,7 @@ cache lives (memory, disk, none) is chosen in ``cache.py``.
 
 from __future__ import annotations
 
-import json
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -246,15 +246,23 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
             path = path.decode()
             try:
                 return read_dicom(path, window=settings.dicom_window, frame=settings.frame)
-            except Exception as exc:  # becomes one line naming the file (see readable_pipeline_errors)
-                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-                raise ValueError(_mark(path, reason)) from None
+            except Exception as exc:  # an empty image and the reason kept here: see readable_pipeline_errors
+                _remember_failure(path, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+                return np.zeros((0, 0, 3), dtype=np.uint8)
+
+        def read_dicom_checked(path):
+            image = tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False)
+            # A failed read stops the pipeline with an assertion naming the file (one log line from
+            # TensorFlow, not the Python traceback a raising numpy_function prints).
+            check = tf.debugging.Assert(tf.size(image) > 0, [tf.strings.join([_MARK, path, _MARK])])
+            with tf.control_dependencies([check]):
+                return tf.identity(image)[..., :channels]
 
         def read(index):
             path = paths[index]
             image = tf.cond(
                 is_dicom[index],
-                lambda: tf.numpy_function(read_dicom_np, [path], tf.uint8, stateful=False)[..., :channels],
+                lambda: read_dicom_checked(path),
                 lambda: decode_image_tf(tf.io.read_file(path), settings.sixteen_bit, channels),
             )
             image.set_shape([None, None, channels])
@@ -423,19 +431,25 @@ class ImageReadError(RadtransferError, ValueError):
     """An image could not be read while the pipeline ran (the message names the file when it can)."""
 
 
-def _mark(path: str, reason: str) -> str:
-    return f"{_MARK}{json.dumps({'path': path, 'reason': reason})}{_MARK}"
+_failures: dict = {}  # path -> why its pixels could not be read, filled from inside the pipeline
+_failures_lock = threading.Lock()
+
+
+def _remember_failure(path: str, reason: str) -> None:
+    with _failures_lock:
+        _failures[path] = reason
 
 
 def _unmark(message: str):
+    """The path and reason of a read that failed inside the pipeline, from TensorFlow's error message."""
     start = message.find(_MARK)
     if start < 0:
         return None
     end = message.find(_MARK, start + len(_MARK))
-    try:
-        return json.loads(message[start + len(_MARK):end])
-    except ValueError:
-        return None
+    path = message[start + len(_MARK):end]
+    with _failures_lock:
+        reason = _failures.get(path, "its pixels could not be read")
+    return {"path": path, "reason": reason}
 
 
 @contextmanager
