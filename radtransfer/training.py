@@ -386,6 +386,8 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         "exact_resume": data.exact, "versions": _versions(), "command": " ".join(sys.argv),
     }
     loop = _EpochLoop(working, config, runtime, data, folder, run_seed, class_weight, callbacks, verbose)
+    if loop.verbose:
+        _print_cache_choices(data)
     if folder is not None:
         folder.write_json(CONFIG, {"identity": identity, "fingerprint": run_fingerprint, **settings})
         if state and state.get("next_epoch", 0) > 0:
@@ -430,6 +432,16 @@ def _model_identity(info, model) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()
             if k in ("backbone", "weights_source", "weights_sha256", "preprocessing", "num_classes", "input_shape",
                      "dropout")}
+
+
+def _print_cache_choices(data: _Data) -> None:
+    """Where each part's resized images are kept between epochs, and why (cache="auto")."""
+    from .data.pipeline import stream_of
+
+    for name, dataset in zip(("train", "val"), data.sources):
+        stream = stream_of(dataset)
+        if stream is not None:
+            print(f"{name}: {stream.size} images, cache {stream.cache.mode} ({stream.cache.reason})", flush=True)
 
 
 def _validation_threshold(model, val, num_classes):
