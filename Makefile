@@ -6,7 +6,7 @@ STAMP := $(VENV)/.radtransfer-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow test-backends demo bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,20 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow"
+
+# The model side on JAX and PyTorch: the backend-independent tests under KERAS_BACKEND=jax, and the
+# cross-backend equality and JAX data-parallel tests. PyTorch's CPU build is pinned (plain `torch` would
+# pull a multi-GB CUDA build).
+BACKEND_TESTS := tests/test_backbones.py tests/test_models.py tests/test_strategies.py tests/test_preprocessing.py \
+	tests/test_weights.py tests/test_statistics.py tests/test_backends.py
+
+$(VENV)/.radtransfer-backends: $(STAMP)
+	$(PY) -m pip install -q 'torch==2.13.0' 'jax>=0.4.34'
+	touch $@
+
+test-backends: $(VENV)/.radtransfer-backends
+	KERAS_BACKEND=jax $(PY) -m pytest $(BACKEND_TESTS)
+	$(PY) -m pytest -m backends tests/test_backends.py
 
 demo: $(STAMP)
 	$(VENV)/bin/radtransfer demo --out demo_output

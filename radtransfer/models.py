@@ -154,10 +154,13 @@ def get_backbone_model(model: keras.Model) -> keras.Model:
 
 def init_head(model: keras.Model, seed: int) -> None:
     """Re-initialises the "predictions" layer from ``seed`` (Glorot-uniform kernel, zero bias), so that two
-    models (e.g. RadImageNet and ImageNet runs of one grid scenario) start from the same head."""
+    models (e.g. RadImageNet and ImageNet runs of one grid scenario) start from the same head. Drawn with
+    NumPy, so the head is the same on every Keras backend (Keras's seeded initialisers are not)."""
     import numpy as np
 
     head = model.get_layer("predictions")
-    kernel = keras.initializers.GlorotUniform(seed=int(seed))(tuple(head.kernel.shape))
+    fan_in, fan_out = (int(v) for v in head.kernel.shape)
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    kernel = np.random.default_rng(int(seed)).uniform(-limit, limit, (fan_in, fan_out)).astype("float32")
     head.kernel.assign(keras.ops.cast(kernel, head.kernel.dtype))
     head.bias.assign(np.zeros(tuple(head.bias.shape), dtype="float32"))

@@ -19,7 +19,7 @@ import numpy as np
 
 from .backbones import did_you_mean, get_backbone
 from .run_folder import write_json_atomic
-from .seeding import derive_seed
+from .seeding import derive_seed, set_global_seed
 
 BACKBONE_ORDER = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 STRATEGY_RATES = (("unfreeze_all", (1e-3, 1e-4)), ("freeze_all", (1e-2, 1e-3)), ("unfreeze_top10", (1e-2, 1e-3)))
@@ -309,7 +309,7 @@ class _GridContext:
         train, val, test = self.splits[run.fold]
         train_ds, val_ds, test_ds = self.datasets(run.fold)
         seed = run_seed(config.seed, scenario, run.fold)
-        keras.utils.set_random_seed(derive_seed(seed, "build"))
+        set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
         model = build_model(scenario.backbone, weights=str(self.weights[(run.source, scenario.backbone)]),
                             num_classes=len(self.spec.class_names), input_shape=(*size, 3), dropout=config.dropout,

@@ -8,40 +8,35 @@ object, so that the model a user holds is always the model that was trained.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 
+from . import backend
 from .backbones import did_you_mean
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-DISTRIBUTIONS = (None, "mirrored", "multiworker")
+DISTRIBUTIONS = backend.DISTRIBUTIONS
 
 
 def gpu_compute_capability():
-    """The first GPU's compute capability as (major, minor), or None without a GPU."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return None
-    details = tf.config.experimental.get_device_details(gpus[0])
-    return details.get("compute_capability")
+    """The first GPU's compute capability as (major, minor), or None without a GPU (any backend)."""
+    return backend.gpu_compute_capability()
 
 
-def resolve_precision(precision: str, capability=None) -> str:
-    """"auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 on
-    7.x, float32 otherwise. ``capability`` overrides the detected GPU (for tests)."""
+def resolve_precision(precision: str, capability=None, backend_name: str | None = None) -> str:
+    """"auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 (with
+    loss scaling, which Keras adds for that policy) on 7.x, float32 otherwise — on every backend.
+    ``capability`` overrides the detected GPU (for tests)."""
     key = str(precision).lower()
     if key not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}."
                          f"{did_you_mean(precision, PRECISIONS)} Received: precision={precision!r}")
     if key != "auto":
         return key
-    capability = gpu_compute_capability() if capability is None else capability
+    capability = backend.gpu_compute_capability(backend_name) if capability is None else capability
     if not capability:
         return "float32"
     if tuple(capability) >= (8, 0):
@@ -49,50 +44,34 @@ def resolve_precision(precision: str, capability=None) -> str:
     return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
 
 
-def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None = None):
-    """"auto" → XLA on GPU, off on CPU; off when deterministic (TF's op determinism excludes XLA)."""
+def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None = None,
+                        backend_name: str | None = None):
+    """"auto" → XLA on TensorFlow GPUs (off on CPU), always on JAX, off on PyTorch. On TensorFlow,
+    deterministic=True turns XLA off (TF's op determinism excludes XLA)."""
     if jit_compile not in ("auto", True, False):
         raise ValueError(f"Expected jit_compile='auto', True or False. Received: jit_compile={jit_compile!r}")
-    if deterministic:
+    backend_name = backend_name or backend.name()
+    if deterministic and backend_name == "tensorflow":
         if jit_compile is True:
             warnings.warn("deterministic=True turns XLA off (TF op determinism does not cover XLA); "
                           "jit_compile=True is ignored.", stacklevel=3)
         return False
     if jit_compile == "auto":
-        if has_gpu is None:
-            import tensorflow as tf
-
-            has_gpu = bool(tf.config.list_physical_devices("GPU"))
-        return bool(has_gpu)
+        if has_gpu is None and backend_name == "tensorflow":
+            has_gpu = backend.has_gpu(backend_name)
+        return backend.auto_jit_compile(backend_name, bool(has_gpu))
     return jit_compile
 
 
 def check_distribute(distribute) -> None:
-    import tensorflow as tf
-
-    if distribute not in DISTRIBUTIONS and not isinstance(distribute, tf.distribute.Strategy):
-        raise ValueError(f"Expected distribute=None, 'mirrored' or 'multiworker'."
-                         f"{did_you_mean(distribute, ['mirrored', 'multiworker'])} Received: distribute={distribute!r}")
+    backend.check_distribute(distribute)
 
 
 def make_distribution(distribute):
-    """The tf.distribute strategy for ``distribute`` (None for none). A multi-worker strategy must exist
-    before TensorFlow's runtime starts, so call this before seeding or building anything."""
-    import tensorflow as tf
-
-    check_distribute(distribute)
-    if distribute is None:
-        return None
-    if isinstance(distribute, tf.distribute.Strategy):
-        return distribute
-    if distribute == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if "TF_CONFIG" not in os.environ:
-        raise ValueError("distribute='multiworker' needs the TF_CONFIG environment variable (cluster and task).")
-    warnings.warn("model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
-                  "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
-                  "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.", stacklevel=3)
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    """The distribution for ``distribute`` on this backend (see ``backend.make_distribution``). A TensorFlow
+    multi-worker strategy must exist before TensorFlow's runtime starts, so call this before seeding or
+    building anything."""
+    return backend.make_distribution(distribute)
 
 
 class null_scope:
@@ -117,7 +96,7 @@ class Runtime:
 
     @property
     def replicas(self) -> int:
-        return self.distribution.num_replicas_in_sync if self.distribution is not None else 1
+        return backend.replicas(self.distribution)
 
     def scope(self):
         return scope(self.distribution)

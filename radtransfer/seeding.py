@@ -20,6 +20,31 @@ def derive_seed(seed: int, *parts) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") % SEED_RANGE
 
 
+def set_global_seed(seed: int) -> None:
+    """Seeds Python, NumPy and the Keras backend (the seed of Keras's unseeded random ops).
+
+    ``keras.utils.set_random_seed`` also seeds TensorFlow whenever it is installed, importing it; on the JAX
+    and PyTorch backends with TensorFlow not yet imported, this seeds Python, NumPy and PyTorch instead and
+    leaves TensorFlow unimported (radtransfer seeds every random stream it uses explicitly: shuffling,
+    augmentation, dropout, the head).
+    """
+    import random
+    import sys
+
+    import keras
+
+    seed = int(seed)
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+
+
 def fresh_seed() -> int:
     """A random base seed (for runs given seed=None; it is recorded so the run can still be resumed)."""
     return int(np.random.SeedSequence().generate_state(1)[0] % SEED_RANGE)

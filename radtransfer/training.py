@@ -23,7 +23,7 @@ from .errors import RadtransferError
 from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder, replace_atomic, write_json_atomic
 from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_compile, resolve_precision,
                       working_model)
-from .seeding import derive_seed, fresh_seed, seed_layers, walk_layers
+from .seeding import derive_seed, fresh_seed, seed_layers, set_global_seed, walk_layers
 from .strategies import apply_strategy
 from .train_config import TrainConfig, fingerprint
 from .trained import run_read_settings, save_trained, set_trained_info
@@ -148,12 +148,19 @@ def save_training_state(model, path) -> None:
 
 
 def _versions() -> dict:
-    import tensorflow as tf
+    from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    from . import __version__, backend
 
-    return {"radtransfer": __version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
+    versions = {"radtransfer": __version__, "keras": keras.__version__, "backend": backend.name(),
+                "numpy": np.__version__, "python": platform.python_version()}
+    for package in ("tensorflow", "jax", "torch"):
+        if package == backend.name() or package == "tensorflow":
+            try:
+                versions[package] = version(package)
+            except PackageNotFoundError:
+                pass
+    return versions
 
 
 class _Throughput(keras.callbacks.Callback):
@@ -220,10 +227,32 @@ def _known_size(dataset):
     return None
 
 
+def _is_pair(value) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2 and all(hasattr(v, "shape") for v in value)
+
+
+def _prepare_arrays(train, val, config: TrainConfig, image_size, num_classes) -> _Data:
+    """(images, labels) arrays: batches through a keras PyDataset, no TensorFlow (JAX and PyTorch users)."""
+    from .data.arrays import ArrayStream, as_arrays
+
+    if not (_is_pair(train) and _is_pair(val)):
+        raise ValueError("Pass train and val both as (images, labels) arrays, or both as ImageSets / datasets.")
+    if config.augment is not None:
+        warnings.warn(f"augment={config.augment!r} is not applied to in-memory arrays (augmentation is part of "
+                      "the tf.data pipeline); pass ImageSets to augment, or augment=None to silence this.",
+                      stacklevel=3)
+    stream = ArrayStream(*as_arrays(train, num_classes, image_size, "train"), config.batch_size, shuffle=True)
+    val_stream = ArrayStream(*as_arrays(val, num_classes, image_size, "val"), config.batch_size, shuffle=False)
+    signature = {"train": stream.signature, "val": val_stream.signature}
+    return _Data(stream.epoch, val_stream.batches(), stream.size, None, signature, True)
+
+
 def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _Data:
     from .data import ImageSet, make_dataset
     from .data.pipeline import stream_of
 
+    if _is_pair(train) or _is_pair(val):
+        return _prepare_arrays(train, val, config, image_size, num_classes)
     class_names = None
     signature = {}
     if isinstance(train, ImageSet):
@@ -273,6 +302,8 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         train, val: ImageSets (read with the model's input size, ``batch_size``, and ``augment`` for
             training only), or datasets from ``data.make_dataset``. A plain ``tf.data.Dataset`` also works,
             but then radtransfer cannot re-derive its shuffling per epoch, so a resumed run is not exact.
+            Or ``(images, labels)`` NumPy arrays at the model's input size (labels as class indices or
+            one-hot), fed without TensorFlow (the JAX and PyTorch path; no augmentation).
         strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all" or "unfreeze_blocks:K".
         learning_rate: the optimizer's learning rate.
         epochs: epochs to train (the reference: 30).
@@ -312,7 +343,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         RunMismatchError: out_dir holds a run with other settings (the message lists them).
         TrainingDivergedError: the loss became NaN (the model holds the last good checkpoint).
     """
-    import tensorflow as tf
+    from . import backend
 
     config = TrainConfig(strategy=strategy, learning_rate=learning_rate, epochs=epochs, bn=bn, optimizer=optimizer,
                          loss=loss, early_stopping=early_stopping, reduce_lr=reduce_lr, class_weight=class_weight,
@@ -326,11 +357,11 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     if folder is not None and not resume:
         folder.reset()
     if deterministic:
-        tf.config.experimental.enable_op_determinism()
+        backend.enable_determinism()
 
     state = folder.read_json(STATE) if folder is not None else None
     run_seed = config.seed if config.seed is not None else (state or {}).get("seed") or fresh_seed()
-    keras.utils.set_random_seed(derive_seed(run_seed, "init"))
+    set_global_seed(derive_seed(run_seed, "init"))
     target = model if isinstance(model, keras.Model) else None
     working, rebuilt = working_model(model, runtime.precision, distribution)
     info = getattr(working, "radtransfer_info", None) or getattr(target, "radtransfer_info", None)
@@ -379,7 +410,8 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
 
     settings = {
         **config.to_dict(), "jit_compile_requested": jit_compile, "jit_compile": resolved_jit,
-        "precision_requested": config.precision, "precision": runtime.precision, "replicas": runtime.replicas,
+        "backend": backend.name(), "precision_requested": config.precision, "precision": runtime.precision,
+        "replicas": runtime.replicas,
         "rebuilt_for_runtime": rebuilt, "seed_used": run_seed, "train_images": data.train_size,
         "class_names": data.class_names, "input_shape": list(working.input_shape[1:]), "num_classes": num_classes,
         "model": info.to_dict() if info is not None else None, "strategy_summary": summary.to_dict(),
@@ -494,6 +526,8 @@ class _RetraceNote:
 
 
 def _quiet_retracing() -> None:
+    if keras.backend.backend() != "tensorflow":
+        return
     import tensorflow as tf
 
     logger = tf.get_logger()
@@ -581,7 +615,7 @@ class _EpochLoop:
             if self.verbose == 1:
                 print(f"epoch {epoch + 1}/{epochs}", flush=True)
             start = time.perf_counter()
-            with readable_pipeline_errors(*self.data.sources):
+            with readable_pipeline_errors(*self.data.sources), self._distribution_scope():
                 fit = self.model.fit(train, validation_data=self.data.val, initial_epoch=epoch, epochs=epoch + 1,
                                      callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
                                      class_weight=self.class_weight, verbose=1 if self.verbose == 1 else 0,
@@ -599,6 +633,17 @@ class _EpochLoop:
                 self.next_epoch = epoch + 1
                 return
             self._after_epoch(epoch, logs)
+
+    def _distribution_scope(self):
+        """Keras's own distributions (JAX DataParallel) must be in force while fit() runs; a tf.distribute
+        strategy is remembered by the model it built."""
+        from .backend import is_keras_distribution
+        from .runtime import null_scope
+
+        distribution = self.runtime.distribution
+        if is_keras_distribution(distribution):
+            return distribution.scope()
+        return null_scope()
 
     def _append(self, epoch, logs) -> None:
         rows = len(self.history.get("epoch", []))

@@ -458,9 +458,14 @@ def readable_pipeline_errors(*datasets):
 
     DICOM failures carry their file and reason out of the pipeline. A PNG/JPEG/BMP that fails inside
     TensorFlow's decoder is found by decoding the datasets' files with Pillow (only after a failure).
+    Without TensorFlow imported (JAX or PyTorch on in-memory data) there is no pipeline to fail.
     """
-    import tensorflow as tf
+    import sys
 
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        yield
+        return
     try:
         yield
     except tf.errors.OpError as exc:

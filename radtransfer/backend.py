@@ -1,0 +1,160 @@
+"""Everything that differs between Keras backends (TensorFlow, JAX, PyTorch), in one place: the GPU and its
+compute capability, what "auto" XLA means, data-parallel distribution, and determinism.
+
+TensorFlow is imported only on the TensorFlow backend, so that radtransfer's model side runs on JAX or
+PyTorch without it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import keras
+
+from .backbones import did_you_mean
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DISTRIBUTIONS = (None, "mirrored", "data_parallel", "multiworker")
+
+
+def name() -> str:
+    """The Keras backend in use: "tensorflow", "jax" or "torch"."""
+    return keras.backend.backend()
+
+
+def _parse_capability(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        major, _, minor = value.partition(".")
+        return int(major), int(minor or 0)
+    return tuple(int(v) for v in value)[:2]
+
+
+def gpu_compute_capability(backend: str | None = None):
+    """The first GPU's compute capability as (major, minor), or None without a GPU."""
+    backend = backend or name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        return _parse_capability(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability"))
+    if backend == "jax":
+        import jax
+
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError:  # no GPU platform
+            return None
+        return _parse_capability(getattr(gpus[0], "compute_capability", None)) if gpus else None
+    if backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return tuple(torch.cuda.get_device_capability(0))
+    return None
+
+
+def has_gpu(backend: str | None = None) -> bool:
+    backend = backend or name()
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    return gpu_compute_capability(backend) is not None
+
+
+def auto_jit_compile(backend: str, gpu: bool) -> bool:
+    """What jit_compile="auto" means: XLA on TensorFlow GPUs (on CPU it is often slower and some ops lack
+    XLA kernels), always on JAX (XLA is how JAX runs), off on PyTorch (Keras's torch backend would use
+    torch.compile, whose compile time is not repaid in a fine-tuning run)."""
+    if backend == "jax":
+        return True
+    if backend == "tensorflow":
+        return bool(gpu)
+    return False
+
+
+def is_keras_distribution(distribution) -> bool:
+    """A ``keras.distribution`` object (JAX), rather than a tf.distribute strategy."""
+    return isinstance(distribution, (keras.distribution.DataParallel, keras.distribution.ModelParallel))
+
+
+def check_distribute(distribute, backend: str | None = None) -> None:
+    backend = backend or name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(distribute, tf.distribute.Strategy):
+            return
+    if is_keras_distribution(distribute):
+        return
+    if distribute not in DISTRIBUTIONS:
+        raise ValueError("Expected distribute=None, 'mirrored', 'data_parallel' or 'multiworker'."
+                         f"{did_you_mean(str(distribute), ['mirrored', 'data_parallel', 'multiworker'])} "
+                         f"Received: distribute={distribute!r}")
+    if backend == "torch" and distribute is not None:
+        raise ValueError(f"distribute={distribute!r} is not supported on the PyTorch backend; use "
+                         "KERAS_BACKEND=tensorflow (tf.distribute) or jax (keras.distribution.DataParallel).")
+
+
+def make_distribution(distribute, backend: str | None = None):
+    """The distribution for ``distribute`` on this backend (None for none).
+
+    TensorFlow: "mirrored" (or "data_parallel") is a MirroredStrategy over the local GPUs; "multiworker" a
+    MultiWorkerMirroredStrategy from TF_CONFIG, made before TensorFlow's runtime starts. JAX: "mirrored" and
+    "data_parallel" are ``keras.distribution.DataParallel`` over the local devices; "multiworker" first
+    initialises JAX's multi-process runtime (``keras.distribution.initialize``, from the JAX coordinator
+    environment variables) and spans every host's devices.
+    """
+    backend = backend or name()
+    check_distribute(distribute, backend)
+    if distribute is None or not isinstance(distribute, str):
+        return distribute
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if distribute in ("mirrored", "data_parallel"):
+            return tf.distribute.MirroredStrategy()
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("distribute='multiworker' needs the TF_CONFIG environment variable (cluster and task).")
+        warnings.warn("model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
+                      "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
+                      "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.",
+                      stacklevel=3)
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if distribute == "multiworker":
+        keras.distribution.initialize()
+    return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+
+
+def replicas(distribution) -> int:
+    """How many copies of the model train in step."""
+    if distribution is None:
+        return 1
+    if hasattr(distribution, "num_replicas_in_sync"):
+        return int(distribution.num_replicas_in_sync)
+    mesh = getattr(distribution, "device_mesh", None)
+    return int(mesh.shape[0]) if mesh is not None else 1
+
+
+def enable_determinism(backend: str | None = None) -> None:
+    """Deterministic kernels where the backend offers a switch (TensorFlow op determinism, PyTorch's
+    deterministic algorithms). JAX on CPU is deterministic; on GPU set
+    XLA_FLAGS=--xla_gpu_deterministic_ops=true before JAX starts."""
+    backend = backend or name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif backend == "jax" and has_gpu("jax") and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+        warnings.warn("deterministic=True on JAX GPUs needs XLA_FLAGS=--xla_gpu_deterministic_ops=true set "
+                      "before JAX starts; results may still vary between runs.", stacklevel=3)

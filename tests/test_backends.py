@@ -1,0 +1,193 @@
+"""One answer per Keras backend: the same Keras 2 ``.h5`` file and input give the same predictions and the
+same trainable counts under TensorFlow, JAX and PyTorch. Each backend runs in its own process (Keras picks
+its backend once, at import); a backend that is not installed is skipped. The subprocess tests are marked
+``backends`` and run by ``make test-backends`` (CI), which installs JAX and PyTorch's CPU build."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conftest import SMALL
+
+BACKENDS = ("tensorflow", "jax", "torch")
+MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import radtransfer as rt
+    import keras
+    cases = json.loads(sys.argv[1])
+    out = {"backend": keras.backend.backend(), "results": {}}
+    for case in cases:
+        model = rt.build_model(case["backbone"], weights=case["weights"], num_classes=3,
+                               input_shape=(case["size"], case["size"], 3))
+        rt.models.init_head(model, seed=0)
+        images = np.load(case["images"])
+        probabilities = np.asarray(model.predict(images, verbose=0), dtype=np.float64)
+        counts = {}
+        for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all"):
+            counts[strategy] = rt.apply_strategy(model, strategy, bn="protocol").trainable_params
+        np.save(case["images"] + f".{keras.backend.backend()}.npy", probabilities)
+        out["results"][case["backbone"]] = counts
+    out["tensorflow_imported"] = "tensorflow" in sys.modules
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def _run(backend: str, cases: list) -> dict:
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cases)], capture_output=True, text=True,
+                          timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def cases(keras2_files, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("backends")
+    rng = np.random.default_rng(0)
+    result = []
+    for backbone in ("densenet121", "resnet50", "inception_v3"):
+        size = SMALL[backbone]
+        images = tmp / f"{backbone}.npy"
+        np.save(images, rng.integers(0, 256, (4, size, size, 3)).astype(np.uint8))
+        result.append({"backbone": backbone, "size": size, "weights": str(keras2_files.full_model(backbone)),
+                       "images": str(images)})
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(cases):
+    return _run("tensorflow", cases)
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_same_h5_same_input_same_predictions_on_every_backend(backend, cases, reference):
+    if importlib.util.find_spec(MODULE[backend]) is None:
+        pytest.skip(f"{backend} is not installed (pip install 'radtransfer[{backend}]')")
+    other = _run(backend, cases)
+    assert other["backend"] == backend
+    assert not other["tensorflow_imported"]  # the model side needs no TensorFlow on jax or torch
+    for case in cases:
+        expected = np.load(case["images"] + ".tensorflow.npy")
+        got = np.load(case["images"] + f".{backend}.npy")
+        np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=case["backbone"])
+        assert other["results"][case["backbone"]] == reference["results"][case["backbone"]]
+
+
+@pytest.mark.parametrize("backend, capability, gpu, precision, jit", [
+    ("tensorflow", None, False, "float32", False),
+    ("tensorflow", (8, 0), True, "mixed_bfloat16", True),
+    ("tensorflow", (7, 5), True, "mixed_float16", True),
+    ("jax", None, False, "float32", True),       # XLA is how JAX runs, GPU or not
+    ("jax", (9, 0), True, "mixed_bfloat16", True),
+    ("jax", (7, 0), True, "mixed_float16", True),
+    ("torch", None, False, "float32", False),
+    ("torch", (8, 6), True, "mixed_bfloat16", False),
+])
+def test_precision_and_xla_resolve_per_backend_and_gpu(backend, capability, gpu, precision, jit):
+    from radtransfer.runtime import resolve_jit_compile, resolve_precision
+
+    assert resolve_precision("auto", capability=capability or (0, 0), backend_name=backend) == precision
+    assert resolve_jit_compile("auto", deterministic=False, has_gpu=gpu, backend_name=backend) is jit
+    assert resolve_jit_compile(False, deterministic=False, has_gpu=gpu, backend_name=backend) is False
+    # TensorFlow's op determinism excludes XLA; JAX keeps XLA (its CPU runs are deterministic).
+    assert resolve_jit_compile("auto", deterministic=True, has_gpu=gpu, backend_name=backend) is (
+        backend == "jax")
+
+
+def test_distribution_names_per_backend():
+    from radtransfer import backend
+
+    with pytest.raises(ValueError, match="not supported on the PyTorch backend"):
+        backend.check_distribute("mirrored", "torch")
+    with pytest.raises(ValueError, match="data_parallel"):
+        backend.check_distribute("mirored", "jax")
+    assert backend.replicas(None) == 1
+
+
+JAX_DATA_PARALLEL = textwrap.dedent("""
+    import json, sys, tempfile
+    import numpy as np
+    import keras
+    import radtransfer as rt
+    root = tempfile.mkdtemp()
+    images = rt.datasets.load_synthetic_brain_mri(root, n_patients=8, slices_per_patient=2, image_size=40, seed=2)
+    train, val, _ = images.split(val=0.25, test=0.0, seed=0)
+    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    before = [np.array(w) for w in model.get_weights()]
+    result = rt.fine_tune(model, train, val, strategy="unfreeze_top10", learning_rate=1e-2, epochs=1,
+                          batch_size=4, seed=0, verbose=0, distribute="data_parallel", out_dir=root + "/run")
+    changed = sum(not np.array_equal(a, np.array(b)) for a, b in zip(before, model.get_weights()))
+    settings = result.settings
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "devices": len(keras.distribution.list_devices()),
+                                  "replicas": settings["replicas"], "jit": settings["jit_compile"],
+                                  "precision": settings["precision"], "recorded_backend": settings["backend"],
+                                  "changed": int(changed), "loss": result.history["loss"][-1]}))
+""")
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_jax_data_parallel_over_two_virtual_devices_trains_the_callers_model():
+    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", JAX_DATA_PARALLEL], capture_output=True, text=True, timeout=900,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    assert result["backend"] == result["recorded_backend"] == "jax"
+    assert result["devices"] == 2 and result["replicas"] == 2
+    assert result["jit"] is True and result["precision"] == "float32"
+    assert result["changed"] > 0 and np.isfinite(result["loss"])
+
+
+ARRAYS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    import radtransfer as rt
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (12, 32, 32, 3)).astype(np.uint8)
+    y = np.arange(12) % 2
+    x[y == 1, 8:24, 8:24] = 255
+    model = rt.build_model("resnet50", weights=None, num_classes=2, input_shape=(32, 32, 3))
+    start = [np.array(w) for w in model.get_weights()]
+    histories = []
+    for _ in range(2):
+        model.set_weights(start)
+        result = rt.fine_tune(model, (x[:8], y[:8]), (x[8:], y[8:]), strategy="unfreeze_top10", learning_rate=1e-2,
+                              epochs=2, batch_size=4, seed=0, verbose=0, augment=None)
+        histories.append(result.history["loss"])
+    changed = sum(not np.array_equal(a, np.array(b)) for a, b in zip(start, model.get_weights()))
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "tensorflow_imported": "tensorflow" in sys.modules,
+                                  "changed": int(changed), "histories": histories,
+                                  "recorded": result.settings["backend"], "jit": result.settings["jit_compile"]}))
+""")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_training_on_arrays_needs_no_tensorflow_and_repeats_exactly(backend):
+    if importlib.util.find_spec(MODULE[backend]) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", ARRAYS], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    assert result["backend"] == result["recorded"] == backend
+    assert not result["tensorflow_imported"]
+    assert result["changed"] > 0
+    np.testing.assert_allclose(result["histories"][0], result["histories"][1], rtol=1e-5)
+    assert result["jit"] is (backend == "jax")
