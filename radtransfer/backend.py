@@ -158,3 +158,47 @@ def enable_determinism(backend: str | None = None) -> None:
     elif backend == "jax" and has_gpu("jax") and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
         warnings.warn("deterministic=True on JAX GPUs needs XLA_FLAGS=--xla_gpu_deterministic_ops=true set "
                       "before JAX starts; results may still vary between runs.", stacklevel=3)
+
+
+def class_score_gradients(features, preprocess, images, kernel, bias, classes, activations, pooled):
+    """d(class score before the softmax) / d(activations of the Grad-CAM layer), as a NumPy array.
+
+    ``features`` maps the preprocessed images to (activations, pooled backbone output); the score is
+    pooled · kernel[:, class] + bias[class]. TensorFlow records a GradientTape and PyTorch uses autograd
+    (both through whatever lies between the layer and the pooling). JAX has no tape over a Keras graph's
+    intermediate tensors, so there the layer must feed the global average pooling directly (the default,
+    the last convolutional activation), where the gradient is exactly kernel[:, class] / (h·w).
+    """
+    import numpy as np
+
+    classes = np.asarray(classes, dtype=np.int64)
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            acts, out = features(preprocess(tf.convert_to_tensor(images)), training=False)
+            tape.watch(acts)
+            logits = tf.matmul(tf.cast(out, tf.float32), kernel) + bias
+            score = tf.gather(logits, tf.constant(classes, tf.int32), batch_dims=1)
+        return tape.gradient(score, acts).numpy().astype(np.float32)
+    if backend == "torch":
+        import torch
+
+        with torch.enable_grad():
+            inputs = keras.ops.convert_to_tensor(images).float().requires_grad_(True)  # frozen layers too
+            acts, out = features(preprocess(inputs), training=False)
+            logits = out.float() @ torch.as_tensor(kernel, device=out.device) + torch.as_tensor(bias, device=out.device)
+            index = torch.as_tensor(classes, device=out.device)[:, None]
+            score = logits.gather(1, index).sum()
+            (grads,) = torch.autograd.grad(score, acts)
+        return grads.detach().cpu().numpy().astype(np.float32)
+    h, w = activations.shape[1:3]
+    if pooled.shape[-1] != activations.shape[-1] or not np.allclose(pooled, activations.mean(axis=(1, 2)),
+                                                                        rtol=1e-3, atol=1e-4):
+        raise NotImplementedError(f"Grad-CAM at an inner layer needs gradients through the network, which the "
+                                  f"{backend} backend cannot take over a Keras graph's intermediate tensors; use "
+                                  "the default layer (the last convolutional activation), or the TensorFlow or "
+                                  "PyTorch backend.")
+    column = kernel[:, classes].T[:, None, None, :] / float(h * w)
+    return np.broadcast_to(column, activations.shape).astype(np.float32)

@@ -40,7 +40,7 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
-    import tensorflow as tf
+    from . import backend
 
     backbone = get_backbone_model(model)
     layer = layer or last_conv_layer(backbone)
@@ -53,30 +53,28 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
     head = model.get_layer("predictions")
     images = np.asarray(images)
     height, width = images.shape[1:3]
-    kernel, bias = head.kernel, head.bias
+    kernel = keras.ops.convert_to_numpy(head.kernel).astype(np.float32)
+    bias = keras.ops.convert_to_numpy(head.bias).astype(np.float32)
     maps = []
     for start in range(0, len(images), batch_size):
-        batch = tf.convert_to_tensor(images[start:start + batch_size])
-        with tf.GradientTape() as tape:
-            activations, pooled = features(preprocess(batch), training=False)
-            tape.watch(activations)
-            # The class score before the softmax (Selvaraju et al.): the softmax saturates, and its gradient
-            # vanishes, once the model is confident.
-            logits = tf.matmul(tf.cast(pooled, tf.float32), tf.cast(kernel, tf.float32)) + tf.cast(bias, tf.float32)
-            if class_index is None:
-                chosen = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            else:
-                wanted = np.asarray(class_index)
-                wanted = np.full(len(batch), int(wanted)) if wanted.ndim == 0 else wanted[start:start + len(batch)]
-                chosen = tf.constant(wanted, tf.int32)
-            score = tf.gather(logits, chosen, batch_dims=1)
-        gradients = tape.gradient(score, activations)
-        activations = tf.cast(activations, tf.float32)
-        weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
-        cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[..., None]
-        cam = tf.image.resize(cam, (height, width), method="bilinear")[..., 0]
-        peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-        maps.append(tf.math.divide_no_nan(cam, peak).numpy())
+        batch = images[start:start + batch_size]
+        activations, pooled = (keras.ops.convert_to_numpy(t).astype(np.float32)
+                               for t in features(preprocess(keras.ops.convert_to_tensor(batch)), training=False))
+        # The class score before the softmax (Selvaraju et al.): the softmax saturates, and its gradient
+        # vanishes, once the model is confident.
+        logits = pooled @ kernel + bias
+        if class_index is None:
+            chosen = logits.argmax(axis=-1)
+        else:
+            wanted = np.asarray(class_index)
+            chosen = np.full(len(batch), int(wanted)) if wanted.ndim == 0 else wanted[start:start + len(batch)]
+        gradients = backend.class_score_gradients(features, preprocess, batch, kernel, bias, chosen,
+                                                  activations, pooled)
+        weights = gradients.mean(axis=(1, 2), keepdims=True)
+        cam = np.maximum((weights * activations).sum(axis=-1), 0.0)[..., None]
+        cam = keras.ops.convert_to_numpy(keras.ops.image.resize(cam, (height, width), interpolation="bilinear"))[..., 0]
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        maps.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
     return np.concatenate(maps).astype(np.float32)
 
 

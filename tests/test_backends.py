@@ -37,6 +37,12 @@ SCRIPT = textwrap.dedent("""
         for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all"):
             counts[strategy] = rt.apply_strategy(model, strategy, bn="protocol").trainable_params
         np.save(case["images"] + f".{keras.backend.backend()}.npy", probabilities)
+        from radtransfer.gradcam import gradcam, last_conv_layer
+        from radtransfer.models import get_backbone_model
+        maps = {"default": gradcam(model, images)}
+        if keras.backend.backend() != "jax":  # inner layers need a tape (TensorFlow) or autograd (PyTorch)
+            maps["inner"] = gradcam(model, images, layer=last_conv_layer(get_backbone_model(model), min_size=4))
+        np.savez(case["images"] + f".{keras.backend.backend()}.cam.npz", **maps)
         out["results"][case["backbone"]] = counts
     out["tensorflow_imported"] = "tensorflow" in sys.modules
     print("RESULT " + json.dumps(out))
@@ -84,6 +90,11 @@ def test_same_h5_same_input_same_predictions_on_every_backend(backend, cases, re
         got = np.load(case["images"] + f".{backend}.npy")
         np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=case["backbone"])
         assert other["results"][case["backbone"]] == reference["results"][case["backbone"]]
+        cams = np.load(case["images"] + f".{backend}.cam.npz")
+        reference_cams = np.load(case["images"] + ".tensorflow.cam.npz")
+        for key in cams.files:  # Grad-CAM: the same heatmaps (JAX: the default layer only)
+            assert cams[key].max() > 0
+            np.testing.assert_allclose(cams[key], reference_cams[key], atol=2e-3, err_msg=f"{case['backbone']} {key}")
 
 
 @pytest.mark.parametrize("backend, capability, gpu, precision, jit", [
