@@ -41,7 +41,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/pipeline.py
-	$(PY) benchmarks/training.py
+	$(PY) benchmarks/training_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output

@@ -1,14 +1,17 @@
-"""fine_tune's overhead against a hand-written compile + fit on the same model, data and settings.
+"""Training throughput of the four backbones on any Keras backend, with synthetic in-memory data.
 
-    python benchmarks/training.py [--backbone resnet50] [--size 64] [--images 128] [--epochs 4]
+    KERAS_BACKEND=jax python benchmarks/training.py --size 256 --batch 32 --out docs/bench/training_jax.json
+    KERAS_BACKEND=tensorflow python benchmarks/training.py --xla off on
+    KERAS_BACKEND=torch python benchmarks/training.py --backbones resnet50
 
-Each configuration runs in its own process (so each has its own peak RSS), on the same cached dataset
-of synthetic brain-MRI images, with Adam, the same loss and metrics, batch 32. Epoch times are taken by
-the same callback in both, from the start of epoch 1 on (epoch 0 holds the graph tracing), and include
-validation and the end-of-epoch callbacks:
-- fine_tune without out_dir            vs  compile + fit
-- fine_tune with out_dir (best weights, vs  compile + fit with ModelCheckpoint(best weights), CSVLogger,
-  history, backup, best.keras at end)      BackupAndRestore, and best.keras saved at the end
+For each backbone × precision (float32, and "mixed": bfloat16 on GPUs of compute capability ≥ 8.0, float16
+with loss scaling on 7.x, bfloat16 on a CPU) × XLA setting (TensorFlow: off and on; JAX: always on; PyTorch:
+off), in a fresh process: build the model (random weights), unfreeze everything, compile with Adam, and time
+``--steps`` training steps on random uint8 images after ``--warmup`` steps. Reports images/s, peak device
+memory (GPU allocator peak, or the process's peak RSS on a CPU), and the model's FLOPs per image (forward
+multiply-adds × 2, counted from the layers; a training step is about 3× that), so that images/s reads as a
+fraction of the device's peak (``--peak-tflops``). Needs only Keras, NumPy, radtransfer and the backend:
+no TensorFlow on JAX or PyTorch.
 """
 
 from __future__ import annotations
@@ -19,106 +22,143 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+BACKBONES = ("densenet121", "resnet50", "inception_v3", "inception_resnet_v2")
 
-MODES = ("fit", "fine_tune", "fit_checkpoints", "fine_tune_out_dir")
+
+def forward_flops(model) -> int:
+    """Multiply-adds × 2 of one image's forward pass through convolutions and dense layers."""
+    from radtransfer.seeding import walk_layers
+
+    total = 0
+    for layer in walk_layers(model):
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            continue
+        kernel = [int(v) for v in layer.kernel.shape]
+        if kind == "Dense":
+            total += 2 * kernel[0] * kernel[1]
+            continue
+        out = layer.output.shape
+        per_pixel = kernel[0] * kernel[1] * kernel[2] * (kernel[3] if kind == "Conv2D" else 1)
+        total += 2 * per_pixel * int(out[1]) * int(out[2])
+    return total
 
 
-def run_mode(args) -> dict:
+def peak_memory() -> tuple[int, str]:
+    import keras
+
+    backend = keras.backend.backend()
+    try:
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_physical_devices("GPU"):
+                return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "gpu allocator peak"
+        elif backend == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "gpu":
+                return int(device.memory_stats()["peak_bytes_in_use"]), "gpu allocator peak"
+        elif backend == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return int(torch.cuda.max_memory_allocated()), "gpu allocator peak"
+    except Exception:  # a backend without memory statistics: fall back to the process's RSS
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (CPU)"
+
+
+def measure(backbone: str, precision: str, xla: bool, args) -> dict:
     import keras
     import numpy as np
 
     import radtransfer as rt
-    from radtransfer import training
+    from radtransfer import backend
 
-    image_set = rt.datasets.load_synthetic_brain_mri(args.data, n_patients=max(args.images // 4, 4),
-                                                     slices_per_patient=4, image_size=args.size, seed=0)
-    train, val, _ = image_set.split(val=0.15, test=0.0, seed=726)
-    size = (args.size, args.size)
-    train_ds = rt.data.make_dataset(train, image_size=size, batch_size=32, augment="radimagenet", seed=0)
-    val_ds = rt.data.make_dataset(val, image_size=size, batch_size=32, shuffle=False)
-    keras.utils.set_random_seed(0)
-    model = rt.build_model(args.backbone, weights=None, num_classes=4, input_shape=(*size, 3))
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.starts = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.starts.append(time.perf_counter())
-
-    timer = EpochTimer()
-    out_dir = Path(tempfile.mkdtemp(prefix="rt_train_bench_"))
-    if args.mode.startswith("fine_tune"):
-        rt.fine_tune(model, train_ds, val_ds, strategy="unfreeze_all", learning_rate=1e-4, epochs=args.epochs,
-                     callbacks=[timer], verbose=0, seed=0,
-                     out_dir=out_dir if args.mode == "fine_tune_out_dir" else None)
+    capability = backend.gpu_compute_capability()
+    if precision == "mixed":
+        resolved = rt.training.resolve_precision("auto", capability=capability) if capability else "mixed_bfloat16"
+        resolved = "mixed_bfloat16" if resolved == "float32" else resolved
     else:
-        rt.apply_strategy(model, "unfreeze_all")
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-4),
-                      loss=rt.TrainConfig("unfreeze_all", 1e-4).make_loss(4),
-                      metrics=training.make_metrics(4), jit_compile=False)
-        callbacks = [timer]
-        if args.mode == "fit_checkpoints":
-            # What a careful user writes by hand for the same outputs: best weights, history, a resume
-            # backup, and the best model as .keras at the end.
-            callbacks = [keras.callbacks.ModelCheckpoint(str(out_dir / "best.weights.h5"), save_best_only=True,
-                                                         save_weights_only=True),
-                         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
-                         keras.callbacks.BackupAndRestore(str(out_dir / "backup")), timer]
-        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks, verbose=0,
-                  shuffle=False)
-        if args.mode == "fit_checkpoints":
-            model.load_weights(str(out_dir / "best.weights.h5"))
-            model.save(str(out_dir / "best.keras"))
-    # From one epoch's start to the next: training, validation, and whatever runs between epochs (fine_tune's
-    # per-epoch checkpoint and commit included). Epoch 0 holds the tracing; the last epoch is not timed.
-    epoch_seconds = np.diff(timer.starts)[1:]
-    return {"mode": args.mode, "train_images": len(train), "epoch_seconds": epoch_seconds.tolist(),
-            "images_per_s": float(len(train) / np.mean(epoch_seconds)),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        resolved = "float32"
+    keras.mixed_precision.set_global_policy(resolved)
+    size = args.size
+    model = rt.build_model(backbone, weights=None, num_classes=2, input_shape=(size, size, 3))
+    rt.apply_strategy(model, "unfreeze_all", bn="protocol")
+    optimizer = keras.optimizers.Adam(1e-4)
+    if resolved == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", jit_compile=xla)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (args.batch, size, size, 3)).astype(np.uint8)
+    labels = np.eye(2, dtype=np.float32)[rng.integers(0, 2, args.batch)]
+    for _ in range(args.warmup):
+        model.train_on_batch(images, labels)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = model.train_on_batch(images, labels)
+    keras.ops.convert_to_numpy(loss)  # wait for the device
+    seconds = time.perf_counter() - start
+    flops = forward_flops(model)
+    rate = args.steps * args.batch / seconds
+    peak, memory_kind = peak_memory()
+    result = {"backend": backend.name(), "backbone": backbone, "precision": resolved, "jit_compile": bool(model.jit_compile),
+              "image_size": size, "batch": args.batch, "steps": args.steps, "images_per_s": rate,
+              "forward_gflops_per_image": flops / 1e9, "train_tflops_per_s": 3 * flops * rate / 1e12,
+              "peak_memory_bytes": peak, "memory": memory_kind,
+              "gpu_compute_capability": list(capability) if capability else None}
+    if args.peak_tflops:
+        result["fraction_of_peak"] = result["train_tflops_per_s"] / args.peak_tflops
+    return result
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet50")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--images", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2, help="runs per mode, interleaved")
-    parser.add_argument("--mode", choices=MODES, help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
+    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed"], choices=("float32", "mixed"))
+    parser.add_argument("--xla", nargs="+", default=None, choices=("off", "on"),
+                        help="TensorFlow only (default: off and on); JAX is always XLA, PyTorch never")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s in the measured precision, to report a fraction of it")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--one", nargs=3, metavar=("BACKBONE", "PRECISION", "XLA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.mode:
-        print(json.dumps(run_mode(args)))
+    if args.one:
+        backbone, precision, xla = args.one
+        print("RESULT " + json.dumps(measure(backbone, precision, xla == "on", args)), flush=True)
         return 0
-
-    data_dir = Path(tempfile.mkdtemp(prefix="rt_train_data_"))
-    runs = {mode: [] for mode in MODES}
-    for _ in range(args.repeats):
-        for mode in MODES:
-            command = [sys.executable, __file__, "--mode", mode, "--data", str(data_dir), "--backbone", args.backbone,
-                       "--size", str(args.size), "--images", str(args.images), "--epochs", str(args.epochs)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    summary = {mode: {"images_per_s": sum(r["images_per_s"] for r in rs) / len(rs),
-                      "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)} for mode, rs in runs.items()}
-    summary["overhead_plain"] = 1 - summary["fine_tune"]["images_per_s"] / summary["fit"]["images_per_s"]
-    summary["overhead_with_outputs"] = 1 - summary["fine_tune_out_dir"]["images_per_s"] / summary["fit_checkpoints"]["images_per_s"]
-    summary["settings"] = {k: v for k, v in vars(args).items() if k not in ("mode", "data", "json")}
-    print(json.dumps({"runs": runs, "summary": summary}, indent=2, default=str))
-    for mode in MODES:
-        print(f"{mode:20s} {summary[mode]['images_per_s']:7.1f} images/s   peak RSS {summary[mode]['peak_rss_mib']:7.0f} MiB")
-    print(f"fine_tune overhead: {summary['overhead_plain']:+.1%} (no outputs), "
-          f"{summary['overhead_with_outputs']:+.1%} (with checkpoints, history, backup; target ≤ 3%)")
-    if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2, default=str))
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    xla_settings = {"tensorflow": args.xla or ["off", "on"], "jax": ["on"], "torch": ["off"]}[backend]
+    results = []
+    for backbone in args.backbones:
+        for precision in args.precisions:
+            for xla in xla_settings:
+                command = [sys.executable, __file__, "--one", backbone, precision, xla, "--size", str(args.size),
+                           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+                if args.peak_tflops:
+                    command += ["--peak-tflops", str(args.peak_tflops)]
+                done = subprocess.run(command, capture_output=True, text=True)
+                line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+                if line is None:
+                    result = {"backend": backend, "backbone": backbone, "precision": precision, "xla": xla,
+                              "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+                else:
+                    result = json.loads(line[len("RESULT "):])
+                results.append(result)
+                print(json.dumps(result), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -24,7 +24,7 @@ def predict_with_labels(model, dataset, verbose=0):
     truths, probabilities = [], []
     with readable_pipeline_errors(dataset):
         for images, labels in dataset:
-            probabilities.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
+            probabilities.append(np.asarray(model.predict_on_batch(np.asarray(images)), dtype=np.float64))
             truths.append(np.asarray(labels).argmax(axis=-1))
     if not truths:
         raise ValueError("The evaluation dataset is empty.")

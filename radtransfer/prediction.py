@@ -164,10 +164,11 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
     probabilities, overlays = [], []
     with readable_pipeline_errors(dataset):
         for images_batch, _ in dataset:
+            images_batch = np.asarray(images_batch)  # any backend takes NumPy; JAX refuses TF tensors
             batch = np.asarray(model.predict_on_batch(images_batch), dtype=np.float64)
             if gradcam_dir is not None:
                 done = sum(len(p) for p in probabilities)
-                overlays += _overlays(model, images_batch.numpy(), batch, decide(batch), class_names, layer,
+                overlays += _overlays(model, images_batch, batch, decide(batch), class_names, layer,
                                       gradcam_dir, kept[done:done + len(batch)])
             probabilities.append(batch)
     probabilities = np.concatenate(probabilities)

@@ -202,3 +202,56 @@ def test_training_on_arrays_needs_no_tensorflow_and_repeats_exactly(backend):
     assert result["changed"] > 0
     np.testing.assert_allclose(result["histories"][0], result["histories"][1], rtol=1e-5)
     assert result["jit"] is (backend == "jax")
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_radimagenet_in_a_plain_pytorch_loop_example(keras2_files, tmp_path):
+    from pathlib import Path
+
+    weights = tmp_path / "weights"
+    keras2_files.place("densenet121", weights, "RadImageNet-DenseNet121_notop.h5")
+    example = Path(__file__).resolve().parents[1] / "examples" / "radimagenet_pytorch.py"
+    env = dict(os.environ, KERAS_BACKEND="torch")
+    done = subprocess.run([sys.executable, str(example), "--quick", "--weights-dir", str(weights), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "is a torch.nn.Module" in done.stdout and "(radimagenet)" in done.stdout
+    assert "epoch 1/1: train loss" in done.stdout
+
+
+IMAGE_PATH = textwrap.dedent("""
+    import json, sys, tempfile
+    import numpy as np
+    import keras
+    import radtransfer as rt
+    from radtransfer.gradcam import gradcam
+    root = tempfile.mkdtemp()
+    images = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=1, image_size=40, seed=2)
+    train, val, test = images.split(val=0.25, test=0.25, seed=0)
+    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    rt.fine_tune(model, train, val, strategy="unfreeze_top10", learning_rate=1e-3, epochs=1, batch_size=4,
+                 seed=0, verbose=0, out_dir=root + "/run")
+    metrics = rt.evaluate(model, test, bootstrap=0)
+    frame = rt.predict(root + "/run", test)
+    expected = np.asarray(metrics["predictions"]["probabilities"])
+    columns = [f"p_{c}" for c in test.class_names]
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "n": metrics["n"],
+                                  "predict_matches_evaluate": bool(np.allclose(frame[columns].to_numpy(), expected,
+                                                                                atol=1e-5)),
+                                  "cam": list(gradcam(model, np.zeros((1, 32, 32, 3), "uint8")).shape)}))
+""")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_image_files_train_evaluate_and_predict_on_every_backend(backend):
+    """ImageSets go through tf.data (TensorFlow installed) and Keras feeds them to the JAX or PyTorch model."""
+    if importlib.util.find_spec(MODULE[backend]) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", IMAGE_PATH], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    assert result["backend"] == backend and result["n"] > 0
+    assert result["predict_matches_evaluate"] and result["cam"] == [1, 32, 32]
