@@ -169,7 +169,8 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
             carry the class names and the validation-chosen threshold).
         dataset: an ImageSet (read as the model's training images were read, when the model carries its
             read settings, else at its input size; no augmentation, no shuffling, no cache; its class names
-            and patient ids are used) or a ``tf.data.Dataset`` of (images, one-hot labels).
+            and patient ids are used), a ``tf.data.Dataset`` or ``keras.utils.PyDataset`` of (images, one-hot
+            labels), or ``(images, labels)`` arrays at the model's input size (no TensorFlow needed).
         positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
         bootstrap: resamples for ``auc_ci`` (0 to skip).
         seed: the bootstrap's seed.
@@ -204,8 +205,14 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
     check_classes(model, class_names)
     if isinstance(dataset, ImageSet):
         dataset = make_dataset(dataset, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
+    elif isinstance(dataset, (tuple, list)):  # (images, labels) arrays: no TensorFlow
+        from .data.arrays import ArrayStream, as_arrays
+
+        arrays = as_arrays(dataset, int(model.output_shape[-1]), tuple(model.input_shape[1:3]), "dataset")
+        dataset = ArrayStream(*arrays, batch_size, shuffle=False).batches()
     else:
-        width = dataset.element_spec[1].shape[-1] if isinstance(dataset.element_spec, tuple) else None
+        spec = getattr(dataset, "element_spec", None)
+        width = spec[1].shape[-1] if isinstance(spec, tuple) else None
         if width is not None and width != int(model.output_shape[-1]):
             raise ClassMismatchError(f"The dataset has labels for {width} classes but the model predicts "
                                      f"{int(model.output_shape[-1])}.")

@@ -207,7 +207,19 @@ def _dataset_width(dataset):
     return spec[1].shape[-1]
 
 
+def _check_py_dataset(dataset, name: str, num_classes: int) -> None:
+    batches = dataset.num_batches
+    if batches == 0:
+        raise ValueError(f"The {name} dataset is empty.")
+    labels = np.asarray(dataset[0][1])
+    if labels.ndim != 2 or labels.shape[-1] != num_classes:
+        raise ValueError(f"The {name} PyDataset yields labels of shape {labels.shape}; expected one-hot rows of "
+                         f"{num_classes} classes (the model's outputs).")
+
+
 def _check_dataset(dataset, name: str, num_classes: int):
+    if isinstance(dataset, keras.utils.PyDataset):
+        return _check_py_dataset(dataset, name, num_classes)
     import tensorflow as tf
 
     width = _dataset_width(dataset)
@@ -220,6 +232,8 @@ def _check_dataset(dataset, name: str, num_classes: int):
 
 
 def _known_size(dataset):
+    if isinstance(dataset, keras.utils.PyDataset):
+        return None
     cardinality = int(dataset.cardinality())
     batch = dataset.element_spec[0].shape[0]
     if cardinality > 0 and batch is not None:

@@ -182,6 +182,12 @@ ARRAYS = textwrap.dedent("""
                               epochs=2, batch_size=4, seed=0, verbose=0, augment=None)
         histories.append(result.history["loss"])
     changed = sum(not np.array_equal(a, np.array(b)) for a, b in zip(start, model.get_weights()))
+    metrics = rt.evaluate(model, (x[8:], y[8:]), bootstrap=0)
+    from radtransfer.data.arrays import ArrayBatches  # a user's own keras.utils.PyDataset
+    onehot = np.eye(2, dtype="float32")[y]
+    own = rt.fine_tune(model, ArrayBatches(x[:8], onehot[:8], 4, np.arange(8)), ArrayBatches(x[8:], onehot[8:], 4,
+                       np.arange(4)), strategy="freeze_all", learning_rate=1e-3, epochs=1, seed=0, verbose=0)
+    assert metrics["n"] == 4 and np.isfinite(own.history["loss"][0])
     print("RESULT " + json.dumps({"backend": keras.backend.backend(), "tensorflow_imported": "tensorflow" in sys.modules,
                                   "changed": int(changed), "histories": histories,
                                   "recorded": result.settings["backend"], "jit": result.settings["jit_compile"]}))
