@@ -49,13 +49,18 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(backend: str, cases: list) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(cases)], capture_output=True, text=True,
-                          timeout=900, env=env)
+def _result(script: str, backend: str, *args, **env) -> dict:
+    """Runs ``script`` under KERAS_BACKEND=backend and returns what it printed after "RESULT "."""
+    environment = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", **env)
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=900,
+                          env=environment)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
+
+
+def _run(backend: str, cases: list) -> dict:
+    return _result(SCRIPT, backend, json.dumps(cases))
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +157,7 @@ JAX_DATA_PARALLEL = textwrap.dedent("""
 @pytest.mark.backends
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_jax_data_parallel_over_two_virtual_devices_trains_the_callers_model():
-    env = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", JAX_DATA_PARALLEL], capture_output=True, text=True, timeout=900,
-                          env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    result = _result(JAX_DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert result["backend"] == result["recorded_backend"] == "jax"
     assert result["devices"] == 2 and result["replicas"] == 2
     assert result["jit"] is True and result["precision"] == "float32"
@@ -199,10 +199,7 @@ ARRAYS = textwrap.dedent("""
 def test_training_on_arrays_needs_no_tensorflow_and_repeats_exactly(backend):
     if importlib.util.find_spec(MODULE[backend]) is None:
         pytest.skip(f"{backend} is not installed")
-    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", ARRAYS], capture_output=True, text=True, timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    result = _result(ARRAYS, backend)
     assert result["backend"] == result["recorded"] == backend
     assert not result["tensorflow_imported"]
     assert result["changed"] > 0
@@ -255,9 +252,6 @@ def test_image_files_train_evaluate_and_predict_on_every_backend(backend):
     """ImageSets go through tf.data (TensorFlow installed) and Keras feeds them to the JAX or PyTorch model."""
     if importlib.util.find_spec(MODULE[backend]) is None:
         pytest.skip(f"{backend} is not installed")
-    env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, "-c", IMAGE_PATH], capture_output=True, text=True, timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(l for l in done.stdout.splitlines() if l.startswith("RESULT "))[len("RESULT "):])
+    result = _result(IMAGE_PATH, backend)
     assert result["backend"] == backend and result["n"] > 0
     assert result["predict_matches_evaluate"] and result["cam"] == [1, 32, 32]

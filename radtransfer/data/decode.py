@@ -32,14 +32,6 @@ def is_dicom(path) -> bool:
         return False
 
 
-def _to_uint8_range(pixels: np.ndarray, value_range) -> np.ndarray:
-    low, high = value_range if value_range is not None else (float(pixels.min()), float(pixels.max()))
-    if high <= low:
-        return np.zeros(pixels.shape, dtype=np.uint8)
-    scaled = (np.clip(pixels, low, high) - low) / (high - low) * 255.0
-    return np.round(scaled).astype(np.uint8)
-
-
 def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
     """Decodes PNG/JPEG/BMP bytes (a scalar string tensor) into a uint8 HxWxC tensor.
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RadtransferError
+from .intensity import to_uint8
 
 FRAME_POLICIES = ("middle", "first", "last")
 MIN_PYDICOM = (3, 0)
@@ -166,7 +167,7 @@ def _render(path: Path, window, frame) -> np.ndarray:
         return _palette(pixels, header)
     if pixels.ndim == 3:  # RGB, and YBR already converted by pydicom
         bits = int(header.get("BitsStored", 8) or 8)
-        return _scale(pixels.astype(np.float64), (0.0, float(2 ** bits - 1)))
+        return to_uint8(pixels.astype(np.float64), (0.0, float(2 ** bits - 1)))
     gray = _grayscale(pixels, header, window)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
@@ -195,7 +196,7 @@ def _grayscale(pixels: np.ndarray, ds, window) -> np.ndarray:
         value_range = (float(ends[0]), float(ends[1]))
     else:
         out, value_range = values, None
-    return _scale(np.asarray(out, dtype=np.float64), value_range)
+    return to_uint8(np.asarray(out, dtype=np.float64), value_range)
 
 
 def _voi_lut_sequence(values: np.ndarray, ds):
@@ -227,16 +228,7 @@ def _palette(pixels: np.ndarray, ds) -> np.ndarray:
     rgb = apply_color_lut(pixels, ds)
     descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
     bits = int(descriptor[2]) if descriptor is not None else (16 if rgb.dtype == np.uint16 else 8)
-    return _scale(rgb[..., :3].astype(np.float64), (0.0, float(2 ** bits - 1)))
-
-
-def _scale(values: np.ndarray, value_range) -> np.ndarray:
-    """Values in ``value_range`` (default: their own min..max) to uint8 0..255."""
-    low, high = value_range if value_range is not None else (float(values.min()), float(values.max()))
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (np.clip(values, low, high) - low) / (high - low) * 255.0
-    return np.round(scaled).astype(np.uint8)
+    return to_uint8(rgb[..., :3].astype(np.float64), (0.0, float(2 ** bits - 1)))
 
 
 def _lift_functional_groups(ds, index: int) -> None:

@@ -18,9 +18,10 @@ from ..backbones import did_you_mean, get_backbone
 from ..errors import RadtransferError
 from .augment import augment_batch, get_augment
 from .cache import LOG, CacheChoice, choose_cache, claim
-from .decode import _to_uint8_range, check_files, decode_image_tf, to_rgb
+from .decode import check_files, decode_image_tf, to_rgb
 from .dicom import check_frame, read_dicom
 from .imageset import ImageSet
+from .intensity import to_uint8
 
 MAX_LISTED = 20
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
@@ -539,5 +540,5 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
         image = image[..., None]
     if image.dtype != np.uint8:
         wide = image.dtype == np.uint16 or image.max() > 255 or image.min() < 0
-        image = _to_uint8_range(image.astype(np.float32), None if wide else (0, 255))
+        image = to_uint8(image, None if wide else (0, 255))
     return image

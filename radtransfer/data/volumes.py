@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .imageset import ImageSet
+from .intensity import to_uint8
 from .sources import DataSourceError, from_csv
 
 AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
@@ -80,7 +81,7 @@ def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", 
         low, high = _value_range(data, window, percentiles)
         for index in chosen:
             plane_image = np.rot90(np.take(data, index, axis=axis))  # first in-plane axis left→right
-            images.append(_to_uint8(plane_image, low, high))
+            images.append(to_uint8(plane_image, (low, high)))
             labels.append(listing.labels[row])
             patients.append(listing.patient_ids[row] if listing.patient_ids is not None else str(path))
             volumes.append(str(path))
@@ -138,9 +139,3 @@ def _value_range(data: np.ndarray, window, percentiles) -> tuple[float, float]:
         return center - width / 2.0, center + width / 2.0
     low, high = np.percentile(data, percentiles)
     return float(low), float(high)
-
-
-def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((np.clip(values, low, high) - low) / (high - low) * 255.0).astype(np.uint8)
