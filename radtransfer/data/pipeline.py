@@ -7,6 +7,7 @@ cache lives (memory, disk, none) is chosen in ``cache.py``.
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from contextlib import contextmanager
@@ -155,7 +156,9 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     name = cache_name(image_set, settings, channels, shuffle, files_changed=cache not in (True, False, None, "memory",
                                                                                          "none"))
     choice = choose_cache(cache, n * height * width * channels, name, memory_budget, cache_dir)
-    LOG.info("%d images at %dx%dx%d: cache %s (%s)", n, height, width, channels, choice.mode, choice.reason)
+    # The "auto" choice is news; an explicit one (e.g. evaluate's single uncached pass) is only for debugging.
+    LOG.log(logging.INFO if cache == "auto" else logging.DEBUG, "%d images at %dx%dx%d: cache %s (%s)", n, height,
+            width, channels, choice.mode, choice.reason)
     stream = DataStream(load, n, batch_size, shuffle, min(n, shuffle_buffer), params, seed, channels,
                         drop_remainder, choice, settings,
                         paths=None if image_set.paths is None else image_set.paths[order])
