@@ -21,11 +21,6 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = backend.DISTRIBUTIONS
 
 
-def gpu_compute_capability():
-    """The first GPU's compute capability as (major, minor), or None without a GPU (any backend)."""
-    return backend.gpu_compute_capability()
-
-
 def resolve_precision(precision: str, capability=None, backend_name: str | None = None) -> str:
     """"auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 (with
     loss scaling, which Keras adds for that policy) on 7.x, float32 otherwise — on every backend.
@@ -61,10 +56,6 @@ def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None =
             has_gpu = backend.has_gpu(backend_name)
         return backend.auto_jit_compile(backend_name, bool(has_gpu))
     return jit_compile
-
-
-def check_distribute(distribute) -> None:
-    backend.check_distribute(distribute)
 
 
 def make_distribution(distribute):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import keras
 
 from .backbones import did_you_mean
-from .runtime import check_distribute, resolve_precision
+from .backend import check_distribute
+from .runtime import resolve_precision
 from .strategies import parse_strategy
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}

@@ -148,13 +148,14 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     n = len(image_set)
     # Images are read (and written to a cache) in a fixed random order when shuffling, so that no part of
     # the cache is sorted by class whatever the file order; the order depends on the set's content only.
+    digest = content_hash(image_set)  # once: the order, the cache name and the run fingerprint all use it
     order = np.arange(n)
     if shuffle:
-        order = np.random.default_rng(int(content_hash(image_set), 16) % (2 ** 63)).permutation(n)
+        order = np.random.default_rng(int(digest, 16) % (2 ** 63)).permutation(n)
     load = _loader(image_set, order, settings, dicom, channels, num_classes)
     height, width = settings.image_size
-    name = cache_name(image_set, settings, channels, shuffle, files_changed=cache not in (True, False, None, "memory",
-                                                                                         "none"))
+    name = cache_name(image_set, settings, channels, shuffle, digest,
+                      files_changed=cache not in (True, False, None, "memory", "none"))
     choice = choose_cache(cache, n * height * width * channels, name, memory_budget, cache_dir)
     # The "auto" choice is news; an explicit one (e.g. evaluate's single uncached pass) is only for debugging.
     LOG.log(logging.INFO if cache == "auto" else logging.DEBUG, "%d images at %dx%dx%d: cache %s (%s)", n, height,
@@ -164,8 +165,8 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
                         paths=None if image_set.paths is None else image_set.paths[order])
     if choice.mode == "memory":
         claim(stream, choice.nbytes)
-    stream.describe = lambda: {  # hashed only when a run's fingerprint asks (not for evaluation)
-        "images": content_hash(image_set), "n": n, "batch_size": batch_size, "shuffle": shuffle,
+    stream.describe = lambda: {  # asked for only by a run's fingerprint
+        "images": digest, "n": n, "batch_size": batch_size, "shuffle": shuffle,
         "augment": None if params is None else repr(params), "drop_remainder": drop_remainder,
         **settings.to_dict()}
     result = stream.dataset()
@@ -280,7 +281,7 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
     return load
 
 
-def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool,
+def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool, digest: str,
                files_changed: bool = True) -> str:
     """The name of a file cache holding one set of images, in one order, read one way.
 
@@ -292,17 +293,17 @@ def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permu
     import hashlib
     import os
 
-    digest = hashlib.sha256(content_hash(image_set).encode())
+    hasher = hashlib.sha256(digest.encode())  # digest: content_hash(image_set)
     for part in (sorted(settings.to_dict().items()), channels, permuted):
-        digest.update(repr(part).encode())
+        hasher.update(repr(part).encode())
     if files_changed and image_set.paths is not None:
         for path in image_set.paths:
             try:
                 stat = os.stat(path)
-                digest.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+                hasher.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
             except OSError:
-                digest.update(b"-;")
-    return digest.hexdigest()[:16]
+                hasher.update(b"-;")
+    return hasher.hexdigest()[:16]
 
 
 def content_hash(image_set: ImageSet) -> str:
