@@ -16,6 +16,7 @@ from .evaluation import evaluate
 from .layerwise import layerwise_search
 from .models import build_model
 from .prediction import predict
+from .ray_executor import RayExecutor
 from .preprocessing import Preprocess
 from .run_folder import RunFolder, RunMismatchError
 from .strategies import StrategySummary, apply_strategy
@@ -27,6 +28,7 @@ from .weights import check_weight_file, find_weight_files, resolve_weights
 __all__ = [
     "BACKBONES",
     "ClassMismatchError",
+    "RayExecutor",
     "RunFolder",
     "RunMismatchError",
     "TrainConfig",

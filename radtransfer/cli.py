@@ -187,9 +187,17 @@ def cmd_grid(args) -> int:
     scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
     if scenarios is not None and args.max_scenarios:
         scenarios = scenarios[: args.max_scenarios]
+    ray_options = {"address": args.address, "gpus_per_run": args.gpus_per_run, "cpus_per_run": args.cpus_per_run}
+    if args.executor == "ray":
+        executor = protocol.RayExecutor(**ray_options)
+    elif any(v is not None for v in ray_options.values()):
+        raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
+    else:
+        executor = "sequential"
     _write_resolved(args.out, args)
     records = protocol.run_grid(image_set, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
-                                scenarios=scenarios, shard=args.shard, weights_dir=args.weights_dir,
+                                scenarios=scenarios, shard=args.shard, shard_count=args.shard_count,
+                                executor=executor, weights_dir=args.weights_dir,
                                 faithful=args.faithful, task=args.task, verbose=1,
                                 paper_task=None if args.paper_task == "none" else args.paper_task)
     print(f"{len(records)} runs recorded in {args.out}")
@@ -358,7 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", nargs="+", help="limit to these backbones")
     p.add_argument("--max-scenarios", type=int, help=argparse.SUPPRESS)
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
-    p.add_argument("--shard", help="k/n: run a disjoint share of the runs")
+    p.add_argument("--shard", help="k/n: run a disjoint share of the runs; auto: this SLURM array task's or "
+                                   "Kubernetes Indexed Job pod's share")
+    p.add_argument("--shard-count", type=int, help="with --shard auto on Kubernetes: the Job's completions")
+    p.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
+                   help="sequential (default): one run after another here; ray: each run a Ray task, one per GPU "
+                        "(needs radtransfer[ray])")
+    p.add_argument("--address", help="with --executor ray: the cluster (auto, head:6379 or ray://head:10001); "
+                                     "default $RAY_ADDRESS, else Ray started on this machine")
+    p.add_argument("--gpus-per-run", type=float, help="with --executor ray (default 1 where there are GPUs)")
+    p.add_argument("--cpus-per-run", type=float, help="with --executor ray (default: CPUs per GPU, or a whole node)")
     p.add_argument("--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm")
     p.add_argument("--weights-dir")
     p.add_argument("--task", help="task name for the report (default: the out folder's name)")

@@ -9,17 +9,15 @@ stopped, restarted and split across machines.
 from __future__ import annotations
 
 import dataclasses
-import math
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .backbones import did_you_mean, get_backbone
-from .run_folder import write_json_atomic
-from .seeding import derive_seed, set_global_seed
+from .ray_executor import GridRunsFailedError, RayExecutor  # noqa: F401  (Ray itself is imported only when used)
+from .seeding import derive_seed
+from .shards import parse_shard, resolve_shard  # noqa: F401  (parse_shard: part of this module's API)
 
 BACKBONE_ORDER = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 STRATEGY_RATES = (("unfreeze_all", (1e-3, 1e-4)), ("freeze_all", (1e-2, 1e-3)), ("unfreeze_top10", (1e-2, 1e-3)))
@@ -119,19 +117,6 @@ class Run:
         return f"{self.source}/{self.scenario.id}/fold{self.fold}"
 
 
-def parse_shard(shard) -> tuple[int, int] | None:
-    """"k/n" → (k, n) with 1 ≤ k ≤ n."""
-    if shard is None:
-        return None
-    try:
-        k, n = (int(part) for part in str(shard).split("/"))
-    except ValueError:
-        raise ValueError(f"Expected shard='k/n', e.g. '1/4'. Received: shard={shard!r}") from None
-    if not 1 <= k <= n:
-        raise ValueError(f"Expected 1 ≤ k ≤ n in shard='k/n'. Received: shard={shard!r}")
-    return k, n
-
-
 def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
     """Every run of the grid in a fixed order; a shard "k/n" takes every n-th run starting at the k-th,
     so n shards partition the grid and each gets a similar mix of backbones."""
@@ -143,14 +128,6 @@ def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
     return runs[k - 1::n]
 
 
-def _format_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
-
-
 def run_seed(grid_seed: int, scenario: "Scenario", fold: int) -> int:
     """The seed of one run: a function of (grid seed, scenario, fold) only. The weight source is left out
     on purpose, so that a scenario's RadImageNet and ImageNet runs are paired: same split, same batch
@@ -159,13 +136,18 @@ def run_seed(grid_seed: int, scenario: "Scenario", fold: int) -> int:
 
 
 def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, sources=("radimagenet", "imagenet"),
-             folds=None, scenarios=None, shard=None, weights_dir=None, faithful: bool = False, task: str | None = None,
-             paper_task="auto", verbose: int = 1, log=None):
+             folds=None, scenarios=None, shard=None, shard_count: int | None = None, executor="sequential",
+             weights_dir=None, faithful: bool = False, task: str | None = None, paper_task="auto", verbose: int = 1,
+             log=None):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
     Every run is a pure function of (grid seed, scenario, fold, weight source): its record is the same
-    whether the grid runs whole, in shards, or with restarts, and a scenario's runs from different weight
-    sources see the same split, batches, augmentation, dropout and head initialisation.
+    whether the grid runs whole, in shards, on Ray, or with restarts, and a scenario's runs from different
+    weight sources see the same split, batches, augmentation, dropout and head initialisation.
+
+    Several processes may fill one out_dir at once (shards, job-array tasks, one process per GPU, Ray
+    workers): a run's folder is claimed before the run is trained, so no run is trained or recorded twice,
+    and a run whose process died is taken over and resumed from its last finished epoch.
 
     Args:
         image_set: the task's images (an ImageSet with patient ids, ideally).
@@ -174,7 +156,13 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
         sources: weight sources to compare (the first is the candidate of the paired comparisons).
         folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
         scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
-        shard: "k/n" to run a disjoint, stable share of the runs (n machines can fill one out_dir).
+        shard: "k/n" to run a disjoint, stable share of the runs (n machines can fill one out_dir), or
+            "auto": the share of this SLURM array task (``$SLURM_ARRAY_TASK_ID``) or Kubernetes Indexed Job
+            pod (``$JOB_COMPLETION_INDEX``, with ``shard_count``).
+        shard_count: the number of shards for shard="auto" where the environment does not say it (Kubernetes).
+        executor: "sequential" (one run after another in this process), "ray" (each run a Ray task on the
+            cluster of ``$RAY_ADDRESS``, or on this machine: one run per GPU), or a ``RayExecutor`` with
+            its address and resources per run. Ray needs ``pip install 'radtransfer[ray]'``.
         weights_dir: a folder searched first for weight files.
         faithful: reproduce the reference where radtransfer's defaults differ: "radimagenet"
             preprocessing also for ImageNet weights, nearest-neighbour resizing, BatchNorm following the
@@ -194,10 +182,13 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
     from .report import load_records, paper_task as match_paper_task
     from .weights import resolve_weights
 
-    out = Path(out_dir)
+    from .claims import new_token
+    from .executors import resolve_executor
+    from .grid_runs import GridJob, GridProgress
+
+    out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    log = log or sys.stderr
-    task = task or out.resolve().name
+    task = task or out.name
     if paper_task == "auto":
         paper_task = match_paper_task(task)
     elif paper_task is not None and paper_task not in PAPER_TASKS:
@@ -207,13 +198,15 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
     n_folds = folds if folds is not None else config.folds
     bn = "protocol" if faithful else "frozen"
     interpolation = "nearest" if faithful else "bilinear"
-    runs = plan_runs(sources, scenarios, n_folds or 1, shard)
+    resolved_shard = resolve_shard(shard, shard_count)
+    runs = plan_runs(sources, scenarios, n_folds or 1, resolved_shard)
+    runner = resolve_executor(executor)
 
     # Every weight file the share needs, found before anything is trained.
     weights, missing = {}, []
     for source, backbone in sorted({(r.source, r.scenario.backbone) for r in runs}):
         try:
-            weights[(source, backbone)] = resolve_weights(backbone, source, weights_dir).path
+            weights[(source, backbone)] = Path(resolve_weights(backbone, source, weights_dir).path).resolve()
         except FileNotFoundError as exc:
             missing.append(str(exc))
     if missing:
@@ -228,26 +221,20 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
 
     splits = list(image_set.kfold(n_folds, seed=config.seed, val=config.val)) if n_folds else \
         [image_set.split(val=config.val, test=config.test, seed=config.seed)]
-    context = _GridContext(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
-    todo = [r for r in runs if not (context.run_dir(r) / RECORD).exists()]
-    done_before = len(runs) - len(todo)
-    durations = []
-    for index, run in enumerate(todo):
-        if verbose:
-            eta = np.mean(durations) * (len(todo) - index) if durations else float("nan")
-            print(f"[grid {task}] done {done_before + index}/{len(runs)}, running {run.id}, "
-                  f"left {len(todo) - index}, ETA {_format_seconds(eta)}", file=log, flush=True)
-        start = time.perf_counter()
-        record = context.execute(run)
-        seconds = time.perf_counter() - start
-        durations.append(seconds)
-        write_json_atomic(context.run_dir(run) / "timing.json", {"seconds": seconds})
-        if record.status != "finished" and verbose:
-            print(f"[grid {task}] {run.id} {record.status} (loss NaN at epoch {record.diverged_epoch}); recorded, "
-                  "continuing with the other runs", file=log, flush=True)
-        context.write_pairs(run)
-    if verbose:
-        print(f"[grid {task}] done {len(runs)}/{len(runs)} runs of this {'shard' if shard else 'grid'}.", file=log, flush=True)
+    job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
+    todo = [r for r in runs if not (job.run_dir(r) / RECORD).exists()]
+    share = f"shard {resolved_shard}" + (f" (from {shard!r})" if shard == "auto" else "") if resolved_shard else "grid"
+    try:
+        progress = GridProgress(task, todo, done_before=len(runs) - len(todo), total=len(runs),
+                                parallel=runner.parallelism() if todo else 1, log=log, verbose=verbose)
+        outcomes = runner.run(job, todo, progress, new_token()) if todo else []
+    finally:
+        runner.close()
+    held = [o for o in outcomes if o.state in ("held", "lost")]
+    if held:
+        progress.say(f"{len(held)} run(s) of this {share} are held by other processes (their records appear when those "
+                     f"finish): {', '.join(o.run_id for o in held[:5])}{' …' if len(held) > 5 else ''}")
+    progress.say(f"done {progress.done}/{len(runs)} runs of this {share}.")
     return load_records(out)
 
 
@@ -266,111 +253,6 @@ def _check_same_grid(out: Path, spec) -> None:
                                "would mix two grids. Use another out_dir, or delete that one.", changed)
 
 
-class _GridContext:
-    """What the runs of one grid share: the splits, one fold's cached datasets at a time, weight files."""
-
-    def __init__(self, out, spec, config, splits, weights, faithful, interpolation, bn, verbose):
-        self.out, self.spec, self.config, self.splits = out, spec, config, splits
-        self.weights, self.faithful, self.interpolation, self.bn, self.verbose = weights, faithful, interpolation, bn, verbose
-        self._fold = None
-        self._datasets = None
-
-    def run_dir(self, run) -> Path:
-        return self.out / "runs" / run.source / run.scenario.id / f"fold{run.fold}"
-
-    def datasets(self, fold):
-        """The fold's (train, val, test) datasets. Their cached, resized images are shared by every run of
-        the fold (a string cache is named by content, so splits and folds never share a file); each run
-        draws its own epochs from them (fine_tune derives shuffling and augmentation from the run seed)."""
-        from .data import make_dataset
-
-        if self._fold != fold:
-            self._datasets = None  # one fold's cache in memory at a time
-            train, val, test = self.splits[fold]
-            size = (self.config.image_size, self.config.image_size)
-            common = dict(image_size=size, batch_size=self.config.batch_size, interpolation=self.interpolation,
-                          cache=self.config.cache)
-            self._datasets = (make_dataset(train, augment=self.config.augment, shuffle=True, seed=self.config.seed, **common),
-                              make_dataset(val, shuffle=False, **common),
-                              make_dataset(test, shuffle=False, **common))
-            self._fold = fold
-        return self._datasets
-
-    def execute(self, run):
-        """Trains and evaluates one run from nothing but (grid seed, scenario, fold, source); returns its record."""
-        import keras
-
-        from .evaluation import evaluate
-        from .models import build_model, init_head
-        from .records import RunRecord
-        from .training import TrainingDivergedError, fine_tune
-
-        config, scenario = self.config, run.scenario
-        train, val, test = self.splits[run.fold]
-        train_ds, val_ds, test_ds = self.datasets(run.fold)
-        seed = run_seed(config.seed, scenario, run.fold)
-        set_global_seed(derive_seed(seed, "build"))
-        size = (config.image_size, config.image_size)
-        model = build_model(scenario.backbone, weights=str(self.weights[(run.source, scenario.backbone)]),
-                            num_classes=len(self.spec.class_names), input_shape=(*size, 3), dropout=config.dropout,
-                            preprocessing="radimagenet" if self.faithful else "auto")
-        init_head(model, derive_seed(seed, "head"))
-        directory = self.run_dir(run)
-        status, diverged_epoch = "finished", None
-        try:
-            result = fine_tune(model, train_ds, val_ds, strategy=scenario.strategy, learning_rate=scenario.learning_rate,
-                               epochs=config.epochs, bn=self.bn, optimizer=config.optimizer, loss=config.loss,
-                               out_dir=directory, early_stopping=config.early_stopping, reduce_lr=config.reduce_lr,
-                               seed=seed, verbose=2 if self.verbose > 1 else 0, run_eagerly=config.run_eagerly,
-                               class_names=list(self.spec.class_names))
-        except TrainingDivergedError as exc:
-            result = exc.result
-            diverged_epoch = exc.diverged_epoch
-            status = "diverged" if result.best_epoch >= 0 else "failed"
-        metrics = None
-        if status != "failed":
-            metrics = evaluate(model, test_ds, class_names=list(self.spec.class_names), seed=config.seed,
-                               bootstrap=config.bootstrap,
-                               patient_ids=None if test.patient_ids is None else list(test.patient_ids))
-            predictions = metrics.pop("predictions")
-            np.savez_compressed(directory / "predictions.npz", y_true=np.asarray(predictions["y_true"]),
-                                probabilities=np.asarray(predictions["probabilities"]),
-                                patient_ids=np.asarray(predictions["patient_ids"] or [], dtype=str))
-        info = model.radtransfer_info
-        record = RunRecord(
-            run_id=run.id, task=self.spec.task, source=run.source, **scenario.to_dict(), scenario=scenario.id,
-            fold=run.fold, status=status, metrics=metrics, missing_classes=(metrics or {}).get("missing_classes", []),
-            best_epoch=result.best_epoch, best_val_loss=_finite_or_none(result.best_val_loss),
-            epochs_run=result.epochs_run, diverged_epoch=diverged_epoch, run_seed=seed,
-            fingerprint=result.fingerprint, threshold=result.threshold, faithful=self.faithful, bn=self.bn,
-            preprocessing=info.preprocessing, weights_path=info.weights_path, weights_sha256=info.weights_sha256,
-            n_train=len(train), n_val=len(val), n_test=len(test), config=config.to_dict(),
-        )
-        record.write(directory)
-        return record
-
-    def write_pairs(self, run) -> None:
-        """Once both runs of a (scenario, fold) pair of sources exist, compares them on the same test images."""
-        from .records import RunRecord, pair_path
-
-        sources = list(self.spec.sources)
-        for other in sources:
-            if other == run.source:
-                continue
-            candidate, reference = (run.source, other) if sources.index(run.source) < sources.index(other) else (other, run.source)
-            dirs = {s: self.out / "runs" / s / run.scenario.id / f"fold{run.fold}" for s in (candidate, reference)}
-            if not all((d / RECORD).exists() for d in dirs.values()):
-                continue
-            records = {s: RunRecord.read(d / RECORD) for s, d in dirs.items()}
-            if any(r.status == "failed" for r in records.values()):
-                continue
-            pair = compare_runs(self.spec.task, run.scenario.id, run.fold, candidate, reference, dirs[candidate],
-                                dirs[reference], seed=self.config.seed)
-            path = pair_path(self.out, run.scenario.id, run.fold, candidate, reference)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, pair.to_dict())
-
-
 def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, reference_dir, seed=0):
     """The paired comparison of two runs' test predictions (DeLong, or a paired patient-level bootstrap)."""
     from .records import PairRecord
@@ -385,7 +267,3 @@ def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, r
     return PairRecord(task=task, scenario=scenario_id, fold=int(fold), candidate=candidate, reference=reference,
                       method=test["method"], unit=test["unit"], auc_candidate=test["auc_a"], auc_reference=test["auc_b"],
                       diff=test["diff"], p=test["p"], ci=test.get("ci"))
-
-
-def _finite_or_none(value):
-    return float(value) if value is not None and math.isfinite(value) else None

@@ -122,17 +122,18 @@ def save_model_weights(model, path) -> None:
     """Writes the model's weights (not the optimizer's state) to a ``.weights.h5`` file, atomically.
 
     Keras's ``save_weights`` also writes the optimizer's slots (Adam: two more copies of every trainable
-    weight); a best-weights checkpoint does not need them, which makes it a third of the size.
+    weight); a best-weights checkpoint does not need them, which makes it a third of the size. A
+    functional view of the same layers (no optimizer attached) writes the same layer paths, so
+    ``load_model_weights`` reads it back into the compiled model.
     """
-    def write(tmp):
+    view = model
+    if getattr(model, "optimizer", None) is not None:
         try:
-            from keras.src.saving import saving_lib
+            view = keras.Model(model.inputs, model.outputs, name=model.name)
+        except (AttributeError, ValueError, TypeError):  # a subclassed model has no graph to view
+            view = model
 
-            saving_lib.save_weights_only(model, str(tmp), objects_to_skip=[model.optimizer] if model.optimizer else None)
-        except (ImportError, TypeError, AttributeError):  # a Keras without objects_to_skip
-            model.save_weights(str(tmp))
-
-    replace_atomic(path, write)
+    replace_atomic(path, lambda tmp: view.save_weights(str(tmp)))
 
 
 def load_model_weights(model, path) -> None:

@@ -1,0 +1,169 @@
+"""The grid on a Ray cluster: each run is a Ray task, scheduled as GPUs (or CPUs) free up.
+
+Ray is an optional extra (``pip install 'radtransfer[ray]'``), imported only when this executor runs.
+Every node must have radtransfer installed and see the grid folder, the images and the weight files at
+the paths the driver uses (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+
+from .errors import RadtransferError
+from .grid_runs import GridJob, GridProgress, RunOutcome, execute_claimed
+
+FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME", "RADTRANSFER_CACHE_DIR",
+                 "RADTRANSFER_WEIGHTS_DIR")
+_WORKER_JOBS: dict = {}  # per worker process: the grid job of its last task, with its cached fold
+
+
+class GridRunsFailedError(RadtransferError, RuntimeError):
+    """Some runs of a grid raised an error (all other runs were still recorded)."""
+
+    def __init__(self, message, failures):
+        super().__init__(message)
+        self.failures = failures
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("executor='ray' needs Ray, which is not installed. Install it with: "
+                          "pip install 'radtransfer[ray]'") from None
+    return ray
+
+
+def _execute_on_worker(job: GridJob, run, token: str) -> RunOutcome:
+    """The Ray task: one run, reusing this worker's job (and its fold's cached images) across tasks."""
+    cached = _WORKER_JOBS.get(job.key)
+    if cached is None:
+        _WORKER_JOBS.clear()
+        _WORKER_JOBS[job.key] = cached = job
+    return execute_claimed(cached, run, token)
+
+
+@dataclass
+class RayExecutor:
+    """Runs each grid run as a Ray task.
+
+    Args:
+        address: the cluster to join: None (``$RAY_ADDRESS`` if set, else a Ray instance started on this
+            machine with all its GPUs), "auto" (a cluster started on this machine with ``ray start``), or
+            "ray://head:10001" / "head:6379".
+        gpus_per_run: GPUs per run; default 1 where the cluster has GPUs, else 0.
+        cpus_per_run: CPUs per run; default: with GPUs, the cluster's CPUs per GPU (for the input
+            pipeline); without, all CPUs of the smallest node (TensorFlow uses every core of a node, so one
+            run per node is the fast choice; pass 1 for as many runs as cores).
+        max_retries: times a run is retried when its worker process or node dies; the retry resumes from the
+            run's last finished epoch.
+        init_kwargs: further ``ray.init`` arguments.
+    """
+
+    address: str | None = None
+    gpus_per_run: float | None = None
+    cpus_per_run: float | None = None
+    max_retries: int = 3
+    init_kwargs: dict = field(default_factory=dict)
+
+    name = "ray"
+
+    def __post_init__(self):
+        self._started_here = False
+        self._resources = None
+
+    def _connect(self):
+        ray = _import_ray()
+        if not ray.is_initialized():
+            env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
+            kwargs = {"include_dashboard": False, **self.init_kwargs}
+            if env:
+                kwargs.setdefault("runtime_env", {"env_vars": env})
+            try:
+                ray.init(address=self.address, **kwargs)
+            except ConnectionError as exc:
+                raise RadtransferError(f"Could not join the Ray cluster at address={self.address!r}: {exc}. Start it "
+                                       "with `ray start --head` (see docs/reproduce.md), or leave address out to "
+                                       "start Ray on this machine.") from None
+            self._started_here = True
+        return ray
+
+    def resources(self) -> tuple[float, float]:
+        """(GPUs, CPUs) per run, from the arguments or the cluster."""
+        if self._resources is None:
+            ray = self._connect()
+            total = ray.cluster_resources()
+            gpus = self.gpus_per_run if self.gpus_per_run is not None else (1 if total.get("GPU", 0) >= 1 else 0)
+            cpus = self.cpus_per_run
+            if cpus is None:
+                if gpus:
+                    cpus = max(1, int(total.get("CPU", 1) // max(total.get("GPU", 1), 1)))
+                else:
+                    nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+                    cpus = max(1, int(min(nodes))) if nodes else 1
+            if gpus > total.get("GPU", 0) or cpus > total.get("CPU", 0):
+                raise RadtransferError(f"A run asks for {gpus} GPU(s) and {cpus} CPU(s), but the Ray cluster has "
+                                       f"{total.get('GPU', 0):g} GPU(s) and {total.get('CPU', 0):g} CPU(s) in all; "
+                                       "lower gpus_per_run / cpus_per_run.")
+            self._resources = (gpus, cpus)
+        return self._resources
+
+    def parallelism(self) -> int:
+        """How many runs the cluster can train at once (as it is now; autoscaling clusters may grow)."""
+        ray = self._connect()
+        gpus, cpus = self.resources()
+        total = ray.cluster_resources()
+        limits = [int(total.get("CPU", 0) // cpus)]
+        if gpus:
+            limits.append(int(total.get("GPU", 0) // gpus))
+        return max(1, min(limits))
+
+    def run(self, job: GridJob, runs, progress: GridProgress, token: str) -> list[RunOutcome]:
+        ray = self._connect()
+        gpus, cpus = self.resources()
+        task = ray.remote(_execute_on_worker).options(num_gpus=gpus, num_cpus=cpus, max_retries=self.max_retries,
+                                                      retry_exceptions=False)
+        job_ref = ray.put(job)
+        session = f"ray:{uuid.uuid4().hex[:12]}"
+        pending = {task.remote(job_ref, run, f"{session}:{run.id}"): run for run in runs}
+        capacity = self.parallelism()
+        progress.say(f"{len(pending)} runs submitted to Ray ({gpus:g} GPU and {cpus:g} CPU per run, up to {capacity} "
+                     "at once)")
+        outcomes, failures = [], []
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    run = pending.pop(ref)
+                    try:
+                        outcome = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        failures.append((run, exc))
+                        progress.left.pop(run.id, None)
+                        progress.say(f"{run.id} raised an error: {_first_line(exc)}")
+                        continue
+                    outcomes.append(outcome)
+                    progress.finished(outcome, running=min(capacity, len(pending)))
+        except KeyboardInterrupt:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        if failures:
+            listed = "\n".join(f"  {run.id}: {_first_line(exc)}" for run, exc in failures)
+            raise GridRunsFailedError(f"{len(failures)} run(s) of the grid failed on Ray (the other runs were recorded; "
+                                      f"rerunning the grid retries only these):\n{listed}", failures)
+        return outcomes
+
+    def close(self) -> None:
+        if self._started_here:
+            _import_ray().shutdown()
+            self._started_here = False
+
+
+def _first_line(exc) -> str:
+    cause = getattr(exc, "cause", None)
+    text = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,93 @@
+"""Shards of the grid: "k/n", or "auto" read from a SLURM job array or a Kubernetes Indexed Job."""
+
+from __future__ import annotations
+
+import os
+
+SLURM_ID, SLURM_MIN, SLURM_MAX = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"
+SLURM_COUNT, SLURM_STEP = "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_STEP"
+K8S_INDEX = "JOB_COMPLETION_INDEX"
+
+
+def parse_shard(shard) -> tuple[int, int] | None:
+    """"k/n" → (k, n) with 1 ≤ k ≤ n."""
+    if shard is None:
+        return None
+    try:
+        k, n = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        raise ValueError(f"Expected shard='k/n' (e.g. '1/4') or 'auto'. Received: shard={shard!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"Expected 1 ≤ k ≤ n in shard='k/n'. Received: shard={shard!r}")
+    return k, n
+
+
+def _int(environ, name):
+    value = environ.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"${name}={value!r} is not an integer.") from None
+
+
+def _from_slurm(environ) -> str:
+    task = _int(environ, SLURM_ID)
+    low, high = _int(environ, SLURM_MIN), _int(environ, SLURM_MAX)
+    count, step = _int(environ, SLURM_COUNT), _int(environ, SLURM_STEP)
+    if low is None or high is None:
+        raise ValueError(f"shard='auto' found ${SLURM_ID}={task} but not ${SLURM_MIN} and ${SLURM_MAX}; is this a job "
+                         "array (sbatch --array)? Pass shard='k/n' instead.")
+    step = step or 1
+    if count is None:
+        count = (high - low) // step + 1
+    if (high - low) // step + 1 != count or (task - low) % step:
+        raise ValueError(f"shard='auto' cannot place array task {task} in array {low}-{high} with {count} tasks "
+                         "(a list such as --array=1,4,9 has no arithmetic order). Use a range (--array=0-9 or "
+                         "0-18:2), or pass shard='k/n'.")
+    return f"{(task - low) // step + 1}/{count}"
+
+
+def _from_kubernetes(environ, count) -> str:
+    index = _int(environ, K8S_INDEX)
+    if count is None:
+        raise ValueError(f"shard='auto' found ${K8S_INDEX}={index} (a Kubernetes Indexed Job) but not the number of "
+                         "completions, which the pod cannot see: pass shard_count= (CLI: --shard-count), equal to the "
+                         "Job's spec.completions.")
+    if not 0 <= index < count:
+        raise ValueError(f"${K8S_INDEX}={index} is outside 0..{count - 1} (shard_count={count}).")
+    return f"{index + 1}/{count}"
+
+
+def resolve_shard(shard, shard_count: int | None = None, environ=None) -> str | None:
+    """The shard "k/n" this process runs.
+
+    Args:
+        shard: None (everything), "k/n", or "auto": from a SLURM job array (``$SLURM_ARRAY_TASK_ID`` and
+            the array's ``_MIN``/``_MAX``, ``_COUNT`` and ``_STEP``: task ids 0-9, 1-10 or 0-18:2 all give
+            shards 1/10 … 10/10), or from a Kubernetes Indexed Job (``$JOB_COMPLETION_INDEX``, 0-based,
+            with ``shard_count``).
+        shard_count: the number of shards, where the environment does not say it (Kubernetes).
+        environ: the environment to read (default ``os.environ``).
+
+    Returns:
+        "k/n", or None for the whole grid.
+    """
+    if shard != "auto":
+        if shard_count is not None and shard is not None:
+            raise ValueError(f"shard_count={shard_count} applies only to shard='auto'. Received: shard={shard!r}")
+        parse_shard(shard)
+        return shard
+    environ = os.environ if environ is None else environ
+    if environ.get(SLURM_ID) not in (None, ""):
+        resolved = _from_slurm(environ)
+        if shard_count is not None and int(resolved.split("/")[1]) != shard_count:
+            raise ValueError(f"shard_count={shard_count} disagrees with the SLURM array, which has "
+                             f"{resolved.split('/')[1]} tasks.")
+        return resolved
+    if environ.get(K8S_INDEX) not in (None, ""):
+        return _from_kubernetes(environ, shard_count)
+    raise ValueError(f"shard='auto' found neither ${SLURM_ID} (a SLURM job array: sbatch --array=0-9) nor ${K8S_INDEX} "
+                     "(a Kubernetes Indexed Job). Outside those, pass shard='k/n', or leave shard out: processes "
+                     "sharing one out_dir also split the runs between them, each claiming the next free run.")

@@ -1,0 +1,239 @@
+"""Many processes filling one grid folder: claims (no run trained or recorded twice, dead holders taken
+over) and shard="auto" from SLURM job arrays and Kubernetes Indexed Jobs."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from radtransfer import protocol
+from radtransfer.claims import CLAIM_FILE, RunClaim, new_token
+from radtransfer.grid_runs import execute_claimed
+from radtransfer.records import RECORD_FILE
+from radtransfer.shards import resolve_shard
+
+# -- claims ----------------------------------------------------------------------------------------
+
+
+class _FakeRecord:
+    status, diverged_epoch = "finished", None
+
+
+class _FakeJob:
+    """Stands in for GridJob: 'training' sleeps, 'commit' appends to a shared log and writes the record."""
+
+    def __init__(self, root, log, seconds=0.02):
+        self.root, self.log, self.seconds = Path(root), Path(log), seconds
+
+    def run_dir(self, run):
+        return self.root / run.id
+
+    def train_and_evaluate(self, run):
+        time.sleep(self.seconds * random.random())
+        return _FakeRecord(), None
+
+    def commit(self, run, record, predictions, seconds):
+        with open(self.log, "a") as handle:  # O_APPEND: one whole line per write
+            handle.write(f"{run.id} {os.getpid()}\n")
+        (self.run_dir(run) / RECORD_FILE).write_text("{}")
+
+
+def _worker(root, log, runs, start_at):
+    random.seed(os.getpid())
+    while time.time() < start_at:
+        time.sleep(0.001)
+    job, token = _FakeJob(root, log), new_token()
+    for run in runs:
+        execute_claimed(job, run, token)
+
+
+def _runs(n):
+    scenarios = [protocol.Scenario("resnet50", "freeze_all", 10.0 ** -k) for k in range(n)]
+    return protocol.plan_runs(("radimagenet",), scenarios, 1)
+
+
+def test_overlapping_workers_train_and_record_every_run_exactly_once(tmp_path):
+    """Six processes work through the same 40 runs at once (as overlapping shards, or job-array tasks
+    without a shard, do): every run is recorded, none twice, and the work is shared."""
+    runs, log = _runs(40), tmp_path / "commits.log"
+    context = multiprocessing.get_context("fork")
+    start_at = time.time() + 1.0
+    workers = [context.Process(target=_worker, args=(tmp_path / "grid", log, runs, start_at)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    lines = log.read_text().splitlines()
+    committed = [line.split()[0] for line in lines]
+    assert sorted(committed) == sorted(run.id for run in runs)  # all runs, each once
+    assert len({line.split()[1] for line in lines}) >= 2  # more than one worker did work
+    assert not list((tmp_path / "grid").rglob(CLAIM_FILE))  # every claim released
+    assert not [p for p in (tmp_path / "grid").rglob(".claim*")]  # no temporary files left
+
+
+def test_a_live_holder_keeps_its_run_and_is_named(tmp_path):
+    first = RunClaim(tmp_path, "first")
+    assert first.acquire()
+    second = RunClaim(tmp_path, "second")
+    assert not second.acquire()
+    assert second.holder["pid"] == os.getpid() and second.holder["token"] == "first"
+    outcome = execute_claimed(_FakeJob(tmp_path.parent, tmp_path / "log"), _Run(tmp_path.name), "third")
+    assert outcome.state == "held" and outcome.holder["token"] == "first"
+    first.release()
+    assert not (tmp_path / CLAIM_FILE).exists()
+
+
+class _Run:
+    """A run whose folder is a given name (for the fake job)."""
+
+    def __init__(self, name):
+        self.id = name
+        self.scenario = protocol.Scenario("resnet50", "freeze_all", 1e-3)
+
+
+HOLD = """
+import sys, time
+from radtransfer.claims import RunClaim
+claim = RunClaim(sys.argv[1], "killed-worker", heartbeat=0.05)
+assert claim.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_claim_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "held"
+    assert not RunClaim(tmp_path, "other").acquire()  # alive: held
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    claim = RunClaim(tmp_path, "other")
+    assert claim.acquire() and claim.took_over["pid"] == process.pid
+    assert json.loads((tmp_path / CLAIM_FILE).read_text())["token"] == "other"
+    claim.release()
+
+
+def test_another_machines_claim_is_taken_over_only_once_its_heartbeat_stops(tmp_path):
+    foreign = {"token": "w1", "nonce": "n1", "machine": "node17/boot", "host": "node17", "pid": 4242,
+               "start_ticks": 1, "claimed_at": time.time()}
+    (tmp_path / CLAIM_FILE).write_text(json.dumps(foreign))
+    assert not RunClaim(tmp_path, "me", stale_after=60).acquire()  # touched just now: alive
+    old = time.time() - 120
+    os.utime(tmp_path / CLAIM_FILE, (old, old))
+    claim = RunClaim(tmp_path, "me", stale_after=60)
+    assert claim.acquire() and claim.took_over["host"] == "node17"
+    claim.release()
+
+
+def test_the_heartbeat_keeps_a_long_run_alive(tmp_path):
+    claim = RunClaim(tmp_path, "long", heartbeat=0.05)
+    assert claim.acquire()
+    old = time.time() - 1000
+    os.utime(tmp_path / CLAIM_FILE, (old, old))
+    time.sleep(0.3)
+    assert time.time() - (tmp_path / CLAIM_FILE).stat().st_mtime < 5
+    claim.release()
+
+
+def test_a_retry_with_the_same_token_reclaims_at_once(tmp_path):
+    """A Ray task retried after its worker died presents its token again and takes its own claim back,
+    even from another machine and before the heartbeat goes stale."""
+    foreign = {"token": "ray:abc:run1", "nonce": "n1", "machine": "node3/boot", "host": "node3", "pid": 7,
+               "claimed_at": time.time()}
+    (tmp_path / CLAIM_FILE).write_text(json.dumps(foreign))
+    claim = RunClaim(tmp_path, "ray:abc:run1")
+    assert claim.acquire() and claim.took_over["nonce"] == "n1"
+    claim.release()
+
+
+def test_a_run_whose_claim_was_taken_over_is_not_recorded_by_its_old_holder(tmp_path):
+    """If a holder was judged dead while it still trained (e.g. its node was cut off), the new holder
+    records the run; the old one finishes without writing a second record."""
+
+    class TakenOverMidRun(_FakeJob):
+        def train_and_evaluate(self, run):
+            claim_file = self.run_dir(run) / CLAIM_FILE
+            info = json.loads(claim_file.read_text())
+            claim_file.write_text(json.dumps({**info, "nonce": "someone-else", "token": "other"}))
+            return super().train_and_evaluate(run)
+
+    job = TakenOverMidRun(tmp_path, tmp_path / "log")
+    outcome = execute_claimed(job, _Run("run"), "old-holder")
+    assert outcome.state == "lost"
+    assert not (tmp_path / "run" / RECORD_FILE).exists() and not (tmp_path / "log").exists()
+    assert json.loads((tmp_path / "run" / CLAIM_FILE).read_text())["token"] == "other"  # left to its holder
+
+
+def test_a_recorded_run_is_not_trained_again(tmp_path):
+    job = _FakeJob(tmp_path, tmp_path / "log")
+    assert execute_claimed(job, _Run("run"), "a").state == "recorded"
+    assert execute_claimed(job, _Run("run"), "b").state == "already_recorded"
+    assert (tmp_path / "log").read_text().count("run ") == 1
+
+
+# -- shard="auto" ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "9",
+      "SLURM_ARRAY_TASK_COUNT": "10"}, "4/10"),                                     # --array=0-9
+    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "10"}, "1/10"),  # 1-10, old SLURM
+    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "18",
+      "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "10"}, "3/10"),       # --array=0-18:2
+    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "7", "SLURM_ARRAY_TASK_MAX": "7",
+      "SLURM_ARRAY_TASK_COUNT": "1"}, "1/1"),
+    ({"JOB_COMPLETION_INDEX": "0"}, "1/5"),
+    ({"JOB_COMPLETION_INDEX": "4"}, "5/5"),
+])
+def test_shard_auto_reads_the_job_array(env, expected):
+    count = 5 if "JOB_COMPLETION_INDEX" in env else None
+    assert resolve_shard("auto", count, environ=env) == expected
+
+
+@pytest.mark.parametrize("env, count, message", [
+    ({}, None, "neither .SLURM_ARRAY_TASK_ID"),
+    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9",
+      "SLURM_ARRAY_TASK_COUNT": "3"}, None, "no arithmetic order"),               # --array=1,4,9
+    ({"SLURM_ARRAY_TASK_ID": "4"}, None, "is this a job array"),
+    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3"}, None, "not an integer"),
+    ({"JOB_COMPLETION_INDEX": "2"}, None, "--shard-count"),
+    ({"JOB_COMPLETION_INDEX": "5"}, 5, "outside 0..4"),
+    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3"}, 8, "disagrees"),
+])
+def test_shard_auto_says_what_is_missing(env, count, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_shard("auto", count, environ=env)
+
+
+def test_auto_shards_of_a_slurm_array_partition_the_grid(monkeypatch):
+    scenarios = protocol.radimagenet_scenarios()
+    everything = protocol.plan_runs(("radimagenet", "imagenet"), scenarios, 5)
+    shares = []
+    for task in range(1, 8):  # sbatch --array=1-7
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(task))
+        monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_MAX", "7")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "7")
+        shares.append(protocol.plan_runs(("radimagenet", "imagenet"), scenarios, 5, resolve_shard("auto")))
+    assert sorted(r.id for share in shares for r in share) == sorted(r.id for r in everything)
+
+
+def test_run_grid_with_shard_auto_outside_a_job_array_fails_before_training(tmp_path, monkeypatch):
+    for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    from radtransfer.data import ImageSet
+
+    image_set = ImageSet([str(tmp_path / f"{i}.png") for i in range(4)], [0, 1, 0, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="shard='auto' found neither"):
+        protocol.run_grid(image_set, tmp_path / "grid", shard="auto", verbose=0)
+    assert not (tmp_path / "grid" / "grid.json").exists()
