@@ -6,7 +6,7 @@ STAMP := $(VENV)/.radtransfer-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-slow test-backends demo bench clean
+.PHONY: install test test-slow test-backends test-ray demo bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,14 @@ $(VENV)/.radtransfer-backends: $(STAMP)
 test-backends: $(VENV)/.radtransfer-backends
 	KERAS_BACKEND=jax $(PY) -m pytest $(BACKEND_TESTS)
 	$(PY) -m pytest -m backends tests/test_backends.py
+
+# The grid on a local two-worker Ray cluster (the ray extra is installed only for this).
+$(VENV)/.radtransfer-ray: $(STAMP)
+	$(PY) -m pip install -q -e '.[ray]'
+	touch $@
+
+test-ray: $(VENV)/.radtransfer-ray
+	$(PY) -m pytest -m ray tests/test_grid_ray.py
 
 demo: $(STAMP)
 	$(VENV)/bin/radtransfer demo --out demo_output
