@@ -180,13 +180,6 @@ def cmd_evaluate(args) -> int:
 def cmd_grid(args) -> int:
     from . import protocol
 
-    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
-    config = protocol.RADIMAGENET.replace(
-        **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
-        run_eagerly=args.run_eagerly, **({"cache": args.cache} if args.cache else {}))
-    scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
-    if scenarios is not None and args.max_scenarios:
-        scenarios = scenarios[: args.max_scenarios]
     ray_options = {"address": args.address, "gpus_per_run": args.gpus_per_run, "cpus_per_run": args.cpus_per_run}
     if args.executor == "ray":
         executor = protocol.RayExecutor(**ray_options)
@@ -194,6 +187,13 @@ def cmd_grid(args) -> int:
         raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
     else:
         executor = "sequential"
+    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    config = protocol.RADIMAGENET.replace(
+        **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
+        run_eagerly=args.run_eagerly, **({"cache": args.cache} if args.cache else {}))
+    scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
+    if scenarios is not None and args.max_scenarios:
+        scenarios = scenarios[: args.max_scenarios]
     _write_resolved(args.out, args)
     records = protocol.run_grid(image_set, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
                                 scenarios=scenarios, shard=args.shard, shard_count=args.shard_count,

@@ -186,6 +186,8 @@ def execute_claimed(job: GridJob, run, token: str) -> RunOutcome:
     process holds the claim. A run interrupted before (its holder died) resumes from its checkpoint."""
     directory = job.run_dir(run)
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        worker += f" (GPU {os.environ['CUDA_VISIBLE_DEVICES']})"
     common = dict(run_id=run.id, backbone=run.scenario.backbone, worker=worker)
     if (directory / RECORD_FILE).exists():
         return RunOutcome(state="already_recorded", **common)

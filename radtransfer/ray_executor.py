@@ -123,8 +123,10 @@ class RayExecutor:
     def run(self, job: GridJob, runs, progress: GridProgress, token: str) -> list[RunOutcome]:
         ray = self._connect()
         gpus, cpus = self.resources()
-        task = ray.remote(_execute_on_worker).options(num_gpus=gpus, num_cpus=cpus, max_retries=self.max_retries,
-                                                      retry_exceptions=False)
+        # A GPU run gets a fresh worker process (max_calls=1, Ray's own default for GPU tasks): a reused one
+        # would keep the GPU its TensorFlow or JAX runtime started on, whatever GPU Ray assigns it next.
+        task = ray.remote(max_calls=1 if gpus else 0)(_execute_on_worker).options(
+            num_gpus=gpus, num_cpus=cpus, max_retries=self.max_retries, retry_exceptions=False)
         job_ref = ray.put(job)
         session = f"ray:{uuid.uuid4().hex[:12]}"
         pending = {task.remote(job_ref, run, f"{session}:{run.id}"): run for run in runs}

@@ -1,5 +1,6 @@
-"""The grid on a local Ray cluster with two workers: the same records as the sequential grid, and a worker
-killed mid-run is retried, resumes from its checkpoint, and no run is lost or recorded twice.
+"""The grid on a local Ray cluster with two workers: one run per GPU, the same records as the sequential
+grid, and a worker killed mid-run is retried, resumes from its checkpoint, and no run is lost or recorded
+twice.
 
 Marked ``ray`` (run by ``make test-ray``, which installs the ``ray`` extra): each test trains a tiny grid
 (2 scenarios × 2 folds of ResNet50 at 32 px, 2 epochs) and starts Ray, about a minute each on 2 cores.
@@ -50,19 +51,28 @@ def _records(grid_dir):
     return {str(p.relative_to(grid_dir)): json.loads(p.read_text()) for p in sorted(grid_dir.rglob("record.json"))}
 
 
-def _two_workers():
-    return rt.RayExecutor(cpus_per_run=1, init_kwargs={"num_cpus": 2})
+def _two_workers(**kwargs):
+    return rt.RayExecutor(init_kwargs={"num_cpus": 2, **kwargs})
 
 
-def test_ray_grid_records_equal_the_sequential_grids(grid_inputs, sequential):
+def _finished_lines(log):
+    return [line for line in log.getvalue().splitlines() if "; finished " in line]
+
+
+def test_ray_grid_runs_one_run_per_gpu_and_records_what_the_sequential_grid_records(grid_inputs, sequential):
+    """A local Ray instance that declares two GPUs (Ray schedules by declared resources; TensorFlow on this
+    CPU machine ignores CUDA_VISIBLE_DEVICES): one run per GPU at a time, each in a fresh worker process
+    pinned to its GPU, and records byte-for-byte those of the sequential grid."""
     root, image_set = grid_inputs
     log = io.StringIO()
-    _grid(image_set, root / "ray", root / "weights", _two_workers(), log=log)
+    _grid(image_set, root / "ray", root / "weights", _two_workers(num_gpus=2), log=log)
     expected, got = _records(sequential), _records(root / "ray")
-    assert len(expected) == 4 and got == expected  # byte-for-byte the same numbers
+    assert len(expected) == 4 and got == expected
     text = log.getvalue()
-    assert "4 runs submitted to Ray (0 GPU and 1 CPU per run, up to 2 at once)" in text
-    assert len({line.rsplit(" on ", 1)[1].split(";")[0] for line in text.splitlines() if "finished" in line}) == 2
+    assert "4 runs submitted to Ray (1 GPU and 1 CPU per run, up to 2 at once)" in text
+    workers = [line.split(" on ", 1)[1].split(";")[0] for line in _finished_lines(log)]
+    assert len(workers) == 4 and len({w.split(" ")[0] for w in workers}) == 4  # a fresh process per GPU run
+    assert {w.split("(GPU ")[1].rstrip(")") for w in workers} == {"0", "1"}
     assert "done 4/4 runs of this grid" in text
     assert not list((root / "ray").rglob("claim.json"))
     assert len(list((root / "ray").rglob("timing.json"))) == 4
@@ -93,13 +103,14 @@ def test_a_killed_worker_is_retried_and_its_run_resumes(grid_inputs, sequential)
     killer = threading.Thread(target=kill_first_checkpointed_worker, daemon=True)
     killer.start()
     log = io.StringIO()
-    _grid(image_set, out, root / "weights", _two_workers(), log=log)
+    _grid(image_set, out, root / "weights", rt.RayExecutor(cpus_per_run=1, init_kwargs={"num_cpus": 2}), log=log)
     killer.join(5)
     assert killed, "no worker was killed: the test did not exercise a retry"
 
     assert _records(out) == _records(sequential)  # no run lost, the resumed one equal too
     run_dir = killed["run"]
     assert json.loads((run_dir / "result.json").read_text())["resumed_from"] == 1
-    finished = [line for line in log.getvalue().splitlines() if f"finished {run_dir.parent.parent.name}/{run_dir.parent.name}/{run_dir.name}" in line]
+    run_id = "/".join(run_dir.parts[-3:])
+    finished = [line for line in _finished_lines(log) if f"finished {run_id} " in line]
     assert len(finished) == 1 and f":{killed['pid']};" not in finished[0]  # recorded once, by another worker
-    assert len(log.getvalue().split("finished ")) - 1 == 4
+    assert len(_finished_lines(log)) == 4

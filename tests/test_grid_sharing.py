@@ -237,3 +237,26 @@ def test_run_grid_with_shard_auto_outside_a_job_array_fails_before_training(tmp_
     with pytest.raises(ValueError, match="shard='auto' found neither"):
         protocol.run_grid(image_set, tmp_path / "grid", shard="auto", verbose=0)
     assert not (tmp_path / "grid" / "grid.json").exists()
+
+
+# -- executors -------------------------------------------------------------------------------------
+
+
+def test_ray_is_imported_only_when_the_ray_executor_runs(monkeypatch):
+    code = "import sys, radtransfer; from radtransfer import protocol; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    from radtransfer.ray_executor import RayExecutor
+
+    with pytest.raises(ImportError, match=r"pip install 'radtransfer\[ray\]'"):
+        RayExecutor().parallelism()
+
+
+def test_unknown_executors_and_misplaced_ray_options_are_named(tmp_path):
+    from radtransfer.cli import main
+    from radtransfer.executors import resolve_executor
+
+    with pytest.raises(ValueError, match='Did you mean "ray"'):
+        resolve_executor("rey")
+    assert main(["grid", str(tmp_path), "--out", str(tmp_path / "g"), "--address", "auto"]) == 2
