@@ -34,6 +34,8 @@ class BackboneSpec:
             first block" (used where Keras auto-numbers the stem's layer names).
         block_ends: names of the last layer of each stage, bottom to top (for "unfreeze_blocks:K").
         block_unit: what one stage is, in words.
+        relative_cost: the time of one fully fine-tuned run relative to ResNet50's (a rough prior the grid
+            uses to start long runs first and to estimate its end before any run of the backbone finished).
     """
 
     name: str
@@ -50,6 +52,7 @@ class BackboneSpec:
     stem_end: str | None
     block_ends: tuple[str, ...]
     block_unit: str
+    relative_cost: float = 1.0
 
     @property
     def imagenet_url(self) -> str:
@@ -126,6 +129,7 @@ _BACKBONES = (
             "conv5_block16_concat",
         ),
         block_unit="dense block or transition",
+        relative_cost=1.2,
     ),
     BackboneSpec(
         name="inception_v3",
@@ -142,6 +146,7 @@ _BACKBONES = (
         stem_end=None,
         block_ends=tuple(f"mixed{i}" for i in range(11)),
         block_unit="mixed module",
+        relative_cost=1.3,
     ),
     BackboneSpec(
         name="inception_resnet_v2",
@@ -158,6 +163,7 @@ _BACKBONES = (
         stem_end="mixed_5b",
         block_ends=("block35_10_ac", "mixed_6a", "block17_20_ac", "mixed_7a", "conv_7b_ac"),
         block_unit="block group or reduction (block35 ×10, mixed_6a, block17 ×20, mixed_7a, block8 ×10)",
+        relative_cost=3.0,
     ),
 )
 

@@ -27,8 +27,7 @@ class SequentialExecutor:
             if (job.run_dir(run) / "record.json").exists():  # recorded by another process meanwhile
                 outcome = RunOutcome(run_id=run.id, backbone=run.scenario.backbone, state="already_recorded")
             else:
-                progress.starting(run)
-                outcome = execute_claimed(job, run, token)
+                outcome = execute_claimed(job, run, token, on_start=progress.starting)
             progress.finished(outcome)
             outcomes.append(outcome)
         return outcomes

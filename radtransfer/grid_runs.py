@@ -22,6 +22,23 @@ from .run_folder import replace_atomic, write_json_atomic
 from .seeding import derive_seed, set_global_seed
 
 PREDICTIONS = "predictions.npz"
+HELD_RUN_POLL_S = 30.0  # how often a grid looks again at runs other processes hold
+# Time of a run relative to unfreeze_all on the same backbone: a frozen backbone needs no backward pass.
+STRATEGY_COST = {"unfreeze_all": 1.0, "unfreeze_top10": 0.45, "freeze_all": 0.40}
+
+
+def expected_cost(run) -> float:
+    """A run's expected time in ResNet50-unfreeze_all units: a prior for ordering runs and for the ETA."""
+    from .backbones import get_backbone
+
+    return get_backbone(run.scenario.backbone).relative_cost * STRATEGY_COST.get(run.scenario.strategy, 1.0)
+
+
+def longest_first(runs) -> list:
+    """Runs by expected cost, longest first (ties keep their order): with many workers the long
+    InceptionResNetV2 runs then start early instead of finishing last on a few GPUs while the rest idle
+    (benchmarks/grid_scheduling.py)."""
+    return sorted(runs, key=lambda run: -expected_cost(run))
 
 
 def _finite_or_none(value):
@@ -181,9 +198,10 @@ class RunOutcome:
     holder: dict | None = None
 
 
-def execute_claimed(job: GridJob, run, token: str) -> RunOutcome:
+def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
     """Claims a run's folder, trains and evaluates the run, and records it, unless a record exists or a live
-    process holds the claim. A run interrupted before (its holder died) resumes from its checkpoint."""
+    process holds the claim. A run interrupted before (its holder died) resumes from its checkpoint.
+    ``on_start(run)`` is called once the claim is held, before training."""
     directory = job.run_dir(run)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
@@ -196,6 +214,8 @@ def execute_claimed(job: GridJob, run, token: str) -> RunOutcome:
             return RunOutcome(state="held", holder=claim.holder, **common)
         if (directory / RECORD_FILE).exists():  # recorded between the first look and the claim
             return RunOutcome(state="already_recorded", **common)
+        if on_start is not None:
+            on_start(run)
         start = time.perf_counter()
         record, predictions = job.train_and_evaluate(run)
         seconds = time.perf_counter() - start
@@ -217,26 +237,33 @@ def format_seconds(seconds: float) -> str:
 class GridProgress:
     """Progress lines and the ETA of a grid, for one worker or many.
 
-    The ETA sums the expected time of every run not yet finished (the mean time of the same backbone's
-    finished runs, else of all finished runs: an InceptionResNetV2 run costs about three ResNet50 runs) and
-    divides by the number of runs that train at once.
+    The ETA sums the expected time of every run not yet finished and divides it by the number of runs
+    that train at once. A run's expected time is the mean time of finished runs of its backbone and
+    strategy, else its prior cost (``expected_cost``) times the seconds per cost unit of the runs
+    finished so far.
     """
 
     def __init__(self, task: str, runs, done_before: int, total: int, parallel: int = 1, log=None, verbose: int = 1):
         import sys
 
         self.task, self.total, self.parallel = task, total, max(1, parallel)
-        self.left = {run.id: run.scenario.backbone for run in runs}
+        self.left = {run.id: run for run in runs}
         self.done = done_before
         self.log, self.verbose = log or sys.stderr, verbose
-        self.seconds: dict[str, list] = {}
+        self.seconds: dict[tuple, list] = {}
+        self._units = [0.0, 0.0]  # seconds, cost units of the finished runs
+        self._reported_held: set = set()
+
+    @staticmethod
+    def _kind(run) -> tuple:
+        return run.scenario.backbone, run.scenario.strategy
 
     def eta(self) -> float:
-        every = [s for values in self.seconds.values() for s in values]
-        if not every:
+        if not self._units[1]:
             return float("nan")
-        overall = float(np.mean(every))
-        expected = [float(np.mean(self.seconds[b])) if b in self.seconds else overall for b in self.left.values()]
+        per_unit = self._units[0] / self._units[1]
+        expected = [float(np.mean(self.seconds[self._kind(run)])) if self._kind(run) in self.seconds
+                    else expected_cost(run) * per_unit for run in self.left.values()]
         running_at_once = min(self.parallel, len(expected)) or 1
         return sum(expected) / running_at_once
 
@@ -249,11 +276,18 @@ class GridProgress:
                  f"ETA {format_seconds(self.eta())}")
 
     def finished(self, outcome: RunOutcome, running: int | None = None) -> None:
-        self.left.pop(outcome.run_id, None)
+        """Reports what became of a run. A held or lost run stays among the runs left (the grid waits for it)."""
+        if outcome.state in ("held", "lost"):
+            if outcome.run_id in self._reported_held:
+                return
+            self._reported_held.add(outcome.run_id)
+        run = self.left.get(outcome.run_id) if outcome.state in ("held", "lost") else self.left.pop(outcome.run_id, None)
         if outcome.state in ("recorded", "already_recorded"):
             self.done += 1
-        if outcome.state == "recorded":
-            self.seconds.setdefault(outcome.backbone, []).append(outcome.seconds)
+        if outcome.state == "recorded" and run is not None:
+            self.seconds.setdefault(self._kind(run), []).append(outcome.seconds)
+            self._units[0] += outcome.seconds
+            self._units[1] += expected_cost(run)
         if running is not None:  # many workers: one line per finished run
             what = {"recorded": f"finished {outcome.run_id} in {format_seconds(outcome.seconds)} on {outcome.worker}",
                     "already_recorded": f"{outcome.run_id} was already recorded",

@@ -9,13 +9,14 @@ stopped, restarted and split across machines.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .backbones import did_you_mean, get_backbone
-from .ray_executor import GridRunsFailedError, RayExecutor  # noqa: F401  (Ray itself is imported only when used)
+from .ray_executor import GridRunsFailedError, RayExecutor  # noqa: F401  (public here; Ray is imported only when used)
 from .seeding import derive_seed
 from .shards import parse_shard, resolve_shard  # noqa: F401  (parse_shard: part of this module's API)
 
@@ -118,14 +119,18 @@ class Run:
 
 
 def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
-    """Every run of the grid in a fixed order; a shard "k/n" takes every n-th run starting at the k-th,
-    so n shards partition the grid and each gets a similar mix of backbones."""
+    """Every run of the grid in a fixed order (fold, scenario, source). A shard "k/n" takes a stable share
+    of them, balanced by expected cost (an InceptionResNetV2 run costs about three ResNet50 runs, a frozen
+    backbone less than half of a full fine-tune), so n shards partition the grid and finish close together."""
+    from .grid_runs import expected_cost
+    from .shards import balanced_share
+
     runs = [Run(source, scenario, fold) for fold in range(n_folds) for scenario in scenarios for source in sources]
     parsed = parse_shard(shard)
     if parsed is None:
         return runs
     k, n = parsed
-    return runs[k - 1::n]
+    return [runs[i] for i in balanced_share([expected_cost(run) for run in runs], k, n)]
 
 
 def run_seed(grid_seed: int, scenario: "Scenario", fold: int) -> int:
@@ -224,18 +229,32 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
     job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
     todo = [r for r in runs if not (job.run_dir(r) / RECORD).exists()]
     share = f"shard {resolved_shard}" + (f" (from {shard!r})" if shard == "auto" else "") if resolved_shard else "grid"
+    token = new_token()
     try:
         progress = GridProgress(task, todo, done_before=len(runs) - len(todo), total=len(runs),
                                 parallel=runner.parallelism() if todo else 1, log=log, verbose=verbose)
-        outcomes = runner.run(job, todo, progress, new_token()) if todo else []
+        outcomes = runner.run(job, todo, progress, token) if todo else []
+        _wait_for_held_runs(job, runner, outcomes, {r.id: r for r in todo}, progress, token)
     finally:
         runner.close()
-    held = [o for o in outcomes if o.state in ("held", "lost")]
-    if held:
-        progress.say(f"{len(held)} run(s) of this {share} are held by other processes (their records appear when those "
-                     f"finish): {', '.join(o.run_id for o in held[:5])}{' …' if len(held) > 5 else ''}")
     progress.say(f"done {progress.done}/{len(runs)} runs of this {share}.")
     return load_records(out)
+
+
+def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
+    """Runs of this share that other live processes hold: retried every ``HELD_RUN_POLL_S`` seconds until
+    they are recorded (by their holder) or their holder has died (then this process takes them over), so
+    the share is complete when run_grid returns."""
+    from . import grid_runs
+
+    held = [by_id[o.run_id] for o in outcomes if o.state in ("held", "lost")]
+    if held:
+        progress.say(f"waiting for {len(held)} run(s) held by other processes ({', '.join(r.id for r in held[:3])}"
+                     f"{' …' if len(held) > 3 else ''}); checking every {grid_runs.HELD_RUN_POLL_S:g} s")
+    while held:
+        time.sleep(grid_runs.HELD_RUN_POLL_S)
+        retried = runner.run(job, held, progress, token)
+        held = [by_id[o.run_id] for o in retried if o.state in ("held", "lost")]
 
 
 def _check_same_grid(out: Path, spec) -> None:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from .errors import RadtransferError
-from .grid_runs import GridJob, GridProgress, RunOutcome, execute_claimed
+from .grid_runs import GridJob, GridProgress, RunOutcome, execute_claimed, longest_first
 
 FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME", "RADTRANSFER_CACHE_DIR",
                  "RADTRANSFER_WEIGHTS_DIR")
@@ -129,7 +129,7 @@ class RayExecutor:
             num_gpus=gpus, num_cpus=cpus, max_retries=self.max_retries, retry_exceptions=False)
         job_ref = ray.put(job)
         session = f"ray:{uuid.uuid4().hex[:12]}"
-        pending = {task.remote(job_ref, run, f"{session}:{run.id}"): run for run in runs}
+        pending = {task.remote(job_ref, run, f"{session}:{run.id}"): run for run in longest_first(runs)}
         capacity = self.parallelism()
         progress.say(f"{len(pending)} runs submitted to Ray ({gpus:g} GPU and {cpus:g} CPU per run, up to {capacity} "
                      "at once)")

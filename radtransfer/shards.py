@@ -22,6 +22,20 @@ def parse_shard(shard) -> tuple[int, int] | None:
     return k, n
 
 
+def balanced_share(costs, k: int, n: int) -> list[int]:
+    """The indices of shard k of n, in their original order, when items of the given costs are split into n
+    shares of about equal total cost: each item, longest first (ties in order), goes to the share with the
+    least cost so far (ties to the lower share). Deterministic, so n processes agree without talking."""
+    loads = [0.0] * n
+    share = []
+    for index in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        target = min(range(n), key=lambda j: (loads[j], j))
+        loads[target] += costs[index]
+        if target == k - 1:
+            share.append(index)
+    return sorted(share)
+
+
 def _int(environ, name):
     value = environ.get(name)
     if value in (None, ""):

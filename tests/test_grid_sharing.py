@@ -107,8 +107,8 @@ from radtransfer.claims import RunClaim
 claim = RunClaim(sys.argv[1], "killed-worker", heartbeat=0.05)
 assert claim.acquire()
 print("held", flush=True)
-time.sleep(600)
-"""
+time.sleep(float(sys.argv[2]) if len(sys.argv) > 2 else 600)
+"""  # exits without releasing: a task killed at its time limit
 
 
 def test_the_claim_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp_path):
@@ -121,6 +121,32 @@ def test_the_claim_of_a_killed_process_on_this_machine_is_taken_over_at_once(tmp
     assert claim.acquire() and claim.took_over["pid"] == process.pid
     assert json.loads((tmp_path / CLAIM_FILE).read_text())["token"] == "other"
     claim.release()
+
+
+def test_a_share_waits_for_a_run_another_process_holds_and_takes_it_over_when_that_process_dies(tmp_path, monkeypatch):
+    """A shard must be complete when run_grid returns: a run of its share that another process holds is
+    looked at again until it is recorded or, its holder dead, trained here."""
+    import io
+
+    from radtransfer import grid_runs
+    from radtransfer.executors import SequentialExecutor
+
+    monkeypatch.setattr(grid_runs, "HELD_RUN_POLL_S", 0.1)
+    runs, job = _runs(3), _FakeJob(tmp_path / "grid", tmp_path / "log")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(job.run_dir(runs[1])), "1.5"], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    log = io.StringIO()
+    progress = grid_runs.GridProgress("t", runs, done_before=0, total=3, log=log)
+    runner = SequentialExecutor()
+    outcomes = runner.run(job, runs, progress, "me")
+    assert [o.state for o in outcomes] == ["recorded", "held", "recorded"] and progress.done == 2
+    protocol._wait_for_held_runs(job, runner, outcomes, {r.id: r for r in runs}, progress, "me")
+    holder.wait()
+    assert progress.done == 3 and all((job.run_dir(r) / RECORD_FILE).exists() for r in runs)
+    text = log.getvalue()
+    assert f"skipping {runs[1].id}: held by pid {holder.pid}" in text and "waiting for 1 run(s) held" in text
+    assert text.count("skipping") == 1  # said once, not at every look
 
 
 def test_another_machines_claim_is_taken_over_only_once_its_heartbeat_stops(tmp_path):
