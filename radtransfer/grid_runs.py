@@ -53,8 +53,27 @@ class GridJob:
     def __init__(self, out, spec, config, splits, weights, faithful, interpolation, bn, verbose):
         self.out, self.spec, self.config, self.splits = Path(out), spec, config, splits
         self.weights, self.faithful, self.interpolation, self.bn, self.verbose = weights, faithful, interpolation, bn, verbose
+        self.cwd = os.getcwd()  # relative image paths are relative to the driver's working folder
         self._fold = None
         self._datasets = None
+
+    def enter_working_folder(self) -> None:
+        """In another process, moves to the driver's working folder so relative image paths (which are part
+        of every run's fingerprint, so they are kept as given) name the same files."""
+        if os.getcwd() == self.cwd:
+            return
+        try:
+            os.chdir(self.cwd)
+        except OSError:
+            relative = any(split.paths is not None and any(not os.path.isabs(p) for p in split.paths[:1])
+                           for fold in self.splits for split in fold)
+            if relative:
+                from .errors import RadtransferError
+
+                raise RadtransferError(f"This worker ({socket.gethostname()}) cannot enter the driver's working folder "
+                                       f"'{self.cwd}', and the image paths are relative to it. Put the images on a "
+                                       "filesystem every node mounts at the same path, and load them by absolute "
+                                       "path.") from None
 
     def __getstate__(self):
         state = dict(self.__dict__)

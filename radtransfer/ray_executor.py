@@ -42,6 +42,7 @@ def _execute_on_worker(job: GridJob, run, token: str) -> RunOutcome:
     if cached is None:
         _WORKER_JOBS.clear()
         _WORKER_JOBS[job.key] = cached = job
+    cached.enter_working_folder()
     return execute_claimed(cached, run, token)
 
 

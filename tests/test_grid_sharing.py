@@ -286,3 +286,26 @@ def test_unknown_executors_and_misplaced_ray_options_are_named(tmp_path):
     with pytest.raises(ValueError, match='Did you mean "ray"'):
         resolve_executor("rey")
     assert main(["grid", str(tmp_path), "--out", str(tmp_path / "g"), "--address", "auto"]) == 2
+
+
+def test_workers_read_relative_image_paths_from_the_drivers_working_folder(tmp_path, monkeypatch):
+    """Relative paths are part of every run's fingerprint, so they are kept as given; a worker process (Ray
+    starts its own) moves to the driver's folder, or says why it cannot."""
+    import pickle
+
+    from radtransfer.data import ImageSet
+    from radtransfer.errors import RadtransferError
+    from radtransfer.grid_runs import GridJob
+
+    monkeypatch.chdir(tmp_path)
+    images = ImageSet(["a/1.png", "a/2.png"], [0, 1], ["x", "y"])
+    job = GridJob(tmp_path / "grid", None, None, [(images, images, images)], {}, False, "bilinear", "frozen", 0)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    copy = pickle.loads(pickle.dumps(job))
+    copy.enter_working_folder()
+    assert os.getcwd() == str(tmp_path)
+    copy.cwd = str(tmp_path / "not_mounted_here")
+    with pytest.raises(RadtransferError, match="cannot enter the driver's working folder"):
+        copy.enter_working_folder()
