@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,11 @@ def _json_default(value):
 
 def replace_atomic(path, write) -> None:
     """Calls ``write(tmp)`` on a temporary path beside ``path`` (same suffix, so Keras accepts it), then
-    renames it into place: a crash leaves the old file, never a half-written one."""
+    renames it into place: a crash leaves the old file, never a half-written one. The temporary name is
+    unique to this write, so processes on several machines (where pids repeat: a container's is often 1)
+    writing the same file on a shared filesystem never write into one temporary file."""
     path = Path(path)
-    tmp = path.with_name(f".tmp{os.getpid()}_{path.name}")
+    tmp = path.with_name(f".tmp{os.getpid()}.{uuid.uuid4().hex[:8]}_{path.name}")
     try:
         write(tmp)
         os.replace(tmp, path)

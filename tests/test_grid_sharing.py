@@ -309,3 +309,34 @@ def test_workers_read_relative_image_paths_from_the_drivers_working_folder(tmp_p
     copy.cwd = str(tmp_path / "not_mounted_here")
     with pytest.raises(RadtransferError, match="cannot enter the driver's working folder"):
         copy.enter_working_folder()
+
+
+def _write_as_pid_1(path, writer, start_at):
+    from radtransfer import run_folder
+
+    os.getpid = lambda: 1  # as in containers on several machines: every writer is pid 1
+    while time.time() < start_at:
+        time.sleep(0.001)
+    for _ in range(150):
+        run_folder.write_json_atomic(path, {"writer": writer, "blob": "x" * 50_000})
+
+
+def test_writers_on_several_machines_never_leave_a_torn_file(tmp_path):
+    """Shards on several machines write the same grid.json and pair files; with equal pids (containers)
+    their temporary files must still differ, or one would rename the other's half-written file into place."""
+    path = tmp_path / "grid.json"
+    context = multiprocessing.get_context("fork")
+    start_at = time.time() + 0.5
+    writers = [context.Process(target=_write_as_pid_1, args=(path, k, start_at)) for k in range(4)]
+    for writer in writers:
+        writer.start()
+    reads = 0
+    while any(w.is_alive() for w in writers):
+        if path.exists():
+            payload = json.loads(path.read_text())  # a torn file fails here
+            assert len(payload["blob"]) == 50_000
+            reads += 1
+    for writer in writers:
+        writer.join()
+        assert writer.exitcode == 0
+    assert reads > 0 and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
