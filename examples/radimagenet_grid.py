@@ -3,7 +3,8 @@
     python examples/radimagenet_grid.py --quick --weights-dir weights/
     python examples/radimagenet_grid.py --data /data/acl/manifest.csv --image-col filename \
         --label-col acl_label --patient-col patient --folds 5 --out grids/acl_mri
-    # on n machines: add --shard k/n to each, then run the report once all are done.
+    # on n machines: add --shard k/n to each (--shard auto in a SLURM array), then run the report once
+    # all are done; on the GPUs of this machine or a Ray cluster: add --executor ray (needs radtransfer[ray]).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ def main(argv=None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=None, help="k folds (default: the 75/10/15 split)")
     parser.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"])
-    parser.add_argument("--shard", default=None, help="k/n")
+    parser.add_argument("--shard", default=None, help="k/n, or auto (a SLURM array task's share)")
+    parser.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
+                        help="ray: one run per GPU on this machine, or on the cluster of $RAY_ADDRESS")
     parser.add_argument("--faithful", action="store_true")
     parser.add_argument("--epochs", type=int, default=None, help="override the protocol's 30 epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override the protocol's batch of 256")
@@ -36,7 +39,8 @@ def main(argv=None) -> int:
     config = config.replace(**overrides) if overrides else config
     images = load_images(args)
     protocol.run_grid(images, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
-                      scenarios=scenarios, shard=args.shard, weights_dir=args.weights_dir, faithful=args.faithful)
+                      scenarios=scenarios, shard=args.shard, executor=args.executor, weights_dir=args.weights_dir,
+                      faithful=args.faithful)
     if args.shard:
         print("Shard done; run the report once every shard has finished: radtransfer report", args.out)
         return 0
