@@ -4,10 +4,10 @@ The grid is radtransfer's own plan (24 scenarios × 2 weight sources × 5 folds 
 ``plan_runs`` order). Run durations are simulated from the relative costs radtransfer uses as its prior
 (``grid_runs.expected_cost``), with per-run noise:
 
-- backbone (unfreeze_all; the registry's ``relative_cost``): ResNet50 1.0, DenseNet121 1.2,
-  InceptionV3 1.3, InceptionResNetV2 3.0 (an InceptionResNetV2 run costs about three ResNet50 runs);
-- strategy: unfreeze_all 1.0, unfreeze_top10 0.45, freeze_all 0.40 (no backward pass through the
-  frozen backbone);
+- backbone (unfreeze_all; the registry's ``relative_cost``): ResNet50 1.0, DenseNet121 1.15,
+  InceptionV3 1.0, InceptionResNetV2 2.0 (training steps measured on an H100, docs/performance.md);
+- strategy: unfreeze_all 1.0, unfreeze_top10 0.6, freeze_all 0.6 (no backward pass through the frozen
+  backbone);
 - noise: lognormal, sigma 0.15 (data loading, evaluation, a busy node), unknown to the schedulers.
 
 Schedulers:

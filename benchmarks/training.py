@@ -6,7 +6,8 @@
 
 For each backbone × precision (float32, and "mixed": bfloat16 on GPUs of compute capability ≥ 8.0, float16
 with loss scaling on 7.x, bfloat16 on a CPU) × XLA setting (TensorFlow: off and on; JAX: always on; PyTorch:
-off), in a fresh process: build the model (random weights), unfreeze everything, compile with Adam, and time
+off) × strategy (``--strategies``, default unfreeze_all), in a fresh process: build the model (random
+weights), apply the strategy (BatchNorm statistics frozen, the grid's default), compile with Adam, and time
 ``--steps`` training steps on random uint8 images after ``--warmup`` steps. Reports images/s, peak device
 memory (GPU allocator peak, or the process's peak RSS on a CPU), and the model's FLOPs per image (forward
 multiply-adds × 2, counted from the layers; a training step is about 3× that), so that images/s reads as a
@@ -74,7 +75,7 @@ def peak_memory() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process peak RSS (CPU)"
 
 
-def measure(backbone: str, precision: str, xla: bool, args) -> dict:
+def measure(backbone: str, precision: str, xla: bool, args, strategy: str = "unfreeze_all") -> dict:
     import keras
     import numpy as np
 
@@ -90,7 +91,7 @@ def measure(backbone: str, precision: str, xla: bool, args) -> dict:
     keras.mixed_precision.set_global_policy(resolved)
     size = args.size
     model = rt.build_model(backbone, weights=None, num_classes=2, input_shape=(size, size, 3))
-    rt.apply_strategy(model, "unfreeze_all", bn="protocol")
+    rt.apply_strategy(model, strategy, bn="frozen")
     optimizer = keras.optimizers.Adam(1e-4)
     if resolved == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -108,7 +109,8 @@ def measure(backbone: str, precision: str, xla: bool, args) -> dict:
     flops = forward_flops(model)
     rate = args.steps * args.batch / seconds
     peak, memory_kind = peak_memory()
-    result = {"backend": backend.name(), "backbone": backbone, "precision": resolved, "jit_compile": bool(model.jit_compile),
+    result = {"backend": backend.name(), "backbone": backbone, "strategy": strategy, "precision": resolved,
+              "jit_compile": bool(model.jit_compile),
               "image_size": size, "batch": args.batch, "steps": args.steps, "images_per_s": rate,
               "forward_gflops_per_image": flops / 1e9, "train_tflops_per_s": 3 * flops * rate / 1e12,
               "peak_memory_bytes": peak, "memory": memory_kind,
@@ -131,31 +133,33 @@ def main(argv=None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's peak TFLOP/s in the measured precision, to report a fraction of it")
     parser.add_argument("--out", default=None)
-    parser.add_argument("--one", nargs=3, metavar=("BACKBONE", "PRECISION", "XLA"), help=argparse.SUPPRESS)
+    parser.add_argument("--strategies", nargs="+", default=["unfreeze_all"],
+                        choices=("unfreeze_all", "unfreeze_top10", "freeze_all"))
+    parser.add_argument("--one", nargs=4, metavar=("BACKBONE", "PRECISION", "XLA", "STRATEGY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        backbone, precision, xla = args.one
-        print("RESULT " + json.dumps(measure(backbone, precision, xla == "on", args)), flush=True)
+        backbone, precision, xla, strategy = args.one
+        print("RESULT " + json.dumps(measure(backbone, precision, xla == "on", args, strategy)), flush=True)
         return 0
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     xla_settings = {"tensorflow": args.xla or ["off", "on"], "jax": ["on"], "torch": ["off"]}[backend]
     results = []
-    for backbone in args.backbones:
-        for precision in args.precisions:
-            for xla in xla_settings:
-                command = [sys.executable, __file__, "--one", backbone, precision, xla, "--size", str(args.size),
-                           "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-                if args.peak_tflops:
-                    command += ["--peak-tflops", str(args.peak_tflops)]
-                done = subprocess.run(command, capture_output=True, text=True)
-                line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
-                if line is None:
-                    result = {"backend": backend, "backbone": backbone, "precision": precision, "xla": xla,
-                              "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
-                else:
-                    result = json.loads(line[len("RESULT "):])
-                results.append(result)
-                print(json.dumps(result), flush=True)
+    configurations = [(b, p, x, s) for b in args.backbones for s in args.strategies for p in args.precisions
+                      for x in xla_settings]
+    for backbone, precision, xla, strategy in configurations:
+        command = [sys.executable, __file__, "--one", backbone, precision, xla, strategy, "--size", str(args.size),
+                   "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        if args.peak_tflops:
+            command += ["--peak-tflops", str(args.peak_tflops)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            result = {"backend": backend, "backbone": backbone, "strategy": strategy, "precision": precision,
+                      "xla": xla, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+        else:
+            result = json.loads(line[len("RESULT "):])
+        results.append(result)
+        print(json.dumps(result), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2))

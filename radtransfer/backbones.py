@@ -34,8 +34,9 @@ class BackboneSpec:
             first block" (used where Keras auto-numbers the stem's layer names).
         block_ends: names of the last layer of each stage, bottom to top (for "unfreeze_blocks:K").
         block_unit: what one stage is, in words.
-        relative_cost: the time of one fully fine-tuned run relative to ResNet50's (a rough prior the grid
-            uses to start long runs first and to estimate its end before any run of the backbone finished).
+        relative_cost: the time of one fully fine-tuned run relative to ResNet50's: a prior the grid uses to
+            balance shards, start long runs first and estimate its end before any run of the backbone has
+            finished. Measured: training steps at 256 px, batch 256, bf16, on an H100 (docs/performance.md).
     """
 
     name: str
@@ -129,7 +130,7 @@ _BACKBONES = (
             "conv5_block16_concat",
         ),
         block_unit="dense block or transition",
-        relative_cost=1.2,
+        relative_cost=1.15,
     ),
     BackboneSpec(
         name="inception_v3",
@@ -146,7 +147,6 @@ _BACKBONES = (
         stem_end=None,
         block_ends=tuple(f"mixed{i}" for i in range(11)),
         block_unit="mixed module",
-        relative_cost=1.3,
     ),
     BackboneSpec(
         name="inception_resnet_v2",
@@ -163,7 +163,7 @@ _BACKBONES = (
         stem_end="mixed_5b",
         block_ends=("block35_10_ac", "mixed_6a", "block17_20_ac", "mixed_7a", "conv_7b_ac"),
         block_unit="block group or reduction (block35 ×10, mixed_6a, block17 ×20, mixed_7a, block8 ×10)",
-        relative_cost=3.0,
+        relative_cost=2.0,
     ),
 )
 

@@ -120,8 +120,8 @@ class Run:
 
 def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
     """Every run of the grid in a fixed order (fold, scenario, source). A shard "k/n" takes a stable share
-    of them, balanced by expected cost (an InceptionResNetV2 run costs about three ResNet50 runs, a frozen
-    backbone less than half of a full fine-tune), so n shards partition the grid and finish close together."""
+    of them, balanced by expected cost (an InceptionResNetV2 run costs about two ResNet50 runs, a frozen
+    backbone about 0.6 of a full fine-tune), so n shards partition the grid and finish close together."""
     from .grid_runs import expected_cost
     from .shards import balanced_share
 
