@@ -114,3 +114,18 @@ def test_a_killed_worker_is_retried_and_its_run_resumes(grid_inputs, sequential)
     finished = [line for line in _finished_lines(log) if f"finished {run_id} " in line]
     assert len(finished) == 1 and f":{killed['pid']};" not in finished[0]  # recorded once, by another worker
     assert len(_finished_lines(log)) == 4
+
+
+def test_a_run_that_raises_does_not_stop_the_others_and_is_named(grid_inputs):
+    root, image_set = grid_inputs
+    scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "no_such_strategy", 1e-3)]
+    with pytest.raises(protocol.GridRunsFailedError, match="1 run.* failed on Ray") as caught:
+        protocol.run_grid(image_set, root / "ray_error", config=CONFIG.replace(epochs=1), sources=("radimagenet",),
+                          scenarios=scenarios, weights_dir=root / "weights", task="brain_mri",
+                          executor=rt.RayExecutor(cpus_per_run=1, init_kwargs={"num_cpus": 2}), log=io.StringIO())
+    message = str(caught.value)
+    assert "radimagenet/resnet50__no_such_strategy__lr0.001/fold0" in message and "no_such_strategy" in message
+    assert len(caught.value.failures) == 1
+    records = _records(root / "ray_error")
+    assert list(records) == ["runs/radimagenet/resnet50__freeze_all__lr0.001/fold0/record.json"]
+    assert not list((root / "ray_error").rglob("claim.json"))  # the failed run's claim was released

@@ -94,9 +94,10 @@ def _assert_same(a, b, where=""):
 
 
 @pytest.mark.slow
-def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_path, keras2_files):
+def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_path, keras2_files, monkeypatch):
     """Each run is a pure function of (grid seed, scenario, fold, source): the grid run whole, and the same
-    grid as two shards (the first killed mid-run and restarted), record the same numbers. A diverging
+    grid as two shards (the first killed mid-run and restarted, the second as a SLURM array task with
+    shard="auto"), record the same numbers. A diverging
     scenario is recorded and the grid goes on; the two sources of a scenario are paired."""
     data_dir, weights_dir = tmp_path / "data", tmp_path / "weights"
     rt.datasets.synthetic_brain_mri(data_dir, n_patients=12, slices_per_patient=2, image_size=40, seed=4)
@@ -119,7 +120,9 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
     process.wait()
     assert 1 <= len(list(sharded.rglob("record.json"))) < 2
     _run_script(GRID_SCRIPT, data_dir, sharded, weights_dir, "1/2")
-    _run_script(GRID_SCRIPT, data_dir, sharded, weights_dir, "2/2")
+    for name, value in (("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_MAX", "2")):
+        monkeypatch.setenv(name, value)  # the second shard as task 2 of `sbatch --array=1-2`
+    _run_script(GRID_SCRIPT, data_dir, sharded, weights_dir, "auto")
 
     records_whole, records_sharded = _records(whole), _records(sharded)
     assert len(records_whole) == 4 and records_whole.keys() == records_sharded.keys()
