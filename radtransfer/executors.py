@@ -24,10 +24,7 @@ class SequentialExecutor:
     def run(self, job: GridJob, runs, progress: GridProgress, token: str) -> list[RunOutcome]:
         outcomes = []
         for run in runs:
-            if (job.run_dir(run) / "record.json").exists():  # recorded by another process meanwhile
-                outcome = RunOutcome(run_id=run.id, backbone=run.scenario.backbone, state="already_recorded")
-            else:
-                outcome = execute_claimed(job, run, token, on_start=progress.starting)
+            outcome = execute_claimed(job, run, token, on_start=progress.starting)
             progress.finished(outcome)
             outcomes.append(outcome)
         return outcomes

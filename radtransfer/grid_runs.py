@@ -209,7 +209,6 @@ class RunOutcome:
     """
 
     run_id: str
-    backbone: str
     state: str
     status: str | None = None
     diverged_epoch: int | None = None
@@ -226,7 +225,7 @@ def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
         worker += f" (GPU {os.environ['CUDA_VISIBLE_DEVICES']})"
-    common = dict(run_id=run.id, backbone=run.scenario.backbone, worker=worker)
+    common = dict(run_id=run.id, worker=worker)
     if (directory / RECORD_FILE).exists():
         return RunOutcome(state="already_recorded", **common)
     with RunClaim(directory, token) as claim:

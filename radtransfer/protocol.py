@@ -277,8 +277,10 @@ def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, r
     from .records import PairRecord
     from .stats import compare_aucs
 
-    a = np.load(Path(candidate_dir) / "predictions.npz")
-    b = np.load(Path(reference_dir) / "predictions.npz")
+    from .grid_runs import PREDICTIONS
+
+    a = np.load(Path(candidate_dir) / PREDICTIONS)
+    b = np.load(Path(reference_dir) / PREDICTIONS)
     if not np.array_equal(a["y_true"], b["y_true"]):
         raise ValueError(f"The runs in {candidate_dir} and {reference_dir} were not scored on the same test images.")
     groups = a["patient_ids"] if "patient_ids" in a.files and len(a["patient_ids"]) else None

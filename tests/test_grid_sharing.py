@@ -351,12 +351,12 @@ def test_the_eta_weighs_the_runs_left_by_their_kind():
     runs = protocol.plan_runs(("radimagenet",), scenarios, 3)  # 3 ResNet50 freeze_all, 3 IRV2 unfreeze_all
     progress = GridProgress("t", runs, done_before=0, total=6, parallel=2, verbose=0)
     assert progress.eta() != progress.eta()  # NaN before any run finished
-    progress.finished(RunOutcome(run_id=runs[0].id, backbone="resnet50", state="recorded", seconds=60.0))
+    progress.finished(RunOutcome(run_id=runs[0].id, state="recorded", seconds=60.0))
     per_unit = 60.0 / expected_cost(runs[0])
     irv2 = expected_cost(runs[1]) * per_unit
     assert irv2 == pytest.approx(60.0 * 2.0 / 0.6)  # InceptionResNetV2 full fine-tune: 2.0 / 0.6 of it
     assert progress.eta() == pytest.approx((2 * 60.0 + 3 * irv2) / 2)
-    progress.finished(RunOutcome(run_id=runs[1].id, backbone="inception_resnet_v2", state="recorded", seconds=500.0))
+    progress.finished(RunOutcome(run_id=runs[1].id, state="recorded", seconds=500.0))
     assert progress.eta() == pytest.approx((2 * 60.0 + 2 * 500.0) / 2)
-    progress.finished(RunOutcome(run_id=runs[2].id, backbone="resnet50", state="held", holder={"pid": 1}))
+    progress.finished(RunOutcome(run_id=runs[2].id, state="held", holder={"pid": 1}))
     assert len(progress.left) == 4 and progress.done == 2  # a held run is still to be waited for
