@@ -3,9 +3,14 @@ one-line errors from inside the pipeline, and the multi-frame policy."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+import re
 import subprocess
 import sys
 import textwrap
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +282,96 @@ def test_enhanced_multiframe_takes_rescale_and_window_from_the_frames_functional
                 for frame, c in (("first", -500), ("middle", 200), ("last", 900))}
     assert {f: int(data.read_dicom(path, frame=f)[5, 5, 0]) for f in expected} == expected
     assert expected == {"first": 255, "middle": 128, "last": 0}
+
+
+# -- every test file shipped inside the installed pydicom ------------------------------------------------------------
+
+PYDICOM_TEST_FILES = Path(get_testdata_file("CT_small.dcm")).parent  # local: nothing is downloaded
+DICOM_EXTRA_MODULES = ("pylibjpeg", "libjpeg", "openjpeg", "rle")  # what ``pip install 'radtransfer[dicom]'`` adds
+
+
+@pytest.fixture(scope="module")
+def pydicom_test_files():
+    """pydicom's own test files, split by whether ``pydicom.dcmread(path).pixel_array`` decodes them here:
+    (paths it decodes, the DICOM files it does not)."""
+    from radtransfer.data.decode import is_dicom
+
+    decoded, refused = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # padding, VR mismatch and bad-value warnings of the odd files
+        for path in sorted(str(p) for p in PYDICOM_TEST_FILES.rglob("*") if p.is_file()):
+            try:
+                _ = pydicom.dcmread(path).pixel_array
+            except Exception:  # noqa: BLE001 - whatever pydicom raises, it does not decode the file
+                if is_dicom(path):
+                    refused.append(path)
+            else:
+                decoded.append(path)
+    return decoded, refused
+
+
+def test_every_file_pydicom_decodes_passes_the_precheck_and_reads_as_pydicom_renders_it(pydicom_test_files):
+    """Issue 17: a Deflated Explicit VR file (image_dfl.dcm) and a JPEG Baseline RGB file stored in implicit VR
+    (SC_rgb_jpeg.dcm) decode with pydicom but were refused. Every shipped file pydicom decodes must pass the
+    pre-check (alone and all together) and read, equal to the rendering computed with pydicom's functions."""
+    from radtransfer.data.decode import check_files
+
+    decoded, _ = pydicom_test_files
+    assert {"image_dfl.dcm", "SC_rgb_jpeg.dcm", "SC_rgb_jpeg_dcmtk.dcm"} <= {Path(p).name for p in decoded}
+    assert len(decoded) >= 80, decoded
+    problems = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in decoded:
+            bad, _, dicom = check_files([path], workers=1)
+            if bad or not dicom.all():
+                problems[path] = f"pre-check: {bad}"
+                continue
+            try:
+                ours = data.read_dicom(path).astype(np.float64)
+            except Exception as exc:  # noqa: BLE001 - every failure is reported below
+                problems[path] = f"read: {exc}"
+                continue
+            expected = reference_rendering(path)
+            if ours.shape != expected.shape or np.abs(ours - expected).max() > 1.0 + 1e-9:
+                problems[path] = f"rendering differs from pydicom's: {ours.shape} vs {expected.shape}"
+        bad, _, dicom = check_files(decoded, workers=2)
+    refused = [Path(p).name for p in problems]
+    assert not problems, f"{len(problems)} of {len(decoded)} files pydicom decodes are refused: {refused}: {problems}"
+    assert bad == [] and dicom.all()
+
+
+@pytest.mark.parametrize("name", ["image_dfl.dcm", "SC_rgb_jpeg.dcm"])
+def test_deflated_and_implicit_vr_jpeg_files_come_out_of_the_pipeline(name):
+    path = get_testdata_file(name)
+    ds = pydicom.dcmread(path)
+    image_set = data.ImageSet(paths=[path], labels=[0], class_names=("a",))
+    dataset = data.make_dataset(image_set, image_size=(ds.Rows, ds.Columns), batch_size=1, shuffle=False,
+                                cache=False, interpolation="nearest")
+    images, _ = next(iter(dataset))
+    difference = np.abs(images[0].numpy().astype(np.float64) - reference_rendering(path))
+    assert difference.max() <= 1.0 + 1e-9
+
+
+def test_files_pydicom_cannot_decode_are_refused_naming_the_cause_never_an_installed_extra(pydicom_test_files):
+    """Each DICOM file pydicom refuses is refused by the pre-check too, in one line that names the real cause (the
+    decoders' own errors, the transfer syntax) and never asks to install packages that are installed."""
+    from radtransfer.data.decode import check_files
+
+    if not all(importlib.util.find_spec(module) for module in DICOM_EXTRA_MODULES):
+        pytest.skip("the dicom extra is not completely installed here")
+    _, refused = pydicom_test_files
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = dict(check_files(refused, workers=2)[0])
+    assert set(bad) == set(refused)
+    for path, reason in bad.items():
+        assert "radtransfer[dicom]" not in reason and "\n" not in reason, (path, reason)
+        for package, _ in re.findall(r"([A-Za-z][\w.-]*)>=([\d.]+)", reason):  # requirements named as missing
+            with pytest.raises(importlib.metadata.PackageNotFoundError):
+                importlib.metadata.distribution(package)
+    by_name = {Path(p).name: reason for p, reason in bad.items()}
+    assert "JPEG Extended" in by_name["JPEG-lossy.dcm"] and "libjpeg error" in by_name["JPEG-lossy.dcm"]
+    embedded = by_name["JPEG2000-embedded-sequence-delimiter.dcm"]
+    assert "JPEG 2000" in embedded and "Error decoding the J2K data" in embedded
+    assert "less than expected (8130 vs 8192 bytes)" in by_name["MR_truncated.dcm"]  # pydicom's words, not numpy's

@@ -1,8 +1,9 @@
 """Reading image files into uint8 RGB tensors, and checking files cheaply before training.
 
 PNG (8- and 16-bit), JPEG and BMP decode inside the TensorFlow graph; DICOM goes through pydicom (the
-``dicom`` extra, rendered by ``dicom.py``). Grayscale becomes three identical channels, alpha is dropped, and 16-bit images are
-scaled from their own value range to 0–255 instead of being truncated.
+``dicom`` extra, rendered by ``dicom.py``): every file whose ``pydicom.dcmread(path).pixel_array`` decodes is read.
+Grayscale becomes three identical channels, alpha is dropped, and 16-bit images are scaled from their own value
+range to 0–255 instead of being truncated.
 """
 
 from __future__ import annotations
@@ -166,8 +167,8 @@ def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str
 
     DICOM files are grouped by what decides how their pixels decode (transfer syntax, photometric
     interpretation, bit depth, samples, frames); the first file of each group is decoded and rendered,
-    and if it fails, every file of the group is reported with the transfer syntax and the package that
-    decodes it.
+    and if it fails, every file of the group is reported with the decoder's error, the transfer syntax and
+    the decoder packages that are not installed.
 
     Returns:
         ((path, reason) for the bad files in input order, whether every good file is grayscale,
@@ -187,7 +188,8 @@ def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str
         except DicomDecodeError as exc:
             reason = exc.reason
         except Exception as exc:
-            reason = decode_failure_reason(import_pydicom().dcmread(paths[first], stop_before_pixels=True, force=True), exc)
+            header = import_pydicom().dcmread(paths[first], stop_before_pixels=True, force=True)
+            reason = decode_failure_reason(header, exc)
         else:
             continue
         for i in members:

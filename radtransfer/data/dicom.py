@@ -6,6 +6,9 @@ MONOCHROME1 inverted so that high values are bright. PALETTE COLOR goes through 
 YBR images are converted to RGB. Enhanced multi-frame files take their rescale and window from the
 functional groups of the chosen frame.
 
+Files are read as ``pydicom.dcmread(path).pixel_array`` reads them (whatever it decodes with the installed
+plugins is read: deflated, big endian, compressed), and errors name pydicom's reason and the decoders missing.
+
 Multi-frame files give one image per file, chosen by ``frame``: "middle" (default), "first", "last" or a
 frame index. Only that frame is decoded.
 """
@@ -23,21 +26,7 @@ FRAME_POLICIES = ("middle", "first", "last")
 MIN_PYDICOM = (3, 0)
 INSTALL_HINT = "pip install 'radtransfer[dicom]'"
 
-# Which package decodes each compressed transfer syntax (pydicom's own decoders need them).
-_DECODER_PACKAGES = {
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (or Pillow)",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (12-bit JPEG; Pillow decodes only 8-bit)",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg",
-    "1.2.840.10008.1.2.4.80": "pyjpegls (or pylibjpeg-libjpeg)",
-    "1.2.840.10008.1.2.4.81": "pyjpegls (or pylibjpeg-libjpeg)",
-    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle (optional: pydicom decodes RLE itself)",
-}
+_EXTRA_MODULES = ("pylibjpeg", "libjpeg", "openjpeg", "rle")  # the decoders the ``dicom`` extra installs
 
 
 class DicomDecodeError(RadtransferError, ValueError):
@@ -90,36 +79,59 @@ def transfer_syntax_text(uid) -> str:
     return f"{name} ({uid})" if name and name != str(uid) else str(uid)
 
 
-def decoder_problem(header) -> str | None:
-    """Why this machine has no decoder for a file's transfer syntax (None when it has one)."""
+def _transfer_syntax(header):
+    meta = getattr(header, "file_meta", None)
+    return meta.get("TransferSyntaxUID") if meta is not None else None
+
+
+def _missing_decoders(uid) -> str:
+    """What pydicom's decoder plugins for ``uid`` that cannot run here require, in pydicom's words, e.g.
+    "gdcm>=3.0.10 | pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1" ('' when none is missing)."""
     from pydicom.pixels import get_decoder
 
-    meta = getattr(header, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    if uid is None or not uid.is_compressed:
-        return None
+    try:
+        missing = get_decoder(uid).missing_dependencies  # "pylibjpeg - requires pylibjpeg>=2.0 and ..."
+    except NotImplementedError:
+        return ""
+    return " | ".join(text.split(" - requires ", 1)[-1] for text in missing)
+
+
+def _extra_hint() -> str:
+    """The ``dicom`` extra's install command, only while some of its decoders are missing."""
+    import importlib.util
+
+    missing = [name for name in _EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    return f" ({INSTALL_HINT})" if missing else ""
+
+
+def decoder_problem(header) -> str | None:
+    """Why this machine has no decoder for a file's transfer syntax (None when it has one, as pydicom decides)."""
+    from pydicom.pixels import get_decoder
+
+    uid = _transfer_syntax(header)
+    if uid is None:
+        return None  # pydicom's own error names the missing Transfer Syntax UID when the pixels are read
     try:
         decoder = get_decoder(uid)
     except NotImplementedError:
-        return f"pydicom cannot decode transfer syntax {transfer_syntax_text(uid)} at all"
+        return f"pydicom cannot decode transfer syntax {transfer_syntax_text(uid)}"
     if decoder.is_available:
         return None
-    package = _DECODER_PACKAGES.get(str(uid), "a pydicom decoder plugin")
-    return (f"no decoder here for transfer syntax {transfer_syntax_text(uid)}: install {package} "
-            f"({INSTALL_HINT})")
+    return (f"no decoder installed for transfer syntax {transfer_syntax_text(uid)}: install one of "
+            f"{_missing_decoders(uid)}{_extra_hint()}")
 
 
 def decode_failure_reason(header, exc: Exception) -> str:
-    """One line for a file whose pixels failed to decode: the transfer syntax, the error, the package."""
-    meta = getattr(header, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    detail = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip()) or type(exc).__name__
+    """One line for a file whose pixels failed to decode: the error, the transfer syntax, the decoders not installed."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    detail = "; ".join(lines).replace(":; ", ": ") or type(exc).__name__
     text = f"pixels do not decode ({detail})"
+    uid = _transfer_syntax(header)
     if uid is not None:
         text += f"; transfer syntax {transfer_syntax_text(uid)}"
-        package = _DECODER_PACKAGES.get(str(uid))
-        if package:
-            text += f", decoded by {package} ({INSTALL_HINT})"
+        missing = _missing_decoders(uid)
+        if missing:
+            text += f"; decoders not installed here: {missing}{_extra_hint()}"
     return text
 
 
@@ -153,22 +165,24 @@ def read_dicom(path, window=None, frame="middle") -> np.ndarray:
 
 def _render(path: Path, window, frame) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import pixel_array
 
-    header = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-    n_frames = int(header.get("NumberOfFrames", 1) or 1)
+    # The whole file through dcmread, as ``dcmread(path).pixel_array`` reads it: deflated datasets are inflated
+    # and a dataset encoded otherwise than its transfer syntax says is still parsed.
+    ds = pydicom.dcmread(str(path), force=True)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     index = frame_index(frame, n_frames, path) if n_frames > 1 else None
-    pixels = pixel_array(str(path), index=index)  # decodes only the chosen frame; YBR comes back as RGB
+    ds.pixel_array_options(index=index)  # decode only the chosen frame
+    pixels = ds.pixel_array  # YBR comes back as RGB
     if n_frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == n_frames:
         pixels = pixels[index]  # some decoders ignore index for single-fragment data
-    _lift_functional_groups(header, index or 0)
-    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    _lift_functional_groups(ds, index or 0)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
-        return _palette(pixels, header)
+        return _palette(pixels, ds)
     if pixels.ndim == 3:  # RGB, and YBR already converted by pydicom
-        bits = int(header.get("BitsStored", 8) or 8)
+        bits = int(ds.get("BitsStored", 8) or 8)
         return to_uint8(pixels.astype(np.float64), (0.0, float(2 ** bits - 1)))
-    gray = _grayscale(pixels, header, window)
+    gray = _grayscale(pixels, ds, window)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
     return np.repeat(gray[..., None], 3, axis=-1)
