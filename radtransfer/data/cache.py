@@ -5,24 +5,48 @@ memory available when the dataset is made, less what other live caches of this p
 else in a file under the cache folder (``$RADTRANSFER_CACHE_DIR``, default ``~/.cache/radtransfer/images``)
 when the disk has room, else reads the files again every epoch. The choice and its reason are logged
 (logger ``radtransfer.data``) and kept on the dataset's stream (``stream_of(ds).cache``).
+
+A disk cache is filled in full before training, under a name private to the filling process
+(``<name>.tmp-<host>-<pid>-<random>``), and published by renaming its files into place, the ``.index`` file
+last: a cache is complete exactly when its ``.index`` exists, and only a complete cache is read. (TensorFlow
+fills a cache at the name it is given during the first epoch: a process killed meanwhile leaves a lockfile
+there on which every later run fails with ``AlreadyExistsError``, and two processes filling one name at once
+both fail.) A killed writer leaves only its private files, removed by a later fill once the writer's process
+is gone (or its files have not changed for ``STALE_AFTER_S``); two writers both fill, and the second to
+finish finds the cache published and drops its own copy.
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
 import re
 import shutil
+import socket
 import threading
+import time
+import uuid
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..claims import _start_ticks, process_alive, this_machine
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: publication relies on the files of two complete caches being equal
+    fcntl = None
 
 LOG = logging.getLogger("radtransfer.data")
 MEMORY_FRACTION = 0.5
 DISK_MARGIN = 1 << 30       # leave 1 GiB free on the cache disk
 CACHE_ENV = "RADTRANSFER_CACHE_DIR"
 MODES = ("memory", "disk", "none")
+STALE_AFTER_S = 2 * 3600    # a private fill whose files have not changed for this long is dead (other machines)
+HEARTBEAT_S = 60.0          # how often a fill touches its owner file
 
 _lock = threading.Lock()
 _claims: dict[int, int] = {}  # id of a live stream's claim -> bytes
@@ -137,3 +161,147 @@ def choose_cache(cache, nbytes: int, name: str, memory_budget=None, cache_dir=No
                            f"cached on disk in '{folder}' ({human(free)} free)", nbytes, str(folder / name))
     return CacheChoice("none", f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} and the "
                        f"{human(free)} free in '{folder}': streaming from the files every epoch", nbytes)
+
+
+# -- disk caches: filled under a private name, published complete -------------------------------------------------
+
+
+def is_complete(prefix) -> bool:
+    """Whether the TensorFlow file cache at ``prefix`` is complete (its ``.index`` is written, or renamed, last)."""
+    return os.path.exists(f"{prefix}.index")
+
+
+def ensure_disk_cache(choice: CacheChoice, fill) -> bool:
+    """Makes sure a complete cache is at ``choice.path``: if none is, fills one privately and publishes it.
+
+    Args:
+        choice: a disk ``CacheChoice``.
+        fill: ``fill(prefix, beat)`` writes the whole cache at ``prefix`` (one full pass over a dataset cached
+            there), calling ``beat()`` now and then.
+
+    Returns:
+        Whether this call filled a cache (False when a complete one was there already).
+    """
+    path = choice.path
+    if is_complete(path):
+        LOG.debug("reading the disk cache '%s'", path)
+        return False
+    remove_stale(path)
+    pid = os.getpid()
+    private = f"{path}.tmp-{socket.gethostname().split('.')[0]}-{pid}-{uuid.uuid4().hex[:8]}"
+    owner = Path(f"{private}.owner")
+    owner.write_text(json.dumps({"machine": _machine(), "pid": pid, "start_ticks": _start_ticks(pid)}))
+    LOG.info("filling the disk cache '%s' (%s) before the first epoch", path, human(choice.nbytes))
+    start = last = time.monotonic()
+
+    def beat():
+        nonlocal last
+        if time.monotonic() - last >= HEARTBEAT_S:
+            last = time.monotonic()
+            try:
+                owner.touch()
+            except OSError:
+                pass
+
+    try:
+        fill(private, beat)
+        if not is_complete(private):
+            raise RuntimeError(f"TensorFlow did not finish the disk cache '{private}' after a full pass.")
+        published = _publish(private, path)
+    finally:
+        _remove(_files_of(private))
+    LOG.info("filled the disk cache '%s' in %.0f s%s", path, time.monotonic() - start,
+             "" if published else " (another process published it first; this copy was dropped)")
+    return True
+
+
+def remove_stale(path: str) -> None:
+    """Removes what dead writers left at ``path``: their private fills, and TensorFlow's lockfile and partial
+    files at ``path`` itself (from a fill there by an earlier version) once unchanged for ``STALE_AFTER_S``.
+
+    A private fill is dead when its owner (named in its ``.owner`` file) was a process of this machine that is
+    gone, or, for another machine's, when none of its files has changed for ``STALE_AFTER_S``.
+    """
+    for owner in glob.glob(f"{glob.escape(path)}.tmp-*.owner"):
+        prefix = owner[:-len(".owner")]
+        files = _files_of(prefix)
+        if _abandoned(owner, files):
+            LOG.info("removing the unfinished disk cache '%s' (its writer is gone)", prefix)
+            _remove(files)
+    pattern = re.compile(re.escape(path) + r"_\d+\.(lockfile|index|data-.*)")
+    leftovers = [name for name in glob.glob(f"{glob.escape(path)}_*") if pattern.fullmatch(name)]
+    if leftovers and _age(leftovers) > STALE_AFTER_S:
+        LOG.info("removing %d files of an unfinished TensorFlow cache at '%s'", len(leftovers), path)
+        _remove(leftovers)
+
+
+def _machine() -> str:
+    """This machine and pid namespace: where a pid names one process (containers share a boot id, not pids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{this_machine()}/{namespace}"
+
+
+def _abandoned(owner: str, files: list) -> bool:
+    try:
+        info = json.loads(Path(owner).read_text())
+    except (OSError, ValueError):
+        info = {}
+    if info.get("machine") == _machine() and isinstance(info.get("pid"), int):
+        return not process_alive(info["pid"], info.get("start_ticks"))
+    return _age(files) > STALE_AFTER_S
+
+
+def _age(files) -> float:
+    """Seconds since the newest of ``files`` changed (0 when none is left)."""
+    times = []
+    for name in files:
+        try:
+            times.append(os.stat(name).st_mtime)
+        except OSError:
+            pass
+    return time.time() - max(times) if times else 0.0
+
+
+def _files_of(prefix: str) -> list:
+    """The files of the cache at ``prefix``: TensorFlow's (``.index``, ``.data-*``, ``_0.lockfile``, …) and ours."""
+    return glob.glob(f"{glob.escape(prefix)}[._]*")
+
+
+def _remove(files) -> None:
+    for name in sorted(files, key=lambda name: name.endswith(".owner")):  # the owner last: it marks the rest
+        try:
+            os.remove(name)
+        except OSError:
+            pass
+
+
+def _publish(private: str, path: str) -> bool:
+    """Renames the complete cache at ``private`` to ``path``, the ``.index`` last; False if one was there."""
+    with _publish_lock(path):
+        if is_complete(path):
+            return False
+        data = {name: path + name[len(private):] for name in glob.glob(f"{glob.escape(private)}.data-*")}
+        _remove(set(glob.glob(f"{glob.escape(path)}.data-*")) - set(data.values()))  # of a publication cut short
+        for source, target in sorted(data.items()):
+            os.replace(source, target)
+        os.replace(f"{private}.index", f"{path}.index")
+    return True
+
+
+@contextmanager
+def _publish_lock(path: str):
+    """Holds an exclusive lock on ``<path>.lock`` where the filesystem supports it (the kernel releases it when
+    the process dies). Without one, two publications of one cache may interleave: both are complete copies of
+    the same images, so the result is still whole."""
+    if fcntl is None:
+        yield
+        return
+    with open(f"{path}.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # no locks on this filesystem (Lustre mounted -o noflock)
+            pass
+        yield

@@ -18,7 +18,7 @@ import numpy as np
 from ..backbones import did_you_mean, get_backbone
 from ..errors import RadtransferError
 from .augment import augment_batch, get_augment
-from .cache import LOG, CacheChoice, choose_cache, claim
+from .cache import LOG, CacheChoice, choose_cache, claim, ensure_disk_cache
 from .decode import check_files, decode_image_tf, to_rgb
 from .dicom import check_frame, read_dicom
 from .imageset import ImageSet
@@ -110,7 +110,9 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         cache: "auto" (memory if the resized set fits ``memory_budget``, else a file in ``cache_dir``, else
             none; the choice is logged and kept in ``stream_of(ds).cache``), True (memory), False (read the
             files every epoch), or a file path prefix (on disk; the file is named by the images, their order
-            and the decode settings, so different splits never share one).
+            and the decode settings, so different splits never share one). A disk cache that is not there yet
+            is filled here, in one pass, under a private name, and published complete (see ``cache.py``): a
+            process killed while filling it, or two processes filling it at once, never break a later run.
         seed: makes shuffling and augmentation reproducible (still different in every epoch).
         interpolation: resize method; "nearest" reproduces the reference loader.
         on_bad: "raise" or "skip" for unreadable files (checked before anything is decoded).
@@ -368,9 +370,21 @@ class DataStream:
             if self.cache.mode == "memory":
                 base = base.cache()
             elif self.cache.mode == "disk":
+                # Read only once complete: TensorFlow filling the cache at its final name during the first
+                # epoch left a lockfile that failed every later run when the process was killed.
+                ensure_disk_cache(self.cache, self._fill_disk_cache)
                 base = base.cache(self.cache.path)
             self._base = base
         return self._base
+
+    def _fill_disk_cache(self, prefix: str, beat) -> None:
+        """Writes the whole set to a TensorFlow file cache at ``prefix`` (one pass, uncached reads)."""
+        import tensorflow as tf
+
+        filled = self.load(tf.data.Dataset.range(self.size)).cache(prefix)
+        with readable_pipeline_errors(self):
+            for _ in filled.map(lambda image, label: 0).batch(256).prefetch(1):
+                beat()
 
     def _elements(self, shuffle_seed, reshuffle: bool):
         import tensorflow as tf
