@@ -57,14 +57,17 @@ def _resolve_positive(positive_class, class_names, num_classes):
 
 
 def metrics_from_predictions(y_true, probabilities, class_names=None, positive_class=None, bootstrap: int = 1000,
-                             seed: int = 0, patient_ids=None, threshold=None, threshold_source=None) -> dict:
+                             seed: int = 0, patient_ids=None, threshold=None, threshold_source=None,
+                             threshold_class=None) -> dict:
     """All of evaluate()'s metrics from labels and predicted probabilities.
 
     Args:
         patient_ids: one id per image; the AUC interval then resamples patients.
-        threshold: two classes: the positive-class probability from which an image is called positive
-            (chosen beforehand, e.g. on validation data); None: 0.5.
+        threshold: two classes: the probability of ``threshold_class`` from which an image is called that
+            class (chosen beforehand, e.g. on validation data); None: 0.5.
         threshold_source: where the threshold came from ("validation", "given"); recorded.
+        threshold_class: the class whose probability ``threshold`` applies to (default: the positive class).
+            For the other class, an image is called positive when it is not called ``threshold_class``.
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, roc_auc_score
 
@@ -119,10 +122,14 @@ def metrics_from_predictions(y_true, probabilities, class_names=None, positive_c
     result["per_class_auc"] = per_class_auc
     if num_classes == 2:
         chosen = 0.5 if threshold is None else float(threshold)
-        called = probabilities[:, positive_class] >= chosen
+        on = positive_class if threshold_class is None else _resolve_positive(threshold_class, class_names, 2)
+        called = probabilities[:, on] >= chosen
+        if on != positive_class:
+            called = ~called
         truth = y_true == positive_class
         result["operating_point"] = {
-            "threshold": chosen, "chosen_on": threshold_source or ("default" if threshold is None else "given"),
+            "threshold": chosen, "threshold_class": class_names[on],
+            "chosen_on": threshold_source or ("default" if threshold is None else "given"),
             "sensitivity": float((called & truth).sum() / truth.sum()) if truth.any() else math.nan,
             "specificity": float((~called & ~truth).sum() / (~truth).sum()) if (~truth).any() else math.nan,
         }
@@ -160,6 +167,40 @@ def check_classes(model, class_names) -> None:
                                  f"{outputs}. Evaluate on data with the training classes.")
 
 
+def _in_set_order(dataset, patient_ids):
+    """(dataset, order): a ``make_dataset`` dataset that shuffles or augments becomes its images once, in the
+    stream's base order, unaugmented (``order[i]`` is the set index of its i-th image); other datasets are
+    used as given (order None). A plain ``tf.data`` dataset that shuffles cannot be matched to per-image
+    ``patient_ids``, so that combination is refused."""
+    from .data.cache import LOG
+    from .data.pipeline import stream_of
+
+    stream = stream_of(dataset)
+    if stream is not None:
+        if not (stream.shuffle or stream.augmenting):
+            return dataset, None
+        LOG.info("evaluate reads the dataset's images once, in the set's order, without shuffling or augmentation")
+        return stream.ordered(), stream.order
+    if patient_ids is not None and _shuffles(dataset):
+        raise ValueError("evaluate was given patient_ids with a tf.data dataset that shuffles, so the ids cannot be "
+                         "matched to its images. Pass the ImageSet (it brings its patient ids), or a dataset made "
+                         "with shuffle=False.")
+    return dataset, None
+
+
+def _shuffles(dataset) -> bool:
+    """Whether a tf.data pipeline has a shuffling stage (read from its graph)."""
+    try:
+        import tensorflow as tf
+
+        graph = tf.compat.v1.GraphDef()
+        graph.ParseFromString(dataset._as_serialized_graph().numpy())
+    except Exception:  # not a tf.data dataset, or a graph TensorFlow cannot serialize: nothing to tell
+        return False
+    return any("Shuffle" in node.op for node in graph.node) or \
+        any("Shuffle" in node.op for function in graph.library.function for node in function.node_def)
+
+
 def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed: int = 0, class_names=None,
              batch_size: int = 32, patient_ids=None, threshold=None, val=None) -> dict:
     """Evaluates a classifier on a test set.
@@ -178,9 +219,9 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
         batch_size: batch size when ``dataset`` is an ImageSet.
         patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then
             resamples patients, not images.
-        threshold: two classes: the operating threshold on the positive-class probability. Default: the
-            one fine_tune chose on the validation set (``model.radtransfer_threshold``), else chosen on
-            ``val`` if given, else 0.5.
+        threshold: two classes: the operating threshold on the positive class's probability. Default: the
+            one fine_tune chose on the validation set for the positive class (``model.radtransfer_thresholds``),
+            else chosen on ``val`` if given, else 0.5.
         val: validation data (ImageSet or dataset) to choose the threshold on (Youden's J), when the model
             carries none.
 
@@ -210,27 +251,39 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
 
         arrays = as_arrays(dataset, int(model.output_shape[-1]), tuple(model.input_shape[1:3]), "dataset")
         dataset = ArrayStream(*arrays, batch_size, shuffle=False).batches()
-    else:
-        spec = getattr(dataset, "element_spec", None)
+    order = None
+    if not isinstance(dataset, (tuple, list, ImageSet)) and hasattr(dataset, "element_spec"):
+        spec = dataset.element_spec
         width = spec[1].shape[-1] if isinstance(spec, tuple) else None
         if width is not None and width != int(model.output_shape[-1]):
             raise ClassMismatchError(f"The dataset has labels for {width} classes but the model predicts "
                                      f"{int(model.output_shape[-1])}.")
+        dataset, order = _in_set_order(dataset, patient_ids)
     class_names = class_names or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
-    source = None
+    source = threshold_class = None
+    binary = int(model.output_shape[-1]) == 2
+    positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2) if binary else None
+    stored = getattr(model, "radtransfer_thresholds", None) or {}
     if threshold is not None:
         source = "given"
-    elif getattr(model, "radtransfer_threshold", None) is not None:
+    elif binary and positive in stored:
+        threshold, source = stored[positive], "validation"
+    elif binary and getattr(model, "radtransfer_threshold", None) is not None:
+        # A model saved with one threshold (on class 1's probability, radtransfer ≤ 0.1): applied to that
+        # class's probability, and converted for the other.
         threshold, source = model.radtransfer_threshold, "validation"
-    elif val is not None and int(model.output_shape[-1]) == 2:
-        positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2)
+        threshold_class = getattr(model, "radtransfer_positive_class", None) or 1
+    elif val is not None and binary:
         val_data = val
         if isinstance(val, ImageSet):
             val_data = make_dataset(val, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
         y_val, p_val = predict_with_labels(model, val_data)
         threshold, source = youden_threshold(y_val == positive, p_val[:, positive]), "validation"
     y_true, probabilities = predict_with_labels(model, dataset)
+    if order is not None:  # back to the set's order, where patient_ids belong
+        y_true, probabilities = y_true[np.argsort(order)], probabilities[np.argsort(order)]
     if patient_ids is not None and len(patient_ids) != len(y_true):
         raise ValueError(f"patient_ids has {len(patient_ids)} entries but the dataset has {len(y_true)} images.")
     return metrics_from_predictions(y_true, probabilities, class_names, positive_class, bootstrap, seed,
-                                    patient_ids=patient_ids, threshold=threshold, threshold_source=source)
+                                    patient_ids=patient_ids, threshold=threshold, threshold_source=source,
+                                    threshold_class=threshold_class)

@@ -13,10 +13,14 @@ import keras
 
 from .backbones import did_you_mean
 from .backend import check_distribute
+from .data.augment import PRESETS, get_augment
 from .runtime import resolve_precision
 from .strategies import parse_strategy
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}
+IMAGE_SET_BATCH_SIZE = 32            # batch_size=None for ImageSets and arrays
+IMAGE_SET_AUGMENT = "radimagenet"    # augment="auto" for training ImageSets
+UNKNOWN = "unknown"                  # what a plain tf.data dataset or PyDataset does, when it cannot be read off
 
 # Settings that change what a run computes. Execution details (XLA, eager mode, distribution,
 # determinism, verbosity) do not change the run's definition and may differ between a run and its resume.
@@ -47,7 +51,12 @@ def _name_of(value):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of a ``fine_tune`` call, validated. See ``fine_tune`` for their meaning."""
+    """Every setting of a ``fine_tune`` call, validated. See ``fine_tune`` for their meaning.
+
+    ``batch_size`` and ``augment`` say how ImageSets (and arrays) are read: None and "auto" mean 32 images and
+    the "radimagenet" augmentation. A dataset from ``make_dataset`` brings its own; ``fine_tune`` records the
+    values that ran (``resolve_data``) and refuses given values that contradict the dataset.
+    """
 
     strategy: str
     learning_rate: float
@@ -63,8 +72,8 @@ class TrainConfig:
     distribute: object = None
     seed: int | None = None
     deterministic: bool = False
-    batch_size: int = 32
-    augment: object = "radimagenet"
+    batch_size: int | None = None
+    augment: object = "auto"
     bn_momentum: float | None = None
     run_eagerly: bool = False
 
@@ -95,16 +104,64 @@ class TrainConfig:
         check_distribute(self.distribute)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"Expected seed=None or an integer. Received: seed={self.seed!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
+                                            or self.batch_size < 1):
             raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={self.batch_size!r}")
+        if self.augment not in ("auto", UNKNOWN):
+            get_augment(self.augment)  # validates a name, dict or Augment
         if self.bn_momentum is not None and not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum < 1):
             raise ValueError(f"Expected 0 < bn_momentum < 1. Received: bn_momentum={self.bn_momentum!r}")
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
             raise ValueError("Expected class_weight=None, 'balanced' or a dict {class index: weight}. "
                              f"Received: class_weight={self.class_weight!r}")
 
+    @classmethod
+    def from_settings(cls, config: "TrainConfig | None" = None, **settings) -> "TrainConfig":
+        """``config`` with ``settings`` changed, or a new config of ``settings`` (fine_tune's keywords)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(settings) - set(names))
+        if unknown:
+            raise TypeError(f"Unknown fine_tune setting(s) {unknown}.{did_you_mean(unknown[0], names)}")
+        if config is not None:
+            if not isinstance(config, cls):
+                raise TypeError(f"Expected config=TrainConfig(...). Received: config of type {type(config).__name__}")
+            return config.replace(**settings) if settings else config
+        missing = [name for name in ("strategy", "learning_rate") if name not in settings]
+        if missing:
+            raise TypeError(f"fine_tune needs {' and '.join(f'{m}=' for m in missing)} (or config=TrainConfig(...)).")
+        return cls(**settings)
+
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+    def for_image_sets(self) -> "TrainConfig":
+        """The settings with the ImageSet defaults filled in (the batch size and augmentation that will run)."""
+        return self.replace(batch_size=self.batch_size or IMAGE_SET_BATCH_SIZE,
+                            augment=IMAGE_SET_AUGMENT if self.augment == "auto" else self.augment)
+
+    def resolve_data(self, batch_size, augment, kind: str) -> "TrainConfig":
+        """The settings with the batch size and augmentation a training dataset really has.
+
+        Args:
+            batch_size: the dataset's batch size (None: cannot be read off the dataset).
+            augment: its augmentation (None for none, an Augment, or ``UNKNOWN``).
+            kind: what the dataset is, for the error message.
+
+        Raises:
+            ValueError: a batch size or augmentation was given that the dataset does not have.
+        """
+        if self.batch_size is not None and batch_size is not None and self.batch_size != batch_size:
+            raise ValueError(f"batch_size={self.batch_size} was given, but the training {kind} has batches of "
+                             f"{batch_size} images. batch_size applies to ImageSets; leave it out with a dataset, "
+                             "or build the dataset with that batch size.")
+        if self.augment not in ("auto", UNKNOWN) and augment != UNKNOWN and get_augment(self.augment) != augment:
+            raise ValueError(f"augment={self.augment!r} was given, but the training {kind} augments with "
+                             f"{augment_name(augment)!r}. augment applies to ImageSets; leave it out with a dataset, "
+                             "or build the dataset with that augmentation.")
+        if augment == UNKNOWN and self.augment not in ("auto", UNKNOWN):
+            augment = self.augment
+        return self.replace(batch_size=batch_size if batch_size is not None else self.batch_size,
+                            augment=augment_name(augment))
 
     def make_optimizer(self):
         if isinstance(self.optimizer, keras.optimizers.Optimizer):
@@ -141,6 +198,14 @@ class TrainConfig:
                       distribute=self.distribute if isinstance(self.distribute, (str, type(None)))
                       else type(self.distribute).__name__)
         return values
+
+
+def augment_name(augment):
+    """An augmentation as recorded: None, a preset's name, ``UNKNOWN``, or the Augment itself."""
+    if augment is None or augment == UNKNOWN:
+        return augment
+    params = get_augment(augment)
+    return next((name for name, preset in PRESETS.items() if preset == params), params)
 
 
 def fingerprint(identity: dict) -> str:

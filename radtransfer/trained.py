@@ -16,12 +16,20 @@ METADATA = "radtransfer.json"
 SCHEMA_VERSION = 1
 
 
-def set_trained_info(model, class_names=None, threshold=None, positive_class=None, read_settings=None) -> None:
-    """Attaches the class names, operating threshold and image reading settings to a model (read by
-    ``evaluate`` and ``predict``)."""
+def set_trained_info(model, class_names=None, threshold=None, positive_class=None, read_settings=None,
+                     thresholds=None) -> None:
+    """Attaches the class names, operating thresholds and image reading settings to a model (read by
+    ``evaluate`` and ``predict``).
+
+    Args:
+        threshold: the threshold on ``positive_class``'s probability (``predict`` applies it).
+        thresholds: {class index: threshold on that class's probability}, each chosen with that class as the
+            positive one (``evaluate`` applies the one of the class it scores as positive).
+    """
     model.radtransfer_class_names = None if class_names is None else tuple(str(c) for c in class_names)
     model.radtransfer_threshold = None if threshold is None else float(threshold)
     model.radtransfer_positive_class = positive_class
+    model.radtransfer_thresholds = None if thresholds is None else {int(c): float(t) for c, t in thresholds.items()}
     model.radtransfer_read_settings = None if read_settings is None else dict(read_settings)
 
 
@@ -40,6 +48,7 @@ def trained_info(model) -> dict:
         "class_names": list(getattr(model, "radtransfer_class_names", None) or []) or None,
         "threshold": getattr(model, "radtransfer_threshold", None),
         "positive_class": getattr(model, "radtransfer_positive_class", None),
+        "thresholds": {str(c): t for c, t in (getattr(model, "radtransfer_thresholds", None) or {}).items()} or None,
         "read_settings": getattr(model, "radtransfer_read_settings", None),
         "build": info.to_dict() if info is not None else None,
     }
@@ -93,7 +102,7 @@ def load_trained(path_or_run_dir):
     if not meta.get("read_settings"):  # saved before read settings travelled with the model
         meta["read_settings"] = run_read_settings(path.parent)
     set_trained_info(model, meta.get("class_names"), meta.get("threshold"), meta.get("positive_class"),
-                     meta.get("read_settings"))
+                     meta.get("read_settings"), meta.get("thresholds"))
     if meta.get("build"):
         build = dict(meta["build"])
         build["input_shape"] = tuple(build["input_shape"])

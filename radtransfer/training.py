@@ -25,7 +25,7 @@ from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_comp
                       working_model)
 from .seeding import derive_seed, fresh_seed, seed_layers, set_global_seed, walk_layers
 from .strategies import apply_strategy
-from .train_config import TrainConfig, fingerprint
+from .train_config import IMAGE_SET_BATCH_SIZE, UNKNOWN, TrainConfig, fingerprint
 from .trained import run_read_settings, save_trained, set_trained_info
 
 __all__ = ["FineTuneResult", "TrainingDivergedError", "fine_tune", "write_json_atomic", "resolve_precision",
@@ -60,8 +60,12 @@ class FineTuneResult:
         settings: every resolved setting (also in config.json).
         status: "finished" or "diverged".
         diverged_epoch: the epoch whose loss became NaN (None if none did).
-        threshold: two classes: the positive-class probability threshold chosen on the validation set
-            (Youden's J) at the best epoch; ``evaluate`` applies it to test data. None for more classes.
+        threshold: two classes: the threshold on class 1's probability chosen on the validation set
+            (Youden's J) at the best epoch; ``evaluate`` applies it to test data. None for more classes, or
+            when no epoch finished with a finite val_loss.
+        thresholds: two classes: {class index (as a string): threshold on that class's probability}, each
+            chosen on the validation set with that class as the positive one (``evaluate(...,
+            positive_class=c)`` applies class c's).
         class_names: the classes, in output order (when known).
         fingerprint: the hash of the settings that define the run.
         seed: the base seed every random stream of the run was derived from.
@@ -81,6 +85,7 @@ class FineTuneResult:
     status: str = "finished"
     diverged_epoch: int | None = None
     threshold: float | None = None
+    thresholds: dict | None = None
     class_names: list | None = None
     fingerprint: str | None = None
     seed: int | None = None
@@ -246,23 +251,26 @@ def _is_pair(value) -> bool:
     return isinstance(value, (tuple, list)) and len(value) == 2 and all(hasattr(v, "shape") for v in value)
 
 
-def _prepare_arrays(train, val, config: TrainConfig, image_size, num_classes) -> _Data:
+def _prepare_arrays(train, val, config: TrainConfig, image_size, num_classes) -> tuple[_Data, TrainConfig]:
     """(images, labels) arrays: batches through a keras PyDataset, no TensorFlow (JAX and PyTorch users)."""
     from .data.arrays import ArrayStream, as_arrays
 
     if not (_is_pair(train) and _is_pair(val)):
         raise ValueError("Pass train and val both as (images, labels) arrays, or both as ImageSets / datasets.")
-    if config.augment is not None:
+    if config.augment not in (None, "auto"):
         warnings.warn(f"augment={config.augment!r} is not applied to in-memory arrays (augmentation is part of "
                       "the tf.data pipeline); pass ImageSets to augment, or augment=None to silence this.",
                       stacklevel=3)
+    config = config.for_image_sets().replace(augment=None)  # what runs: arrays are never augmented
     stream = ArrayStream(*as_arrays(train, num_classes, image_size, "train"), config.batch_size, shuffle=True)
     val_stream = ArrayStream(*as_arrays(val, num_classes, image_size, "val"), config.batch_size, shuffle=False)
     signature = {"train": stream.signature, "val": val_stream.signature}
-    return _Data(stream.epoch, val_stream.batches(), stream.size, None, signature, True)
+    return _Data(stream.epoch, val_stream.batches(), stream.size, None, signature, True), config
 
 
-def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _Data:
+def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> tuple[_Data, TrainConfig]:
+    """The training and validation data as epochs and a dataset, and ``config`` with the batch size and
+    augmentation that the training data really has (ImageSets are read with the config's)."""
     from .data import ImageSet, make_dataset
     from .data.pipeline import stream_of
 
@@ -271,6 +279,7 @@ def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _
     class_names = None
     signature = {}
     if isinstance(train, ImageSet):
+        config = config.for_image_sets()
         class_names = list(train.class_names)
         train = make_dataset(train, image_size=image_size, batch_size=config.batch_size, augment=config.augment,
                              shuffle=True, seed=config.seed)
@@ -281,7 +290,8 @@ def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _
             raise ClassMismatchError(f"The validation set's classes {list(val.class_names)} differ from the "
                                      f"training set's {class_names}.")
         class_names = class_names or list(val.class_names)
-        val = make_dataset(val, image_size=image_size, batch_size=config.batch_size, shuffle=False)
+        val = make_dataset(val, image_size=image_size, batch_size=config.batch_size or IMAGE_SET_BATCH_SIZE,
+                           shuffle=False)
     _check_dataset(train, "training", num_classes)
     _check_dataset(val, "validation", num_classes)
     for name, dataset in (("train", train), ("val", val)):
@@ -289,19 +299,22 @@ def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> _
         signature[name] = getattr(stream, "signature", None)
     stream = stream_of(train)
     if stream is not None:
+        config = config.resolve_data(stream.batch_size, stream.params, "dataset")
         return _Data(stream.epoch, val, stream.size, class_names, signature, True, (train, val),
-                     stream.settings.to_dict())
-    return _Data(lambda epoch, seed: train, val, _known_size(train), class_names, signature, False, (train, val))
+                     stream.settings.to_dict()), config
+    if isinstance(train, keras.utils.PyDataset):
+        config = config.resolve_data(len(np.asarray(train[0][0])), UNKNOWN, "PyDataset")
+    else:
+        config = config.resolve_data(train.element_spec[0].shape[0], UNKNOWN, "tf.data dataset")
+    return _Data(lambda epoch, seed: train, val, _known_size(train), class_names, signature, False,
+                 (train, val)), config
 
 
 # -- the public call ---------------------------------------------------------------------------
 
 
-def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs: int = 30, bn: str = "protocol",
-              optimizer="adam", loss="auto", out_dir=None, early_stopping=None, reduce_lr=None, class_weight=None,
-              jit_compile="auto", precision="auto", distribute=None, seed=None, deterministic: bool = False,
-              verbose="auto", batch_size: int = 32, augment="radimagenet", callbacks=(), resume: bool = True,
-              run_eagerly: bool = False, bn_momentum: float | None = None, class_names=None) -> FineTuneResult:
+def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=None, callbacks=(), verbose="auto",
+              resume: bool = True, class_names=None, **settings) -> FineTuneResult:
     """Fine-tunes a model made by ``build_model`` under a named strategy.
 
     Guarantees: afterwards ``model`` (the object passed in) holds the best epoch's weights, whatever the
@@ -319,6 +332,18 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
             but then radtransfer cannot re-derive its shuffling per epoch, so a resumed run is not exact.
             Or ``(images, labels)`` NumPy arrays at the model's input size (labels as class indices or
             one-hot), fed without TensorFlow (the JAX and PyTorch path; no augmentation).
+        config: the settings below as one ``TrainConfig`` (keywords given as well change it).
+        out_dir: where checkpoints, history, config and the resume state go (None: nothing written; the
+            best epoch is then kept in memory).
+        callbacks: more Keras callbacks (each epoch is one ``fit`` call, so they see ``on_train_begin``
+            once per epoch).
+        verbose: "auto" (a progress bar on a terminal, one line per epoch otherwise), 0, 1 or 2.
+        resume: True: continue an interrupted run in out_dir, or return a finished one; False: discard
+            whatever run out_dir holds and start over.
+        class_names: the classes in label order, when train is a dataset (ImageSets bring their own); saved
+            with the trained model and checked by ``evaluate``.
+        **settings: the ``TrainConfig`` fields:
+
         strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all" or "unfreeze_blocks:K".
         learning_rate: the optimizer's learning rate.
         epochs: epochs to train (the reference: 30).
@@ -326,8 +351,6 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
         optimizer: "adam" (the reference), "adamw", "sgd", "rmsprop", "nadam", or an optimizer.
         loss: "auto" (the reference: binary cross-entropy on the one-hot softmax for two classes;
             categorical cross-entropy for more) or any Keras loss.
-        out_dir: where checkpoints, history, config and the resume state go (None: nothing written; the
-            best epoch is then kept in memory).
         early_stopping: None, or the patience in epochs (on val_loss).
         reduce_lr: None, or the patience in epochs for reducing the learning rate ×0.1 on a val_loss plateau.
         class_weight: a dict {class index: weight}, or "balanced".
@@ -339,16 +362,12 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
             ``tf.distribute.Strategy``. Batch sizes are global.
         seed: the base seed of every random stream (None: a random one, recorded so a resume stays exact).
         deterministic: TF op determinism (turns XLA off).
-        verbose: "auto" (a progress bar on a terminal, one line per epoch otherwise), 0, 1 or 2.
-        batch_size, augment: used only when train/val are ImageSets.
-        callbacks: more Keras callbacks (each epoch is one ``fit`` call, so they see ``on_train_begin``
-            once per epoch).
-        resume: True: continue an interrupted run in out_dir, or return a finished one; False: discard
-            whatever run out_dir holds and start over.
+        batch_size: images per batch when train/val are ImageSets or arrays (None: 32). A dataset keeps
+            its own (a different value given is refused); the batch size that ran is recorded.
+        augment: "auto" ("radimagenet" for a training ImageSet), None, "radimagenet", "radimagenet_ct" or an
+            ``Augment``; as batch_size, it applies to ImageSets and a dataset keeps (and records) its own.
         run_eagerly: skip graph tracing (debugging, or tiny smoke tests).
         bn_momentum: if given, the momentum of every BatchNormalization layer's moving statistics.
-        class_names: the classes in label order, when train is a dataset (ImageSets bring their own); saved
-            with the trained model and checked by ``evaluate``.
 
     Returns:
         A FineTuneResult; ``model`` (and ``result.model``) hold the best epoch's weights.
@@ -360,18 +379,14 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     """
     from . import backend
 
-    config = TrainConfig(strategy=strategy, learning_rate=learning_rate, epochs=epochs, bn=bn, optimizer=optimizer,
-                         loss=loss, early_stopping=early_stopping, reduce_lr=reduce_lr, class_weight=class_weight,
-                         jit_compile=jit_compile, precision=precision, distribute=distribute, seed=seed,
-                         deterministic=deterministic, batch_size=batch_size, augment=augment,
-                         bn_momentum=bn_momentum, run_eagerly=run_eagerly)
-    distribution = make_distribution(distribute)  # before TensorFlow's runtime starts
-    runtime = Runtime(resolve_precision(config.precision), resolve_jit_compile(jit_compile, deterministic),
-                      distribution)
+    config = TrainConfig.from_settings(config, **settings)
+    distribution = make_distribution(config.distribute)  # before TensorFlow's runtime starts
+    runtime = Runtime(resolve_precision(config.precision),
+                      resolve_jit_compile(config.jit_compile, config.deterministic), distribution)
     folder = RunFolder(out_dir) if out_dir is not None else None
     if folder is not None and not resume:
         folder.reset()
-    if deterministic:
+    if config.deterministic:
         backend.enable_determinism()
 
     state = folder.read_json(STATE) if folder is not None else None
@@ -381,7 +396,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     working, rebuilt = working_model(model, runtime.precision, distribution)
     info = getattr(working, "radtransfer_info", None) or getattr(target, "radtransfer_info", None)
     num_classes = int(working.output_shape[-1])
-    data = _prepare_data(train, val, config, tuple(working.input_shape[1:3]), num_classes)
+    data, config = _prepare_data(train, val, config, tuple(working.input_shape[1:3]), num_classes)
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         if data.class_names is not None and data.class_names != class_names:
@@ -418,13 +433,13 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     with runtime.scope():
         summary = apply_strategy(working, config.strategy, bn=config.bn)
         resolved_jit = compile_model(working, config.make_optimizer(), config.make_loss(num_classes),
-                                     make_metrics(num_classes), runtime.jit_compile and not run_eagerly,
-                                     run_eagerly=run_eagerly)
+                                     make_metrics(num_classes), runtime.jit_compile and not config.run_eagerly,
+                                     run_eagerly=config.run_eagerly)
     if working is not target and target is not None:
         apply_strategy(target, config.strategy, bn=config.bn)  # the caller's model shows the same flags
 
-    settings = {
-        **config.to_dict(), "jit_compile_requested": jit_compile, "jit_compile": resolved_jit,
+    recorded = {
+        **config.to_dict(), "jit_compile_requested": config.jit_compile, "jit_compile": resolved_jit,
         "backend": backend.name(), "precision_requested": config.precision, "precision": runtime.precision,
         "replicas": runtime.replicas,
         "rebuilt_for_runtime": rebuilt, "seed_used": run_seed, "train_images": data.train_size,
@@ -436,7 +451,7 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     if loop.verbose:
         _print_cache_choices(data)
     if folder is not None:
-        folder.write_json(CONFIG, {"identity": identity, "fingerprint": run_fingerprint, **settings})
+        folder.write_json(CONFIG, {"identity": identity, "fingerprint": run_fingerprint, **recorded})
         if state and state.get("next_epoch", 0) > 0:
             if not data.exact:
                 warnings.warn("Resuming with a plain tf.data.Dataset: radtransfer cannot re-derive its shuffling "
@@ -448,11 +463,14 @@ def fine_tune(model, train, val, *, strategy: str, learning_rate: float, epochs:
     loop.restore_best()
     if target is not None:
         copy_weights(working, target)
-    threshold = _validation_threshold(public, data.val, num_classes)
+    # Thresholds come from a model holding a good checkpoint: a run that diverged before any epoch
+    # finished has no usable predictions to choose them on.
+    thresholds = _validation_thresholds(public, data.val, num_classes) if loop.best_epoch >= 0 else None
+    threshold = None if thresholds is None else thresholds[1]
     for trained in {id(public): public, id(working): working}.values():
         set_trained_info(trained, data.class_names, threshold, positive_class=1 if num_classes == 2 else None,
-                         read_settings=data.read_settings)
-    result = loop.result(summary.trainable_params, settings, run_fingerprint, threshold, data.class_names)
+                         read_settings=data.read_settings, thresholds=thresholds)
+    result = loop.result(summary.trainable_params, recorded, run_fingerprint, thresholds, data.class_names)
     result.model = public
     if folder is not None:
         if loop.best_epoch >= 0:
@@ -491,17 +509,19 @@ def _print_cache_choices(data: _Data) -> None:
             print(f"{name}: {stream.size} images, cache {stream.cache.mode} ({stream.cache.reason})", flush=True)
 
 
-def _validation_threshold(model, val, num_classes):
-    """Youden's J threshold of the positive class on the validation set (two classes only)."""
+def _validation_thresholds(model, val, num_classes) -> dict | None:
+    """Two classes: Youden's J threshold of each class's probability on the validation set, {class index:
+    threshold}, each chosen for that class as the positive one. None for more classes, a validation set
+    with one class, or predictions that are not finite."""
     if num_classes != 2:
         return None
     from .evaluation import predict_with_labels
     from .stats import youden_threshold
 
     y_true, probabilities = predict_with_labels(model, val)
-    if len(np.unique(y_true)) < 2:
+    if len(np.unique(y_true)) < 2 or not np.isfinite(probabilities).all():
         return None
-    return youden_threshold(y_true == 1, probabilities[:, 1])
+    return {c: youden_threshold(y_true == c, probabilities[:, c]) for c in range(num_classes)}
 
 
 def _diverged_error(result, folder):
@@ -522,7 +542,7 @@ def _reopen(folder: RunFolder, model, class_names, status):
     result = FineTuneResult.from_dict(stored, model=model)
     set_trained_info(model, result.class_names or class_names, result.threshold,
                      positive_class=1 if result.threshold is not None else None,
-                     read_settings=run_read_settings(folder.path))
+                     read_settings=run_read_settings(folder.path), thresholds=result.thresholds)
     if status == "diverged":
         raise _diverged_error(result, folder)
     return result
@@ -732,7 +752,7 @@ class _EpochLoop:
         elif self.folder.file(BEST_WEIGHTS).exists():
             load_model_weights(self.model, self.folder.file(BEST_WEIGHTS))
 
-    def result(self, trainable_params, settings, run_fingerprint, threshold, class_names) -> FineTuneResult:
+    def result(self, trainable_params, settings, run_fingerprint, thresholds, class_names) -> FineTuneResult:
         seconds = self.throughput.train_seconds
         size = self.data.train_size
         return FineTuneResult(
@@ -743,6 +763,8 @@ class _EpochLoop:
             images_per_second=size * self.throughput.epochs / seconds if size and seconds > 0 else None,
             paths=self.folder.paths() if self.folder is not None else {}, settings=settings,
             status="diverged" if self.diverged_epoch is not None else "finished",
-            diverged_epoch=self.diverged_epoch, threshold=threshold, class_names=class_names,
+            diverged_epoch=self.diverged_epoch, threshold=None if thresholds is None else thresholds[1],
+            thresholds=None if thresholds is None else {str(c): t for c, t in thresholds.items()},
+            class_names=class_names,
             fingerprint=run_fingerprint, seed=self.seed,
         )

@@ -121,3 +121,15 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.delenv("RADTRANSFER_WEIGHTS_DIR", raising=False)
     return tmp_path
+
+
+def two_class(image_set, negative: str = "no_tumor", positive: str = "glioma"):
+    """The images of two classes of a set, relabelled (negative, positive): every task of the paper has two."""
+    from radtransfer.data import ImageSet
+
+    names = list(image_set.class_names)
+    keep = np.flatnonzero(np.isin(image_set.labels, [names.index(negative), names.index(positive)]))
+    part = image_set.subset(keep)
+    labels = (part.labels == names.index(positive)).astype(np.int64)
+    return ImageSet(paths=part.paths, labels=labels, class_names=(negative, positive), patient_ids=part.patient_ids,
+                    images=part.images, extras=part.extras)

@@ -550,3 +550,131 @@ def test_predict_on_a_dicom_series_uses_the_trained_window_and_patient_ids(tmp_p
     expected = np.asarray(model.predict(tf.cast(tf.round(resized), tf.uint8), verbose=0))[0]
     np.testing.assert_allclose(frame[["p_normal", "p_lesion"]].to_numpy()[2], expected, atol=1e-5)
     assert frame["predicted"].iloc[2] == ("lesion" if expected[1] >= 0.3 else "normal")
+
+
+# -- two classes: the shape of every task of the paper --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_class_splits(tmp_path_factory):
+    from conftest import two_class
+
+    root = tmp_path_factory.mktemp("brain_two_class")
+    images = rt.datasets.load_synthetic_brain_mri(root, n_patients=40, slices_per_patient=2, image_size=40, seed=3)
+    return two_class(images).split(val=0.25, test=0.25, seed=726)
+
+
+@pytest.fixture(scope="module")
+def two_class_run(two_class_splits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_class_run")
+    model = _model(classes=2)
+    result = _train(model, two_class_splits, out, learning_rate=1e-3, epochs=1, run_eagerly=True)
+    return model, result, out
+
+
+def test_a_two_class_run_diverging_in_its_first_epoch_raises_diverged_with_its_result(two_class_splits, tmp_path):
+    """Before: scikit-learn's "Input contains NaN" from the validation threshold, so no TrainingDivergedError and a
+    grid that stops at this run on every restart."""
+    model = _model(classes=2)
+    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 0.*no epoch finished") as caught:
+        _train(model, two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True)
+    result = caught.value.result
+    assert result.best_epoch == -1 and result.diverged_epoch == 0 and result.status == "diverged"
+    assert result.threshold is None and result.thresholds is None
+    assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
+    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 0"):  # called again: the same answer
+        _train(_model(classes=2), two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30,
+               run_eagerly=True)
+
+
+def _youden(positives, scores):
+    """Youden's J threshold by its definition: the highest score t maximising P(s ≥ t | pos) − P(s ≥ t | neg)."""
+    best, chosen = -np.inf, None
+    for t in sorted(set(scores), reverse=True):
+        j = np.mean(scores[positives] >= t) - np.mean(scores[~positives] >= t)
+        if j > best:
+            best, chosen = j, t
+    return chosen
+
+
+def test_the_operating_point_of_each_class_uses_that_class_s_validation_threshold(two_class_run, two_class_splits):
+    """Before: evaluate(positive_class=0) applied class 1's threshold to class 0's probability (sensitivity 1.000,
+    specificity 0.000 seen)."""
+    model, result, out = two_class_run
+    _, val, test = two_class_splits
+    val_images = np.concatenate([b[0] for b in rt.data.make_dataset(val, image_size=(32, 32), shuffle=False)])
+    test_images = np.concatenate([b[0] for b in rt.data.make_dataset(test, image_size=(32, 32), shuffle=False)])
+    for trained in (model, rt.load_trained(out)):  # in memory, and as saved in best.keras
+        p_val = model.predict(val_images, verbose=0).astype(np.float64)
+        p_test = model.predict(test_images, verbose=0).astype(np.float64)
+        for positive in (0, 1):
+            t = _youden(val.labels == positive, p_val[:, positive])
+            called, truth = p_test[:, positive] >= t, test.labels == positive
+            point = rt.evaluate(trained, test, positive_class=positive, bootstrap=0)["operating_point"]
+            assert point["chosen_on"] == "validation" and point["threshold"] == pytest.approx(t, rel=1e-5)
+            assert point["sensitivity"] == pytest.approx(np.mean(called[truth]))
+            assert point["specificity"] == pytest.approx(np.mean(~called[~truth]))
+    assert set(result.thresholds) == {"0", "1"} and result.threshold == result.thresholds["1"]
+
+
+def test_a_model_with_one_saved_threshold_converts_it_for_the_other_class(two_class_run, two_class_splits,
+                                                                           monkeypatch):
+    model, result, _ = two_class_run
+    _, _, test = two_class_splits
+    legacy = model
+    monkeypatch.setattr(legacy, "radtransfer_thresholds", None)  # as radtransfer 0.1 saved it: class 1's only
+    p_test = rt.evaluate(legacy, test, bootstrap=0)["predictions"]["probabilities"]
+    point = rt.evaluate(legacy, test, positive_class=0, bootstrap=0)["operating_point"]
+    called_0 = ~(np.asarray(p_test)[:, 1] >= result.threshold)  # class 0 is called where class 1 is not
+    truth = test.labels == 0
+    assert point["threshold_class"] == "glioma" and point["sensitivity"] == pytest.approx(np.mean(called_0[truth]))
+    assert point["specificity"] == pytest.approx(np.mean(~called_0[~truth]))
+
+
+def test_evaluate_keeps_patient_ids_with_their_images_on_a_shuffled_augmented_dataset(two_class_run, two_class_splits):
+    """Before: ids were attached in set order to images in shuffled order (39 of 40 patients got images of more
+    than one class, and the interval changed)."""
+    model, _, _ = two_class_run
+    _, _, test = two_class_splits
+    shuffled = rt.data.make_dataset(test, image_size=(32, 32), batch_size=4, shuffle=True, augment="radimagenet",
+                                    seed=1)
+    metrics = rt.evaluate(model, shuffled, patient_ids=list(test.patient_ids), bootstrap=200)
+    got = metrics["predictions"]
+    for patient in set(test.patient_ids):  # each synthetic patient has one class
+        assert len({y for y, p in zip(got["y_true"], got["patient_ids"]) if p == patient}) == 1
+    images = np.concatenate([b[0] for b in rt.data.make_dataset(test, image_size=(32, 32), shuffle=False)])
+    np.testing.assert_allclose(got["probabilities"], model.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["y_true"], test.labels)
+    assert metrics["auc_ci"] == rt.evaluate(model, test, bootstrap=200)["auc_ci"]
+
+    import tensorflow as tf
+
+    plain = tf.data.Dataset.from_tensor_slices((images, np.eye(2)[test.labels])).shuffle(64).batch(4)
+    with pytest.raises(ValueError, match="shuffles"):
+        rt.evaluate(model, plain, patient_ids=list(test.patient_ids))
+
+
+def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that_ran(two_class_splits, tmp_path):
+    """Before: config.json said batch_size 32 and augment "radimagenet" for datasets of 8 images, unaugmented."""
+    train, val, _ = two_class_splits
+    train_ds = rt.data.make_dataset(train, image_size=(32, 32), batch_size=8, augment=None, seed=0)
+    val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
+    result = rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, epochs=1,
+                          seed=0, out_dir=tmp_path / "ds", verbose=0, run_eagerly=True)
+    config = json.loads((tmp_path / "ds" / "config.json").read_text())
+    for recorded in (config, config["identity"]["config"], result.settings):
+        assert recorded["batch_size"] == 8 and recorded["augment"] is None
+    assert config["identity"]["data"]["train"]["batch_size"] == 8  # the dataset's own description agrees
+    with pytest.raises(ValueError, match="batch_size=16 was given, but the training dataset has batches of 8"):
+        rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, batch_size=16)
+    with pytest.raises(ValueError, match="augment='radimagenet' was given"):
+        rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3,
+                     augment="radimagenet")
+    from_sets = rt.fine_tune(_model(classes=2), train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1,
+                             verbose=0, run_eagerly=True)  # ImageSets: the defaults, recorded
+    assert from_sets.settings["batch_size"] == 32 and from_sets.settings["augment"] == "radimagenet"
+    with pytest.raises(TypeError, match='Did you mean "learning_rate"'):
+        rt.fine_tune(_model(classes=2), train, val, strategy="freeze_all", learning_rte=1e-3)
+    config = rt.TrainConfig("freeze_all", 1e-3, epochs=1, seed=0, run_eagerly=True)  # one object, as the grid passes
+    again = rt.fine_tune(_model(classes=2), train_ds, val_ds, config, out_dir=tmp_path / "ds", verbose=0)
+    assert again.fingerprint == result.fingerprint and again.history == result.history  # the same run, finished

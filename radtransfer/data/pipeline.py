@@ -43,6 +43,51 @@ def _bad_list(bad) -> str:
     return "\n".join(lines)
 
 
+ON_BAD = ("raise", "skip")
+
+
+def check_images(image_set: ImageSet, on_bad: str = "raise", frame="middle", part: str | None = None):
+    """Checks every file cheaply (exists, readable, header decodes), before anything is trained.
+
+    Args:
+        on_bad: "raise" (one error listing the bad files) or "skip" (leave them out, with a warning).
+        frame: the frame policy of multi-frame DICOM files (as ``make_dataset``'s).
+        part: the part's name ("train", "test", ...) for messages.
+
+    Returns:
+        (the image set without the skipped files, [(path, reason)] of the skipped files).
+
+    Raises:
+        BadImagesError: a file is bad and on_bad="raise", or no file is left.
+    """
+    kept, bad, _, _ = _check(image_set, on_bad, frame, part)
+    return kept, bad
+
+
+def _check(image_set: ImageSet, on_bad: str, frame, part=None):
+    if on_bad not in ON_BAD:
+        raise ValueError(f"Expected on_bad='raise' or 'skip'. Received: on_bad={on_bad!r}")
+    if image_set.paths is None:
+        gray = all(np.ndim(im) == 2 or np.shape(im)[-1] in (1, 2) for im in image_set.images)
+        return image_set, [], gray, None
+    bad, all_gray, dicom = check_files(image_set.paths, frame=frame)
+    if not bad:
+        return image_set, [], all_gray, dicom
+    where = f" of the {part} part" if part else ""
+    if on_bad == "raise":
+        raise BadImagesError(
+            f"{len(bad)} of {len(image_set)} image files{where} cannot be read:\n{_bad_list(bad)}\n"
+            "Fix or remove them, or skip them (on_bad='skip'; command line: --on-bad skip).",
+            bad,
+        )
+    bad_paths = {p for p, _ in bad}
+    keep = [i for i, p in enumerate(image_set.paths) if p not in bad_paths]
+    warnings.warn(f"Skipping {len(bad)} unreadable image file(s){where}:\n{_bad_list(bad)}", stacklevel=4)
+    if not keep:
+        raise BadImagesError(f"No readable images are left{where} after skipping the bad files.", bad)
+    return image_set.subset(keep), bad, all_gray, dicom[keep]
+
+
 def validate_images(image_set: ImageSet, on_bad: str = "raise", frame="middle") -> tuple[ImageSet, bool, np.ndarray | None]:
     """Checks every file cheaply (exists, readable, header decodes) before any training.
 
@@ -53,26 +98,8 @@ def validate_images(image_set: ImageSet, on_bad: str = "raise", frame="middle") 
         (the image set, without the bad files when skipping; whether every image is grayscale;
         which of its files are DICOM, or None for in-memory images).
     """
-    if on_bad not in ("raise", "skip"):
-        raise ValueError(f"Expected on_bad='raise' or 'skip'. Received: on_bad={on_bad!r}")
-    if image_set.paths is None:
-        gray = all(np.ndim(im) == 2 or np.shape(im)[-1] in (1, 2) for im in image_set.images)
-        return image_set, gray, None
-    bad, all_gray, dicom = check_files(image_set.paths, frame=frame)
-    if not bad:
-        return image_set, all_gray, dicom
-    if on_bad == "raise":
-        raise BadImagesError(
-            f"{len(bad)} of {len(image_set)} image files cannot be read:\n{_bad_list(bad)}\n"
-            "Fix or remove them, or pass on_bad='skip' to leave them out.",
-            bad,
-        )
-    bad_paths = {p for p, _ in bad}
-    keep = [i for i, p in enumerate(image_set.paths) if p not in bad_paths]
-    warnings.warn(f"Skipping {len(bad)} unreadable image file(s):\n{_bad_list(bad)}", stacklevel=3)
-    if not keep:
-        raise BadImagesError("No readable images are left after skipping the bad files.", bad)
-    return image_set.subset(keep), all_gray, dicom[keep]
+    kept, _, gray, dicom = _check(image_set, on_bad, frame)
+    return kept, gray, dicom
 
 
 def _check_size(image_size, backbone) -> tuple[int, int]:
@@ -131,8 +158,6 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     Returns:
         A ``tf.data.Dataset`` of (uint8 images (batch, H, W, 3), float32 one-hot labels (batch, classes)).
     """
-    import tensorflow as tf
-
     if not isinstance(image_set, ImageSet):
         raise TypeError(f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}")
     if len(image_set) == 0:
@@ -164,7 +189,7 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
             width, channels, choice.mode, choice.reason)
     stream = DataStream(load, n, batch_size, shuffle, min(n, shuffle_buffer), params, seed, channels,
                         drop_remainder, choice, settings,
-                        paths=None if image_set.paths is None else image_set.paths[order])
+                        paths=None if image_set.paths is None else image_set.paths[order], order=order)
     if choice.mode == "memory":
         claim(stream, choice.nbytes)
     stream.describe = lambda: {  # asked for only by a run's fingerprint
@@ -349,6 +374,7 @@ class DataStream:
     settings: ReadSettings
     paths: np.ndarray = None    # file paths in the stream's base order (None for in-memory images)
     describe: object = None     # () -> what the images and decode settings are (for run fingerprints)
+    order: np.ndarray = None    # the base order: element i is image order[i] of the set
 
     @property
     def signature(self) -> dict | None:
@@ -410,6 +436,16 @@ class DataStream:
                 deterministic=True,
             )
         elif self.channels == 1:
+            dataset = dataset.map(lambda images, labels: (_to_rgb_batch(images), labels),
+                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return dataset.prefetch(tf.data.AUTOTUNE)
+
+    def ordered(self):
+        """The images once, in the base order (``order``), neither shuffled nor augmented: for evaluation."""
+        import tensorflow as tf
+
+        dataset = self._cached().batch(self.batch_size)
+        if self.channels == 1:
             dataset = dataset.map(lambda images, labels: (_to_rgb_batch(images), labels),
                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return dataset.prefetch(tf.data.AUTOTUNE)
