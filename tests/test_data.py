@@ -392,3 +392,105 @@ def test_mixed_gray_and_rgb_set_keeps_colour(tmp_path):
     assert images.shape == (2, 8, 8, 3)
     assert images[0, ..., 0].min() == 200 and images[0, ..., 1].max() == 0  # still red
     np.testing.assert_array_equal(images[1, ..., 0], images[1, ..., 2])
+
+
+# -- CSV cells as written; patients found by name; folds balanced in images ------------------------
+
+
+def _csv(tmp_path, text):
+    path = tmp_path / "study.csv"
+    path.write_text(text)
+    return path
+
+
+def test_empty_label_cells_are_refused_naming_their_lines_or_dropped_when_asked(tmp_path):
+    """Before: an empty cell became a class called "nan" (classes ('nan', 'normal', 'tumour'))."""
+    path = _csv(tmp_path, "path,label\na.png,tumour\nb.png,\nc.png,normal\nd.png, \ne.png,normal\n")
+    with pytest.raises(data.DataSourceError, match=r"2 row\(s\) of .* have no label .*lines 3, 5\. .*missing_labels"):
+        data.from_csv(path, image_col="path")
+    with pytest.warns(UserWarning, match=r"Leaving out 2 row\(s\)"):
+        kept = data.from_csv(path, image_col="path", missing_labels="drop")
+    assert kept.class_names == ("normal", "tumour") and len(kept) == 3
+    assert [p.rsplit("/", 1)[-1] for p in kept.paths] == ["a.png", "c.png", "e.png"]
+    frame = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["x", None, "y"]})
+    with pytest.raises(data.DataSourceError, match="rows 1"):
+        data.from_csv(frame, image_col="path")
+
+
+def test_integer_labels_and_ids_stay_as_written(tmp_path):
+    """Before: one empty cell turned the labels 0 and 1 into '0.0' and '1.0'; ids lost their leading zeros."""
+    path = _csv(tmp_path, "path,label,patient_id\na.png,0,007\nb.png,1,012\nc.png,,013\nd.png,10,014\ne.png,2,015\n")
+    with pytest.warns(UserWarning):
+        images = data.from_csv(path, image_col="path", missing_labels="drop")
+    assert images.class_names == ("0", "1", "2", "10") and list(images.patient_ids) == ["007", "012", "014", "015"]
+    frame = pd.read_csv(path)  # pandas' own reading: floats and NaN
+    assert frame["label"].dtype == float
+    with pytest.warns(UserWarning):
+        from_frame = data.from_csv(frame, image_col="path", missing_labels="drop", patient_col=None)
+    assert from_frame.class_names == ("0", "1", "2", "10") and list(from_frame.labels) == list(images.labels)
+
+
+def test_numeric_class_names_sort_the_same_from_folders_and_csv(tmp_path):
+    rows = []
+    for name in ("10", "2", "1"):
+        for i in range(2):
+            _write(tmp_path / "folders" / name / f"{i}.png", np.full((8, 8), i * 50 + int(name), np.uint8))
+            rows.append(f"folders/{name}/{i}.png,{name}")
+    from_folders = data.from_directory(tmp_path / "folders")
+    from_csv = data.from_csv(_csv(tmp_path, "path,label\n" + "\n".join(rows) + "\n"), image_col="path")
+    assert from_folders.class_names == from_csv.class_names == ("1", "2", "10")
+    by_path = dict(zip(map(str, from_csv.paths), from_csv.labels))
+    assert all(by_path[str(p)] == label for p, label in zip(from_folders.paths, from_folders.labels))
+
+
+def test_a_patient_column_is_found_by_its_name(tmp_path):
+    """Before: a PatientID column was ignored unless named, and the split went by image."""
+    path = _csv(tmp_path, "path,label,PatientID\n" + "".join(f"{p}_{s}.png,{'ab'[p % 2]},P{p}\n"
+                                                           for p in range(10) for s in range(3)))
+    images = data.from_csv(path, image_col="path")
+    assert images.patient_ids is not None and len(set(images.patient_ids)) == 10
+    train, val, test = images.split(val=0.2, test=0.2, seed=0)
+    data.check_no_leakage(train, val, test)
+    assert data.from_csv(path, image_col="path", patient_col=None).patient_ids is None  # saying so: no ids
+    for name in ("patient_id", "Subject", "participant_id", "Case ID", "MRN"):
+        assert data.sources.guess_patient_col(["path", "label", name]) == name
+    assert data.sources.guess_patient_col(["path", "label", "patient_age"]) is None
+    with pytest.raises(data.DataSourceError, match="empty 'PatientID'.*line 2"):
+        data.from_csv(_csv(tmp_path, "path,label,PatientID\na.png,a,\nb.png,b,P1\n"), image_col="path")
+
+
+def test_dicom_patient_ids_come_from_the_patient_id_tag(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    source = get_testdata_file("CT_small.dcm")
+    import pydicom
+
+    for index, (label, patient) in enumerate([("a", "P1"), ("a", "P1"), ("b", "P2"), ("b", "P3")]):
+        ds = pydicom.dcmread(source)
+        ds.PatientID = patient
+        (tmp_path / "dicoms" / label).mkdir(parents=True, exist_ok=True)
+        ds.save_as(tmp_path / "dicoms" / label / f"{index}.dcm")
+    images = data.from_directory(tmp_path / "dicoms")
+    assert list(images.patient_ids) == ["P1", "P1", "P2", "P3"]
+    assert data.from_directory(tmp_path / "dicoms", patient_ids=None).patient_ids is None
+    rows = "".join(f"{p},{images.class_names[y]}\n" for p, y in zip(images.paths, images.labels))
+    from_csv = data.from_csv(_csv(tmp_path, "path,label\n" + rows), image_col="path")  # no patient column
+    assert list(from_csv.patient_ids) == ["P1", "P1", "P2", "P3"]
+
+
+def test_kfold_balances_positive_images_across_folds_as_stratified_group_kfold_does(tmp_path):
+    """Before: patients were balanced, not images: the positive-image share varied with SD 0.057 across test
+    folds, against 0.0009 for scikit-learn's StratifiedGroupKFold."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 30, 60)  # patients with very different numbers of slices
+    labels = np.repeat(rng.integers(0, 2, 60), sizes)
+    patients = np.repeat([f"p{i}" for i in range(60)], sizes)
+    images = data.ImageSet(paths=[f"{i}.png" for i in range(len(labels))], labels=labels, class_names=("n", "p"),
+                           patient_ids=patients)
+    folds = list(images.kfold(5, seed=3))
+    shares = [np.mean(test.labels == 1) for _, _, test in folds]
+    assert np.std(shares) < 0.01, shares
+    seen = [p for _, _, test in folds for p in set(test.patient_ids)]
+    assert sorted(seen) == sorted(set(patients))  # every patient in exactly one test fold
+    for train, val, test in folds:
+        data.check_no_leakage(train, val, test)

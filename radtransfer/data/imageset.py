@@ -157,8 +157,11 @@ class ImageSet:
     def kfold(self, k: int = 5, by: str = "patient", stratify: bool = True, seed: int = 726, val: float = 0.10):
         """Yields (train, val, test) for each of k folds; every patient is in exactly one test fold.
 
-        The patients outside a fold's test part are split into train and val (``val`` is the fraction
-        of them, per class) with the same seed.
+        With ``stratify``, folds are drawn by scikit-learn's ``StratifiedGroupKFold`` (shuffled, seeded): each
+        patient's images stay together while the folds' class proportions, counted in images, are kept as
+        close to the whole set's as the patients allow. Without, patients are dealt round-robin in a seeded
+        random order. The patients outside a fold's test part are split into train and val (``val`` is the
+        fraction of them, per class) with the same seed.
         """
         if not isinstance(k, int) or k < 2:
             raise ValueError(f"Expected k ≥ 2 folds. Received: k={k!r}")
@@ -166,15 +169,18 @@ class ImageSet:
         unique, inverse, group_labels = self._group_labels(groups)
         if len(unique) < k:
             raise ValueError(f"Cannot make {k} folds from {len(unique)} {'patients' if by == 'patient' else 'images'}.")
-        rng = np.random.default_rng(seed)
-        fold = np.zeros(len(unique), dtype=np.int64)
-        strata = [np.flatnonzero(group_labels == c) for c in range(self.num_classes)] if stratify else [np.arange(len(unique))]
-        offset = 0
-        for members in strata:
-            members = rng.permutation(members)
-            fold[members] = (np.arange(len(members)) + offset) % k
-            offset += len(members)  # continue the round-robin so folds stay balanced in size
-        image_fold = fold[inverse]
+        if stratify:
+            from sklearn.model_selection import StratifiedGroupKFold
+
+            image_fold = np.zeros(len(self), dtype=np.int64)
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % (2 ** 32))
+            with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits"
+                warnings.simplefilter("ignore", UserWarning)
+                for f, (_, test_index) in enumerate(splitter.split(np.zeros(len(self)), self.labels, inverse)):
+                    image_fold[test_index] = f
+        else:
+            fold = (np.arange(len(unique)) % k)[np.argsort(np.random.default_rng(seed).permutation(len(unique)))]
+            image_fold = fold[inverse]
         for f in range(k):
             test_set = self.subset(np.flatnonzero(image_fold == f))
             rest = self.subset(np.flatnonzero(image_fold != f))

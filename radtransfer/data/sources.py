@@ -69,12 +69,15 @@ def _check_layout(root: Path, folders: list[str]) -> None:
         raise DataSourceError(f"'{root}' has one class folder ('{folders[0]}'); a classifier needs at least two.")
 
 
-def from_directory(root, class_names=None) -> ImageSet:
+def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
     """Reads one sub-folder per class (e.g. ``root/glioma/*.png``); files are sorted by path.
 
     Args:
         root: the folder holding one sub-folder per class.
-        class_names: the classes to read, in label order (default: all sub-folders, sorted).
+        class_names: the classes to read, in label order (default: all sub-folders in natural order, as
+            ``sort_classes``: numbers by value, then names).
+        patient_ids: "auto" (default): when every file is DICOM and has a PatientID, those are the patient ids
+            (logged), so splits go by patient; None: no patient ids.
 
     Raises:
         DataSourceError: the folder does not exist, has no class folders, a class has no images, or the
@@ -91,7 +94,7 @@ def from_directory(root, class_names=None) -> ImageSet:
         )
     if class_names is None:
         _check_layout(root, folders)
-        class_names = folders
+        class_names = sort_classes(folders)
     missing = [c for c in class_names if c not in folders]
     if missing:
         raise DataSourceError(
@@ -106,7 +109,44 @@ def from_directory(root, class_names=None) -> ImageSet:
             )
         paths += [str(p) for p in files]
         labels += [label] * len(files)
-    return ImageSet(paths=np.array(paths, dtype=object), labels=np.array(labels), class_names=tuple(class_names))
+    if patient_ids not in ("auto", None):
+        raise ValueError(f"Expected patient_ids='auto' or None. Received: patient_ids={patient_ids!r}")
+    patients = dicom_patient_ids(paths, str(root)) if patient_ids == "auto" else None
+    return ImageSet(paths=np.array(paths, dtype=object), labels=np.array(labels), class_names=tuple(class_names),
+                    patient_ids=patients)
+
+
+def dicom_patient_ids(paths, where: str, workers: int = 8):
+    """The DICOM PatientID of every file, when all are DICOM files that have one; else None (with a warning
+    when some DICOM files lack it, since the split then cannot go by patient)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .cache import LOG
+    from .decode import is_dicom
+
+    if not paths or not all(is_dicom(p) for p in paths):
+        return None
+    from .dicom import import_pydicom
+
+    pydicom = import_pydicom()
+
+    def patient(path):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"], force=True)
+        except Exception:  # an unreadable file is reported by the pre-check before training
+            return ""
+        return str(header.get("PatientID", "") or "").strip()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ids = list(pool.map(patient, paths))
+    lacking = sum(1 for i in ids if not i)
+    if lacking:
+        warnings.warn(f"{lacking} of {len(ids)} DICOM files in '{where}' have no PatientID, so the images carry no "
+                      "patient ids and splits go by image. Use a CSV manifest with a patient column.", stacklevel=3)
+        return None
+    LOG.info("'%s': patient ids from the DICOM PatientID tag (%d patients)", where, len(set(ids)))
+    return np.array(ids, dtype=object)
 
 
 def is_split_directory(root) -> bool:
@@ -122,7 +162,7 @@ def from_split_directory(root, class_names=None) -> dict:
 
     Args:
         root: the folder holding the part folders.
-        class_names: the class order (default: the training part's class folders, sorted).
+        class_names: the class order (default: the training part's class folders, in natural order).
 
     Returns:
         {"train": ImageSet, "test": ImageSet, and "val" when there is one}, all with the same class order.
@@ -138,7 +178,7 @@ def from_split_directory(root, class_names=None) -> dict:
                               f"(or Training/ and Testing/), each holding one folder per class.")
     reference = "train" if "train" in parts else next(p for p in PART_ORDER if p in parts)
     if class_names is None:
-        class_names = _subfolders(root / parts[reference])
+        class_names = sort_classes(_subfolders(root / parts[reference]))
     class_names = [str(c) for c in class_names]
     for part, folder in parts.items():
         found = _subfolders(root / folder)
@@ -152,38 +192,89 @@ def from_split_directory(root, class_names=None) -> dict:
     return {part: from_directory(root / parts[part], class_names=class_names) for part in PART_ORDER if part in parts}
 
 
-def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "label", patient_col: str | None = None,
-             root=None, class_names=None, extra_cols=()) -> ImageSet:
+# Column names that hold patient ids, compared lower-case without punctuation, in order of preference.
+PATIENT_COLUMNS = ("patientid", "patient", "patientnumber", "patientno", "subjectid", "subject", "participantid",
+                   "participant", "caseid", "mrn")
+MISSING_LABELS = ("raise", "drop")
+
+
+def guess_patient_col(columns) -> str | None:
+    """The column of ``columns`` whose name says it holds patient ids (PatientID, patient_id, subject, ...)."""
+    normalised = {"".join(ch for ch in str(c).lower() if ch.isalnum()): c for c in reversed(list(columns))}
+    return next((normalised[name] for name in PATIENT_COLUMNS if name in normalised), None)
+
+
+def _rows(frame, mask, from_file: bool) -> str:
+    """The rows where ``mask`` holds, as CSV line numbers (header = line 1) or DataFrame index labels."""
+    where = [str(i + 2) if from_file else repr(label) for i, label in zip(range(len(frame)), frame.index) if mask[i]]
+    shown = ", ".join(where[:10]) + (f", … ({len(where) - 10} more)" if len(where) > 10 else "")
+    return ("line " if len(where) == 1 else "lines ") + shown if from_file else "rows " + shown
+
+
+def _label_strings(column) -> tuple[list, np.ndarray]:
+    """Labels as strings, and which are missing. Numbers stay as written: integers that pandas made floats
+    (a column of integers with an empty cell) become integers again, so 0 and 1 are "0" and "1", not "0.0"."""
+    import pandas as pd
+
+    missing = column.isna().to_numpy() | (column.astype(str).str.strip() == "").to_numpy()
+    present = column[~missing]
+    if pd.api.types.is_float_dtype(present) and len(present) and np.all(np.mod(present.to_numpy(), 1) == 0):
+        present = present.astype(np.int64)
+    values = np.empty(len(column), dtype=object)
+    values[~missing] = present.astype(str).str.strip().to_numpy()
+    return values.tolist(), missing
+
+
+def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "label", patient_col="auto",
+             root=None, class_names=None, extra_cols=(), missing_labels: str = "raise") -> ImageSet:
     """Reads a CSV manifest (or a pandas DataFrame) with one row per image.
 
     Image paths are taken relative to the CSV's folder unless ``root`` is given (absolute paths are kept).
     The reference's layouts load by naming their columns, e.g. ``image_col="img_dir", label_col="label"``.
+    Cells are read as written (a label or patient id ``007`` stays ``007``).
 
     Args:
         path_or_dataframe: a CSV path or a DataFrame.
         image_col: column of image paths.
         label_col: column of labels (strings or numbers).
-        patient_col: column of patient ids, for splits by patient.
+        patient_col: column of patient ids, for splits by patient; "auto" (default): the column whose name
+            says it holds them (PatientID, patient_id, patient, subject, subject_id, participant_id, case_id,
+            MRN, …; logged when found), else, when every image is a DICOM file, its PatientID tag; None: no
+            patient ids (splits then go by image).
         root: folder the image paths are relative to.
         class_names: fixes the class order (e.g. the training set's, for a validation CSV); a label not
-            in it is an error. Default: the sorted label values.
+            in it is an error. Default: the label values in natural order (numbers by value, then names).
         extra_cols: more columns to carry along (e.g. a mask path column).
+        missing_labels: "raise" (default: rows with an empty label cell are an error naming them) or "drop"
+            (leave those rows out, with a warning that counts them).
 
     Raises:
-        DataSourceError: the file is missing, a named column is missing, a label is unknown, or a class
-            has no images.
+        DataSourceError: the file is missing, a named column is missing, a label, image path or patient id
+            is empty, a label is unknown, or a class has no images.
     """
+    import warnings
+
     import pandas as pd
 
-    if isinstance(path_or_dataframe, pd.DataFrame):
+    from .cache import LOG
+
+    if missing_labels not in MISSING_LABELS:
+        raise ValueError(f"Expected missing_labels='raise' or 'drop'. Received: missing_labels={missing_labels!r}")
+    from_file = not isinstance(path_or_dataframe, pd.DataFrame)
+    if not from_file:
         frame, where = path_or_dataframe, "the DataFrame"
         base = Path(root) if root is not None else Path.cwd()
     else:
         csv_path = Path(path_or_dataframe).expanduser()
         if not csv_path.is_file():
             raise DataSourceError(f"CSV manifest not found: '{csv_path}'.")
-        frame, where = pd.read_csv(csv_path), f"'{csv_path}'"
+        frame, where = pd.read_csv(csv_path, dtype=str, keep_default_na=False), f"'{csv_path}'"
         base = Path(root) if root is not None else csv_path.parent
+    auto_patients = patient_col == "auto"
+    if auto_patients:
+        patient_col = guess_patient_col(frame.columns)
+        if patient_col is not None:
+            LOG.info("%s: patient ids from column %r (found by its name)", where, patient_col)
     for argument, column in (("image_col", image_col), ("label_col", label_col), ("patient_col", patient_col),
                              *(("extra_cols", c) for c in extra_cols)):
         if column is not None and column not in frame.columns:
@@ -193,9 +284,28 @@ def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "l
             )
     if frame.empty:
         raise DataSourceError(f"{where} has no rows.")
-    values = frame[label_col].astype(str).str.strip().tolist()
+    values, missing = _label_strings(frame[label_col])
+    if missing.any():
+        if missing_labels == "raise":
+            raise DataSourceError(f"{int(missing.sum())} row(s) of {where} have no label (column {label_col!r}), "
+                                  f"{_rows(frame, missing, from_file)}. Fill them in, or leave those rows out with "
+                                  "missing_labels='drop' (command line: --missing-labels drop).")
+        warnings.warn(f"Leaving out {int(missing.sum())} row(s) of {where} with no label (column {label_col!r}), "
+                      f"{_rows(frame, missing, from_file)}.", stacklevel=2)
+        frame = frame[~missing]
+        values = [v for v, m in zip(values, missing) if not m]
+        if frame.empty:
+            raise DataSourceError(f"{where} has no rows with a label (column {label_col!r}).")
+    for argument, column in (("image_col", image_col), ("patient_col", patient_col)):
+        if column is None:
+            continue
+        empty = (frame[column].isna() | (frame[column].astype(str).str.strip() == "")).to_numpy()
+        if empty.any():
+            fix = "" if argument == "image_col" else " or pass patient_col=None to split by image"
+            raise DataSourceError(f"{int(empty.sum())} row(s) of {where} have an empty {column!r} ({argument}), "
+                                  f"{_rows(frame, empty, from_file)}. Fill them in{fix}.")
     if class_names is None:
-        class_names = sorted(set(values), key=_natural_key)
+        class_names = sort_classes(set(values))
     else:
         class_names = [str(c) for c in class_names]
         unknown = sorted(set(values) - set(class_names))
@@ -209,11 +319,19 @@ def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "l
     empty = [c for c, n in zip(class_names, np.bincount(labels, minlength=len(class_names))) if n == 0]
     if empty and class_names is not None and len(empty) == len(class_names):
         raise DataSourceError(f"{where} has no images for any class.")
-    paths = [p if Path(p).is_absolute() else str(base / p) for p in frame[image_col].astype(str)]
-    patients = frame[patient_col].astype(str).to_numpy() if patient_col else None
+    paths = [p if Path(p).is_absolute() else str(base / p) for p in frame[image_col].astype(str).str.strip()]
+    patients = frame[patient_col].astype(str).str.strip().to_numpy() if patient_col else None
+    if patient_col is None and auto_patients:  # DICOM files bring their PatientID
+        patients = dicom_patient_ids(paths, where)
     extras = {c: frame[c].to_numpy(dtype=object) for c in extra_cols} or None
     return ImageSet(paths=np.array(paths, dtype=object), labels=labels, class_names=tuple(class_names),
                     patient_ids=patients, extras=extras)
+
+
+def sort_classes(names) -> list[str]:
+    """Class names in natural order: numbers by value ("2" before "10"), then names alphabetically. Folders and
+    CSV labels are ordered the same way, so one data set read either way gives the same label indices."""
+    return sorted((str(n) for n in names), key=_natural_key)
 
 
 def _natural_key(value: str):
