@@ -93,22 +93,26 @@ class GridJob:
     def run_dir(self, run) -> Path:
         return self.out / "runs" / run.source / run.scenario.id / f"fold{run.fold}"
 
-    def datasets(self, fold):
-        """The fold's (train, val, test) datasets. Their cached, resized images are shared by every run of
-        the fold (a string cache is named by content, so splits and folds never share a file); each run
-        draws its own epochs from them (fine_tune derives shuffling and augmentation from the run seed)."""
+    def datasets(self, fold, train_config):
+        """The fold's (train, val, test) datasets, read with ``train_config``'s batch size and augmentation
+        (the object fine_tune is given, so the run's record states what ran). Their cached, resized images are
+        shared by every run of the fold (a string cache is named by content, so splits and folds never share a
+        file); each run draws its own epochs from them (fine_tune derives shuffling and augmentation from the
+        run seed)."""
         from .data import make_dataset
 
-        if self._fold != fold:
+        key = (fold, train_config.batch_size, repr(train_config.augment))
+        if self._fold != key:
             self._datasets = None  # one fold's cache in memory at a time
             train, val, test = self.splits[fold]
             size = (self.config.image_size, self.config.image_size)
-            common = dict(image_size=size, batch_size=self.config.batch_size, interpolation=self.interpolation,
+            common = dict(image_size=size, batch_size=train_config.batch_size, interpolation=self.interpolation,
                           cache=self.config.cache)
-            self._datasets = (make_dataset(train, augment=self.config.augment, shuffle=True, seed=self.config.seed, **common),
+            self._datasets = (make_dataset(train, augment=train_config.augment, shuffle=True, seed=self.config.seed,
+                                           **common),
                               make_dataset(val, shuffle=False, **common),
                               make_dataset(test, shuffle=False, **common))
-            self._fold = fold
+            self._fold = key
         return self._datasets
 
     def train_and_evaluate(self, run):
@@ -126,8 +130,9 @@ class GridJob:
 
         config, scenario = self.config, run.scenario
         train, val, test = self.splits[run.fold]
-        train_ds, val_ds, test_ds = self.datasets(run.fold)
         seed = run_seed(config.seed, scenario, run.fold)
+        train_config = config.train_config(scenario, seed=seed, bn=self.bn)
+        train_ds, val_ds, test_ds = self.datasets(run.fold, train_config)
         set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
         model = build_model(scenario.backbone, weights=str(self.weights[(run.source, scenario.backbone)]),
@@ -137,11 +142,8 @@ class GridJob:
         directory = self.run_dir(run)
         status, diverged_epoch = "finished", None
         try:
-            result = fine_tune(model, train_ds, val_ds, strategy=scenario.strategy, learning_rate=scenario.learning_rate,
-                               epochs=config.epochs, bn=self.bn, optimizer=config.optimizer, loss=config.loss,
-                               out_dir=directory, early_stopping=config.early_stopping, reduce_lr=config.reduce_lr,
-                               seed=seed, verbose=2 if self.verbose > 1 else 0, run_eagerly=config.run_eagerly,
-                               class_names=list(self.spec.class_names))
+            result = fine_tune(model, train_ds, val_ds, train_config, out_dir=directory,
+                               verbose=2 if self.verbose > 1 else 0, class_names=list(self.spec.class_names))
         except TrainingDivergedError as exc:
             result = exc.result
             diverged_epoch = exc.diverged_epoch
@@ -161,6 +163,7 @@ class GridJob:
             fingerprint=result.fingerprint, threshold=result.threshold, faithful=self.faithful, bn=self.bn,
             preprocessing=info.preprocessing, weights_path=info.weights_path, weights_sha256=info.weights_sha256,
             n_train=len(train), n_val=len(val), n_test=len(test), config=config.to_dict(),
+            train_config={k: result.settings.get(k) for k in train_config.to_dict()},
         )
         return record, predictions
 

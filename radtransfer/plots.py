@@ -197,15 +197,20 @@ def training_curves(run_dir, path=None) -> list[str]:
 
 
 def grid_figures(out_dir, figure_dir=None) -> list[str]:
-    """All grid figures (ROC, AUC per scenario, heatmap) into ``out_dir/report``."""
+    """All grid figures (ROC, AUC per scenario, heatmap) into ``out_dir/report``; for a folder of several grids,
+    one sub-folder of figures per grid (named by its path), since runs of different grids are never pooled."""
     from .report import load_records
 
     records = load_records(out_dir)
     if records.empty:
         raise ValueError(f"No run records under '{out_dir}': run the grid first.")
     figure_dir = Path(figure_dir or Path(out_dir) / "report")
+    grids = sorted(records["grid"].unique())
     written = []
-    written += roc_curves(records, figure_dir / "roc_curves")
-    written += auc_by_scenario(records, figure_dir / "auc_by_scenario")
-    written += heatmap(records, figure_dir / "heatmap")
+    for grid in grids:
+        folder = figure_dir if len(grids) == 1 else figure_dir / grid.replace("/", "__")
+        mine = records[records["grid"] == grid]
+        written += roc_curves(mine, folder / "roc_curves")
+        written += auc_by_scenario(mine, folder / "auc_by_scenario")
+        written += heatmap(mine, folder / "heatmap")
     return written

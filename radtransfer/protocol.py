@@ -19,6 +19,7 @@ from .backbones import did_you_mean, get_backbone
 from .ray_executor import GridRunsFailedError, RayExecutor  # noqa: F401  (public here; Ray is imported only when used)
 from .seeding import derive_seed
 from .shards import parse_shard, resolve_shard  # noqa: F401  (parse_shard: part of this module's API)
+from .train_config import TrainConfig
 
 BACKBONE_ORDER = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
 STRATEGY_RATES = (("unfreeze_all", (1e-3, 1e-4)), ("freeze_all", (1e-2, 1e-3)), ("unfreeze_top10", (1e-2, 1e-3)))
@@ -79,6 +80,15 @@ class ProtocolConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def train_config(self, scenario: "Scenario", seed: int, bn: str) -> TrainConfig:
+        """One run's fine_tune settings: the scenario's strategy and learning rate with this protocol's
+        epochs, optimizer, loss, stopping rules, batch size and augmentation. The grid reads its datasets
+        with this object too, so what a run records is what it ran."""
+        return TrainConfig(strategy=scenario.strategy, learning_rate=scenario.learning_rate, epochs=self.epochs,
+                           bn=bn, optimizer=self.optimizer, loss=self.loss, early_stopping=self.early_stopping,
+                           reduce_lr=self.reduce_lr, seed=seed, batch_size=self.batch_size, augment=self.augment,
+                           run_eagerly=self.run_eagerly)
 
 
 RADIMAGENET = ProtocolConfig()
@@ -143,7 +153,7 @@ def run_seed(grid_seed: int, scenario: "Scenario", fold: int) -> int:
 def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, sources=("radimagenet", "imagenet"),
              folds=None, scenarios=None, shard=None, shard_count: int | None = None, executor="sequential",
              weights_dir=None, faithful: bool = False, task: str | None = None, paper_task="auto", verbose: int = 1,
-             log=None):
+             log=None, on_bad: str = "raise"):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
     Every run is a pure function of (grid seed, scenario, fold, weight source): its record is the same
@@ -179,11 +189,19 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
             if one of its words names a paper task.
         verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
         log: where progress is printed (default stderr).
+        on_bad: "raise" (default: unreadable files stop the grid before anything is trained, listed) or
+            "skip" (they are left out before the data is split, listed in the progress and in grid.json).
+
+    The grid folder is bound to its data: ``data.csv`` lists every image (path, class, patient, sha256 of
+    the file) and grid.json its digest. Restarting on data that differs in any of them is refused, naming
+    what changed, so records made on other data are never mixed in.
 
     Returns:
         A pandas DataFrame with one row per recorded run of this grid (all shards).
     """
-    from .records import GridSpec
+    from .data.fingerprint import data_manifest, manifest_digest
+    from .data.pipeline import check_images
+    from .records import GridSpec, write_data_manifest
     from .report import load_records, paper_task as match_paper_task
     from .weights import resolve_weights
 
@@ -218,10 +236,15 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
         from .errors import WeightsNotFoundError
 
         raise WeightsNotFoundError("The grid needs weight files that were not found:\n" + "\n".join(missing))
+    image_set, skipped = check_images(image_set, on_bad)
+    manifest = data_manifest(image_set)
+    data = {"n_images": len(image_set), "sha256": manifest_digest(manifest),
+            "skipped": [list(entry) for entry in skipped]}
     spec = GridSpec(task=task, config=config.to_dict(), sources=list(sources), folds=n_folds,
                     scenarios=[s.to_dict() for s in scenarios], faithful=faithful, bn=bn, interpolation=interpolation,
-                    n_images=len(image_set), class_names=list(image_set.class_names), paper_task=paper_task)
-    _check_same_grid(out, spec)
+                    n_images=len(image_set), class_names=list(image_set.class_names), paper_task=paper_task, data=data)
+    _check_same_grid(out, spec, manifest)
+    write_data_manifest(out, manifest)
     spec.write(out)
 
     splits = list(image_set.kfold(n_folds, seed=config.seed, val=config.val)) if n_folds else \
@@ -257,19 +280,30 @@ def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
         held = [by_id[o.run_id] for o in retried if o.state in ("held", "lost")]
 
 
-def _check_same_grid(out: Path, spec) -> None:
-    from .records import GridSpec
+def _check_same_grid(out: Path, spec, manifest) -> None:
+    """Refuses a grid folder that holds a grid with other settings, or one made on other data."""
+    import warnings
+
+    from .data.fingerprint import manifest_differences
+    from .records import GridSpec, read_data_manifest
+    from .run_folder import RunMismatchError
 
     stored = GridSpec.read(out)
     if stored is None or stored.schema_version < 2:
         return
+    if stored.data and stored.data.get("sha256") != spec.data["sha256"]:
+        lines = manifest_differences(read_data_manifest(out) or [], manifest) or ["the data's digest differs"]
+        raise RunMismatchError(f"'{out}' holds a grid made on other data; its records would mix two data sets.\n  "
+                               + "\n  ".join(lines) + "\nUse another out_dir for this data, or restore the data the "
+                               "grid was made on.", ["data"])
     keys = ("config", "sources", "folds", "faithful", "class_names", "n_images")
     changed = [k for k in keys if stored.to_dict()[k] != spec.to_dict()[k]]
     if changed:
-        from .run_folder import RunMismatchError
-
         raise RunMismatchError(f"'{out}' holds a grid with other settings ({', '.join(changed)} differ); its records "
                                "would mix two grids. Use another out_dir, or delete that one.", changed)
+    if not stored.data:
+        warnings.warn(f"'{out}' was written before grids recorded their data (radtransfer ≤ 0.1), so its records "
+                      "cannot be checked against this data; from now on it is bound to this data.", stacklevel=3)
 
 
 def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, reference_dir, seed=0):

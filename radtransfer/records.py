@@ -13,10 +13,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .run_folder import write_json_atomic
+from .run_folder import write_json_atomic, write_text_atomic
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config
 GRID_FILE = "grid.json"
+DATA_FILE = "data.csv"       # the grid's data, image by image (data.fingerprint.data_manifest)
 RECORD_FILE = "record.json"
 TIMING_FILE = "timing.json"
 STATUSES = ("finished", "diverged", "failed")
@@ -42,6 +43,7 @@ class GridSpec:
     n_images: int
     class_names: list
     paper_task: str | None = None
+    data: dict | None = None      # {"n_images", "sha256"}: the digest of DATA_FILE's rows
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -110,6 +112,7 @@ class RunRecord:
     n_val: int = 0
     n_test: int = 0
     config: dict = field(default_factory=dict)
+    train_config: dict = field(default_factory=dict)   # the fine_tune settings that ran (resolved TrainConfig)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -160,6 +163,32 @@ class PairRecord:
     @classmethod
     def from_dict(cls, values: dict) -> "PairRecord":
         return cls(**_known(cls, values))
+
+
+def write_data_manifest(folder, rows) -> None:
+    """Writes a grid's data manifest (rows of ``data.fingerprint.COLUMNS``) as CSV, atomically."""
+    import csv
+    import io
+
+    from .data.fingerprint import COLUMNS
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    writer.writerows(rows)
+    write_text_atomic(Path(folder) / DATA_FILE, buffer.getvalue())
+
+
+def read_data_manifest(folder) -> list[tuple] | None:
+    """A grid's data manifest rows, or None when the grid has none."""
+    import csv
+
+    path = Path(folder) / DATA_FILE
+    if not path.exists():
+        return None
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    return [tuple(row) for row in rows[1:]]
 
 
 def pair_path(grid_dir, scenario: str, fold: int, candidate: str, reference: str) -> Path:

@@ -42,27 +42,34 @@ def paper_task(task: str | None) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def grid_name(grid_dir, out_dir) -> str:
+    """A grid's name in tables: its folder relative to the folder the report reads ("." for that folder)."""
+    relative = Path(grid_dir).resolve().relative_to(Path(out_dir).resolve())
+    return relative.as_posix() if relative.parts else "."
+
+
 def _grid_specs(out_dir) -> dict:
-    """GridSpec per task, from every grid.json under out_dir."""
+    """GridSpec per grid (its name, ``grid_name``), from every grid.json under out_dir."""
     from .records import GRID_FILE, GridSpec
 
     specs = {}
     for path in sorted(Path(out_dir).rglob(GRID_FILE)):
-        spec = GridSpec.from_dict(json.loads(path.read_text()))
-        specs[spec.task] = spec
+        specs[grid_name(path.parent, out_dir)] = GridSpec.from_dict(json.loads(path.read_text()))
     return specs
 
 
-RECORD_COLUMNS = ["task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "status", "auc",
-                  "auc_low", "auc_high", "auc_ci_unit", "accuracy", "balanced_accuracy", "missing_classes",
+RECORD_COLUMNS = ["grid", "task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "status",
+                  "auc", "auc_low", "auc_high", "auc_ci_unit", "accuracy", "balanced_accuracy", "missing_classes",
                   "best_epoch", "diverged_epoch", "epochs_run", "seconds", "faithful", "path"]
 
 
 def load_records(out_dir):
     """One row per recorded run under ``out_dir`` (searched recursively, so a folder of grids works).
 
-    ``status`` is "finished", "diverged" (metrics of the last good checkpoint) or "failed" (no metrics);
-    ``missing_classes`` names classes absent from the run's test images (its AUC is then NaN).
+    ``grid`` names the grid a run belongs to (its folder relative to ``out_dir``): runs of two grids are never
+    pooled, even when their tasks share a name. ``status`` is "finished", "diverged" (metrics of the last good
+    checkpoint) or "failed" (no metrics); ``missing_classes`` names classes absent from the run's test images
+    (its AUC is then NaN).
     """
     import pandas as pd
 
@@ -77,6 +84,7 @@ def load_records(out_dir):
         seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
         auc = metrics.get("auc")
         rows.append({
+            "grid": grid_name(_grid_dir(path), out_dir),
             "task": record.task, "source": record.source, "backbone": record.backbone, "strategy": record.strategy,
             "learning_rate": record.learning_rate, "scenario": record.scenario, "fold": record.fold,
             "status": record.status, "auc": _num(auc), "auc_low": _num(ci[0]), "auc_high": _num(ci[1]),
@@ -89,6 +97,11 @@ def load_records(out_dir):
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
+def _grid_dir(record_path) -> Path:
+    """The grid folder of a record (``<grid>/runs/<source>/<scenario>/fold<k>/record.json``)."""
+    return Path(record_path).parents[4]
+
+
 def _num(value):
     return np.nan if value is None else float(value)
 
@@ -99,9 +112,9 @@ def _valid(records):
 
 
 def scenario_means(records):
-    """Folds averaged first: one row per (task, source, scenario) with the mean AUC and ``n_folds``, the
+    """Folds averaged first: one row per (grid, source, scenario) with the mean AUC and ``n_folds``, the
     number of folds with a valid AUC (folds lacking a class, or runs without a checkpoint, do not count)."""
-    keys = ["task", "source", "backbone", "strategy", "learning_rate", "scenario"]
+    keys = ["grid", "task", "source", "backbone", "strategy", "learning_rate", "scenario"]
     valid = _valid(records)
     grouped = valid.groupby(keys, dropna=False)
     table = grouped["auc"].mean().rename("auc").to_frame()
@@ -135,7 +148,7 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
     computed from the runs' saved predictions.
 
     Returns:
-        A DataFrame with task, scenario, fold, method, unit, auc_<candidate>, auc_<reference>, diff, p.
+        A DataFrame with grid, task, scenario, fold, method, unit, auc_<candidate>, auc_<reference>, diff, p.
     """
     import pandas as pd
 
@@ -143,10 +156,11 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
     from .records import PairRecord, pair_path
 
     records = load_records(out_dir)
-    columns = ["task", "scenario", "fold", "method", "unit", f"auc_{candidate}", f"auc_{reference}", "diff", "p"]
+    columns = ["grid", "task", "scenario", "fold", "method", "unit", f"auc_{candidate}", f"auc_{reference}", "diff",
+               "p"]
     rows = []
     for row in records[records["source"] == candidate].itertuples(index=False):
-        partner = records[(records["task"] == row.task) & (records["source"] == reference)
+        partner = records[(records["grid"] == row.grid) & (records["source"] == reference)
                           & (records["scenario"] == row.scenario) & (records["fold"] == row.fold)]
         if partner.empty or row.status == "failed" or partner["status"].iloc[0] == "failed":
             continue
@@ -164,7 +178,8 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
                 continue
         else:
             continue
-        rows.append({"task": row.task, "scenario": row.scenario, "fold": row.fold, "method": pair.method,
+        rows.append({"grid": row.grid, "task": row.task, "scenario": row.scenario, "fold": row.fold,
+                     "method": pair.method,
                      "unit": pair.unit, f"auc_{candidate}": pair.auc_candidate, f"auc_{reference}": pair.auc_reference,
                      "diff": pair.diff, "p": pair.p})
     return pd.DataFrame(rows, columns=columns)
@@ -188,8 +203,11 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
     favour either source at P < .05), and the paper's reported gain when the grid's task is one of the
     paper's.
 
+    One row per grid (a grid folder, named by its path under ``out_dir``) and weight source: two grids are
+    never pooled, whatever their task names.
+
     Returns:
-        A pandas DataFrame with columns task, source, n_runs, n_expected, n_scenarios, min_folds,
+        A pandas DataFrame with columns grid, task, source, n_runs, n_expected, n_scenarios, min_folds,
         n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
         diff_vs_<reference>, n_pairs, wilcoxon_p, ttest_p, run_pairs, run_pairs_better, run_pairs_worse,
         paper_gain.
@@ -197,7 +215,7 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
     import pandas as pd
 
     records = load_records(out_dir)
-    columns = ["task", "source", "n_runs", "n_expected", "n_scenarios", "min_folds", "n_diverged", "n_failed",
+    columns = ["grid", "task", "source", "n_runs", "n_expected", "n_scenarios", "min_folds", "n_diverged", "n_failed",
                "n_missing_class", "complete", "mean_auc", "sd_auc", f"diff_vs_{reference}", "n_pairs", "wilcoxon_p",
                "ttest_p", "run_pairs", "run_pairs_better", "run_pairs_worse", "paper_gain"]
     if records.empty:
@@ -206,25 +224,26 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
     specs = _grid_specs(out_dir)
     pairs = paired_comparisons(out_dir, candidate, reference)
     rows = []
-    for (task, source), runs in records.groupby(["task", "source"], dropna=False):
-        spec = specs.get(task)
+    for (grid, source), runs in records.groupby(["grid", "source"], dropna=False):
+        spec = specs.get(grid)
+        task = runs["task"].iloc[0]
         scenario_ids, n_folds = _expected(spec)
-        group = means[(means["task"] == task) & (means["source"] == source)]
+        group = means[(means["grid"] == grid) & (means["source"] == source)]
         whole = group[group["n_folds"] >= n_folds]
         mean, sd = _mean_sd(group["auc"])
-        row = {"task": task, "source": source, "n_runs": len(runs), "n_expected": len(scenario_ids) * n_folds,
+        row = {"grid": grid, "task": task, "source": source, "n_runs": len(runs), "n_expected": len(scenario_ids) * n_folds,
                "n_scenarios": len(group), "min_folds": int(group["n_folds"].min()) if len(group) else 0,
                "n_diverged": int((runs["status"] == "diverged").sum()),
                "n_failed": int((runs["status"] == "failed").sum()),
                "n_missing_class": int((runs["missing_classes"].fillna("") != "").sum()),
                "complete": set(scenario_ids) <= set(whole["scenario"]), "mean_auc": mean, "sd_auc": sd}
         if source == candidate:
-            other = means[(means["task"] == task) & (means["source"] == reference)]
+            other = means[(means["grid"] == grid) & (means["source"] == reference)]
             paired = group.merge(other, on="scenario", suffixes=("", "_ref"))
             if len(paired):
                 row[f"diff_vs_{reference}"] = float((paired["auc"] - paired["auc_ref"]).mean())
                 row.update(paired_tests(paired["auc"], paired["auc_ref"]))
-            mine = pairs[pairs["task"] == task]
+            mine = pairs[pairs["grid"] == grid]
             row["run_pairs"] = len(mine)
             row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
             row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
@@ -235,16 +254,17 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
 
 
 def breakdown(out_dir, by: str):
-    """Mean AUC ± SD and scenario counts per task, source and ``by`` ("backbone" or "strategy")."""
+    """Mean AUC ± SD and scenario counts per grid, source and ``by`` ("backbone" or "strategy")."""
     import pandas as pd
 
     means = scenario_means(load_records(out_dir))
     if means.empty:
-        return pd.DataFrame(columns=["task", "source", by, "n_scenarios", "mean_auc", "sd_auc"])
+        return pd.DataFrame(columns=["grid", "task", "source", by, "n_scenarios", "mean_auc", "sd_auc"])
     rows = []
-    for (task, source, key), group in means.groupby(["task", "source", by], dropna=False):
+    for (grid, task, source, key), group in means.groupby(["grid", "task", "source", by], dropna=False):
         mean, sd = _mean_sd(group["auc"])
-        rows.append({"task": task, "source": source, by: key, "n_scenarios": len(group), "mean_auc": mean, "sd_auc": sd})
+        rows.append({"grid": grid, "task": task, "source": source, by: key, "n_scenarios": len(group),
+                     "mean_auc": mean, "sd_auc": sd})
     return pd.DataFrame(rows)
 
 

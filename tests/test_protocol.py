@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -306,3 +307,81 @@ def test_latex_tables_escape_special_characters(tmp_path):
     tex = Path(written["summary.tex"]).read_text()
     assert r"R\&D \#1 50\%" in tex and "R&D" not in tex
     assert r"diff\_vs\_imagenet" in tex
+
+
+# -- a grid on the user's path: two classes, a run that diverges at once, restarts, changed data -------
+
+
+def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_its_folder_to_the_data(
+        tmp_path, keras2_files, monkeypatch):
+    """Before: the diverging run crashed the grid with scikit-learn's "Input contains NaN" on every restart; each
+    run's config.json said batch_size 32 and augment "radimagenet" whatever ran; and a restart on relabelled data
+    kept the old records."""
+    from conftest import two_class
+
+    from radtransfer import data
+
+    images = two_class(rt.datasets.load_synthetic_brain_mri(tmp_path / "data", n_patients=16, slices_per_patient=2,
+                                                           image_size=40, seed=4))
+    weights = tmp_path / "weights"
+    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
+    scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_all", 1e30)]
+    config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, augment=None, epochs=1, run_eagerly=True,
+                                          bootstrap=50)
+    built = []
+    make_dataset = data.make_dataset
+    monkeypatch.setattr(data, "make_dataset", lambda *a, **k: built.append(k) or make_dataset(*a, **k))
+    grid = tmp_path / "grid"
+
+    def run(image_set):
+        return protocol.run_grid(image_set, grid, config=config, sources=("radimagenet",), scenarios=scenarios,
+                                 weights_dir=weights, verbose=0)
+
+    records = run(images).set_index("learning_rate")
+    assert records.loc[1e30, "status"] == "failed" and records.loc[1e30, "diverged_epoch"] == 0
+    assert records.loc[1e-3, "status"] == "finished" and np.isfinite(records.loc[1e-3, "auc"])
+    assert {(k["batch_size"], k.get("augment")) for k in built} == {(8, None)}  # the datasets that were built ...
+    for path in grid.rglob("config.json"):  # ... are what every run records
+        recorded = json.loads(path.read_text())
+        assert recorded["batch_size"] == recorded["identity"]["config"]["batch_size"] == 8
+        assert recorded["augment"] is None and recorded["identity"]["config"]["augment"] is None
+    for path in grid.rglob("record.json"):
+        assert json.loads(path.read_text())["train_config"]["batch_size"] == 8
+    assert len(run(images)) == 2  # restarted: nothing to do, nothing refused
+
+    swapped = images.labels.copy()  # two patients of different classes swap labels
+    a, b = (np.flatnonzero(images.patient_ids == images.patient_ids[np.argmax(images.labels == c)]) for c in (0, 1))
+    swapped[a], swapped[b] = 1, 0
+    relabelled = rt.data.ImageSet(images.paths, swapped, images.class_names, images.patient_ids)
+    with pytest.raises(rt.RunMismatchError, match=r"made on other data.*\n  4 image\(s\) with another class: "):
+        run(relabelled)
+    from PIL import Image
+
+    changed = Path(images.paths[3])
+    pixels = np.asarray(Image.open(changed)).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(changed)
+    with pytest.raises(rt.RunMismatchError, match=rf"1 image\(s\) with another contents: {re.escape(str(changed))}"):
+        run(images)
+
+
+def test_two_grids_whose_folders_share_a_name_are_two_rows(tmp_path):
+    """Before: a faithful and a corrected grid under A/task and B/task became one row (its AUC the mean of both,
+    n_runs 2 against n_expected 1, marked complete)."""
+    scenario = protocol.radimagenet_scenarios()[0]
+    for root, auc in ((tmp_path / "A", 0.9), (tmp_path / "B", 0.6)):
+        _grid(root, "task", [scenario])
+        for source in ("radimagenet", "imagenet"):
+            _record(root, "task", source, scenario, 0, auc if source == "radimagenet" else auc - 0.1)
+    table = report.summarize(tmp_path).set_index(["grid", "source"])
+    assert sorted(table.index) == [("A/task", "imagenet"), ("A/task", "radimagenet"), ("B/task", "imagenet"),
+                                   ("B/task", "radimagenet")]
+    for grid, auc in (("A/task", 0.9), ("B/task", 0.6)):
+        row = table.loc[(grid, "radimagenet")]
+        assert row["mean_auc"] == pytest.approx(auc) and row["n_runs"] == row["n_expected"] == 1 and row["complete"]
+        assert row["diff_vs_imagenet"] == pytest.approx(0.1)
+    assert set(report.breakdown(tmp_path, "backbone")["grid"]) == {"A/task", "B/task"}
+    from radtransfer import plots
+
+    written = plots.grid_figures(tmp_path, tmp_path / "figures")
+    assert {Path(p).parent.name for p in written} == {"A__task", "B__task"}

@@ -12,8 +12,9 @@ from .augment import Augment
 from .decode import check_files
 from .dicom import DicomDecodeError, read_dicom
 from .imageset import ImageSet, LeakageError, check_no_leakage
-from .pipeline import (BadImagesError, DataStream, ImageReadError, ReadSettings, make_dataset, readable_pipeline_errors,
-                       stream_of, validate_images)
+from .fingerprint import data_manifest
+from .pipeline import (BadImagesError, DataStream, ImageReadError, ReadSettings, check_images, make_dataset,
+                       readable_pipeline_errors, stream_of, validate_images)
 from .sources import DataSourceError, from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
 from .volumes import from_volumes
 
@@ -29,7 +30,9 @@ __all__ = [
     "ImageSet",
     "LeakageError",
     "check_files",
+    "check_images",
     "check_no_leakage",
+    "data_manifest",
     "from_csv",
     "from_directory",
     "from_split_directory",
