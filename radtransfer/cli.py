@@ -20,10 +20,13 @@ class UsageError(Exception):
 # -- shared pieces -----------------------------------------------------------------------------
 
 
-def load_data(spec: str, image_col="path", label_col="label", patient_col=None, tfds_split=None):
-    """DATA: a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]."""
+def load_data(spec: str, image_col="path", label_col="label", patient_col="auto", tfds_split=None,
+              missing_labels="raise"):
+    """DATA: a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]. Patient ids come from
+    ``patient_col`` ("auto": a column named like PatientID, or the DICOM PatientID tag; "none": no ids)."""
     from . import data
 
+    patients = None if patient_col in (None, "none") else patient_col
     if spec.startswith("tfds:"):
         parts = spec.split(":")
         name = parts[1]
@@ -33,14 +36,28 @@ def load_data(spec: str, image_col="path", label_col="label", patient_col=None, 
     if path.is_dir():
         manifest = path / "manifest.csv"
         if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv
-            return data.from_csv(manifest, image_col=image_col, label_col=label_col,
-                                 patient_col=patient_col or _guess_patient_col(manifest))
-        return data.from_directory(path)
+            return data.from_csv(manifest, image_col=image_col, label_col=label_col, patient_col=patients,
+                                 missing_labels=missing_labels)
+        return data.from_directory(path, patient_ids="auto" if patients else None)
     if path.suffix.lower() == ".csv":
-        return data.from_csv(path, image_col=image_col, label_col=label_col, patient_col=patient_col)
+        return data.from_csv(path, image_col=image_col, label_col=label_col, patient_col=patients,
+                             missing_labels=missing_labels)
     if not path.exists():
         raise UsageError(f"DATA not found: '{spec}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT].")
     raise UsageError(f"DATA '{spec}' is neither a folder nor a .csv file (nor tfds:NAME).")
+
+
+def _say_patients(image_set, args) -> None:
+    """One line on what the split goes by, so a split by image is never silent."""
+    if image_set.patient_ids is not None:
+        print(f"DATA: {len(image_set)} images of {len(set(image_set.patient_ids))} patients; parts are split by "
+              "patient.", file=sys.stderr)
+    elif getattr(args, "patient_col", "auto") in (None, "none"):
+        print(f"DATA: {len(image_set)} images; --patient-col none: parts are split by image.", file=sys.stderr)
+    else:
+        print(f"DATA: {len(image_set)} images and no patient ids found (no column named like PatientID, no DICOM "
+              "PatientID): parts are split by image, so one patient's images may fall in two parts. Name the "
+              "column with --patient-col.", file=sys.stderr)
 
 
 def train_val_test(spec: str, args):
@@ -61,15 +78,41 @@ def train_val_test(spec: str, args):
         print(f"DATA is split already: training on {path}/…train part, validation from it ({len(val)} images), "
               f"test on its test part ({len(parts['test'])} images).", file=sys.stderr)
         return train, val, parts["test"]
-    return load_data(spec, args.image_col, args.label_col, args.patient_col).split(val=args.val, test=args.test,
-                                                                                  seed=args.seed)
+    image_set = load_data(spec, args.image_col, args.label_col, args.patient_col,
+                          missing_labels=args.missing_labels)
+    _say_patients(image_set, args)
+    by = "image" if args.patient_col == "none" else "patient"
+    return image_set.split(val=args.val, test=args.test, seed=args.seed, by=by)
 
 
-def _guess_patient_col(manifest: Path):
-    import pandas as pd
+def check_parts(parts: dict, on_bad: str, out=None) -> dict:
+    """Checks every part's files before anything is trained; with on_bad="skip", leaves the bad ones out of
+    their part (the split of the others is unchanged, so a rerun is the same run) and lists them in
+    ``out/skipped_files.csv``."""
+    from .data import check_images
 
-    columns = pd.read_csv(manifest, nrows=0).columns
-    return next((c for c in ("patient_id", "patient", "PatientID") if c in columns), None)
+    import warnings
+
+    checked, skipped = {}, []
+    for name, part in parts.items():
+        if len(part) == 0:
+            checked[name] = part
+            continue
+        with warnings.catch_warnings():  # listed below, once
+            warnings.simplefilter("ignore", UserWarning)
+            checked[name], bad = check_images(part, on_bad, part=name)
+        skipped += [(name, path, reason) for path, reason in bad]
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s) (--on-bad skip)" + (f", listed in {out}/skipped_files.csv"
+              if out is not None else "") + ":\n" + "\n".join(f"  {n}: {p}: {r}" for n, p, r in skipped[:20]),
+              file=sys.stderr)
+        if out is not None:
+            import csv
+
+            Path(out).mkdir(parents=True, exist_ok=True)
+            with open(Path(out) / "skipped_files.csv", "w", newline="") as handle:
+                csv.writer(handle).writerows([("part", "path", "reason"), *skipped])
+    return checked
 
 
 def _load_config(path):
@@ -115,11 +158,17 @@ def _summary_metrics(metrics: dict) -> dict:
 
 def cmd_train(args) -> int:
     from . import build_model, evaluate, fine_tune
+    from .backbones import get_backbone
+    from .strategies import parse_strategy
 
+    get_backbone(args.backbone)  # names are checked before the data is read
+    parse_strategy(args.strategy)
     train, val, test = train_val_test(args.data, args)
-    image_set = train
     out = Path(args.out)
     _write_resolved(out, args)
+    parts = check_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    image_set = train
     size = args.image_size
     model = build_model(args.backbone, weights=None if args.weights == "none" else args.weights,
                         num_classes=image_set.num_classes, input_shape=(size, size, 3), dropout=args.dropout,
@@ -167,7 +216,10 @@ def cmd_evaluate(args) -> int:
     from . import evaluate
 
     model = _load_run_model(args.run_dir)
-    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col,
+                          missing_labels=args.missing_labels)
+    _say_patients(image_set, args)
+    image_set = check_parts({"data": image_set}, args.on_bad)["data"]
     metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
     if args.out:
         from .run_folder import write_json_atomic
@@ -187,7 +239,9 @@ def cmd_grid(args) -> int:
         raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
     else:
         executor = "sequential"
-    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col)
+    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col,
+                          missing_labels=args.missing_labels)
+    _say_patients(image_set, args)
     config = protocol.RADIMAGENET.replace(
         **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
         run_eagerly=args.run_eagerly, **({"cache": args.cache} if args.cache else {}))
@@ -198,7 +252,7 @@ def cmd_grid(args) -> int:
     records = protocol.run_grid(image_set, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
                                 scenarios=scenarios, shard=args.shard, shard_count=args.shard_count,
                                 executor=executor, weights_dir=args.weights_dir,
-                                faithful=args.faithful, task=args.task, verbose=1,
+                                faithful=args.faithful, task=args.task, verbose=1, on_bad=args.on_bad,
                                 paper_task=None if args.paper_task == "none" else args.paper_task)
     print(f"{len(records)} runs recorded in {args.out}")
     return 0
@@ -253,7 +307,9 @@ def cmd_predict(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     counts = frame["predicted"].value_counts()
-    print(f"{len(frame)} images → {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    unread = int(frame["error"].astype(bool).sum()) if "error" in frame else 0
+    print(f"{len(frame)} images → {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items())
+          + (f"; {unread} could not be read (see the error column)" if unread else ""))
     return 0
 
 
@@ -306,7 +362,15 @@ def cmd_demo(args) -> int:
 def _data_options(parser) -> None:
     parser.add_argument("--image-col", default="path", help="CSV column of image paths (default: path)")
     parser.add_argument("--label-col", default="label", help="CSV column of labels (default: label)")
-    parser.add_argument("--patient-col", default=None, help="CSV column of patient ids (splits by patient)")
+    parser.add_argument("--patient-col", default="auto",
+                        help="CSV column of patient ids (splits go by patient); auto (default): a column named like "
+                             "PatientID, patient_id, subject, case_id, or the DICOM PatientID tag; none: no patient "
+                             "ids, split by image")
+    parser.add_argument("--missing-labels", default="raise", choices=("raise", "drop"),
+                        help="rows of a CSV with an empty label: raise (default: an error naming them) or drop")
+    parser.add_argument("--on-bad", default="raise", choices=("raise", "skip"),
+                        help="unreadable image files (every part is checked before training): raise (default) or "
+                             "skip (left out and listed)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -125,13 +125,15 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
         image_col, patient_col: the CSV columns of image paths and (optional) patient ids.
         gradcam_dir: if given, a Grad-CAM overlay of the predicted class is written there for each image.
         layer: the Grad-CAM layer (default: the backbone's last convolutional output).
-        on_bad: "raise" (default) or "skip" unreadable files (skipped files get no row).
+        on_bad: "raise" (default: unreadable files stop the call, all listed, before any prediction) or
+            "skip" (they keep their row, with empty probabilities and the reason in ``error``).
 
     Returns:
-        A pandas DataFrame with one row per image: ``path``, ``patient_id`` (when known), one probability
-        column per class, ``predicted`` (the class name) and, for two classes with a validation-chosen
-        threshold, ``positive_score`` and the threshold used. ``attrs`` holds the read settings, the class
-        names and the threshold.
+        A pandas DataFrame with one row per input image, in the order given: ``path``, ``patient_id`` (when
+        known), one probability column per class, ``predicted`` (the class name) and, for two classes with a
+        validation-chosen threshold, ``positive_score`` and the threshold used; with on_bad="skip", ``error``
+        (empty for images that were read). ``attrs`` holds the read settings, the class names and the
+        threshold.
 
     Raises:
         BadImagesError: unreadable files (all listed, before any prediction).
@@ -140,7 +142,7 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
     import pandas as pd
 
     from .data import ImageSet, make_dataset
-    from .data.pipeline import readable_pipeline_errors, stream_of
+    from .data.pipeline import check_images, readable_pipeline_errors, stream_of
     from .evaluation import model_read_kwargs
     from .trained import load_trained
 
@@ -149,7 +151,8 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
     image_set = ImageSet(paths=paths, labels=np.zeros(len(paths), dtype=np.int64), class_names=UNLABELLED,
                          patient_ids=None if patients is None else [p if p is not None else "" for p in patients])
     read = model_read_kwargs(model)
-    dataset = make_dataset(image_set, batch_size=batch_size, shuffle=False, cache=False, on_bad=on_bad, **read)
+    readable, bad = check_images(image_set, on_bad, frame=read.get("frame", "middle"))
+    dataset = make_dataset(readable, batch_size=batch_size, shuffle=False, cache=False, **read)
     kept = list(stream_of(dataset).paths)
     num_classes = int(model.output_shape[-1])
     class_names = list(getattr(model, "radtransfer_class_names", None) or [str(i) for i in range(num_classes)])
@@ -171,19 +174,27 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
                 overlays += _overlays(model, images_batch, batch, decide(batch), class_names, layer,
                                       gradcam_dir, kept[done:done + len(batch)])
             probabilities.append(batch)
-    probabilities = np.concatenate(probabilities)
-    frame = pd.DataFrame({"path": kept})
+    # One row per input: the images read take their predictions in order, the others stay empty.
+    reasons = dict(bad)
+    read_rows = np.array([p not in reasons for p in paths])
+    all_probabilities = np.full((len(paths), num_classes), np.nan)
+    all_probabilities[read_rows] = np.concatenate(probabilities)
+    frame = pd.DataFrame({"path": paths})
     if patients is not None:
-        by_path = dict(zip(paths, image_set.patient_ids))
-        frame["patient_id"] = [by_path[p] for p in kept]
+        frame["patient_id"] = list(image_set.patient_ids)
     for index, name in enumerate(class_names):
-        frame[f"p_{name}"] = probabilities[:, index]
+        frame[f"p_{name}"] = all_probabilities[:, index]
     if threshold is not None:
-        frame["positive_score"] = probabilities[:, positive]
+        frame["positive_score"] = all_probabilities[:, positive]
         frame["threshold"] = threshold
-    frame["predicted"] = [class_names[i] for i in decide(probabilities)]
+    decided = decide(all_probabilities[read_rows])
+    frame["predicted"] = None
+    frame.loc[read_rows, "predicted"] = [class_names[i] for i in decided]
     if gradcam_dir is not None:
-        frame["gradcam"] = overlays
+        frame["gradcam"] = None
+        frame.loc[read_rows, "gradcam"] = overlays
+    if on_bad == "skip":
+        frame["error"] = [reasons.get(p, "") for p in paths]
     frame.attrs.update({"class_names": class_names, "threshold": threshold, "read_settings": read})
     return frame
 

@@ -63,6 +63,9 @@ def test_grid_and_report(data_dir, tmp_path, keras2_files, capsys):
                  "--sources", "radimagenet", "--weights-dir", str(weights), "--epochs", "1", "--image-size", "32",
                  "--batch-size", "8", "--run-eagerly"]) == 0
     assert len(list(grid.rglob("record.json"))) == 1
+    config = json.loads(next(grid.rglob("config.json")).read_text())  # the run records the batch size that ran
+    assert config["batch_size"] == config["identity"]["config"]["batch_size"] == 8
+    assert config["identity"]["data"]["train"]["batch_size"] == 8
     assert main(["report", str(grid)]) == 0
     out = capsys.readouterr().out
     assert "| task |" in out
@@ -139,3 +142,80 @@ def test_python_dash_m():
     assert done.returncode == 0
     for command in ("train", "evaluate", "grid", "report", "gradcam", "weights", "datasets", "demo"):
         assert command in done.stdout
+
+
+# -- a newcomer's study: a CSV with a PatientID column, a broken file, an empty label ------------
+
+
+@pytest.fixture
+def study(tmp_path):
+    """A CSV study with several slices per patient and a PatientID column."""
+    import pandas as pd
+
+    images = rt.datasets.load_synthetic_brain_mri(tmp_path / "brain", n_patients=16, slices_per_patient=3,
+                                                  image_size=40, seed=7)
+    frame = pd.DataFrame({"path": images.paths, "label": [images.class_names[i] for i in images.labels],
+                          "PatientID": images.patient_ids})
+    frame.to_csv(tmp_path / "study.csv", index=False)
+    return tmp_path / "study.csv", frame
+
+
+def test_train_splits_by_the_patient_column_and_checks_every_part_before_training(study, tmp_path, capsys):
+    """Before: the PatientID column was ignored (slices of one patient in train and test), and a broken test file
+    was found only after training, with no --on-bad to go on."""
+    import pandas as pd
+
+    csv, frame = study
+    _, _, test = rt.data.from_csv(csv, image_col="path").split(val=0.10, test=0.15, seed=726)
+    broken = test.paths[0]
+    with open(broken, "wb") as handle:
+        handle.write(b"not an image")
+    out = tmp_path / "run"
+    argv = ["train", str(csv), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--epochs", "1",
+            "--batch-size", "8", "--run-eagerly", "--verbose", "0", "--out", str(out)]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert "of the test part cannot be read" in error and broken in error and "--on-bad skip" in error
+    assert not (out / "history.csv").exists()  # refused before anything was trained
+
+    assert main([*argv, "--on-bad", "skip"]) == 0
+    captured = capsys.readouterr()
+    assert "images of 16 patients; parts are split by patient" in captured.err
+    skipped = pd.read_csv(out / "skipped_files.csv")
+    assert skipped[["part", "path"]].values.tolist() == [["test", broken]]
+    parts = {name: set(pd.read_csv(out / f"split_{name}.csv")["patient_id"]) for name in ("train", "val", "test")}
+    assert not (parts["train"] & parts["test"]) and not (parts["train"] & parts["val"]) and parts["test"]
+    assert broken not in set(pd.read_csv(out / "split_test.csv")["path"])
+    first = json.loads(captured.out)
+
+    assert main([*argv, "--on-bad", "skip"]) == 0  # the same call again: the same run, finished, not retrained
+    again = json.loads(capsys.readouterr().out)
+    assert again["best_epoch"] == first["best_epoch"] and again["best_val_loss"] == first["best_val_loss"]
+
+
+def test_an_empty_label_cell_is_refused_on_the_command_line(study, tmp_path, capsys):
+    csv, frame = study
+    frame.loc[4, "label"] = None
+    frame.to_csv(csv, index=False)
+    argv = ["train", str(csv), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--epochs", "1",
+            "--run-eagerly", "--verbose", "0", "--out", str(tmp_path / "run")]
+    assert main(argv) == 1  # before: a three-class model trained, one class called "nan"
+    error = capsys.readouterr().err
+    assert "1 row(s) of" in error and "have no label (column 'label'), line 6" in error
+    assert "--missing-labels drop" in error
+    assert main(["evaluate", str(tmp_path / "nowhere"), str(csv)]) == 2  # no model: refused before the data
+
+
+def test_predict_keeps_a_row_for_each_unreadable_file(trained, data_dir, tmp_path, capsys):
+    import pandas as pd
+
+    good = sorted((data_dir / "images" / "glioma").glob("*.png"))[:2]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained), str(good[0]), str(broken), str(good[1]), "--on-bad", "skip",
+                 "--out", str(out)]) == 0
+    frame = pd.read_csv(out, keep_default_na=False)
+    assert frame["path"].tolist() == [str(good[0]), str(broken), str(good[1])]
+    assert frame["error"].tolist()[0] == frame["error"].tolist()[2] == "" and frame["error"].tolist()[1]
+    assert frame["predicted"].tolist()[1] == "" and frame["predicted"].tolist()[0] != ""
