@@ -133,7 +133,7 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
     runs = {(r["source"], r["learning_rate"]): r for r in records_whole.values()}
     assert runs[("radimagenet", 1e30)]["status"] == "failed" and runs[("radimagenet", 1e30)]["metrics"] is None
     finished = runs[("radimagenet", 1e-3)]
-    assert finished["status"] == "finished" and finished["schema_version"] == 2
+    assert finished["status"] == "finished" and finished["schema_version"] == 3
     assert finished["run_seed"] == runs[("imagenet", 1e-3)]["run_seed"]  # the two sources are paired
     assert finished["metrics"]["auc_ci_unit"] == "patient" and finished["bn"] == "frozen"
     pair = json.loads(next((whole / "pairs").rglob("radimagenet__vs__imagenet.json")).read_text())
