@@ -47,7 +47,7 @@ def dynamic_makespan(durations, workers, order=None):
 
 def main(argv=None) -> int:
     from radtransfer import protocol
-    from radtransfer.grid_runs import expected_cost, longest_first
+    from radtransfer.grid.plan import expected_cost, longest_first
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=50)

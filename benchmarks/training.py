@@ -32,7 +32,7 @@ BACKBONES = ("densenet121", "resnet50", "inception_v3", "inception_resnet_v2")
 
 def forward_flops(model) -> int:
     """Multiply-adds × 2 of one image's forward pass through convolutions and dense layers."""
-    from radtransfer.seeding import walk_layers
+    from radtransfer.utils.seeding import walk_layers
 
     total = 0
     for layer in walk_layers(model):

@@ -2,28 +2,33 @@
 
 Public API::
 
-    from radtransfer import build_model, apply_strategy, fine_tune, evaluate, list_backbones
+    from radtransfer import build_model, apply_strategy, fine_tune, evaluate, predict, list_backbones
     from radtransfer import data, datasets, protocol, report, plots, gradcam
+
+The package, folder by folder (docs/architecture.md): ``models`` (backbones, weight presets and files, the
+classifier), ``data`` (images to batches), ``training`` (fine-tuning one model), ``evaluation`` (metrics,
+statistics, prediction, Grad-CAM), ``grid`` (the comparison's machinery), ``utils`` (domain-free helpers); the
+faces users touch (``cli``, ``protocol``, ``report``, ``plots``, ``errors``, ``backend``) at the top.
 """
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
-from . import _keras_compat  # noqa: F401  (registers classes .keras files need)
-from . import data, datasets
-from .backbones import BACKBONES, get_backbone, list_backbones
+from . import data
 from .errors import ClassMismatchError, RadtransferError, WeightsFileError, WeightsNotFoundError
-from .evaluation import evaluate
-from .layerwise import layerwise_search
-from .models import build_model
-from .prediction import predict
-from .ray_executor import RayExecutor
-from .preprocessing import Preprocess
-from .run_folder import RunFolder, RunMismatchError
-from .strategies import StrategySummary, apply_strategy
-from .train_config import TrainConfig
-from .trained import load_trained
-from .training import FineTuneResult, TrainingDivergedError, fine_tune
-from .weights import check_weight_file, find_weight_files, resolve_weights
+from .evaluation.metrics import evaluate
+from .evaluation.prediction import predict
+from .grid.executors import RayExecutor
+from .models import _keras_compat  # noqa: F401  (registers classes .keras files need)
+from .models.backbones import BACKBONES, get_backbone, list_backbones
+from .models.classifier import build_model
+from .models.preprocessing import Preprocess
+from .models.trained import load_trained
+from .models.weights import check_weight_file, find_weight_files, resolve_weights
+from .training.config import TrainConfig
+from .training.fine_tuning import FineTuneResult, TrainingDivergedError, fine_tune
+from .training.layerwise import layerwise_search
+from .training.run_folder import RunFolder, RunMismatchError
+from .training.strategies import StrategySummary, apply_strategy
 
 __all__ = [
     "BACKBONES",
@@ -55,13 +60,19 @@ __all__ = [
     "resolve_weights",
 ]
 
-_LAZY_MODULES = ("protocol", "report", "plots", "gradcam", "demo", "cli", "records", "stats")
+# Modules reached as attributes (``radtransfer.report.summarize``), imported on first use: the faces that pull in
+# pandas and matplotlib, and the module names of radtransfer ≤ 0.1, now inside the folders.
+_LAZY_MODULES = {
+    "protocol": ".protocol", "report": ".report", "plots": ".plots", "demo": ".demo", "cli": ".cli",
+    "gradcam": ".evaluation.gradcam", "stats": ".evaluation.stats", "records": ".grid.records",
+    "datasets": ".data.synthetic", "weights": ".models.weights", "backbones": ".models.backbones",
+}
 
 
 def __getattr__(name):
-    """Imports protocol, report, plots and gradcam on first use (they pull in pandas and matplotlib)."""
+    """Imports the modules of ``_LAZY_MODULES`` on first use."""
     if name in _LAZY_MODULES:
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(_LAZY_MODULES[name], __name__)
     raise AttributeError(f"module 'radtransfer' has no attribute {name!r}")

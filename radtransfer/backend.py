@@ -12,7 +12,7 @@ import warnings
 
 import keras
 
-from .backbones import did_you_mean
+from .utils.choices import did_you_mean
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DISTRIBUTIONS = (None, "mirrored", "data_parallel", "multiworker")

@@ -136,7 +136,7 @@ def _load_config(path):
 
 
 def _write_resolved(out_dir, args) -> None:
-    from .run_folder import write_json_atomic
+    from .utils.io import write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,8 +158,8 @@ def _summary_metrics(metrics: dict) -> dict:
 
 def cmd_train(args) -> int:
     from . import build_model, evaluate, fine_tune
-    from .backbones import get_backbone
-    from .strategies import parse_strategy
+    from .models.backbones import get_backbone
+    from .training.strategies import parse_strategy
 
     get_backbone(args.backbone)  # names are checked before the data is read
     parse_strategy(args.strategy)
@@ -182,7 +182,7 @@ def cmd_train(args) -> int:
                        verbose=args.verbose, run_eagerly=args.run_eagerly, resume=not args.restart)
     metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
     if metrics:
-        from .run_folder import write_json_atomic
+        from .utils.io import write_json_atomic
 
         write_json_atomic(out / "test_metrics.json", metrics)
     _print_json({"out_dir": str(out), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
@@ -204,7 +204,7 @@ def _jit(value):
 
 
 def _load_run_model(run_dir):
-    from .trained import load_trained
+    from .models.trained import load_trained
 
     path = Path(run_dir)
     if not (path / "best.keras").exists() and not (path.is_file() and path.suffix == ".keras"):
@@ -222,7 +222,7 @@ def cmd_evaluate(args) -> int:
     image_set = check_parts({"data": image_set}, args.on_bad)["data"]
     metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
     if args.out:
-        from .run_folder import write_json_atomic
+        from .utils.io import write_json_atomic
 
         write_json_atomic(Path(args.out), metrics)
     _print_json(_summary_metrics(metrics))
@@ -273,7 +273,7 @@ def cmd_gradcam(args) -> int:
     import numpy as np
 
     from . import data
-    from .gradcam import gradcam, save_overlays
+    from .evaluation.gradcam import gradcam, save_overlays
 
     model = _load_run_model(args.run_dir)
     paths = []
@@ -283,7 +283,7 @@ def cmd_gradcam(args) -> int:
     if not paths:
         raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
     image_set = data.ImageSet(paths=[str(p) for p in paths], labels=[0] * len(paths), class_names=("?",))
-    from .evaluation import model_read_kwargs
+    from .evaluation.metrics import model_read_kwargs
 
     dataset = data.make_dataset(image_set, batch_size=16, shuffle=False, cache=False, **model_read_kwargs(model))
     images = np.concatenate([batch[0].numpy() for batch in dataset])
@@ -298,7 +298,7 @@ def cmd_gradcam(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .prediction import predict
+    from .evaluation.prediction import predict
 
     model = _load_run_model(args.run_dir)
     frame = predict(model, args.images, batch_size=args.batch_size, image_col=args.image_col,
@@ -314,7 +314,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from .weights import check_weight_file, find_weight_files, sha256sum
+    from .models.weights import check_weight_file, find_weight_files, sha256sum
 
     if args.action == "check":
         if not args.file or not args.backbone:
@@ -326,7 +326,7 @@ def cmd_weights(args) -> int:
         return 0
     rows = find_weight_files(args.weights_dir)
     if not rows:
-        from .weights import search_dirs
+        from .models.weights import search_dirs
 
         print("No .h5 weight files found in: " + "; ".join(str(d) for d in search_dirs(args.weights_dir, True)))
         return 0
@@ -340,7 +340,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from .datasets import synthetic_brain_mri
+    from .data.synthetic import synthetic_brain_mri
 
     manifest = synthetic_brain_mri(args.out, n_patients=args.patients, slices_per_patient=args.slices,
                                    image_size=args.size, seed=args.seed)
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return f"radtransfer {__version__}"
 
@@ -549,7 +549,7 @@ def main(argv=None) -> int:
             known = {action.dest for action in subparser._actions}
             unknown = sorted(set(config) - known)
             if unknown:
-                from .backbones import did_you_mean
+                from .utils.choices import did_you_mean
 
                 raise UsageError(f"Unknown option(s) {unknown} in --config.{did_you_mean(unknown[0], sorted(known))}")
             subparser.set_defaults(**config)

@@ -14,9 +14,9 @@ QUICK = {"patients": 12, "slices": 2, "source_size": 48, "image_size": 32, "epoc
 def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=print) -> Path:
     """Runs the demo and returns the path of its markdown report."""
     from . import build_model, evaluate, fine_tune, plots
-    from .datasets import load_synthetic_brain_mri
-    from .gradcam import gradcam, last_conv_layer, pointing_game, random_point_hit_rate, save_overlays
-    from .weights import best_available_weights
+    from .data.synthetic import load_synthetic_brain_mri
+    from .evaluation.gradcam import gradcam, last_conv_layer, pointing_game, random_point_hit_rate, save_overlays
+    from .models.weights import best_available_weights
 
     settings = QUICK if quick else FULL
     out = Path(out_dir)

@@ -15,3 +15,57 @@ class WeightsFileError(RadtransferError, ValueError):
 
 class ClassMismatchError(RadtransferError, ValueError):
     """The classes of a data set differ from those the model was trained on."""
+
+
+class DataSourceError(RadtransferError, ValueError):
+    """A folder, CSV or dataset cannot be turned into an image set."""
+
+
+class LeakageError(RadtransferError, ValueError):
+    """A patient's images fall in more than one part of a split."""
+
+
+class BadImagesError(RadtransferError, ValueError):
+    """Some image files are missing or unreadable (listed in the message and in ``.bad``)."""
+
+    def __init__(self, message, bad):
+        super().__init__(message)
+        self.bad = bad
+
+
+class ImageReadError(RadtransferError, ValueError):
+    """An image could not be read while the pipeline ran (the message names the file when it can)."""
+
+
+class DicomDecodeError(RadtransferError, ValueError):
+    """A DICOM file's pixels cannot be decoded or rendered (the message names the file)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"'{path}': {reason}")
+        self.path, self.reason = str(path), reason
+
+
+class RunMismatchError(RadtransferError, ValueError):
+    """The run folder holds a run with other settings than the ones asked for."""
+
+    def __init__(self, message, differences=()):
+        super().__init__(message)
+        self.differences = list(differences)
+
+
+class TrainingDivergedError(RadtransferError, RuntimeError):
+    """The loss became NaN or infinite. ``.result`` describes the run up to then (its ``best_epoch`` is
+    the last good checkpoint, -1 if none); the model holds that checkpoint's weights when there is one."""
+
+    def __init__(self, message, result=None, diverged_epoch=None):
+        super().__init__(message)
+        self.result = result
+        self.diverged_epoch = diverged_epoch
+
+
+class GridRunsFailedError(RadtransferError, RuntimeError):
+    """Some runs of a grid raised an error (all other runs were still recorded)."""
+
+    def __init__(self, message, failures):
+        super().__init__(message)
+        self.failures = failures

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .grid.records import PREDICTIONS, load_records
+from .report import scenario_means
+
 SOURCE_COLORS = {"radimagenet": "#c0392b", "imagenet": "#2471a3"}
 
 
@@ -40,7 +43,7 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     over runs. Two-class tasks use the positive class; more classes, the macro one-vs-rest curve.
 
     Args:
-        records: the DataFrame of ``report.load_records`` (each run's folder holds predictions.npz).
+        records: the DataFrame of ``report.load_records`` (each run's folder holds its test predictions).
         path: output path without suffix.
     """
     from sklearn.metrics import roc_curve
@@ -52,7 +55,7 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     for source, group in records.groupby("source"):
         curves = []
         for folder in group["path"]:
-            file = Path(folder) / "predictions.npz"
+            file = Path(folder) / PREDICTIONS
             if not file.exists():
                 continue
             data = np.load(file)
@@ -109,8 +112,6 @@ def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
 
 def auc_by_scenario(records, path) -> list[str]:
     """AUC per scenario (folds averaged), RadImageNet and ImageNet side by side, pairs joined by a line."""
-    from .report import scenario_means
-
     plt = _pyplot()
     means = scenario_means(records)
     scenarios = sorted(means["scenario"].unique())
@@ -142,8 +143,6 @@ def auc_by_scenario(records, path) -> list[str]:
 
 def heatmap(records, path) -> list[str]:
     """Mean AUC per backbone × strategy, one panel per weight source."""
-    from .report import scenario_means
-
     plt = _pyplot()
     means = scenario_means(records)
     sources = sorted(means["source"].unique())
@@ -199,8 +198,6 @@ def training_curves(run_dir, path=None) -> list[str]:
 def grid_figures(out_dir, figure_dir=None) -> list[str]:
     """All grid figures (ROC, AUC per scenario, heatmap) into ``out_dir/report``; for a folder of several grids,
     one sub-folder of figures per grid (named by its path), since runs of different grids are never pooled."""
-    from .report import load_records
-
     records = load_records(out_dir)
     if records.empty:
         raise ValueError(f"No run records under '{out_dir}': run the grid first.")

@@ -1,153 +1,37 @@
-"""The RadImageNet comparison protocol: its configuration as data, the 24 scenarios, and run_grid.
+"""The RadImageNet comparison, run: ``run_grid`` trains and records every (weight source, scenario, fold) run of
+the paper's grid on any image set, resumably, on one machine, many shards or a Ray cluster.
 
-Mei et al. (Radiology: AI 2022) compared RadImageNet and ImageNet weights over 4 backbones × 3
-strategies × 2 learning rates per task. ``run_grid`` runs that comparison on any image set: every
-(source, scenario, fold) run starts from a fresh model, writes its record atomically, and can be
-stopped, restarted and split across machines.
+The paper itself (settings, scenarios, tasks) is data in ``grid.paper``; the plan of runs, their execution,
+claims, progress, records and pairs are the other modules of ``grid/``. This module wires them and re-exports
+the names users reach as ``protocol.*``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 
-import numpy as np
+from .data.fingerprint import data_manifest, manifest_differences, manifest_digest
+from .data.pipeline import check_images
+from .errors import GridRunsFailedError, RunMismatchError, WeightsNotFoundError
+from .grid import runs as grid_runs
+from .grid.claims import new_token
+from .grid.executors import RayExecutor, resolve_executor
+from .grid.pairs import compare_runs
+from .grid.paper import (BACKBONE_ORDER, PAPER_TASKS, RADIMAGENET, STRATEGY_RATES, ProtocolConfig, Scenario,
+                         radimagenet_scenarios)
+from .grid.paper import paper_task as match_paper_task
+from .grid.plan import Run, parse_shard, plan_runs, resolve_shard, run_seed
+from .grid.progress import GridProgress
+from .grid.records import RECORD_FILE, GridSpec, load_records, read_data_manifest, write_data_manifest
+from .grid.runs import GridJob
+from .models.weights import resolve_weights
+from .utils.choices import check_choice
 
-from .backbones import did_you_mean, get_backbone
-from .ray_executor import GridRunsFailedError, RayExecutor  # noqa: F401  (public here; Ray is imported only when used)
-from .seeding import derive_seed
-from .shards import parse_shard, resolve_shard  # noqa: F401  (parse_shard: part of this module's API)
-from .train_config import TrainConfig
-
-BACKBONE_ORDER = ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2")
-STRATEGY_RATES = (("unfreeze_all", (1e-3, 1e-4)), ("freeze_all", (1e-2, 1e-3)), ("unfreeze_top10", (1e-2, 1e-3)))
-RECORD = "record.json"
-PAPER_TASKS = ("thyroid", "breast", "acl", "meniscus", "pneumonia", "covid19", "sars_cov_2", "haemorrhage")
-
-
-@dataclass(frozen=True)
-class ProtocolConfig:
-    """Settings of a grid run. ``RADIMAGENET`` holds the reference values; copy it with changes:
-    ``RADIMAGENET.replace(epochs=10, batch_size=32)``.
-
-    Attributes:
-        image_size: input height and width (256).
-        batch_size: 256 in the reference.
-        epochs: 30 in the reference.
-        optimizer, loss: "adam" and "auto" (binary cross-entropy on the two-column softmax).
-        augment: "radimagenet" (or "radimagenet_ct" for CT tasks, which dropped rotation and flip).
-        dropout: 0.5.
-        seed: 726.
-        val, test: the 75/10/15 split by patient; with folds, ``val`` is the share of each fold's
-            training patients kept for validation.
-        folds: None for the split, or k for k-fold cross-validation (small datasets used 5).
-        early_stopping, reduce_lr: None in the reference.
-        cache: "auto" (memory when the fold's resized images fit half the available memory, else a file
-            per split under $RADTRANSFER_CACHE_DIR, else none), True (memory), False, or a file path prefix
-            (on disk; each split of each fold gets its own file, named by its content); each fold's images
-            are decoded and resized once.
-        run_eagerly: train without graph tracing (only for tiny smoke-test grids).
-        bootstrap: resamples for each run's AUC confidence interval.
-    """
-
-    image_size: int = 256
-    batch_size: int = 256
-    epochs: int = 30
-    optimizer: str = "adam"
-    loss: str = "auto"
-    augment: str | None = "radimagenet"
-    dropout: float = 0.5
-    seed: int = 726
-    val: float = 0.10
-    test: float = 0.15
-    folds: int | None = None
-    early_stopping: int | None = None
-    reduce_lr: int | None = None
-    cache: bool | str = "auto"
-    run_eagerly: bool = False
-    bootstrap: int = 1000
-
-    def replace(self, **changes) -> "ProtocolConfig":
-        """A copy with some values changed."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            names = [f.name for f in dataclasses.fields(self)]
-            first = sorted(unknown)[0]
-            raise ValueError(f"Unknown protocol setting(s) {sorted(unknown)}.{did_you_mean(first, names)}")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def train_config(self, scenario: "Scenario", seed: int, bn: str) -> TrainConfig:
-        """One run's fine_tune settings: the scenario's strategy and learning rate with this protocol's
-        epochs, optimizer, loss, stopping rules, batch size and augmentation. The grid reads its datasets
-        with this object too, so what a run records is what it ran."""
-        return TrainConfig(strategy=scenario.strategy, learning_rate=scenario.learning_rate, epochs=self.epochs,
-                           bn=bn, optimizer=self.optimizer, loss=self.loss, early_stopping=self.early_stopping,
-                           reduce_lr=self.reduce_lr, seed=seed, batch_size=self.batch_size, augment=self.augment,
-                           run_eagerly=self.run_eagerly)
-
-
-RADIMAGENET = ProtocolConfig()
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One cell of the grid: a backbone, a strategy and a learning rate."""
-
-    backbone: str
-    strategy: str
-    learning_rate: float
-
-    @property
-    def id(self) -> str:
-        return f"{self.backbone}__{self.strategy}__lr{self.learning_rate:g}"
-
-    def to_dict(self) -> dict:
-        return {"backbone": self.backbone, "strategy": self.strategy, "learning_rate": self.learning_rate}
-
-
-def radimagenet_scenarios(backbones=BACKBONE_ORDER) -> list[Scenario]:
-    """The paper's 24 scenarios: 4 backbones × {unfreeze_all @ 1e-3, 1e-4; freeze_all @ 1e-2, 1e-3;
-    unfreeze_top10 @ 1e-2, 1e-3}."""
-    names = [get_backbone(b).name for b in backbones]
-    return [Scenario(b, strategy, rate) for b in names for strategy, rates in STRATEGY_RATES for rate in rates]
-
-
-@dataclass(frozen=True)
-class Run:
-    source: str
-    scenario: Scenario
-    fold: int
-
-    @property
-    def id(self) -> str:
-        return f"{self.source}/{self.scenario.id}/fold{self.fold}"
-
-
-def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
-    """Every run of the grid in a fixed order (fold, scenario, source). A shard "k/n" takes a stable share
-    of them, balanced by expected cost (an InceptionResNetV2 run costs about two ResNet50 runs, a frozen
-    backbone about 0.6 of a full fine-tune), so n shards partition the grid and finish close together."""
-    from .grid_runs import expected_cost
-    from .shards import balanced_share
-
-    runs = [Run(source, scenario, fold) for fold in range(n_folds) for scenario in scenarios for source in sources]
-    parsed = parse_shard(shard)
-    if parsed is None:
-        return runs
-    k, n = parsed
-    return [runs[i] for i in balanced_share([expected_cost(run) for run in runs], k, n)]
-
-
-def run_seed(grid_seed: int, scenario: "Scenario", fold: int) -> int:
-    """The seed of one run: a function of (grid seed, scenario, fold) only. The weight source is left out
-    on purpose, so that a scenario's RadImageNet and ImageNet runs are paired: same split, same batch
-    order, same augmentation draws, same dropout masks, same head initialisation."""
-    return derive_seed(grid_seed, "run", scenario.id, fold)
+__all__ = ["BACKBONE_ORDER", "GridRunsFailedError", "PAPER_TASKS", "RADIMAGENET", "STRATEGY_RATES", "ProtocolConfig",
+           "RayExecutor", "Run", "Scenario", "compare_runs", "parse_shard", "plan_runs", "radimagenet_scenarios",
+           "run_grid", "run_seed"]
 
 
 def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, sources=("radimagenet", "imagenet"),
@@ -199,24 +83,11 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
     Returns:
         A pandas DataFrame with one row per recorded run of this grid (all shards).
     """
-    from .data.fingerprint import data_manifest, manifest_digest
-    from .data.pipeline import check_images
-    from .records import GridSpec, write_data_manifest
-    from .report import load_records, paper_task as match_paper_task
-    from .weights import resolve_weights
-
-    from .claims import new_token
-    from .executors import resolve_executor
-    from .grid_runs import GridJob, GridProgress
-
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     task = task or out.name
-    if paper_task == "auto":
-        paper_task = match_paper_task(task)
-    elif paper_task is not None and paper_task not in PAPER_TASKS:
-        raise ValueError(f"Unknown paper_task {paper_task!r}; expected one of {', '.join(PAPER_TASKS)}, None or 'auto'."
-                         f"{did_you_mean(paper_task, PAPER_TASKS)}")
+    paper_task = match_paper_task(task) if paper_task == "auto" else \
+        check_choice("paper_task", paper_task, (*PAPER_TASKS, None, "auto"))
     scenarios = list(scenarios) if scenarios is not None else radimagenet_scenarios()
     n_folds = folds if folds is not None else config.folds
     bn = "protocol" if faithful else "frozen"
@@ -233,8 +104,6 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
         except FileNotFoundError as exc:
             missing.append(str(exc))
     if missing:
-        from .errors import WeightsNotFoundError
-
         raise WeightsNotFoundError("The grid needs weight files that were not found:\n" + "\n".join(missing))
     image_set, skipped = check_images(image_set, on_bad)
     manifest = data_manifest(image_set)
@@ -250,7 +119,7 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
     splits = list(image_set.kfold(n_folds, seed=config.seed, val=config.val)) if n_folds else \
         [image_set.split(val=config.val, test=config.test, seed=config.seed)]
     job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
-    todo = [r for r in runs if not (job.run_dir(r) / RECORD).exists()]
+    todo = [r for r in runs if not (job.run_dir(r) / RECORD_FILE).exists()]
     share = f"shard {resolved_shard}" + (f" (from {shard!r})" if shard == "auto" else "") if resolved_shard else "grid"
     token = new_token()
     try:
@@ -268,8 +137,6 @@ def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
     """Runs of this share that other live processes hold: retried every ``HELD_RUN_POLL_S`` seconds until
     they are recorded (by their holder) or their holder has died (then this process takes them over), so
     the share is complete when run_grid returns."""
-    from . import grid_runs
-
     held = [by_id[o.run_id] for o in outcomes if o.state in ("held", "lost")]
     if held:
         progress.say(f"waiting for {len(held)} run(s) held by other processes ({', '.join(r.id for r in held[:3])}"
@@ -282,12 +149,6 @@ def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
 
 def _check_same_grid(out: Path, spec, manifest) -> None:
     """Refuses a grid folder that holds a grid with other settings, or one made on other data."""
-    import warnings
-
-    from .data.fingerprint import manifest_differences
-    from .records import GridSpec, read_data_manifest
-    from .run_folder import RunMismatchError
-
     stored = GridSpec.read(out)
     if stored is None or stored.schema_version < 2:
         return
@@ -304,21 +165,3 @@ def _check_same_grid(out: Path, spec, manifest) -> None:
     if not stored.data:
         warnings.warn(f"'{out}' was written before grids recorded their data (radtransfer ≤ 0.1), so its records "
                       "cannot be checked against this data; from now on it is bound to this data.", stacklevel=3)
-
-
-def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, reference_dir, seed=0):
-    """The paired comparison of two runs' test predictions (DeLong, or a paired patient-level bootstrap)."""
-    from .records import PairRecord
-    from .stats import compare_aucs
-
-    from .grid_runs import PREDICTIONS
-
-    a = np.load(Path(candidate_dir) / PREDICTIONS)
-    b = np.load(Path(reference_dir) / PREDICTIONS)
-    if not np.array_equal(a["y_true"], b["y_true"]):
-        raise ValueError(f"The runs in {candidate_dir} and {reference_dir} were not scored on the same test images.")
-    groups = a["patient_ids"] if "patient_ids" in a.files and len(a["patient_ids"]) else None
-    test = compare_aucs(a["y_true"], a["probabilities"], b["probabilities"], groups=groups, seed=seed)
-    return PairRecord(task=task, scenario=scenario_id, fold=int(fold), candidate=candidate, reference=reference,
-                      method=test["method"], unit=test["unit"], auc_candidate=test["auc_a"], auc_reference=test["auc_b"],
-                      diff=test["diff"], p=test["p"], ci=test.get("ci"))

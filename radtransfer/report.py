@@ -8,102 +8,15 @@ per-run comparisons of the two weight sources on the same test images.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
-# Mei et al., Radiology: AI 2022: RadImageNet's AUC gain over ImageNet per task (percentage points).
-PAPER_IMPROVEMENTS = {
-    "thyroid": 9.4, "breast": 4.0, "acl": 4.8, "meniscus": 4.5, "pneumonia": 1.9, "covid19": 6.1,
-    "sars_cov_2": 1.7, "haemorrhage": 0.9,
-}
-_TASK_ALIASES = {
-    "thyroid": "thyroid", "breast": "breast", "acl": "acl", "meniscus": "meniscus", "pneumonia": "pneumonia",
-    "covid": "covid19", "covid19": "covid19", "covid_19": "covid19", "sars": "sars_cov_2", "sarscov2": "sars_cov_2",
-    "sars_cov_2": "sars_cov_2", "hemorrhage": "haemorrhage", "haemorrhage": "haemorrhage", "ich": "haemorrhage",
-}
+from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
+from .grid.pairs import compare_runs
+from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
+
 VALID_STATUSES = ("finished", "diverged")
-
-
-def paper_task(task: str | None) -> str | None:
-    """The paper's task a name refers to, matched word by word (e.g. "ACL-MRI" → "acl",
-    "covid19_xray" → "covid19"); None when no word, or more than one task, matches
-    ("lung_nodule_zurich" → None)."""
-    if not task:
-        return None
-    words = [w for w in re.split(r"[^a-z0-9]+", str(task).lower()) if w]
-    found = set()
-    for alias, name in _TASK_ALIASES.items():
-        parts = alias.split("_")
-        for i in range(len(words) - len(parts) + 1):
-            if words[i:i + len(parts)] == parts:
-                found.add(name)
-    return found.pop() if len(found) == 1 else None
-
-
-def grid_name(grid_dir, out_dir) -> str:
-    """A grid's name in tables: its folder relative to the folder the report reads ("." for that folder)."""
-    relative = Path(grid_dir).resolve().relative_to(Path(out_dir).resolve())
-    return relative.as_posix() if relative.parts else "."
-
-
-def _grid_specs(out_dir) -> dict:
-    """GridSpec per grid (its name, ``grid_name``), from every grid.json under out_dir."""
-    from .records import GRID_FILE, GridSpec
-
-    specs = {}
-    for path in sorted(Path(out_dir).rglob(GRID_FILE)):
-        specs[grid_name(path.parent, out_dir)] = GridSpec.from_dict(json.loads(path.read_text()))
-    return specs
-
-
-RECORD_COLUMNS = ["grid", "task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "status",
-                  "auc", "auc_low", "auc_high", "auc_ci_unit", "accuracy", "balanced_accuracy", "missing_classes",
-                  "best_epoch", "diverged_epoch", "epochs_run", "seconds", "faithful", "path"]
-
-
-def load_records(out_dir):
-    """One row per recorded run under ``out_dir`` (searched recursively, so a folder of grids works).
-
-    ``grid`` names the grid a run belongs to (its folder relative to ``out_dir``): runs of two grids are never
-    pooled, even when their tasks share a name. ``status`` is "finished", "diverged" (metrics of the last good
-    checkpoint) or "failed" (no metrics); ``missing_classes`` names classes absent from the run's test images
-    (its AUC is then NaN).
-    """
-    import pandas as pd
-
-    from .records import RECORD_FILE, TIMING_FILE, RunRecord
-
-    rows = []
-    for path in sorted(Path(out_dir).rglob(RECORD_FILE)):
-        record = RunRecord.read(path)
-        metrics = record.metrics or {}
-        ci = metrics.get("auc_ci") or (None, None)
-        timing = path.parent / TIMING_FILE
-        seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
-        auc = metrics.get("auc")
-        rows.append({
-            "grid": grid_name(_grid_dir(path), out_dir),
-            "task": record.task, "source": record.source, "backbone": record.backbone, "strategy": record.strategy,
-            "learning_rate": record.learning_rate, "scenario": record.scenario, "fold": record.fold,
-            "status": record.status, "auc": _num(auc), "auc_low": _num(ci[0]), "auc_high": _num(ci[1]),
-            "auc_ci_unit": metrics.get("auc_ci_unit"), "accuracy": metrics.get("accuracy"),
-            "balanced_accuracy": metrics.get("balanced_accuracy"),
-            "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
-            "best_epoch": record.best_epoch, "diverged_epoch": record.diverged_epoch, "epochs_run": record.epochs_run,
-            "seconds": seconds, "faithful": record.faithful, "path": str(path.parent),
-        })
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
-
-
-def _grid_dir(record_path) -> Path:
-    """The grid folder of a record (``<grid>/runs/<source>/<scenario>/fold<k>/record.json``)."""
-    return Path(record_path).parents[4]
-
-
-def _num(value):
-    return np.nan if value is None else float(value)
 
 
 def _valid(records):
@@ -152,9 +65,6 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
     """
     import pandas as pd
 
-    from .protocol import compare_runs
-    from .records import PairRecord, pair_path
-
     records = load_records(out_dir)
     columns = ["grid", "task", "scenario", "fold", "method", "unit", f"auc_{candidate}", f"auc_{reference}", "diff",
                "p"]
@@ -168,7 +78,7 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
         path = pair_path(Path(row.path).parents[3], row.scenario, row.fold, candidate, reference)
         if path.exists():
             pair = PairRecord.from_dict(json.loads(path.read_text()))
-        elif (Path(row.path) / "predictions.npz").exists() and (other / "predictions.npz").exists():
+        elif (Path(row.path) / PREDICTIONS).exists() and (other / PREDICTIONS).exists():
             try:
                 pair = compare_runs(row.task, row.scenario, row.fold, candidate, reference, row.path, other)
             except ValueError as exc:
@@ -190,8 +100,6 @@ def _expected(spec) -> tuple[list, int]:
     grid.json recorded its scenarios)."""
     if spec is not None and spec.scenarios:
         return spec.scenario_ids(), spec.n_folds
-    from .protocol import radimagenet_scenarios
-
     return [s.id for s in radimagenet_scenarios()], (spec.n_folds if spec is not None else 1)
 
 
@@ -221,7 +129,7 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
     if records.empty:
         return pd.DataFrame(columns=columns)
     means = scenario_means(records)
-    specs = _grid_specs(out_dir)
+    specs = grid_specs(out_dir)
     pairs = paired_comparisons(out_dir, candidate, reference)
     rows = []
     for (grid, source), runs in records.groupby(["grid", "source"], dropna=False):

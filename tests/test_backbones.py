@@ -3,8 +3,8 @@
 import pytest
 
 import radtransfer as rt
-from radtransfer.backbones import get_backbone
-from radtransfer.weights import model_signature
+from radtransfer.models.backbones import get_backbone
+from radtransfer.models.weights import model_signature
 
 
 @pytest.mark.parametrize(

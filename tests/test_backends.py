@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent("""
         for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all"):
             counts[strategy] = rt.apply_strategy(model, strategy, bn="protocol").trainable_params
         np.save(case["images"] + f".{keras.backend.backend()}.npy", probabilities)
-        from radtransfer.gradcam import gradcam, last_conv_layer
+        from radtransfer.evaluation.gradcam import gradcam, last_conv_layer
         from radtransfer.models import get_backbone_model
         maps = {"default": gradcam(model, images)}
         if keras.backend.backend() != "jax":  # inner layers need a tape (TensorFlow) or autograd (PyTorch)
@@ -113,7 +113,7 @@ def test_same_h5_same_input_same_predictions_on_every_backend(backend, cases, re
     ("torch", (8, 6), True, "mixed_bfloat16", False),
 ])
 def test_precision_and_xla_resolve_per_backend_and_gpu(backend, capability, gpu, precision, jit):
-    from radtransfer.runtime import resolve_jit_compile, resolve_precision
+    from radtransfer.training.runtime import resolve_jit_compile, resolve_precision
 
     assert resolve_precision("auto", capability=capability or (0, 0), backend_name=backend) == precision
     assert resolve_jit_compile("auto", deterministic=False, has_gpu=gpu, backend_name=backend) is jit
@@ -228,7 +228,7 @@ IMAGE_PATH = textwrap.dedent("""
     import numpy as np
     import keras
     import radtransfer as rt
-    from radtransfer.gradcam import gradcam
+    from radtransfer.evaluation.gradcam import gradcam
     root = tempfile.mkdtemp()
     images = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=1, image_size=40, seed=2)
     train, val, test = images.split(val=0.25, test=0.25, seed=0)

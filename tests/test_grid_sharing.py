@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from radtransfer import protocol
-from radtransfer.claims import CLAIM_FILE, RunClaim, new_token
-from radtransfer.grid_runs import execute_claimed
-from radtransfer.records import RECORD_FILE
-from radtransfer.shards import resolve_shard
+from radtransfer.grid.claims import CLAIM_FILE, RunClaim, new_token
+from radtransfer.grid.runs import execute_claimed
+from radtransfer.grid.records import RECORD_FILE
+from radtransfer.grid.plan import resolve_shard
 
 # -- claims ----------------------------------------------------------------------------------------
 
@@ -103,7 +103,7 @@ class _Run:
 
 HOLD = """
 import sys, time
-from radtransfer.claims import RunClaim
+from radtransfer.grid.claims import RunClaim
 claim = RunClaim(sys.argv[1], "killed-worker", heartbeat=0.05)
 assert claim.acquire()
 print("held", flush=True)
@@ -128,8 +128,9 @@ def test_a_share_waits_for_a_run_another_process_holds_and_takes_it_over_when_th
     looked at again until it is recorded or, its holder dead, trained here."""
     import io
 
-    from radtransfer import grid_runs
-    from radtransfer.executors import SequentialExecutor
+    from radtransfer.grid import runs as grid_runs
+    from radtransfer.grid.executors import SequentialExecutor
+    from radtransfer.grid.progress import GridProgress
 
     monkeypatch.setattr(grid_runs, "HELD_RUN_POLL_S", 0.1)
     runs, job = _runs(3), _FakeJob(tmp_path / "grid", tmp_path / "log")
@@ -137,7 +138,7 @@ def test_a_share_waits_for_a_run_another_process_holds_and_takes_it_over_when_th
                               text=True)
     assert holder.stdout.readline().strip() == "held"
     log = io.StringIO()
-    progress = grid_runs.GridProgress("t", runs, done_before=0, total=3, log=log)
+    progress = GridProgress("t", runs, done_before=0, total=3, log=log)
     runner = SequentialExecutor()
     outcomes = runner.run(job, runs, progress, "me")
     assert [o.state for o in outcomes] == ["recorded", "held", "recorded"] and progress.done == 2
@@ -273,7 +274,7 @@ def test_ray_is_imported_only_when_the_ray_executor_runs(monkeypatch):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    from radtransfer.ray_executor import RayExecutor
+    from radtransfer.grid.executors import RayExecutor
 
     with pytest.raises(ImportError, match=r"pip install 'radtransfer\[ray\]'"):
         RayExecutor().parallelism()
@@ -281,7 +282,7 @@ def test_ray_is_imported_only_when_the_ray_executor_runs(monkeypatch):
 
 def test_unknown_executors_and_misplaced_ray_options_are_named(tmp_path):
     from radtransfer.cli import main
-    from radtransfer.executors import resolve_executor
+    from radtransfer.grid.executors import resolve_executor
 
     with pytest.raises(ValueError, match='Did you mean "ray"'):
         resolve_executor("rey")
@@ -295,7 +296,7 @@ def test_workers_read_relative_image_paths_from_the_drivers_working_folder(tmp_p
 
     from radtransfer.data import ImageSet
     from radtransfer.errors import RadtransferError
-    from radtransfer.grid_runs import GridJob
+    from radtransfer.grid.runs import GridJob
 
     monkeypatch.chdir(tmp_path)
     images = ImageSet(["a/1.png", "a/2.png"], [0, 1], ["x", "y"])
@@ -312,7 +313,7 @@ def test_workers_read_relative_image_paths_from_the_drivers_working_folder(tmp_p
 
 
 def _write_as_pid_1(path, writer, start_at):
-    from radtransfer import run_folder
+    from radtransfer.utils import io as run_folder
 
     os.getpid = lambda: 1  # as in containers on several machines: every writer is pid 1
     while time.time() < start_at:
@@ -345,7 +346,9 @@ def test_writers_on_several_machines_never_leave_a_torn_file(tmp_path):
 def test_the_eta_weighs_the_runs_left_by_their_kind():
     """Before a kind has run, its prior cost scales the seconds per cost unit seen so far; once it has, its own
     mean is used; the sum is divided by the runs that train at once."""
-    from radtransfer.grid_runs import GridProgress, RunOutcome, expected_cost
+    from radtransfer.grid.plan import expected_cost
+    from radtransfer.grid.progress import GridProgress
+    from radtransfer.grid.runs import RunOutcome
 
     scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("inception_resnet_v2", "unfreeze_all", 1e-3)]
     runs = protocol.plan_runs(("radimagenet",), scenarios, 3)  # 3 ResNet50 freeze_all, 3 IRV2 unfreeze_all

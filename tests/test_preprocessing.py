@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from radtransfer import Preprocess, build_model
-from radtransfer.backbones import get_backbone
+from radtransfer.models.backbones import get_backbone
 from radtransfer.models import resolve_preprocessing
 
 RNG = np.random.default_rng(0)

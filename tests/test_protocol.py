@@ -46,7 +46,7 @@ def test_shards_partition_the_runs():
     shards = [protocol.plan_runs(("radimagenet", "imagenet"), scenarios, 5, f"{k}/7") for k in range(1, 8)]
     ids = [run.id for shard in shards for run in shard]
     assert sorted(ids) == sorted(run.id for run in everything)  # disjoint and complete
-    from radtransfer.grid_runs import expected_cost
+    from radtransfer.grid.plan import expected_cost
 
     work = [sum(expected_cost(run) for run in shard) for shard in shards]  # balanced by expected cost
     assert max(work) - min(work) <= max(expected_cost(run) for run in everything)
@@ -253,7 +253,7 @@ def test_paper_task_names_match_whole_words_only():
 
 
 def _grid(root, task, scenarios, folds=None, paper_task=None):
-    from radtransfer.records import GridSpec
+    from radtransfer.grid.records import GridSpec
 
     (root / task).mkdir(parents=True, exist_ok=True)
     GridSpec(task=task, config={}, sources=["radimagenet", "imagenet"], scenarios=[s.to_dict() for s in scenarios],
@@ -262,7 +262,7 @@ def _grid(root, task, scenarios, folds=None, paper_task=None):
 
 
 def _record(root, task, source, scenario, fold, auc, status="finished", missing=()):
-    from radtransfer.records import RunRecord
+    from radtransfer.grid.records import RunRecord
 
     folder = root / task / "runs" / source / scenario.id / f"fold{fold}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -328,9 +328,10 @@ def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_i
     scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_all", 1e30)]
     config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, augment=None, epochs=1, run_eagerly=True,
                                           bootstrap=50)
+    from radtransfer.grid import runs
+
     built = []
-    make_dataset = data.make_dataset
-    monkeypatch.setattr(data, "make_dataset", lambda *a, **k: built.append(k) or make_dataset(*a, **k))
+    monkeypatch.setattr(runs, "make_dataset", lambda *a, **k: built.append(k) or data.make_dataset(*a, **k))
     grid = tmp_path / "grid"
 
     def run(image_set):

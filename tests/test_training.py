@@ -215,7 +215,7 @@ def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_p
 
 
 def test_xla_resolves_off_on_cpu_and_fallback_warns():
-    from radtransfer import runtime
+    from radtransfer.training import runtime
 
     assert runtime.resolve_jit_compile("auto", deterministic=False) is False  # no GPU here
     assert runtime.resolve_jit_compile("auto", deterministic=False, has_gpu=True) is True
@@ -230,7 +230,7 @@ def test_xla_resolves_off_on_cpu_and_fallback_warns():
 
 
 def test_precision_auto_per_gpu_generation():
-    from radtransfer import runtime
+    from radtransfer.training import runtime
 
     assert runtime.resolve_precision("auto") == "float32"  # this machine: no GPU
     assert runtime.resolve_precision("auto", capability=(9, 0)) == "mixed_bfloat16"  # H100
@@ -269,7 +269,7 @@ def test_mixed_precision_trains_the_callers_model(splits, tmp_path):
 
 
 def test_mixed_precision_rebuild_keeps_weights_and_float32_head():
-    from radtransfer import runtime
+    from radtransfer.training import runtime
 
     model = _model()
     mixed, rebuilt = runtime.working_model(model, "mixed_float16", None)
@@ -529,7 +529,7 @@ def test_predict_on_a_dicom_series_uses_the_trained_window_and_patient_ids(tmp_p
     pydicom = pytest.importorskip("pydicom")
     from pydicom.data import get_testdata_file
 
-    from radtransfer.trained import save_trained, set_trained_info
+    from radtransfer.models.trained import save_trained, set_trained_info
 
     model = _model(classes=2)
     set_trained_info(model, ["normal", "lesion"], threshold=0.3, positive_class=1,

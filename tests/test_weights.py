@@ -9,7 +9,7 @@ import pytest
 
 import radtransfer as rt
 from radtransfer import weights as W
-from radtransfer.backbones import get_backbone
+from radtransfer.models.backbones import get_backbone
 from conftest import SMALL, weight_arrays
 
 BACKBONES = list(SMALL)

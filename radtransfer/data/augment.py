@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..backbones import did_you_mean
+from ..utils.choices import did_you_mean
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..claims import _start_ticks, process_alive, this_machine
+from ..utils.processes import process_alive, start_ticks, this_machine
 
 try:
     import fcntl
@@ -190,7 +190,7 @@ def ensure_disk_cache(choice: CacheChoice, fill) -> bool:
     pid = os.getpid()
     private = f"{path}.tmp-{socket.gethostname().split('.')[0]}-{pid}-{uuid.uuid4().hex[:8]}"
     owner = Path(f"{private}.owner")
-    owner.write_text(json.dumps({"machine": _machine(), "pid": pid, "start_ticks": _start_ticks(pid)}))
+    owner.write_text(json.dumps({"machine": _machine(), "pid": pid, "start_ticks": start_ticks(pid)}))
     LOG.info("filling the disk cache '%s' (%s) before the first epoch", path, human(choice.nbytes))
     start = last = time.monotonic()
 

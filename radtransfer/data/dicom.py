@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RadtransferError
+from ..errors import DicomDecodeError
 from .intensity import to_uint8
 
 FRAME_POLICIES = ("middle", "first", "last")
@@ -27,14 +27,6 @@ MIN_PYDICOM = (3, 0)
 INSTALL_HINT = "pip install 'radtransfer[dicom]'"
 
 _EXTRA_MODULES = ("pylibjpeg", "libjpeg", "openjpeg", "rle")  # the decoders the ``dicom`` extra installs
-
-
-class DicomDecodeError(RadtransferError, ValueError):
-    """A DICOM file's pixels cannot be decoded or rendered (the message names the file)."""
-
-    def __init__(self, path, reason: str):
-        super().__init__(f"'{path}': {reason}")
-        self.path, self.reason = str(path), reason
 
 
 def import_pydicom():

@@ -8,11 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import RadtransferError
-
-
-class LeakageError(RadtransferError, ValueError):
-    """A patient's images fall in more than one part of a split."""
+from ..errors import LeakageError
 
 
 @dataclass(frozen=True, eq=False)

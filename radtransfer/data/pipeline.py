@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backbones import did_you_mean, get_backbone
-from ..errors import RadtransferError
+from ..models.backbones import get_backbone
+from ..utils.choices import did_you_mean
+from ..errors import BadImagesError, ImageReadError
 from .augment import augment_batch, get_augment
 from .cache import LOG, CacheChoice, choose_cache, claim, ensure_disk_cache
 from .decode import check_files, decode_image_tf, to_rgb
@@ -26,14 +27,6 @@ from .intensity import to_uint8
 
 MAX_LISTED = 20
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
-
-
-class BadImagesError(RadtransferError, ValueError):
-    """Some image files are missing or unreadable (listed in the message and in ``.bad``)."""
-
-    def __init__(self, message, bad):
-        super().__init__(message)
-        self.bad = bad
 
 
 def _bad_list(bad) -> str:
@@ -465,7 +458,7 @@ class DataStream:
         """
         import tensorflow as tf
 
-        from ..seeding import derive_seed, fresh_seed
+        from ..utils.seeding import derive_seed, fresh_seed
 
         base_seed = seed if seed is not None else (self.seed if self.seed is not None else fresh_seed())
         seeds = tf.data.Dataset.random(seed=derive_seed(base_seed, "augment", epoch)).batch(2)
@@ -480,10 +473,6 @@ def stream_of(dataset) -> DataStream | None:
 # -- errors from inside the pipeline -------------------------------------------------------------
 
 _MARK = "<<radtransfer-unreadable>>"
-
-
-class ImageReadError(RadtransferError, ValueError):
-    """An image could not be read while the pipeline ran (the message names the file when it can)."""
 
 
 _failures: dict = {}  # path -> why its pixels could not be read, filled from inside the pipeline

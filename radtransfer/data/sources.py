@@ -6,15 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import did_you_mean
-from ..errors import RadtransferError
+from ..utils.choices import did_you_mean
+from ..errors import DataSourceError
 from .imageset import ImageSet
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
-
-
-class DataSourceError(RadtransferError, ValueError):
-    """A folder, CSV or dataset cannot be turned into an image set."""
 
 
 def _is_image(path: Path) -> bool:

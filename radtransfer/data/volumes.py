@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbones import did_you_mean
+from ..utils.choices import did_you_mean
 from .imageset import ImageSet
 from .intensity import to_uint8
 from .sources import DataSourceError, from_csv

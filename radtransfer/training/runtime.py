@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from . import backend
-from .backbones import did_you_mean
+from .. import backend
+from ..utils.choices import did_you_mean
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = backend.DISTRIBUTIONS
@@ -110,7 +110,7 @@ def working_model(model, precision: str, distribution):
     Returns:
         (working model, whether it is a different object from ``model``).
     """
-    from .models import build_model
+    from ..models.classifier import build_model
 
     is_model = isinstance(model, keras.Model)
     if is_model and distribution is None and model_policy(model) == precision:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import keras
 
-from .backbones import did_you_mean
-from .backend import check_distribute
-from .data.augment import PRESETS, get_augment
+from ..utils.choices import did_you_mean
+from ..backend import check_distribute
+from ..data.augment import PRESETS, get_augment
 from .runtime import resolve_precision
 from .strategies import parse_strategy
 

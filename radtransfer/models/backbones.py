@@ -6,8 +6,9 @@ the registry instead of branching on names.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+
+from ..utils.choices import did_you_mean
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 RADIMAGENET_URL = "https://github.com/BMEII-AI/RadImageNet"
@@ -179,17 +180,6 @@ def _lookup_table() -> dict[str, str]:
 
 
 _LOOKUP = _lookup_table()
-
-
-def did_you_mean(value, choices, n: int = 2) -> str:
-    """Returns ' Did you mean "x"?' for the closest choices, or an empty string."""
-    originals = {}
-    for choice in choices:
-        originals.setdefault(str(choice).lower(), str(choice))
-    close = difflib.get_close_matches(str(value).lower(), list(originals), n=n, cutoff=0.5)
-    if not close:
-        return ""
-    return " Did you mean " + " or ".join(f'"{originals[c]}"' for c in close) + "?"
 
 
 def get_backbone(name) -> BackboneSpec:

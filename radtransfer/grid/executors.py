@@ -1,8 +1,10 @@
-"""The grid on a Ray cluster: each run is a Ray task, scheduled as GPUs (or CPUs) free up.
+"""Where a grid's runs execute: one after another in this process (``SequentialExecutor``), or each as a Ray task
+on a cluster (``RayExecutor``: one run per GPU, retried when its worker dies).
 
-Ray is an optional extra (``pip install 'radtransfer[ray]'``), imported only when this executor runs.
-Every node must have radtransfer installed and see the grid folder, the images and the weight files at
-the paths the driver uses (a shared filesystem).
+Both go through ``runs.execute_claimed``, so they train, record and claim runs the same way and may share one
+results folder with each other and with other shards. Ray is an optional extra (``pip install
+'radtransfer[ray]'``), imported only when the Ray executor runs; every node must have radtransfer installed and
+see the grid folder, the images and the weight files at the paths the driver uses (a shared filesystem).
 """
 
 from __future__ import annotations
@@ -11,29 +13,58 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
-from .errors import RadtransferError
-from .grid_runs import GridJob, GridProgress, RunOutcome, execute_claimed, longest_first
+from ..errors import GridRunsFailedError, RadtransferError
+from ..utils.choices import check_choice
+from ..utils.optional import require
+from .plan import longest_first
+from .progress import GridProgress
+from .runs import GridJob, RunOutcome, execute_claimed
+
+EXECUTORS = ("sequential", "ray")
+
+
+class SequentialExecutor:
+    """Runs the grid's runs one after another in this process. Several such processes (one per GPU, or
+    job-array tasks) may share one out_dir: each skips the runs another one has claimed."""
+
+    name = "sequential"
+
+    def parallelism(self) -> int:
+        return 1
+
+    def run(self, job: GridJob, runs, progress: GridProgress, token: str) -> list[RunOutcome]:
+        outcomes = []
+        for run in runs:
+            outcome = execute_claimed(job, run, token, on_start=progress.starting)
+            progress.finished(outcome)
+            outcomes.append(outcome)
+        return outcomes
+
+    def close(self) -> None:
+        pass
+
+
+def resolve_executor(executor):
+    """An executor from run_grid's ``executor`` argument: "sequential", "ray", or an executor object
+    (e.g. ``RayExecutor(address="auto", gpus_per_run=1)``)."""
+    if executor is None or executor == "sequential":
+        return SequentialExecutor()
+    if executor == "ray":
+        return RayExecutor()
+    if hasattr(executor, "run") and hasattr(executor, "parallelism"):
+        return executor
+    return check_choice("executor", executor, EXECUTORS, what="or a RayExecutor")
+
+
+# -- Ray ----------------------------------------------------------------------------------------------------
 
 FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME", "RADTRANSFER_CACHE_DIR",
                  "RADTRANSFER_WEIGHTS_DIR")
 _WORKER_JOBS: dict = {}  # per worker process: the grid job of its last task, with its cached fold
 
 
-class GridRunsFailedError(RadtransferError, RuntimeError):
-    """Some runs of a grid raised an error (all other runs were still recorded)."""
-
-    def __init__(self, message, failures):
-        super().__init__(message)
-        self.failures = failures
-
-
 def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("executor='ray' needs Ray, which is not installed. Install it with: "
-                          "pip install 'radtransfer[ray]'") from None
-    return ray
+    return require("ray", "ray", "executor='ray'")
 
 
 def _execute_on_worker(job: GridJob, run, token: str) -> RunOutcome:

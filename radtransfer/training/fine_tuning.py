@@ -18,28 +18,19 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from .data.pipeline import readable_pipeline_errors
-from .errors import RadtransferError
-from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder, replace_atomic, write_json_atomic
+from ..data.pipeline import readable_pipeline_errors
+from ..errors import RadtransferError, TrainingDivergedError
+from ..utils.io import replace_atomic, write_json_atomic
+from .run_folder import BEST_MODEL, BEST_WEIGHTS, CONFIG, RESULT, STATE, RunFolder
 from .runtime import (Runtime, copy_weights, make_distribution, resolve_jit_compile, resolve_precision,
                       working_model)
-from .seeding import derive_seed, fresh_seed, seed_layers, set_global_seed, walk_layers
+from ..utils.seeding import derive_seed, fresh_seed, seed_layers, set_global_seed, walk_layers
 from .strategies import apply_strategy
-from .train_config import IMAGE_SET_BATCH_SIZE, UNKNOWN, TrainConfig, fingerprint
-from .trained import run_read_settings, save_trained, set_trained_info
+from .config import IMAGE_SET_BATCH_SIZE, UNKNOWN, TrainConfig, fingerprint
+from ..models.trained import run_read_settings, save_trained, set_trained_info
 
 __all__ = ["FineTuneResult", "TrainingDivergedError", "fine_tune", "write_json_atomic", "resolve_precision",
            "resolve_jit_compile", "compile_model"]
-
-
-class TrainingDivergedError(RadtransferError, RuntimeError):
-    """The loss became NaN or infinite. ``.result`` describes the run up to then (its ``best_epoch`` is
-    the last good checkpoint, -1 if none); the model holds that checkpoint's weights when there is one."""
-
-    def __init__(self, message, result=None, diverged_epoch=None):
-        super().__init__(message)
-        self.result = result
-        self.diverged_epoch = diverged_epoch
 
 
 @dataclass
@@ -156,7 +147,8 @@ def save_training_state(model, path) -> None:
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__, backend
+    from .. import backend
+    from ..version import __version__
 
     versions = {"radtransfer": __version__, "keras": keras.__version__, "backend": backend.name(),
                 "numpy": np.__version__, "python": platform.python_version()}
@@ -253,7 +245,7 @@ def _is_pair(value) -> bool:
 
 def _prepare_arrays(train, val, config: TrainConfig, image_size, num_classes) -> tuple[_Data, TrainConfig]:
     """(images, labels) arrays: batches through a keras PyDataset, no TensorFlow (JAX and PyTorch users)."""
-    from .data.arrays import ArrayStream, as_arrays
+    from ..data.arrays import ArrayStream, as_arrays
 
     if not (_is_pair(train) and _is_pair(val)):
         raise ValueError("Pass train and val both as (images, labels) arrays, or both as ImageSets / datasets.")
@@ -271,8 +263,8 @@ def _prepare_arrays(train, val, config: TrainConfig, image_size, num_classes) ->
 def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> tuple[_Data, TrainConfig]:
     """The training and validation data as epochs and a dataset, and ``config`` with the batch size and
     augmentation that the training data really has (ImageSets are read with the config's)."""
-    from .data import ImageSet, make_dataset
-    from .data.pipeline import stream_of
+    from ..data import ImageSet, make_dataset
+    from ..data.pipeline import stream_of
 
     if _is_pair(train) or _is_pair(val):
         return _prepare_arrays(train, val, config, image_size, num_classes)
@@ -285,7 +277,7 @@ def _prepare_data(train, val, config: TrainConfig, image_size, num_classes) -> t
                              shuffle=True, seed=config.seed)
     if isinstance(val, ImageSet):
         if class_names is not None and list(val.class_names) != class_names:
-            from .errors import ClassMismatchError
+            from ..errors import ClassMismatchError
 
             raise ClassMismatchError(f"The validation set's classes {list(val.class_names)} differ from the "
                                      f"training set's {class_names}.")
@@ -377,7 +369,7 @@ def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=N
         RunMismatchError: out_dir holds a run with other settings (the message lists them).
         TrainingDivergedError: the loss became NaN (the model holds the last good checkpoint).
     """
-    from . import backend
+    from .. import backend
 
     config = TrainConfig.from_settings(config, **settings)
     distribution = make_distribution(config.distribute)  # before TensorFlow's runtime starts
@@ -400,11 +392,11 @@ def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=N
     if class_names is not None:
         class_names = [str(c) for c in class_names]
         if data.class_names is not None and data.class_names != class_names:
-            from .errors import ClassMismatchError
+            from ..errors import ClassMismatchError
 
             raise ClassMismatchError(f"class_names={class_names} differ from the training set's {data.class_names}.")
         if len(class_names) != num_classes:
-            from .errors import ClassMismatchError
+            from ..errors import ClassMismatchError
 
             raise ClassMismatchError(f"{len(class_names)} class_names for a model with {num_classes} outputs.")
         data.class_names = class_names
@@ -485,7 +477,7 @@ def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=N
 
 
 def _image_set_type():
-    from .data import ImageSet
+    from ..data import ImageSet
 
     return ImageSet
 
@@ -501,7 +493,7 @@ def _model_identity(info, model) -> dict:
 
 def _print_cache_choices(data: _Data) -> None:
     """Where each part's resized images are kept between epochs, and why (cache="auto")."""
-    from .data.pipeline import stream_of
+    from ..data.pipeline import stream_of
 
     for name, dataset in zip(("train", "val"), data.sources):
         stream = stream_of(dataset)
@@ -515,8 +507,8 @@ def _validation_thresholds(model, val, num_classes) -> dict | None:
     with one class, or predictions that are not finite."""
     if num_classes != 2:
         return None
-    from .evaluation import predict_with_labels
-    from .stats import youden_threshold
+    from ..evaluation.metrics import predict_with_labels
+    from ..evaluation.stats import youden_threshold
 
     y_true, probabilities = predict_with_labels(model, val)
     if len(np.unique(y_true)) < 2 or not np.isfinite(probabilities).all():
@@ -568,7 +560,6 @@ def _quiet_retracing() -> None:
     logger = tf.get_logger()
     if not any(isinstance(f, _RetraceNote) for f in logger.filters):
         logger.addFilter(_RetraceNote())
-
 
 
 class _EpochLoop:
@@ -672,7 +663,7 @@ class _EpochLoop:
     def _distribution_scope(self):
         """Keras's own distributions (JAX DataParallel) must be in force while fit() runs; a tf.distribute
         strategy is remembered by the model it built."""
-        from .backend import is_keras_distribution
+        from ..backend import is_keras_distribution
         from .runtime import null_scope
 
         distribution = self.runtime.distribution

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RadtransferError
+from ..errors import RadtransferError
 
 UNLABELLED = ("?",)
 
@@ -21,8 +21,8 @@ def collect_images(images, image_col: str = "path", patient_col: str | None = No
     Returns:
         (paths, patient ids or None).
     """
-    from .data import ImageSet
-    from .data.sources import IMAGE_EXTENSIONS
+    from ..data import ImageSet
+    from ..data.sources import IMAGE_EXTENSIONS
 
     if isinstance(images, ImageSet):
         if images.paths is None:
@@ -56,7 +56,7 @@ def collect_images(images, image_col: str = "path", patient_col: str | None = No
 def _from_csv(path: Path, image_col: str, patient_col):
     import pandas as pd
 
-    from .backbones import did_you_mean
+    from ..utils.choices import did_you_mean
 
     frame = pd.read_csv(path)
     for column in (image_col, patient_col):
@@ -69,7 +69,7 @@ def _from_csv(path: Path, image_col: str, patient_col):
 
 
 def _is_dicom(path: Path) -> bool:
-    from .data.decode import is_dicom
+    from ..data.decode import is_dicom
 
     return is_dicom(path)
 
@@ -78,7 +78,7 @@ def _dicom_header(path: Path):
     if not _is_dicom(path):
         return None
     try:
-        from .data.dicom import import_pydicom
+        from ..data.dicom import import_pydicom
 
         return import_pydicom().dcmread(str(path), stop_before_pixels=True, force=True)
     except Exception:  # the pre-check reports unreadable files with a reason
@@ -141,10 +141,10 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
     """
     import pandas as pd
 
-    from .data import ImageSet, make_dataset
-    from .data.pipeline import check_images, readable_pipeline_errors, stream_of
-    from .evaluation import model_read_kwargs
-    from .trained import load_trained
+    from ..data import ImageSet, make_dataset
+    from ..data.pipeline import check_images, readable_pipeline_errors, stream_of
+    from .metrics import model_read_kwargs
+    from ..models.trained import load_trained
 
     model = load_trained(model_or_run_dir) if isinstance(model_or_run_dir, (str, Path)) else model_or_run_dir
     paths, patients = collect_images(images, image_col, patient_col)

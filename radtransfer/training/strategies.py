@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import keras
 
-from .backbones import BackboneSpec, did_you_mean, get_backbone
-from .models import get_backbone_model
+from ..models.backbones import BackboneSpec, get_backbone
+from ..utils.choices import did_you_mean
+from ..models.classifier import get_backbone_model
 
 STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K")
 BN_MODES = ("protocol", "frozen")

@@ -1,8 +1,61 @@
-"""Shards of the grid: "k/n", or "auto" read from a SLURM job array or a Kubernetes Indexed Job."""
+"""The plan of a grid: which runs (source × scenario × fold), each run's seed, its expected cost, and which share
+of the runs a shard ("k/n", or "auto" from a SLURM job array or a Kubernetes Indexed Job) takes."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+
+from ..models.backbones import get_backbone
+from ..utils.seeding import derive_seed
+from .paper import Scenario
+
+# Time of a run relative to unfreeze_all on the same backbone: a frozen backbone needs no backward pass
+# (measured 0.46-0.68 for freeze_all and 0.50-0.66 for unfreeze_top10 across the four; docs/performance.md).
+STRATEGY_COST = {"unfreeze_all": 1.0, "unfreeze_top10": 0.6, "freeze_all": 0.6}
+
+
+def expected_cost(run) -> float:
+    """A run's expected time in ResNet50-unfreeze_all units: a prior for ordering runs and for the ETA."""
+    return get_backbone(run.scenario.backbone).relative_cost * STRATEGY_COST.get(run.scenario.strategy, 1.0)
+
+
+def longest_first(runs) -> list:
+    """Runs by expected cost, longest first (ties keep their order): with many workers the long
+    InceptionResNetV2 runs then start early instead of finishing last on a few GPUs while the rest idle
+    (benchmarks/grid_scheduling.py)."""
+    return sorted(runs, key=lambda run: -expected_cost(run))
+
+
+@dataclass(frozen=True)
+class Run:
+    source: str
+    scenario: Scenario
+    fold: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}/{self.scenario.id}/fold{self.fold}"
+
+
+def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
+    """Every run of the grid in a fixed order (fold, scenario, source). A shard "k/n" takes a stable share
+    of them, balanced by expected cost (an InceptionResNetV2 run costs about two ResNet50 runs, a frozen
+    backbone about 0.6 of a full fine-tune), so n shards partition the grid and finish close together."""
+    runs = [Run(source, scenario, fold) for fold in range(n_folds) for scenario in scenarios for source in sources]
+    parsed = parse_shard(shard)
+    if parsed is None:
+        return runs
+    k, n = parsed
+    return [runs[i] for i in balanced_share([expected_cost(run) for run in runs], k, n)]
+
+
+def run_seed(grid_seed: int, scenario: Scenario, fold: int) -> int:
+    """The seed of one run: a function of (grid seed, scenario, fold) only. The weight source is left out
+    on purpose, so that a scenario's RadImageNet and ImageNet runs are paired: same split, same batch
+    order, same augmentation draws, same dropout masks, same head initialisation."""
+    return derive_seed(grid_seed, "run", scenario.id, fold)
+
 
 SLURM_ID, SLURM_MIN, SLURM_MAX = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"
 SLURM_COUNT, SLURM_STEP = "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_STEP"

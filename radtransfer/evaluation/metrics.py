@@ -13,13 +13,13 @@ import warnings
 
 import numpy as np
 
-from .errors import ClassMismatchError
+from ..errors import ClassMismatchError
 from .stats import auc_score, bootstrap_auc_ci, youden_threshold
 
 
 def predict_with_labels(model, dataset, verbose=0):
     """Runs the model over a dataset of (images, one-hot labels); returns (y_true, probabilities)."""
-    from .data.pipeline import readable_pipeline_errors
+    from ..data.pipeline import readable_pipeline_errors
 
     truths, probabilities = [], []
     with readable_pipeline_errors(dataset):
@@ -34,7 +34,7 @@ def predict_with_labels(model, dataset, verbose=0):
 def model_read_kwargs(model) -> dict:
     """``make_dataset`` arguments that read images as the model's training did (saved with the model), or at
     the model's input size with the defaults for a model that carries no read settings."""
-    from .trained import read_settings_of
+    from ..models.trained import read_settings_of
 
     settings = read_settings_of(model)
     if settings is not None:
@@ -172,8 +172,8 @@ def _in_set_order(dataset, patient_ids):
     stream's base order, unaugmented (``order[i]`` is the set index of its i-th image); other datasets are
     used as given (order None). A plain ``tf.data`` dataset that shuffles cannot be matched to per-image
     ``patient_ids``, so that combination is refused."""
-    from .data.cache import LOG
-    from .data.pipeline import stream_of
+    from ..data.cache import LOG
+    from ..data.pipeline import stream_of
 
     stream = stream_of(dataset)
     if stream is not None:
@@ -237,7 +237,7 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
     Raises:
         ClassMismatchError: the data's classes differ from the model's.
     """
-    from .data import ImageSet, make_dataset
+    from ..data import ImageSet, make_dataset
 
     if isinstance(dataset, ImageSet):
         class_names = class_names or list(dataset.class_names)
@@ -247,7 +247,7 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
     if isinstance(dataset, ImageSet):
         dataset = make_dataset(dataset, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
     elif isinstance(dataset, (tuple, list)):  # (images, labels) arrays: no TensorFlow
-        from .data.arrays import ArrayStream, as_arrays
+        from ..data.arrays import ArrayStream, as_arrays
 
         arrays = as_arrays(dataset, int(model.output_shape[-1]), tuple(model.input_shape[1:3]), "dataset")
         dataset = ArrayStream(*arrays, batch_size, shuffle=False).batches()

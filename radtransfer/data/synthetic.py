@@ -154,7 +154,7 @@ def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int =
 def load_synthetic_brain_mri(out_dir, **kwargs):
     """Writes the synthetic set if ``out_dir`` has no manifest yet, and returns it as an ImageSet
     (patient ids and lesion mask paths included)."""
-    from .data import from_csv
+    from .sources import from_csv
 
     manifest = Path(out_dir) / MANIFEST
     if not manifest.exists():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .backbones import get_backbone
-from .evaluation import evaluate
-from .models import get_backbone_model
+from ..models.backbones import get_backbone
+from ..evaluation.metrics import evaluate
+from ..models.classifier import get_backbone_model
 from .strategies import block_starts
-from .training import fine_tune
+from .fine_tuning import fine_tune
 
 
 def layerwise_search(build_fn, train, val, depths=None, *, learning_rate: float = 1e-4, epochs: int = 10,

@@ -21,7 +21,7 @@ from .backbones import (
     get_backbone,
     identify_by_weight_layers,
 )
-from .errors import WeightsFileError, WeightsNotFoundError
+from ..errors import WeightsFileError, WeightsNotFoundError
 
 ENV_WEIGHTS_DIR = "RADTRANSFER_WEIGHTS_DIR"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"

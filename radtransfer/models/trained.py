@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from .errors import RadtransferError
+from ..errors import RadtransferError
 
 METADATA = "radtransfer.json"
 SCHEMA_VERSION = 1
@@ -35,7 +35,7 @@ def set_trained_info(model, class_names=None, threshold=None, positive_class=Non
 
 def read_settings_of(model):
     """How the model's training images were read (a ``data.pipeline.ReadSettings``), or None if unknown."""
-    from .data.pipeline import ReadSettings
+    from ..data.pipeline import ReadSettings
 
     stored = getattr(model, "radtransfer_read_settings", None)
     return ReadSettings.from_dict(stored) if stored else None
@@ -56,7 +56,7 @@ def trained_info(model) -> dict:
 
 def save_trained(model, path, extra: dict | None = None) -> Path:
     """Saves ``model`` as a ``.keras`` file with its class names and threshold inside, atomically."""
-    from .run_folder import replace_atomic
+    from ..utils.io import replace_atomic
 
     payload = trained_info(model)
     payload.update(extra or {})
@@ -85,7 +85,7 @@ def load_trained(path_or_run_dir):
     """Loads a trained model (a ``.keras`` file or a run folder holding ``best.keras``) with its class
     names, threshold and build info attached."""
     from . import _keras_compat  # noqa: F401  (registers the classes .keras files need)
-    from .models import BuildInfo
+    from .classifier import BuildInfo
 
     path = Path(path_or_run_dir)
     if path.is_dir():
@@ -112,7 +112,7 @@ def load_trained(path_or_run_dir):
 
 def run_read_settings(run_dir) -> dict | None:
     """The read settings a run folder's config.json recorded for its training data (None if absent)."""
-    from .data.pipeline import ReadSettings
+    from ..data.pipeline import ReadSettings
 
     config = Path(run_dir) / "config.json"
     if not config.exists():

@@ -28,48 +28,11 @@ import time
 import uuid
 from pathlib import Path
 
+from ..utils.processes import process_alive, start_ticks, this_machine
+
 CLAIM_FILE = "claim.json"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (Linux), which tells a pid reused by another
-    process from the one that wrote the claim."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def this_machine() -> str:
-    return f"{socket.gethostname()}/{_boot_id()}"
-
-
-def process_alive(pid: int, start_ticks: int | None = None) -> bool:
-    """Whether ``pid`` is a live process on this machine (and, if given, the one started at ``start_ticks``)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    if start_ticks is not None:
-        current = _start_ticks(pid)
-        if current is not None and current != start_ticks:
-            return False
-    try:  # a zombie (killed, not yet reaped by its parent) holds nothing
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def new_token() -> str:
@@ -142,7 +105,7 @@ class RunClaim:
     def _payload(self) -> dict:
         pid = os.getpid()
         return {"token": self.token, "nonce": self.nonce, "machine": this_machine(), "host": socket.gethostname(),
-                "pid": pid, "start_ticks": _start_ticks(pid), "claimed_at": time.time()}
+                "pid": pid, "start_ticks": start_ticks(pid), "claimed_at": time.time()}
 
     def _try_create(self) -> bool:
         tmp = self.folder / f".claim.{self.nonce}.tmp"

@@ -13,13 +13,20 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .run_folder import write_json_atomic, write_text_atomic
+import numpy as np
+
+from ..data.fingerprint import COLUMNS as DATA_COLUMNS
+from ..utils.io import write_json_atomic, write_text_atomic
+from .paper import Scenario
 
 SCHEMA_VERSION = 3  # 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config
 GRID_FILE = "grid.json"
 DATA_FILE = "data.csv"       # the grid's data, image by image (data.fingerprint.data_manifest)
 RECORD_FILE = "record.json"
 TIMING_FILE = "timing.json"
+PREDICTIONS = "predictions.npz"  # a run's test predictions (y_true, probabilities, patient_ids)
+PAIRS_DIR = "pairs"
+RUNS_DIR = "runs"
 STATUSES = ("finished", "diverged", "failed")
 
 
@@ -51,8 +58,6 @@ class GridSpec:
         return self.folds or 1
 
     def scenario_ids(self) -> list[str]:
-        from .protocol import Scenario
-
         return [Scenario(**s).id for s in self.scenarios]
 
     def to_dict(self) -> dict:
@@ -124,9 +129,7 @@ class RunRecord:
         values.setdefault("schema_version", 1)
         values.setdefault("status", "finished")
         if values.get("scenario") is None:
-            from .protocol import Scenario
-
-            values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
+                values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
         values.setdefault("run_id", f"{values['source']}/{values['scenario']}/fold{values.get('fold', 0)}")
         values.setdefault("task", None)
         return cls(**_known(cls, values))
@@ -170,11 +173,9 @@ def write_data_manifest(folder, rows) -> None:
     import csv
     import io
 
-    from .data.fingerprint import COLUMNS
-
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
+    writer.writerow(DATA_COLUMNS)
     writer.writerows(rows)
     write_text_atomic(Path(folder) / DATA_FILE, buffer.getvalue())
 
@@ -191,5 +192,74 @@ def read_data_manifest(folder) -> list[tuple] | None:
     return [tuple(row) for row in rows[1:]]
 
 
+def run_dir(grid_dir, source: str, scenario: str, fold: int) -> Path:
+    """The folder of one run of a grid: ``<grid>/runs/<source>/<scenario>/fold<k>``."""
+    return Path(grid_dir) / RUNS_DIR / source / scenario / f"fold{fold}"
+
+
 def pair_path(grid_dir, scenario: str, fold: int, candidate: str, reference: str) -> Path:
-    return Path(grid_dir) / "pairs" / scenario / f"fold{fold}" / f"{candidate}__vs__{reference}.json"
+    """The PairRecord of two sources' runs of one scenario and fold: ``<grid>/pairs/<scenario>/fold<k>/…``."""
+    return Path(grid_dir) / PAIRS_DIR / scenario / f"fold{fold}" / f"{candidate}__vs__{reference}.json"
+
+
+# -- reading a folder of grids ----------------------------------------------------------------------------
+
+
+def grid_name(grid_dir, out_dir) -> str:
+    """A grid's name in tables: its folder relative to the folder the report reads ("." for that folder)."""
+    relative = Path(grid_dir).resolve().relative_to(Path(out_dir).resolve())
+    return relative.as_posix() if relative.parts else "."
+
+
+def grid_specs(out_dir) -> dict:
+    """GridSpec per grid (its name, ``grid_name``), from every grid.json under out_dir."""
+    specs = {}
+    for path in sorted(Path(out_dir).rglob(GRID_FILE)):
+        specs[grid_name(path.parent, out_dir)] = GridSpec.from_dict(json.loads(path.read_text()))
+    return specs
+
+
+RECORD_COLUMNS = ["grid", "task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "status",
+                  "auc", "auc_low", "auc_high", "auc_ci_unit", "accuracy", "balanced_accuracy", "missing_classes",
+                  "best_epoch", "diverged_epoch", "epochs_run", "seconds", "faithful", "path"]
+
+
+def load_records(out_dir):
+    """One row per recorded run under ``out_dir`` (searched recursively, so a folder of grids works).
+
+    ``grid`` names the grid a run belongs to (its folder relative to ``out_dir``): runs of two grids are never
+    pooled, even when their tasks share a name. ``status`` is "finished", "diverged" (metrics of the last good
+    checkpoint) or "failed" (no metrics); ``missing_classes`` names classes absent from the run's test images
+    (its AUC is then NaN).
+    """
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(out_dir).rglob(RECORD_FILE)):
+        record = RunRecord.read(path)
+        metrics = record.metrics or {}
+        ci = metrics.get("auc_ci") or (None, None)
+        timing = path.parent / TIMING_FILE
+        seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
+        auc = metrics.get("auc")
+        rows.append({
+            "grid": grid_name(_grid_dir(path), out_dir),
+            "task": record.task, "source": record.source, "backbone": record.backbone, "strategy": record.strategy,
+            "learning_rate": record.learning_rate, "scenario": record.scenario, "fold": record.fold,
+            "status": record.status, "auc": _num(auc), "auc_low": _num(ci[0]), "auc_high": _num(ci[1]),
+            "auc_ci_unit": metrics.get("auc_ci_unit"), "accuracy": metrics.get("accuracy"),
+            "balanced_accuracy": metrics.get("balanced_accuracy"),
+            "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
+            "best_epoch": record.best_epoch, "diverged_epoch": record.diverged_epoch, "epochs_run": record.epochs_run,
+            "seconds": seconds, "faithful": record.faithful, "path": str(path.parent),
+        })
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def _grid_dir(record_path) -> Path:
+    """The grid folder of a record (``run_dir(...)/record.json``)."""
+    return Path(record_path).parents[4]
+
+
+def _num(value):
+    return np.nan if value is None else float(value)

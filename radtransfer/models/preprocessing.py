@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from .backbones import did_you_mean
+from ..utils.choices import did_you_mean
 
 MODES = ("radimagenet", "caffe", "torch", "tf")
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)

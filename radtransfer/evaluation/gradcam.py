@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .models import get_backbone_model
+from ..models.classifier import get_backbone_model
 
 
 def last_conv_layer(backbone, min_size: int | None = None) -> str:
@@ -40,7 +40,7 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
-    from . import backend
+    from .. import backend
 
     backbone = get_backbone_model(model)
     layer = layer or last_conv_layer(backbone)

@@ -1,0 +1,6 @@
+"""Using a trained model: metrics with patient-level intervals (``metrics``), the statistics behind them
+(``stats``), prediction on new images (``prediction``) and Grad-CAM (``gradcam``)."""
+
+from .metrics import check_classes, evaluate, metrics_from_predictions, model_read_kwargs, predict_with_labels
+
+__all__ = ["check_classes", "evaluate", "metrics_from_predictions", "model_read_kwargs", "predict_with_labels"]

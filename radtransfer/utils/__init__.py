@@ -1,0 +1,1 @@
+"""Domain-free helpers: option checks, optional imports, atomic writes, seeds, processes."""
