@@ -25,8 +25,8 @@ test-slow: $(STAMP)
 # The model side on JAX and PyTorch: the backend-independent tests under KERAS_BACKEND=jax, and the
 # cross-backend equality and JAX data-parallel tests. PyTorch's CPU build is pinned (plain `torch` would
 # pull a multi-GB CUDA build).
-BACKEND_TESTS := tests/test_backbones.py tests/test_models.py tests/test_strategies.py tests/test_preprocessing.py \
-	tests/test_weights.py tests/test_statistics.py tests/test_backends.py
+BACKEND_TESTS := tests/models tests/training/test_strategies.py tests/evaluation/test_statistics.py \
+	tests/test_backends.py
 
 $(VENV)/.radtransfer-backends: $(STAMP)
 	$(PY) -m pip install -q 'torch==2.13.0' 'jax>=0.4.34'
@@ -42,7 +42,7 @@ $(VENV)/.radtransfer-ray: $(STAMP)
 	touch $@
 
 test-ray: $(VENV)/.radtransfer-ray
-	$(PY) -m pytest -m ray tests/test_grid_ray.py
+	$(PY) -m pytest -m ray tests/grid/test_grid_ray.py
 
 demo: $(STAMP)
 	$(VENV)/bin/radtransfer demo --out demo_output

@@ -12,7 +12,7 @@ import warnings
 
 import keras
 
-from .utils.choices import did_you_mean
+from .utils.choices import check_choice
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DISTRIBUTIONS = (None, "mirrored", "data_parallel", "multiworker")
@@ -93,10 +93,7 @@ def check_distribute(distribute, backend: str | None = None) -> None:
             return
     if is_keras_distribution(distribute):
         return
-    if distribute not in DISTRIBUTIONS:
-        raise ValueError("Expected distribute=None, 'mirrored', 'data_parallel' or 'multiworker'."
-                         f"{did_you_mean(str(distribute), ['mirrored', 'data_parallel', 'multiworker'])} "
-                         f"Received: distribute={distribute!r}")
+    check_choice("distribute", distribute, DISTRIBUTIONS, what="or a tf.distribute.Strategy")
     if backend == "torch" and distribute is not None:
         raise ValueError(f"distribute={distribute!r} is not supported on the PyTorch backend; use "
                          "KERAS_BACKEND=tensorflow (tf.distribute) or jax (keras.distribution.DataParallel).")

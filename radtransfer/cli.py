@@ -123,16 +123,33 @@ def _load_config(path):
         raise UsageError(f"--config file not found: '{path}'.")
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
+        from .utils.optional import require
+
         try:
-            import yaml
-        except ImportError:
-            raise UsageError("YAML configs need PyYAML: pip install 'radtransfer[yaml]' (or use JSON).") from None
+            yaml = require("yaml", "yaml", "A YAML --config", package="PyYAML")
+        except ImportError as exc:
+            raise UsageError(f"{exc} (Or write the config as JSON.)") from None
         values = yaml.safe_load(text) or {}
     else:
         values = json.loads(text)
     if not isinstance(values, dict):
         raise UsageError(f"--config '{path}' must hold a mapping of option names to values.")
     return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def _config_defaults(subparser, config: dict) -> dict:
+    """A --config file's values by option: its keys may be an option's name with or without dashes
+    ("learning-rate", "lr", "batch_size")."""
+    from .utils.choices import did_you_mean
+
+    names = {}
+    for action in subparser._actions:
+        for option in (action.dest, *action.option_strings):
+            names.setdefault(option.lstrip("-").replace("-", "_"), action.dest)
+    unknown = sorted(key for key in config if key not in names)
+    if unknown:
+        raise UsageError(f"Unknown option(s) {unknown} in --config.{did_you_mean(unknown[0], sorted(names))}")
+    return {names[key]: value for key, value in config.items()}
 
 
 def _write_resolved(out_dir, args) -> None:
@@ -175,11 +192,8 @@ def cmd_train(args) -> int:
                         preprocessing=args.preprocessing, weights_dir=args.weights_dir)
     for name, part in (("train", train), ("val", val), ("test", test)):
         _write_split(out / f"split_{name}.csv", part)
-    result = fine_tune(model, train, val, strategy=args.strategy, learning_rate=args.lr, epochs=args.epochs,
-                       bn=args.bn, optimizer=args.optimizer, out_dir=out, early_stopping=args.early_stopping,
-                       reduce_lr=args.reduce_lr, jit_compile=_jit(args.jit_compile), precision=args.precision,
-                       seed=args.seed, batch_size=args.batch_size, augment=None if args.augment == "none" else args.augment,
-                       verbose=args.verbose, run_eagerly=args.run_eagerly, resume=not args.restart)
+    result = fine_tune(model, train, val, _train_config(args), out_dir=out, verbose=args.verbose,
+                       resume=not args.restart)
     metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
     if metrics:
         from .utils.io import write_json_atomic
@@ -199,8 +213,44 @@ def _write_split(path, image_set) -> None:
     frame.to_csv(path, index=False)
 
 
-def _jit(value):
-    return {"auto": "auto", "on": True, "off": False}[value]
+# -- train's options: the fields of TrainConfig ----------------------------------------------------------------
+
+_WORDS = {None: "none", True: "on", False: "off"}  # how choices that are not strings are spelled on the command line
+
+
+def _train_config_options(parser) -> None:
+    """One option per TrainConfig field that has a flag: its help, choices and default come from the field."""
+    import dataclasses
+
+    from .training.config import TrainConfig
+
+    for field in dataclasses.fields(TrainConfig):
+        meta = field.metadata
+        if "flag" not in meta:
+            continue
+        default = meta["cli_default"] if meta["cli_default"] is not dataclasses.MISSING else field.default
+        if field.type in ("bool", bool) and meta["choices"] is None:
+            parser.add_argument(meta["flag"], dest=field.name, action="store_true", help=meta["help"])
+            continue
+        choices = None if meta["choices"] is None else [_WORDS.get(c, c) for c in meta["choices"]]
+        parser.add_argument(meta["flag"], dest=field.name, type=meta["type"], choices=choices,
+                            default=_WORDS.get(default, default) if choices else default,
+                            help=f"{meta['help']} (default: {_WORDS.get(default, default)})")
+
+
+def _train_config(args):
+    """The TrainConfig of ``radtransfer train``'s options."""
+    import dataclasses
+
+    from .training.config import TrainConfig
+
+    words = {word: value for value, word in _WORDS.items()}
+    values = {}
+    for field in dataclasses.fields(TrainConfig):
+        if hasattr(args, field.name) and "flag" in field.metadata:
+            value = getattr(args, field.name)
+            values[field.name] = words.get(value, value) if field.metadata["choices"] is not None else value
+    return TrainConfig(**values)
 
 
 def _load_run_model(run_dir):
@@ -379,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices  # name -> subparser, for the --config stage of the parse
 
     p = sub.add_parser("train", help="fine-tune one model on DATA, then evaluate it on the test split")
     p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
@@ -387,24 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="densenet121")
     p.add_argument("--weights", default="radimagenet", help="radimagenet, imagenet, none, or a .h5 path")
     p.add_argument("--weights-dir")
-    p.add_argument("--strategy", default="unfreeze_all")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=256)
-    p.add_argument("--augment", default="radimagenet", help="radimagenet, radimagenet_ct or none")
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--preprocessing", default="auto")
-    p.add_argument("--bn", default="protocol", choices=("protocol", "frozen"))
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--early-stopping", type=int, default=None, help="patience in epochs")
-    p.add_argument("--reduce-lr", type=int, default=None, help="ReduceLROnPlateau patience in epochs")
-    p.add_argument("--precision", default="auto")
-    p.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--image-size", type=int, default=256, help="input height and width (default: 256)")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the head (default: 0.5)")
+    p.add_argument("--preprocessing", default="auto", help="auto: the weight source's own (default: auto)")
+    _train_config_options(p)
     p.add_argument("--val", type=float, default=0.10)
     p.add_argument("--test", type=float, default=0.15)
-    p.add_argument("--seed", type=int, default=726)
-    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (faster for tiny smoke tests)")
     p.add_argument("--restart", action="store_true",
                    help="discard a run already in --out and start over (default: resume it, or refuse if its settings differ)")
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
@@ -544,15 +583,9 @@ def main(argv=None) -> int:
     _show_data_log()
     try:
         config = _load_config(getattr(args, "config", None))
-        if config:
-            subparser = parser._subparsers._group_actions[0].choices[args.command]
-            known = {action.dest for action in subparser._actions}
-            unknown = sorted(set(config) - known)
-            if unknown:
-                from .utils.choices import did_you_mean
-
-                raise UsageError(f"Unknown option(s) {unknown} in --config.{did_you_mean(unknown[0], sorted(known))}")
-            subparser.set_defaults(**config)
+        if config:  # the second stage of the parse: the file's values as defaults, the flags over them
+            subparser = parser.commands[args.command]
+            subparser.set_defaults(**_config_defaults(subparser, config))
             args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except UsageError as exc:

@@ -15,6 +15,7 @@ import numpy as np
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.pairs import compare_runs
 from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
+from .utils.choices import check_choice
 
 VALID_STATUSES = ("finished", "diverged")
 
@@ -218,7 +219,7 @@ def write(out_dir, formats=("md", "csv", "tex"), report_dir=None) -> dict:
             elif fmt == "tex":
                 path.write_text(_to_latex(frame))
             else:
-                raise ValueError(f"Unknown report format {fmt!r}; expected md, csv or tex.")
+                check_choice("formats", fmt, ("md", "csv", "tex"))
             written[f"{name}.{fmt}"] = str(path)
     return written
 

@@ -10,12 +10,15 @@
 from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
 from .decode import check_files
-from .dicom import DicomDecodeError, read_dicom
-from .imageset import ImageSet, LeakageError, check_no_leakage
+from .dicom import read_dicom
+from .imageset import ImageSet, check_no_leakage
 from .fingerprint import data_manifest
-from .pipeline import (BadImagesError, DataStream, ImageReadError, ReadSettings, check_images, make_dataset,
-                       readable_pipeline_errors, stream_of, validate_images)
-from .sources import DataSourceError, from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
+from ..errors import BadImagesError, DataSourceError, DicomDecodeError, ImageReadError, LeakageError
+from .decode import ReadSettings
+from .failures import check_images, readable_pipeline_errors, validate_images
+from .pipeline import make_dataset
+from .stream import DataStream, stream_of
+from .sources import from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
 from .volumes import from_volumes
 
 __all__ = [

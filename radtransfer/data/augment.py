@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ..utils.choices import did_you_mean
+from ..utils.choices import check_choice
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 
@@ -43,11 +43,8 @@ class Augment:
     interpolation: str = "bilinear"
 
     def __post_init__(self):
-        if self.fill_mode not in FILL_MODES:
-            raise ValueError(f"Unknown fill_mode {self.fill_mode!r}; expected one of {FILL_MODES}."
-                             f"{did_you_mean(self.fill_mode, FILL_MODES)}")
-        if self.interpolation not in ("bilinear", "nearest"):
-            raise ValueError(f"Expected interpolation 'bilinear' or 'nearest'. Received: {self.interpolation!r}")
+        check_choice("fill_mode", self.fill_mode, FILL_MODES)
+        check_choice("interpolation", self.interpolation, ("bilinear", "nearest"))
         zoom = self.zoom
         if isinstance(zoom, (int, float)):
             zoom = (1.0 - zoom, 1.0 + zoom)
@@ -80,10 +77,7 @@ def get_augment(augment) -> Augment | None:
         return augment
     if isinstance(augment, dict):
         return Augment(**augment)
-    key = str(augment).lower()
-    if key not in PRESETS:
-        raise ValueError(f"Unknown augmentation {augment!r}; expected None, an Augment(...) or one of "
-                         f"{list(PRESETS)}.{did_you_mean(augment, list(PRESETS))} Received: augment={augment!r}")
+    key = check_choice("augment", str(augment).lower(), (*PRESETS, None), what="or an Augment(...)")
     return PRESETS[key]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
+from ..utils.choices import check_choice
 
 PNG_MAGIC = b"\x89PNG"
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -202,3 +203,59 @@ def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str
     all_gray = all(r.gray for r in results if r.reason is None)
     dicom = np.array([r.dicom for r in results], dtype=bool)
     return bad, all_gray, dicom
+
+
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How image files become model inputs: what a trained model must be given to see images as in training."""
+
+    image_size: tuple
+    interpolation: str = "bilinear"
+    antialias: bool = True
+    sixteen_bit: str = "range"
+    dicom_window: tuple | None = None
+    frame: object = "middle"
+
+    def __post_init__(self):
+        check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        check_choice("sixteen_bit", self.sixteen_bit, ("range", "full"))
+
+    def to_dict(self) -> dict:
+        return {"image_size": list(self.image_size), "interpolation": self.interpolation,
+                "antialias": self.antialias, "sixteen_bit": self.sixteen_bit,
+                "dicom_window": None if self.dicom_window is None else list(self.dicom_window), "frame": self.frame}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ReadSettings":
+        values = dict(values)
+        values["image_size"] = tuple(values["image_size"])
+        if values.get("dicom_window") is not None:
+            values["dicom_window"] = tuple(values["dicom_window"])
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def dataset_kwargs(self) -> dict:
+        """The ``make_dataset`` arguments that read images this way."""
+        return {"image_size": self.image_size, "interpolation": self.interpolation, "antialias": self.antialias,
+                "sixteen_bit": self.sixteen_bit, "dicom_window": self.dicom_window, "frame": self.frame}
+
+
+def resize_image(image, settings: ReadSettings):
+    """A uint8 HxWxC tensor resized to ``settings.image_size`` (antialiased when shrinking, if asked)."""
+    import tensorflow as tf
+
+    antialias = settings.antialias and settings.interpolation != "nearest"
+    resized = tf.image.resize(tf.cast(image, tf.float32), settings.image_size, method=settings.interpolation,
+                              antialias=antialias)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
+def to_rgb_batch(images):
+    """A batch of 1-channel images as 3 identical channels (others unchanged)."""
+    import tensorflow as tf
+
+    if images.shape[-1] == 1:
+        return tf.repeat(images, 3, axis=-1)
+    return images

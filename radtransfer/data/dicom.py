@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils.optional import require
 from ..errors import DicomDecodeError
 from .intensity import to_uint8
 
@@ -30,18 +31,8 @@ _EXTRA_MODULES = ("pylibjpeg", "libjpeg", "openjpeg", "rle")  # the decoders the
 
 
 def import_pydicom():
-    """pydicom ≥ 3, or an ImportError that says how to install it."""
-    try:
-        import pydicom
-    except ImportError:
-        raise ImportError(f"Reading DICOM files needs pydicom ≥ 3: {INSTALL_HINT}.") from None
-    version = tuple(int(p) for p in pydicom.__version__.split(".")[:2] if p.isdigit())
-    if version < MIN_PYDICOM:
-        raise ImportError(
-            f"radtransfer renders DICOM with pydicom ≥ 3's pixel functions; found pydicom {pydicom.__version__}. "
-            f"Upgrade: {INSTALL_HINT}."
-        )
-    return pydicom
+    """pydicom ≥ 3 (radtransfer renders DICOM with its pixel functions), or an ImportError saying how to install it."""
+    return require("pydicom", "dicom", "Reading DICOM files", min_version=MIN_PYDICOM)
 
 
 def check_frame(frame):

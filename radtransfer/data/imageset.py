@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import LeakageError
+from ..utils.choices import check_choice
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,8 +82,7 @@ class ImageSet:
     # -- splitting -----------------------------------------------------------------------------
 
     def _groups(self, by: str) -> np.ndarray:
-        if by not in ("patient", "image"):
-            raise ValueError(f"Expected by='patient' or by='image'. Received: by={by!r}")
+        check_choice("by", by, ("patient", "image"))
         if by == "patient" and self.patient_ids is None:
             warnings.warn(
                 "This image set has no patient ids, so it is split by image: slices of one patient may "

@@ -6,9 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.choices import did_you_mean
 from ..errors import DataSourceError
+from ..utils.choices import did_you_mean
+from ..utils.optional import require
+from .cache import LOG
+from .decode import is_dicom
+from .dicom import import_pydicom
 from .imageset import ImageSet
+from ..utils.choices import check_choice
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
 
@@ -105,8 +110,7 @@ def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
             )
         paths += [str(p) for p in files]
         labels += [label] * len(files)
-    if patient_ids not in ("auto", None):
-        raise ValueError(f"Expected patient_ids='auto' or None. Received: patient_ids={patient_ids!r}")
+    check_choice("patient_ids", patient_ids, ("auto", None))
     patients = dicom_patient_ids(paths, str(root)) if patient_ids == "auto" else None
     return ImageSet(paths=np.array(paths, dtype=object), labels=np.array(labels), class_names=tuple(class_names),
                     patient_ids=patients)
@@ -118,13 +122,8 @@ def dicom_patient_ids(paths, where: str, workers: int = 8):
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
-    from .cache import LOG
-    from .decode import is_dicom
-
     if not paths or not all(is_dicom(p) for p in paths):
         return None
-    from .dicom import import_pydicom
-
     pydicom = import_pydicom()
 
     def patient(path):
@@ -252,10 +251,7 @@ def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "l
 
     import pandas as pd
 
-    from .cache import LOG
-
-    if missing_labels not in MISSING_LABELS:
-        raise ValueError(f"Expected missing_labels='raise' or 'drop'. Received: missing_labels={missing_labels!r}")
+    check_choice("missing_labels", missing_labels, MISSING_LABELS)
     from_file = not isinstance(path_or_dataframe, pd.DataFrame)
     if not from_file:
         frame, where = path_or_dataframe, "the DataFrame"
@@ -349,8 +345,7 @@ def from_tfds(name: str, split: str = "train", image_key: str = "image", label_k
         patient_key: feature holding a patient id, if the dataset has one.
         download: let tfds download the data if it is not prepared.
     """
-    import tensorflow_datasets as tfds
-
+    tfds = require("tensorflow_datasets", "tfds", "data.from_tfds", package="tensorflow-datasets")
     try:
         builder = tfds.builder(name, data_dir=data_dir)
         if download:
@@ -383,3 +378,86 @@ def from_tfds(name: str, split: str = "train", image_key: str = "image", label_k
 
 def _decode(value):
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- unlabelled images, for prediction --------------------------------------------------------------------
+
+
+def collect_images(images, image_col: str = "path", patient_col: str | None = None):
+    """Image paths (and patient ids, when known) from files, folders, CSV manifests or an ImageSet.
+
+    A folder is searched recursively for image files (sorted by path). DICOM files take their patient id
+    from the PatientID header and come in series order (SeriesInstanceUID, then InstanceNumber); a CSV
+    lists paths in ``image_col`` (relative to the CSV's folder) and patient ids in ``patient_col``.
+
+    Returns:
+        (paths, patient ids or None).
+    """
+    items = [images] if isinstance(images, (str, Path)) else list(images)
+    paths, patients = [], []
+    for item in items:
+        path = Path(item).expanduser()
+        if path.suffix.lower() == ".csv" and path.is_file():
+            csv_paths, csv_patients = _from_csv(path, image_col, patient_col)
+            paths += csv_paths
+            patients += csv_patients
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+                           and (p.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(p)))
+            if not found:
+                raise DataSourceError(f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                                       "and DICOM files).")
+            found, ids = _series_order(found)
+            paths += [str(p) for p in found]
+            patients += ids
+        else:
+            paths.append(str(path))
+            patients.append(_dicom_patient(path))
+    if not paths:
+        raise DataSourceError("No images given: pass image files, folders, CSV manifests or a DICOM series folder.")
+    return paths, patients if any(p is not None for p in patients) else None
+
+
+def _from_csv(path: Path, image_col: str, patient_col):
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in (image_col, patient_col):
+        if column is not None and column not in frame.columns:
+            raise DataSourceError(f"Column {column!r} not found in '{path}'; its columns are {list(frame.columns)}."
+                                   f"{did_you_mean(column, list(frame.columns))}")
+    paths = [p if Path(p).is_absolute() else str(path.parent / p) for p in frame[image_col].astype(str)]
+    patients = frame[patient_col].astype(str).tolist() if patient_col else [None] * len(paths)
+    return paths, patients
+
+
+def _dicom_header(path: Path):
+    if not is_dicom(path):
+        return None
+    try:
+        return import_pydicom().dcmread(str(path), stop_before_pixels=True, force=True)
+    except Exception:  # the pre-check reports unreadable files with a reason
+        return None
+
+
+def _dicom_patient(path: Path):
+    header = _dicom_header(path)
+    return None if header is None or "PatientID" not in header else str(header.PatientID)
+
+
+def _series_order(files):
+    """DICOM files of a folder in series order; other files keep their path order."""
+    keyed = []
+    for position, path in enumerate(files):
+        header = _dicom_header(path)
+        if header is None:
+            keyed.append(((1, "", 0, position), path, None))
+            continue
+        try:
+            instance = int(header.get("InstanceNumber") or 0)
+        except (TypeError, ValueError):
+            instance = 0
+        keyed.append(((0, str(header.get("SeriesInstanceUID", "")), instance, position), path,
+                      str(header.PatientID) if "PatientID" in header else None))
+    keyed.sort(key=lambda entry: entry[0])
+    return [entry[1] for entry in keyed], [entry[2] for entry in keyed]

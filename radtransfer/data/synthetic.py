@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from ..utils.choices import check_choice
 
 BRAIN_MRI_CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
 MANIFEST = "manifest.csv"
@@ -119,8 +120,7 @@ def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int =
 
     if n_patients < len(BRAIN_MRI_CLASSES):
         raise ValueError(f"Expected n_patients ≥ {len(BRAIN_MRI_CLASSES)} (one per class). Received: {n_patients}")
-    if bit_depth not in (8, 16):
-        raise ValueError(f"Expected bit_depth 8 or 16. Received: {bit_depth!r}")
+    check_choice("bit_depth", bit_depth, (8, 16))
     if slices_per_patient < 1 or image_size < 16:
         raise ValueError("Expected slices_per_patient ≥ 1 and image_size ≥ 16.")
     out = Path(out_dir)

@@ -9,21 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.choices import did_you_mean
+from ..utils.optional import require
 from .imageset import ImageSet
 from .intensity import to_uint8
 from .sources import DataSourceError, from_csv
+from ..utils.choices import check_choice
 
 AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
 EMPTY_MASK_CHOICES = ("middle", "skip", "raise")
 LOG = logging.getLogger("radtransfer.data")
-
-
-def _import_nibabel():
-    try:
-        import nibabel
-    except ImportError:
-        raise ImportError("Reading NIfTI volumes needs nibabel: pip install 'radtransfer[volumes]'.") from None
-    return nibabel
 
 
 def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", patient_col: str | None = None,
@@ -74,10 +68,8 @@ def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", 
         DataSourceError: a missing column or file, a volume that is not 3D, a mask of another shape, an empty
             mask with ``empty_mask="raise"``, or a selection that leaves no volume.
     """
-    nibabel = _import_nibabel()
-    if plane not in AXES:
-        raise ValueError(f"Expected plane one of {tuple(AXES)}. Received: plane={plane!r}."
-                         f"{did_you_mean(plane, AXES)}")
+    nibabel = require("nibabel", "volumes", "Reading NIfTI volumes")
+    check_choice("plane", plane, tuple(AXES))
     _check_slices(slices, mask_col)
     _check_empty_mask(empty_mask)
     extra = (mask_col,) if mask_col else ()

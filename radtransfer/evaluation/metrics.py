@@ -13,14 +13,15 @@ import warnings
 
 import numpy as np
 
+from ..data.adapters import for_evaluation
+from ..data.decode import ReadSettings
+from ..data.failures import readable_pipeline_errors
 from ..errors import ClassMismatchError
 from .stats import auc_score, bootstrap_auc_ci, youden_threshold
 
 
 def predict_with_labels(model, dataset, verbose=0):
     """Runs the model over a dataset of (images, one-hot labels); returns (y_true, probabilities)."""
-    from ..data.pipeline import readable_pipeline_errors
-
     truths, probabilities = [], []
     with readable_pipeline_errors(dataset):
         for images, labels in dataset:
@@ -31,11 +32,15 @@ def predict_with_labels(model, dataset, verbose=0):
     return np.concatenate(truths), np.concatenate(probabilities)
 
 
+def read_settings_of(model) -> ReadSettings | None:
+    """How the model's training images were read (saved with it by fine_tune), or None if unknown."""
+    stored = getattr(model, "radtransfer_read_settings", None)
+    return ReadSettings.from_dict(stored) if stored else None
+
+
 def model_read_kwargs(model) -> dict:
     """``make_dataset`` arguments that read images as the model's training did (saved with the model), or at
     the model's input size with the defaults for a model that carries no read settings."""
-    from ..models.trained import read_settings_of
-
     settings = read_settings_of(model)
     if settings is not None:
         return settings.dataset_kwargs()
@@ -167,38 +172,27 @@ def check_classes(model, class_names) -> None:
                                  f"{outputs}. Evaluate on data with the training classes.")
 
 
-def _in_set_order(dataset, patient_ids):
-    """(dataset, order): a ``make_dataset`` dataset that shuffles or augments becomes its images once, in the
-    stream's base order, unaugmented (``order[i]`` is the set index of its i-th image); other datasets are
-    used as given (order None). A plain ``tf.data`` dataset that shuffles cannot be matched to per-image
-    ``patient_ids``, so that combination is refused."""
-    from ..data.cache import LOG
-    from ..data.pipeline import stream_of
-
-    stream = stream_of(dataset)
-    if stream is not None:
-        if not (stream.shuffle or stream.augmenting):
-            return dataset, None
-        LOG.info("evaluate reads the dataset's images once, in the set's order, without shuffling or augmentation")
-        return stream.ordered(), stream.order
-    if patient_ids is not None and _shuffles(dataset):
-        raise ValueError("evaluate was given patient_ids with a tf.data dataset that shuffles, so the ids cannot be "
-                         "matched to its images. Pass the ImageSet (it brings its patient ids), or a dataset made "
-                         "with shuffle=False.")
-    return dataset, None
-
-
-def _shuffles(dataset) -> bool:
-    """Whether a tf.data pipeline has a shuffling stage (read from its graph)."""
-    try:
-        import tensorflow as tf
-
-        graph = tf.compat.v1.GraphDef()
-        graph.ParseFromString(dataset._as_serialized_graph().numpy())
-    except Exception:  # not a tf.data dataset, or a graph TensorFlow cannot serialize: nothing to tell
-        return False
-    return any("Shuffle" in node.op for node in graph.node) or \
-        any("Shuffle" in node.op for function in graph.library.function for node in function.node_def)
+def _operating_threshold(model, threshold, positive_class, class_names, val, batch_size):
+    """(threshold, where it was chosen, the class whose probability it is on) for a two-class model: the one
+    given, else the one fine_tune chose on validation for the positive class, else one chosen on ``val``."""
+    if int(model.output_shape[-1]) != 2:
+        return threshold, "given" if threshold is not None else None, None
+    positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2)
+    stored = getattr(model, "radtransfer_thresholds", None) or {}
+    if threshold is not None:
+        return threshold, "given", None
+    if positive in stored:
+        return stored[positive], "validation", None
+    if getattr(model, "radtransfer_threshold", None) is not None:
+        # A model saved with one threshold (on class 1's probability, radtransfer ≤ 0.1): applied to that
+        # class's probability, and converted for the other.
+        return model.radtransfer_threshold, "validation", getattr(model, "radtransfer_positive_class", None) or 1
+    if val is not None:
+        data = for_evaluation(val, num_classes=2, input_size=model.input_shape[1:3], batch_size=batch_size,
+                              read_kwargs=model_read_kwargs(model))
+        y_val, p_val = predict_with_labels(model, data.batches)
+        return youden_threshold(y_val == positive, p_val[:, positive]), "validation", None
+    return None, None, None
 
 
 def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed: int = 0, class_names=None,
@@ -237,51 +231,15 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
     Raises:
         ClassMismatchError: the data's classes differ from the model's.
     """
-    from ..data import ImageSet, make_dataset
-
-    if isinstance(dataset, ImageSet):
-        class_names = class_names or list(dataset.class_names)
-        if patient_ids is None and dataset.patient_ids is not None:
-            patient_ids = list(dataset.patient_ids)
-    check_classes(model, class_names)
-    if isinstance(dataset, ImageSet):
-        dataset = make_dataset(dataset, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
-    elif isinstance(dataset, (tuple, list)):  # (images, labels) arrays: no TensorFlow
-        from ..data.arrays import ArrayStream, as_arrays
-
-        arrays = as_arrays(dataset, int(model.output_shape[-1]), tuple(model.input_shape[1:3]), "dataset")
-        dataset = ArrayStream(*arrays, batch_size, shuffle=False).batches()
-    order = None
-    if not isinstance(dataset, (tuple, list, ImageSet)) and hasattr(dataset, "element_spec"):
-        spec = dataset.element_spec
-        width = spec[1].shape[-1] if isinstance(spec, tuple) else None
-        if width is not None and width != int(model.output_shape[-1]):
-            raise ClassMismatchError(f"The dataset has labels for {width} classes but the model predicts "
-                                     f"{int(model.output_shape[-1])}.")
-        dataset, order = _in_set_order(dataset, patient_ids)
-    class_names = class_names or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
-    source = threshold_class = None
-    binary = int(model.output_shape[-1]) == 2
-    positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2) if binary else None
-    stored = getattr(model, "radtransfer_thresholds", None) or {}
-    if threshold is not None:
-        source = "given"
-    elif binary and positive in stored:
-        threshold, source = stored[positive], "validation"
-    elif binary and getattr(model, "radtransfer_threshold", None) is not None:
-        # A model saved with one threshold (on class 1's probability, radtransfer ≤ 0.1): applied to that
-        # class's probability, and converted for the other.
-        threshold, source = model.radtransfer_threshold, "validation"
-        threshold_class = getattr(model, "radtransfer_positive_class", None) or 1
-    elif val is not None and binary:
-        val_data = val
-        if isinstance(val, ImageSet):
-            val_data = make_dataset(val, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model))
-        y_val, p_val = predict_with_labels(model, val_data)
-        threshold, source = youden_threshold(y_val == positive, p_val[:, positive]), "validation"
-    y_true, probabilities = predict_with_labels(model, dataset)
-    if order is not None:  # back to the set's order, where patient_ids belong
-        y_true, probabilities = y_true[np.argsort(order)], probabilities[np.argsort(order)]
+    num_classes = int(model.output_shape[-1])
+    data = for_evaluation(dataset, num_classes=num_classes, input_size=model.input_shape[1:3], batch_size=batch_size,
+                          read_kwargs=model_read_kwargs(model), class_names=class_names, patient_ids=patient_ids)
+    check_classes(model, data.class_names)
+    class_names = data.class_names or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
+    threshold, source, threshold_class = _operating_threshold(model, threshold, positive_class, class_names, val,
+                                                              batch_size)
+    y_true, probabilities = data.in_set_order(*predict_with_labels(model, data.batches))
+    patient_ids = data.patient_ids
     if patient_ids is not None and len(patient_ids) != len(y_true):
         raise ValueError(f"patient_ids has {len(patient_ids)} entries but the dataset has {len(y_true)} images.")
     return metrics_from_predictions(y_true, probabilities, class_names, positive_class, bootstrap, seed,

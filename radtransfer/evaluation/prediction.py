@@ -6,106 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import RadtransferError
+from ..data.adapters import for_prediction
+from ..data.failures import check_images, readable_pipeline_errors
+from ..data.imageset import ImageSet
+from ..data.pipeline import make_dataset
+from ..data.stream import stream_of
+from ..models.trained import load_trained
+from .gradcam import gradcam, save_overlays
+from .metrics import model_read_kwargs
 
 UNLABELLED = ("?",)
-
-
-def collect_images(images, image_col: str = "path", patient_col: str | None = None):
-    """Image paths (and patient ids, when known) from files, folders, CSV manifests or an ImageSet.
-
-    A folder is searched recursively for image files (sorted by path). DICOM files take their patient id
-    from the PatientID header and come in series order (SeriesInstanceUID, then InstanceNumber); a CSV
-    lists paths in ``image_col`` (relative to the CSV's folder) and patient ids in ``patient_col``.
-
-    Returns:
-        (paths, patient ids or None).
-    """
-    from ..data import ImageSet
-    from ..data.sources import IMAGE_EXTENSIONS
-
-    if isinstance(images, ImageSet):
-        if images.paths is None:
-            raise RadtransferError("predict needs image files; this ImageSet holds in-memory images.")
-        return [str(p) for p in images.paths], None if images.patient_ids is None else list(images.patient_ids)
-    items = [images] if isinstance(images, (str, Path)) else list(images)
-    paths, patients = [], []
-    for item in items:
-        path = Path(item).expanduser()
-        if path.suffix.lower() == ".csv" and path.is_file():
-            csv_paths, csv_patients = _from_csv(path, image_col, patient_col)
-            paths += csv_paths
-            patients += csv_patients
-        elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and (p.suffix.lower() in IMAGE_EXTENSIONS or _is_dicom(p)))
-            if not found:
-                raise RadtransferError(f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} "
-                                       "and DICOM files).")
-            found, ids = _series_order(found)
-            paths += [str(p) for p in found]
-            patients += ids
-        else:
-            paths.append(str(path))
-            patients.append(_dicom_patient(path))
-    if not paths:
-        raise RadtransferError("No images given: pass image files, folders, CSV manifests or a DICOM series folder.")
-    return paths, patients if any(p is not None for p in patients) else None
-
-
-def _from_csv(path: Path, image_col: str, patient_col):
-    import pandas as pd
-
-    from ..utils.choices import did_you_mean
-
-    frame = pd.read_csv(path)
-    for column in (image_col, patient_col):
-        if column is not None and column not in frame.columns:
-            raise RadtransferError(f"Column {column!r} not found in '{path}'; its columns are {list(frame.columns)}."
-                                   f"{did_you_mean(column, list(frame.columns))}")
-    paths = [p if Path(p).is_absolute() else str(path.parent / p) for p in frame[image_col].astype(str)]
-    patients = frame[patient_col].astype(str).tolist() if patient_col else [None] * len(paths)
-    return paths, patients
-
-
-def _is_dicom(path: Path) -> bool:
-    from ..data.decode import is_dicom
-
-    return is_dicom(path)
-
-
-def _dicom_header(path: Path):
-    if not _is_dicom(path):
-        return None
-    try:
-        from ..data.dicom import import_pydicom
-
-        return import_pydicom().dcmread(str(path), stop_before_pixels=True, force=True)
-    except Exception:  # the pre-check reports unreadable files with a reason
-        return None
-
-
-def _dicom_patient(path: Path):
-    header = _dicom_header(path)
-    return None if header is None or "PatientID" not in header else str(header.PatientID)
-
-
-def _series_order(files):
-    """DICOM files of a folder in series order; other files keep their path order."""
-    keyed = []
-    for position, path in enumerate(files):
-        header = _dicom_header(path)
-        if header is None:
-            keyed.append(((1, "", 0, position), path, None))
-            continue
-        try:
-            instance = int(header.get("InstanceNumber") or 0)
-        except (TypeError, ValueError):
-            instance = 0
-        keyed.append(((0, str(header.get("SeriesInstanceUID", "")), instance, position), path,
-                      str(header.PatientID) if "PatientID" in header else None))
-    keyed.sort(key=lambda entry: entry[0])
-    return [entry[1] for entry in keyed], [entry[2] for entry in keyed]
 
 
 def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = "path",
@@ -141,13 +51,8 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
     """
     import pandas as pd
 
-    from ..data import ImageSet, make_dataset
-    from ..data.pipeline import check_images, readable_pipeline_errors, stream_of
-    from .metrics import model_read_kwargs
-    from ..models.trained import load_trained
-
     model = load_trained(model_or_run_dir) if isinstance(model_or_run_dir, (str, Path)) else model_or_run_dir
-    paths, patients = collect_images(images, image_col, patient_col)
+    paths, patients = for_prediction(images, image_col=image_col, patient_col=patient_col)
     image_set = ImageSet(paths=paths, labels=np.zeros(len(paths), dtype=np.int64), class_names=UNLABELLED,
                          patient_ids=None if patients is None else [p if p is not None else "" for p in patients])
     read = model_read_kwargs(model)
@@ -200,8 +105,6 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
 
 
 def _overlays(model, images, probabilities, predicted, class_names, layer, out_dir, paths):
-    from .gradcam import gradcam, save_overlays
-
     maps = gradcam(model, images, layer=layer, class_index=[int(c) for c in predicted])
     titles = [f"{class_names[c]} ({p[c]:.2f})" for p, c in zip(probabilities, predicted)]
     return save_overlays(images, maps, out_dir, names=[_overlay_name(p) for p in paths], titles=titles)

@@ -8,6 +8,7 @@ import keras
 
 from .backbones import get_backbone
 from .preprocessing import Preprocess, check_mode
+from .presets import preprocessing_for
 from .weights import check_sha256, load_backbone_weights, resolve_weights, sha256sum
 
 _LAYER_NAMES = ("preprocess", "backbone", "dropout", "predictions")
@@ -53,7 +54,7 @@ def _check_input_shape(input_shape, spec) -> tuple:
 def resolve_preprocessing(preprocessing: str, spec, source: str | None) -> str:
     """Turns "auto" into the mode a weight source expects; validates explicit modes."""
     if str(preprocessing).lower() == "auto":
-        return spec.preprocessing_for(source)
+        return preprocessing_for(spec, source)
     return check_mode(preprocessing)
 
 

@@ -33,14 +33,6 @@ def set_trained_info(model, class_names=None, threshold=None, positive_class=Non
     model.radtransfer_read_settings = None if read_settings is None else dict(read_settings)
 
 
-def read_settings_of(model):
-    """How the model's training images were read (a ``data.pipeline.ReadSettings``), or None if unknown."""
-    from ..data.pipeline import ReadSettings
-
-    stored = getattr(model, "radtransfer_read_settings", None)
-    return ReadSettings.from_dict(stored) if stored else None
-
-
 def trained_info(model) -> dict:
     info = getattr(model, "radtransfer_info", None)
     return {
@@ -110,10 +102,12 @@ def load_trained(path_or_run_dir):
     return model
 
 
+# The fields of data.pipeline.ReadSettings: how image files become model inputs.
+READ_SETTING_FIELDS = ("image_size", "interpolation", "antialias", "sixteen_bit", "dicom_window", "frame")
+
+
 def run_read_settings(run_dir) -> dict | None:
     """The read settings a run folder's config.json recorded for its training data (None if absent)."""
-    from ..data.pipeline import ReadSettings
-
     config = Path(run_dir) / "config.json"
     if not config.exists():
         return None
@@ -121,5 +115,4 @@ def run_read_settings(run_dir) -> dict | None:
         train = json.loads(config.read_text())["identity"]["data"]["train"] or {}
     except (KeyError, TypeError, ValueError):
         return None
-    fields = ReadSettings.__dataclass_fields__
-    return {k: train[k] for k in fields if k in train} if "image_size" in train else None
+    return {k: train[k] for k in READ_SETTING_FIELDS if k in train} if "image_size" in train else None

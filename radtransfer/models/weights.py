@@ -12,16 +12,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backbones import (
-    BACKBONES,
-    RADIMAGENET_URL,
-    WEIGHT_SOURCES,
-    BackboneSpec,
-    did_you_mean,
-    get_backbone,
-    identify_by_weight_layers,
-)
 from ..errors import WeightsFileError, WeightsNotFoundError
+from ..utils.choices import did_you_mean
+from .backbones import BACKBONES, BackboneSpec, get_backbone, identify_by_weight_layers
+from .presets import WEIGHT_SOURCES, WeightPreset, get_preset, preset_of_file, presets_of
 
 ENV_WEIGHTS_DIR = "RADTRANSFER_WEIGHTS_DIR"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -211,7 +205,7 @@ def check_weight_file(path, backbone, signature=None) -> WeightFile:
         raise WeightsFileError(
             f"'{info.path}' has a classifier top (layer '{top_name}', {top_shapes[0][1]} classes); "
             f"radtransfer needs the notop file for {spec.display_name} "
-            f"(e.g. {spec.radimagenet_files[0]} or {spec.imagenet_file})."
+            f"(e.g. {' or '.join(p.files[0] for p in presets_of(spec))})."
         )
     if count != expected:
         raise WeightsFileError(
@@ -307,14 +301,12 @@ def _looks_like_path(value: str) -> bool:
 
 
 def source_of_file(path, backbone) -> str:
-    """Guesses a file's weight source from its name: "radimagenet", "imagenet" or "file"."""
-    spec = get_backbone(backbone)
-    name = Path(path).name.lower()
-    if name in {n.lower() for n in spec.radimagenet_files} or name.startswith("radimagenet"):
-        return "radimagenet"
-    if name == spec.imagenet_file.lower():
-        return "imagenet"
-    return "file"
+    """Guesses a file's weight source from its name: a preset's source ("radimagenet", "imagenet") or "file"."""
+    name = Path(path).name
+    preset = preset_of_file(name, backbone)
+    if preset is not None:
+        return preset.source
+    return "radimagenet" if name.lower().startswith("radimagenet") else "file"
 
 
 def resolve_weights(backbone, weights="radimagenet", weights_dir=None, download: bool = True) -> ResolvedWeights:
@@ -350,17 +342,16 @@ def resolve_weights(backbone, weights="radimagenet", weights_dir=None, download:
             f"{did_you_mean(weights, WEIGHT_SOURCES) if isinstance(weights, str) else ''} "
             f"Received: weights={weights!r}"
         )
-    source = weights.lower()
-    names = spec.weight_files(source)
-    dirs = search_dirs(weights_dir, include_keras_cache=(source == "imagenet"))
+    preset = get_preset(spec, weights)
+    dirs = search_dirs(weights_dir, include_keras_cache=preset.downloadable)
     searched = tuple(str(d.resolve()) if d.exists() else str(d) for d in dirs)
     for directory in dirs:
-        found = _find_in(directory, names)
+        found = _find_in(directory, preset.files)
         if found is not None:
-            return ResolvedWeights(source, found, searched)
-    if source == "imagenet" and download:
-        return ResolvedWeights(source, _download_imagenet(spec, searched), searched)
-    raise WeightsNotFoundError(_not_found_message(spec, source, names, searched))
+            return ResolvedWeights(preset.source, found, searched)
+    if preset.downloadable and download:
+        return ResolvedWeights(preset.source, _download(spec, preset, searched), searched)
+    raise WeightsNotFoundError(_not_found_message(spec, preset, searched))
 
 
 def best_available_weights(backbone, weights_dir=None):
@@ -377,39 +368,36 @@ def best_available_weights(backbone, weights_dir=None):
             return source, resolved.path, None
         except WeightsNotFoundError:
             continue
-    notice = (f"NO PRETRAINED WEIGHTS FOUND: neither {spec.radimagenet_files[0]} nor Keras's ImageNet file "
-              f"{spec.imagenet_file} is on this machine (see docs/weights.md), so {spec.display_name} is trained "
-              "FROM RANDOM INITIALISATION. The numbers show the pipeline working, not what transfer learning achieves.")
+    files = " nor ".join(f"{p.label}'s {p.files[0]}" for p in presets_of(spec))
+    notice = (f"NO PRETRAINED WEIGHTS FOUND: neither {files} is on this machine (see docs/weights.md), so "
+              f"{spec.display_name} is trained FROM RANDOM INITIALISATION. The numbers show the pipeline working, "
+              "not what transfer learning achieves.")
     return None, None, notice
 
 
-def _not_found_message(spec: BackboneSpec, source: str, names, searched) -> str:
-    where = (
-        f"RadImageNet weights are not downloaded automatically: get them from the RadImageNet "
-        f"project ({RADIMAGENET_URL}, README, 'pretrained models')"
-        if source == "radimagenet"
-        else f"Keras downloads it from {spec.imagenet_url}"
-    )
+def _not_found_message(spec: BackboneSpec, preset: WeightPreset, searched) -> str:
+    where = (f"Keras downloads it from {preset.url}" if preset.downloadable else
+             f"{preset.label} weights are not downloaded automatically: get them from the {preset.label} project "
+             f"({preset.url}, README, "
+             "'pretrained models')")
     return (
-        f"No {source} weights found for {spec.display_name}. Looked for "
-        f"{' or '.join(repr(n) for n in names)} in: {'; '.join(searched)}. {where}, and put the file "
+        f"No {preset.source} weights found for {spec.display_name}. Looked for "
+        f"{' or '.join(repr(n) for n in preset.files)} in: {'; '.join(searched)}. {where}, and put the file "
         f"in one of those folders, or pass weights_dir= or weights='/path/to/file.h5' "
         f"(or set ${ENV_WEIGHTS_DIR})."
     )
 
 
-def _download_imagenet(spec: BackboneSpec, searched) -> Path:
+def _download(spec: BackboneSpec, preset: WeightPreset, searched) -> Path:
     from keras.utils import get_file
 
     try:
-        path = get_file(
-            spec.imagenet_file, spec.imagenet_url, cache_subdir="models", file_hash=spec.imagenet_md5
-        )
+        path = get_file(preset.files[0], preset.url, cache_subdir="models", file_hash=preset.md5)
     except Exception as exc:  # Keras raises a bare Exception on URL errors
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise WeightsNotFoundError(
-            f"Could not download ImageNet weights for {spec.display_name} from {spec.imagenet_url} "
-            f"({reason}). Offline? Copy {spec.imagenet_file} into one of: {'; '.join(searched)}, "
+            f"Could not download {preset.label} weights for {spec.display_name} from {preset.url} "
+            f"({reason}). Offline? Copy {preset.files[0]} into one of: {'; '.join(searched)}, "
             "or pass weights='/path/to/file.h5'."
         ) from None
     return Path(path)
@@ -448,10 +436,9 @@ def find_weight_files(weights_dir=None, check: bool = True) -> list[dict]:
 
 
 def _backbone_for_name(path: Path):
-    for spec in BACKBONES.values():
-        source = source_of_file(path, spec)
-        if source == "imagenet" or path.name.lower() in {n.lower() for n in spec.radimagenet_files}:
-            return spec, source
+    preset = preset_of_file(path.name)
+    if preset is not None:
+        return get_backbone(preset.backbone), preset.source
     return None, "file"
 
 

@@ -7,20 +7,19 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 
-from ..utils.choices import did_you_mean
 from ..backend import check_distribute
+from ..data.adapters import IMAGE_SET_AUGMENT, IMAGE_SET_BATCH_SIZE, UNKNOWN
 from ..data.augment import PRESETS, get_augment
-from .runtime import resolve_precision
-from .strategies import parse_strategy
+from .runtime import PRECISIONS, resolve_precision
+from .strategies import BN_MODES, parse_strategy
+from ..utils.choices import did_you_mean
+from ..utils.choices import check_choice
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}
-IMAGE_SET_BATCH_SIZE = 32            # batch_size=None for ImageSets and arrays
-IMAGE_SET_AUGMENT = "radimagenet"    # augment="auto" for training ImageSets
-UNKNOWN = "unknown"                  # what a plain tf.data dataset or PyDataset does, when it cannot be read off
 
 # Settings that change what a run computes. Execution details (XLA, eager mode, distribution,
 # determinism, verbosity) do not change the run's definition and may differ between a run and its resume.
@@ -43,6 +42,11 @@ def _check_patience(name, value):
     return value
 
 
+def _flag(flag: str, help: str, type=str, choices=None, cli_default=dataclasses.MISSING) -> dict:
+    """A field's command-line flag, as metadata (read by radtransfer.cli to build ``train``'s options)."""
+    return {"flag": flag, "help": help, "type": type, "choices": choices, "cli_default": cli_default}
+
+
 def _name_of(value):
     if isinstance(value, str) or value is None:
         return value
@@ -58,47 +62,56 @@ class TrainConfig:
     values that ran (``resolve_data``) and refuses given values that contradict the dataset.
     """
 
-    strategy: str
-    learning_rate: float
-    epochs: int = 30
-    bn: str = "protocol"
-    optimizer: object = "adam"
+    # Each field's metadata is its command-line flag (``radtransfer train``): the flag, its help, its choices, and,
+    # for the fields the library leaves to the caller, the command's own default (the paper's seed, and a strategy
+    # and learning rate that fine-tune the whole network).
+    strategy: str = field(metadata=_flag("--strategy", "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all or "
+                                         "unfreeze_blocks:K", cli_default="unfreeze_all"))
+    learning_rate: float = field(metadata=_flag("--lr", "the optimizer's learning rate", type=float, cli_default=1e-4))
+    epochs: int = field(default=30, metadata=_flag("--epochs", "epochs to train", type=int))
+    bn: str = field(default="protocol", metadata=_flag("--bn", "BatchNorm: protocol (follows the strategy's flags, as "
+                                                       "the reference) or frozen", choices=BN_MODES))
+    optimizer: object = field(default="adam", metadata=_flag("--optimizer", "the optimizer", choices=tuple(OPTIMIZERS)))
     loss: object = "auto"
-    early_stopping: int | None = None
-    reduce_lr: int | None = None
-    class_weight: object = None
-    jit_compile: object = "auto"
-    precision: str = "auto"
-    distribute: object = None
-    seed: int | None = None
-    deterministic: bool = False
-    batch_size: int | None = None
-    augment: object = "auto"
-    bn_momentum: float | None = None
-    run_eagerly: bool = False
+    early_stopping: int | None = field(default=None, metadata=_flag("--early-stopping", "patience in epochs on "
+                                                                    "val_loss", type=int))
+    reduce_lr: int | None = field(default=None, metadata=_flag("--reduce-lr", "patience in epochs before the learning "
+                                                               "rate is cut ×0.1", type=int))
+    class_weight: object = field(default=None, metadata=_flag("--class-weight", "none or balanced (inverse class "
+                                                              "frequencies)", choices=(None, "balanced")))
+    jit_compile: object = field(default="auto", metadata=_flag("--jit-compile", "XLA: auto (on GPU), on or off",
+                                                               choices=("auto", True, False)))
+    precision: str = field(default="auto", metadata=_flag("--precision", "auto: mixed precision on capable GPUs",
+                                                          choices=PRECISIONS))
+    distribute: object = field(default=None, metadata=_flag("--distribute", "none, mirrored (local GPUs) or "
+                                                            "multiworker", choices=(None, "mirrored", "multiworker")))
+    seed: int | None = field(default=None, metadata=_flag("--seed", "the base seed of the split and of every random "
+                                                          "stream", type=int, cli_default=726))
+    deterministic: bool = field(default=False, metadata=_flag("--deterministic", "TensorFlow op determinism (turns "
+                                                              "XLA off)"))
+    batch_size: int | None = field(default=None, metadata=_flag("--batch-size", "images per batch", type=int,
+                                                                cli_default=IMAGE_SET_BATCH_SIZE))
+    augment: object = field(default="auto", metadata=_flag("--augment", "training augmentation (auto: radimagenet)",
+                                                           choices=("auto", None, *PRESETS)))
+    bn_momentum: float | None = field(default=None, metadata=_flag("--bn-momentum", "momentum of every BatchNorm "
+                                                                   "layer's moving statistics", type=float))
+    run_eagerly: bool = field(default=False, metadata=_flag("--run-eagerly", "no graph tracing (tiny smoke tests)"))
 
     def __post_init__(self):
-        from .strategies import BN_MODES
-
         kind, number = parse_strategy(self.strategy)
         normalised = {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}.get(kind, kind)
         object.__setattr__(self, "strategy", normalised)
         object.__setattr__(self, "learning_rate", _check_learning_rate(self.learning_rate))
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"Expected epochs ≥ 1. Received: epochs={self.epochs!r}")
-        if self.bn not in BN_MODES:
-            raise ValueError(f"Expected bn='protocol' or 'frozen'.{did_you_mean(self.bn, BN_MODES)} Received: bn={self.bn!r}")
+        check_choice("bn", self.bn, BN_MODES)
         if not isinstance(self.optimizer, keras.optimizers.Optimizer):
-            key = str(self.optimizer).lower()
-            if key not in OPTIMIZERS:
-                raise ValueError(f"Unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)} or a "
-                                 f"keras.optimizers.Optimizer.{did_you_mean(self.optimizer, list(OPTIMIZERS))} "
-                                 f"Received: optimizer={self.optimizer!r}")
+            key = check_choice("optimizer", str(self.optimizer).lower(), tuple(OPTIMIZERS),
+                               what="or a keras.optimizers.Optimizer")
             object.__setattr__(self, "optimizer", key)
         object.__setattr__(self, "early_stopping", _check_patience("early_stopping", self.early_stopping))
         object.__setattr__(self, "reduce_lr", _check_patience("reduce_lr", self.reduce_lr))
-        if self.jit_compile not in ("auto", True, False):
-            raise ValueError(f"Expected jit_compile='auto', True or False. Received: jit_compile={self.jit_compile!r}")
+        check_choice("jit_compile", self.jit_compile, ("auto", True, False))
         resolve_precision(self.precision, capability=(0, 0))  # validates the name only
         object.__setattr__(self, "precision", str(self.precision).lower())
         check_distribute(self.distribute)

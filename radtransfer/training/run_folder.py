@@ -1,16 +1,18 @@
-"""RunFolder: one training run's folder: what it holds, whether it may be resumed, and atomic writes.
+"""RunFolder: one training run's folder, the only place that names its files: what it holds, whether it may be
+resumed, and its atomic writes.
 
 Layout::
 
-    config.json        the run's identity (the settings that define it), its fingerprint, and every
-                       resolved setting (precision, XLA, versions, ...)
-    state.json         progress after each finished epoch: next epoch, best epoch, early-stopping and
-                       learning-rate state, the seed in use, status (running / finished / diverged)
-    history.csv        one row per finished epoch
-    last.weights.h5    the model and optimizer after the last finished epoch (deleted when done)
-    best.weights.h5    the model's weights at the best epoch (lowest val_loss)
-    best.keras         the best model, float32, with the class names and the validation threshold
-    result.json        the FineTuneResult of a finished run
+    config.json           the run's identity (the settings that define it, with a schema version), its
+                          fingerprint, and every resolved setting (precision, XLA, versions, ...)
+    state.json            progress after each finished epoch: next epoch, best epoch, early-stopping and
+                          learning-rate state, the seed in use, status (running / finished / diverged)
+    history.csv           one row per finished epoch
+    last-e<k>.weights.h5  the model and optimizer after epoch k, the last finished (deleted when done)
+    best-e<k>.weights.h5  the model's weights at epoch k, the best so far (deleted when done)
+    best.weights.h5       the model's weights at the best epoch (lowest val_loss)
+    best.keras            the best model, float32, with the class names and the validation thresholds
+    result.json           the FineTuneResult of a finished run
 """
 
 from __future__ import annotations
@@ -18,22 +20,95 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-
 
 from ..errors import RadtransferError, RunMismatchError
 from ..utils.io import write_json_atomic, write_text_atomic
-from .config import differences
+from .config import differences, fingerprint
 
 CONFIG = "config.json"
 STATE = "state.json"
 HISTORY = "history.csv"
-LAST = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 BEST_MODEL = "best.keras"
 RESULT = "result.json"
-_FILES = (CONFIG, STATE, HISTORY, LAST, BEST_WEIGHTS, BEST_MODEL, RESULT)
-_LEGACY = ("backup",)  # BackupAndRestore's folder (radtransfer 0.1 runs)
+CHECKPOINT_GLOB = "*-e*.weights.h5"   # the per-epoch checkpoints, ``checkpoint(kind, epoch)``
+IDENTITY_SCHEMA = 2                   # 2: the identity carries its schema version
+_FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
+_LEGACY_FILES = ("last.weights.h5",)  # radtransfer 0.1
+_LEGACY_DIRS = ("backup",)            # BackupAndRestore's folder (radtransfer 0.1 runs)
+
+
+def checkpoint(kind: str, epoch: int) -> str:
+    """The file name of a per-epoch checkpoint: ``kind`` "last" (model and optimizer) or "best" (model)."""
+    return f"{kind}-e{epoch}.weights.h5"
+
+
+def run_identity(config: dict, class_names, data_signature: dict, model: dict) -> dict:
+    """What defines a run, as config.json stores it and its fingerprint hashes: the defining settings, the
+    classes, the data's signature and how the model was built, with the identity's schema version."""
+    return {"schema_version": IDENTITY_SCHEMA, "config": config, "class_names": class_names,
+            "data": data_signature, "model": model}
+
+
+@dataclass
+class FineTuneResult:
+    """What fine_tune did.
+
+    Attributes:
+        history: per-epoch metrics (``loss``, ``val_loss``, ``val_auc``, ...), all epochs of the run,
+            resumed parts included.
+        best_epoch: the epoch (0-based) with the lowest val_loss; its weights are in the model.
+        best_val_loss: that val_loss.
+        epochs_run: epochs trained in total.
+        resumed_from: the epoch training resumed at (0 for a fresh run).
+        stopped_early: whether early stopping ended the run.
+        trainable_params: parameters the strategy left trainable.
+        images_per_second: training throughput (train images × epochs ÷ time in training steps), when known.
+        paths: output files (config, history, checkpoints), when out_dir was given.
+        settings: every resolved setting (also in config.json).
+        status: "finished" or "diverged".
+        diverged_epoch: the epoch whose loss became NaN (None if none did).
+        threshold: two classes: the threshold on class 1's probability chosen on the validation set
+            (Youden's J) at the best epoch; ``evaluate`` applies it to test data. None for more classes, or
+            when no epoch finished with a finite val_loss.
+        thresholds: two classes: {class index (as a string): threshold on that class's probability}, each
+            chosen on the validation set with that class as the positive one (``evaluate(...,
+            positive_class=c)`` applies class c's).
+        class_names: the classes, in output order (when known).
+        fingerprint: the hash of the settings that define the run.
+        seed: the base seed every random stream of the run was derived from.
+        model: the trained model (the caller's object when a model was passed; not saved in result.json).
+    """
+
+    history: dict
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    resumed_from: int
+    stopped_early: bool
+    trainable_params: int
+    images_per_second: float | None
+    paths: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    status: str = "finished"
+    diverged_epoch: int | None = None
+    threshold: float | None = None
+    thresholds: dict | None = None
+    class_names: list | None = None
+    fingerprint: str | None = None
+    seed: int | None = None
+    model: object = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
+
+    @classmethod
+    def from_dict(cls, values: dict, model=None) -> "FineTuneResult":
+        known = {f for f in cls.__dataclass_fields__ if f != "model"}
+        return cls(**{k: v for k, v in values.items() if k in known}, model=model)
 
 
 class RunFolder:
@@ -42,6 +117,16 @@ class RunFolder:
     Args:
         path: the folder (created if missing; must be writable).
     """
+
+    @classmethod
+    def open(cls, out_dir, resume: bool = True) -> "RunFolder | None":
+        """The folder of ``out_dir`` (None when there is none), emptied of any run first unless ``resume``."""
+        if out_dir is None:
+            return None
+        folder = cls(out_dir)
+        if not resume:
+            folder.reset()
+        return folder
 
     def __init__(self, path):
         self.path = Path(path).expanduser()
@@ -124,15 +209,31 @@ class RunFolder:
         lines = [",".join(columns)] + [",".join(_csv(v) for v in row) for row in rows]
         write_text_atomic(self.file(HISTORY), "\n".join(lines) + "\n")
 
-    def reset(self) -> None:
-        """Deletes this folder's run files (not anything else in it)."""
-        import shutil
+    def write_config(self, identity: dict, settings: dict) -> str:
+        """Writes config.json (the identity, its fingerprint and every resolved setting); returns the fingerprint."""
+        value = fingerprint(identity)
+        self.write_json(CONFIG, {"identity": identity, "fingerprint": value, **settings})
+        return value
 
-        for name in _FILES:
+    def state(self) -> dict | None:
+        return self.read_json(STATE)
+
+    def write_state(self, state: dict) -> None:
+        self.write_json(STATE, state)
+
+    def clean_checkpoints(self) -> None:
+        """Deletes the per-epoch checkpoints (a finished run keeps only best.weights.h5 and best.keras)."""
+        for path in self.path.glob(CHECKPOINT_GLOB):
+            path.unlink()
+
+    def reset(self) -> None:
+        """Deletes this folder's run files, the per-epoch checkpoints included (not anything else in it)."""
+        for name in (*_FILES, *_LEGACY_FILES):
             path = self.file(name)
             if path.exists():
                 path.unlink()
-        for name in _LEGACY:
+        self.clean_checkpoints()
+        for name in _LEGACY_DIRS:
             if self.file(name).is_dir():
                 shutil.rmtree(self.file(name))
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from .. import backend
-from ..utils.choices import did_you_mean
+from ..utils.choices import check_choice
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = backend.DISTRIBUTIONS
@@ -25,10 +25,7 @@ def resolve_precision(precision: str, capability=None, backend_name: str | None 
     """"auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 (with
     loss scaling, which Keras adds for that policy) on 7.x, float32 otherwise — on every backend.
     ``capability`` overrides the detected GPU (for tests)."""
-    key = str(precision).lower()
-    if key not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}."
-                         f"{did_you_mean(precision, PRECISIONS)} Received: precision={precision!r}")
+    key = check_choice("precision", str(precision).lower(), PRECISIONS)
     if key != "auto":
         return key
     capability = backend.gpu_compute_capability(backend_name) if capability is None else capability
@@ -43,8 +40,7 @@ def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None =
                         backend_name: str | None = None):
     """"auto" → XLA on TensorFlow GPUs (off on CPU), always on JAX, off on PyTorch. On TensorFlow,
     deterministic=True turns XLA off (TF's op determinism excludes XLA)."""
-    if jit_compile not in ("auto", True, False):
-        raise ValueError(f"Expected jit_compile='auto', True or False. Received: jit_compile={jit_compile!r}")
+    check_choice("jit_compile", jit_compile, ("auto", True, False))
     backend_name = backend_name or backend.name()
     if deterministic and backend_name == "tensorflow":
         if jit_compile is True:
@@ -84,6 +80,14 @@ class Runtime:
     precision: str
     jit_compile: bool
     distribution: object = None
+
+    @classmethod
+    def resolve(cls, config) -> "Runtime":
+        """A TrainConfig's precision, XLA and distribution, resolved for this machine and backend (the
+        distribution first: a TensorFlow multi-worker strategy must exist before TensorFlow's runtime starts)."""
+        distribution = make_distribution(config.distribute)
+        return cls(resolve_precision(config.precision), resolve_jit_compile(config.jit_compile, config.deterministic),
+                   distribution)
 
     @property
     def replicas(self) -> int:

@@ -11,6 +11,7 @@ import keras
 from ..models.backbones import BackboneSpec, get_backbone
 from ..utils.choices import did_you_mean
 from ..models.classifier import get_backbone_model
+from ..utils.choices import check_choice
 
 STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K")
 BN_MODES = ("protocol", "frozen")
@@ -99,11 +100,7 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
         A StrategySummary (trainable parameter count, trainable layers, warnings).
     """
     kind, number = parse_strategy(strategy)
-    if str(bn).lower() not in BN_MODES:
-        raise ValueError(
-            f"Expected bn='protocol' or 'frozen'.{did_you_mean(bn, BN_MODES)} Received: bn={bn!r}"
-        )
-    bn = str(bn).lower()
+    bn = check_choice("bn", str(bn).lower(), BN_MODES)
     base = get_backbone_model(model)
     info = getattr(model, "radtransfer_info", None)
     spec = get_backbone(info.backbone) if info is not None else _spec_from_layers(base)

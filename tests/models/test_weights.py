@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
 
 import radtransfer as rt
 from radtransfer import weights as W
-from radtransfer.models.backbones import get_backbone
-from conftest import SMALL, weight_arrays
+from radtransfer.models.presets import get_preset
+from conftest import weight_arrays
 
-BACKBONES = list(SMALL)
 
 
 def _assert_same_weights(model, reference):
@@ -23,33 +21,8 @@ def _assert_same_weights(model, reference):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_radimagenet_and_imagenet_files_load_exactly(backbone, keras2_files, isolated_dirs):
-    spec = get_backbone(backbone)
-    size = SMALL[backbone]
-    reference = keras2_files.reference(backbone)
-
-    # Both RadImageNet spellings, found by search in ./weights.
-    for name in (f"RadImageNet-{spec.radimagenet_archs[0]}_notop.h5",
-                 f"RadImageNet-{spec.radimagenet_archs[0]}-notop.h5"):
-        folder = isolated_dirs / "work" / "weights"
-        shutil.rmtree(folder, ignore_errors=True)
-        keras2_files.place(backbone, folder, name)
-        model = rt.build_model(backbone, weights="radimagenet", input_shape=(size, size, 3))
-        assert model.radtransfer_info.weights_path.endswith(name)
-        assert model.radtransfer_info.preprocessing == "radimagenet"
-        _assert_same_weights(model, reference)
-
-    # A weights-only file in Keras's cache, under Keras's own name.
-    keras2_files.place(backbone, isolated_dirs / "keras_home" / "models", spec.imagenet_file, kind="weights")
-    model = rt.build_model(backbone, weights="imagenet", input_shape=(size, size, 3))
-    assert model.radtransfer_info.weights_source == "imagenet"
-    assert model.radtransfer_info.preprocessing == spec.imagenet_preprocessing
-    _assert_same_weights(model, reference)
-
-
 def test_irv2_accepts_both_arch_spellings():
-    names = get_backbone("IRV2").radimagenet_files
+    names = get_preset("IRV2", "radimagenet").files
     assert "RadImageNet-IRV2_notop.h5" in names and "RadImageNet-IRV2-notop.h5" in names
     assert "RadImageNet-InceptionResNetV2_notop.h5" in names
 
@@ -85,10 +58,10 @@ def test_search_order(keras2_files, isolated_dirs, monkeypatch):
 
 
 def test_imagenet_search_prefers_local_folders_over_keras_cache(keras2_files, isolated_dirs):
-    spec = get_backbone("resnet50")
-    cache = keras2_files.place("resnet50", isolated_dirs / "keras_home" / "models", spec.imagenet_file, "weights")
+    file = get_preset("resnet50", "imagenet").files[0]
+    cache = keras2_files.place("resnet50", isolated_dirs / "keras_home" / "models", file, "weights")
     assert W.resolve_weights("resnet50", "imagenet").path == cache
-    local = keras2_files.place("resnet50", isolated_dirs / "work" / "weights", spec.imagenet_file, "weights")
+    local = keras2_files.place("resnet50", isolated_dirs / "work" / "weights", file, "weights")
     assert W.resolve_weights("resnet50", "imagenet").path.resolve() == local.resolve()
 
 
@@ -103,7 +76,7 @@ def test_radimagenet_is_never_downloaded_and_error_names_everything(isolated_dir
 
 
 def test_imagenet_download_uses_keras_with_md5(isolated_dirs, monkeypatch, keras2_files):
-    spec = get_backbone("densenet121")
+    preset = get_preset("densenet121", "imagenet")
     calls = []
 
     def fake_get_file(fname, origin, cache_subdir, file_hash):
@@ -112,7 +85,7 @@ def test_imagenet_download_uses_keras_with_md5(isolated_dirs, monkeypatch, keras
 
     monkeypatch.setattr("keras.utils.get_file", fake_get_file)
     resolved = W.resolve_weights("densenet121", "imagenet")
-    assert calls == [(spec.imagenet_file, spec.imagenet_url, "models", "30ee3e1110167f948a6b9946edeeb738")]
+    assert calls == [(preset.files[0], preset.url, "models", "30ee3e1110167f948a6b9946edeeb738")]
     assert resolved.source == "imagenet"
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import radtransfer as rt
 from radtransfer import data
 from radtransfer.data import cache as cache_module
 from radtransfer.data.pipeline import stream_of

@@ -21,7 +21,7 @@ from radtransfer import data
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402
 from pydicom.pixels import apply_color_lut, apply_modality_lut  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless  # noqa: E402
+from pydicom.uid import JPEGLSLossless, RLELossless  # noqa: E402
 
 
 def reference_rendering(path) -> np.ndarray:

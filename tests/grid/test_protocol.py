@@ -16,6 +16,7 @@ import pytest
 
 import radtransfer as rt
 from radtransfer import protocol, report
+from radtransfer.models.presets import get_preset
 
 
 def test_the_24_scenarios():
@@ -103,7 +104,7 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
     data_dir, weights_dir = tmp_path / "data", tmp_path / "weights"
     rt.datasets.synthetic_brain_mri(data_dir, n_patients=12, slices_per_patient=2, image_size=40, seed=4)
     keras2_files.place("resnet50", weights_dir, "RadImageNet-ResNet50_notop.h5")
-    keras2_files.place("resnet50", weights_dir, rt.get_backbone("resnet50").imagenet_file, kind="weights")
+    keras2_files.place("resnet50", weights_dir, get_preset("resnet50", "imagenet").files[0], kind="weights")
     script = tmp_path / "grid.py"
     script.write_text(GRID_SCRIPT)
 

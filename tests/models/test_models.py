@@ -60,12 +60,3 @@ def test_bad_arguments_say_what_was_expected(kwargs, message):
         rt.build_model(**arguments)
 
 
-@pytest.mark.parametrize("backbone, size", [("densenet121", 32), ("inception_resnet_v2", 75)])
-def test_keras_file_round_trip_in_safe_mode(backbone, size, tmp_path):
-    model = rt.build_model(backbone, weights=None, input_shape=(size, size, 3), preprocessing="torch")
-    images = np.random.default_rng(2).uniform(0, 255, size=(2, size, size, 3)).astype("float32")
-    expected = model.predict(images, verbose=0)
-    model.save(tmp_path / "model.keras")
-    reloaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
-    assert reloaded.get_layer("preprocess").mode == "torch"
-    np.testing.assert_allclose(reloaded.predict(images, verbose=0), expected, atol=1e-5)

@@ -1,0 +1,310 @@
+"""The epoch loop of fine_tune: one ``fit`` per epoch over a dataset drawn from (seed, epoch), after which the weights,
+the optimizer's state and the progress are committed to the run folder (or the best weights kept in memory), so a
+run stopped at any moment continues exactly; plus compiling, metrics and weight files."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from ..data.failures import readable_pipeline_errors
+from ..errors import RadtransferError
+from ..utils.io import replace_atomic
+from ..utils.seeding import derive_seed, seed_layers
+from .config import TrainConfig
+from .run_folder import BEST_WEIGHTS, FineTuneResult, checkpoint
+from .runtime import Runtime
+
+
+def make_metrics(num_classes: int):
+    # multi_label=True averages one AUC per column: for a two-column softmax both columns give the
+    # positive class's AUC; for more classes it is the macro one-vs-rest AUC. (The reference's AUC()
+    # flattened the columns into one ranking, which is not an AUC of any class.)
+    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc")]
+
+
+def compile_model(model, optimizer, loss, metrics, jit_compile: bool, run_eagerly: bool = False) -> bool:
+    """Compiles, then reads back whether XLA is really on; warns when Keras fell back without it."""
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, run_eagerly=run_eagerly)
+    resolved = bool(model.jit_compile)
+    if jit_compile and not resolved:
+        warnings.warn("XLA was asked for (jit_compile) but Keras fell back to running without it; a layer "
+                      "without XLA support (e.g. a Keras random augmentation layer such as RandomRotation) is "
+                      "the usual cause. Augment in the data pipeline instead (radtransfer.data).",
+                      stacklevel=3)
+    return resolved
+
+
+def save_model_weights(model, path) -> None:
+    """Writes the model's weights (not the optimizer's state) to a ``.weights.h5`` file, atomically.
+
+    Keras's ``save_weights`` also writes the optimizer's slots (Adam: two more copies of every trainable
+    weight); a best-weights checkpoint does not need them, which makes it a third of the size. A
+    functional view of the same layers (no optimizer attached) writes the same layer paths, so
+    ``load_model_weights`` reads it back into the compiled model.
+    """
+    view = model
+    if getattr(model, "optimizer", None) is not None:
+        try:
+            view = keras.Model(model.inputs, model.outputs, name=model.name)
+        except (AttributeError, ValueError, TypeError):  # a subclassed model has no graph to view
+            view = model
+
+    replace_atomic(path, lambda tmp: view.save_weights(str(tmp)))
+
+
+def load_model_weights(model, path) -> None:
+    """Loads a ``save_model_weights`` file (a compiled model's optimizer state is left as it is)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(str(path))
+
+
+def save_training_state(model, path) -> None:
+    """Model and optimizer state (for resuming), atomically."""
+    replace_atomic(path, lambda tmp: model.save_weights(str(tmp)))
+
+
+class Throughput(keras.callbacks.Callback):
+    """Seconds spent in training steps (validation excluded), over any number of fit() calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_seconds = 0.0
+        self.epochs = 0
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._last = self._start
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._start is not None:
+            self.train_seconds += self._last - self._start
+            self.epochs += 1
+
+
+class _RetraceNote:
+    """Drops TensorFlow's "triggered tf.function retracing" warning. Each epoch is one fit() over a new
+    dataset, which retraces Keras's thin per-iterator wrapper; the training step inside it is traced in
+    the first epoch only (checked by counting traces), so the warning would only alarm."""
+
+    def filter(self, record) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _quiet_retracing() -> None:
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    if not any(isinstance(f, _RetraceNote) for f in logger.filters):
+        logger.addFilter(_RetraceNote())
+
+
+class EpochLoop:
+    """Trains epoch by epoch; after each, commits weights, optimizer state and progress to the run folder
+    (or keeps the best weights in memory without one)."""
+
+    def __init__(self, model, config: TrainConfig, runtime: Runtime, data, folder, seed, class_weight,
+                 callbacks, verbose):
+        self.model = model
+        self.config = config
+        self.runtime = runtime
+        self.data = data
+        self.folder = folder
+        self.seed = seed
+        self.class_weight = class_weight
+        self.callbacks = list(callbacks)
+        self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
+        self.throughput = Throughput()
+        self.history: dict = {}
+        self.next_epoch = 0
+        self.resumed_from = 0
+        self.best_epoch = -1
+        self.best_val_loss = math.inf
+        self.best_file = None
+        self.best_in_memory = None
+        self.last_file = None
+        self.early = {"best": math.inf, "wait": 0, "stopped": False}
+        self.plateau = {"best": math.inf, "wait": 0}
+        self.diverged_epoch = None
+        self._stale_best = None
+
+    # state ---------------------------------------------------------------------------------------
+
+    def state(self, status="running") -> dict:
+        return {"status": status, "next_epoch": self.next_epoch, "best_epoch": self.best_epoch,
+                "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+                "best_file": self.best_file, "last_file": self.last_file, "early": self.early,
+                "plateau": self.plateau, "seed": self.seed, "diverged_epoch": self.diverged_epoch,
+                "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+
+    def restore(self, state: dict) -> None:
+        """Continues from a committed state: model and optimizer from its last checkpoint."""
+        self.next_epoch = self.resumed_from = int(state.get("next_epoch", 0))
+        self.best_epoch = int(state.get("best_epoch", -1))
+        value = state.get("best_val_loss")
+        self.best_val_loss = math.inf if value is None else float(value)
+        self.best_file = state.get("best_file")
+        self.last_file = state.get("last_file")
+        self.early = {**self.early, **(state.get("early") or {})}
+        self.plateau = {**self.plateau, **(state.get("plateau") or {})}
+        self.history = self.folder.history()
+        if self.last_file and self.folder.file(self.last_file).exists():
+            with self.runtime.scope():
+                self.model.optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(self.folder.file(self.last_file)))
+        elif self.next_epoch > 0:
+            raise RadtransferError(f"The run in '{self.folder.path}' says {self.next_epoch} epochs are done but its "
+                                   f"checkpoint {self.last_file} is missing. Pass resume=False to start over.")
+
+    def commit(self, status="running") -> None:
+        if self.folder is not None:
+            self.folder.write_history(self.history)
+            self.folder.write_state(self.state(status))
+
+    def clean_checkpoints(self) -> None:
+        self.folder.clean_checkpoints()
+        self.best_file = self.last_file = None
+
+    # training ------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        _quiet_retracing()
+        epochs = self.config.epochs
+        while self.next_epoch < epochs and not self.early["stopped"]:
+            epoch = self.next_epoch
+            seed_layers(self.model, derive_seed(self.seed, "dropout", epoch))
+            train = self.data.train_epoch(epoch, self.seed)
+            if self.verbose == 1:
+                print(f"epoch {epoch + 1}/{epochs}", flush=True)
+            start = time.perf_counter()
+            with readable_pipeline_errors(*self.data.sources), self._distribution_scope():
+                fit = self.model.fit(train, validation_data=self.data.val, initial_epoch=epoch, epochs=epoch + 1,
+                                     callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
+                                     class_weight=self.class_weight, verbose=1 if self.verbose == 1 else 0,
+                                     shuffle=False)
+            logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
+            logs.pop("learning_rate", None)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self._append(epoch, logs)
+            if self.verbose == 2:
+                shown = " - ".join(f"{k} {v:.4g}" for k, v in logs.items())
+                print(f"epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - {shown}", flush=True)
+            # A NaN training loss, or a NaN val_loss (the model's outputs are NaN), is divergence.
+            if not math.isfinite(logs.get("loss", math.nan)) or not math.isfinite(logs.get("val_loss", 0.0)):
+                self.diverged_epoch = epoch
+                self.next_epoch = epoch + 1
+                return
+            self._after_epoch(epoch, logs)
+
+    def _distribution_scope(self):
+        """Keras's own distributions (JAX DataParallel) must be in force while fit() runs; a tf.distribute
+        strategy is remembered by the model it built."""
+        from ..backend import is_keras_distribution
+        from .runtime import null_scope
+
+        distribution = self.runtime.distribution
+        if is_keras_distribution(distribution):
+            return distribution.scope()
+        return null_scope()
+
+    def _append(self, epoch, logs) -> None:
+        rows = len(self.history.get("epoch", []))
+        self.history.setdefault("epoch", []).append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, [math.nan] * rows).append(value)
+        for key in self.history:
+            if len(self.history[key]) < rows + 1:
+                self.history[key].append(math.nan)
+
+    def _after_epoch(self, epoch, logs) -> None:
+        value = logs.get("val_loss", math.nan)
+        improved = math.isfinite(value) and value < self.best_val_loss
+        if improved:
+            self.best_val_loss, self.best_epoch = value, epoch
+            self._save_best(epoch)
+        self._early_stopping(value)
+        self._reduce_lr(value)
+        self.next_epoch = epoch + 1
+        if self.folder is not None:
+            name = checkpoint("last", epoch)
+            save_training_state(self.model, self.folder.file(name))
+            previous, self.last_file = self.last_file, name
+            self.commit()
+            for stale in (previous, self._stale_best):
+                if stale and stale not in (self.last_file, self.best_file) and self.folder.file(stale).exists():
+                    self.folder.file(stale).unlink()
+            self._stale_best = None
+
+    def _save_best(self, epoch) -> None:
+        if self.folder is None:
+            self.best_in_memory = [np.array(w) for w in self.model.get_weights()]
+            return
+        name = checkpoint("best", epoch)
+        save_model_weights(self.model, self.folder.file(name))
+        previous, self.best_file = self.best_file, name
+        self._stale_best = previous
+
+    def _early_stopping(self, value) -> None:
+        if not self.config.early_stopping:
+            return
+        if math.isfinite(value) and value < self.early["best"]:
+            self.early.update(best=value, wait=0)
+        else:
+            self.early["wait"] += 1
+            if self.early["wait"] >= self.config.early_stopping:
+                self.early["stopped"] = True
+
+    def _reduce_lr(self, value) -> None:
+        if not self.config.reduce_lr:
+            return
+        if math.isfinite(value) and value < self.plateau["best"] - 1e-4:
+            self.plateau.update(best=value, wait=0)
+            return
+        self.plateau["wait"] += 1
+        if self.plateau["wait"] >= self.config.reduce_lr:
+            rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.model.optimizer.learning_rate.assign(rate * 0.1)
+            self.plateau["wait"] = 0
+
+    def restore_best(self) -> None:
+        """Puts the best epoch's weights into the working model."""
+        if self.best_epoch < 0:
+            return
+        if self.folder is None:
+            if self.best_in_memory is not None:
+                self.model.set_weights(self.best_in_memory)
+            return
+        if self.best_file and self.folder.file(self.best_file).exists():
+            load_model_weights(self.model, self.folder.file(self.best_file))
+        elif self.folder.file(BEST_WEIGHTS).exists():
+            load_model_weights(self.model, self.folder.file(BEST_WEIGHTS))
+
+    def result(self, trainable_params, settings, run_fingerprint, thresholds, class_names) -> FineTuneResult:
+        seconds = self.throughput.train_seconds
+        size = self.data.train_size
+        return FineTuneResult(
+            history=self.history, best_epoch=self.best_epoch,
+            best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else float("nan"),
+            epochs_run=len(self.history.get("epoch", [])), resumed_from=self.resumed_from,
+            stopped_early=bool(self.early["stopped"]), trainable_params=trainable_params,
+            images_per_second=size * self.throughput.epochs / seconds if size and seconds > 0 else None,
+            paths=self.folder.paths() if self.folder is not None else {}, settings=settings,
+            status="diverged" if self.diverged_epoch is not None else "finished",
+            diverged_epoch=self.diverged_epoch, threshold=None if thresholds is None else thresholds[1],
+            thresholds=None if thresholds is None else {str(c): t for c, t in thresholds.items()},
+            class_names=class_names,
+            fingerprint=run_fingerprint, seed=self.seed,
+        )
