@@ -6,7 +6,7 @@ STAMP := $(VENV)/.radtransfer-installed
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test test-slow test-backends test-ray demo bench clean
+.PHONY: install lint test test-slow test-backends test-ray demo bench clean
 
 install: $(STAMP)
 
@@ -15,6 +15,13 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# Style: ruff (pyflakes, pycodestyle, isort; 120 columns), configured in pyproject.toml.
+LINTED := radtransfer tests examples benchmarks
+
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 test: $(STAMP)
 	$(PY) -m pytest --durations=10

@@ -127,15 +127,33 @@ def main(argv=None) -> int:
     print(f"files ready in {time.perf_counter() - start:.0f} s", flush=True)
     results = {}
     for kind in ("floor", "floor_resize", "precheck", "pipeline"):
-        done = subprocess.run([sys.executable, __file__, "--n", str(args.n), "--size", str(args.size), "--batch",
-                               str(args.batch), "--root", args.root, "--measure", kind],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--n",
+                str(args.n),
+                "--size",
+                str(args.size),
+                "--batch",
+                str(args.batch),
+                "--root",
+                args.root,
+                "--measure",
+                kind,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[kind] = json.loads(done.stdout.strip().splitlines()[-1])
         print(json.dumps(results[kind]), flush=True)
     n = args.n
     pipeline = results["pipeline"]
     summary = {
-        "n": n, "image_size": args.size, "cores": os.cpu_count(),
+        "n": n,
+        "image_size": args.size,
+        "cores": os.cpu_count(),
         "decode_floor_images_per_s": n / results["floor"]["seconds"],
         "precheck_images_per_s": n / results["precheck"]["seconds"],
         "epoch0_images_per_s": n / pipeline["epoch0_seconds"],
@@ -146,8 +164,10 @@ def main(argv=None) -> int:
         "cache": pipeline["cache"],
         "peak_rss_above_baseline_bytes": pipeline["peak_rss_above_baseline_bytes"],
         "peak_over_cache_size": pipeline["peak_rss_above_baseline_bytes"] / pipeline["cache"]["bytes"],
-        "batches_without_positive": [pipeline["epoch0_batches_without_positive"],
-                                     pipeline["epoch1_batches_without_positive"]],
+        "batches_without_positive": [
+            pipeline["epoch0_batches_without_positive"],
+            pipeline["epoch1_batches_without_positive"],
+        ],
         "raw": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import sys
 
 import numpy as np
 
+
 def static_makespan(durations, shares):
     return max(sum(durations[i] for i in share) for share in shares)
 
@@ -40,7 +41,7 @@ def static_makespan(durations, shares):
 def dynamic_makespan(durations, workers, order=None):
     free = [0.0] * workers
     heapq.heapify(free)
-    for index in (order if order is not None else range(len(durations))):
+    for index in order if order is not None else range(len(durations)):
         heapq.heappush(free, heapq.heappop(free) + durations[index])
     return max(free)
 
@@ -60,23 +61,33 @@ def main(argv=None) -> int:
     ray_order = [position[run.id] for run in longest_first(runs)]
     rng = np.random.default_rng(0)
     print(f"{len(runs)} runs; total work {base.sum():.0f} ResNet50-run units; longest run {base.max():.1f}")
-    print("| GPUs | static, round robin | static, balanced | dynamic, plan order | dynamic, longest first | "
-          "wall time: round robin / balanced / longest first |")
+    print(
+        "| GPUs | static, round robin | static, balanced | dynamic, plan order | dynamic, longest first | "
+        "wall time: round robin / balanced / longest first |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for workers in args.workers:
         round_robin = [list(range(k, len(runs), workers)) for k in range(workers)]
-        balanced = [[position[run.id] for run in protocol.plan_runs(("radimagenet", "imagenet"),
-                                                                    protocol.radimagenet_scenarios(), 5,
-                                                                    f"{k}/{workers}")] for k in range(1, workers + 1)]
+        balanced = [
+            [
+                position[run.id]
+                for run in protocol.plan_runs(
+                    ("radimagenet", "imagenet"), protocol.radimagenet_scenarios(), 5, f"{k}/{workers}"
+                )
+            ]
+            for k in range(1, workers + 1)
+        ]
         idle = {"round_robin": [], "balanced": [], "dynamic": [], "lpt": []}
         walls = {"round_robin": [], "balanced": [], "lpt": []}
         for _ in range(args.trials):
             durations = base * rng.lognormal(0.0, 0.15, size=len(base))
             total = durations.sum()
-            spans = {"round_robin": static_makespan(durations, round_robin),
-                     "balanced": static_makespan(durations, balanced),
-                     "dynamic": dynamic_makespan(durations, workers),
-                     "lpt": dynamic_makespan(durations, workers, ray_order)}
+            spans = {
+                "round_robin": static_makespan(durations, round_robin),
+                "balanced": static_makespan(durations, balanced),
+                "dynamic": dynamic_makespan(durations, workers),
+                "lpt": dynamic_makespan(durations, workers, ray_order),
+            }
             for name, span in spans.items():
                 idle[name].append(1 - total / (workers * span))
             for name in walls:
@@ -84,8 +95,10 @@ def main(argv=None) -> int:
         cells = " | ".join(f"{100 * np.median(idle[name]):.1f}%" for name in idle)
         ratios = " / ".join(f"{np.median(walls[name]):.2f}" for name in walls)
         print(f"| {workers} | {cells} | {ratios} |")
-    print("idle: median share of GPU time unused before the grid ends; wall time: median, relative to the total work "
-          "spread perfectly evenly over the GPUs.")
+    print(
+        "idle: median share of GPU time unused before the grid ends; wall time: median, relative to the total work "
+        "spread perfectly evenly over the GPUs."
+    )
     return 0
 
 

@@ -35,7 +35,9 @@ def _inputs(root: Path):
 
         tf_keras.utils.set_random_seed(1)
         weights.parent.mkdir(parents=True, exist_ok=True)
-        tf_keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg").save(weights)
+        tf_keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 64, 3), pooling="avg").save(
+            weights
+        )
     return rt.datasets.load_synthetic_brain_mri(data), weights.parent
 
 
@@ -55,11 +57,24 @@ def main(argv=None) -> int:
     scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_all", 1e-4)]
     config = protocol.RADIMAGENET.replace(image_size=64, batch_size=16, epochs=2, bootstrap=100, cache=True)
     cpus = os.cpu_count() or 2
-    executor = "sequential" if args.executor == "sequential" else rt.RayExecutor(
-        cpus_per_run=cpus / args.workers, init_kwargs={"num_cpus": cpus, "log_to_driver": False})
+    executor = (
+        "sequential"
+        if args.executor == "sequential"
+        else rt.RayExecutor(cpus_per_run=cpus / args.workers, init_kwargs={"num_cpus": cpus, "log_to_driver": False})
+    )
     start = time.perf_counter()
-    protocol.run_grid(image_set, args.out, config=config, sources=("radimagenet",), scenarios=scenarios, folds=2,
-                      weights_dir=weights_dir, task="bench", executor=executor, verbose=0)
+    protocol.run_grid(
+        image_set,
+        args.out,
+        config=config,
+        sources=("radimagenet",),
+        scenarios=scenarios,
+        folds=2,
+        weights_dir=weights_dir,
+        task="bench",
+        executor=executor,
+        verbose=0,
+    )
     seconds = time.perf_counter() - start
     workers = 1 if args.executor == "sequential" else args.workers
     print(f"grid_workers executor={args.executor} workers={workers} runs=4 grid_wall_s={seconds:.1f}", file=sys.stderr)

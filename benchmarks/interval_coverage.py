@@ -74,19 +74,22 @@ def main(argv=None):
 
     rows = [(k, s) for s in args.slices for k in args.patients]
     # One seed per (row, simulation): the numbers do not depend on the number of workers.
-    tasks = [(k, s, args.resamples, np.random.SeedSequence([args.seed, s, k, i]))
-             for k, s in rows for i in range(args.sims)]
+    tasks = [
+        (k, s, args.resamples, np.random.SeedSequence([args.seed, s, k, i])) for k, s in rows for i in range(args.sims)
+    ]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(simulate, tasks, chunksize=4))
     wall = time.perf_counter() - start
 
     print(f"True AUC {TRUE_AUC:.4f}; {args.sims} simulations per row, {args.resamples} resamples, seed {args.seed}.\n")
-    print("| patients/class | slices | images | patient-level coverage (95% CI) | width | BCa "
-          "| image-level coverage (95% CI) | width | BCa |")
+    print(
+        "| patients/class | slices | images | patient-level coverage (95% CI) | width | BCa "
+        "| image-level coverage (95% CI) | width | BCa |"
+    )
     print("|---:|---:|---:|---|---:|---:|---|---:|---:|")
     for j, (k, s) in enumerate(rows):
-        chunk = results[j * args.sims:(j + 1) * args.sims]
+        chunk = results[j * args.sims : (j + 1) * args.sims]
         cells = [str(k), str(s), str(2 * k * s), *summary(chunk, 0), *summary(chunk, 1)]
         print("| " + " | ".join(cells) + " |")
     print(f"\nWall time {wall:.0f} s with {args.workers} worker(s).")

@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+
 def images_per_second(iterable, count_of):
     start = time.perf_counter()
     n = 0
@@ -41,8 +42,12 @@ def main(argv=None):
     parser.add_argument("--target", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--cached-epochs", type=int, default=3)
-    parser.add_argument("--color", choices=("gray", "rgb"), default="gray",
-                        help="gray: 8-bit grayscale PNGs (as most medical images); rgb: the same saved as RGB")
+    parser.add_argument(
+        "--color",
+        choices=("gray", "rgb"),
+        default="gray",
+        help="gray: 8-bit grayscale PNGs (as most medical images); rgb: the same saved as RGB",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--first-epochs", type=int, default=3, help="fresh pipelines timed for the first epoch")
     args = parser.parse_args(argv)
@@ -54,8 +59,14 @@ def main(argv=None):
 
     work = Path(tempfile.mkdtemp(prefix="rt_bench_"))
     slices = 4
-    manifest = datasets.synthetic_brain_mri(work, n_patients=max(args.images // slices, 4), slices_per_patient=slices,
-                                            image_size=args.size, seed=0, bit_depth=8)
+    manifest = datasets.synthetic_brain_mri(
+        work,
+        n_patients=max(args.images // slices, 4),
+        slices_per_patient=slices,
+        image_size=args.size,
+        seed=0,
+        bit_depth=8,
+    )
     frame = pd.read_csv(manifest)
     frame["path"] = [str(work / p) for p in frame["path"]]
     if args.color == "rgb":
@@ -66,19 +77,42 @@ def main(argv=None):
     image_set = data.from_csv(frame, image_col="path", label_col="label", patient_col="patient_id")
     n = len(image_set)
     size = (args.target, args.target)
-    results = {"color": args.color, "images": n, "source_size": args.size, "target_size": args.target, "batch": args.batch,
-               "cpu_count": os.cpu_count(), "tensorflow": tf.__version__, "python": platform.python_version()}
+    results = {
+        "color": args.color,
+        "images": n,
+        "source_size": args.size,
+        "target_size": args.target,
+        "batch": args.batch,
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+    }
 
     # The reference loader.
     from tf_keras.applications import imagenet_utils
     from tf_keras.preprocessing.image import ImageDataGenerator
 
     generator = ImageDataGenerator(
-        rescale=1 / 255, preprocessing_function=imagenet_utils.preprocess_input, rotation_range=10,
-        width_shift_range=0.1, height_shift_range=0.1, shear_range=0.1, zoom_range=0.1, horizontal_flip=True,
-        fill_mode="nearest")
-    flow = generator.flow_from_dataframe(frame, x_col="path", y_col="label", target_size=size,
-                                         batch_size=args.batch, class_mode="categorical", shuffle=True, seed=726)
+        rescale=1 / 255,
+        preprocessing_function=imagenet_utils.preprocess_input,
+        rotation_range=10,
+        width_shift_range=0.1,
+        height_shift_range=0.1,
+        shear_range=0.1,
+        zoom_range=0.1,
+        horizontal_flip=True,
+        fill_mode="nearest",
+    )
+    flow = generator.flow_from_dataframe(
+        frame,
+        x_col="path",
+        y_col="label",
+        target_size=size,
+        batch_size=args.batch,
+        class_mode="categorical",
+        shuffle=True,
+        seed=726,
+    )
     reference_rate, _ = images_per_second((flow[i] for i in range(len(flow))), lambda b: len(b[0]))
     results["reference_images_per_s"] = reference_rate
 
@@ -87,8 +121,9 @@ def main(argv=None):
     results["decode_resize_images_per_s"], _ = images_per_second(floor, lambda b: int(b[0].shape[0]))
 
     def pipeline(cache=True):
-        return data.make_dataset(image_set, image_size=size, batch_size=args.batch, augment="radimagenet",
-                                 seed=726, cache=cache)
+        return data.make_dataset(
+            image_set, image_size=size, batch_size=args.batch, augment="radimagenet", seed=726, cache=cache
+        )
 
     # First epoch (read, decode, resize, fill the cache, augment): median of fresh pipelines.
     first_rates = []
@@ -103,13 +138,15 @@ def main(argv=None):
     cache_bytes = sum(f.stat().st_size for f in work.glob("tfdata_cache*"))
     cached_rates = [images_per_second(dataset, lambda b: int(b[0].shape[0]))[0] for _ in range(args.cached_epochs)]
     uint8_bytes = n * args.target * args.target * 3  # the resized images as uint8 RGB
-    results.update({
-        "first_epoch_images_per_s": first_rate,
-        "cached_epoch_images_per_s": float(np.mean(cached_rates)),
-        "first_epoch_runs_images_per_s": first_rates,
-        "cache_bytes": int(cache_bytes),
-        "resized_uint8_bytes": int(uint8_bytes),
-    })
+    results.update(
+        {
+            "first_epoch_images_per_s": first_rate,
+            "cached_epoch_images_per_s": float(np.mean(cached_rates)),
+            "first_epoch_runs_images_per_s": first_rates,
+            "cache_bytes": int(cache_bytes),
+            "resized_uint8_bytes": int(uint8_bytes),
+        }
+    )
     results["first_epoch_speedup"] = first_rate / reference_rate
     results["cached_epoch_speedup"] = results["cached_epoch_images_per_s"] / reference_rate
     results["cache_memory_ratio"] = cache_bytes / uint8_bytes
@@ -117,10 +154,18 @@ def main(argv=None):
     print(json.dumps(results, indent=2))
     print(f"\nreference loader           {reference_rate:8.1f} images/s")
     print(f"decode + resize (floor)    {results['decode_resize_images_per_s']:8.1f} images/s")
-    print(f"make_dataset, first epoch  {first_rate:8.1f} images/s  ({results['first_epoch_speedup']:.1f}× reference; target ≥ 2.5×)")
-    print(f"make_dataset, cached       {results['cached_epoch_images_per_s']:8.1f} images/s  ({results['cached_epoch_speedup']:.1f}× reference; target ≥ 8×)")
-    print(f"cache memory               {cache_bytes / 2**20:8.1f} MiB for {uint8_bytes / 2**20:.1f} MiB of uint8 images "
-          f"({results['cache_memory_ratio']:.2f}×; target ≤ 1.1×)")
+    print(
+        f"make_dataset, first epoch  {first_rate:8.1f} images/s  "
+        f"({results['first_epoch_speedup']:.1f}× reference; target ≥ 2.5×)"
+    )
+    print(
+        f"make_dataset, cached       {results['cached_epoch_images_per_s']:8.1f} images/s  "
+        f"({results['cached_epoch_speedup']:.1f}× reference; target ≥ 8×)"
+    )
+    print(
+        f"cache memory               {cache_bytes / 2**20:8.1f} MiB for {uint8_bytes / 2**20:.1f} MiB of uint8 images "
+        f"({results['cache_memory_ratio']:.2f}×; target ≤ 1.1×)"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

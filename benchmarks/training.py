@@ -109,12 +109,22 @@ def measure(backbone: str, precision: str, xla: bool, args, strategy: str = "unf
     flops = forward_flops(model)
     rate = args.steps * args.batch / seconds
     peak, memory_kind = peak_memory()
-    result = {"backend": backend.name(), "backbone": backbone, "strategy": strategy, "precision": resolved,
-              "jit_compile": bool(model.jit_compile),
-              "image_size": size, "batch": args.batch, "steps": args.steps, "images_per_s": rate,
-              "forward_gflops_per_image": flops / 1e9, "train_tflops_per_s": 3 * flops * rate / 1e12,
-              "peak_memory_bytes": peak, "memory": memory_kind,
-              "gpu_compute_capability": list(capability) if capability else None}
+    result = {
+        "backend": backend.name(),
+        "backbone": backbone,
+        "strategy": strategy,
+        "precision": resolved,
+        "jit_compile": bool(model.jit_compile),
+        "image_size": size,
+        "batch": args.batch,
+        "steps": args.steps,
+        "images_per_s": rate,
+        "forward_gflops_per_image": flops / 1e9,
+        "train_tflops_per_s": 3 * flops * rate / 1e12,
+        "peak_memory_bytes": peak,
+        "memory": memory_kind,
+        "gpu_compute_capability": list(capability) if capability else None,
+    }
     if args.peak_tflops:
         result["fraction_of_peak"] = result["train_tflops_per_s"] / args.peak_tflops
     return result
@@ -124,17 +134,27 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=BACKBONES)
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed"], choices=("float32", "mixed"))
-    parser.add_argument("--xla", nargs="+", default=None, choices=("off", "on"),
-                        help="TensorFlow only (default: off and on); JAX is always XLA, PyTorch never")
+    parser.add_argument(
+        "--xla",
+        nargs="+",
+        default=None,
+        choices=("off", "on"),
+        help="TensorFlow only (default: off and on); JAX is always XLA, PyTorch never",
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's peak TFLOP/s in the measured precision, to report a fraction of it")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak TFLOP/s in the measured precision, to report a fraction of it",
+    )
     parser.add_argument("--out", default=None)
-    parser.add_argument("--strategies", nargs="+", default=["unfreeze_all"],
-                        choices=("unfreeze_all", "unfreeze_top10", "freeze_all"))
+    parser.add_argument(
+        "--strategies", nargs="+", default=["unfreeze_all"], choices=("unfreeze_all", "unfreeze_top10", "freeze_all")
+    )
     parser.add_argument("--one", nargs=4, metavar=("BACKBONE", "PRECISION", "XLA", "STRATEGY"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -144,20 +164,42 @@ def main(argv=None) -> int:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     xla_settings = {"tensorflow": args.xla or ["off", "on"], "jax": ["on"], "torch": ["off"]}[backend]
     results = []
-    configurations = [(b, p, x, s) for b in args.backbones for s in args.strategies for p in args.precisions
-                      for x in xla_settings]
+    configurations = [
+        (b, p, x, s) for b in args.backbones for s in args.strategies for p in args.precisions for x in xla_settings
+    ]
     for backbone, precision, xla, strategy in configurations:
-        command = [sys.executable, __file__, "--one", backbone, precision, xla, strategy, "--size", str(args.size),
-                   "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            backbone,
+            precision,
+            xla,
+            strategy,
+            "--size",
+            str(args.size),
+            "--batch",
+            str(args.batch),
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+        ]
         if args.peak_tflops:
             command += ["--peak-tflops", str(args.peak_tflops)]
         done = subprocess.run(command, capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((text for text in done.stdout.splitlines() if text.startswith("RESULT ")), None)
         if line is None:
-            result = {"backend": backend, "backbone": backbone, "strategy": strategy, "precision": precision,
-                      "xla": xla, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+            result = {
+                "backend": backend,
+                "backbone": backbone,
+                "strategy": strategy,
+                "precision": precision,
+                "xla": xla,
+                "error": (done.stderr.strip().splitlines() or ["?"])[-1],
+            }
         else:
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
         results.append(result)
         print(json.dumps(result), flush=True)
     if args.out:

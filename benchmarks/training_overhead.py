@@ -35,8 +35,9 @@ def run_mode(args) -> dict:
     import radtransfer as rt
     from radtransfer import training
 
-    image_set = rt.datasets.load_synthetic_brain_mri(args.data, n_patients=max(args.images // 4, 4),
-                                                     slices_per_patient=4, image_size=args.size, seed=0)
+    image_set = rt.datasets.load_synthetic_brain_mri(
+        args.data, n_patients=max(args.images // 4, 4), slices_per_patient=4, image_size=args.size, seed=0
+    )
     train, val, _ = image_set.split(val=0.15, test=0.0, seed=726)
     size = (args.size, args.size)
     train_ds = rt.data.make_dataset(train, image_size=size, batch_size=32, augment="radimagenet", seed=0)
@@ -55,33 +56,52 @@ def run_mode(args) -> dict:
     timer = EpochTimer()
     out_dir = Path(tempfile.mkdtemp(prefix="rt_train_bench_"))
     if args.mode.startswith("fine_tune"):
-        rt.fine_tune(model, train_ds, val_ds, strategy="unfreeze_all", learning_rate=1e-4, epochs=args.epochs,
-                     callbacks=[timer], verbose=0, seed=0,
-                     out_dir=out_dir if args.mode == "fine_tune_out_dir" else None)
+        rt.fine_tune(
+            model,
+            train_ds,
+            val_ds,
+            strategy="unfreeze_all",
+            learning_rate=1e-4,
+            epochs=args.epochs,
+            callbacks=[timer],
+            verbose=0,
+            seed=0,
+            out_dir=out_dir if args.mode == "fine_tune_out_dir" else None,
+        )
     else:
         rt.apply_strategy(model, "unfreeze_all")
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-4),
-                      loss=rt.TrainConfig("unfreeze_all", 1e-4).make_loss(4),
-                      metrics=training.make_metrics(4), jit_compile=False)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=1e-4),
+            loss=rt.TrainConfig("unfreeze_all", 1e-4).make_loss(4),
+            metrics=training.make_metrics(4),
+            jit_compile=False,
+        )
         callbacks = [timer]
         if args.mode == "fit_checkpoints":
             # What a careful user writes by hand for the same outputs: best weights, history, a resume
             # backup, and the best model as .keras at the end.
-            callbacks = [keras.callbacks.ModelCheckpoint(str(out_dir / "best.weights.h5"), save_best_only=True,
-                                                         save_weights_only=True),
-                         keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
-                         keras.callbacks.BackupAndRestore(str(out_dir / "backup")), timer]
-        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks, verbose=0,
-                  shuffle=False)
+            callbacks = [
+                keras.callbacks.ModelCheckpoint(
+                    str(out_dir / "best.weights.h5"), save_best_only=True, save_weights_only=True
+                ),
+                keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
+                keras.callbacks.BackupAndRestore(str(out_dir / "backup")),
+                timer,
+            ]
+        model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, callbacks=callbacks, verbose=0, shuffle=False)
         if args.mode == "fit_checkpoints":
             model.load_weights(str(out_dir / "best.weights.h5"))
             model.save(str(out_dir / "best.keras"))
     # From one epoch's start to the next: training, validation, and whatever runs between epochs (fine_tune's
     # per-epoch checkpoint and commit included). Epoch 0 holds the tracing; the last epoch is not timed.
     epoch_seconds = np.diff(timer.starts)[1:]
-    return {"mode": args.mode, "train_images": len(train), "epoch_seconds": epoch_seconds.tolist(),
-            "images_per_s": float(len(train) / np.mean(epoch_seconds)),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "mode": args.mode,
+        "train_images": len(train),
+        "epoch_seconds": epoch_seconds.tolist(),
+        "images_per_s": float(len(train) / np.mean(epoch_seconds)),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main(argv=None):
@@ -103,20 +123,46 @@ def main(argv=None):
     runs = {mode: [] for mode in MODES}
     for _ in range(args.repeats):
         for mode in MODES:
-            command = [sys.executable, __file__, "--mode", mode, "--data", str(data_dir), "--backbone", args.backbone,
-                       "--size", str(args.size), "--images", str(args.images), "--epochs", str(args.epochs)]
+            command = [
+                sys.executable,
+                __file__,
+                "--mode",
+                mode,
+                "--data",
+                str(data_dir),
+                "--backbone",
+                args.backbone,
+                "--size",
+                str(args.size),
+                "--images",
+                str(args.images),
+                "--epochs",
+                str(args.epochs),
+            ]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             runs[mode].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    summary = {mode: {"images_per_s": sum(r["images_per_s"] for r in rs) / len(rs),
-                      "peak_rss_mib": max(r["peak_rss_mib"] for r in rs)} for mode, rs in runs.items()}
+    summary = {
+        mode: {
+            "images_per_s": sum(r["images_per_s"] for r in rs) / len(rs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+        }
+        for mode, rs in runs.items()
+    }
     summary["overhead_plain"] = 1 - summary["fine_tune"]["images_per_s"] / summary["fit"]["images_per_s"]
-    summary["overhead_with_outputs"] = 1 - summary["fine_tune_out_dir"]["images_per_s"] / summary["fit_checkpoints"]["images_per_s"]
+    summary["overhead_with_outputs"] = (
+        1 - summary["fine_tune_out_dir"]["images_per_s"] / summary["fit_checkpoints"]["images_per_s"]
+    )
     summary["settings"] = {k: v for k, v in vars(args).items() if k not in ("mode", "data", "json")}
     print(json.dumps({"runs": runs, "summary": summary}, indent=2, default=str))
     for mode in MODES:
-        print(f"{mode:20s} {summary[mode]['images_per_s']:7.1f} images/s   peak RSS {summary[mode]['peak_rss_mib']:7.0f} MiB")
-    print(f"fine_tune overhead: {summary['overhead_plain']:+.1%} (no outputs), "
-          f"{summary['overhead_with_outputs']:+.1%} (with checkpoints, history, backup; target ≤ 3%)")
+        print(
+            f"{mode:20s} {summary[mode]['images_per_s']:7.1f} images/s   "
+            f"peak RSS {summary[mode]['peak_rss_mib']:7.0f} MiB"
+        )
+    print(
+        f"fine_tune overhead: {summary['overhead_plain']:+.1%} (no outputs), "
+        f"{summary['overhead_with_outputs']:+.1%} (with checkpoints, history, backup; target ≤ 3%)"
+    )
     if args.json:
         args.json.write_text(json.dumps({"runs": runs, "summary": summary}, indent=2, default=str))
     return 0

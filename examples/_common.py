@@ -27,9 +27,13 @@ def load_images(args, quick_patients=12, patients=48):
 
         return load_data(args.data, args.image_col, args.label_col, args.patient_col)
     folder = Path(args.out) / "synthetic_data"
-    return rt.datasets.load_synthetic_brain_mri(folder, n_patients=quick_patients if args.quick else patients,
-                                                slices_per_patient=2 if args.quick else 4,
-                                                image_size=48 if args.quick else 128, seed=0)
+    return rt.datasets.load_synthetic_brain_mri(
+        folder,
+        n_patients=quick_patients if args.quick else patients,
+        slices_per_patient=2 if args.quick else 4,
+        image_size=48 if args.quick else 128,
+        seed=0,
+    )
 
 
 def pretrained(backbone: str, weights_dir):

@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
+
 from _common import base_parser, load_images, pretrained  # noqa: E402
 
 
@@ -37,23 +38,44 @@ def main(argv=None) -> int:
     train, val, test = images.split(val=0.10, test=0.15, by="patient", seed=726)
     print(f"{images}\ntrain {train}\nval   {val}\ntest  {test}")
     weights, source = pretrained("densenet121", args.weights_dir)
-    model = rt.build_model("densenet121", weights=weights, num_classes=images.num_classes,
-                           input_shape=(args.image_size, args.image_size, 3))
-    result = rt.fine_tune(model, train, val, strategy="unfreeze_all", learning_rate=args.lr, epochs=args.epochs,
-                          early_stopping=5, reduce_lr=2, out_dir=out / "run", batch_size=args.batch_size,
-                          augment="radimagenet", seed=726, verbose=2, run_eagerly=args.quick)
+    model = rt.build_model(
+        "densenet121",
+        weights=weights,
+        num_classes=images.num_classes,
+        input_shape=(args.image_size, args.image_size, 3),
+    )
+    result = rt.fine_tune(
+        model,
+        train,
+        val,
+        strategy="unfreeze_all",
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        early_stopping=5,
+        reduce_lr=2,
+        out_dir=out / "run",
+        batch_size=args.batch_size,
+        augment="radimagenet",
+        seed=726,
+        verbose=2,
+        run_eagerly=args.quick,
+    )
     metrics = rt.evaluate(model, test, bootstrap=200 if args.quick else 1000)
     metrics.pop("predictions")
     (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
 
     names = metrics["class_names"]
     print(f"\nweights: {source}; best epoch {result.best_epoch + 1} of {result.epochs_run}")
-    print(f"test accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
-          f"macro AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f})")
+    print(
+        f"test accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
+        f"macro AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f})"
+    )
     print(f"\n{'class':12s} {'AUC':>6s} {'sensitivity':>12s} {'specificity':>12s}")
     for name in names:
-        print(f"{name:12s} {metrics['per_class_auc'][name]:6.3f} {metrics['sensitivity'][name]:12.3f} "
-              f"{metrics['specificity'][name]:12.3f}")
+        print(
+            f"{name:12s} {metrics['per_class_auc'][name]:6.3f} {metrics['sensitivity'][name]:12.3f} "
+            f"{metrics['specificity'][name]:12.3f}"
+        )
     print("\nconfusion matrix (rows: true, columns: predicted)")
     width = max(len(n) for n in names) + 2
     print(" " * width + "".join(f"{n:>{width}s}" for n in names))

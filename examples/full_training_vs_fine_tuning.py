@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
+
 from _common import base_parser, load_images, pretrained  # noqa: E402
 
 
@@ -29,14 +30,36 @@ def learning_curve(args, images, out):
     for fraction in args.fractions:
         part = train if fraction >= 1 else train.split(val=0.0, test=1 - fraction, seed=726)[0]
         for mode, init, lr, momentum in (("full training", None, 1e-3, 0.9), ("fine-tuning", weights, 1e-4, None)):
-            model = rt.build_model(args.backbone, weights=init, num_classes=images.num_classes,
-                                   input_shape=(args.image_size, args.image_size, 3))
-            rt.fine_tune(model, part, val, strategy="unfreeze_all", learning_rate=lr, epochs=args.epochs,
-                         batch_size=args.batch_size, seed=726, verbose=0, run_eagerly=args.quick, bn_momentum=momentum,
-                         out_dir=out / "runs" / f"{mode.replace(' ', '_')}_{int(fraction * 100)}")
+            model = rt.build_model(
+                args.backbone,
+                weights=init,
+                num_classes=images.num_classes,
+                input_shape=(args.image_size, args.image_size, 3),
+            )
+            rt.fine_tune(
+                model,
+                part,
+                val,
+                strategy="unfreeze_all",
+                learning_rate=lr,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                seed=726,
+                verbose=0,
+                run_eagerly=args.quick,
+                bn_momentum=momentum,
+                out_dir=out / "runs" / f"{mode.replace(' ', '_')}_{int(fraction * 100)}",
+            )
             auc = rt.evaluate(model, test, bootstrap=0)["auc"]
-            rows.append({"fraction": fraction, "train_images": len(part), "mode": mode, "weights": source if init else "random",
-                         "test_auc": auc})
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "train_images": len(part),
+                    "mode": mode,
+                    "weights": source if init else "random",
+                    "test_auc": auc,
+                }
+            )
             print(f"{fraction:>5.0%} of training ({len(part)} images), {mode:13s}: test AUC {auc:.3f}")
     table = pd.DataFrame(rows)
     table.to_csv(out / "learning_curve.csv", index=False)
@@ -70,20 +93,37 @@ def layerwise(args, images, out):
 
     train, val, _ = images.split(val=0.10, test=0.15, by="patient", seed=726)
     weights, source = pretrained(args.backbone, args.weights_dir)
-    build = lambda: rt.build_model(args.backbone, weights=weights, num_classes=images.num_classes,
-                                   input_shape=(args.image_size, args.image_size, 3))
+    build = lambda: rt.build_model(
+        args.backbone,
+        weights=weights,
+        num_classes=images.num_classes,
+        input_shape=(args.image_size, args.image_size, 3),
+    )
     depths = [0, 1] if args.quick else None
-    table = rt.layerwise_search(build, train, val, depths=depths, learning_rate=1e-4, epochs=args.epochs,
-                                batch_size=args.batch_size, seed=726, verbose=0, run_eagerly=args.quick,
-                                out_dir=out / "layerwise")
+    table = rt.layerwise_search(
+        build,
+        train,
+        val,
+        depths=depths,
+        learning_rate=1e-4,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=726,
+        verbose=0,
+        run_eagerly=args.quick,
+        out_dir=out / "layerwise",
+    )
     table.to_csv(out / "layerwise.csv", index=False)
     print(table.to_string(index=False))
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(range(len(table)), table["val_auc"], marker="o")
     ax.set_xticks(range(len(table)))
     ax.set_xticklabels([str(d) for d in table["depth"]])
-    ax.set(xlabel="Stages unfrozen from the top (0 = head only)", ylabel="Validation AUC",
-           title=f"Layer-wise fine-tuning, {args.backbone} ({source} weights)")
+    ax.set(
+        xlabel="Stages unfrozen from the top (0 = head only)",
+        ylabel="Validation AUC",
+        title=f"Layer-wise fine-tuning, {args.backbone} ({source} weights)",
+    )
     fig.tight_layout()
     fig.savefig(out / "layerwise.png", dpi=150)
     print(f"plot: {out / 'layerwise.png'}")

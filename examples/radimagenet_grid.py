@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from radtransfer import plots, protocol, report  # noqa: E402
+
 from _common import base_parser, load_images  # noqa: E402
 
 
@@ -22,8 +23,12 @@ def main(argv=None) -> int:
     parser.add_argument("--folds", type=int, default=None, help="k folds (default: the 75/10/15 split)")
     parser.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"])
     parser.add_argument("--shard", default=None, help="k/n, or auto (a SLURM array task's share)")
-    parser.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
-                        help="ray: one run per GPU on this machine, or on the cluster of $RAY_ADDRESS")
+    parser.add_argument(
+        "--executor",
+        choices=("sequential", "ray"),
+        default="sequential",
+        help="ray: one run per GPU on this machine, or on the cluster of $RAY_ADDRESS",
+    )
     parser.add_argument("--faithful", action="store_true")
     parser.add_argument("--epochs", type=int, default=None, help="override the protocol's 30 epochs")
     parser.add_argument("--batch-size", type=int, default=None, help="override the protocol's batch of 256")
@@ -38,9 +43,18 @@ def main(argv=None) -> int:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
     config = config.replace(**overrides) if overrides else config
     images = load_images(args)
-    protocol.run_grid(images, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
-                      scenarios=scenarios, shard=args.shard, executor=args.executor, weights_dir=args.weights_dir,
-                      faithful=args.faithful)
+    protocol.run_grid(
+        images,
+        args.out,
+        config=config,
+        sources=tuple(args.sources),
+        folds=args.folds,
+        scenarios=scenarios,
+        shard=args.shard,
+        executor=args.executor,
+        weights_dir=args.weights_dir,
+        faithful=args.faithful,
+    )
     if args.shard:
         print("Shard done; run the report once every shard has finished: radtransfer report", args.out)
         return 0

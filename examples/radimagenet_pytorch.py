@@ -6,8 +6,8 @@ for any other module. The RadImageNet ``.h5`` file is the Keras 2 file as publis
 
 What the weights expect: channels-last float images, (N, H, W, 3), with values 0–255, grayscale repeated
 into three channels. The model carries its preprocessing (RadImageNet's: RGB→BGR, minus the caffe means, ÷255,
-what the RadImageNet scripts fed the network in training) and ends in a softmax: feed raw pixels, take log probabilities for
-the loss. Do not normalise to [0, 1] or transpose to NCHW.
+what the RadImageNet scripts fed the network in training) and ends in a softmax: feed raw pixels, take log
+probabilities for the loss. Do not normalise to [0, 1] or transpose to NCHW.
 
     pip install 'radtransfer[torch]' 'torch==2.13.0'   # the CPU build; any CUDA build works the same
     python examples/radimagenet_pytorch.py --quick                         # synthetic data, a smoke test
@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
+
 from _common import base_parser, load_images, pretrained  # noqa: E402
 
 
@@ -64,20 +65,28 @@ def main(argv=None) -> int:
     images = load_images(args)
     train, val, _ = images.split(val=0.15, test=0.15, by="patient", seed=726)
     weights, source = pretrained("densenet121", args.weights_dir)
-    model = rt.build_model("densenet121", weights=weights, num_classes=images.num_classes,
-                           input_shape=(args.image_size, args.image_size, 3))
+    model = rt.build_model(
+        "densenet121",
+        weights=weights,
+        num_classes=images.num_classes,
+        input_shape=(args.image_size, args.image_size, 3),
+    )
     rt.apply_strategy(model, "unfreeze_all", bn="protocol")
     assert isinstance(model, torch.nn.Module)
     device = next(model.parameters()).device
-    print(f"{type(model).__name__} is a torch.nn.Module on {device}; "
-          f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters ({source})")
+    print(
+        f"{type(model).__name__} is a torch.nn.Module on {device}; "
+        f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters ({source})"
+    )
 
     x_train, y_train = read(train, args.image_size)
     x_val, y_val = read(val, args.image_size)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x_train),
-                                                                        torch.from_numpy(y_train)),
-                                         batch_size=args.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(726))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(726),
+    )
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     for epoch in range(args.epochs):
         model.train()
@@ -93,8 +102,10 @@ def main(argv=None) -> int:
         model.eval()
         with torch.no_grad():
             predicted = model(torch.from_numpy(x_val).to(device), training=False).argmax(dim=1).cpu().numpy()
-        print(f"epoch {epoch + 1}/{args.epochs}: train loss {total / seen:.4f}, "
-              f"val accuracy {(predicted == y_val).mean():.3f} ({len(y_val)} images)")
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: train loss {total / seen:.4f}, "
+            f"val accuracy {(predicted == y_val).mean():.3f} ({len(y_val)} images)"
+        )
     return 0
 
 

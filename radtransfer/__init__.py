@@ -11,8 +11,6 @@ statistics, prediction, Grad-CAM), ``grid`` (the comparison's machinery), ``util
 faces users touch (``cli``, ``protocol``, ``report``, ``plots``, ``errors``, ``backend``) at the top.
 """
 
-from .version import __version__  # noqa: F401
-
 from . import data
 from .errors import ClassMismatchError, RadtransferError, WeightsFileError, WeightsNotFoundError
 from .evaluation.metrics import evaluate
@@ -29,6 +27,7 @@ from .training.fine_tuning import FineTuneResult, TrainingDivergedError, fine_tu
 from .training.layerwise import layerwise_search
 from .training.run_folder import RunFolder, RunMismatchError
 from .training.strategies import StrategySummary, apply_strategy
+from .version import __version__  # noqa: F401
 
 __all__ = [
     "BACKBONES",
@@ -63,9 +62,17 @@ __all__ = [
 # Modules reached as attributes (``radtransfer.report.summarize``), imported on first use: the faces that pull in
 # pandas and matplotlib, and the module names of radtransfer ≤ 0.1, now inside the folders.
 _LAZY_MODULES = {
-    "protocol": ".protocol", "report": ".report", "plots": ".plots", "demo": ".demo", "cli": ".cli",
-    "gradcam": ".evaluation.gradcam", "stats": ".evaluation.stats", "records": ".grid.records",
-    "datasets": ".data.synthetic", "weights": ".models.weights", "backbones": ".models.backbones",
+    "protocol": ".protocol",
+    "report": ".report",
+    "plots": ".plots",
+    "demo": ".demo",
+    "cli": ".cli",
+    "gradcam": ".evaluation.gradcam",
+    "stats": ".evaluation.stats",
+    "records": ".grid.records",
+    "datasets": ".data.synthetic",
+    "weights": ".models.weights",
+    "backbones": ".models.backbones",
 }
 
 

@@ -95,8 +95,10 @@ def check_distribute(distribute, backend: str | None = None) -> None:
         return
     check_choice("distribute", distribute, DISTRIBUTIONS, what="or a tf.distribute.Strategy")
     if backend == "torch" and distribute is not None:
-        raise ValueError(f"distribute={distribute!r} is not supported on the PyTorch backend; use "
-                         "KERAS_BACKEND=tensorflow (tf.distribute) or jax (keras.distribution.DataParallel).")
+        raise ValueError(
+            f"distribute={distribute!r} is not supported on the PyTorch backend; use "
+            "KERAS_BACKEND=tensorflow (tf.distribute) or jax (keras.distribution.DataParallel)."
+        )
 
 
 def make_distribution(distribute, backend: str | None = None):
@@ -119,10 +121,12 @@ def make_distribution(distribute, backend: str | None = None):
             return tf.distribute.MirroredStrategy()
         if "TF_CONFIG" not in os.environ:
             raise ValueError("distribute='multiworker' needs the TF_CONFIG environment variable (cluster and task).")
-        warnings.warn("model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
-                      "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
-                      "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.",
-                      stacklevel=3)
+        warnings.warn(
+            "model.fit under MultiWorkerMirroredStrategy fails in released Keras 3 (up to at least 3.15; "
+            "keras-team/keras#20585, tensorflow/tensorflow#72388). radtransfer sets it up correctly, but "
+            "training may stop with a TensorFlow error until Keras fixes it; 'mirrored' works.",
+            stacklevel=3,
+        )
         return tf.distribute.MultiWorkerMirroredStrategy()
     if distribute == "multiworker":
         keras.distribution.initialize()
@@ -153,8 +157,11 @@ def enable_determinism(backend: str | None = None) -> None:
 
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif backend == "jax" and has_gpu("jax") and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
-        warnings.warn("deterministic=True on JAX GPUs needs XLA_FLAGS=--xla_gpu_deterministic_ops=true set "
-                      "before JAX starts; results may still vary between runs.", stacklevel=3)
+        warnings.warn(
+            "deterministic=True on JAX GPUs needs XLA_FLAGS=--xla_gpu_deterministic_ops=true set "
+            "before JAX starts; results may still vary between runs.",
+            stacklevel=3,
+        )
 
 
 def class_score_gradients(features, preprocess, images, kernel, bias, classes, activations, pooled):
@@ -191,11 +198,14 @@ def class_score_gradients(features, preprocess, images, kernel, bias, classes, a
             (grads,) = torch.autograd.grad(score, acts)
         return grads.detach().cpu().numpy().astype(np.float32)
     h, w = activations.shape[1:3]
-    if pooled.shape[-1] != activations.shape[-1] or not np.allclose(pooled, activations.mean(axis=(1, 2)),
-                                                                        rtol=1e-3, atol=1e-4):
-        raise NotImplementedError(f"Grad-CAM at an inner layer needs gradients through the network, which the "
-                                  f"{backend} backend cannot take over a Keras graph's intermediate tensors; use "
-                                  "the default layer (the last convolutional activation), or the TensorFlow or "
-                                  "PyTorch backend.")
+    if pooled.shape[-1] != activations.shape[-1] or not np.allclose(
+        pooled, activations.mean(axis=(1, 2)), rtol=1e-3, atol=1e-4
+    ):
+        raise NotImplementedError(
+            f"Grad-CAM at an inner layer needs gradients through the network, which the "
+            f"{backend} backend cannot take over a Keras graph's intermediate tensors; use "
+            "the default layer (the last convolutional activation), or the TensorFlow or "
+            "PyTorch backend."
+        )
     column = kernel[:, classes].T[:, None, None, :] / float(h * w)
     return np.broadcast_to(column, activations.shape).astype(np.float32)

@@ -20,8 +20,9 @@ class UsageError(Exception):
 # -- shared pieces -----------------------------------------------------------------------------
 
 
-def load_data(spec: str, image_col="path", label_col="label", patient_col="auto", tfds_split=None,
-              missing_labels="raise"):
+def load_data(
+    spec: str, image_col="path", label_col="label", patient_col="auto", tfds_split=None, missing_labels="raise"
+):
     """DATA: a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]. Patient ids come from
     ``patient_col`` ("auto": a column named like PatientID, or the DICOM PatientID tag; "none": no ids)."""
     from . import data
@@ -36,28 +37,37 @@ def load_data(spec: str, image_col="path", label_col="label", patient_col="auto"
     if path.is_dir():
         manifest = path / "manifest.csv"
         if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv
-            return data.from_csv(manifest, image_col=image_col, label_col=label_col, patient_col=patients,
-                                 missing_labels=missing_labels)
+            return data.from_csv(
+                manifest, image_col=image_col, label_col=label_col, patient_col=patients, missing_labels=missing_labels
+            )
         return data.from_directory(path, patient_ids="auto" if patients else None)
     if path.suffix.lower() == ".csv":
-        return data.from_csv(path, image_col=image_col, label_col=label_col, patient_col=patients,
-                             missing_labels=missing_labels)
+        return data.from_csv(
+            path, image_col=image_col, label_col=label_col, patient_col=patients, missing_labels=missing_labels
+        )
     if not path.exists():
-        raise UsageError(f"DATA not found: '{spec}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT].")
+        raise UsageError(
+            f"DATA not found: '{spec}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]."
+        )
     raise UsageError(f"DATA '{spec}' is neither a folder nor a .csv file (nor tfds:NAME).")
 
 
 def _say_patients(image_set, args) -> None:
     """One line on what the split goes by, so a split by image is never silent."""
     if image_set.patient_ids is not None:
-        print(f"DATA: {len(image_set)} images of {len(set(image_set.patient_ids))} patients; parts are split by "
-              "patient.", file=sys.stderr)
+        print(
+            f"DATA: {len(image_set)} images of {len(set(image_set.patient_ids))} patients; parts are split by patient.",
+            file=sys.stderr,
+        )
     elif getattr(args, "patient_col", "auto") in (None, "none"):
         print(f"DATA: {len(image_set)} images; --patient-col none: parts are split by image.", file=sys.stderr)
     else:
-        print(f"DATA: {len(image_set)} images and no patient ids found (no column named like PatientID, no DICOM "
-              "PatientID): parts are split by image, so one patient's images may fall in two parts. Name the "
-              "column with --patient-col.", file=sys.stderr)
+        print(
+            f"DATA: {len(image_set)} images and no patient ids found (no column named like PatientID, no DICOM "
+            "PatientID): parts are split by image, so one patient's images may fall in two parts. Name the "
+            "column with --patient-col.",
+            file=sys.stderr,
+        )
 
 
 def train_val_test(spec: str, args):
@@ -75,11 +85,13 @@ def train_val_test(spec: str, args):
         if "val" in parts:
             return train, parts["val"], parts["test"]
         train, val, _ = train.split(val=args.val, test=0.0, seed=args.seed)
-        print(f"DATA is split already: training on {path}/…train part, validation from it ({len(val)} images), "
-              f"test on its test part ({len(parts['test'])} images).", file=sys.stderr)
+        print(
+            f"DATA is split already: training on {path}/…train part, validation from it ({len(val)} images), "
+            f"test on its test part ({len(parts['test'])} images).",
+            file=sys.stderr,
+        )
         return train, val, parts["test"]
-    image_set = load_data(spec, args.image_col, args.label_col, args.patient_col,
-                          missing_labels=args.missing_labels)
+    image_set = load_data(spec, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels)
     _say_patients(image_set, args)
     by = "image" if args.patient_col == "none" else "patient"
     return image_set.split(val=args.val, test=args.test, seed=args.seed, by=by)
@@ -89,9 +101,9 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
     """Checks every part's files before anything is trained; with on_bad="skip", leaves the bad ones out of
     their part (the split of the others is unchanged, so a rerun is the same run) and lists them in
     ``out/skipped_files.csv``."""
-    from .data import check_images
-
     import warnings
+
+    from .data import check_images
 
     checked, skipped = {}, []
     for name, part in parts.items():
@@ -103,9 +115,13 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
             checked[name], bad = check_images(part, on_bad, part=name)
         skipped += [(name, path, reason) for path, reason in bad]
     if skipped:
-        print(f"skipped {len(skipped)} unreadable file(s) (--on-bad skip)" + (f", listed in {out}/skipped_files.csv"
-              if out is not None else "") + ":\n" + "\n".join(f"  {n}: {p}: {r}" for n, p, r in skipped[:20]),
-              file=sys.stderr)
+        print(
+            f"skipped {len(skipped)} unreadable file(s) (--on-bad skip)"
+            + (f", listed in {out}/skipped_files.csv" if out is not None else "")
+            + ":\n"
+            + "\n".join(f"  {n}: {p}: {r}" for n, p, r in skipped[:20]),
+            file=sys.stderr,
+        )
         if out is not None:
             import csv
 
@@ -187,20 +203,33 @@ def cmd_train(args) -> int:
     train, val, test = parts["train"], parts["val"], parts["test"]
     image_set = train
     size = args.image_size
-    model = build_model(args.backbone, weights=None if args.weights == "none" else args.weights,
-                        num_classes=image_set.num_classes, input_shape=(size, size, 3), dropout=args.dropout,
-                        preprocessing=args.preprocessing, weights_dir=args.weights_dir)
+    model = build_model(
+        args.backbone,
+        weights=None if args.weights == "none" else args.weights,
+        num_classes=image_set.num_classes,
+        input_shape=(size, size, 3),
+        dropout=args.dropout,
+        preprocessing=args.preprocessing,
+        weights_dir=args.weights_dir,
+    )
     for name, part in (("train", train), ("val", val), ("test", test)):
         _write_split(out / f"split_{name}.csv", part)
-    result = fine_tune(model, train, val, _train_config(args), out_dir=out, verbose=args.verbose,
-                       resume=not args.restart)
+    result = fine_tune(
+        model, train, val, _train_config(args), out_dir=out, verbose=args.verbose, resume=not args.restart
+    )
     metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
     if metrics:
         from .utils.io import write_json_atomic
 
         write_json_atomic(out / "test_metrics.json", metrics)
-    _print_json({"out_dir": str(out), "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                 "test": _summary_metrics(metrics)})
+    _print_json(
+        {
+            "out_dir": str(out),
+            "best_epoch": result.best_epoch,
+            "best_val_loss": result.best_val_loss,
+            "test": _summary_metrics(metrics),
+        }
+    )
     return 0
 
 
@@ -233,9 +262,14 @@ def _train_config_options(parser) -> None:
             parser.add_argument(meta["flag"], dest=field.name, action="store_true", help=meta["help"])
             continue
         choices = None if meta["choices"] is None else [_WORDS.get(c, c) for c in meta["choices"]]
-        parser.add_argument(meta["flag"], dest=field.name, type=meta["type"], choices=choices,
-                            default=_WORDS.get(default, default) if choices else default,
-                            help=f"{meta['help']} (default: {_WORDS.get(default, default)})")
+        parser.add_argument(
+            meta["flag"],
+            dest=field.name,
+            type=meta["type"],
+            choices=choices,
+            default=_WORDS.get(default, default) if choices else default,
+            help=f"{meta['help']} (default: {_WORDS.get(default, default)})",
+        )
 
 
 def _train_config(args):
@@ -258,7 +292,9 @@ def _load_run_model(run_dir):
 
     path = Path(run_dir)
     if not (path / "best.keras").exists() and not (path.is_file() and path.suffix == ".keras"):
-        raise UsageError(f"No trained model in '{run_dir}' (expected best.keras); pass the out dir of 'radtransfer train'.")
+        raise UsageError(
+            f"No trained model in '{run_dir}' (expected best.keras); pass the out dir of 'radtransfer train'."
+        )
     return load_trained(path)
 
 
@@ -266,8 +302,9 @@ def cmd_evaluate(args) -> int:
     from . import evaluate
 
     model = _load_run_model(args.run_dir)
-    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col,
-                          missing_labels=args.missing_labels)
+    image_set = load_data(
+        args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
+    )
     _say_patients(image_set, args)
     image_set = check_parts({"data": image_set}, args.on_bad)["data"]
     metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
@@ -289,21 +326,36 @@ def cmd_grid(args) -> int:
         raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
     else:
         executor = "sequential"
-    image_set = load_data(args.data, args.image_col, args.label_col, args.patient_col,
-                          missing_labels=args.missing_labels)
+    image_set = load_data(
+        args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
+    )
     _say_patients(image_set, args)
     config = protocol.RADIMAGENET.replace(
         **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
-        run_eagerly=args.run_eagerly, **({"cache": args.cache} if args.cache else {}))
+        run_eagerly=args.run_eagerly,
+        **({"cache": args.cache} if args.cache else {}),
+    )
     scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
     if scenarios is not None and args.max_scenarios:
         scenarios = scenarios[: args.max_scenarios]
     _write_resolved(args.out, args)
-    records = protocol.run_grid(image_set, args.out, config=config, sources=tuple(args.sources), folds=args.folds,
-                                scenarios=scenarios, shard=args.shard, shard_count=args.shard_count,
-                                executor=executor, weights_dir=args.weights_dir,
-                                faithful=args.faithful, task=args.task, verbose=1, on_bad=args.on_bad,
-                                paper_task=None if args.paper_task == "none" else args.paper_task)
+    records = protocol.run_grid(
+        image_set,
+        args.out,
+        config=config,
+        sources=tuple(args.sources),
+        folds=args.folds,
+        scenarios=scenarios,
+        shard=args.shard,
+        shard_count=args.shard_count,
+        executor=executor,
+        weights_dir=args.weights_dir,
+        faithful=args.faithful,
+        task=args.task,
+        verbose=1,
+        on_bad=args.on_bad,
+        paper_task=None if args.paper_task == "none" else args.paper_task,
+    )
     print(f"{len(records)} runs recorded in {args.out}")
     return 0
 
@@ -329,7 +381,11 @@ def cmd_gradcam(args) -> int:
     paths = []
     for item in args.images:
         path = Path(item)
-        paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in data.sources.IMAGE_EXTENSIONS) if path.is_dir() else [path]
+        paths += (
+            sorted(p for p in path.rglob("*") if p.suffix.lower() in data.sources.IMAGE_EXTENSIONS)
+            if path.is_dir()
+            else [path]
+        )
     if not paths:
         raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
     image_set = data.ImageSet(paths=[str(p) for p in paths], labels=[0] * len(paths), class_names=("?",))
@@ -340,8 +396,10 @@ def cmd_gradcam(args) -> int:
     heatmaps = gradcam(model, images, layer=args.layer, class_index=args.class_index)
     probabilities = model.predict(images, verbose=0)
     class_names = getattr(model, "radtransfer_class_names", None)
-    titles = [f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})" for p, i in
-              zip(probabilities, probabilities.argmax(1))]
+    titles = [
+        f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})"
+        for p, i in zip(probabilities, probabilities.argmax(1))
+    ]
     written = save_overlays(images, heatmaps, args.out, names=[p.name for p in paths], titles=titles)
     print("\n".join(written))
     return 0
@@ -351,15 +409,25 @@ def cmd_predict(args) -> int:
     from .evaluation.prediction import predict
 
     model = _load_run_model(args.run_dir)
-    frame = predict(model, args.images, batch_size=args.batch_size, image_col=args.image_col,
-                    patient_col=args.patient_col, gradcam_dir=args.gradcam, on_bad=args.on_bad)
+    frame = predict(
+        model,
+        args.images,
+        batch_size=args.batch_size,
+        image_col=args.image_col,
+        patient_col=args.patient_col,
+        gradcam_dir=args.gradcam,
+        on_bad=args.on_bad,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     counts = frame["predicted"].value_counts()
     unread = int(frame["error"].astype(bool).sum()) if "error" in frame else 0
-    print(f"{len(frame)} images → {out}: " + ", ".join(f"{name} {n}" for name, n in counts.items())
-          + (f"; {unread} could not be read (see the error column)" if unread else ""))
+    print(
+        f"{len(frame)} images → {out}: "
+        + ", ".join(f"{name} {n}" for name, n in counts.items())
+        + (f"; {unread} could not be read (see the error column)" if unread else "")
+    )
     return 0
 
 
@@ -370,9 +438,17 @@ def cmd_weights(args) -> int:
         if not args.file or not args.backbone:
             raise UsageError("usage: radtransfer weights check FILE --backbone NAME")
         info = check_weight_file(args.file, args.backbone)
-        _print_json({"file": str(info.path), "backbone": args.backbone, "matches": True, "kind": info.kind,
-                     "weight_layers": len(info.layers), "keras_version": info.keras_version,
-                     "sha256": sha256sum(info.path)})
+        _print_json(
+            {
+                "file": str(info.path),
+                "backbone": args.backbone,
+                "matches": True,
+                "kind": info.kind,
+                "weight_layers": len(info.layers),
+                "keras_version": info.keras_version,
+                "sha256": sha256sum(info.path),
+            }
+        )
         return 0
     rows = find_weight_files(args.weights_dir)
     if not rows:
@@ -382,8 +458,10 @@ def cmd_weights(args) -> int:
         return 0
     for row in rows:
         status = {True: "ok", False: "MISMATCH", None: "?"}[row["matches"]]
-        print(f"{status:8s} {row['backbone'] or '-':20s} {row['source']:11s} {row['size'] / 2**20:8.1f} MiB  "
-              f"{row['sha256'][:16]}…  {row['path']}")
+        print(
+            f"{status:8s} {row['backbone'] or '-':20s} {row['source']:11s} {row['size'] / 2**20:8.1f} MiB  "
+            f"{row['sha256'][:16]}…  {row['path']}"
+        )
         if row["matches"] is not True and row["detail"]:
             print(f"         {row['detail']}")
     return 0
@@ -392,8 +470,9 @@ def cmd_weights(args) -> int:
 def cmd_datasets(args) -> int:
     from .data.synthetic import synthetic_brain_mri
 
-    manifest = synthetic_brain_mri(args.out, n_patients=args.patients, slices_per_patient=args.slices,
-                                   image_size=args.size, seed=args.seed)
+    manifest = synthetic_brain_mri(
+        args.out, n_patients=args.patients, slices_per_patient=args.slices, image_size=args.size, seed=args.seed
+    )
     print(f"wrote {manifest}")
     return 0
 
@@ -412,25 +491,49 @@ def cmd_demo(args) -> int:
 def _data_options(parser) -> None:
     parser.add_argument("--image-col", default="path", help="CSV column of image paths (default: path)")
     parser.add_argument("--label-col", default="label", help="CSV column of labels (default: label)")
-    parser.add_argument("--patient-col", default="auto",
-                        help="CSV column of patient ids (splits go by patient); auto (default): a column named like "
-                             "PatientID, patient_id, subject, case_id, or the DICOM PatientID tag; none: no patient "
-                             "ids, split by image")
-    parser.add_argument("--missing-labels", default="raise", choices=("raise", "drop"),
-                        help="rows of a CSV with an empty label: raise (default: an error naming them) or drop")
-    parser.add_argument("--on-bad", default="raise", choices=("raise", "skip"),
-                        help="unreadable image files (every part is checked before training): raise (default) or "
-                             "skip (left out and listed)")
+    parser.add_argument(
+        "--patient-col",
+        default="auto",
+        help="CSV column of patient ids (splits go by patient); auto (default): a column named like "
+        "PatientID, patient_id, subject, case_id, or the DICOM PatientID tag; none: no patient "
+        "ids, split by image",
+    )
+    parser.add_argument(
+        "--missing-labels",
+        default="raise",
+        choices=("raise", "drop"),
+        help="rows of a CSV with an empty label: raise (default: an error naming them) or drop",
+    )
+    parser.add_argument(
+        "--on-bad",
+        default="raise",
+        choices=("raise", "skip"),
+        help="unreadable image files (every part is checked before training): raise (default) or "
+        "skip (left out and listed)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radtransfer", description="Transfer learning on medical images with "
-                                     "ImageNet and RadImageNet weights.")
+    parser = argparse.ArgumentParser(
+        prog="radtransfer", description="Transfer learning on medical images with ImageNet and RadImageNet weights."
+    )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.commands = sub.choices  # name -> subparser, for the --config stage of the parse
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_grid(sub)
+    _add_report(sub)
+    _add_gradcam(sub)
+    _add_predict(sub)
+    _add_weights(sub)
+    _add_datasets(sub)
+    _add_demo(sub)
+    return parser
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune one model on DATA, then evaluate it on the test split")
     p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
@@ -444,12 +547,17 @@ def build_parser() -> argparse.ArgumentParser:
     _train_config_options(p)
     p.add_argument("--val", type=float, default=0.10)
     p.add_argument("--test", type=float, default=0.15)
-    p.add_argument("--restart", action="store_true",
-                   help="discard a run already in --out and start over (default: resume it, or refuse if its settings differ)")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard a run already in --out and start over (default: resume it, or refuse if its settings differ)",
+    )
     p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run (its best.keras) on DATA")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("data", metavar="DATA")
@@ -460,6 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write all metrics as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_grid(sub) -> None:
     p = sub.add_parser("grid", help="run the paper's 24-scenario grid per weight source on DATA")
     p.add_argument("data", metavar="DATA")
     _data_options(p)
@@ -469,25 +579,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbones", nargs="+", help="limit to these backbones")
     p.add_argument("--max-scenarios", type=int, help=argparse.SUPPRESS)
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
-    p.add_argument("--shard", help="k/n: run a disjoint share of the runs; auto: this SLURM array task's or "
-                                   "Kubernetes Indexed Job pod's share")
+    p.add_argument(
+        "--shard",
+        help="k/n: run a disjoint share of the runs; auto: this SLURM array task's or "
+        "Kubernetes Indexed Job pod's share",
+    )
     p.add_argument("--shard-count", type=int, help="with --shard auto on Kubernetes: the Job's completions")
-    p.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
-                   help="sequential (default): one run after another here; ray: each run a Ray task, one per GPU "
-                        "(needs radtransfer[ray])")
-    p.add_argument("--address", help="with --executor ray: the cluster (auto, head:6379 or ray://head:10001); "
-                                     "default $RAY_ADDRESS, else Ray started on this machine")
+    p.add_argument(
+        "--executor",
+        choices=("sequential", "ray"),
+        default="sequential",
+        help="sequential (default): one run after another here; ray: each run a Ray task, one per GPU "
+        "(needs radtransfer[ray])",
+    )
+    p.add_argument(
+        "--address",
+        help="with --executor ray: the cluster (auto, head:6379 or ray://head:10001); "
+        "default $RAY_ADDRESS, else Ray started on this machine",
+    )
     p.add_argument("--gpus-per-run", type=float, help="with --executor ray (default 1 where there are GPUs)")
     p.add_argument("--cpus-per-run", type=float, help="with --executor ray (default: CPUs per GPU, or a whole node)")
-    p.add_argument("--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm")
+    p.add_argument(
+        "--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm"
+    )
     p.add_argument("--weights-dir")
     p.add_argument("--task", help="task name for the report (default: the out folder's name)")
-    p.add_argument("--paper-task", default="auto",
-                   help="the paper's task to compare with (thyroid, breast, acl, meniscus, pneumonia, covid19, "
-                        "sars_cov_2, haemorrhage), 'none', or 'auto' (a word of the task name; default)")
-    p.add_argument("--cache", default=None,
-                   help="auto (default: memory if it fits, else a file per split, else none), memory, none, or a "
-                        "file path prefix for a disk cache")
+    p.add_argument(
+        "--paper-task",
+        default="auto",
+        help="the paper's task to compare with (thyroid, breast, acl, meniscus, pneumonia, covid19, "
+        "sars_cov_2, haemorrhage), 'none', or 'auto' (a word of the task name; default)",
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="auto (default: memory if it fits, else a file per split, else none), memory, none, or a "
+        "file path prefix for a disk cache",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -495,12 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
     p.set_defaults(func=cmd_grid)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="tables (md, csv, tex) and figures of a grid folder")
     p.add_argument("grid_dir", metavar="GRID_DIR")
     p.add_argument("--formats", nargs="+", default=["md", "csv", "tex"], choices=("md", "csv", "tex"))
     p.add_argument("--config")
     p.set_defaults(func=cmd_report)
 
+
+def _add_gradcam(sub) -> None:
     p = sub.add_parser("gradcam", help="Grad-CAM overlays of a trained run on images")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders")
@@ -510,10 +642,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_gradcam)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="class probabilities of new images (read as in training) into a CSV")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (holding best.keras) or a .keras file")
-    p.add_argument("images", metavar="PATH", nargs="+",
-                   help="image files, folders (DICOM series in instance order) or CSV manifests")
+    p.add_argument(
+        "images",
+        metavar="PATH",
+        nargs="+",
+        help="image files, folders (DICOM series in instance order) or CSV manifests",
+    )
     p.add_argument("--out", default="predictions.csv")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-col", default="path", help="CSV column of image paths")
@@ -523,6 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_weights(sub) -> None:
     p = sub.add_parser("weights", help="list the weight files found (with sha256 and match), or check one")
     p.add_argument("action", nargs="?", default="list", choices=("list", "check"))
     p.add_argument("file", nargs="?", help="the file, for 'check'")
@@ -531,6 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_weights)
 
+
+def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="write the built-in demo data")
     p.add_argument("kind", choices=("synthetic",), help="synthetic: four-class brain-tumour MRI phantoms")
     p.add_argument("out", metavar="OUT")
@@ -541,13 +683,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config")
     p.set_defaults(func=cmd_datasets)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole path on the demo data: data, training, evaluation, report")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--quick", action="store_true", help="a tiny run (a smoke test)")
     p.add_argument("--weights-dir")
     p.add_argument("--config")
     p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def _version() -> str:

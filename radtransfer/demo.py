@@ -15,15 +15,19 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
     """Runs the demo and returns the path of its markdown report."""
     from . import build_model, evaluate, fine_tune, plots
     from .data.synthetic import load_synthetic_brain_mri
-    from .evaluation.gradcam import gradcam, last_conv_layer, pointing_game, random_point_hit_rate, save_overlays
     from .models.weights import best_available_weights
 
     settings = QUICK if quick else FULL
     out = Path(out_dir)
     start = time.perf_counter()
     log(f"[demo] writing synthetic brain-MRI data ({settings['patients']} patients × {settings['slices']} slices)")
-    image_set = load_synthetic_brain_mri(out / "data", n_patients=settings["patients"],
-                                         slices_per_patient=settings["slices"], image_size=settings["source_size"], seed=0)
+    image_set = load_synthetic_brain_mri(
+        out / "data",
+        n_patients=settings["patients"],
+        slices_per_patient=settings["slices"],
+        image_size=settings["source_size"],
+        seed=0,
+    )
     train, val, test = image_set.split(val=0.10, test=0.15, by="patient", seed=726)
     source, path, notice = best_available_weights("densenet121", weights_dir)
     if notice:
@@ -32,25 +36,78 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
     else:
         log(f"[demo] using {source} weights: {path}")
     size = settings["image_size"]
-    model = build_model("densenet121", weights=None if path is None else str(path), num_classes=image_set.num_classes,
-                        input_shape=(size, size, 3))
+    model = build_model(
+        "densenet121",
+        weights=None if path is None else str(path),
+        num_classes=image_set.num_classes,
+        input_shape=(size, size, 3),
+    )
     learning_rate = 1e-3 if path is None else 1e-4
-    log(f"[demo] fine-tuning DenseNet121 at {size}×{size}: {len(train)} training, {len(val)} validation, "
-        f"{len(test)} test images (patient-level split), {settings['epochs']} epochs")
+    log(
+        f"[demo] fine-tuning DenseNet121 at {size}×{size}: {len(train)} training, {len(val)} validation, "
+        f"{len(test)} test images (patient-level split), {settings['epochs']} epochs"
+    )
     run_dir = out / "run"
-    result = fine_tune(model, train, val, strategy="unfreeze_all", learning_rate=learning_rate,
-                       epochs=settings["epochs"], out_dir=run_dir, seed=726, batch_size=settings["batch_size"],
-                       augment="radimagenet", verbose=2, run_eagerly=quick,
-                       bn_momentum=0.9 if path is None else None)
+    result = fine_tune(
+        model,
+        train,
+        val,
+        strategy="unfreeze_all",
+        learning_rate=learning_rate,
+        epochs=settings["epochs"],
+        out_dir=run_dir,
+        seed=726,
+        batch_size=settings["batch_size"],
+        augment="radimagenet",
+        verbose=2,
+        run_eagerly=quick,
+        bn_momentum=0.9 if path is None else None,
+    )
     model = result.model  # the object passed in, holding the best epoch's weights
     metrics = evaluate(model, test, bootstrap=200 if quick else 1000, seed=0)
     figures = out / "figures"
-    roc = plots.roc_from_predictions(metrics["predictions"]["y_true"], metrics["predictions"]["probabilities"],
-                                     metrics["class_names"], figures / "roc_test")
+    roc = plots.roc_from_predictions(
+        metrics["predictions"]["y_true"],
+        metrics["predictions"]["probabilities"],
+        metrics["class_names"],
+        figures / "roc_test",
+    )
     curves = plots.training_curves(run_dir, figures / "training_curves")
 
-    # Grad-CAM on test slices with a lesion: one per tumour class where the test set has one.
+    overlays, gradcam_summary = _gradcam_examples(model, test, size, figures)
+    seconds = time.perf_counter() - start
+    report = _write_report(
+        out,
+        image_set,
+        train,
+        val,
+        test,
+        source,
+        path,
+        notice,
+        settings,
+        result,
+        metrics,
+        roc,
+        curves,
+        overlays,
+        gradcam_summary,
+        seconds,
+    )
+    log(
+        f"[demo] test AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f}), "
+        f"accuracy {metrics['accuracy']:.3f}; {seconds:.0f} s in all"
+    )
+    log(f"[demo] report: {report}")
+    log(f"[demo] figures: {figures}")
+    return report
+
+
+def _gradcam_examples(model, test, size: int, figures: Path):
+    """Grad-CAM overlays of test slices with a lesion (two per tumour class the test set has), and how often the
+    heatmap's peak falls in the lesion (the pointing game) against a random point's rate."""
     from .data import make_dataset
+    from .evaluation.gradcam import gradcam, last_conv_layer, pointing_game, random_point_hit_rate, save_overlays
 
     lesion_rows = [i for i, name in enumerate(test.class_names) if name != "no_tumor"]
     chosen = []
@@ -60,27 +117,31 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
     overlays = []
     if chosen:
         subset = test.subset(chosen)
-        images = np.concatenate([b[0].numpy() for b in make_dataset(subset, image_size=(size, size), batch_size=16,
-                                                                     shuffle=False, cache=False)])
+        images = np.concatenate(
+            [
+                b[0].numpy()
+                for b in make_dataset(subset, image_size=(size, size), batch_size=16, shuffle=False, cache=False)
+            ]
+        )
         masks = _masks(subset, size)
         layer = last_conv_layer(model.get_layer("backbone"), min_size=6)
         heatmaps = gradcam(model, images, layer=layer)
         probabilities = model.predict(images, verbose=0)
-        titles = [f"true {test.class_names[t]}, predicted {test.class_names[p.argmax()]} ({p.max():.2f})"
-                  for t, p in zip(subset.labels, probabilities)]
-        overlays = save_overlays(images, heatmaps, figures / "gradcam", names=[Path(p).name for p in subset.paths],
-                                 titles=titles)
+        titles = [
+            f"true {test.class_names[t]}, predicted {test.class_names[p.argmax()]} ({p.max():.2f})"
+            for t, p in zip(subset.labels, probabilities)
+        ]
+        overlays = save_overlays(
+            images, heatmaps, figures / "gradcam", names=[Path(p).name for p in subset.paths], titles=titles
+        )
         hits = pointing_game(heatmaps, masks)
-        gradcam_summary = {"images": len(chosen), "pointing_game": float(np.nanmean(hits)),
-                           "random_point": random_point_hit_rate(masks), "layer": layer}
-    seconds = time.perf_counter() - start
-    report = _write_report(out, image_set, train, val, test, source, path, notice, settings, result, metrics,
-                           roc, curves, overlays, gradcam_summary, seconds)
-    log(f"[demo] test AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f}), "
-        f"accuracy {metrics['accuracy']:.3f}; {seconds:.0f} s in all")
-    log(f"[demo] report: {report}")
-    log(f"[demo] figures: {figures}")
-    return report
+        gradcam_summary = {
+            "images": len(chosen),
+            "pointing_game": float(np.nanmean(hits)),
+            "random_point": random_point_hit_rate(masks),
+            "layer": layer,
+        }
+    return overlays, gradcam_summary
 
 
 def _masks(subset, size):
@@ -94,8 +155,24 @@ def _masks(subset, size):
     return masks
 
 
-def _write_report(out, image_set, train, val, test, source, path, notice, settings, result, metrics, roc, curves,
-                  overlays, gradcam_summary, seconds) -> Path:
+def _write_report(
+    out,
+    image_set,
+    train,
+    val,
+    test,
+    source,
+    path,
+    notice,
+    settings,
+    result,
+    metrics,
+    roc,
+    curves,
+    overlays,
+    gradcam_summary,
+    seconds,
+) -> Path:
     rel = lambda p: Path(p).relative_to(out).as_posix()
     names = metrics["class_names"]
     lines = ["# radtransfer demo: DenseNet121 on synthetic brain-tumour MRI", ""]
@@ -109,31 +186,61 @@ def _write_report(out, image_set, train, val, test, source, path, notice, settin
         f"- Training: unfreeze_all, Adam, {settings['epochs']} epochs at {settings['image_size']}×"
         f"{settings['image_size']}, batch {settings['batch_size']}, the RadImageNet augmentation; best epoch "
         f"{result.best_epoch + 1} (val_loss {result.best_val_loss:.4f}). Run folder: `run/`."
-        + (" From scratch, BatchNorm momentum is 0.9 (Keras's 0.99 does not settle in so few steps)." if not path else ""),
-        f"- Time: {seconds:.0f} s.", "",
-        "## Test metrics", "",
-        "| metric | value |", "|---|---|",
-        f"| AUC (macro one-vs-rest) | {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f}) |",
+        + (
+            " From scratch, BatchNorm momentum is 0.9 (Keras's 0.99 does not settle in so few steps)."
+            if not path
+            else ""
+        ),
+        f"- Time: {seconds:.0f} s.",
+        "",
+        "## Test metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| AUC (macro one-vs-rest) | {metrics['auc']:.3f} "
+        f"(95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f}) |",
         f"| accuracy | {metrics['accuracy']:.3f} |",
-        f"| balanced accuracy | {metrics['balanced_accuracy']:.3f} |", "",
-        "| class | AUC | sensitivity | specificity |", "|---|---|---|---|",
+        f"| balanced accuracy | {metrics['balanced_accuracy']:.3f} |",
+        "",
+        "| class | AUC | sensitivity | specificity |",
+        "|---|---|---|---|",
     ]
     for name in names:
-        lines.append(f"| {name} | {metrics['per_class_auc'][name]:.3f} | {metrics['sensitivity'][name]:.3f} | "
-                     f"{metrics['specificity'][name]:.3f} |")
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted):", "",
-              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines.append(
+            f"| {name} | {metrics['per_class_auc'][name]:.3f} | {metrics['sensitivity'][name]:.3f} | "
+            f"{metrics['specificity'][name]:.3f} |"
+        )
+    lines += [
+        "",
+        "Confusion matrix (rows: true class, columns: predicted):",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for name, row in zip(names, metrics["confusion_matrix"]):
         lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
-    lines += ["", "## ROC curves (test set)", "", f"![ROC curves]({rel(roc[0])})", "",
-              "## Training curves", "", f"![Training curves]({rel(curves[0])})", ""]
+    lines += [
+        "",
+        "## ROC curves (test set)",
+        "",
+        f"![ROC curves]({rel(roc[0])})",
+        "",
+        "## Training curves",
+        "",
+        f"![Training curves]({rel(curves[0])})",
+        "",
+    ]
     if overlays:
-        lines += ["## Grad-CAM", "",
-                  f"Heatmaps of layer `{gradcam_summary['layer']}` (the last one with at least a 6×6 grid at this "
-                  "input size). "
-                  f"Pointing game on {gradcam_summary['images']} test slices with a lesion: the heatmap's peak falls "
-                  f"inside the lesion mask in {gradcam_summary['pointing_game']:.0%} of them (a random point: "
-                  f"{gradcam_summary['random_point']:.0%}).", ""]
+        lines += [
+            "## Grad-CAM",
+            "",
+            f"Heatmaps of layer `{gradcam_summary['layer']}` (the last one with at least a 6×6 grid at this "
+            "input size). "
+            f"Pointing game on {gradcam_summary['images']} test slices with a lesion: the heatmap's peak falls "
+            f"inside the lesion mask in {gradcam_summary['pointing_game']:.0%} of them (a random point: "
+            f"{gradcam_summary['random_point']:.0%}).",
+            "",
+        ]
         lines += [f"![Grad-CAM]({rel(p)})" for p in overlays]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")

@@ -78,8 +78,13 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
         ax.plot(grid, mean, color=_color(source), label=f"{source} (mean of {len(curves)} runs, AUC {auc:.3f})")
         ax.fill_between(grid, low, high, color=_color(source), alpha=0.2)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
-    ax.set(xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
-           title="ROC curves by weight source (95% bootstrap band)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title="ROC curves by weight source (95% bootstrap band)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
@@ -100,12 +105,21 @@ def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
             fpr, tpr, _ = roc_curve(positives, probabilities[:, c])
             auc = roc_auc_score(positives, probabilities[:, c])
             # Line styles and widths differ so that identical curves (e.g. two perfect ones) stay visible.
-            ax.plot(fpr, tpr, linestyle=styles[i % len(styles)], linewidth=3.0 - 0.5 * (i % 4),
-                    label=f"{class_names[c]} (AUC {auc:.3f})")
+            ax.plot(
+                fpr,
+                tpr,
+                linestyle=styles[i % len(styles)],
+                linewidth=3.0 - 0.5 * (i % 4),
+                label=f"{class_names[c]} (AUC {auc:.3f})",
+            )
     ax.plot([0, 1], [0, 1], linestyle=(0, (1, 3)), color="grey", linewidth=1, label="chance")
-    ax.set(xlabel="False positive rate (1 − specificity)", ylabel="True positive rate (sensitivity)",
-           title="ROC curves, test set" + ("" if probabilities.shape[1] == 2 else " (one vs rest)"),
-           xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="False positive rate (1 − specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title="ROC curves, test set" + ("" if probabilities.shape[1] == 2 else " (one vs rest)"),
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
@@ -115,8 +129,9 @@ def auc_by_scenario(records, path) -> list[str]:
     plt = _pyplot()
     means = scenario_means(records)
     scenarios = sorted(means["scenario"].unique())
-    fig, (ax, box) = plt.subplots(1, 2, figsize=(max(8, 0.45 * len(scenarios) + 5), 5),
-                                  gridspec_kw={"width_ratios": [max(len(scenarios), 2), 4]})
+    fig, (ax, box) = plt.subplots(
+        1, 2, figsize=(max(8, 0.45 * len(scenarios) + 5), 5), gridspec_kw={"width_ratios": [max(len(scenarios), 2), 4]}
+    )
     x = {s: i for i, s in enumerate(scenarios)}
     sources = sorted(means["source"].unique())
     offsets = {s: (i - (len(sources) - 1) / 2) * 0.2 for i, s in enumerate(sources)}
@@ -124,12 +139,23 @@ def auc_by_scenario(records, path) -> list[str]:
     for scenario, row in pivot.iterrows():
         present = [s for s in sources if np.isfinite(row.get(s, np.nan))]
         if len(present) > 1:
-            ax.plot([x[scenario] + offsets[s] for s in present], [row[s] for s in present], color="#999999",
-                    linewidth=0.8, zorder=1)
+            ax.plot(
+                [x[scenario] + offsets[s] for s in present],
+                [row[s] for s in present],
+                color="#999999",
+                linewidth=0.8,
+                zorder=1,
+            )
     for source in sources:
         group = means[means["source"] == source]
-        ax.scatter([x[s] + offsets[source] for s in group["scenario"]], group["auc"], color=_color(source),
-                   label=source, zorder=2, s=22)
+        ax.scatter(
+            [x[s] + offsets[source] for s in group["scenario"]],
+            group["auc"],
+            color=_color(source),
+            label=source,
+            zorder=2,
+            s=22,
+        )
     ax.set_xticks(range(len(scenarios)))
     ax.set_xticklabels([s.replace("__", "\n") for s in scenarios], rotation=90, fontsize=6)
     ax.set(ylabel="Test AUC (mean over folds)", title="AUC per scenario")
@@ -160,8 +186,9 @@ def heatmap(records, path) -> list[str]:
                 value = table.values[i, j]
                 if np.isfinite(value):
                     bright = (value - low) / max(high - low, 1e-9) > 0.6  # viridis turns yellow: dark text
-                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
-                            color="black" if bright else "white")
+                    ax.text(
+                        j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="black" if bright else "white"
+                    )
         ax.set_title(f"{source}: mean AUC")
         fig.colorbar(image, ax=ax, label="AUC")
     fig.tight_layout()

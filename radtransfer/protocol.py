@@ -19,8 +19,15 @@ from .grid import runs as grid_runs
 from .grid.claims import new_token
 from .grid.executors import RayExecutor, resolve_executor
 from .grid.pairs import compare_runs
-from .grid.paper import (BACKBONE_ORDER, PAPER_TASKS, RADIMAGENET, STRATEGY_RATES, ProtocolConfig, Scenario,
-                         radimagenet_scenarios)
+from .grid.paper import (
+    BACKBONE_ORDER,
+    PAPER_TASKS,
+    RADIMAGENET,
+    STRATEGY_RATES,
+    ProtocolConfig,
+    Scenario,
+    radimagenet_scenarios,
+)
 from .grid.paper import paper_task as match_paper_task
 from .grid.plan import Run, parse_shard, plan_runs, resolve_shard, run_seed
 from .grid.progress import GridProgress
@@ -29,15 +36,44 @@ from .grid.runs import GridJob
 from .models.weights import resolve_weights
 from .utils.choices import check_choice
 
-__all__ = ["BACKBONE_ORDER", "GridRunsFailedError", "PAPER_TASKS", "RADIMAGENET", "STRATEGY_RATES", "ProtocolConfig",
-           "RayExecutor", "Run", "Scenario", "compare_runs", "parse_shard", "plan_runs", "radimagenet_scenarios",
-           "run_grid", "run_seed"]
+__all__ = [
+    "BACKBONE_ORDER",
+    "GridRunsFailedError",
+    "PAPER_TASKS",
+    "RADIMAGENET",
+    "STRATEGY_RATES",
+    "ProtocolConfig",
+    "RayExecutor",
+    "Run",
+    "Scenario",
+    "compare_runs",
+    "parse_shard",
+    "plan_runs",
+    "radimagenet_scenarios",
+    "run_grid",
+    "run_seed",
+]
 
 
-def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, sources=("radimagenet", "imagenet"),
-             folds=None, scenarios=None, shard=None, shard_count: int | None = None, executor="sequential",
-             weights_dir=None, faithful: bool = False, task: str | None = None, paper_task="auto", verbose: int = 1,
-             log=None, on_bad: str = "raise"):
+def run_grid(
+    image_set,
+    out_dir,
+    *,
+    config: ProtocolConfig = RADIMAGENET,
+    sources=("radimagenet", "imagenet"),
+    folds=None,
+    scenarios=None,
+    shard=None,
+    shard_count: int | None = None,
+    executor="sequential",
+    weights_dir=None,
+    faithful: bool = False,
+    task: str | None = None,
+    paper_task="auto",
+    verbose: int = 1,
+    log=None,
+    on_bad: str = "raise",
+):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
     Every run is a pure function of (grid seed, scenario, fold, weight source): its record is the same
@@ -86,8 +122,11 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     task = task or out.name
-    paper_task = match_paper_task(task) if paper_task == "auto" else \
-        check_choice("paper_task", paper_task, (*PAPER_TASKS, None, "auto"))
+    paper_task = (
+        match_paper_task(task)
+        if paper_task == "auto"
+        else check_choice("paper_task", paper_task, (*PAPER_TASKS, None, "auto"))
+    )
     scenarios = list(scenarios) if scenarios is not None else radimagenet_scenarios()
     n_folds = folds if folds is not None else config.folds
     bn = "protocol" if faithful else "frozen"
@@ -107,24 +146,48 @@ def run_grid(image_set, out_dir, *, config: ProtocolConfig = RADIMAGENET, source
         raise WeightsNotFoundError("The grid needs weight files that were not found:\n" + "\n".join(missing))
     image_set, skipped = check_images(image_set, on_bad)
     manifest = data_manifest(image_set)
-    data = {"n_images": len(image_set), "sha256": manifest_digest(manifest),
-            "skipped": [list(entry) for entry in skipped]}
-    spec = GridSpec(task=task, config=config.to_dict(), sources=list(sources), folds=n_folds,
-                    scenarios=[s.to_dict() for s in scenarios], faithful=faithful, bn=bn, interpolation=interpolation,
-                    n_images=len(image_set), class_names=list(image_set.class_names), paper_task=paper_task, data=data)
+    data = {
+        "n_images": len(image_set),
+        "sha256": manifest_digest(manifest),
+        "skipped": [list(entry) for entry in skipped],
+    }
+    spec = GridSpec(
+        task=task,
+        config=config.to_dict(),
+        sources=list(sources),
+        folds=n_folds,
+        scenarios=[s.to_dict() for s in scenarios],
+        faithful=faithful,
+        bn=bn,
+        interpolation=interpolation,
+        n_images=len(image_set),
+        class_names=list(image_set.class_names),
+        paper_task=paper_task,
+        data=data,
+    )
     _check_same_grid(out, spec, manifest)
     write_data_manifest(out, manifest)
     spec.write(out)
 
-    splits = list(image_set.kfold(n_folds, seed=config.seed, val=config.val)) if n_folds else \
-        [image_set.split(val=config.val, test=config.test, seed=config.seed)]
+    splits = (
+        list(image_set.kfold(n_folds, seed=config.seed, val=config.val))
+        if n_folds
+        else [image_set.split(val=config.val, test=config.test, seed=config.seed)]
+    )
     job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
     todo = [r for r in runs if not (job.run_dir(r) / RECORD_FILE).exists()]
     share = f"shard {resolved_shard}" + (f" (from {shard!r})" if shard == "auto" else "") if resolved_shard else "grid"
     token = new_token()
     try:
-        progress = GridProgress(task, todo, done_before=len(runs) - len(todo), total=len(runs),
-                                parallel=runner.parallelism() if todo else 1, log=log, verbose=verbose)
+        progress = GridProgress(
+            task,
+            todo,
+            done_before=len(runs) - len(todo),
+            total=len(runs),
+            parallel=runner.parallelism() if todo else 1,
+            log=log,
+            verbose=verbose,
+        )
         outcomes = runner.run(job, todo, progress, token) if todo else []
         _wait_for_held_runs(job, runner, outcomes, {r.id: r for r in todo}, progress, token)
     finally:
@@ -139,8 +202,10 @@ def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
     the share is complete when run_grid returns."""
     held = [by_id[o.run_id] for o in outcomes if o.state in ("held", "lost")]
     if held:
-        progress.say(f"waiting for {len(held)} run(s) held by other processes ({', '.join(r.id for r in held[:3])}"
-                     f"{' …' if len(held) > 3 else ''}); checking every {grid_runs.HELD_RUN_POLL_S:g} s")
+        progress.say(
+            f"waiting for {len(held)} run(s) held by other processes ({', '.join(r.id for r in held[:3])}"
+            f"{' …' if len(held) > 3 else ''}); checking every {grid_runs.HELD_RUN_POLL_S:g} s"
+        )
     while held:
         time.sleep(grid_runs.HELD_RUN_POLL_S)
         retried = runner.run(job, held, progress, token)
@@ -154,14 +219,24 @@ def _check_same_grid(out: Path, spec, manifest) -> None:
         return
     if stored.data and stored.data.get("sha256") != spec.data["sha256"]:
         lines = manifest_differences(read_data_manifest(out) or [], manifest) or ["the data's digest differs"]
-        raise RunMismatchError(f"'{out}' holds a grid made on other data; its records would mix two data sets.\n  "
-                               + "\n  ".join(lines) + "\nUse another out_dir for this data, or restore the data the "
-                               "grid was made on.", ["data"])
+        raise RunMismatchError(
+            f"'{out}' holds a grid made on other data; its records would mix two data sets.\n  "
+            + "\n  ".join(lines)
+            + "\nUse another out_dir for this data, or restore the data the "
+            "grid was made on.",
+            ["data"],
+        )
     keys = ("config", "sources", "folds", "faithful", "class_names", "n_images")
     changed = [k for k in keys if stored.to_dict()[k] != spec.to_dict()[k]]
     if changed:
-        raise RunMismatchError(f"'{out}' holds a grid with other settings ({', '.join(changed)} differ); its records "
-                               "would mix two grids. Use another out_dir, or delete that one.", changed)
+        raise RunMismatchError(
+            f"'{out}' holds a grid with other settings ({', '.join(changed)} differ); its records "
+            "would mix two grids. Use another out_dir, or delete that one.",
+            changed,
+        )
     if not stored.data:
-        warnings.warn(f"'{out}' was written before grids recorded their data (radtransfer ≤ 0.1), so its records "
-                      "cannot be checked against this data; from now on it is bound to this data.", stacklevel=3)
+        warnings.warn(
+            f"'{out}' was written before grids recorded their data (radtransfer ≤ 0.1), so its records "
+            "cannot be checked against this data; from now on it is bound to this data.",
+            stacklevel=3,
+        )

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.pairs import compare_runs
+from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
 from .utils.choices import check_choice
 
@@ -67,12 +67,26 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
     import pandas as pd
 
     records = load_records(out_dir)
-    columns = ["grid", "task", "scenario", "fold", "method", "unit", f"auc_{candidate}", f"auc_{reference}", "diff",
-               "p"]
+    columns = [
+        "grid",
+        "task",
+        "scenario",
+        "fold",
+        "method",
+        "unit",
+        f"auc_{candidate}",
+        f"auc_{reference}",
+        "diff",
+        "p",
+    ]
     rows = []
     for row in records[records["source"] == candidate].itertuples(index=False):
-        partner = records[(records["grid"] == row.grid) & (records["source"] == reference)
-                          & (records["scenario"] == row.scenario) & (records["fold"] == row.fold)]
+        partner = records[
+            (records["grid"] == row.grid)
+            & (records["source"] == reference)
+            & (records["scenario"] == row.scenario)
+            & (records["fold"] == row.fold)
+        ]
         if partner.empty or row.status == "failed" or partner["status"].iloc[0] == "failed":
             continue
         other = Path(partner["path"].iloc[0])
@@ -89,10 +103,20 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
                 continue
         else:
             continue
-        rows.append({"grid": row.grid, "task": row.task, "scenario": row.scenario, "fold": row.fold,
-                     "method": pair.method,
-                     "unit": pair.unit, f"auc_{candidate}": pair.auc_candidate, f"auc_{reference}": pair.auc_reference,
-                     "diff": pair.diff, "p": pair.p})
+        rows.append(
+            {
+                "grid": row.grid,
+                "task": row.task,
+                "scenario": row.scenario,
+                "fold": row.fold,
+                "method": pair.method,
+                "unit": pair.unit,
+                f"auc_{candidate}": pair.auc_candidate,
+                f"auc_{reference}": pair.auc_reference,
+                "diff": pair.diff,
+                "p": pair.p,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -124,9 +148,29 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
     import pandas as pd
 
     records = load_records(out_dir)
-    columns = ["grid", "task", "source", "n_runs", "n_expected", "n_scenarios", "min_folds", "n_diverged", "n_failed",
-               "n_missing_class", "complete", "mean_auc", "sd_auc", f"diff_vs_{reference}", "n_pairs", "wilcoxon_p",
-               "ttest_p", "run_pairs", "run_pairs_better", "run_pairs_worse", "paper_gain"]
+    columns = [
+        "grid",
+        "task",
+        "source",
+        "n_runs",
+        "n_expected",
+        "n_scenarios",
+        "min_folds",
+        "n_diverged",
+        "n_failed",
+        "n_missing_class",
+        "complete",
+        "mean_auc",
+        "sd_auc",
+        f"diff_vs_{reference}",
+        "n_pairs",
+        "wilcoxon_p",
+        "ttest_p",
+        "run_pairs",
+        "run_pairs_better",
+        "run_pairs_worse",
+        "paper_gain",
+    ]
     if records.empty:
         return pd.DataFrame(columns=columns)
     means = scenario_means(records)
@@ -140,12 +184,21 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
         group = means[(means["grid"] == grid) & (means["source"] == source)]
         whole = group[group["n_folds"] >= n_folds]
         mean, sd = _mean_sd(group["auc"])
-        row = {"grid": grid, "task": task, "source": source, "n_runs": len(runs), "n_expected": len(scenario_ids) * n_folds,
-               "n_scenarios": len(group), "min_folds": int(group["n_folds"].min()) if len(group) else 0,
-               "n_diverged": int((runs["status"] == "diverged").sum()),
-               "n_failed": int((runs["status"] == "failed").sum()),
-               "n_missing_class": int((runs["missing_classes"].fillna("") != "").sum()),
-               "complete": set(scenario_ids) <= set(whole["scenario"]), "mean_auc": mean, "sd_auc": sd}
+        row = {
+            "grid": grid,
+            "task": task,
+            "source": source,
+            "n_runs": len(runs),
+            "n_expected": len(scenario_ids) * n_folds,
+            "n_scenarios": len(group),
+            "min_folds": int(group["n_folds"].min()) if len(group) else 0,
+            "n_diverged": int((runs["status"] == "diverged").sum()),
+            "n_failed": int((runs["status"] == "failed").sum()),
+            "n_missing_class": int((runs["missing_classes"].fillna("") != "").sum()),
+            "complete": set(scenario_ids) <= set(whole["scenario"]),
+            "mean_auc": mean,
+            "sd_auc": sd,
+        }
         if source == candidate:
             other = means[(means["grid"] == grid) & (means["source"] == reference)]
             paired = group.merge(other, on="scenario", suffixes=("", "_ref"))
@@ -172,8 +225,17 @@ def breakdown(out_dir, by: str):
     rows = []
     for (grid, task, source, key), group in means.groupby(["grid", "task", "source", by], dropna=False):
         mean, sd = _mean_sd(group["auc"])
-        rows.append({"grid": grid, "task": task, "source": source, by: key, "n_scenarios": len(group),
-                     "mean_auc": mean, "sd_auc": sd})
+        rows.append(
+            {
+                "grid": grid,
+                "task": task,
+                "source": source,
+                by: key,
+                "n_scenarios": len(group),
+                "mean_auc": mean,
+                "sd_auc": sd,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -205,9 +267,13 @@ def write(out_dir, formats=("md", "csv", "tex"), report_dir=None) -> dict:
     """
     report_dir = Path(report_dir or Path(out_dir) / "report")
     report_dir.mkdir(parents=True, exist_ok=True)
-    tables = {"summary": summarize(out_dir), "by_backbone": breakdown(out_dir, "backbone"),
-              "by_strategy": breakdown(out_dir, "strategy"), "pairs": paired_comparisons(out_dir),
-              "runs": load_records(out_dir).drop(columns=["path"])}
+    tables = {
+        "summary": summarize(out_dir),
+        "by_backbone": breakdown(out_dir, "backbone"),
+        "by_strategy": breakdown(out_dir, "strategy"),
+        "pairs": paired_comparisons(out_dir),
+        "runs": load_records(out_dir).drop(columns=["path"]),
+    }
     written = {}
     for name, frame in tables.items():
         for fmt in formats:

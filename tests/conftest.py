@@ -48,9 +48,14 @@ class Keras2Files:
             rng = np.random.default_rng(len(backbone))
             for layer in model.layers:
                 if isinstance(layer, tf_keras.layers.BatchNormalization):
-                    layer.set_weights([rng.uniform(0.8, 1.2, w.shape).astype(w.dtype) if "variance" in v.name or "gamma" in v.name
-                                       else rng.normal(0, 0.05, w.shape).astype(w.dtype)
-                                       for v, w in zip(layer.weights, layer.get_weights())])
+                    layer.set_weights(
+                        [
+                            rng.uniform(0.8, 1.2, w.shape).astype(w.dtype)
+                            if "variance" in v.name or "gamma" in v.name
+                            else rng.normal(0, 0.05, w.shape).astype(w.dtype)
+                            for v, w in zip(layer.weights, layer.get_weights())
+                        ]
+                    )
             self._models[backbone] = model
         return self._models[backbone]
 
@@ -131,5 +136,11 @@ def two_class(image_set, negative: str = "no_tumor", positive: str = "glioma"):
     keep = np.flatnonzero(np.isin(image_set.labels, [names.index(negative), names.index(positive)]))
     part = image_set.subset(keep)
     labels = (part.labels == names.index(positive)).astype(np.int64)
-    return ImageSet(paths=part.paths, labels=labels, class_names=(negative, positive), patient_ids=part.patient_ids,
-                    images=part.images, extras=part.extras)
+    return ImageSet(
+        paths=part.paths,
+        labels=labels,
+        class_names=(negative, positive),
+        patient_ids=part.patient_ids,
+        images=part.images,
+        extras=part.extras,
+    )

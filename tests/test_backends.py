@@ -52,11 +52,12 @@ SCRIPT = textwrap.dedent("""
 def _result(script: str, backend: str, *args, **env) -> dict:
     """Runs ``script`` under KERAS_BACKEND=backend and returns what it printed after "RESULT "."""
     environment = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", **env)
-    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=900,
-                          env=environment)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=900, env=environment
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _run(backend: str, cases: list) -> dict:
@@ -72,8 +73,14 @@ def cases(keras2_files, tmp_path_factory):
         size = SMALL[backbone]
         images = tmp / f"{backbone}.npy"
         np.save(images, rng.integers(0, 256, (4, size, size, 3)).astype(np.uint8))
-        result.append({"backbone": backbone, "size": size, "weights": str(keras2_files.full_model(backbone)),
-                       "images": str(images)})
+        result.append(
+            {
+                "backbone": backbone,
+                "size": size,
+                "weights": str(keras2_files.full_model(backbone)),
+                "images": str(images),
+            }
+        )
     return result
 
 
@@ -102,16 +109,19 @@ def test_same_h5_same_input_same_predictions_on_every_backend(backend, cases, re
             np.testing.assert_allclose(cams[key], reference_cams[key], atol=2e-3, err_msg=f"{case['backbone']} {key}")
 
 
-@pytest.mark.parametrize("backend, capability, gpu, precision, jit", [
-    ("tensorflow", None, False, "float32", False),
-    ("tensorflow", (8, 0), True, "mixed_bfloat16", True),
-    ("tensorflow", (7, 5), True, "mixed_float16", True),
-    ("jax", None, False, "float32", True),       # XLA is how JAX runs, GPU or not
-    ("jax", (9, 0), True, "mixed_bfloat16", True),
-    ("jax", (7, 0), True, "mixed_float16", True),
-    ("torch", None, False, "float32", False),
-    ("torch", (8, 6), True, "mixed_bfloat16", False),
-])
+@pytest.mark.parametrize(
+    "backend, capability, gpu, precision, jit",
+    [
+        ("tensorflow", None, False, "float32", False),
+        ("tensorflow", (8, 0), True, "mixed_bfloat16", True),
+        ("tensorflow", (7, 5), True, "mixed_float16", True),
+        ("jax", None, False, "float32", True),  # XLA is how JAX runs, GPU or not
+        ("jax", (9, 0), True, "mixed_bfloat16", True),
+        ("jax", (7, 0), True, "mixed_float16", True),
+        ("torch", None, False, "float32", False),
+        ("torch", (8, 6), True, "mixed_bfloat16", False),
+    ],
+)
 def test_precision_and_xla_resolve_per_backend_and_gpu(backend, capability, gpu, precision, jit):
     from radtransfer.training.runtime import resolve_jit_compile, resolve_precision
 
@@ -119,8 +129,7 @@ def test_precision_and_xla_resolve_per_backend_and_gpu(backend, capability, gpu,
     assert resolve_jit_compile("auto", deterministic=False, has_gpu=gpu, backend_name=backend) is jit
     assert resolve_jit_compile(False, deterministic=False, has_gpu=gpu, backend_name=backend) is False
     # TensorFlow's op determinism excludes XLA; JAX keeps XLA (its CPU runs are deterministic).
-    assert resolve_jit_compile("auto", deterministic=True, has_gpu=gpu, backend_name=backend) is (
-        backend == "jax")
+    assert resolve_jit_compile("auto", deterministic=True, has_gpu=gpu, backend_name=backend) is (backend == "jax")
 
 
 def test_distribution_names_per_backend():
@@ -188,7 +197,8 @@ ARRAYS = textwrap.dedent("""
     own = rt.fine_tune(model, ArrayBatches(x[:8], onehot[:8], 4, np.arange(8)), ArrayBatches(x[8:], onehot[8:], 4,
                        np.arange(4)), strategy="freeze_all", learning_rate=1e-3, epochs=1, seed=0, verbose=0)
     assert metrics["n"] == 4 and np.isfinite(own.history["loss"][0])
-    print("RESULT " + json.dumps({"backend": keras.backend.backend(), "tensorflow_imported": "tensorflow" in sys.modules,
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(),
+                                  "tensorflow_imported": "tensorflow" in sys.modules,
                                   "changed": int(changed), "histories": histories,
                                   "recorded": result.settings["backend"], "jit": result.settings["jit_compile"]}))
 """)
@@ -216,8 +226,14 @@ def test_radimagenet_in_a_plain_pytorch_loop_example(keras2_files, tmp_path):
     keras2_files.place("densenet121", weights, "RadImageNet-DenseNet121_notop.h5")
     example = Path(__file__).resolve().parents[1] / "examples" / "radimagenet_pytorch.py"
     env = dict(os.environ, KERAS_BACKEND="torch")
-    done = subprocess.run([sys.executable, str(example), "--quick", "--weights-dir", str(weights), "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(example), "--quick", "--weights-dir", str(weights), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "is a torch.nn.Module" in done.stdout and "(radimagenet)" in done.stdout
     assert "epoch 1/1: train loss" in done.stdout

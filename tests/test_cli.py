@@ -23,17 +23,39 @@ def data_dir(tmp_path_factory):
 def trained(data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_run")
     config = out / "defaults.json"
-    config.write_text(json.dumps({"backbone": "resnet50", "weights": "none", "image-size": 32, "epochs": 1,
-                                  "batch_size": 8}))
-    code = main(["train", str(data_dir), "--config", str(config), "--batch-size", "4", "--out", str(out / "run"),
-                 "--run-eagerly", "--verbose", "0"])
+    config.write_text(
+        json.dumps({"backbone": "resnet50", "weights": "none", "image-size": 32, "epochs": 1, "batch_size": 8})
+    )
+    code = main(
+        [
+            "train",
+            str(data_dir),
+            "--config",
+            str(config),
+            "--batch-size",
+            "4",
+            "--out",
+            str(out / "run"),
+            "--run-eagerly",
+            "--verbose",
+            "0",
+        ]
+    )
     assert code == 0
     return out / "run"
 
 
 def test_train_writes_run_and_resolved_config(trained, capsys):
-    for name in ("best.keras", "best.weights.h5", "history.csv", "config.json", "test_metrics.json",
-                 "cli_config.json", "split_train.csv", "split_test.csv"):
+    for name in (
+        "best.keras",
+        "best.weights.h5",
+        "history.csv",
+        "config.json",
+        "test_metrics.json",
+        "cli_config.json",
+        "split_train.csv",
+        "split_test.csv",
+    ):
         assert (trained / name).exists(), name
     resolved = json.loads((trained / "cli_config.json").read_text())
     assert resolved["batch_size"] == 4 and resolved["epochs"] == 1 and resolved["backbone"] == "resnet50"
@@ -59,9 +81,32 @@ def test_grid_and_report(data_dir, tmp_path, keras2_files, capsys):
     weights = tmp_path / "weights"
     keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
     grid = tmp_path / "grid"
-    assert main(["grid", str(data_dir), "--out", str(grid), "--backbones", "resnet50", "--max-scenarios", "1",
-                 "--sources", "radimagenet", "--weights-dir", str(weights), "--epochs", "1", "--image-size", "32",
-                 "--batch-size", "8", "--run-eagerly"]) == 0
+    assert (
+        main(
+            [
+                "grid",
+                str(data_dir),
+                "--out",
+                str(grid),
+                "--backbones",
+                "resnet50",
+                "--max-scenarios",
+                "1",
+                "--sources",
+                "radimagenet",
+                "--weights-dir",
+                str(weights),
+                "--epochs",
+                "1",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "8",
+                "--run-eagerly",
+            ]
+        )
+        == 0
+    )
     assert len(list(grid.rglob("record.json"))) == 1
     config = json.loads(next(grid.rglob("config.json")).read_text())  # the run records the batch size that ran
     assert config["batch_size"] == config["identity"]["config"]["batch_size"] == 8
@@ -87,7 +132,9 @@ def test_weights_list_and_check(tmp_path, keras2_files, capsys, monkeypatch):
 
 
 def test_datasets_synthetic(tmp_path, capsys):
-    assert main(["datasets", "synthetic", str(tmp_path / "syn"), "--patients", "4", "--slices", "1", "--size", "32"]) == 0
+    assert (
+        main(["datasets", "synthetic", str(tmp_path / "syn"), "--patients", "4", "--slices", "1", "--size", "32"]) == 0
+    )
     assert (tmp_path / "syn" / "manifest.csv").exists()
 
 
@@ -107,12 +154,14 @@ def test_demo_quick(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize(
     "argv, code, message",
-    [(["train", "/no/such/data", "--out", "x"], 2, "DATA not found: '/no/such/data'"),
-     (["evaluate", "/no/such/run", "/no/such/data"], 2, "No trained model in '/no/such/run'"),
-     (["weights", "check"], 2, "usage: radtransfer weights check FILE --backbone NAME"),
-     (["bogus"], 2, "invalid choice"),
-     (["train"], 2, "required"),
-     (["demo", "--config", "/no/such.yaml"], 2, "--config file not found")],
+    [
+        (["train", "/no/such/data", "--out", "x"], 2, "DATA not found: '/no/such/data'"),
+        (["evaluate", "/no/such/run", "/no/such/data"], 2, "No trained model in '/no/such/run'"),
+        (["weights", "check"], 2, "usage: radtransfer weights check FILE --backbone NAME"),
+        (["bogus"], 2, "invalid choice"),
+        (["train"], 2, "required"),
+        (["demo", "--config", "/no/such.yaml"], 2, "--config file not found"),
+    ],
 )
 def test_usage_errors(argv, code, message, capsys):
     assert main(argv) == code
@@ -152,10 +201,12 @@ def study(tmp_path):
     """A CSV study with several slices per patient and a PatientID column."""
     import pandas as pd
 
-    images = rt.datasets.load_synthetic_brain_mri(tmp_path / "brain", n_patients=16, slices_per_patient=3,
-                                                  image_size=40, seed=7)
-    frame = pd.DataFrame({"path": images.paths, "label": [images.class_names[i] for i in images.labels],
-                          "PatientID": images.patient_ids})
+    images = rt.datasets.load_synthetic_brain_mri(
+        tmp_path / "brain", n_patients=16, slices_per_patient=3, image_size=40, seed=7
+    )
+    frame = pd.DataFrame(
+        {"path": images.paths, "label": [images.class_names[i] for i in images.labels], "PatientID": images.patient_ids}
+    )
     frame.to_csv(tmp_path / "study.csv", index=False)
     return tmp_path / "study.csv", frame
 
@@ -171,8 +222,25 @@ def test_train_splits_by_the_patient_column_and_checks_every_part_before_trainin
     with open(broken, "wb") as handle:
         handle.write(b"not an image")
     out = tmp_path / "run"
-    argv = ["train", str(csv), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--epochs", "1",
-            "--batch-size", "8", "--run-eagerly", "--verbose", "0", "--out", str(out)]
+    argv = [
+        "train",
+        str(csv),
+        "--backbone",
+        "resnet50",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--run-eagerly",
+        "--verbose",
+        "0",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 1
     error = capsys.readouterr().err
     assert "of the test part cannot be read" in error and broken in error and "--on-bad skip" in error
@@ -197,8 +265,23 @@ def test_an_empty_label_cell_is_refused_on_the_command_line(study, tmp_path, cap
     csv, frame = study
     frame.loc[4, "label"] = None
     frame.to_csv(csv, index=False)
-    argv = ["train", str(csv), "--backbone", "resnet50", "--weights", "none", "--image-size", "32", "--epochs", "1",
-            "--run-eagerly", "--verbose", "0", "--out", str(tmp_path / "run")]
+    argv = [
+        "train",
+        str(csv),
+        "--backbone",
+        "resnet50",
+        "--weights",
+        "none",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--run-eagerly",
+        "--verbose",
+        "0",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 1  # before: a three-class model trained, one class called "nan"
     error = capsys.readouterr().err
     assert "1 row(s) of" in error and "have no label (column 'label'), line 6" in error
@@ -213,8 +296,10 @@ def test_predict_keeps_a_row_for_each_unreadable_file(trained, data_dir, tmp_pat
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     out = tmp_path / "predictions.csv"
-    assert main(["predict", str(trained), str(good[0]), str(broken), str(good[1]), "--on-bad", "skip",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["predict", str(trained), str(good[0]), str(broken), str(good[1]), "--on-bad", "skip", "--out", str(out)])
+        == 0
+    )
     frame = pd.read_csv(out, keep_default_na=False)
     assert frame["path"].tolist() == [str(good[0]), str(broken), str(good[1])]
     assert frame["error"].tolist()[0] == frame["error"].tolist()[2] == "" and frame["error"].tolist()[1]

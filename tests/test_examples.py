@@ -34,7 +34,9 @@ def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
 
 def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "curve"
-    assert _main("full_training_vs_fine_tuning.py")(["--quick", "--out", str(out), "--weights-dir", str(weights_dir)]) == 0
+    assert (
+        _main("full_training_vs_fine_tuning.py")(["--quick", "--out", str(out), "--weights-dir", str(weights_dir)]) == 0
+    )
     import pandas as pd
 
     table = pd.read_csv(out / "learning_curve.csv")

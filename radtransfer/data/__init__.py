@@ -1,24 +1,23 @@
 """Reading medical images, splitting them by patient, and feeding them to Keras with tf.data.
 
-    from radtransfer import data
-    images = data.from_csv("manifest.csv", image_col="path", label_col="label", patient_col="patient")
-    train, val, test = images.split(val=0.10, test=0.15, by="patient", seed=726)
-    train_ds = data.make_dataset(train, augment="radimagenet", seed=726)
-    val_ds = data.make_dataset(val, shuffle=False)
+from radtransfer import data
+images = data.from_csv("manifest.csv", image_col="path", label_col="label", patient_col="patient")
+train, val, test = images.split(val=0.10, test=0.15, by="patient", seed=726)
+train_ds = data.make_dataset(train, augment="radimagenet", seed=726)
+val_ds = data.make_dataset(val, shuffle=False)
 """
 
+from ..errors import BadImagesError, DataSourceError, DicomDecodeError, ImageReadError, LeakageError
 from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
-from .decode import check_files
+from .decode import ReadSettings, check_files
 from .dicom import read_dicom
-from .imageset import ImageSet, check_no_leakage
-from .fingerprint import data_manifest
-from ..errors import BadImagesError, DataSourceError, DicomDecodeError, ImageReadError, LeakageError
-from .decode import ReadSettings
 from .failures import check_images, readable_pipeline_errors, validate_images
+from .fingerprint import data_manifest
+from .imageset import ImageSet, check_no_leakage
 from .pipeline import make_dataset
-from .stream import DataStream, stream_of
 from .sources import from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
+from .stream import DataStream, stream_of
 from .volumes import from_volumes
 
 __all__ = [

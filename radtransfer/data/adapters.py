@@ -19,9 +19,9 @@ from .cache import LOG
 from .imageset import ImageSet
 from .stream import stream_of
 
-IMAGE_SET_BATCH_SIZE = 32            # batch_size=None for ImageSets and arrays
-IMAGE_SET_AUGMENT = "radimagenet"    # augment="auto" for a training ImageSet
-UNKNOWN = "unknown"                  # what a plain tf.data dataset or PyDataset does, when it cannot be read off
+IMAGE_SET_BATCH_SIZE = 32  # batch_size=None for ImageSets and arrays
+IMAGE_SET_AUGMENT = "radimagenet"  # augment="auto" for a training ImageSet
+UNKNOWN = "unknown"  # what a plain tf.data dataset or PyDataset does, when it cannot be read off
 
 KINDS = {
     "image_set": "an ImageSet",
@@ -66,8 +66,10 @@ def refuse(value, argument: str, purpose: str, accepted) -> TypeError:
     kind = kind_of(value)
     got = KINDS.get(kind, f"a {type(value).__name__}")
     takes = ", ".join(KINDS[k] for k in accepted)
-    return TypeError(f"{purpose} takes {argument} as {takes}; received {got}. Pass one of those (an ImageSet from "
-                     "radtransfer.data.from_... reads files as training did).")
+    return TypeError(
+        f"{purpose} takes {argument} as {takes}; received {got}. Pass one of those (an ImageSet from "
+        "radtransfer.data.from_... reads files as training did)."
+    )
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -106,12 +108,18 @@ class TrainingData:
     @property
     def noun(self) -> str:
         """The training data's kind in a word or two, for messages ("dataset", "tf.data dataset", ...)."""
-        return {"make_dataset": "dataset", "tf_data": "tf.data dataset", "py_dataset": "PyDataset",
-                "image_set": "ImageSet", "arrays": "arrays"}[self.kind]
+        return {
+            "make_dataset": "dataset",
+            "tf_data": "tf.data dataset",
+            "py_dataset": "PyDataset",
+            "image_set": "ImageSet",
+            "arrays": "arrays",
+        }[self.kind]
 
 
-def for_training(train, val, *, image_size, num_classes: int, batch_size: int | None = None, augment="auto",
-                 seed: int | None = None) -> TrainingData:
+def for_training(
+    train, val, *, image_size, num_classes: int, batch_size: int | None = None, augment="auto", seed: int | None = None
+) -> TrainingData:
     """Training and validation data of any accepted kind, checked against the model's classes.
 
     Args:
@@ -136,12 +144,14 @@ def for_training(train, val, *, image_size, num_classes: int, batch_size: int | 
     if isinstance(train, ImageSet):
         augment = IMAGE_SET_AUGMENT if augment == "auto" else augment
         class_names = list(train.class_names)
-        train = make_dataset(train, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=True,
-                             seed=seed)
+        train = make_dataset(
+            train, image_size=image_size, batch_size=batch_size, augment=augment, shuffle=True, seed=seed
+        )
     if isinstance(val, ImageSet):
         if class_names is not None and list(val.class_names) != class_names:
-            raise ClassMismatchError(f"The validation set's classes {list(val.class_names)} differ from the "
-                                     f"training set's {class_names}.")
+            raise ClassMismatchError(
+                f"The validation set's classes {list(val.class_names)} differ from the training set's {class_names}."
+            )
         class_names = class_names or list(val.class_names)
         val = make_dataset(val, image_size=image_size, batch_size=batch_size, shuffle=False)
     _check_dataset(train, "training", num_classes)
@@ -149,14 +159,35 @@ def for_training(train, val, *, image_size, num_classes: int, batch_size: int | 
     signature = {name: getattr(stream_of(d), "signature", None) for name, d in (("train", train), ("val", val))}
     stream = stream_of(train)
     if stream is not None:
-        return TrainingData(stream.epoch, val, stream.size, class_names, signature, True, (train, val),
-                            stream.settings.to_dict(), stream.batch_size, stream.params, "make_dataset")
+        return TrainingData(
+            stream.epoch,
+            val,
+            stream.size,
+            class_names,
+            signature,
+            True,
+            (train, val),
+            stream.settings.to_dict(),
+            stream.batch_size,
+            stream.params,
+            "make_dataset",
+        )
     if kind_of(train) == "py_dataset":
         size, batch = None, len(np.asarray(train[0][0]))
     else:
         size, batch = _known_size(train), train.element_spec[0].shape[0]
-    return TrainingData(lambda epoch, seed: train, val, size, class_names, signature, False, (train, val),
-                        batch_size=batch, augment=UNKNOWN, kind=kind_of(train))
+    return TrainingData(
+        lambda epoch, seed: train,
+        val,
+        size,
+        class_names,
+        signature,
+        False,
+        (train, val),
+        batch_size=batch,
+        augment=UNKNOWN,
+        kind=kind_of(train),
+    )
 
 
 def _arrays_for_training(train, val, image_size, num_classes, batch_size, augment) -> TrainingData:
@@ -166,20 +197,34 @@ def _arrays_for_training(train, val, image_size, num_classes, batch_size, augmen
     if not (_is_pair(train) and _is_pair(val)):
         raise ValueError("Pass train and val both as (images, labels) arrays, or both as ImageSets / datasets.")
     if augment not in (None, "auto"):
-        warnings.warn(f"augment={augment!r} is not applied to in-memory arrays (augmentation is part of the tf.data "
-                      "pipeline); pass ImageSets to augment, or augment=None to silence this.", stacklevel=4)
+        warnings.warn(
+            f"augment={augment!r} is not applied to in-memory arrays (augmentation is part of the tf.data "
+            "pipeline); pass ImageSets to augment, or augment=None to silence this.",
+            stacklevel=4,
+        )
     batch_size = batch_size or IMAGE_SET_BATCH_SIZE
     stream = ArrayStream(*as_arrays(train, num_classes, image_size, "train"), batch_size, shuffle=True)
     val_stream = ArrayStream(*as_arrays(val, num_classes, image_size, "val"), batch_size, shuffle=False)
     signature = {"train": stream.signature, "val": val_stream.signature}
-    return TrainingData(stream.epoch, val_stream.batches(), stream.size, None, signature, True,
-                        batch_size=batch_size, augment=None, kind="arrays")
+    return TrainingData(
+        stream.epoch,
+        val_stream.batches(),
+        stream.size,
+        None,
+        signature,
+        True,
+        batch_size=batch_size,
+        augment=None,
+        kind="arrays",
+    )
 
 
 def _dataset_width(dataset):
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
-        raise ValueError("Expected a dataset of (images, one-hot labels) pairs, e.g. from radtransfer.data.make_dataset.")
+        raise ValueError(
+            "Expected a dataset of (images, one-hot labels) pairs, e.g. from radtransfer.data.make_dataset."
+        )
     return spec[1].shape[-1]
 
 
@@ -189,15 +234,19 @@ def _check_dataset(dataset, name: str, num_classes: int) -> None:
             raise ValueError(f"The {name} dataset is empty.")
         labels = np.asarray(dataset[0][1])
         if labels.ndim != 2 or labels.shape[-1] != num_classes:
-            raise ValueError(f"The {name} PyDataset yields labels of shape {labels.shape}; expected one-hot rows of "
-                             f"{num_classes} classes (the model's outputs).")
+            raise ValueError(
+                f"The {name} PyDataset yields labels of shape {labels.shape}; expected one-hot rows of "
+                f"{num_classes} classes (the model's outputs)."
+            )
         return
     import tensorflow as tf
 
     width = _dataset_width(dataset)
     if width is not None and width != num_classes:
-        raise ValueError(f"The {name} dataset has labels for {width} classes but the model predicts {num_classes}. "
-                         "Build the model with num_classes equal to the number of classes in the data.")
+        raise ValueError(
+            f"The {name} dataset has labels for {width} classes but the model predicts {num_classes}. "
+            "Build the model with num_classes equal to the number of classes in the data."
+        )
     cardinality = int(dataset.cardinality())
     if cardinality == 0 or (cardinality == tf.data.UNKNOWN_CARDINALITY and not any(True for _ in dataset.take(1))):
         raise ValueError(f"The {name} dataset is empty.")
@@ -238,8 +287,9 @@ class EvaluationData:
         return y_true[inverse], probabilities[inverse]
 
 
-def for_evaluation(data, *, num_classes: int, input_size, batch_size: int = 32, read_kwargs=None, class_names=None,
-                   patient_ids=None) -> EvaluationData:
+def for_evaluation(
+    data, *, num_classes: int, input_size, batch_size: int = 32, read_kwargs=None, class_names=None, patient_ids=None
+) -> EvaluationData:
     """Labelled data of any accepted kind, read once, in a known order, neither shuffled nor augmented.
 
     An ImageSet is read with ``read_kwargs`` (as the model's training images were) and brings its class names and
@@ -263,7 +313,9 @@ def for_evaluation(data, *, num_classes: int, input_size, batch_size: int = 32, 
     if kind in ("make_dataset", "tf_data"):
         width = data.element_spec[1].shape[-1] if isinstance(data.element_spec, tuple) else None
         if width is not None and width != num_classes:
-            raise ClassMismatchError(f"The dataset has labels for {width} classes but the model predicts {num_classes}.")
+            raise ClassMismatchError(
+                f"The dataset has labels for {width} classes but the model predicts {num_classes}."
+            )
     if kind == "make_dataset":
         stream = stream_of(data)
         if stream.shuffle or stream.augmenting:
@@ -272,9 +324,11 @@ def for_evaluation(data, *, num_classes: int, input_size, batch_size: int = 32, 
         return EvaluationData(data, class_names, patient_ids)
     if kind == "tf_data":
         if patient_ids is not None and _shuffles(data):
-            raise ValueError("evaluate was given patient_ids with a tf.data dataset that shuffles, so the ids cannot be "
-                             "matched to its images. Pass the ImageSet (it brings its patient ids), or a dataset made "
-                             "with shuffle=False.")
+            raise ValueError(
+                "evaluate was given patient_ids with a tf.data dataset that shuffles, so the ids cannot be "
+                "matched to its images. Pass the ImageSet (it brings its patient ids), or a dataset made "
+                "with shuffle=False."
+            )
         return EvaluationData(data, class_names, patient_ids)
     if kind == "py_dataset":
         return EvaluationData(data, class_names, patient_ids)
@@ -290,8 +344,9 @@ def _shuffles(dataset) -> bool:
         graph.ParseFromString(dataset._as_serialized_graph().numpy())
     except Exception:  # a graph TensorFlow cannot serialize: nothing to tell
         return False
-    return any("Shuffle" in node.op for node in graph.node) or \
-        any("Shuffle" in node.op for function in graph.library.function for node in function.node_def)
+    return any("Shuffle" in node.op for node in graph.node) or any(
+        "Shuffle" in node.op for function in graph.library.function for node in function.node_def
+    )
 
 
 # -- prediction -----------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         if index >= self.num_batches:
             raise IndexError(index)
-        chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
         return self.images[chosen], self.labels[chosen]
 
 
@@ -49,16 +49,21 @@ def as_arrays(pair, num_classes: int, image_size, name: str):
         raise ValueError(f"Expected {name}=(images, labels). Received: a {type(pair).__name__}") from None
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4 or tuple(images.shape[1:3]) != tuple(image_size):
-        raise ValueError(f"Expected {name} images of shape (N, {image_size[0]}, {image_size[1]}, C) (the model's "
-                         f"input size). Received: {images.shape}")
+        raise ValueError(
+            f"Expected {name} images of shape (N, {image_size[0]}, {image_size[1]}, C) (the model's "
+            f"input size). Received: {images.shape}"
+        )
     if labels.ndim == 1:
         if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"{name} labels must be class indices in [0, {num_classes}). "
-                             f"Received: {labels.min()}..{labels.max()}")
+            raise ValueError(
+                f"{name} labels must be class indices in [0, {num_classes}). Received: {labels.min()}..{labels.max()}"
+            )
         labels = np.eye(num_classes, dtype=np.float32)[labels.astype(np.int64)]
     if labels.shape != (len(images), num_classes):
-        raise ValueError(f"Expected {name} labels of shape ({len(images)},) or ({len(images)}, {num_classes}). "
-                         f"Received: {labels.shape}")
+        raise ValueError(
+            f"Expected {name} labels of shape ({len(images)},) or ({len(images)}, {num_classes}). "
+            f"Received: {labels.shape}"
+        )
     if len(images) == 0:
         raise ValueError(f"The {name} arrays are empty.")
     return images, labels.astype(np.float32)
@@ -90,5 +95,9 @@ class ArrayStream:
             array = np.ascontiguousarray(array)
             digest.update(repr((array.shape, str(array.dtype))).encode())
             digest.update(array.tobytes())
-        return {"arrays": digest.hexdigest()[:16], "n": self.size, "batch_size": self.batch_size,
-                "shuffle": self.shuffle}
+        return {
+            "arrays": digest.hexdigest()[:16],
+            "n": self.size,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+        }

@@ -57,8 +57,15 @@ class Augment:
 
     @property
     def is_identity(self) -> bool:
-        return (self.rotation == 0 and self.width_shift == 0 and self.height_shift == 0 and self.shear == 0
-                and self.zoom == (1.0, 1.0) and not self.horizontal_flip and not self.vertical_flip)
+        return (
+            self.rotation == 0
+            and self.width_shift == 0
+            and self.height_shift == 0
+            and self.shear == 0
+            and self.zoom == (1.0, 1.0)
+            and not self.horizontal_flip
+            and not self.vertical_flip
+        )
 
 
 PRESETS = {
@@ -98,7 +105,9 @@ def random_transforms(batch_size, height, width, params: Augment, seed):
     def uniform(i, low, high):
         return tf.random.stateless_uniform([batch_size], seeds[i], low, high)
 
-    theta = uniform(0, -params.rotation, params.rotation) * (math.pi / 180.0) if params.rotation else tf.zeros([batch_size])
+    theta = (
+        uniform(0, -params.rotation, params.rotation) * (math.pi / 180.0) if params.rotation else tf.zeros([batch_size])
+    )
     tx = uniform(1, -params.width_shift, params.width_shift) * w if params.width_shift else tf.zeros([batch_size])
     ty = uniform(2, -params.height_shift, params.height_shift) * h if params.height_shift else tf.zeros([batch_size])
     shear = uniform(3, -params.shear, params.shear) * (math.pi / 180.0) if params.shear else tf.zeros([batch_size])
@@ -144,9 +153,13 @@ def transform_matrices(theta, tx, ty, shear, zx, zy, flip_h, flip_v, height, wid
     # A flip of the output, out(x, y) = transformed(w-1-x, y), composes on the right.
     flip_h = tf.cast(flip_h, tf.bool) & (ones > 0)
     flip_v = tf.cast(flip_v, tf.bool) & (ones > 0)
-    flip = matrix([[tf.where(flip_h, -ones, ones), zeros, tf.where(flip_h, w - 1.0, 0.0)],
-                   [zeros, tf.where(flip_v, -ones, ones), tf.where(flip_v, h - 1.0, 0.0)],
-                   [zeros, zeros, ones]])
+    flip = matrix(
+        [
+            [tf.where(flip_h, -ones, ones), zeros, tf.where(flip_h, w - 1.0, 0.0)],
+            [zeros, tf.where(flip_v, -ones, ones), tf.where(flip_v, h - 1.0, 0.0)],
+            [zeros, zeros, ones],
+        ]
+    )
     m = offset @ rotation @ shift @ shear_m @ zoom @ reset @ flip
     # ImageProjectiveTransformV3: x_in = a0 x + a1 y + a2, y_in = b0 x + b1 y + b2.
     return tf.stack([m[:, 0, 0], m[:, 0, 1], m[:, 0, 2], m[:, 1, 0], m[:, 1, 1], m[:, 1, 2], zeros, zeros], axis=-1)
@@ -162,7 +175,9 @@ def apply_transforms(images, transforms, params: Augment):
     import tensorflow as tf
 
     if params.interpolation == "bilinear" and params.fill_mode in ("nearest", "constant"):
-        return _bilinear_xla(images, transforms, params.fill_mode == "constant", tf.constant(params.fill_value, tf.float32))
+        return _bilinear_xla(
+            images, transforms, params.fill_mode == "constant", tf.constant(params.fill_value, tf.float32)
+        )
     shape = tf.shape(images)
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,

@@ -42,11 +42,11 @@ except ImportError:  # not POSIX: publication relies on the files of two complet
 
 LOG = logging.getLogger("radtransfer.data")
 MEMORY_FRACTION = 0.5
-DISK_MARGIN = 1 << 30       # leave 1 GiB free on the cache disk
+DISK_MARGIN = 1 << 30  # leave 1 GiB free on the cache disk
 CACHE_ENV = "RADTRANSFER_CACHE_DIR"
 MODES = ("memory", "disk", "none")
-STALE_AFTER_S = 2 * 3600    # a private fill whose files have not changed for this long is dead (other machines)
-HEARTBEAT_S = 60.0          # how often a fill touches its owner file
+STALE_AFTER_S = 2 * 3600  # a private fill whose files have not changed for this long is dead (other machines)
+HEARTBEAT_S = 60.0  # how often a fill touches its owner file
 
 _lock = threading.Lock()
 _claims: dict[int, int] = {}  # id of a live stream's claim -> bytes
@@ -141,26 +141,45 @@ def choose_cache(cache, nbytes: int, name: str, memory_budget=None, cache_dir=No
     others = claimed_memory()
     if memory_budget is None:
         budget = int(MEMORY_FRACTION * available_memory()) - others
-        stated = f"half the available memory, less {human(others)} claimed by other caches" if others else \
-            "half the available memory"
+        stated = (
+            f"half the available memory, less {human(others)} claimed by other caches"
+            if others
+            else "half the available memory"
+        )
     else:
         budget = parse_bytes(memory_budget) - others
-        stated = f"memory_budget={memory_budget!r}" + (f" less {human(others)} claimed by other caches" if others else "")
+        stated = f"memory_budget={memory_budget!r}" + (
+            f" less {human(others)} claimed by other caches" if others else ""
+        )
     if nbytes <= budget:
-        return CacheChoice("memory", f"{human(nbytes)} fits the memory budget of {human(max(budget, 0))} ({stated})",
-                           nbytes)
+        return CacheChoice(
+            "memory", f"{human(nbytes)} fits the memory budget of {human(max(budget, 0))} ({stated})", nbytes
+        )
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(folder).free
     except OSError as exc:
-        return CacheChoice("none", f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} and the "
-                           f"cache folder '{folder}' is not usable ({exc.strerror}): streaming from the files", nbytes)
+        return CacheChoice(
+            "none",
+            f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} and the "
+            f"cache folder '{folder}' is not usable ({exc.strerror}): streaming from the files",
+            nbytes,
+        )
     if nbytes + DISK_MARGIN <= free:
-        return CacheChoice("disk", f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} ({stated}); "
-                           f"cached on disk in '{folder}' ({human(free)} free)", nbytes, str(folder / name))
-    return CacheChoice("none", f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} and the "
-                       f"{human(free)} free in '{folder}': streaming from the files every epoch", nbytes)
+        return CacheChoice(
+            "disk",
+            f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} ({stated}); "
+            f"cached on disk in '{folder}' ({human(free)} free)",
+            nbytes,
+            str(folder / name),
+        )
+    return CacheChoice(
+        "none",
+        f"{human(nbytes)} exceeds the memory budget of {human(max(budget, 0))} and the "
+        f"{human(free)} free in '{folder}': streaming from the files every epoch",
+        nbytes,
+    )
 
 
 # -- disk caches: filled under a private name, published complete -------------------------------------------------
@@ -210,8 +229,12 @@ def ensure_disk_cache(choice: CacheChoice, fill) -> bool:
         published = _publish(private, path)
     finally:
         _remove(_files_of(private))
-    LOG.info("filled the disk cache '%s' in %.0f s%s", path, time.monotonic() - start,
-             "" if published else " (another process published it first; this copy was dropped)")
+    LOG.info(
+        "filled the disk cache '%s' in %.0f s%s",
+        path,
+        time.monotonic() - start,
+        "" if published else " (another process published it first; this copy was dropped)",
+    )
     return True
 
 
@@ -223,7 +246,7 @@ def remove_stale(path: str) -> None:
     gone, or, for another machine's, when none of its files has changed for ``STALE_AFTER_S``.
     """
     for owner in glob.glob(f"{glob.escape(path)}.tmp-*.owner"):
-        prefix = owner[:-len(".owner")]
+        prefix = owner[: -len(".owner")]
         files = _files_of(prefix)
         if _abandoned(owner, files):
             LOG.info("removing the unfinished disk cache '%s' (its writer is gone)", prefix)
@@ -283,7 +306,7 @@ def _publish(private: str, path: str) -> bool:
     with _publish_lock(path):
         if is_complete(path):
             return False
-        data = {name: path + name[len(private):] for name in glob.glob(f"{glob.escape(private)}.data-*")}
+        data = {name: path + name[len(private) :] for name in glob.glob(f"{glob.escape(private)}.data-*")}
         _remove(set(glob.glob(f"{glob.escape(path)}.data-*")) - set(data.values()))  # of a publication cut short
         for source, target in sorted(data.items()):
             os.replace(source, target)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
 from ..utils.choices import check_choice
+from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
 
 PNG_MAGIC = b"\x89PNG"
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -95,11 +95,11 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 class FileCheck:
     """What the cheap check learnt about one file."""
 
-    reason: str | None = None   # why the file cannot be used (None: it can)
+    reason: str | None = None  # why the file cannot be used (None: it can)
     gray: bool = False
     dicom: bool = False
-    key: tuple = ()             # a DICOM file's decoder path (see dicom.header_key)
-    frames: int = 1             # a DICOM file's number of frames
+    key: tuple = ()  # a DICOM file's decoder path (see dicom.header_key)
+    frames: int = 1  # a DICOM file's number of frames
 
 
 def check_file(path) -> tuple[str | None, bool, bool]:
@@ -131,8 +131,13 @@ def _inspect(path: Path) -> FileCheck:
             if problem:
                 return FileCheck(problem, dicom=True)
             photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2"))
-            return FileCheck(None, photometric.startswith("MONOCHROME"), True, header_key(header),
-                             int(header.get("NumberOfFrames", 1) or 1))
+            return FileCheck(
+                None,
+                photometric.startswith("MONOCHROME"),
+                True,
+                header_key(header),
+                int(header.get("NumberOfFrames", 1) or 1),
+            )
         from PIL import Image
 
         with Image.open(path) as image:
@@ -224,9 +229,14 @@ class ReadSettings:
         check_choice("sixteen_bit", self.sixteen_bit, ("range", "full"))
 
     def to_dict(self) -> dict:
-        return {"image_size": list(self.image_size), "interpolation": self.interpolation,
-                "antialias": self.antialias, "sixteen_bit": self.sixteen_bit,
-                "dicom_window": None if self.dicom_window is None else list(self.dicom_window), "frame": self.frame}
+        return {
+            "image_size": list(self.image_size),
+            "interpolation": self.interpolation,
+            "antialias": self.antialias,
+            "sixteen_bit": self.sixteen_bit,
+            "dicom_window": None if self.dicom_window is None else list(self.dicom_window),
+            "frame": self.frame,
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> "ReadSettings":
@@ -238,8 +248,14 @@ class ReadSettings:
 
     def dataset_kwargs(self) -> dict:
         """The ``make_dataset`` arguments that read images this way."""
-        return {"image_size": self.image_size, "interpolation": self.interpolation, "antialias": self.antialias,
-                "sixteen_bit": self.sixteen_bit, "dicom_window": self.dicom_window, "frame": self.frame}
+        return {
+            "image_size": self.image_size,
+            "interpolation": self.interpolation,
+            "antialias": self.antialias,
+            "sixteen_bit": self.sixteen_bit,
+            "dicom_window": self.dicom_window,
+            "frame": self.frame,
+        }
 
 
 def resize_image(image, settings: ReadSettings):
@@ -247,8 +263,9 @@ def resize_image(image, settings: ReadSettings):
     import tensorflow as tf
 
     antialias = settings.antialias and settings.interpolation != "nearest"
-    resized = tf.image.resize(tf.cast(image, tf.float32), settings.image_size, method=settings.interpolation,
-                              antialias=antialias)
+    resized = tf.image.resize(
+        tf.cast(image, tf.float32), settings.image_size, method=settings.interpolation, antialias=antialias
+    )
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.optional import require
 from ..errors import DicomDecodeError
+from ..utils.optional import require
 from .intensity import to_uint8
 
 FRAME_POLICIES = ("middle", "first", "last")
@@ -100,8 +100,10 @@ def decoder_problem(header) -> str | None:
         return f"pydicom cannot decode transfer syntax {transfer_syntax_text(uid)}"
     if decoder.is_available:
         return None
-    return (f"no decoder installed for transfer syntax {transfer_syntax_text(uid)}: install one of "
-            f"{_missing_decoders(uid)}{_extra_hint()}")
+    return (
+        f"no decoder installed for transfer syntax {transfer_syntax_text(uid)}: install one of "
+        f"{_missing_decoders(uid)}{_extra_hint()}"
+    )
 
 
 def decode_failure_reason(header, exc: Exception) -> str:
@@ -164,7 +166,7 @@ def _render(path: Path, window, frame) -> np.ndarray:
         return _palette(pixels, ds)
     if pixels.ndim == 3:  # RGB, and YBR already converted by pydicom
         bits = int(ds.get("BitsStored", 8) or 8)
-        return to_uint8(pixels.astype(np.float64), (0.0, float(2 ** bits - 1)))
+        return to_uint8(pixels.astype(np.float64), (0.0, float(2**bits - 1)))
     gray = _grayscale(pixels, ds, window)
     if photometric == "MONOCHROME1":
         gray = 255 - gray
@@ -182,7 +184,9 @@ def _grayscale(pixels: np.ndarray, ds, window) -> np.ndarray:
                 del ds[keyword]
         ds.WindowCenter, ds.WindowWidth = center, width
     has_lut = bool(ds.get("VOILUTSequence")) and None not in (
-        ds.VOILUTSequence[0].get("LUTDescriptor"), ds.VOILUTSequence[0].get("LUTData"))
+        ds.VOILUTSequence[0].get("LUTDescriptor"),
+        ds.VOILUTSequence[0].get("LUTData"),
+    )
     has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
     if has_lut:
         out, value_range = _voi_lut_sequence(values, ds)
@@ -211,12 +215,15 @@ def _voi_lut_sequence(values: np.ndarray, ds):
     element = item["LUTData"]
     if element.VR == "OW" and isinstance(element.value, (bytes, bytearray)):
         little = getattr(getattr(ds, "file_meta", None), "_tsyntax_encoding", (None, True))[1] is not False
-        lut = np.asarray(struct.unpack(f"{'<' if little else '>'}{entries}H", element.value[:2 * entries]))
+        lut = np.asarray(struct.unpack(f"{'<' if little else '>'}{entries}H", element.value[: 2 * entries]))
     else:
-        lut = np.asarray(element.value if isinstance(element.value, (list, tuple)) or hasattr(element.value, "__len__")
-                         else [element.value])
+        lut = np.asarray(
+            element.value
+            if isinstance(element.value, (list, tuple)) or hasattr(element.value, "__len__")
+            else [element.value]
+        )
     index = np.clip(np.round(values).astype(np.int64) - first, 0, len(lut) - 1)
-    return lut[index].astype(np.float64), (0.0, float(2 ** bits - 1))
+    return lut[index].astype(np.float64), (0.0, float(2**bits - 1))
 
 
 def _palette(pixels: np.ndarray, ds) -> np.ndarray:
@@ -225,7 +232,7 @@ def _palette(pixels: np.ndarray, ds) -> np.ndarray:
     rgb = apply_color_lut(pixels, ds)
     descriptor = ds.get("RedPaletteColorLookupTableDescriptor")
     bits = int(descriptor[2]) if descriptor is not None else (16 if rgb.dtype == np.uint16 else 8)
-    return to_uint8(rgb[..., :3].astype(np.float64), (0.0, float(2 ** bits - 1)))
+    return to_uint8(rgb[..., :3].astype(np.float64), (0.0, float(2**bits - 1)))
 
 
 def _lift_functional_groups(ds, index: int) -> None:
@@ -252,6 +259,12 @@ def header_key(header) -> tuple:
     """Files with equal keys decode through the same decoder path (one test decode covers them all)."""
     meta = getattr(header, "file_meta", None)
     uid = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    return (uid, str(header.get("PhotometricInterpretation", "")), header.get("BitsAllocated"),
-            header.get("BitsStored"), header.get("SamplesPerPixel"), header.get("PixelRepresentation"),
-            int(header.get("NumberOfFrames", 1) or 1) > 1)
+    return (
+        uid,
+        str(header.get("PhotometricInterpretation", "")),
+        header.get("BitsAllocated"),
+        header.get("BitsStored"),
+        header.get("SamplesPerPixel"),
+        header.get("PixelRepresentation"),
+        int(header.get("NumberOfFrames", 1) or 1) > 1,
+    )

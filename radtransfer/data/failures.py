@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..errors import BadImagesError, ImageReadError
+from ..utils.choices import check_choice
 from .decode import check_files
 from .imageset import ImageSet
-from ..utils.choices import check_choice
 
 MAX_LISTED = 20
 
@@ -69,7 +69,9 @@ def _check(image_set: ImageSet, on_bad: str, frame, part=None):
     return image_set.subset(keep), bad, all_gray, dicom[keep]
 
 
-def validate_images(image_set: ImageSet, on_bad: str = "raise", frame="middle") -> tuple[ImageSet, bool, np.ndarray | None]:
+def validate_images(
+    image_set: ImageSet, on_bad: str = "raise", frame="middle"
+) -> tuple[ImageSet, bool, np.ndarray | None]:
     """Checks every file cheaply (exists, readable, header decodes) before any training.
 
     Args:
@@ -101,7 +103,7 @@ def _unmark(message: str):
     if start < 0:
         return None
     end = message.find(_MARK, start + len(_MARK))
-    path = message[start + len(_MARK):end]
+    path = message[start + len(_MARK) : end]
     with _failures_lock:
         reason = _failures.get(path, "its pixels could not be read")
     return {"path": path, "reason": reason}
@@ -142,15 +144,29 @@ def readable_pipeline_errors(*datasets):
         raise ImageReadError(f"An image failed to decode inside the input pipeline (TensorFlow: {detail}).") from None
 
 
-_DECODE_WORDS = ("decode", "jpeg", "png", "bmp", "no such file", "permission denied", "corrupt", "premature end",
-                 "truncated")
+_DECODE_WORDS = (
+    "decode",
+    "jpeg",
+    "png",
+    "bmp",
+    "no such file",
+    "permission denied",
+    "corrupt",
+    "premature end",
+    "truncated",
+)
 
 
 def _is_decode_failure(exc, message: str) -> bool:
     import tensorflow as tf
 
-    kinds = (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.DataLossError, tf.errors.UnknownError,
-             tf.errors.PermissionDeniedError)
+    kinds = (
+        tf.errors.InvalidArgumentError,
+        tf.errors.NotFoundError,
+        tf.errors.DataLossError,
+        tf.errors.UnknownError,
+        tf.errors.PermissionDeniedError,
+    )
     lower = message.lower()
     return isinstance(exc, kinds) and any(word in lower for word in _DECODE_WORDS)
 

@@ -76,8 +76,9 @@ def manifest_differences(old_rows, new_rows) -> list[str]:
     for column, what in ((1, "class"), (2, "patient"), (3, "contents")):
         changed = [name for name in both if old[name][column] != new[name][column]]
         if changed:
-            detail = [f"{name} ({old[name][column]} → {new[name][column]})" for name in changed] if column < 3 \
-                else changed
+            detail = (
+                [f"{name} ({old[name][column]} → {new[name][column]})" for name in changed] if column < 3 else changed
+            )
             lines.append(f"{len(changed)} image(s) with another {what}: {listed(detail)}")
     if not lines and [row[0] for row in old_rows] != [row[0] for row in new_rows]:
         lines.append("the images are the same but in another order (the splits depend on it)")

@@ -48,7 +48,8 @@ class ImageSet:
             raise ValueError("ImageSet needs either paths or in-memory images.")
         if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(
-                f"ImageSet: labels must be in [0, {len(self.class_names)}); found {self.labels.min()}..{self.labels.max()}."
+                f"ImageSet: labels must be in [0, {len(self.class_names)}); "
+                f"found {self.labels.min()}..{self.labels.max()}."
             )
 
     def __len__(self) -> int:
@@ -76,7 +77,9 @@ class ImageSet:
             class_names=self.class_names,
             patient_ids=None if self.patient_ids is None else self.patient_ids[indices],
             images=None if self.images is None else [self.images[i] for i in indices],
-            extras=None if self.extras is None else {k: np.asarray(v, dtype=object)[indices] for k, v in self.extras.items()},
+            extras=None
+            if self.extras is None
+            else {k: np.asarray(v, dtype=object)[indices] for k, v in self.extras.items()},
         )
 
     # -- splitting -----------------------------------------------------------------------------
@@ -106,8 +109,7 @@ class ImageSet:
         np.add.at(counts, (inverse, self.labels), 1)
         return unique, inverse, counts.argmax(axis=1)
 
-    def split(self, val: float = 0.10, test: float = 0.15, by: str = "patient", stratify: bool = True,
-              seed: int = 726):
+    def split(self, val: float = 0.10, test: float = 0.15, by: str = "patient", stratify: bool = True, seed: int = 726):
         """Splits into (train, val, test), each patient's images in one part.
 
         Fractions are of patients (of images with ``by="image"``), per class when ``stratify`` (a
@@ -123,29 +125,38 @@ class ImageSet:
         unique, inverse, group_labels = self._group_labels(groups)
         rng = np.random.default_rng(seed)
         part = np.zeros(len(unique), dtype=np.int64)  # 0 train, 1 val, 2 test
-        strata = [np.flatnonzero(group_labels == c) for c in range(self.num_classes)] if stratify else [np.arange(len(unique))]
+        strata = (
+            [np.flatnonzero(group_labels == c) for c in range(self.num_classes)]
+            if stratify
+            else [np.arange(len(unique))]
+        )
         for members in strata:
             members = rng.permutation(members)
             n = len(members)
             n_test, n_val = int(round(test * n)), int(round(val * n))
             if n >= 2 and test > 0:
                 n_test = max(n_test, 1)
-            n_test = min(n_test, max(n - 1, 0))   # train keeps at least one
+            n_test = min(n_test, max(n - 1, 0))  # train keeps at least one
             if n - n_test >= 2 and val > 0:
                 n_val = max(n_val, 1)
             n_val = min(n_val, max(n - n_test - 1, 0))
             part[members[:n_test]] = 2
-            part[members[n_test:n_test + n_val]] = 1
+            part[members[n_test : n_test + n_val]] = 1
         image_part = part[inverse]
         parts = tuple(self.subset(np.flatnonzero(image_part == p)) for p in (0, 1, 2))
         if len(self) and len(parts[0]) == 0:
-            raise ValueError(f"split(val={val}, test={test}) leaves no images for training ({len(unique)} "
-                             f"{'patients' if by == 'patient' else 'images'}). Use smaller fractions or more data.")
+            raise ValueError(
+                f"split(val={val}, test={test}) leaves no images for training ({len(unique)} "
+                f"{'patients' if by == 'patient' else 'images'}). Use smaller fractions or more data."
+            )
         for name, fraction, piece in (("val", val, parts[1]), ("test", test, parts[2])):
             if fraction > 0 and len(piece) == 0:
-                warnings.warn(f"The {name} part is empty: {len(unique)} {'patients' if by == 'patient' else 'images'} "
-                              f"are too few for {name}={fraction} (per class, train keeps one first). Use more data "
-                              f"or a larger {name} fraction.", stacklevel=2)
+                warnings.warn(
+                    f"The {name} part is empty: {len(unique)} {'patients' if by == 'patient' else 'images'} "
+                    f"are too few for {name}={fraction} (per class, train keeps one first). Use more data "
+                    f"or a larger {name} fraction.",
+                    stacklevel=2,
+                )
         if by == "patient" and self.patient_ids is not None:
             check_no_leakage(*parts)
         return parts
@@ -169,7 +180,7 @@ class ImageSet:
             from sklearn.model_selection import StratifiedGroupKFold
 
             image_fold = np.zeros(len(self), dtype=np.int64)
-            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % (2 ** 32))
+            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % (2**32))
             with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits"
                 warnings.simplefilter("ignore", UserWarning)
                 for f, (_, test_index) in enumerate(splitter.split(np.zeros(len(self)), self.labels, inverse)):

@@ -21,9 +21,15 @@ from .imageset import ImageSet
 from .intensity import to_uint8
 from .stream import DataStream, stream_of
 
-__all__ = ["DataStream", "ReadSettings", "check_images", "make_dataset", "readable_pipeline_errors", "stream_of",
-           "validate_images"]
-
+__all__ = [
+    "DataStream",
+    "ReadSettings",
+    "check_images",
+    "make_dataset",
+    "readable_pipeline_errors",
+    "stream_of",
+    "validate_images",
+]
 
 
 def _check_size(image_size, backbone) -> tuple[int, int]:
@@ -43,11 +49,26 @@ def _check_size(image_size, backbone) -> tuple[int, int]:
     return height, width
 
 
-def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 32, augment=None, shuffle: bool = True,
-                 cache="auto", seed: int | None = None, interpolation: str = "bilinear", on_bad: str = "raise",
-                 backbone: str | None = None, shuffle_buffer: int = 4096, dicom_window=None,
-                 sixteen_bit: str = "range", drop_remainder: bool = False, antialias: bool = True,
-                 frame="middle", memory_budget=None, cache_dir=None):
+def make_dataset(
+    image_set: ImageSet,
+    image_size=(256, 256),
+    batch_size: int = 32,
+    augment=None,
+    shuffle: bool = True,
+    cache="auto",
+    seed: int | None = None,
+    interpolation: str = "bilinear",
+    on_bad: str = "raise",
+    backbone: str | None = None,
+    shuffle_buffer: int = 4096,
+    dicom_window=None,
+    sixteen_bit: str = "range",
+    drop_remainder: bool = False,
+    antialias: bool = True,
+    frame="middle",
+    memory_budget=None,
+    cache_dir=None,
+):
     """Builds the input pipeline for training or evaluation.
 
     Args:
@@ -86,8 +107,14 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
         raise TypeError(f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}")
     if len(image_set) == 0:
         raise ValueError("The image set is empty: there is nothing to build a dataset from.")
-    settings = ReadSettings(_check_size(image_size, backbone), interpolation, bool(antialias), sixteen_bit,
-                            None if dicom_window is None else tuple(float(v) for v in dicom_window), check_frame(frame))
+    settings = ReadSettings(
+        _check_size(image_size, backbone),
+        interpolation,
+        bool(antialias),
+        sixteen_bit,
+        None if dicom_window is None else tuple(float(v) for v in dicom_window),
+        check_frame(frame),
+    )
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
     params = get_augment(augment)
@@ -102,24 +129,50 @@ def make_dataset(image_set: ImageSet, image_size=(256, 256), batch_size: int = 3
     digest = content_hash(image_set)  # once: the order, the cache name and the run fingerprint all use it
     order = np.arange(n)
     if shuffle:
-        order = np.random.default_rng(int(digest, 16) % (2 ** 63)).permutation(n)
+        order = np.random.default_rng(int(digest, 16) % (2**63)).permutation(n)
     load = _loader(image_set, order, settings, dicom, channels, num_classes)
     height, width = settings.image_size
-    name = cache_name(image_set, settings, channels, shuffle, digest,
-                      files_changed=cache not in (True, False, None, "memory", "none"))
+    name = cache_name(
+        image_set, settings, channels, shuffle, digest, files_changed=cache not in (True, False, None, "memory", "none")
+    )
     choice = choose_cache(cache, n * height * width * channels, name, memory_budget, cache_dir)
     # The "auto" choice is news; an explicit one (e.g. evaluate's single uncached pass) is only for debugging.
-    LOG.log(logging.INFO if cache == "auto" else logging.DEBUG, "%d images at %dx%dx%d: cache %s (%s)", n, height,
-            width, channels, choice.mode, choice.reason)
-    stream = DataStream(load, n, batch_size, shuffle, min(n, shuffle_buffer), params, seed, channels,
-                        drop_remainder, choice, settings,
-                        paths=None if image_set.paths is None else image_set.paths[order], order=order)
+    LOG.log(
+        logging.INFO if cache == "auto" else logging.DEBUG,
+        "%d images at %dx%dx%d: cache %s (%s)",
+        n,
+        height,
+        width,
+        channels,
+        choice.mode,
+        choice.reason,
+    )
+    stream = DataStream(
+        load,
+        n,
+        batch_size,
+        shuffle,
+        min(n, shuffle_buffer),
+        params,
+        seed,
+        channels,
+        drop_remainder,
+        choice,
+        settings,
+        paths=None if image_set.paths is None else image_set.paths[order],
+        order=order,
+    )
     if choice.mode == "memory":
         claim(stream, choice.nbytes)
     stream.describe = lambda: {  # asked for only by a run's fingerprint
-        "images": digest, "n": n, "batch_size": batch_size, "shuffle": shuffle,
-        "augment": None if params is None else repr(params), "drop_remainder": drop_remainder,
-        **settings.to_dict()}
+        "images": digest,
+        "n": n,
+        "batch_size": batch_size,
+        "shuffle": shuffle,
+        "augment": None if params is None else repr(params),
+        "drop_remainder": drop_remainder,
+        **settings.to_dict(),
+    }
     result = stream.dataset()
     result.radtransfer_stream = stream
     return result
@@ -180,13 +233,16 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
     def load(indices):
         return indices.map(
             lambda i: (resize_image(read(i), settings), tf.one_hot(labels[i], num_classes, dtype=tf.float32)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
 
     return load
 
 
-def cache_name(image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool, digest: str,
-               files_changed: bool = True) -> str:
+def cache_name(
+    image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool, digest: str, files_changed: bool = True
+) -> str:
     """The name of a file cache holding one set of images, in one order, read one way.
 
     TensorFlow reuses any existing cache file of a prefix, whichever dataset asks; naming the file by what it

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataSourceError
-from ..utils.choices import did_you_mean
+from ..utils.choices import check_choice, did_you_mean
 from ..utils.optional import require
 from .cache import LOG
 from .decode import is_dicom
 from .dicom import import_pydicom
 from .imageset import ImageSet
-from ..utils.choices import check_choice
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
 
@@ -22,8 +21,16 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
-               "dev": "val", "test": "test", "testing": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 PART_ORDER = ("train", "val", "test")
 
 
@@ -57,16 +64,21 @@ def _check_layout(root: Path, folders: list[str]) -> None:
             f"'{root}' is split already: {names} each hold class folders ({', '.join(classes[:6])}"
             f"{', ...' if len(classes) > 6 else ''}), so reading it as one set would make the parts the classes. "
             f"Read the parts with data.from_split_directory('{root}') (one class order for all parts), or one "
-            f"part with data.from_directory('{root / next(iter(parts.values()))}').")
+            f"part with data.from_directory('{root / next(iter(parts.values()))}')."
+        )
     if len(folders) == 1:
         inner = root / folders[0]
         deeper = _subfolders(inner)
         if deeper and any(_has_images(inner / d) for d in deeper):
-            hint = "it is split already, so use data.from_split_directory" if _split_parts(inner) else \
-                "use data.from_directory"
+            hint = (
+                "it is split already, so use data.from_split_directory"
+                if _split_parts(inner)
+                else "use data.from_directory"
+            )
             raise DataSourceError(
                 f"'{root}' holds one folder, '{folders[0]}', whose sub-folders ({', '.join(deeper[:6])}) look like "
-                f"the classes: the class folders are one level deeper than expected; {hint}('{inner}').")
+                f"the classes: the class folders are one level deeper than expected; {hint}('{inner}')."
+            )
         raise DataSourceError(f"'{root}' has one class folder ('{folders[0]}'); a classifier needs at least two.")
 
 
@@ -112,8 +124,12 @@ def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
         labels += [label] * len(files)
     check_choice("patient_ids", patient_ids, ("auto", None))
     patients = dicom_patient_ids(paths, str(root)) if patient_ids == "auto" else None
-    return ImageSet(paths=np.array(paths, dtype=object), labels=np.array(labels), class_names=tuple(class_names),
-                    patient_ids=patients)
+    return ImageSet(
+        paths=np.array(paths, dtype=object),
+        labels=np.array(labels),
+        class_names=tuple(class_names),
+        patient_ids=patients,
+    )
 
 
 def dicom_patient_ids(paths, where: str, workers: int = 8):
@@ -137,8 +153,11 @@ def dicom_patient_ids(paths, where: str, workers: int = 8):
         ids = list(pool.map(patient, paths))
     lacking = sum(1 for i in ids if not i)
     if lacking:
-        warnings.warn(f"{lacking} of {len(ids)} DICOM files in '{where}' have no PatientID, so the images carry no "
-                      "patient ids and splits go by image. Use a CSV manifest with a patient column.", stacklevel=3)
+        warnings.warn(
+            f"{lacking} of {len(ids)} DICOM files in '{where}' have no PatientID, so the images carry no "
+            "patient ids and splits go by image. Use a CSV manifest with a patient column.",
+            stacklevel=3,
+        )
         return None
     LOG.info("'%s': patient ids from the DICOM PatientID tag (%d patients)", where, len(set(ids)))
     return np.array(ids, dtype=object)
@@ -169,8 +188,10 @@ def from_split_directory(root, class_names=None) -> dict:
     root = Path(root).expanduser()
     parts = _split_parts(root) if root.is_dir() else None
     if not parts:
-        raise DataSourceError(f"'{root}' is not a split layout: expected part folders such as train/ and test/ "
-                              f"(or Training/ and Testing/), each holding one folder per class.")
+        raise DataSourceError(
+            f"'{root}' is not a split layout: expected part folders such as train/ and test/ "
+            f"(or Training/ and Testing/), each holding one folder per class."
+        )
     reference = "train" if "train" in parts else next(p for p in PART_ORDER if p in parts)
     if class_names is None:
         class_names = sort_classes(_subfolders(root / parts[reference]))
@@ -180,16 +201,29 @@ def from_split_directory(root, class_names=None) -> dict:
         only_here = sorted(set(found) - set(class_names))
         missing = sorted(set(class_names) - set(found))
         if only_here or missing:
-            detail = (f" classes only in {folder}/: {only_here}." if only_here else "") + \
-                     (f" classes missing from {folder}/: {missing}." if missing else "")
-            raise DataSourceError(f"The parts of '{root}' have different classes:{detail} Every part needs the "
-                                  f"training classes {class_names} (a class never trained cannot be predicted).")
+            detail = (f" classes only in {folder}/: {only_here}." if only_here else "") + (
+                f" classes missing from {folder}/: {missing}." if missing else ""
+            )
+            raise DataSourceError(
+                f"The parts of '{root}' have different classes:{detail} Every part needs the "
+                f"training classes {class_names} (a class never trained cannot be predicted)."
+            )
     return {part: from_directory(root / parts[part], class_names=class_names) for part in PART_ORDER if part in parts}
 
 
 # Column names that hold patient ids, compared lower-case without punctuation, in order of preference.
-PATIENT_COLUMNS = ("patientid", "patient", "patientnumber", "patientno", "subjectid", "subject", "participantid",
-                   "participant", "caseid", "mrn")
+PATIENT_COLUMNS = (
+    "patientid",
+    "patient",
+    "patientnumber",
+    "patientno",
+    "subjectid",
+    "subject",
+    "participantid",
+    "participant",
+    "caseid",
+    "mrn",
+)
 MISSING_LABELS = ("raise", "drop")
 
 
@@ -220,8 +254,16 @@ def _label_strings(column) -> tuple[list, np.ndarray]:
     return values.tolist(), missing
 
 
-def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "label", patient_col="auto",
-             root=None, class_names=None, extra_cols=(), missing_labels: str = "raise") -> ImageSet:
+def from_csv(
+    path_or_dataframe,
+    image_col: str = "filename",
+    label_col: str = "label",
+    patient_col="auto",
+    root=None,
+    class_names=None,
+    extra_cols=(),
+    missing_labels: str = "raise",
+) -> ImageSet:
     """Reads a CSV manifest (or a pandas DataFrame) with one row per image.
 
     Image paths are taken relative to the CSV's folder unless ``root`` is given (absolute paths are kept).
@@ -247,28 +289,19 @@ def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "l
         DataSourceError: the file is missing, a named column is missing, a label, image path or patient id
             is empty, a label is unknown, or a class has no images.
     """
-    import warnings
-
-    import pandas as pd
-
     check_choice("missing_labels", missing_labels, MISSING_LABELS)
-    from_file = not isinstance(path_or_dataframe, pd.DataFrame)
-    if not from_file:
-        frame, where = path_or_dataframe, "the DataFrame"
-        base = Path(root) if root is not None else Path.cwd()
-    else:
-        csv_path = Path(path_or_dataframe).expanduser()
-        if not csv_path.is_file():
-            raise DataSourceError(f"CSV manifest not found: '{csv_path}'.")
-        frame, where = pd.read_csv(csv_path, dtype=str, keep_default_na=False), f"'{csv_path}'"
-        base = Path(root) if root is not None else csv_path.parent
+    frame, where, base, from_file = _read_manifest(path_or_dataframe, root)
     auto_patients = patient_col == "auto"
     if auto_patients:
         patient_col = guess_patient_col(frame.columns)
         if patient_col is not None:
             LOG.info("%s: patient ids from column %r (found by its name)", where, patient_col)
-    for argument, column in (("image_col", image_col), ("label_col", label_col), ("patient_col", patient_col),
-                             *(("extra_cols", c) for c in extra_cols)):
+    for argument, column in (
+        ("image_col", image_col),
+        ("label_col", label_col),
+        ("patient_col", patient_col),
+        *(("extra_cols", c) for c in extra_cols),
+    ):
         if column is not None and column not in frame.columns:
             raise DataSourceError(
                 f"Column {column!r} ({argument}) not found in {where}; its columns are {list(frame.columns)}."
@@ -276,26 +309,8 @@ def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "l
             )
     if frame.empty:
         raise DataSourceError(f"{where} has no rows.")
-    values, missing = _label_strings(frame[label_col])
-    if missing.any():
-        if missing_labels == "raise":
-            raise DataSourceError(f"{int(missing.sum())} row(s) of {where} have no label (column {label_col!r}), "
-                                  f"{_rows(frame, missing, from_file)}. Fill them in, or leave those rows out with "
-                                  "missing_labels='drop' (command line: --missing-labels drop).")
-        warnings.warn(f"Leaving out {int(missing.sum())} row(s) of {where} with no label (column {label_col!r}), "
-                      f"{_rows(frame, missing, from_file)}.", stacklevel=2)
-        frame = frame[~missing]
-        values = [v for v, m in zip(values, missing) if not m]
-        if frame.empty:
-            raise DataSourceError(f"{where} has no rows with a label (column {label_col!r}).")
-    for argument, column in (("image_col", image_col), ("patient_col", patient_col)):
-        if column is None:
-            continue
-        empty = (frame[column].isna() | (frame[column].astype(str).str.strip() == "")).to_numpy()
-        if empty.any():
-            fix = "" if argument == "image_col" else " or pass patient_col=None to split by image"
-            raise DataSourceError(f"{int(empty.sum())} row(s) of {where} have an empty {column!r} ({argument}), "
-                                  f"{_rows(frame, empty, from_file)}. Fill them in{fix}.")
+    frame, values = _labelled_rows(frame, label_col, missing_labels, where, from_file)
+    _refuse_empty_cells(frame, image_col, patient_col, where, from_file)
     if class_names is None:
         class_names = sort_classes(set(values))
     else:
@@ -316,8 +331,63 @@ def from_csv(path_or_dataframe, image_col: str = "filename", label_col: str = "l
     if patient_col is None and auto_patients:  # DICOM files bring their PatientID
         patients = dicom_patient_ids(paths, where)
     extras = {c: frame[c].to_numpy(dtype=object) for c in extra_cols} or None
-    return ImageSet(paths=np.array(paths, dtype=object), labels=labels, class_names=tuple(class_names),
-                    patient_ids=patients, extras=extras)
+    return ImageSet(
+        paths=np.array(paths, dtype=object),
+        labels=labels,
+        class_names=tuple(class_names),
+        patient_ids=patients,
+        extras=extras,
+    )
+
+
+def _read_manifest(path_or_dataframe, root):
+    """(frame, how to name it, the folder paths are relative to, whether it came from a file). A CSV's cells are
+    read as written: strings, empty cells as ""."""
+    import pandas as pd
+
+    if isinstance(path_or_dataframe, pd.DataFrame):
+        return path_or_dataframe, "the DataFrame", Path(root) if root is not None else Path.cwd(), False
+    csv_path = Path(path_or_dataframe).expanduser()
+    if not csv_path.is_file():
+        raise DataSourceError(f"CSV manifest not found: '{csv_path}'.")
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    return frame, f"'{csv_path}'", Path(root) if root is not None else csv_path.parent, True
+
+
+def _labelled_rows(frame, label_col, missing_labels, where, from_file):
+    """(the rows with a label, their labels as strings): rows with an empty label are refused, naming them, or
+    (missing_labels="drop") left out with a warning that counts them."""
+    import warnings
+
+    values, missing = _label_strings(frame[label_col])
+    if not missing.any():
+        return frame, values
+    rows = f"{int(missing.sum())} row(s) of {where}"
+    if missing_labels == "raise":
+        raise DataSourceError(
+            f"{rows} have no label (column {label_col!r}), {_rows(frame, missing, from_file)}. Fill them in, or "
+            "leave those rows out with missing_labels='drop' (command line: --missing-labels drop)."
+        )
+    warnings.warn(
+        f"Leaving out {rows} with no label (column {label_col!r}), {_rows(frame, missing, from_file)}.", stacklevel=3
+    )
+    if missing.all():
+        raise DataSourceError(f"{where} has no rows with a label (column {label_col!r}).")
+    return frame[~missing], [v for v, m in zip(values, missing) if not m]
+
+
+def _refuse_empty_cells(frame, image_col, patient_col, where, from_file) -> None:
+    """An empty image path or patient id is an error naming its rows (never a path "" or a patient "nan")."""
+    for argument, column in (("image_col", image_col), ("patient_col", patient_col)):
+        if column is None:
+            continue
+        empty = (frame[column].isna() | (frame[column].astype(str).str.strip() == "")).to_numpy()
+        if empty.any():
+            fix = "" if argument == "image_col" else " or pass patient_col=None to split by image"
+            raise DataSourceError(
+                f"{int(empty.sum())} row(s) of {where} have an empty {column!r} ({argument}), "
+                f"{_rows(frame, empty, from_file)}. Fill them in{fix}."
+            )
 
 
 def sort_classes(names) -> list[str]:
@@ -333,8 +403,15 @@ def _natural_key(value: str):
         return (1, 0.0, value)
 
 
-def from_tfds(name: str, split: str = "train", image_key: str = "image", label_key: str = "label",
-              data_dir=None, patient_key: str | None = None, download: bool = False) -> ImageSet:
+def from_tfds(
+    name: str,
+    split: str = "train",
+    image_key: str = "image",
+    label_key: str = "label",
+    data_dir=None,
+    patient_key: str | None = None,
+    download: bool = False,
+) -> ImageSet:
     """Reads a tensorflow-datasets dataset into memory (images as uint8 arrays).
 
     Args:
@@ -372,8 +449,13 @@ def from_tfds(name: str, split: str = "train", image_key: str = "image", label_k
             patients.append(_decode(example[patient_key]))
     if not images:
         raise DataSourceError(f"tfds {name!r} split {split!r} has no examples.")
-    return ImageSet(paths=None, images=images, labels=np.array(labels), class_names=class_names,
-                    patient_ids=np.array(patients, dtype=object) if patient_key else None)
+    return ImageSet(
+        paths=None,
+        images=images,
+        labels=np.array(labels),
+        class_names=class_names,
+        patient_ids=np.array(patients, dtype=object) if patient_key else None,
+    )
 
 
 def _decode(value):
@@ -402,11 +484,15 @@ def collect_images(images, image_col: str = "path", patient_col: str | None = No
             paths += csv_paths
             patients += csv_patients
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-                           and (p.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(p)))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not p.name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(p))
+            )
             if not found:
-                raise DataSourceError(f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} "
-                                       "and DICOM files).")
+                raise DataSourceError(
+                    f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM files)."
+                )
             found, ids = _series_order(found)
             paths += [str(p) for p in found]
             patients += ids
@@ -424,8 +510,10 @@ def _from_csv(path: Path, image_col: str, patient_col):
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     for column in (image_col, patient_col):
         if column is not None and column not in frame.columns:
-            raise DataSourceError(f"Column {column!r} not found in '{path}'; its columns are {list(frame.columns)}."
-                                   f"{did_you_mean(column, list(frame.columns))}")
+            raise DataSourceError(
+                f"Column {column!r} not found in '{path}'; its columns are {list(frame.columns)}."
+                f"{did_you_mean(column, list(frame.columns))}"
+            )
     paths = [p if Path(p).is_absolute() else str(path.parent / p) for p in frame[image_col].astype(str)]
     patients = frame[patient_col].astype(str).tolist() if patient_col else [None] * len(paths)
     return paths, patients
@@ -457,7 +545,12 @@ def _series_order(files):
             instance = int(header.get("InstanceNumber") or 0)
         except (TypeError, ValueError):
             instance = 0
-        keyed.append(((0, str(header.get("SeriesInstanceUID", "")), instance, position), path,
-                      str(header.PatientID) if "PatientID" in header else None))
+        keyed.append(
+            (
+                (0, str(header.get("SeriesInstanceUID", "")), instance, position),
+                path,
+                str(header.PatientID) if "PatientID" in header else None,
+            )
+        )
     keyed.sort(key=lambda entry: entry[0])
     return [entry[1] for entry in keyed], [entry[2] for entry in keyed]

@@ -27,20 +27,20 @@ class DataStream:
     is written in a random order and shuffled with a ``buffer``-sized buffer on top.
     """
 
-    load: object            # index dataset -> (image, one-hot label) dataset
+    load: object  # index dataset -> (image, one-hot label) dataset
     size: int
     batch_size: int
     shuffle: bool
     buffer: int
-    params: object          # augmentation parameters, or None
+    params: object  # augmentation parameters, or None
     seed: int | None
     channels: int
     drop_remainder: bool
     cache: CacheChoice
     settings: ReadSettings
-    paths: np.ndarray = None    # file paths in the stream's base order (None for in-memory images)
-    describe: object = None     # () -> what the images and decode settings are (for run fingerprints)
-    order: np.ndarray = None    # the base order: element i is image order[i] of the set
+    paths: np.ndarray = None  # file paths in the stream's base order (None for in-memory images)
+    describe: object = None  # () -> what the images and decode settings are (for run fingerprints)
+    order: np.ndarray = None  # the base order: element i is image order[i] of the set
 
     @property
     def signature(self) -> dict | None:
@@ -84,8 +84,9 @@ class DataStream:
         if not self.shuffle:
             return self._cached()
         if self.cache.mode == "none":
-            indices = tf.data.Dataset.range(self.size).shuffle(self.size, seed=shuffle_seed,
-                                                               reshuffle_each_iteration=reshuffle)
+            indices = tf.data.Dataset.range(self.size).shuffle(
+                self.size, seed=shuffle_seed, reshuffle_each_iteration=reshuffle
+            )
             return self.load(indices)
         buffer = self.size if self.cache.mode == "memory" else self.buffer
         return self._cached().shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
@@ -102,8 +103,11 @@ class DataStream:
                 deterministic=True,
             )
         elif self.channels == 1:
-            dataset = dataset.map(lambda images, labels: (to_rgb_batch(images), labels),
-                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            dataset = dataset.map(
+                lambda images, labels: (to_rgb_batch(images), labels),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def ordered(self):
@@ -112,8 +116,11 @@ class DataStream:
 
         dataset = self._cached().batch(self.batch_size)
         if self.channels == 1:
-            dataset = dataset.map(lambda images, labels: (to_rgb_batch(images), labels),
-                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            dataset = dataset.map(
+                lambda images, labels: (to_rgb_batch(images), labels),
+                num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True,
+            )
         return dataset.prefetch(tf.data.AUTOTUNE)
 
     def dataset(self):

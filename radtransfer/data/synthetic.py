@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+
 from ..utils.choices import check_choice
 
 BRAIN_MRI_CLASSES = ("glioma", "meningioma", "no_tumor", "pituitary")
@@ -30,7 +31,7 @@ def _ellipse(x, y, cx, cy, a, b, angle=0.0):
 
 def _patient(rng, label: str, size: int, slices: int):
     """Images (float, ~[0, 1]) and lesion masks (bool) for one patient's slices."""
-    y, x = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    y, x = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     head_a, head_b = rng.uniform(0.72, 0.82), rng.uniform(0.82, 0.92)
     tilt = rng.uniform(-0.15, 0.15)
     cx, cy = rng.uniform(-0.04, 0.04, 2)
@@ -87,8 +88,15 @@ def _patient(rng, label: str, size: int, slices: int):
     return images, masks
 
 
-def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int = 4, image_size: int = 128,
-                        seed: int = 0, max_value: int = 4095, bit_depth: int = 16) -> Path:
+def synthetic_brain_mri(
+    out_dir,
+    n_patients: int = 40,
+    slices_per_patient: int = 4,
+    image_size: int = 128,
+    seed: int = 0,
+    max_value: int = 4095,
+    bit_depth: int = 16,
+) -> Path:
     """Writes a synthetic four-class brain-tumour MRI set and returns its manifest CSV.
 
     Each patient is a head phantom (skull ring, brain with texture, lateral ventricles) that varies by
@@ -141,8 +149,15 @@ def synthetic_brain_mri(out_dir, n_patients: int = 40, slices_per_patient: int =
             else:
                 Image.fromarray(np.round(image * max_value).astype(np.uint16)).save(image_path)
             Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
-            rows.append({"path": f"images/{label}/{name}", "label": label, "patient_id": patient,
-                         "slice": k, "mask_path": f"masks/{label}/{name}"})
+            rows.append(
+                {
+                    "path": f"images/{label}/{name}",
+                    "label": label,
+                    "patient_id": patient,
+                    "slice": k,
+                    "mask_path": f"masks/{label}/{name}",
+                }
+            )
     manifest = out / MANIFEST
     with open(manifest, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
@@ -159,5 +174,4 @@ def load_synthetic_brain_mri(out_dir, **kwargs):
     manifest = Path(out_dir) / MANIFEST
     if not manifest.exists():
         synthetic_brain_mri(out_dir, **kwargs)
-    return from_csv(manifest, image_col="path", label_col="label", patient_col="patient_id",
-                    extra_cols=("mask_path",))
+    return from_csv(manifest, image_col="path", label_col="label", patient_col="patient_id", extra_cols=("mask_path",))

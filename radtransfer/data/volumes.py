@@ -8,21 +8,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.choices import did_you_mean
+from ..utils.choices import check_choice, did_you_mean
 from ..utils.optional import require
 from .imageset import ImageSet
 from .intensity import to_uint8
 from .sources import DataSourceError, from_csv
-from ..utils.choices import check_choice
 
 AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
 EMPTY_MASK_CHOICES = ("middle", "skip", "raise")
 LOG = logging.getLogger("radtransfer.data")
 
 
-def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", patient_col: str | None = None,
-                 mask_col: str | None = None, slices="all", window=None, plane: str = "axial", root=None,
-                 class_names=None, percentiles=(0.5, 99.5), empty_mask="middle") -> ImageSet:
+def from_volumes(
+    manifest,
+    image_col: str = "volume",
+    label_col: str = "label",
+    patient_col: str | None = None,
+    mask_col: str | None = None,
+    slices="all",
+    window=None,
+    plane: str = "axial",
+    root=None,
+    class_names=None,
+    percentiles=(0.5, 99.5),
+    empty_mask="middle",
+) -> ImageSet:
     """Reads 2D slices from 3D volumes listed in a CSV manifest (or DataFrame), one row per volume.
 
     Volumes are reoriented to the closest canonical (RAS) orientation, so ``plane`` means the same plane
@@ -73,8 +83,15 @@ def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", 
     _check_slices(slices, mask_col)
     _check_empty_mask(empty_mask)
     extra = (mask_col,) if mask_col else ()
-    listing = from_csv(manifest, image_col=image_col, label_col=label_col, patient_col=patient_col, root=root,
-                       class_names=class_names, extra_cols=extra)
+    listing = from_csv(
+        manifest,
+        image_col=image_col,
+        label_col=label_col,
+        patient_col=patient_col,
+        root=root,
+        class_names=class_names,
+        extra_cols=extra,
+    )
     if root is not None:
         base = Path(root)
     elif isinstance(manifest, (str, Path)):
@@ -104,8 +121,9 @@ def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", 
         if mask_col:
             mask_path, mask_shape, touched, _ = masks[row]
             if mask_shape != data.shape:
-                raise DataSourceError(f"Mask '{mask_path}' has shape {mask_shape} but its volume '{path}' has "
-                                      f"{data.shape}.")
+                raise DataSourceError(
+                    f"Mask '{mask_path}' has shape {mask_shape} but its volume '{path}' has {data.shape}."
+                )
         if slices == "mask":
             chosen = touched if len(touched) else _middle(fallback, data.shape[axis])
         elif slices == "all":
@@ -123,8 +141,14 @@ def from_volumes(manifest, image_col: str = "volume", label_col: str = "label", 
     extras = {"volume": np.array(volumes, dtype=object), "slice": np.array(indices, dtype=object)}
     if mask_col:
         extras["mask_empty"] = np.array(mask_empty, dtype=bool)
-    return ImageSet(paths=None, images=images, labels=np.array(labels), class_names=listing.class_names,
-                    patient_ids=np.array(patients, dtype=object), extras=extras)
+    return ImageSet(
+        paths=None,
+        images=images,
+        labels=np.array(labels),
+        class_names=listing.class_names,
+        patient_ids=np.array(patients, dtype=object),
+        extras=extras,
+    )
 
 
 def _displayed(plane_slice: np.ndarray) -> np.ndarray:
@@ -155,42 +179,65 @@ def _check_empty_mask(empty_mask) -> None:
     if (isinstance(empty_mask, str) and empty_mask in EMPTY_MASK_CHOICES) or _is_middle(empty_mask):
         return
     hint = did_you_mean(empty_mask, EMPTY_MASK_CHOICES) if isinstance(empty_mask, str) else ""
-    raise ValueError(f"Expected empty_mask='middle', ('middle', k) with k ≥ 1, 'skip' or 'raise'. "
-                     f"Received: empty_mask={empty_mask!r}.{hint}")
+    raise ValueError(
+        f"Expected empty_mask='middle', ('middle', k) with k ≥ 1, 'skip' or 'raise'. "
+        f"Received: empty_mask={empty_mask!r}.{hint}"
+    )
 
 
 def _is_middle(value) -> bool:
-    return (isinstance(value, (tuple, list)) and len(value) == 2 and value[0] == "middle"
-            and isinstance(value[1], (int, np.integer)) and not isinstance(value[1], bool) and value[1] >= 1)
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and value[0] == "middle"
+        and isinstance(value[1], (int, np.integer))
+        and not isinstance(value[1], bool)
+        and value[1] >= 1
+    )
 
 
 def _empty_mask_rule(empty_mask, masks: dict, empty: list, rows: list, mask_col: str):
     """The rows still read and the number of middle slices an empty mask's volume gives (``slices="mask"``)."""
     names = ", ".join(f"'{masks[row][3]}'" for row in empty[:20]) + (
-        f" and {len(empty) - 20} more" if len(empty) > 20 else "")
+        f" and {len(empty) - 20} more" if len(empty) > 20 else ""
+    )
     if empty_mask == "raise":
         mask_path, _, _, volume = masks[empty[0]]
-        raise DataSourceError(f"The mask '{mask_path}' of volume '{volume}' is empty ({len(empty)} of {len(masks)} "
-                              f"masks are), so slices='mask' has no slice to take: give empty_mask='middle' or 'skip'.")
+        raise DataSourceError(
+            f"The mask '{mask_path}' of volume '{volume}' is empty ({len(empty)} of {len(masks)} "
+            f"masks are), so slices='mask' has no slice to take: give empty_mask='middle' or 'skip'."
+        )
     if empty_mask == "skip":
         if len(empty) == len(masks):
-            raise DataSourceError(f"Every volume's mask is empty ({names}), so empty_mask='skip' leaves no volume: "
-                                  f"check mask_col={mask_col!r}, or give empty_mask=('middle', k).")
-        warnings.warn(f"Skipped {len(empty)} of {len(masks)} volumes whose mask is empty (empty_mask='skip'): "
-                      f"{names}.", stacklevel=3)
+            raise DataSourceError(
+                f"Every volume's mask is empty ({names}), so empty_mask='skip' leaves no volume: "
+                f"check mask_col={mask_col!r}, or give empty_mask=('middle', k)."
+            )
+        warnings.warn(
+            f"Skipped {len(empty)} of {len(masks)} volumes whose mask is empty (empty_mask='skip'): {names}.",
+            stacklevel=3,
+        )
         skipped = set(empty)
         return [row for row in rows if row not in skipped], None
     if empty_mask == "middle":
         counts = [len(touched) for _, _, touched, _ in masks.values() if len(touched)]
         if not counts:
-            raise DataSourceError(f"Every volume's mask is empty ({names}), so no mask says how many middle slices "
-                                  f"to take: check mask_col={mask_col!r}, or give empty_mask=('middle', k).")
+            raise DataSourceError(
+                f"Every volume's mask is empty ({names}), so no mask says how many middle slices "
+                f"to take: check mask_col={mask_col!r}, or give empty_mask=('middle', k)."
+            )
         k = max(1, int(np.floor(np.median(counts) + 0.5)))
         source = f"the median number of slices the {len(counts)} non-empty mask(s) touch"
     else:
         k, source = int(empty_mask[1]), "empty_mask"
-    LOG.info("%d of %d volumes have an empty mask; each gives its %d middle slice(s) (%s): %s",
-             len(empty), len(masks), k, source, names)
+    LOG.info(
+        "%d of %d volumes have an empty mask; each gives its %d middle slice(s) (%s): %s",
+        len(empty),
+        len(masks),
+        k,
+        source,
+        names,
+    )
     return rows, k
 
 
@@ -207,8 +254,10 @@ def _load(nibabel, path) -> np.ndarray:
         image = nibabel.as_closest_canonical(nibabel.load(str(path)))
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as exc:  # nibabel raises many types for a broken file
-        raise DataSourceError(f"'{path}' does not read as a volume ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}).") from None
+        raise DataSourceError(
+            f"'{path}' does not read as a volume ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})."
+        ) from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:

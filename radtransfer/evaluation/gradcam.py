@@ -57,9 +57,11 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
     bias = keras.ops.convert_to_numpy(head.bias).astype(np.float32)
     maps = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
-        activations, pooled = (keras.ops.convert_to_numpy(t).astype(np.float32)
-                               for t in features(preprocess(keras.ops.convert_to_tensor(batch)), training=False))
+        batch = images[start : start + batch_size]
+        activations, pooled = (
+            keras.ops.convert_to_numpy(t).astype(np.float32)
+            for t in features(preprocess(keras.ops.convert_to_tensor(batch)), training=False)
+        )
         # The class score before the softmax (Selvaraju et al.): the softmax saturates, and its gradient
         # vanishes, once the model is confident.
         logits = pooled @ kernel + bias
@@ -67,9 +69,10 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
             chosen = logits.argmax(axis=-1)
         else:
             wanted = np.asarray(class_index)
-            chosen = np.full(len(batch), int(wanted)) if wanted.ndim == 0 else wanted[start:start + len(batch)]
-        gradients = backend.class_score_gradients(features, preprocess, batch, kernel, bias, chosen,
-                                                  activations, pooled)
+            chosen = np.full(len(batch), int(wanted)) if wanted.ndim == 0 else wanted[start : start + len(batch)]
+        gradients = backend.class_score_gradients(
+            features, preprocess, batch, kernel, bias, chosen, activations, pooled
+        )
         weights = gradients.mean(axis=(1, 2), keepdims=True)
         cam = np.maximum((weights * activations).sum(axis=-1), 0.0)[..., None]
         cam = keras.ops.convert_to_numpy(keras.ops.image.resize(cam, (height, width), interpolation="bilinear"))[..., 0]

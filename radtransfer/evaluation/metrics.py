@@ -61,9 +61,18 @@ def _resolve_positive(positive_class, class_names, num_classes):
     return int(positive_class)
 
 
-def metrics_from_predictions(y_true, probabilities, class_names=None, positive_class=None, bootstrap: int = 1000,
-                             seed: int = 0, patient_ids=None, threshold=None, threshold_source=None,
-                             threshold_class=None) -> dict:
+def metrics_from_predictions(
+    y_true,
+    probabilities,
+    class_names=None,
+    positive_class=None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    patient_ids=None,
+    threshold=None,
+    threshold_source=None,
+    threshold_class=None,
+) -> dict:
     """All of evaluate()'s metrics from labels and predicted probabilities.
 
     Args:
@@ -74,30 +83,39 @@ def metrics_from_predictions(y_true, probabilities, class_names=None, positive_c
         threshold_class: the class whose probability ``threshold`` applies to (default: the positive class).
             For the other class, an image is called positive when it is not called ``threshold_class``.
     """
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, roc_auc_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     num_classes = probabilities.shape[1]
     class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(class_names) != num_classes:
-        raise ClassMismatchError(f"{len(class_names)} class names {class_names} for a model with {num_classes} outputs.")
+        raise ClassMismatchError(
+            f"{len(class_names)} class names {class_names} for a model with {num_classes} outputs."
+        )
     if patient_ids is not None and len(patient_ids) != len(y_true):
         raise ValueError(f"patient_ids has {len(patient_ids)} entries for {len(y_true)} images.")
     positive_class = _resolve_positive(positive_class, class_names, num_classes)
     bad = ~np.isfinite(probabilities).all(axis=1)
     if bad.any():
-        raise ValueError(f"The model's predictions are NaN or infinite for {int(bad.sum())} of {len(y_true)} images: "
-                         "its weights have diverged. Evaluate the best checkpoint of a run that trained normally "
-                         "(e.g. with a lower learning rate).")
+        raise ValueError(
+            f"The model's predictions are NaN or infinite for {int(bad.sum())} of {len(y_true)} images: "
+            "its weights have diverged. Evaluate the best checkpoint of a run that trained normally "
+            "(e.g. with a lower learning rate)."
+        )
     present = np.unique(y_true)
     if len(present) < 2:
-        raise ValueError(f"AUC needs at least two classes among the labels; only "
-                         f"{[class_names[i] for i in present]} present in {len(y_true)} images.")
+        raise ValueError(
+            f"AUC needs at least two classes among the labels; only "
+            f"{[class_names[i] for i in present]} present in {len(y_true)} images."
+        )
     missing = [class_names[c] for c in range(num_classes) if c not in present]
     if missing:
-        warnings.warn(f"The evaluation set has no images of class(es) {missing}: the macro AUC is undefined "
-                      "(reported as NaN) and per-class figures for them are NaN.", stacklevel=3)
+        warnings.warn(
+            f"The evaluation set has no images of class(es) {missing}: the macro AUC is undefined "
+            "(reported as NaN) and per-class figures for them are NaN.",
+            stacklevel=3,
+        )
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, predicted, labels=list(range(num_classes)))
     result = {
@@ -112,6 +130,38 @@ def metrics_from_predictions(y_true, probabilities, class_names=None, positive_c
     }
     if num_classes == 2:
         result["positive_class"] = class_names[positive_class]
+    result.update(_per_class(y_true, probabilities, matrix, class_names))
+    if num_classes == 2:
+        result["operating_point"] = _operating_point(
+            y_true, probabilities, class_names, positive_class, threshold, threshold_source, threshold_class
+        )
+    if bootstrap and math.isfinite(result["auc"]):
+        ci = bootstrap_auc_ci(
+            y_true,
+            probabilities,
+            positive_class if positive_class is not None else 1,
+            groups=patient_ids,
+            n=bootstrap,
+            seed=seed,
+        )
+        result["auc_ci"] = (ci["low"], ci["high"])
+        result["auc_ci_unit"], result["auc_ci_method"] = ci["unit"], ci["method"]
+    else:
+        result["auc_ci"] = (math.nan, math.nan)
+        result["auc_ci_unit"] = result["auc_ci_method"] = None
+    result["predictions"] = {
+        "y_true": y_true.tolist(),
+        "probabilities": probabilities.tolist(),
+        "patient_ids": None if patient_ids is None else [str(p) for p in patient_ids],
+    }
+    return result
+
+
+def _per_class(y_true, probabilities, matrix, class_names) -> dict:
+    """Sensitivity and specificity of each class (arg-max decisions, from the confusion matrix) and its
+    one-vs-rest ROC AUC (NaN for a class absent from the labels)."""
+    from sklearn.metrics import roc_auc_score
+
     sensitivity, specificity, per_class_auc = {}, {}, {}
     for c, name in enumerate(class_names):
         tp = matrix[c, c]
@@ -121,34 +171,28 @@ def metrics_from_predictions(y_true, probabilities, class_names=None, positive_c
         sensitivity[name] = float(tp / (tp + fn)) if tp + fn else math.nan
         specificity[name] = float(tn / (tn + fp)) if tn + fp else math.nan
         positives = y_true == c
-        per_class_auc[name] = float(roc_auc_score(positives, probabilities[:, c])) if 0 < positives.sum() < len(y_true) else math.nan
-    result["sensitivity"] = sensitivity
-    result["specificity"] = specificity
-    result["per_class_auc"] = per_class_auc
-    if num_classes == 2:
-        chosen = 0.5 if threshold is None else float(threshold)
-        on = positive_class if threshold_class is None else _resolve_positive(threshold_class, class_names, 2)
-        called = probabilities[:, on] >= chosen
-        if on != positive_class:
-            called = ~called
-        truth = y_true == positive_class
-        result["operating_point"] = {
-            "threshold": chosen, "threshold_class": class_names[on],
-            "chosen_on": threshold_source or ("default" if threshold is None else "given"),
-            "sensitivity": float((called & truth).sum() / truth.sum()) if truth.any() else math.nan,
-            "specificity": float((~called & ~truth).sum() / (~truth).sum()) if (~truth).any() else math.nan,
-        }
-    if bootstrap and math.isfinite(result["auc"]):
-        ci = bootstrap_auc_ci(y_true, probabilities, positive_class if positive_class is not None else 1,
-                              groups=patient_ids, n=bootstrap, seed=seed)
-        result["auc_ci"] = (ci["low"], ci["high"])
-        result["auc_ci_unit"], result["auc_ci_method"] = ci["unit"], ci["method"]
-    else:
-        result["auc_ci"] = (math.nan, math.nan)
-        result["auc_ci_unit"] = result["auc_ci_method"] = None
-    result["predictions"] = {"y_true": y_true.tolist(), "probabilities": probabilities.tolist(),
-                             "patient_ids": None if patient_ids is None else [str(p) for p in patient_ids]}
-    return result
+        per_class_auc[name] = (
+            float(roc_auc_score(positives, probabilities[:, c])) if 0 < positives.sum() < len(y_true) else math.nan
+        )
+    return {"sensitivity": sensitivity, "specificity": specificity, "per_class_auc": per_class_auc}
+
+
+def _operating_point(y_true, probabilities, class_names, positive_class, threshold, source, threshold_class) -> dict:
+    """Two classes: sensitivity and specificity of the positive class at a threshold on one class's probability
+    (the positive class's, or the other's, whose calls it converts exactly)."""
+    chosen = 0.5 if threshold is None else float(threshold)
+    on = positive_class if threshold_class is None else _resolve_positive(threshold_class, class_names, 2)
+    called = probabilities[:, on] >= chosen
+    if on != positive_class:
+        called = ~called
+    truth = y_true == positive_class
+    return {
+        "threshold": chosen,
+        "threshold_class": class_names[on],
+        "chosen_on": source or ("default" if threshold is None else "given"),
+        "sensitivity": float((called & truth).sum() / truth.sum()) if truth.any() else math.nan,
+        "specificity": float((~called & ~truth).sum() / (~truth).sum()) if (~truth).any() else math.nan,
+    }
 
 
 def check_classes(model, class_names) -> None:
@@ -162,14 +206,20 @@ def check_classes(model, class_names) -> None:
     if trained and list(trained) != class_names:
         only_model = [c for c in trained if c not in class_names]
         only_data = [c for c in class_names if c not in trained]
-        detail = (f" Classes only the model knows: {only_model}." if only_model else "") + \
-                 (f" Classes only the data has: {only_data}." if only_data else "") + \
-                 (" Same classes in another order." if not only_model and not only_data else "")
-        raise ClassMismatchError(f"The model was trained on classes {list(trained)} but the data has {class_names}."
-                                 f"{detail} Evaluate on data with the training classes (same folder names).")
+        detail = (
+            (f" Classes only the model knows: {only_model}." if only_model else "")
+            + (f" Classes only the data has: {only_data}." if only_data else "")
+            + (" Same classes in another order." if not only_model and not only_data else "")
+        )
+        raise ClassMismatchError(
+            f"The model was trained on classes {list(trained)} but the data has {class_names}."
+            f"{detail} Evaluate on data with the training classes (same folder names)."
+        )
     if len(class_names) != outputs:
-        raise ClassMismatchError(f"The data has {len(class_names)} classes {class_names} but the model predicts "
-                                 f"{outputs}. Evaluate on data with the training classes.")
+        raise ClassMismatchError(
+            f"The data has {len(class_names)} classes {class_names} but the model predicts "
+            f"{outputs}. Evaluate on data with the training classes."
+        )
 
 
 def _operating_threshold(model, threshold, positive_class, class_names, val, batch_size):
@@ -188,15 +238,31 @@ def _operating_threshold(model, threshold, positive_class, class_names, val, bat
         # class's probability, and converted for the other.
         return model.radtransfer_threshold, "validation", getattr(model, "radtransfer_positive_class", None) or 1
     if val is not None:
-        data = for_evaluation(val, num_classes=2, input_size=model.input_shape[1:3], batch_size=batch_size,
-                              read_kwargs=model_read_kwargs(model))
+        data = for_evaluation(
+            val,
+            num_classes=2,
+            input_size=model.input_shape[1:3],
+            batch_size=batch_size,
+            read_kwargs=model_read_kwargs(model),
+        )
         y_val, p_val = predict_with_labels(model, data.batches)
         return youden_threshold(y_val == positive, p_val[:, positive]), "validation", None
     return None, None, None
 
 
-def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed: int = 0, class_names=None,
-             batch_size: int = 32, patient_ids=None, threshold=None, val=None) -> dict:
+def evaluate(
+    model,
+    dataset,
+    *,
+    positive_class=None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    class_names=None,
+    batch_size: int = 32,
+    patient_ids=None,
+    threshold=None,
+    val=None,
+) -> dict:
     """Evaluates a classifier on a test set.
 
     Args:
@@ -232,16 +298,33 @@ def evaluate(model, dataset, *, positive_class=None, bootstrap: int = 1000, seed
         ClassMismatchError: the data's classes differ from the model's.
     """
     num_classes = int(model.output_shape[-1])
-    data = for_evaluation(dataset, num_classes=num_classes, input_size=model.input_shape[1:3], batch_size=batch_size,
-                          read_kwargs=model_read_kwargs(model), class_names=class_names, patient_ids=patient_ids)
+    data = for_evaluation(
+        dataset,
+        num_classes=num_classes,
+        input_size=model.input_shape[1:3],
+        batch_size=batch_size,
+        read_kwargs=model_read_kwargs(model),
+        class_names=class_names,
+        patient_ids=patient_ids,
+    )
     check_classes(model, data.class_names)
     class_names = data.class_names or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
-    threshold, source, threshold_class = _operating_threshold(model, threshold, positive_class, class_names, val,
-                                                              batch_size)
+    threshold, source, threshold_class = _operating_threshold(
+        model, threshold, positive_class, class_names, val, batch_size
+    )
     y_true, probabilities = data.in_set_order(*predict_with_labels(model, data.batches))
     patient_ids = data.patient_ids
     if patient_ids is not None and len(patient_ids) != len(y_true):
         raise ValueError(f"patient_ids has {len(patient_ids)} entries but the dataset has {len(y_true)} images.")
-    return metrics_from_predictions(y_true, probabilities, class_names, positive_class, bootstrap, seed,
-                                    patient_ids=patient_ids, threshold=threshold, threshold_source=source,
-                                    threshold_class=threshold_class)
+    return metrics_from_predictions(
+        y_true,
+        probabilities,
+        class_names,
+        positive_class,
+        bootstrap,
+        seed,
+        patient_ids=patient_ids,
+        threshold=threshold,
+        threshold_source=source,
+        threshold_class=threshold_class,
+    )

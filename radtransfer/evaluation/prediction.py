@@ -18,8 +18,17 @@ from .metrics import model_read_kwargs
 UNLABELLED = ("?",)
 
 
-def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = "path",
-            patient_col: str | None = None, gradcam_dir=None, layer=None, on_bad: str = "raise"):
+def predict(
+    model_or_run_dir,
+    images,
+    *,
+    batch_size: int = 32,
+    image_col: str = "path",
+    patient_col: str | None = None,
+    gradcam_dir=None,
+    layer=None,
+    on_bad: str = "raise",
+):
     """Class probabilities and the predicted class of new images, read exactly as in training.
 
     The image size, interpolation, antialiasing, 16-bit mapping, DICOM window and frame policy of the
@@ -53,8 +62,12 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
 
     model = load_trained(model_or_run_dir) if isinstance(model_or_run_dir, (str, Path)) else model_or_run_dir
     paths, patients = for_prediction(images, image_col=image_col, patient_col=patient_col)
-    image_set = ImageSet(paths=paths, labels=np.zeros(len(paths), dtype=np.int64), class_names=UNLABELLED,
-                         patient_ids=None if patients is None else [p if p is not None else "" for p in patients])
+    image_set = ImageSet(
+        paths=paths,
+        labels=np.zeros(len(paths), dtype=np.int64),
+        class_names=UNLABELLED,
+        patient_ids=None if patients is None else [p if p is not None else "" for p in patients],
+    )
     read = model_read_kwargs(model)
     readable, bad = check_images(image_set, on_bad, frame=read.get("frame", "middle"))
     dataset = make_dataset(readable, batch_size=batch_size, shuffle=False, cache=False, **read)
@@ -76,8 +89,16 @@ def predict(model_or_run_dir, images, *, batch_size: int = 32, image_col: str = 
             batch = np.asarray(model.predict_on_batch(images_batch), dtype=np.float64)
             if gradcam_dir is not None:
                 done = sum(len(p) for p in probabilities)
-                overlays += _overlays(model, images_batch, batch, decide(batch), class_names, layer,
-                                      gradcam_dir, kept[done:done + len(batch)])
+                overlays += _overlays(
+                    model,
+                    images_batch,
+                    batch,
+                    decide(batch),
+                    class_names,
+                    layer,
+                    gradcam_dir,
+                    kept[done : done + len(batch)],
+                )
             probabilities.append(batch)
     # One row per input: the images read take their predictions in order, the others stay empty.
     reasons = dict(bad)

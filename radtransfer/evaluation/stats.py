@@ -74,8 +74,9 @@ def _units(y_true, groups):
     return members, [s for s in strata if len(s)], unit, len(members)
 
 
-def bootstrap_auc_ci(y_true, probabilities, positive_class=1, groups=None, n: int = 1000, seed: int = 0,
-                     level: float = 0.95) -> dict:
+def bootstrap_auc_ci(
+    y_true, probabilities, positive_class=1, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
     """Confidence interval of the AUC by a stratified bootstrap of patients (or of images without groups).
 
     Args:
@@ -101,8 +102,15 @@ def bootstrap_auc_ci(y_true, probabilities, positive_class=1, groups=None, n: in
     fixed = np.concatenate([s for s in strata if len(s) < 2] or [np.zeros(0, dtype=np.int64)])
     strata = [s for s in strata if len(s) >= 2]
     if not strata:
-        return {"low": math.nan, "high": math.nan, "unit": unit, "n_units": int(n_units), "method": None,
-                "resamples": 0, "level": level}
+        return {
+            "low": math.nan,
+            "high": math.nan,
+            "unit": unit,
+            "n_units": int(n_units),
+            "method": None,
+            "resamples": 0,
+            "level": level,
+        }
 
     def statistic(*samples):
         chosen = np.concatenate([*samples, fixed])
@@ -112,8 +120,16 @@ def bootstrap_auc_ci(y_true, probabilities, positive_class=1, groups=None, n: in
     method = "BCa" if n_units <= BCA_MAX_UNITS else "percentile"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = stats.bootstrap(tuple(strata), statistic, n_resamples=n, vectorized=False, paired=False,
-                                 confidence_level=level, method=method, random_state=seed)
+        result = stats.bootstrap(
+            tuple(strata),
+            statistic,
+            n_resamples=n,
+            vectorized=False,
+            paired=False,
+            confidence_level=level,
+            method=method,
+            random_state=seed,
+        )
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):
         # A resample without one of the classes has no AUC; BCa then fails as a whole. Fall back to the
@@ -121,10 +137,21 @@ def bootstrap_auc_ci(y_true, probabilities, positive_class=1, groups=None, n: in
         values = np.asarray(result.bootstrap_distribution)
         values = values[np.isfinite(values)]
         tail = (1 - level) / 2
-        low, high = (float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))) if len(values) else (math.nan, math.nan)
+        low, high = (
+            (float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail)))
+            if len(values)
+            else (math.nan, math.nan)
+        )
         method = "percentile"
-    return {"low": low, "high": high, "unit": unit, "n_units": int(n_units), "method": method, "resamples": int(n),
-            "level": level}
+    return {
+        "low": low,
+        "high": high,
+        "unit": unit,
+        "n_units": int(n_units),
+        "method": method,
+        "resamples": int(n),
+        "level": level,
+    }
 
 
 # -- comparing two models on the same images ----------------------------------------------------
@@ -171,12 +198,28 @@ def delong_test(positives, scores_a, scores_b) -> dict:
     se = math.sqrt(max(variance, 0.0))
     z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
     p = float(2 * stats.norm.sf(abs(z))) if math.isfinite(z) else 0.0
-    return {"method": "delong", "auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": float(diff), "se": se,
-            "z": float(z), "p": p, "unit": "image"}
+    return {
+        "method": "delong",
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "diff": float(diff),
+        "se": se,
+        "z": float(z),
+        "p": p,
+        "unit": "image",
+    }
 
 
-def paired_bootstrap_test(y_true, probabilities_a, probabilities_b, positive_class=1, groups=None, n: int = 2000,
-                          seed: int = 0, level: float = 0.95) -> dict:
+def paired_bootstrap_test(
+    y_true,
+    probabilities_a,
+    probabilities_b,
+    positive_class=1,
+    groups=None,
+    n: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
     """Paired bootstrap of AUC(a) − AUC(b): both models scored on the same resampled patients (or images).
     The P value is twice the smaller share of resampled differences on either side of zero."""
     y_true = np.asarray(y_true)
@@ -195,13 +238,22 @@ def paired_bootstrap_test(y_true, probabilities_a, probabilities_b, positive_cla
     auc_a, auc_b = auc_score(y_true, a, positive_class), auc_score(y_true, b, positive_class)
     tail = (1 - level) / 2
     p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))) if len(diffs) else math.nan
-    return {"method": "paired_bootstrap", "auc_a": auc_a, "auc_b": auc_b, "diff": auc_a - auc_b,
-            "ci": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))] if len(diffs) else [math.nan] * 2,
-            "p": p, "unit": unit, "n_units": int(n_units), "resamples": int(len(diffs))}
+    return {
+        "method": "paired_bootstrap",
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "diff": auc_a - auc_b,
+        "ci": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))] if len(diffs) else [math.nan] * 2,
+        "p": p,
+        "unit": unit,
+        "n_units": int(n_units),
+        "resamples": int(len(diffs)),
+    }
 
 
-def compare_aucs(y_true, probabilities_a, probabilities_b, positive_class=1, groups=None, n: int = 2000,
-                 seed: int = 0) -> dict:
+def compare_aucs(
+    y_true, probabilities_a, probabilities_b, positive_class=1, groups=None, n: int = 2000, seed: int = 0
+) -> dict:
     """The right paired test of two models' AUCs on the same test images.
 
     DeLong's test for two classes when each patient contributes one image (or patients are unknown);

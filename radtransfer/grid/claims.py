@@ -104,8 +104,15 @@ class RunClaim:
 
     def _payload(self) -> dict:
         pid = os.getpid()
-        return {"token": self.token, "nonce": self.nonce, "machine": this_machine(), "host": socket.gethostname(),
-                "pid": pid, "start_ticks": start_ticks(pid), "claimed_at": time.time()}
+        return {
+            "token": self.token,
+            "nonce": self.nonce,
+            "machine": this_machine(),
+            "host": socket.gethostname(),
+            "pid": pid,
+            "start_ticks": start_ticks(pid),
+            "claimed_at": time.time(),
+        }
 
     def _try_create(self) -> bool:
         tmp = self.folder / f".claim.{self.nonce}.tmp"

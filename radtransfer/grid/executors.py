@@ -58,8 +58,13 @@ def resolve_executor(executor):
 
 # -- Ray ----------------------------------------------------------------------------------------------------
 
-FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME", "RADTRANSFER_CACHE_DIR",
-                 "RADTRANSFER_WEIGHTS_DIR")
+FORWARDED_ENV = (
+    "KERAS_BACKEND",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "KERAS_HOME",
+    "RADTRANSFER_CACHE_DIR",
+    "RADTRANSFER_WEIGHTS_DIR",
+)
 _WORKER_JOBS: dict = {}  # per worker process: the grid job of its last task, with its cached fold
 
 
@@ -116,9 +121,11 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, **kwargs)
             except ConnectionError as exc:
-                raise RadtransferError(f"Could not join the Ray cluster at address={self.address!r}: {exc}. Start it "
-                                       "with `ray start --head` (see docs/reproduce.md), or leave address out to "
-                                       "start Ray on this machine.") from None
+                raise RadtransferError(
+                    f"Could not join the Ray cluster at address={self.address!r}: {exc}. Start it "
+                    "with `ray start --head` (see docs/reproduce.md), or leave address out to "
+                    "start Ray on this machine."
+                ) from None
             self._started_here = True
         return ray
 
@@ -136,9 +143,11 @@ class RayExecutor:
                     nodes = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
                     cpus = max(1, int(min(nodes))) if nodes else 1
             if gpus > total.get("GPU", 0) or cpus > total.get("CPU", 0):
-                raise RadtransferError(f"A run asks for {gpus} GPU(s) and {cpus} CPU(s), but the Ray cluster has "
-                                       f"{total.get('GPU', 0):g} GPU(s) and {total.get('CPU', 0):g} CPU(s) in all; "
-                                       "lower gpus_per_run / cpus_per_run.")
+                raise RadtransferError(
+                    f"A run asks for {gpus} GPU(s) and {cpus} CPU(s), but the Ray cluster has "
+                    f"{total.get('GPU', 0):g} GPU(s) and {total.get('CPU', 0):g} CPU(s) in all; "
+                    "lower gpus_per_run / cpus_per_run."
+                )
             self._resources = (gpus, cpus)
         return self._resources
 
@@ -158,13 +167,15 @@ class RayExecutor:
         # A GPU run gets a fresh worker process (max_calls=1, Ray's own default for GPU tasks): a reused one
         # would keep the GPU its TensorFlow or JAX runtime started on, whatever GPU Ray assigns it next.
         task = ray.remote(max_calls=1 if gpus else 0)(_execute_on_worker).options(
-            num_gpus=gpus, num_cpus=cpus, max_retries=self.max_retries, retry_exceptions=False)
+            num_gpus=gpus, num_cpus=cpus, max_retries=self.max_retries, retry_exceptions=False
+        )
         job_ref = ray.put(job)
         session = f"ray:{uuid.uuid4().hex[:12]}"
         pending = {task.remote(job_ref, run, f"{session}:{run.id}"): run for run in longest_first(runs)}
         capacity = self.parallelism()
-        progress.say(f"{len(pending)} runs submitted to Ray ({gpus:g} GPU and {cpus:g} CPU per run, up to {capacity} "
-                     "at once)")
+        progress.say(
+            f"{len(pending)} runs submitted to Ray ({gpus:g} GPU and {cpus:g} CPU per run, up to {capacity} at once)"
+        )
         outcomes, failures = [], []
         try:
             while pending:
@@ -186,8 +197,11 @@ class RayExecutor:
             raise
         if failures:
             listed = "\n".join(f"  {run.id}: {_first_line(exc)}" for run, exc in failures)
-            raise GridRunsFailedError(f"{len(failures)} run(s) of the grid failed on Ray (the other runs were recorded; "
-                                      f"rerunning the grid retries only these):\n{listed}", failures)
+            raise GridRunsFailedError(
+                f"{len(failures)} run(s) of the grid failed on Ray (the other runs were recorded; "
+                f"rerunning the grid retries only these):\n{listed}",
+                failures,
+            )
         return outcomes
 
     def close(self) -> None:

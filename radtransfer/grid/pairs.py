@@ -20,9 +20,20 @@ def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, r
         raise ValueError(f"The runs in {candidate_dir} and {reference_dir} were not scored on the same test images.")
     groups = a["patient_ids"] if "patient_ids" in a.files and len(a["patient_ids"]) else None
     test = compare_aucs(a["y_true"], a["probabilities"], b["probabilities"], groups=groups, seed=seed)
-    return PairRecord(task=task, scenario=scenario_id, fold=int(fold), candidate=candidate, reference=reference,
-                      method=test["method"], unit=test["unit"], auc_candidate=test["auc_a"], auc_reference=test["auc_b"],
-                      diff=test["diff"], p=test["p"], ci=test.get("ci"))
+    return PairRecord(
+        task=task,
+        scenario=scenario_id,
+        fold=int(fold),
+        candidate=candidate,
+        reference=reference,
+        method=test["method"],
+        unit=test["unit"],
+        auc_candidate=test["auc_a"],
+        auc_reference=test["auc_b"],
+        diff=test["diff"],
+        p=test["p"],
+        ci=test.get("ci"),
+    )
 
 
 def write_pairs(grid_dir, spec, run, seed: int) -> None:
@@ -32,16 +43,18 @@ def write_pairs(grid_dir, spec, run, seed: int) -> None:
     for other in sources:
         if other == run.source:
             continue
-        candidate, reference = (run.source, other) if sources.index(run.source) < sources.index(other) else \
-            (other, run.source)
+        candidate, reference = (
+            (run.source, other) if sources.index(run.source) < sources.index(other) else (other, run.source)
+        )
         dirs = {s: run_dir(grid_dir, s, run.scenario.id, run.fold) for s in (candidate, reference)}
         if not all((d / RECORD_FILE).exists() for d in dirs.values()):
             continue
         records = {s: RunRecord.read(d / RECORD_FILE) for s, d in dirs.items()}
         if any(r.status == "failed" for r in records.values()):
             continue
-        pair = compare_runs(spec.task, run.scenario.id, run.fold, candidate, reference, dirs[candidate],
-                            dirs[reference], seed=seed)
+        pair = compare_runs(
+            spec.task, run.scenario.id, run.fold, candidate, reference, dirs[candidate], dirs[reference], seed=seed
+        )
         path = pair_path(grid_dir, run.scenario.id, run.fold, candidate, reference)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, pair.to_dict())

@@ -78,10 +78,20 @@ class ProtocolConfig:
         """One run's fine_tune settings: the scenario's strategy and learning rate with this protocol's
         epochs, optimizer, loss, stopping rules, batch size and augmentation. The grid reads its datasets
         with this object too, so what a run records is what it ran."""
-        return TrainConfig(strategy=scenario.strategy, learning_rate=scenario.learning_rate, epochs=self.epochs,
-                           bn=bn, optimizer=self.optimizer, loss=self.loss, early_stopping=self.early_stopping,
-                           reduce_lr=self.reduce_lr, seed=seed, batch_size=self.batch_size, augment=self.augment,
-                           run_eagerly=self.run_eagerly)
+        return TrainConfig(
+            strategy=scenario.strategy,
+            learning_rate=scenario.learning_rate,
+            epochs=self.epochs,
+            bn=bn,
+            optimizer=self.optimizer,
+            loss=self.loss,
+            early_stopping=self.early_stopping,
+            reduce_lr=self.reduce_lr,
+            seed=seed,
+            batch_size=self.batch_size,
+            augment=self.augment,
+            run_eagerly=self.run_eagerly,
+        )
 
 
 RADIMAGENET = ProtocolConfig()
@@ -112,13 +122,30 @@ def radimagenet_scenarios(backbones=BACKBONE_ORDER) -> list[Scenario]:
 
 # Mei et al., Radiology: AI 2022: RadImageNet's AUC gain over ImageNet per task (percentage points).
 PAPER_IMPROVEMENTS = {
-    "thyroid": 9.4, "breast": 4.0, "acl": 4.8, "meniscus": 4.5, "pneumonia": 1.9, "covid19": 6.1,
-    "sars_cov_2": 1.7, "haemorrhage": 0.9,
+    "thyroid": 9.4,
+    "breast": 4.0,
+    "acl": 4.8,
+    "meniscus": 4.5,
+    "pneumonia": 1.9,
+    "covid19": 6.1,
+    "sars_cov_2": 1.7,
+    "haemorrhage": 0.9,
 }
 _TASK_ALIASES = {
-    "thyroid": "thyroid", "breast": "breast", "acl": "acl", "meniscus": "meniscus", "pneumonia": "pneumonia",
-    "covid": "covid19", "covid19": "covid19", "covid_19": "covid19", "sars": "sars_cov_2", "sarscov2": "sars_cov_2",
-    "sars_cov_2": "sars_cov_2", "hemorrhage": "haemorrhage", "haemorrhage": "haemorrhage", "ich": "haemorrhage",
+    "thyroid": "thyroid",
+    "breast": "breast",
+    "acl": "acl",
+    "meniscus": "meniscus",
+    "pneumonia": "pneumonia",
+    "covid": "covid19",
+    "covid19": "covid19",
+    "covid_19": "covid19",
+    "sars": "sars_cov_2",
+    "sarscov2": "sars_cov_2",
+    "sars_cov_2": "sars_cov_2",
+    "hemorrhage": "haemorrhage",
+    "haemorrhage": "haemorrhage",
+    "ich": "haemorrhage",
 }
 
 
@@ -133,6 +160,6 @@ def paper_task(task: str | None) -> str | None:
     for alias, name in _TASK_ALIASES.items():
         parts = alias.split("_")
         for i in range(len(words) - len(parts) + 1):
-            if words[i:i + len(parts)] == parts:
+            if words[i : i + len(parts)] == parts:
                 found.add(name)
     return found.pop() if len(found) == 1 else None

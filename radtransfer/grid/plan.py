@@ -63,7 +63,7 @@ K8S_INDEX = "JOB_COMPLETION_INDEX"
 
 
 def parse_shard(shard) -> tuple[int, int] | None:
-    """"k/n" → (k, n) with 1 ≤ k ≤ n."""
+    """ "k/n" → (k, n) with 1 ≤ k ≤ n."""
     if shard is None:
         return None
     try:
@@ -104,24 +104,30 @@ def _from_slurm(environ) -> str:
     low, high = _int(environ, SLURM_MIN), _int(environ, SLURM_MAX)
     count, step = _int(environ, SLURM_COUNT), _int(environ, SLURM_STEP)
     if low is None or high is None:
-        raise ValueError(f"shard='auto' found ${SLURM_ID}={task} but not ${SLURM_MIN} and ${SLURM_MAX}; is this a job "
-                         "array (sbatch --array)? Pass shard='k/n' instead.")
+        raise ValueError(
+            f"shard='auto' found ${SLURM_ID}={task} but not ${SLURM_MIN} and ${SLURM_MAX}; is this a job "
+            "array (sbatch --array)? Pass shard='k/n' instead."
+        )
     step = step or 1
     if count is None:
         count = (high - low) // step + 1
     if (high - low) // step + 1 != count or (task - low) % step:
-        raise ValueError(f"shard='auto' cannot place array task {task} in array {low}-{high} with {count} tasks "
-                         "(a list such as --array=1,4,9 has no arithmetic order). Use a range (--array=0-9 or "
-                         "0-18:2), or pass shard='k/n'.")
+        raise ValueError(
+            f"shard='auto' cannot place array task {task} in array {low}-{high} with {count} tasks "
+            "(a list such as --array=1,4,9 has no arithmetic order). Use a range (--array=0-9 or "
+            "0-18:2), or pass shard='k/n'."
+        )
     return f"{(task - low) // step + 1}/{count}"
 
 
 def _from_kubernetes(environ, count) -> str:
     index = _int(environ, K8S_INDEX)
     if count is None:
-        raise ValueError(f"shard='auto' found ${K8S_INDEX}={index} (a Kubernetes Indexed Job) but not the number of "
-                         "completions, which the pod cannot see: pass shard_count= (CLI: --shard-count), equal to the "
-                         "Job's spec.completions.")
+        raise ValueError(
+            f"shard='auto' found ${K8S_INDEX}={index} (a Kubernetes Indexed Job) but not the number of "
+            "completions, which the pod cannot see: pass shard_count= (CLI: --shard-count), equal to the "
+            "Job's spec.completions."
+        )
     if not 0 <= index < count:
         raise ValueError(f"${K8S_INDEX}={index} is outside 0..{count - 1} (shard_count={count}).")
     return f"{index + 1}/{count}"
@@ -150,11 +156,14 @@ def resolve_shard(shard, shard_count: int | None = None, environ=None) -> str | 
     if environ.get(SLURM_ID) not in (None, ""):
         resolved = _from_slurm(environ)
         if shard_count is not None and int(resolved.split("/")[1]) != shard_count:
-            raise ValueError(f"shard_count={shard_count} disagrees with the SLURM array, which has "
-                             f"{resolved.split('/')[1]} tasks.")
+            raise ValueError(
+                f"shard_count={shard_count} disagrees with the SLURM array, which has {resolved.split('/')[1]} tasks."
+            )
         return resolved
     if environ.get(K8S_INDEX) not in (None, ""):
         return _from_kubernetes(environ, shard_count)
-    raise ValueError(f"shard='auto' found neither ${SLURM_ID} (a SLURM job array: sbatch --array=0-9) nor ${K8S_INDEX} "
-                     "(a Kubernetes Indexed Job). Outside those, pass shard='k/n', or leave shard out: processes "
-                     "sharing one out_dir also split the runs between them, each claiming the next free run.")
+    raise ValueError(
+        f"shard='auto' found neither ${SLURM_ID} (a SLURM job array: sbatch --array=0-9) nor ${K8S_INDEX} "
+        "(a Kubernetes Indexed Job). Outside those, pass shard='k/n', or leave shard out: processes "
+        "sharing one out_dir also split the runs between them, each claiming the next free run."
+    )

@@ -45,8 +45,12 @@ class GridProgress:
         if not self._units[1]:
             return float("nan")
         per_unit = self._units[0] / self._units[1]
-        expected = [float(np.mean(self.seconds[self._kind(run)])) if self._kind(run) in self.seconds
-                    else expected_cost(run) * per_unit for run in self.left.values()]
+        expected = [
+            float(np.mean(self.seconds[self._kind(run)]))
+            if self._kind(run) in self.seconds
+            else expected_cost(run) * per_unit
+            for run in self.left.values()
+        ]
         running_at_once = min(self.parallel, len(expected)) or 1
         return sum(expected) / running_at_once
 
@@ -55,8 +59,9 @@ class GridProgress:
             print(f"[grid {self.task}] {text}", file=self.log, flush=True)
 
     def starting(self, run) -> None:
-        self.say(f"done {self.done}/{self.total}, running {run.id}, left {len(self.left)}, "
-                 f"ETA {format_seconds(self.eta())}")
+        self.say(
+            f"done {self.done}/{self.total}, running {run.id}, left {len(self.left)}, ETA {format_seconds(self.eta())}"
+        )
 
     def finished(self, outcome, running: int | None = None) -> None:
         """Reports what became of a run. A held or lost run stays among the runs left (the grid waits for it)."""
@@ -64,7 +69,9 @@ class GridProgress:
             if outcome.run_id in self._reported_held:
                 return
             self._reported_held.add(outcome.run_id)
-        run = self.left.get(outcome.run_id) if outcome.state in ("held", "lost") else self.left.pop(outcome.run_id, None)
+        run = (
+            self.left.get(outcome.run_id) if outcome.state in ("held", "lost") else self.left.pop(outcome.run_id, None)
+        )
         if outcome.state in ("recorded", "already_recorded"):
             self.done += 1
         if outcome.state == "recorded" and run is not None:
@@ -72,17 +79,23 @@ class GridProgress:
             self._units[0] += outcome.seconds
             self._units[1] += expected_cost(run)
         if running is not None:  # many workers: one line per finished run
-            what = {"recorded": f"finished {outcome.run_id} in {format_seconds(outcome.seconds)} on {outcome.worker}",
-                    "already_recorded": f"{outcome.run_id} was already recorded",
-                    "held": f"{outcome.run_id} is held by {describe_holder(outcome.holder)}",
-                    "lost": f"{outcome.run_id}: its claim was taken over; left to the new holder"}[outcome.state]
-            self.say(f"done {self.done}/{self.total}; {what}; running {running}, left {len(self.left)}, "
-                     f"ETA {format_seconds(self.eta())}")
+            what = {
+                "recorded": f"finished {outcome.run_id} in {format_seconds(outcome.seconds)} on {outcome.worker}",
+                "already_recorded": f"{outcome.run_id} was already recorded",
+                "held": f"{outcome.run_id} is held by {describe_holder(outcome.holder)}",
+                "lost": f"{outcome.run_id}: its claim was taken over; left to the new holder",
+            }[outcome.state]
+            self.say(
+                f"done {self.done}/{self.total}; {what}; running {running}, left {len(self.left)}, "
+                f"ETA {format_seconds(self.eta())}"
+            )
         elif outcome.state == "held":
             self.say(f"skipping {outcome.run_id}: held by {describe_holder(outcome.holder)}")
         if outcome.state == "recorded" and outcome.status not in (None, "finished"):
-            self.say(f"{outcome.run_id} {outcome.status} (loss NaN at epoch {outcome.diverged_epoch}); recorded, "
-                     "continuing with the other runs")
+            self.say(
+                f"{outcome.run_id} {outcome.status} (loss NaN at epoch {outcome.diverged_epoch}); recorded, "
+                "continuing with the other runs"
+            )
 
 
 def describe_holder(holder: dict | None) -> str:

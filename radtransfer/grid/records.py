@@ -21,7 +21,7 @@ from .paper import Scenario
 
 SCHEMA_VERSION = 3  # 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config
 GRID_FILE = "grid.json"
-DATA_FILE = "data.csv"       # the grid's data, image by image (data.fingerprint.data_manifest)
+DATA_FILE = "data.csv"  # the grid's data, image by image (data.fingerprint.data_manifest)
 RECORD_FILE = "record.json"
 TIMING_FILE = "timing.json"
 PREDICTIONS = "predictions.npz"  # a run's test predictions (y_true, probabilities, patient_ids)
@@ -42,7 +42,7 @@ class GridSpec:
     task: str
     config: dict
     sources: list
-    scenarios: list               # [{"backbone", "strategy", "learning_rate"}]
+    scenarios: list  # [{"backbone", "strategy", "learning_rate"}]
     folds: int | None
     faithful: bool
     bn: str
@@ -50,7 +50,7 @@ class GridSpec:
     n_images: int
     class_names: list
     paper_task: str | None = None
-    data: dict | None = None      # {"n_images", "sha256"}: the digest of DATA_FILE's rows
+    data: dict | None = None  # {"n_images", "sha256"}: the digest of DATA_FILE's rows
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -67,8 +67,17 @@ class GridSpec:
     def from_dict(cls, values: dict) -> "GridSpec":
         values = dict(values)
         values.setdefault("schema_version", 1)
-        for name, default in (("sources", []), ("scenarios", []), ("config", {}), ("faithful", False), ("bn", "frozen"),
-                              ("interpolation", "bilinear"), ("n_images", 0), ("class_names", []), ("folds", None)):
+        for name, default in (
+            ("sources", []),
+            ("scenarios", []),
+            ("config", {}),
+            ("faithful", False),
+            ("bn", "frozen"),
+            ("interpolation", "bilinear"),
+            ("n_images", 0),
+            ("class_names", []),
+            ("folds", None),
+        ):
             values.setdefault(name, default)
         return cls(**_known(cls, values))
 
@@ -117,7 +126,7 @@ class RunRecord:
     n_val: int = 0
     n_test: int = 0
     config: dict = field(default_factory=dict)
-    train_config: dict = field(default_factory=dict)   # the fine_tune settings that ran (resolved TrainConfig)
+    train_config: dict = field(default_factory=dict)  # the fine_tune settings that ran (resolved TrainConfig)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -129,7 +138,7 @@ class RunRecord:
         values.setdefault("schema_version", 1)
         values.setdefault("status", "finished")
         if values.get("scenario") is None:
-                values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
+            values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
         values.setdefault("run_id", f"{values['source']}/{values['scenario']}/fold{values.get('fold', 0)}")
         values.setdefault("task", None)
         return cls(**_known(cls, values))
@@ -151,8 +160,8 @@ class PairRecord:
     fold: int
     candidate: str
     reference: str
-    method: str                   # "delong" or "paired_bootstrap"
-    unit: str                     # "image" or "patient"
+    method: str  # "delong" or "paired_bootstrap"
+    unit: str  # "image" or "patient"
     auc_candidate: float
     auc_reference: float
     diff: float
@@ -219,9 +228,30 @@ def grid_specs(out_dir) -> dict:
     return specs
 
 
-RECORD_COLUMNS = ["grid", "task", "source", "backbone", "strategy", "learning_rate", "scenario", "fold", "status",
-                  "auc", "auc_low", "auc_high", "auc_ci_unit", "accuracy", "balanced_accuracy", "missing_classes",
-                  "best_epoch", "diverged_epoch", "epochs_run", "seconds", "faithful", "path"]
+RECORD_COLUMNS = [
+    "grid",
+    "task",
+    "source",
+    "backbone",
+    "strategy",
+    "learning_rate",
+    "scenario",
+    "fold",
+    "status",
+    "auc",
+    "auc_low",
+    "auc_high",
+    "auc_ci_unit",
+    "accuracy",
+    "balanced_accuracy",
+    "missing_classes",
+    "best_epoch",
+    "diverged_epoch",
+    "epochs_run",
+    "seconds",
+    "faithful",
+    "path",
+]
 
 
 def load_records(out_dir):
@@ -242,17 +272,32 @@ def load_records(out_dir):
         timing = path.parent / TIMING_FILE
         seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
         auc = metrics.get("auc")
-        rows.append({
-            "grid": grid_name(_grid_dir(path), out_dir),
-            "task": record.task, "source": record.source, "backbone": record.backbone, "strategy": record.strategy,
-            "learning_rate": record.learning_rate, "scenario": record.scenario, "fold": record.fold,
-            "status": record.status, "auc": _num(auc), "auc_low": _num(ci[0]), "auc_high": _num(ci[1]),
-            "auc_ci_unit": metrics.get("auc_ci_unit"), "accuracy": metrics.get("accuracy"),
-            "balanced_accuracy": metrics.get("balanced_accuracy"),
-            "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
-            "best_epoch": record.best_epoch, "diverged_epoch": record.diverged_epoch, "epochs_run": record.epochs_run,
-            "seconds": seconds, "faithful": record.faithful, "path": str(path.parent),
-        })
+        rows.append(
+            {
+                "grid": grid_name(_grid_dir(path), out_dir),
+                "task": record.task,
+                "source": record.source,
+                "backbone": record.backbone,
+                "strategy": record.strategy,
+                "learning_rate": record.learning_rate,
+                "scenario": record.scenario,
+                "fold": record.fold,
+                "status": record.status,
+                "auc": _num(auc),
+                "auc_low": _num(ci[0]),
+                "auc_high": _num(ci[1]),
+                "auc_ci_unit": metrics.get("auc_ci_unit"),
+                "accuracy": metrics.get("accuracy"),
+                "balanced_accuracy": metrics.get("balanced_accuracy"),
+                "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
+                "best_epoch": record.best_epoch,
+                "diverged_epoch": record.diverged_epoch,
+                "epochs_run": record.epochs_run,
+                "seconds": seconds,
+                "faithful": record.faithful,
+                "path": str(path.parent),
+            }
+        )
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 

@@ -42,7 +42,13 @@ class GridJob:
 
     def __init__(self, out, spec, config, splits, weights, faithful, interpolation, bn, verbose):
         self.out, self.spec, self.config, self.splits = Path(out), spec, config, splits
-        self.weights, self.faithful, self.interpolation, self.bn, self.verbose = weights, faithful, interpolation, bn, verbose
+        self.weights, self.faithful, self.interpolation, self.bn, self.verbose = (
+            weights,
+            faithful,
+            interpolation,
+            bn,
+            verbose,
+        )
         self.cwd = os.getcwd()  # relative image paths are relative to the driver's working folder
         self._fold = None
         self._datasets = None
@@ -55,13 +61,18 @@ class GridJob:
         try:
             os.chdir(self.cwd)
         except OSError:
-            relative = any(split.paths is not None and any(not os.path.isabs(p) for p in split.paths[:1])
-                           for fold in self.splits for split in fold)
+            relative = any(
+                split.paths is not None and any(not os.path.isabs(p) for p in split.paths[:1])
+                for fold in self.splits
+                for split in fold
+            )
             if relative:
-                raise RadtransferError(f"This worker ({socket.gethostname()}) cannot enter the driver's working folder "
-                                       f"'{self.cwd}', and the image paths are relative to it. Put the images on a "
-                                       "filesystem every node mounts at the same path, and load them by absolute "
-                                       "path.") from None
+                raise RadtransferError(
+                    f"This worker ({socket.gethostname()}) cannot enter the driver's working folder "
+                    f"'{self.cwd}', and the image paths are relative to it. Put the images on a "
+                    "filesystem every node mounts at the same path, and load them by absolute "
+                    "path."
+                ) from None
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -91,12 +102,17 @@ class GridJob:
             self._datasets = None  # one fold's cache in memory at a time
             train, val, test = self.splits[fold]
             size = (self.config.image_size, self.config.image_size)
-            common = dict(image_size=size, batch_size=train_config.batch_size, interpolation=self.interpolation,
-                          cache=self.config.cache)
-            self._datasets = (make_dataset(train, augment=train_config.augment, shuffle=True, seed=self.config.seed,
-                                           **common),
-                              make_dataset(val, shuffle=False, **common),
-                              make_dataset(test, shuffle=False, **common))
+            common = dict(
+                image_size=size,
+                batch_size=train_config.batch_size,
+                interpolation=self.interpolation,
+                cache=self.config.cache,
+            )
+            self._datasets = (
+                make_dataset(train, augment=train_config.augment, shuffle=True, seed=self.config.seed, **common),
+                make_dataset(val, shuffle=False, **common),
+                make_dataset(test, shuffle=False, **common),
+            )
             self._fold = key
         return self._datasets
 
@@ -114,34 +130,69 @@ class GridJob:
         train_ds, val_ds, test_ds = self.datasets(run.fold, train_config)
         set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
-        model = build_model(scenario.backbone, weights=str(self.weights[(run.source, scenario.backbone)]),
-                            num_classes=len(self.spec.class_names), input_shape=(*size, 3), dropout=config.dropout,
-                            preprocessing="radimagenet" if self.faithful else "auto")
+        model = build_model(
+            scenario.backbone,
+            weights=str(self.weights[(run.source, scenario.backbone)]),
+            num_classes=len(self.spec.class_names),
+            input_shape=(*size, 3),
+            dropout=config.dropout,
+            preprocessing="radimagenet" if self.faithful else "auto",
+        )
         init_head(model, derive_seed(seed, "head"))
         directory = self.run_dir(run)
         status, diverged_epoch = "finished", None
         try:
-            result = fine_tune(model, train_ds, val_ds, train_config, out_dir=directory,
-                               verbose=2 if self.verbose > 1 else 0, class_names=list(self.spec.class_names))
+            result = fine_tune(
+                model,
+                train_ds,
+                val_ds,
+                train_config,
+                out_dir=directory,
+                verbose=2 if self.verbose > 1 else 0,
+                class_names=list(self.spec.class_names),
+            )
         except TrainingDivergedError as exc:
             result = exc.result
             diverged_epoch = exc.diverged_epoch
             status = "diverged" if result.best_epoch >= 0 else "failed"
         metrics = predictions = None
         if status != "failed":
-            metrics = evaluate(model, test_ds, class_names=list(self.spec.class_names), seed=config.seed,
-                               bootstrap=config.bootstrap,
-                               patient_ids=None if test.patient_ids is None else list(test.patient_ids))
+            metrics = evaluate(
+                model,
+                test_ds,
+                class_names=list(self.spec.class_names),
+                seed=config.seed,
+                bootstrap=config.bootstrap,
+                patient_ids=None if test.patient_ids is None else list(test.patient_ids),
+            )
             predictions = metrics.pop("predictions")
         info = model.radtransfer_info
         record = RunRecord(
-            run_id=run.id, task=self.spec.task, source=run.source, **scenario.to_dict(), scenario=scenario.id,
-            fold=run.fold, status=status, metrics=metrics, missing_classes=(metrics or {}).get("missing_classes", []),
-            best_epoch=result.best_epoch, best_val_loss=_finite_or_none(result.best_val_loss),
-            epochs_run=result.epochs_run, diverged_epoch=diverged_epoch, run_seed=seed,
-            fingerprint=result.fingerprint, threshold=result.threshold, faithful=self.faithful, bn=self.bn,
-            preprocessing=info.preprocessing, weights_path=info.weights_path, weights_sha256=info.weights_sha256,
-            n_train=len(train), n_val=len(val), n_test=len(test), config=config.to_dict(),
+            run_id=run.id,
+            task=self.spec.task,
+            source=run.source,
+            **scenario.to_dict(),
+            scenario=scenario.id,
+            fold=run.fold,
+            status=status,
+            metrics=metrics,
+            missing_classes=(metrics or {}).get("missing_classes", []),
+            best_epoch=result.best_epoch,
+            best_val_loss=_finite_or_none(result.best_val_loss),
+            epochs_run=result.epochs_run,
+            diverged_epoch=diverged_epoch,
+            run_seed=seed,
+            fingerprint=result.fingerprint,
+            threshold=result.threshold,
+            faithful=self.faithful,
+            bn=self.bn,
+            preprocessing=info.preprocessing,
+            weights_path=info.weights_path,
+            weights_sha256=info.weights_sha256,
+            n_train=len(train),
+            n_val=len(val),
+            n_test=len(test),
+            config=config.to_dict(),
             train_config={k: result.settings.get(k) for k in train_config.to_dict()},
         )
         return record, predictions
@@ -151,12 +202,19 @@ class GridJob:
         done), then any pair comparison the run completes."""
         directory = self.run_dir(run)
         if predictions is not None:
-            replace_atomic(directory / PREDICTIONS, lambda tmp: np.savez_compressed(
-                tmp, y_true=np.asarray(predictions["y_true"]), probabilities=np.asarray(predictions["probabilities"]),
-                patient_ids=np.asarray(predictions["patient_ids"] or [], dtype=str)))
+            replace_atomic(
+                directory / PREDICTIONS,
+                lambda tmp: np.savez_compressed(
+                    tmp,
+                    y_true=np.asarray(predictions["y_true"]),
+                    probabilities=np.asarray(predictions["probabilities"]),
+                    patient_ids=np.asarray(predictions["patient_ids"] or [], dtype=str),
+                ),
+            )
         record.write(directory)
         write_json_atomic(directory / TIMING_FILE, {"seconds": seconds})
         write_pairs(self.out, self.spec, run, self.config.seed)
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -200,5 +258,6 @@ def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
         if not claim.still_held():
             return RunOutcome(state="lost", status=record.status, seconds=seconds, **common)
         job.commit(run, record, predictions, seconds)
-    return RunOutcome(state="recorded", status=record.status, diverged_epoch=record.diverged_epoch, seconds=seconds,
-                      **common)
+    return RunOutcome(
+        state="recorded", status=record.status, diverged_epoch=record.diverged_epoch, seconds=seconds, **common
+    )

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from ..utils.choices import did_you_mean
 
 
-
 @dataclass(frozen=True)
 class BackboneSpec:
     """What radtransfer knows about one backbone.
@@ -49,9 +48,7 @@ class BackboneSpec:
         from keras import applications
 
         constructor = getattr(applications, self.constructor)
-        return constructor(
-            include_top=False, weights=None, input_shape=tuple(input_shape), pooling="avg", name=name
-        )
+        return constructor(include_top=False, weights=None, input_shape=tuple(input_shape), pooling="avg", name=name)
 
 
 def _resnet50_block_ends() -> tuple[str, ...]:
@@ -80,9 +77,12 @@ _BACKBONES = (
         weight_layers=241,
         stem_end="pool1",
         block_ends=(
-            "conv2_block6_concat", "pool2_pool",
-            "conv3_block12_concat", "pool3_pool",
-            "conv4_block24_concat", "pool4_pool",
+            "conv2_block6_concat",
+            "pool2_pool",
+            "conv3_block12_concat",
+            "pool3_pool",
+            "conv4_block24_concat",
+            "pool4_pool",
             "conv5_block16_concat",
         ),
         block_unit="dense block or transition",

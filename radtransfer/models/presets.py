@@ -49,18 +49,38 @@ class WeightPreset:
 
 # Keras's ImageNet notop files: (folder under KERAS_WEIGHTS_URL, file, md5, preprocess_input mode).
 _KERAS_IMAGENET = {
-    "resnet50": ("resnet", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                 "4d473c1dd8becc155b73f8504c6f6626", "caffe"),
-    "densenet121": ("densenet", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    "30ee3e1110167f948a6b9946edeeb738", "torch"),
-    "inception_v3": ("inception_v3", "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                     "bcbd6486424b2319ff4ef7d526e38f63", "tf"),
-    "inception_resnet_v2": ("inception_resnet_v2", "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                            "d19885ff4a710c122648d3b5c3b684e4", "tf"),
+    "resnet50": (
+        "resnet",
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626",
+        "caffe",
+    ),
+    "densenet121": (
+        "densenet",
+        "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "30ee3e1110167f948a6b9946edeeb738",
+        "torch",
+    ),
+    "inception_v3": (
+        "inception_v3",
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "bcbd6486424b2319ff4ef7d526e38f63",
+        "tf",
+    ),
+    "inception_resnet_v2": (
+        "inception_resnet_v2",
+        "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "d19885ff4a710c122648d3b5c3b684e4",
+        "tf",
+    ),
 }
 # The <Arch> spellings of RadImageNet's files, RadImageNet-<Arch>_notop.h5 (the scripts spell it -notop).
-_RADIMAGENET_ARCHS = {"resnet50": ("ResNet50",), "densenet121": ("DenseNet121",), "inception_v3": ("InceptionV3",),
-                      "inception_resnet_v2": ("IRV2", "InceptionResNetV2")}
+_RADIMAGENET_ARCHS = {
+    "resnet50": ("ResNet50",),
+    "densenet121": ("DenseNet121",),
+    "inception_v3": ("InceptionV3",),
+    "inception_resnet_v2": ("IRV2", "InceptionResNetV2"),
+}
 
 
 def _radimagenet(backbone: str) -> WeightPreset:
@@ -70,8 +90,9 @@ def _radimagenet(backbone: str) -> WeightPreset:
 
 def _imagenet(backbone: str) -> WeightPreset:
     folder, file, md5, mode = _KERAS_IMAGENET[backbone]
-    return WeightPreset(backbone, "imagenet", "ImageNet", (file,), md5, f"{KERAS_WEIGHTS_URL}{folder}/{file}", mode,
-                        downloadable=True)
+    return WeightPreset(
+        backbone, "imagenet", "ImageNet", (file,), md5, f"{KERAS_WEIGHTS_URL}{folder}/{file}", mode, downloadable=True
+    )
 
 
 PRESETS: dict[str, WeightPreset] = {p.name: p for b in BACKBONES for p in (_radimagenet(b), _imagenet(b))}

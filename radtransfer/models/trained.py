@@ -16,8 +16,9 @@ METADATA = "radtransfer.json"
 SCHEMA_VERSION = 1
 
 
-def set_trained_info(model, class_names=None, threshold=None, positive_class=None, read_settings=None,
-                     thresholds=None) -> None:
+def set_trained_info(
+    model, class_names=None, threshold=None, positive_class=None, read_settings=None, thresholds=None
+) -> None:
     """Attaches the class names, operating thresholds and image reading settings to a model (read by
     ``evaluate`` and ``predict``).
 
@@ -83,8 +84,10 @@ def load_trained(path_or_run_dir):
     if path.is_dir():
         path = path / "best.keras"
     if not path.exists():
-        raise RadtransferError(f"No trained model at '{path}'. Pass a run folder of fine_tune / "
-                               "'radtransfer train' (it holds best.keras) or a .keras file.")
+        raise RadtransferError(
+            f"No trained model at '{path}'. Pass a run folder of fine_tune / "
+            "'radtransfer train' (it holds best.keras) or a .keras file."
+        )
     model = keras.saving.load_model(path)
     meta = read_trained_info(path)
     if not meta.get("class_names"):  # a model saved by radtransfer 0.1: the run's config has them
@@ -93,8 +96,14 @@ def load_trained(path_or_run_dir):
             meta["class_names"] = json.loads(config.read_text()).get("class_names")
     if not meta.get("read_settings"):  # saved before read settings travelled with the model
         meta["read_settings"] = run_read_settings(path.parent)
-    set_trained_info(model, meta.get("class_names"), meta.get("threshold"), meta.get("positive_class"),
-                     meta.get("read_settings"), meta.get("thresholds"))
+    set_trained_info(
+        model,
+        meta.get("class_names"),
+        meta.get("threshold"),
+        meta.get("positive_class"),
+        meta.get("read_settings"),
+        meta.get("thresholds"),
+    )
     if meta.get("build"):
         build = dict(meta["build"])
         build["input_shape"] = tuple(build["input_shape"])

@@ -104,9 +104,7 @@ def read_weight_file(path) -> WeightFile:
         )
     if head != HDF5_SIGNATURE:
         what = "is empty" if size == 0 else f"does not start with the HDF5 signature ({size} bytes)"
-        raise WeightsFileError(
-            f"'{path}' is not an HDF5 weights file: it {what}. Download the file again."
-        )
+        raise WeightsFileError(f"'{path}' is not an HDF5 weights file: it {what}. Download the file again.")
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:
@@ -135,8 +133,7 @@ def read_weight_file(path) -> WeightFile:
             layers = _read_layers(group)
         except (KeyError, OSError) as exc:
             raise WeightsFileError(
-                f"'{path}' is damaged: a listed weight could not be read ({exc}). "
-                "Download the file again."
+                f"'{path}' is damaged: a listed weight could not be read ({exc}). Download the file again."
             ) from None
         version = group.attrs.get("keras_version", handle.attrs.get("keras_version"))
     return WeightFile(path, kind, layers, _decode(version) if version is not None else None)
@@ -167,9 +164,7 @@ def _read_layers(group) -> list:
 
 def model_signature(backbone) -> list:
     """(layer name, [weight shapes]) of each weight-bearing layer of a built Keras model."""
-    return [
-        (layer.name, [tuple(w.shape) for w in layer.weights]) for layer in backbone.layers if layer.weights
-    ]
+    return [(layer.name, [tuple(w.shape) for w in layer.weights]) for layer in backbone.layers if layer.weights]
 
 
 def _describe_count(count: int) -> str:
@@ -213,9 +208,7 @@ def check_weight_file(path, backbone, signature=None) -> WeightFile:
             f"({expected}). Pass the file that matches backbone='{spec.name}'."
         )
     if signature is not None:
-        for index, ((file_name, _, file_shapes), (model_name, model_shapes)) in enumerate(
-            zip(info.layers, signature)
-        ):
+        for index, ((file_name, _, file_shapes), (model_name, model_shapes)) in enumerate(zip(info.layers, signature)):
             if list(file_shapes) != list(model_shapes):
                 raise WeightsFileError(
                     f"'{info.path}' does not fit {spec.display_name}: weight layer {index} "
@@ -292,12 +285,7 @@ def _find_in(directory: Path, names) -> Path | None:
 
 
 def _looks_like_path(value: str) -> bool:
-    return (
-        os.sep in value
-        or "/" in value
-        or value.lower().endswith((".h5", ".hdf5", ".keras"))
-        or Path(value).exists()
-    )
+    return os.sep in value or "/" in value or value.lower().endswith((".h5", ".hdf5", ".keras")) or Path(value).exists()
 
 
 def source_of_file(path, backbone) -> str:
@@ -369,17 +357,22 @@ def best_available_weights(backbone, weights_dir=None):
         except WeightsNotFoundError:
             continue
     files = " nor ".join(f"{p.label}'s {p.files[0]}" for p in presets_of(spec))
-    notice = (f"NO PRETRAINED WEIGHTS FOUND: neither {files} is on this machine (see docs/weights.md), so "
-              f"{spec.display_name} is trained FROM RANDOM INITIALISATION. The numbers show the pipeline working, "
-              "not what transfer learning achieves.")
+    notice = (
+        f"NO PRETRAINED WEIGHTS FOUND: neither {files} is on this machine (see docs/weights.md), so "
+        f"{spec.display_name} is trained FROM RANDOM INITIALISATION. The numbers show the pipeline working, "
+        "not what transfer learning achieves."
+    )
     return None, None, notice
 
 
 def _not_found_message(spec: BackboneSpec, preset: WeightPreset, searched) -> str:
-    where = (f"Keras downloads it from {preset.url}" if preset.downloadable else
-             f"{preset.label} weights are not downloaded automatically: get them from the {preset.label} project "
-             f"({preset.url}, README, "
-             "'pretrained models')")
+    where = (
+        f"Keras downloads it from {preset.url}"
+        if preset.downloadable
+        else f"{preset.label} weights are not downloaded automatically: get them from the {preset.label} project "
+        f"({preset.url}, README, "
+        "'pretrained models')"
+    )
     return (
         f"No {preset.source} weights found for {spec.display_name}. Looked for "
         f"{' or '.join(repr(n) for n in preset.files)} in: {'; '.join(searched)}. {where}, and put the file "

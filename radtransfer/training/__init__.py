@@ -1,8 +1,24 @@
 """Fine-tuning one model: its settings (``config``), its folder (``run_folder``), the runtime (precision, XLA,
 distribution), the strategies, the epoch loop and ``fine_tune`` itself; layer-wise search on top."""
 
-from .fine_tuning import (FineTuneResult, TrainingDivergedError, compile_model, fine_tune, make_metrics,
-                          resolve_jit_compile, resolve_precision, write_json_atomic)
+from .fine_tuning import (
+    FineTuneResult,
+    TrainingDivergedError,
+    compile_model,
+    fine_tune,
+    make_metrics,
+    resolve_jit_compile,
+    resolve_precision,
+    write_json_atomic,
+)
 
-__all__ = ["FineTuneResult", "TrainingDivergedError", "compile_model", "fine_tune", "make_metrics",
-           "resolve_jit_compile", "resolve_precision", "write_json_atomic"]
+__all__ = [
+    "FineTuneResult",
+    "TrainingDivergedError",
+    "compile_model",
+    "fine_tune",
+    "make_metrics",
+    "resolve_jit_compile",
+    "resolve_precision",
+    "write_json_atomic",
+]

@@ -14,22 +14,39 @@ import keras
 from ..backend import check_distribute
 from ..data.adapters import IMAGE_SET_AUGMENT, IMAGE_SET_BATCH_SIZE, UNKNOWN
 from ..data.augment import PRESETS, get_augment
+from ..utils.choices import check_choice, did_you_mean
 from .runtime import PRECISIONS, resolve_precision
 from .strategies import BN_MODES, parse_strategy
-from ..utils.choices import did_you_mean
-from ..utils.choices import check_choice
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}
 
 # Settings that change what a run computes. Execution details (XLA, eager mode, distribution,
 # determinism, verbosity) do not change the run's definition and may differ between a run and its resume.
-DEFINING = ("strategy", "bn", "learning_rate", "epochs", "optimizer", "loss", "early_stopping", "reduce_lr",
-            "class_weight", "precision", "seed", "batch_size", "augment", "bn_momentum")
+DEFINING = (
+    "strategy",
+    "bn",
+    "learning_rate",
+    "epochs",
+    "optimizer",
+    "loss",
+    "early_stopping",
+    "reduce_lr",
+    "class_weight",
+    "precision",
+    "seed",
+    "batch_size",
+    "augment",
+    "bn_momentum",
+)
 
 
 def _check_learning_rate(learning_rate) -> float:
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
-            or not math.isfinite(learning_rate) or learning_rate <= 0:
+    if (
+        isinstance(learning_rate, bool)
+        or not isinstance(learning_rate, (int, float))
+        or not math.isfinite(learning_rate)
+        or learning_rate <= 0
+    ):
         raise ValueError(f"Expected a learning rate > 0 (e.g. 1e-3). Received: learning_rate={learning_rate!r}")
     return float(learning_rate)
 
@@ -65,49 +82,79 @@ class TrainConfig:
     # Each field's metadata is its command-line flag (``radtransfer train``): the flag, its help, its choices, and,
     # for the fields the library leaves to the caller, the command's own default (the paper's seed, and a strategy
     # and learning rate that fine-tune the whole network).
-    strategy: str = field(metadata=_flag("--strategy", "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all or "
-                                         "unfreeze_blocks:K", cli_default="unfreeze_all"))
+    strategy: str = field(
+        metadata=_flag(
+            "--strategy",
+            "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all or unfreeze_blocks:K",
+            cli_default="unfreeze_all",
+        )
+    )
     learning_rate: float = field(metadata=_flag("--lr", "the optimizer's learning rate", type=float, cli_default=1e-4))
     epochs: int = field(default=30, metadata=_flag("--epochs", "epochs to train", type=int))
-    bn: str = field(default="protocol", metadata=_flag("--bn", "BatchNorm: protocol (follows the strategy's flags, as "
-                                                       "the reference) or frozen", choices=BN_MODES))
+    bn: str = field(
+        default="protocol",
+        metadata=_flag(
+            "--bn", "BatchNorm: protocol (follows the strategy's flags, as the reference) or frozen", choices=BN_MODES
+        ),
+    )
     optimizer: object = field(default="adam", metadata=_flag("--optimizer", "the optimizer", choices=tuple(OPTIMIZERS)))
     loss: object = "auto"
-    early_stopping: int | None = field(default=None, metadata=_flag("--early-stopping", "patience in epochs on "
-                                                                    "val_loss", type=int))
-    reduce_lr: int | None = field(default=None, metadata=_flag("--reduce-lr", "patience in epochs before the learning "
-                                                               "rate is cut ×0.1", type=int))
-    class_weight: object = field(default=None, metadata=_flag("--class-weight", "none or balanced (inverse class "
-                                                              "frequencies)", choices=(None, "balanced")))
-    jit_compile: object = field(default="auto", metadata=_flag("--jit-compile", "XLA: auto (on GPU), on or off",
-                                                               choices=("auto", True, False)))
-    precision: str = field(default="auto", metadata=_flag("--precision", "auto: mixed precision on capable GPUs",
-                                                          choices=PRECISIONS))
-    distribute: object = field(default=None, metadata=_flag("--distribute", "none, mirrored (local GPUs) or "
-                                                            "multiworker", choices=(None, "mirrored", "multiworker")))
-    seed: int | None = field(default=None, metadata=_flag("--seed", "the base seed of the split and of every random "
-                                                          "stream", type=int, cli_default=726))
-    deterministic: bool = field(default=False, metadata=_flag("--deterministic", "TensorFlow op determinism (turns "
-                                                              "XLA off)"))
-    batch_size: int | None = field(default=None, metadata=_flag("--batch-size", "images per batch", type=int,
-                                                                cli_default=IMAGE_SET_BATCH_SIZE))
-    augment: object = field(default="auto", metadata=_flag("--augment", "training augmentation (auto: radimagenet)",
-                                                           choices=("auto", None, *PRESETS)))
-    bn_momentum: float | None = field(default=None, metadata=_flag("--bn-momentum", "momentum of every BatchNorm "
-                                                                   "layer's moving statistics", type=float))
+    early_stopping: int | None = field(
+        default=None, metadata=_flag("--early-stopping", "patience in epochs on val_loss", type=int)
+    )
+    reduce_lr: int | None = field(
+        default=None, metadata=_flag("--reduce-lr", "patience in epochs before the learning rate is cut ×0.1", type=int)
+    )
+    class_weight: object = field(
+        default=None,
+        metadata=_flag("--class-weight", "none or balanced (inverse class frequencies)", choices=(None, "balanced")),
+    )
+    jit_compile: object = field(
+        default="auto", metadata=_flag("--jit-compile", "XLA: auto (on GPU), on or off", choices=("auto", True, False))
+    )
+    precision: str = field(
+        default="auto", metadata=_flag("--precision", "auto: mixed precision on capable GPUs", choices=PRECISIONS)
+    )
+    distribute: object = field(
+        default=None,
+        metadata=_flag(
+            "--distribute", "none, mirrored (local GPUs) or multiworker", choices=(None, "mirrored", "multiworker")
+        ),
+    )
+    seed: int | None = field(
+        default=None,
+        metadata=_flag("--seed", "the base seed of the split and of every random stream", type=int, cli_default=726),
+    )
+    deterministic: bool = field(
+        default=False, metadata=_flag("--deterministic", "TensorFlow op determinism (turns XLA off)")
+    )
+    batch_size: int | None = field(
+        default=None, metadata=_flag("--batch-size", "images per batch", type=int, cli_default=IMAGE_SET_BATCH_SIZE)
+    )
+    augment: object = field(
+        default="auto",
+        metadata=_flag("--augment", "training augmentation (auto: radimagenet)", choices=("auto", None, *PRESETS)),
+    )
+    bn_momentum: float | None = field(
+        default=None,
+        metadata=_flag("--bn-momentum", "momentum of every BatchNorm layer's moving statistics", type=float),
+    )
     run_eagerly: bool = field(default=False, metadata=_flag("--run-eagerly", "no graph tracing (tiny smoke tests)"))
 
     def __post_init__(self):
         kind, number = parse_strategy(self.strategy)
-        normalised = {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}.get(kind, kind)
+        normalised = {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}.get(
+            kind, kind
+        )
         object.__setattr__(self, "strategy", normalised)
         object.__setattr__(self, "learning_rate", _check_learning_rate(self.learning_rate))
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"Expected epochs ≥ 1. Received: epochs={self.epochs!r}")
         check_choice("bn", self.bn, BN_MODES)
         if not isinstance(self.optimizer, keras.optimizers.Optimizer):
-            key = check_choice("optimizer", str(self.optimizer).lower(), tuple(OPTIMIZERS),
-                               what="or a keras.optimizers.Optimizer")
+            key = check_choice(
+                "optimizer", str(self.optimizer).lower(), tuple(OPTIMIZERS), what="or a keras.optimizers.Optimizer"
+            )
             object.__setattr__(self, "optimizer", key)
         object.__setattr__(self, "early_stopping", _check_patience("early_stopping", self.early_stopping))
         object.__setattr__(self, "reduce_lr", _check_patience("reduce_lr", self.reduce_lr))
@@ -117,16 +164,21 @@ class TrainConfig:
         check_distribute(self.distribute)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"Expected seed=None or an integer. Received: seed={self.seed!r}")
-        if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
-                                            or self.batch_size < 1):
+        if self.batch_size is not None and (
+            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
             raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={self.batch_size!r}")
         if self.augment not in ("auto", UNKNOWN):
             get_augment(self.augment)  # validates a name, dict or Augment
-        if self.bn_momentum is not None and not (isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum < 1):
+        if self.bn_momentum is not None and not (
+            isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum < 1
+        ):
             raise ValueError(f"Expected 0 < bn_momentum < 1. Received: bn_momentum={self.bn_momentum!r}")
         if not (self.class_weight is None or self.class_weight == "balanced" or isinstance(self.class_weight, dict)):
-            raise ValueError("Expected class_weight=None, 'balanced' or a dict {class index: weight}. "
-                             f"Received: class_weight={self.class_weight!r}")
+            raise ValueError(
+                "Expected class_weight=None, 'balanced' or a dict {class index: weight}. "
+                f"Received: class_weight={self.class_weight!r}"
+            )
 
     @classmethod
     def from_settings(cls, config: "TrainConfig | None" = None, **settings) -> "TrainConfig":
@@ -149,8 +201,10 @@ class TrainConfig:
 
     def for_image_sets(self) -> "TrainConfig":
         """The settings with the ImageSet defaults filled in (the batch size and augmentation that will run)."""
-        return self.replace(batch_size=self.batch_size or IMAGE_SET_BATCH_SIZE,
-                            augment=IMAGE_SET_AUGMENT if self.augment == "auto" else self.augment)
+        return self.replace(
+            batch_size=self.batch_size or IMAGE_SET_BATCH_SIZE,
+            augment=IMAGE_SET_AUGMENT if self.augment == "auto" else self.augment,
+        )
 
     def resolve_data(self, batch_size, augment, kind: str) -> "TrainConfig":
         """The settings with the batch size and augmentation a training dataset really has.
@@ -164,17 +218,22 @@ class TrainConfig:
             ValueError: a batch size or augmentation was given that the dataset does not have.
         """
         if self.batch_size is not None and batch_size is not None and self.batch_size != batch_size:
-            raise ValueError(f"batch_size={self.batch_size} was given, but the training {kind} has batches of "
-                             f"{batch_size} images. batch_size applies to ImageSets; leave it out with a dataset, "
-                             "or build the dataset with that batch size.")
+            raise ValueError(
+                f"batch_size={self.batch_size} was given, but the training {kind} has batches of "
+                f"{batch_size} images. batch_size applies to ImageSets; leave it out with a dataset, "
+                "or build the dataset with that batch size."
+            )
         if self.augment not in ("auto", UNKNOWN) and augment != UNKNOWN and get_augment(self.augment) != augment:
-            raise ValueError(f"augment={self.augment!r} was given, but the training {kind} augments with "
-                             f"{augment_name(augment)!r}. augment applies to ImageSets; leave it out with a dataset, "
-                             "or build the dataset with that augmentation.")
+            raise ValueError(
+                f"augment={self.augment!r} was given, but the training {kind} augments with "
+                f"{augment_name(augment)!r}. augment applies to ImageSets; leave it out with a dataset, "
+                "or build the dataset with that augmentation."
+            )
         if augment == UNKNOWN and self.augment not in ("auto", UNKNOWN):
             augment = self.augment
-        return self.replace(batch_size=batch_size if batch_size is not None else self.batch_size,
-                            augment=augment_name(augment))
+        return self.replace(
+            batch_size=batch_size if batch_size is not None else self.batch_size, augment=augment_name(augment)
+        )
 
     def make_optimizer(self):
         if isinstance(self.optimizer, keras.optimizers.Optimizer):
@@ -183,7 +242,7 @@ class TrainConfig:
         return getattr(keras.optimizers, OPTIMIZERS[self.optimizer])(learning_rate=self.learning_rate)
 
     def make_loss(self, num_classes: int):
-        """"auto" = the reference: binary cross-entropy on the one-hot softmax for two classes; categorical
+        """ "auto" = the reference: binary cross-entropy on the one-hot softmax for two classes; categorical
         cross-entropy for more."""
         if self.loss != "auto":
             return self.loss
@@ -207,9 +266,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         values = self.defining()
-        values.update(jit_compile=self.jit_compile, deterministic=self.deterministic, run_eagerly=self.run_eagerly,
-                      distribute=self.distribute if isinstance(self.distribute, (str, type(None)))
-                      else type(self.distribute).__name__)
+        values.update(
+            jit_compile=self.jit_compile,
+            deterministic=self.deterministic,
+            run_eagerly=self.run_eagerly,
+            distribute=self.distribute
+            if isinstance(self.distribute, (str, type(None)))
+            else type(self.distribute).__name__,
+        )
         return values
 
 
@@ -228,7 +292,7 @@ def fingerprint(identity: dict) -> str:
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """"name: old → new" for each setting that differs (nested dicts compared key by key)."""
+    """ "name: old → new" for each setting that differs (nested dicts compared key by key)."""
     lines = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "<unset>"), new.get(key, "<unset>")

@@ -25,8 +25,10 @@ def make_metrics(num_classes: int):
     # multi_label=True averages one AUC per column: for a two-column softmax both columns give the
     # positive class's AUC; for more classes it is the macro one-vs-rest AUC. (The reference's AUC()
     # flattened the columns into one ranking, which is not an AUC of any class.)
-    return [keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc")]
+    return [
+        keras.metrics.CategoricalAccuracy(name="accuracy"),
+        keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
+    ]
 
 
 def compile_model(model, optimizer, loss, metrics, jit_compile: bool, run_eagerly: bool = False) -> bool:
@@ -34,10 +36,12 @@ def compile_model(model, optimizer, loss, metrics, jit_compile: bool, run_eagerl
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, run_eagerly=run_eagerly)
     resolved = bool(model.jit_compile)
     if jit_compile and not resolved:
-        warnings.warn("XLA was asked for (jit_compile) but Keras fell back to running without it; a layer "
-                      "without XLA support (e.g. a Keras random augmentation layer such as RandomRotation) is "
-                      "the usual cause. Augment in the data pipeline instead (radtransfer.data).",
-                      stacklevel=3)
+        warnings.warn(
+            "XLA was asked for (jit_compile) but Keras fell back to running without it; a layer "
+            "without XLA support (e.g. a Keras random augmentation layer such as RandomRotation) is "
+            "the usual cause. Augment in the data pipeline instead (radtransfer.data).",
+            stacklevel=3,
+        )
     return resolved
 
 
@@ -116,8 +120,9 @@ class EpochLoop:
     """Trains epoch by epoch; after each, commits weights, optimizer state and progress to the run folder
     (or keeps the best weights in memory without one)."""
 
-    def __init__(self, model, config: TrainConfig, runtime: Runtime, data, folder, seed, class_weight,
-                 callbacks, verbose):
+    def __init__(
+        self, model, config: TrainConfig, runtime: Runtime, data, folder, seed, class_weight, callbacks, verbose
+    ):
         self.model = model
         self.config = config
         self.runtime = runtime
@@ -144,11 +149,19 @@ class EpochLoop:
     # state ---------------------------------------------------------------------------------------
 
     def state(self, status="running") -> dict:
-        return {"status": status, "next_epoch": self.next_epoch, "best_epoch": self.best_epoch,
-                "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
-                "best_file": self.best_file, "last_file": self.last_file, "early": self.early,
-                "plateau": self.plateau, "seed": self.seed, "diverged_epoch": self.diverged_epoch,
-                "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))}
+        return {
+            "status": status,
+            "next_epoch": self.next_epoch,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
+            "best_file": self.best_file,
+            "last_file": self.last_file,
+            "early": self.early,
+            "plateau": self.plateau,
+            "seed": self.seed,
+            "diverged_epoch": self.diverged_epoch,
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+        }
 
     def restore(self, state: dict) -> None:
         """Continues from a committed state: model and optimizer from its last checkpoint."""
@@ -166,8 +179,10 @@ class EpochLoop:
                 self.model.optimizer.build(self.model.trainable_variables)
             self.model.load_weights(str(self.folder.file(self.last_file)))
         elif self.next_epoch > 0:
-            raise RadtransferError(f"The run in '{self.folder.path}' says {self.next_epoch} epochs are done but its "
-                                   f"checkpoint {self.last_file} is missing. Pass resume=False to start over.")
+            raise RadtransferError(
+                f"The run in '{self.folder.path}' says {self.next_epoch} epochs are done but its "
+                f"checkpoint {self.last_file} is missing. Pass resume=False to start over."
+            )
 
     def commit(self, status="running") -> None:
         if self.folder is not None:
@@ -191,10 +206,16 @@ class EpochLoop:
                 print(f"epoch {epoch + 1}/{epochs}", flush=True)
             start = time.perf_counter()
             with readable_pipeline_errors(*self.data.sources), self._distribution_scope():
-                fit = self.model.fit(train, validation_data=self.data.val, initial_epoch=epoch, epochs=epoch + 1,
-                                     callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
-                                     class_weight=self.class_weight, verbose=1 if self.verbose == 1 else 0,
-                                     shuffle=False)
+                fit = self.model.fit(
+                    train,
+                    validation_data=self.data.val,
+                    initial_epoch=epoch,
+                    epochs=epoch + 1,
+                    callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
+                    class_weight=self.class_weight,
+                    verbose=1 if self.verbose == 1 else 0,
+                    shuffle=False,
+                )
             logs = {k: float(v[-1]) for k, v in fit.history.items() if v}
             logs.pop("learning_rate", None)
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -296,15 +317,21 @@ class EpochLoop:
         seconds = self.throughput.train_seconds
         size = self.data.train_size
         return FineTuneResult(
-            history=self.history, best_epoch=self.best_epoch,
+            history=self.history,
+            best_epoch=self.best_epoch,
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else float("nan"),
-            epochs_run=len(self.history.get("epoch", [])), resumed_from=self.resumed_from,
-            stopped_early=bool(self.early["stopped"]), trainable_params=trainable_params,
+            epochs_run=len(self.history.get("epoch", [])),
+            resumed_from=self.resumed_from,
+            stopped_early=bool(self.early["stopped"]),
+            trainable_params=trainable_params,
             images_per_second=size * self.throughput.epochs / seconds if size and seconds > 0 else None,
-            paths=self.folder.paths() if self.folder is not None else {}, settings=settings,
+            paths=self.folder.paths() if self.folder is not None else {},
+            settings=settings,
             status="diverged" if self.diverged_epoch is not None else "finished",
-            diverged_epoch=self.diverged_epoch, threshold=None if thresholds is None else thresholds[1],
+            diverged_epoch=self.diverged_epoch,
+            threshold=None if thresholds is None else thresholds[1],
             thresholds=None if thresholds is None else {str(c): t for c, t in thresholds.items()},
             class_names=class_names,
-            fingerprint=run_fingerprint, seed=self.seed,
+            fingerprint=run_fingerprint,
+            seed=self.seed,
         )

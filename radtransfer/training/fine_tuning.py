@@ -30,12 +30,31 @@ from .run_folder import BEST_MODEL, BEST_WEIGHTS, RESULT, FineTuneResult, RunFol
 from .runtime import Runtime, copy_weights, resolve_jit_compile, resolve_precision, working_model
 from .strategies import apply_strategy
 
-__all__ = ["FineTuneResult", "TrainingDivergedError", "fine_tune", "write_json_atomic", "resolve_precision",
-           "resolve_jit_compile", "compile_model", "make_metrics"]
+__all__ = [
+    "FineTuneResult",
+    "TrainingDivergedError",
+    "fine_tune",
+    "write_json_atomic",
+    "resolve_precision",
+    "resolve_jit_compile",
+    "compile_model",
+    "make_metrics",
+]
 
 
-def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=None, callbacks=(), verbose="auto",
-              resume: bool = True, class_names=None, **settings) -> FineTuneResult:
+def fine_tune(
+    model,
+    train,
+    val,
+    config: TrainConfig | None = None,
+    *,
+    out_dir=None,
+    callbacks=(),
+    verbose="auto",
+    resume: bool = True,
+    class_names=None,
+    **settings,
+) -> FineTuneResult:
     """Fine-tunes a model made by ``build_model`` under a named strategy.
 
     Guarantees: afterwards ``model`` (the object passed in) holds the best epoch's weights, whatever the
@@ -111,8 +130,15 @@ def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=N
     public = target if target is not None else working
     num_classes = int(working.output_shape[-1])
 
-    data = for_training(train, val, image_size=tuple(working.input_shape[1:3]), num_classes=num_classes,
-                        batch_size=config.batch_size, augment=config.augment, seed=config.seed)
+    data = for_training(
+        train,
+        val,
+        image_size=tuple(working.input_shape[1:3]),
+        num_classes=num_classes,
+        batch_size=config.batch_size,
+        augment=config.augment,
+        seed=config.seed,
+    )
     config = config.resolve_data(data.batch_size, data.augment, data.noun)
     data.class_names = _class_names(class_names, data.class_names, num_classes)
     info = getattr(working, "radtransfer_info", None) or getattr(target, "radtransfer_info", None)
@@ -123,24 +149,22 @@ def fine_tune(model, train, val, config: TrainConfig | None = None, *, out_dir=N
             return _reopen(folder, public, data.class_names)
 
     summary, resolved_jit = _prepare_model(working, target, config, runtime, num_classes)
-    recorded = {**config.to_dict(), "jit_compile_requested": config.jit_compile, "jit_compile": resolved_jit,
-                "backend": backend.name(), "precision_requested": config.precision, "precision": runtime.precision,
-                "replicas": runtime.replicas, "rebuilt_for_runtime": rebuilt, "seed_used": seed,
-                "train_images": data.train_size, "class_names": data.class_names,
-                "input_shape": list(working.input_shape[1:]), "num_classes": num_classes,
-                "model": info.to_dict() if info is not None else None, "strategy_summary": summary.to_dict(),
-                "exact_resume": data.exact, "versions": _versions(), "command": " ".join(sys.argv)}
-    loop = EpochLoop(working, config, runtime, data, folder, seed, _class_weight(config, train, num_classes),
-                     callbacks, verbose)
+    recorded = _recorded(config, runtime, resolved_jit, rebuilt, seed, data, working, info, summary)
+    loop = EpochLoop(
+        working, config, runtime, data, folder, seed, _class_weight(config, train, num_classes), callbacks, verbose
+    )
     if loop.verbose:
         _print_cache_choices(data)
     if folder is not None:
         folder.write_config(identity, recorded)
     if state and state.get("next_epoch", 0) > 0:
         if not data.exact:
-            warnings.warn("Resuming with a plain tf.data.Dataset: radtransfer cannot re-derive its shuffling for the "
-                          "remaining epochs, so the resumed run may differ from an uninterrupted one. Pass ImageSets "
-                          "or datasets from radtransfer.data.make_dataset.", stacklevel=2)
+            warnings.warn(
+                "Resuming with a plain tf.data.Dataset: radtransfer cannot re-derive its shuffling for the "
+                "remaining epochs, so the resumed run may differ from an uninterrupted one. Pass ImageSets "
+                "or datasets from radtransfer.data.make_dataset.",
+                stacklevel=2,
+            )
         loop.restore(state)
     loop.run()
     loop.restore_best()
@@ -173,12 +197,43 @@ def _prepare_model(working, target, config: TrainConfig, runtime: Runtime, num_c
                 layer.momentum = float(config.bn_momentum)
     with runtime.scope():
         summary = apply_strategy(working, config.strategy, bn=config.bn)
-        resolved_jit = compile_model(working, config.make_optimizer(), config.make_loss(num_classes),
-                                     make_metrics(num_classes), runtime.jit_compile and not config.run_eagerly,
-                                     run_eagerly=config.run_eagerly)
+        resolved_jit = compile_model(
+            working,
+            config.make_optimizer(),
+            config.make_loss(num_classes),
+            make_metrics(num_classes),
+            runtime.jit_compile and not config.run_eagerly,
+            run_eagerly=config.run_eagerly,
+        )
     if working is not target and target is not None:
         apply_strategy(target, config.strategy, bn=config.bn)
     return summary, resolved_jit
+
+
+def _recorded(
+    config: TrainConfig, runtime: Runtime, resolved_jit, rebuilt, seed, data: TrainingData, working, info, summary
+) -> dict:
+    """Every resolved setting of the run, as config.json and the result record them."""
+    return {
+        **config.to_dict(),
+        "jit_compile_requested": config.jit_compile,
+        "jit_compile": resolved_jit,
+        "backend": backend.name(),
+        "precision_requested": config.precision,
+        "precision": runtime.precision,
+        "replicas": runtime.replicas,
+        "rebuilt_for_runtime": rebuilt,
+        "seed_used": seed,
+        "train_images": data.train_size,
+        "class_names": data.class_names,
+        "input_shape": list(working.input_shape[1:]),
+        "num_classes": int(working.output_shape[-1]),
+        "model": info.to_dict() if info is not None else None,
+        "strategy_summary": summary.to_dict(),
+        "exact_resume": data.exact,
+        "versions": _versions(),
+        "command": " ".join(sys.argv),
+    }
 
 
 def _class_weight(config: TrainConfig, train, num_classes: int):
@@ -192,17 +247,23 @@ def _class_weight(config: TrainConfig, train, num_classes: int):
     return {c: float(len(labels) / (num_classes * n)) for c, n in enumerate(counts) if n}
 
 
-def _finish(loop: EpochLoop, public, working, data: TrainingData, num_classes, summary, recorded, run_fingerprint,
-            folder):
+def _finish(
+    loop: EpochLoop, public, working, data: TrainingData, num_classes, summary, recorded, run_fingerprint, folder
+):
     """Chooses the validation thresholds, attaches what the model needs to be used, writes the best model and the
     result (the commit point), and raises TrainingDivergedError for a run whose loss became NaN."""
     # Thresholds come from a model holding a good checkpoint: a run that diverged before any epoch finished
     # has no usable predictions to choose them on.
     thresholds = _validation_thresholds(public, data.val, num_classes) if loop.best_epoch >= 0 else None
     for trained in {id(public): public, id(working): working}.values():
-        set_trained_info(trained, data.class_names, None if thresholds is None else thresholds[1],
-                         positive_class=1 if num_classes == 2 else None, read_settings=data.read_settings,
-                         thresholds=thresholds)
+        set_trained_info(
+            trained,
+            data.class_names,
+            None if thresholds is None else thresholds[1],
+            positive_class=1 if num_classes == 2 else None,
+            read_settings=data.read_settings,
+            thresholds=thresholds,
+        )
     result = loop.result(summary.trainable_params, recorded, run_fingerprint, thresholds, data.class_names)
     result.model = public
     if folder is not None:
@@ -220,8 +281,13 @@ def _finish(loop: EpochLoop, public, working, data: TrainingData, num_classes, s
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    versions = {"radtransfer": __version__, "keras": keras.__version__, "backend": backend.name(),
-                "numpy": np.__version__, "python": platform.python_version()}
+    versions = {
+        "radtransfer": __version__,
+        "keras": keras.__version__,
+        "backend": backend.name(),
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
     for package in ("tensorflow", "jax", "torch"):
         if package == backend.name() or package == "tensorflow":
             try:
@@ -235,9 +301,12 @@ def _model_identity(info, model) -> dict:
     if info is None:
         return {"name": model.name, "input_shape": list(model.input_shape[1:]), "outputs": int(model.output_shape[-1])}
     values = info.to_dict()
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()
-            if k in ("backbone", "weights_source", "weights_sha256", "preprocessing", "num_classes", "input_shape",
-                     "dropout")}
+    return {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in values.items()
+        if k
+        in ("backbone", "weights_source", "weights_sha256", "preprocessing", "num_classes", "input_shape", "dropout")
+    }
 
 
 def _print_cache_choices(data: TrainingData) -> None:
@@ -261,13 +330,21 @@ def _validation_thresholds(model, val, num_classes) -> dict | None:
 
 
 def _diverged_error(result, folder):
-    where = (f"the best checkpoint (epoch {result.best_epoch}, val_loss {result.best_val_loss:.4g}) is in the model"
-             + (f" and in {folder.path}" if folder is not None else "")) if result.best_epoch >= 0 \
+    where = (
+        (
+            f"the best checkpoint (epoch {result.best_epoch}, val_loss {result.best_val_loss:.4g}) is in the model"
+            + (f" and in {folder.path}" if folder is not None else "")
+        )
+        if result.best_epoch >= 0
         else "no epoch finished with a finite val_loss, so there is no checkpoint"
+    )
     rate = result.settings.get("learning_rate")
     hint = f" Try a lower learning rate (e.g. {rate / 10:g})." if rate else ""
-    return TrainingDivergedError(f"The loss became NaN at epoch {result.diverged_epoch}; training stopped and {where}."
-                                 + hint, result, result.diverged_epoch)
+    return TrainingDivergedError(
+        f"The loss became NaN at epoch {result.diverged_epoch}; training stopped and {where}." + hint,
+        result,
+        result.diverged_epoch,
+    )
 
 
 def _reopen(folder: RunFolder, model, class_names):
@@ -275,9 +352,14 @@ def _reopen(folder: RunFolder, model, class_names):
     result = FineTuneResult.from_dict(folder.read_json(RESULT), model=model)
     if folder.file(BEST_WEIGHTS).exists():
         load_model_weights(model, folder.file(BEST_WEIGHTS))
-    set_trained_info(model, result.class_names or class_names, result.threshold,
-                     positive_class=1 if result.threshold is not None else None,
-                     read_settings=run_read_settings(folder.path), thresholds=result.thresholds)
+    set_trained_info(
+        model,
+        result.class_names or class_names,
+        result.threshold,
+        positive_class=1 if result.threshold is not None else None,
+        read_settings=run_read_settings(folder.path),
+        thresholds=result.thresholds,
+    )
     if result.status == "diverged":
         raise _diverged_error(result, folder)
     return result

@@ -5,15 +5,25 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..models.backbones import get_backbone
 from ..evaluation.metrics import evaluate
+from ..models.backbones import get_backbone
 from ..models.classifier import get_backbone_model
-from .strategies import block_starts
 from .fine_tuning import fine_tune
+from .strategies import block_starts
 
 
-def layerwise_search(build_fn, train, val, depths=None, *, learning_rate: float = 1e-4, epochs: int = 10,
-                     out_dir=None, bootstrap: int = 0, **fine_tune_kwargs):
+def layerwise_search(
+    build_fn,
+    train,
+    val,
+    depths=None,
+    *,
+    learning_rate: float = 1e-4,
+    epochs: int = 10,
+    out_dir=None,
+    bootstrap: int = 0,
+    **fine_tune_kwargs,
+):
     """Trains from the pretrained weights with the head only, then the top 1, 2, … K stages, then all.
 
     Each depth starts from a fresh ``build_fn()`` (so from the pretrained weights), is fine-tuned with
@@ -43,16 +53,34 @@ def layerwise_search(build_fn, train, val, depths=None, *, learning_rate: float 
         del probe
     rows = []
     for depth in depths:
-        strategy = "unfreeze_all" if depth == "all" else ("freeze_all" if depth == 0 else f"unfreeze_blocks:{int(depth)}")
+        strategy = (
+            "unfreeze_all" if depth == "all" else ("freeze_all" if depth == 0 else f"unfreeze_blocks:{int(depth)}")
+        )
         model = build_fn()
         start = time.perf_counter()
-        result = fine_tune(model, train, val, strategy=strategy, learning_rate=learning_rate, epochs=epochs,
-                           out_dir=None if out_dir is None else Path(out_dir) / f"depth_{depth}", **fine_tune_kwargs)
+        result = fine_tune(
+            model,
+            train,
+            val,
+            strategy=strategy,
+            learning_rate=learning_rate,
+            epochs=epochs,
+            out_dir=None if out_dir is None else Path(out_dir) / f"depth_{depth}",
+            **fine_tune_kwargs,
+        )
         seconds = time.perf_counter() - start
         scores = evaluate(result.model, val, bootstrap=bootstrap)
-        rows.append({"depth": depth, "strategy": strategy, "trainable_params": result.trainable_params,
-                     "val_auc": scores["auc"], "val_loss": result.best_val_loss, "epochs": result.epochs_run,
-                     "seconds": seconds})
+        rows.append(
+            {
+                "depth": depth,
+                "strategy": strategy,
+                "trainable_params": result.trainable_params,
+                "val_auc": scores["auc"],
+                "val_loss": result.best_val_loss,
+                "epochs": result.epochs_run,
+                "seconds": seconds,
+            }
+        )
     table = pd.DataFrame(rows)
     table["best"] = table["val_auc"] == table["val_auc"].max()
     return table

@@ -34,11 +34,11 @@ HISTORY = "history.csv"
 BEST_WEIGHTS = "best.weights.h5"
 BEST_MODEL = "best.keras"
 RESULT = "result.json"
-CHECKPOINT_GLOB = "*-e*.weights.h5"   # the per-epoch checkpoints, ``checkpoint(kind, epoch)``
-IDENTITY_SCHEMA = 2                   # 2: the identity carries its schema version
+CHECKPOINT_GLOB = "*-e*.weights.h5"  # the per-epoch checkpoints, ``checkpoint(kind, epoch)``
+IDENTITY_SCHEMA = 2  # 2: the identity carries its schema version
 _FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
 _LEGACY_FILES = ("last.weights.h5",)  # radtransfer 0.1
-_LEGACY_DIRS = ("backup",)            # BackupAndRestore's folder (radtransfer 0.1 runs)
+_LEGACY_DIRS = ("backup",)  # BackupAndRestore's folder (radtransfer 0.1 runs)
 
 
 def checkpoint(kind: str, epoch: int) -> str:
@@ -49,8 +49,13 @@ def checkpoint(kind: str, epoch: int) -> str:
 def run_identity(config: dict, class_names, data_signature: dict, model: dict) -> dict:
     """What defines a run, as config.json stores it and its fingerprint hashes: the defining settings, the
     classes, the data's signature and how the model was built, with the identity's schema version."""
-    return {"schema_version": IDENTITY_SCHEMA, "config": config, "class_names": class_names,
-            "data": data_signature, "model": model}
+    return {
+        "schema_version": IDENTITY_SCHEMA,
+        "config": config,
+        "class_names": class_names,
+        "data": data_signature,
+        "model": model,
+    }
 
 
 @dataclass
@@ -136,8 +141,9 @@ class RunFolder:
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise RadtransferError(f"Cannot write to out_dir '{self.path}': {exc.strerror or exc}. "
-                                   "Choose a writable folder.") from None
+            raise RadtransferError(
+                f"Cannot write to out_dir '{self.path}': {exc.strerror or exc}. Choose a writable folder."
+            ) from None
 
     def __repr__(self) -> str:
         return f"RunFolder('{self.path}', status={self.status()!r})"
@@ -146,9 +152,13 @@ class RunFolder:
         return self.path / name
 
     def paths(self) -> dict:
-        return {"config": str(self.file(CONFIG)), "history": str(self.file(HISTORY)),
-                "best_model": str(self.file(BEST_MODEL)), "best_weights": str(self.file(BEST_WEIGHTS)),
-                "result": str(self.file(RESULT))}
+        return {
+            "config": str(self.file(CONFIG)),
+            "history": str(self.file(HISTORY)),
+            "best_model": str(self.file(BEST_MODEL)),
+            "best_weights": str(self.file(BEST_WEIGHTS)),
+            "result": str(self.file(RESULT)),
+        }
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -159,7 +169,7 @@ class RunFolder:
         return json.loads(path.read_text())
 
     def status(self) -> str:
-        """"new" (nothing here), "interrupted", "finished", "diverged", or "legacy" (a run written by
+        """ "new" (nothing here), "interrupted", "finished", "diverged", or "legacy" (a run written by
         radtransfer 0.1, which has no fingerprint)."""
         state = self.read_json(STATE)
         if state is not None:
@@ -176,14 +186,17 @@ class RunFolder:
             raise RunMismatchError(
                 f"'{self.path}' holds a run written without a settings fingerprint (radtransfer 0.1), so it "
                 "cannot be checked against this one. Pass resume=False (CLI: --restart) to discard it and "
-                "start over, or choose another out_dir.")
+                "start over, or choose another out_dir."
+            )
         changed = differences(stored, identity)
         if changed:
             raise RunMismatchError(
                 f"'{self.path}' holds a run with other settings; resuming it would mix two runs.\n"
-                "Differences (stored → requested):\n  " + "\n  ".join(changed) +
-                "\nPass resume=False (CLI: --restart) to discard that run and start over, or choose another out_dir.",
-                changed)
+                "Differences (stored → requested):\n  "
+                + "\n  ".join(changed)
+                + "\nPass resume=False (CLI: --restart) to discard that run and start over, or choose another out_dir.",
+                changed,
+            )
 
     def history(self) -> dict:
         """The finished epochs' metrics, column by column."""

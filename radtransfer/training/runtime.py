@@ -22,7 +22,7 @@ DISTRIBUTIONS = backend.DISTRIBUTIONS
 
 
 def resolve_precision(precision: str, capability=None, backend_name: str | None = None) -> str:
-    """"auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 (with
+    """ "auto" → mixed_bfloat16 on GPUs with native bfloat16 (compute capability ≥ 8.0), mixed_float16 (with
     loss scaling, which Keras adds for that policy) on 7.x, float32 otherwise — on every backend.
     ``capability`` overrides the detected GPU (for tests)."""
     key = check_choice("precision", str(precision).lower(), PRECISIONS)
@@ -36,16 +36,17 @@ def resolve_precision(precision: str, capability=None, backend_name: str | None 
     return "mixed_float16" if tuple(capability) >= (7, 0) else "float32"
 
 
-def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None = None,
-                        backend_name: str | None = None):
-    """"auto" → XLA on TensorFlow GPUs (off on CPU), always on JAX, off on PyTorch. On TensorFlow,
+def resolve_jit_compile(jit_compile, deterministic: bool, has_gpu: bool | None = None, backend_name: str | None = None):
+    """ "auto" → XLA on TensorFlow GPUs (off on CPU), always on JAX, off on PyTorch. On TensorFlow,
     deterministic=True turns XLA off (TF's op determinism excludes XLA)."""
     check_choice("jit_compile", jit_compile, ("auto", True, False))
     backend_name = backend_name or backend.name()
     if deterministic and backend_name == "tensorflow":
         if jit_compile is True:
-            warnings.warn("deterministic=True turns XLA off (TF op determinism does not cover XLA); "
-                          "jit_compile=True is ignored.", stacklevel=3)
+            warnings.warn(
+                "deterministic=True turns XLA off (TF op determinism does not cover XLA); jit_compile=True is ignored.",
+                stacklevel=3,
+            )
         return False
     if jit_compile == "auto":
         if has_gpu is None and backend_name == "tensorflow":
@@ -86,8 +87,11 @@ class Runtime:
         """A TrainConfig's precision, XLA and distribution, resolved for this machine and backend (the
         distribution first: a TensorFlow multi-worker strategy must exist before TensorFlow's runtime starts)."""
         distribution = make_distribution(config.distribute)
-        return cls(resolve_precision(config.precision), resolve_jit_compile(config.jit_compile, config.deterministic),
-                   distribution)
+        return cls(
+            resolve_precision(config.precision),
+            resolve_jit_compile(config.jit_compile, config.deterministic),
+            distribution,
+        )
 
     @property
     def replicas(self) -> int:
@@ -132,9 +136,15 @@ def working_model(model, precision: str, distribution):
                         "This model was not made by radtransfer.build_model, so it cannot be rebuilt for "
                         f"precision={precision!r} or a distribution; pass a function that builds it instead."
                     )
-                built = build_model(info.backbone, weights=None, num_classes=info.num_classes,
-                                    input_shape=info.input_shape, dropout=info.dropout,
-                                    preprocessing=info.preprocessing, name=model.name)
+                built = build_model(
+                    info.backbone,
+                    weights=None,
+                    num_classes=info.num_classes,
+                    input_shape=info.input_shape,
+                    dropout=info.dropout,
+                    preprocessing=info.preprocessing,
+                    name=model.name,
+                )
                 copy_weights(model, built)
                 built.radtransfer_info = info
     finally:
@@ -152,6 +162,7 @@ def copy_weights(source, target) -> None:
         raise ValueError(f"Cannot copy weights between models with {len(a)} and {len(b)} weights.")
     for va, vb in zip(a, b):
         if tuple(va.shape) != tuple(vb.shape):
-            raise ValueError(f"Cannot copy weight {va.path} of shape {tuple(va.shape)} into {vb.path} "
-                             f"of shape {tuple(vb.shape)}.")
+            raise ValueError(
+                f"Cannot copy weight {va.path} of shape {tuple(va.shape)} into {vb.path} of shape {tuple(vb.shape)}."
+            )
     target.set_weights([np.asarray(w) for w in source.get_weights()])

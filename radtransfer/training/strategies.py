@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import keras
 
 from ..models.backbones import BackboneSpec, get_backbone
-from ..utils.choices import did_you_mean
 from ..models.classifier import get_backbone_model
-from ..utils.choices import check_choice
+from ..utils.choices import check_choice, did_you_mean
 
 STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K")
 BN_MODES = ("protocol", "frozen")
@@ -72,7 +71,8 @@ def block_starts(backbone_model: keras.Model, spec: BackboneSpec) -> list[int]:
             stem_end = names.index(spec.stem_end)
         else:
             stem_end = max(
-                i for i, layer in enumerate(backbone_model.layers[: ends[0]])
+                i
+                for i, layer in enumerate(backbone_model.layers[: ends[0]])
                 if isinstance(layer, keras.layers.MaxPooling2D)
             )
     except ValueError as exc:

@@ -39,5 +39,6 @@ def check_choice(name: str, value, choices, *, fold_case: bool = False, what: st
                 return choice
     listed = ", ".join(repr(c) for c in choices)
     hint = did_you_mean(value, [c for c in choices if isinstance(c, str)]) if isinstance(value, str) else ""
-    raise ValueError(f"Expected {name} to be one of {listed}{' ' + what if what else ''}.{hint} Received: "
-                     f"{name}={value!r}")
+    raise ValueError(
+        f"Expected {name} to be one of {listed}{' ' + what if what else ''}.{hint} Received: {name}={value!r}"
+    )

@@ -93,12 +93,21 @@ def _disk(cache_dir):
 
 
 def _start(image_set, tmp_path, kwargs, pause=0.05, name="worker"):
-    args = {"paths": list(map(str, image_set.paths)), "labels": image_set.labels.tolist(), "pause": pause,
-            "out": str(tmp_path / f"{name}.npz"),
-            "kwargs": {"image_size": list(SIZE), "batch_size": 8, "shuffle": False, **kwargs}}
+    args = {
+        "paths": list(map(str, image_set.paths)),
+        "labels": image_set.labels.tolist(),
+        "pause": pause,
+        "out": str(tmp_path / f"{name}.npz"),
+        "kwargs": {"image_size": list(SIZE), "batch_size": 8, "shuffle": False, **kwargs},
+    }
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for_fill(process, folder):
@@ -203,9 +212,13 @@ def test_leftovers_of_dead_writers_are_ignored_and_removed_once_stale(image_set,
         name.unlink()
     tf_lockfile, tf_partial = f"{path}_0.lockfile", f"{path}_0.data-00000-of-00001.tempstate123"
     other = f"{path}.tmp-elsewhere-1-0123abcd"
-    for name, content in [(tf_lockfile, "Created at: 1"), (tf_partial, "partial"), (f"{path}.data-00000-of-00001",
-                          "cut short"), (f"{other}.owner", json.dumps({"machine": "elsewhere/boot/ns", "pid": 1})),
-                          (f"{other}_0.lockfile", "")]:
+    for name, content in [
+        (tf_lockfile, "Created at: 1"),
+        (tf_partial, "partial"),
+        (f"{path}.data-00000-of-00001", "cut short"),
+        (f"{other}.owner", json.dumps({"machine": "elsewhere/boot/ns", "pid": 1})),
+        (f"{other}_0.lockfile", ""),
+    ]:
         with open(name, "w") as handle:
             handle.write(content)
 

@@ -48,7 +48,7 @@ def test_from_directory_reads_class_folders(brain):
     image_set = data.from_directory(brain / "images")
     assert image_set.class_names == ("glioma", "meningioma", "no_tumor", "pituitary")
     assert len(image_set) == 72 and image_set.class_counts() == [18, 18, 18, 18]
-    assert all(image_set.class_names[l] in p for p, l in zip(image_set.paths, image_set.labels))
+    assert all(image_set.class_names[label] in p for p, label in zip(image_set.paths, image_set.labels))
 
 
 def test_from_directory_errors(tmp_path):
@@ -66,8 +66,13 @@ def test_from_directory_errors(tmp_path):
 def test_from_csv_reference_layout_relative_paths_and_patients(tmp_path):
     for i in range(4):
         _write(tmp_path / "imgs" / f"{i}.png", np.full((8, 8), 40 * i, np.uint8))
-    pd.DataFrame({"filename": [f"imgs/{i}.png" for i in range(4)], "acl_label": ["yes", "no", "no", "yes"],
-                  "pid": ["a", "a", "b", "c"]}).to_csv(tmp_path / "acl.csv", index=False)
+    pd.DataFrame(
+        {
+            "filename": [f"imgs/{i}.png" for i in range(4)],
+            "acl_label": ["yes", "no", "no", "yes"],
+            "pid": ["a", "a", "b", "c"],
+        }
+    ).to_csv(tmp_path / "acl.csv", index=False)
     image_set = data.from_csv(tmp_path / "acl.csv", image_col="filename", label_col="acl_label", patient_col="pid")
     assert image_set.class_names == ("no", "yes")
     assert image_set.labels.tolist() == [1, 0, 0, 1]
@@ -75,8 +80,9 @@ def test_from_csv_reference_layout_relative_paths_and_patients(tmp_path):
     assert image_set.patient_ids.tolist() == ["a", "a", "b", "c"]
     fixed = data.from_csv(tmp_path / "acl.csv", image_col="filename", label_col="acl_label", class_names=["yes", "no"])
     assert fixed.labels.tolist() == [0, 1, 1, 0]
-    rooted = data.from_csv(pd.read_csv(tmp_path / "acl.csv"), image_col="filename", label_col="acl_label",
-                           root=tmp_path)
+    rooted = data.from_csv(
+        pd.read_csv(tmp_path / "acl.csv"), image_col="filename", label_col="acl_label", root=tmp_path
+    )
     assert rooted.paths[1] == str(tmp_path / "imgs" / "1.png")
 
 
@@ -198,7 +204,9 @@ def test_bad_files_can_be_skipped(tmp_path):
 
 
 def test_bad_file_list_is_capped(tmp_path):
-    image_set = data.ImageSet(paths=[str(tmp_path / f"{i}.png") for i in range(25)], labels=[0] * 25, class_names=("a",))
+    image_set = data.ImageSet(
+        paths=[str(tmp_path / f"{i}.png") for i in range(25)], labels=[0] * 25, class_names=("a",)
+    )
     with pytest.raises(data.BadImagesError, match=r"and 5 more"):
         data.make_dataset(image_set)
 
@@ -270,23 +278,40 @@ def test_a_file_cache_prefix_never_serves_one_split_to_another(brain_set, tmp_pa
     validation and test were read from the training images. Cache files are now named by content."""
     train, val, test = brain_set.split(val=0.2, test=0.2, seed=726)
     prefix = tmp_path / "cache" / "grid"
-    first = [b[0].numpy() for b in rt.data.make_dataset(train, image_size=(32, 32), batch_size=64, shuffle=False, cache=prefix)]
-    cached = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(test, image_size=(32, 32), batch_size=64,
-                                                                        shuffle=False, cache=prefix)])
-    direct = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(test, image_size=(32, 32), batch_size=64,
-                                                                        shuffle=False, cache=False)])
+    first = [
+        b[0].numpy()
+        for b in rt.data.make_dataset(train, image_size=(32, 32), batch_size=64, shuffle=False, cache=prefix)
+    ]
+    cached = np.concatenate(
+        [
+            b[0].numpy()
+            for b in rt.data.make_dataset(test, image_size=(32, 32), batch_size=64, shuffle=False, cache=prefix)
+        ]
+    )
+    direct = np.concatenate(
+        [
+            b[0].numpy()
+            for b in rt.data.make_dataset(test, image_size=(32, 32), batch_size=64, shuffle=False, cache=False)
+        ]
+    )
     assert cached.shape == direct.shape and np.array_equal(cached, direct)
     assert len({p.name.split(".")[0] for p in prefix.parent.glob("grid_*.index")}) == 2
-    again = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(train, image_size=(32, 32), batch_size=64,
-                                                                       shuffle=False, cache=prefix)])
+    again = np.concatenate(
+        [
+            b[0].numpy()
+            for b in rt.data.make_dataset(train, image_size=(32, 32), batch_size=64, shuffle=False, cache=prefix)
+        ]
+    )
     assert np.array_equal(again, np.concatenate(first))
 
 
 def test_epochs_are_drawn_from_seed_and_epoch_alone(brain_set):
     """The same epoch of a stream is the same whenever it is drawn (a resumed run replays nothing of
     epoch 0), and different epochs differ."""
-    stream = rt.data.stream_of(rt.data.make_dataset(brain_set, image_size=(32, 32), batch_size=8,
-                                                    augment="radimagenet", seed=3))
+    stream = rt.data.stream_of(
+        rt.data.make_dataset(brain_set, image_size=(32, 32), batch_size=8, augment="radimagenet", seed=3)
+    )
+
     def draw(epoch):
         return np.concatenate([b[0].numpy() for b in stream.epoch(epoch, seed=11)])
 
@@ -307,8 +332,15 @@ def test_no_augmentation_is_identity(brain_set):
 
 def test_augmentation_differs_between_epochs_despite_cache_and_is_reproducible(brain_set):
     def epochs(seed):
-        dataset = data.make_dataset(brain_set, image_size=(32, 32), batch_size=len(brain_set), shuffle=False,
-                                    augment="radimagenet", cache=True, seed=seed)
+        dataset = data.make_dataset(
+            brain_set,
+            image_size=(32, 32),
+            batch_size=len(brain_set),
+            shuffle=False,
+            augment="radimagenet",
+            cache=True,
+            seed=seed,
+        )
         return [next(iter(dataset))[0].numpy() for _ in range(2)]
 
     first, second = epochs(5)
@@ -352,13 +384,24 @@ def test_fused_transform_matches_keras2_image_data_generator():
     image = (127 + 100 * np.sin(x / 6.0) * np.cos(y / 9.0))[..., None].repeat(3, -1).astype(np.float32)
     image += rng.uniform(-5, 5, image.shape).astype(np.float32)
     generator = ImageDataGenerator(fill_mode="nearest")
-    cases = [dict(theta=8.0, tx=3.0, ty=-5.0, shear=0.1, zx=0.93, zy=1.07, flip_horizontal=True),
-             dict(theta=-10.0, tx=-6.0, ty=2.0, shear=-0.1, zx=1.1, zy=0.9, flip_horizontal=False)]
+    cases = [
+        dict(theta=8.0, tx=3.0, ty=-5.0, shear=0.1, zx=0.93, zy=1.07, flip_horizontal=True),
+        dict(theta=-10.0, tx=-6.0, ty=2.0, shear=-0.1, zx=1.1, zy=0.9, flip_horizontal=False),
+    ]
     for case in cases:
         expected = generator.apply_transform(image.copy(), case)
         transforms = transform_matrices(
-            [math.radians(case["theta"])], [case["tx"]], [case["ty"]], [math.radians(case["shear"])],
-            [case["zx"]], [case["zy"]], [case["flip_horizontal"]], [False], 64, 64)
+            [math.radians(case["theta"])],
+            [case["tx"]],
+            [case["ty"]],
+            [math.radians(case["shear"])],
+            [case["zx"]],
+            [case["zy"]],
+            [case["flip_horizontal"]],
+            [False],
+            64,
+            64,
+        )
         actual = apply_transforms(image[None], transforms, Augment()).numpy()[0]
         inner = (slice(4, -4), slice(4, -4))
         assert np.abs(actual[inner] - expected[inner]).mean() < 0.5
@@ -445,8 +488,10 @@ def test_numeric_class_names_sort_the_same_from_folders_and_csv(tmp_path):
 
 def test_a_patient_column_is_found_by_its_name(tmp_path):
     """Before: a PatientID column was ignored unless named, and the split went by image."""
-    path = _csv(tmp_path, "path,label,PatientID\n" + "".join(f"{p}_{s}.png,{'ab'[p % 2]},P{p}\n"
-                                                           for p in range(10) for s in range(3)))
+    path = _csv(
+        tmp_path,
+        "path,label,PatientID\n" + "".join(f"{p}_{s}.png,{'ab'[p % 2]},P{p}\n" for p in range(10) for s in range(3)),
+    )
     images = data.from_csv(path, image_col="path")
     assert images.patient_ids is not None and len(set(images.patient_ids)) == 10
     train, val, test = images.split(val=0.2, test=0.2, seed=0)
@@ -485,8 +530,9 @@ def test_kfold_balances_positive_images_across_folds_as_stratified_group_kfold_d
     sizes = rng.integers(1, 30, 60)  # patients with very different numbers of slices
     labels = np.repeat(rng.integers(0, 2, 60), sizes)
     patients = np.repeat([f"p{i}" for i in range(60)], sizes)
-    images = data.ImageSet(paths=[f"{i}.png" for i in range(len(labels))], labels=labels, class_names=("n", "p"),
-                           patient_ids=patients)
+    images = data.ImageSet(
+        paths=[f"{i}.png" for i in range(len(labels))], labels=labels, class_names=("n", "p"), patient_ids=patients
+    )
     folds = list(images.kfold(5, seed=3))
     shares = [np.mean(test.labels == 1) for _, _, test in folds]
     assert np.std(shares) < 0.01, shares

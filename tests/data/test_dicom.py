@@ -36,15 +36,15 @@ def reference_rendering(path) -> np.ndarray:
     photometric = ds.PhotometricInterpretation
     if photometric == "PALETTE COLOR":
         bits = ds.RedPaletteColorLookupTableDescriptor[2]
-        return apply_color_lut(pixels, ds)[..., :3] / (2 ** bits - 1) * 255
+        return apply_color_lut(pixels, ds)[..., :3] / (2**bits - 1) * 255
     if pixels.ndim == 3:
-        return pixels / (2 ** ds.BitsStored - 1) * 255
+        return pixels / (2**ds.BitsStored - 1) * 255
     x = apply_modality_lut(pixels, ds).astype(np.float64)
     if ds.get("VOILUTSequence"):
         item = ds.VOILUTSequence[0]
         entries, first, bits = item.LUTDescriptor
         lut = np.asarray(item.LUTData, dtype=np.float64)
-        out = lut[np.clip(np.round(x - first).astype(int), 0, len(lut) - 1)] / (2 ** bits - 1) * 255
+        out = lut[np.clip(np.round(x - first).astype(int), 0, len(lut) - 1)] / (2**bits - 1) * 255
     elif "WindowCenter" in ds:
         c = float(ds.WindowCenter[0] if ds["WindowCenter"].VM > 1 else ds.WindowCenter)
         w = float(ds.WindowWidth[0] if ds["WindowWidth"].VM > 1 else ds.WindowWidth)
@@ -80,12 +80,20 @@ def written(tmp_path_factory):
     CT compressed as RLE and as JPEG-LS by pydicom's own encoders."""
     tmp = tmp_path_factory.mktemp("dicom")
     files = {
-        "monochrome1": _variant(tmp, "CT_small.dcm", "mono1.dcm", PhotometricInterpretation="MONOCHROME1",
-                                WindowCenter=40, WindowWidth=400),
-        "sigmoid": _variant(tmp, "CT_small.dcm", "sigmoid.dcm", WindowCenter=40, WindowWidth=300,
-                            VOILUTFunction="SIGMOID"),
-        "linear_exact": _variant(tmp, "CT_small.dcm", "exact.dcm", WindowCenter=[40, 600], WindowWidth=[350, 2000],
-                                 VOILUTFunction="LINEAR_EXACT"),
+        "monochrome1": _variant(
+            tmp, "CT_small.dcm", "mono1.dcm", PhotometricInterpretation="MONOCHROME1", WindowCenter=40, WindowWidth=400
+        ),
+        "sigmoid": _variant(
+            tmp, "CT_small.dcm", "sigmoid.dcm", WindowCenter=40, WindowWidth=300, VOILUTFunction="SIGMOID"
+        ),
+        "linear_exact": _variant(
+            tmp,
+            "CT_small.dcm",
+            "exact.dcm",
+            WindowCenter=[40, 600],
+            WindowWidth=[350, 2000],
+            VOILUTFunction="LINEAR_EXACT",
+        ),
     }
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     item = pydicom.Dataset()
@@ -104,24 +112,25 @@ def written(tmp_path_factory):
 
 
 SHIPPED = [  # pydicom's own test files (installed with pydicom): modalities, photometrics, transfer syntaxes
-    "CT_small.dcm",                   # CT, MONOCHROME2, rescale slope/intercept
+    "CT_small.dcm",  # CT, MONOCHROME2, rescale slope/intercept
     "MR_small_jpeg_ls_lossless.dcm",  # MR, JPEG-LS, its own window
-    "JPGExtended.dcm",                # NM, 12-bit JPEG Extended
-    "MR_small_RLE.dcm",               # RLE
-    "MR_small_jp2klossless.dcm",      # JPEG 2000 lossless
-    "JPEG2000.dcm",                   # JPEG 2000
-    "examples_palette.dcm",           # ultrasound PALETTE COLOR
-    "examples_ybr_color.dcm",         # ultrasound YBR_FULL_422 JPEG baseline, 30 frames
+    "JPGExtended.dcm",  # NM, 12-bit JPEG Extended
+    "MR_small_RLE.dcm",  # RLE
+    "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
+    "JPEG2000.dcm",  # JPEG 2000
+    "examples_palette.dcm",  # ultrasound PALETTE COLOR
+    "examples_ybr_color.dcm",  # ultrasound YBR_FULL_422 JPEG baseline, 30 frames
     "SC_ybr_full_422_uncompressed.dcm",
-    "SC_rgb_dcmtk_+eb+cy+n1.dcm",     # YBR_FULL JPEG
-    "SC_rgb_rle_2frame.dcm",          # RGB RLE, 2 frames
-    "GDCMJ2K_TextGBR.dcm",            # YBR_RCT JPEG 2000
-    "SC_rgb_rle_16bit.dcm",           # 16-bit RGB
+    "SC_rgb_dcmtk_+eb+cy+n1.dcm",  # YBR_FULL JPEG
+    "SC_rgb_rle_2frame.dcm",  # RGB RLE, 2 frames
+    "GDCMJ2K_TextGBR.dcm",  # YBR_RCT JPEG 2000
+    "SC_rgb_rle_16bit.dcm",  # 16-bit RGB
 ]
 
 
-@pytest.mark.parametrize("name", SHIPPED + ["monochrome1", "sigmoid", "linear_exact", "voi_lut_sequence", "rle",
-                                            "jpeg_ls"])
+@pytest.mark.parametrize(
+    "name", SHIPPED + ["monochrome1", "sigmoid", "linear_exact", "voi_lut_sequence", "rle", "jpeg_ls"]
+)
 def test_rendering_equals_pydicoms_within_one_grey_level(name, written):
     path = written.get(name) or get_testdata_file(name)
     ours = data.read_dicom(path).astype(np.float64)
@@ -165,8 +174,9 @@ def test_multiframe_frame_policy(tmp_path):
     for frame in ("first", "middle", "last", 3):
         centre[frame] = int(data.read_dicom(path, frame=frame)[10, 10, 0])
     # No window: each frame's own range (-1000..2000 stored, a positive rescale keeps it linear) → 0..255.
-    expected = {f: int(np.round((100 * k + 1000) / 3000 * 255))
-                for f, k in (("first", 0), ("middle", 2), ("last", 4), (3, 3))}
+    expected = {
+        f: int(np.round((100 * k + 1000) / 3000 * 255)) for f, k in (("first", 0), ("middle", 2), ("last", 4), (3, 3))
+    }
     assert centre == expected
     image_set = data.ImageSet(paths=[path], labels=[0], class_names=("a",))
     with pytest.raises(data.BadImagesError, match=r"has 5 frame\(?s?\)?; frame=7 does not exist"):
@@ -208,7 +218,7 @@ def test_a_broken_png_inside_the_pipeline_is_named(tmp_path):
         paths.append(str(path))
     raw = bytearray(open(paths[1], "rb").read())
     start = raw.find(b"IDAT") + 8
-    raw[start:start + 6] = b"\xde\xad\xbe\xef\x00\x11"  # corrupt the compressed data, keep the IEND marker
+    raw[start : start + 6] = b"\xde\xad\xbe\xef\x00\x11"  # corrupt the compressed data, keep the IEND marker
     open(paths[1], "wb").write(bytes(raw))
     image_set = data.ImageSet(paths=paths, labels=[0, 1, 0], class_names=("a", "b"))
     dataset = data.make_dataset(image_set, image_size=(8, 8), shuffle=False, cache=False)
@@ -234,8 +244,11 @@ def test_precheck_names_files_their_transfer_syntax_and_the_package_before_train
     the pre-check finds both before any epoch, naming the file, the transfer syntax and the package."""
     import json
 
-    paths = [get_testdata_file("JPGExtended.dcm"), get_testdata_file("MR_small_jpeg_ls_lossless.dcm"),
-             get_testdata_file("CT_small.dcm")]
+    paths = [
+        get_testdata_file("JPGExtended.dcm"),
+        get_testdata_file("MR_small_jpeg_ls_lossless.dcm"),
+        get_testdata_file("CT_small.dcm"),
+    ]
     script = MISSING_DECODERS.format(blocked=["pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls"], paths=paths)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -278,8 +291,10 @@ def test_enhanced_multiframe_takes_rescale_and_window_from_the_frames_functional
     path = tmp_path / "enhanced.dcm"
     ds.save_as(path)
     hu = 2 * 600 - 1000
-    expected = {frame: int(np.round(np.clip((hu - (c - 0.5)) / 399 + 0.5, 0, 1) * 255))
-                for frame, c in (("first", -500), ("middle", 200), ("last", 900))}
+    expected = {
+        frame: int(np.round(np.clip((hu - (c - 0.5)) / 399 + 0.5, 0, 1) * 255))
+        for frame, c in (("first", -500), ("middle", 200), ("last", 900))
+    }
     assert {f: int(data.read_dicom(path, frame=f)[5, 5, 0]) for f in expected} == expected
     assert expected == {"first": 255, "middle": 128, "last": 0}
 
@@ -346,8 +361,9 @@ def test_deflated_and_implicit_vr_jpeg_files_come_out_of_the_pipeline(name):
     path = get_testdata_file(name)
     ds = pydicom.dcmread(path)
     image_set = data.ImageSet(paths=[path], labels=[0], class_names=("a",))
-    dataset = data.make_dataset(image_set, image_size=(ds.Rows, ds.Columns), batch_size=1, shuffle=False,
-                                cache=False, interpolation="nearest")
+    dataset = data.make_dataset(
+        image_set, image_size=(ds.Rows, ds.Columns), batch_size=1, shuffle=False, cache=False, interpolation="nearest"
+    )
     images, _ = next(iter(dataset))
     difference = np.abs(images[0].numpy().astype(np.float64) - reference_rendering(path))
     assert difference.max() <= 1.0 + 1e-9

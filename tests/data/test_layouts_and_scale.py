@@ -95,8 +95,12 @@ def test_jpeg_with_bytes_after_the_end_marker_is_valid_and_truncated_jpeg_is_not
 
 
 def test_a_split_never_leaves_training_empty():
-    image_set = data.ImageSet(paths=[f"{i}.png" for i in range(6)], labels=[0, 0, 0, 1, 1, 1], class_names=("a", "b"),
-                              patient_ids=[f"p{i}" for i in range(6)])
+    image_set = data.ImageSet(
+        paths=[f"{i}.png" for i in range(6)],
+        labels=[0, 0, 0, 1, 1, 1],
+        class_names=("a", "b"),
+        patient_ids=[f"p{i}" for i in range(6)],
+    )
     train, val, test = image_set.split(val=0.5, test=0.4, seed=0)
     assert len(train) >= 2 and set(train.labels) == {0, 1}
     assert len(train) + len(val) + len(test) == 6
@@ -144,13 +148,12 @@ def test_streamed_and_disk_cached_files_are_shuffled_uniformly(sorted_files, cac
     """3,000 class-sorted files with a 256-image buffer: uncached reads permute all indices each epoch;
     a disk cache is written in a random order and shuffled on top."""
     cache = str(tmp_path / "c") if cache == "disk" else False
-    dataset = data.make_dataset(sorted_files, image_size=(2, 2), batch_size=25, seed=3, cache=cache,
-                                shuffle_buffer=256)
+    dataset = data.make_dataset(sorted_files, image_size=(2, 2), batch_size=25, seed=3, cache=cache, shuffle_buffer=256)
     stream = stream_of(dataset)
     for epoch in range(2):
         counts = _positives_per_batch(stream.epoch(epoch, seed=3))
         assert len(counts) == 120 and counts.sum() == 600
-        assert (counts == 0).sum() <= 3          # uniform: 0.4 expected of 120; file order: ~90
+        assert (counts == 0).sum() <= 3  # uniform: 0.4 expected of 120; file order: ~90
         assert 0.75 < counts.std() / np.sqrt(25 * 0.2 * 0.8) < 1.25
         images, labels = next(iter(stream.epoch(epoch, seed=3)))
         np.testing.assert_array_equal(images.numpy()[:, 0, 0, 0] == 255, labels.numpy()[:, 1] == 1)  # pairs intact
@@ -165,8 +168,10 @@ def test_auto_cache_chooses_memory_disk_or_streaming_and_says_why(sorted_files, 
     small = stream_of(data.make_dataset(parts[0], image_size=size, memory_budget="1GiB", cache_dir=tmp_path))
     assert small.cache.mode == "memory" and "fits the memory budget" in small.cache.reason
     assert small.cache.nbytes == len(parts[0]) * 4 * 4 * 1  # grayscale sets keep one channel
-    streams = [stream_of(data.make_dataset(p, image_size=size, memory_budget=1000, cache_dir=tmp_path,
-                                           shuffle=k == 0)) for k, p in enumerate(parts)]
+    streams = [
+        stream_of(data.make_dataset(p, image_size=size, memory_budget=1000, cache_dir=tmp_path, shuffle=k == 0))
+        for k, p in enumerate(parts)
+    ]
     assert {s.cache.mode for s in streams} == {"disk"}
     assert "exceeds the memory budget" in streams[0].cache.reason and str(tmp_path) in streams[0].cache.reason
     assert len({s.cache.path for s in streams}) == 3  # each split its own file
@@ -174,8 +179,9 @@ def test_auto_cache_chooses_memory_disk_or_streaming_and_says_why(sorted_files, 
         for _ in stream.epoch(0, seed=0):
             pass
     assert len(list(tmp_path.glob("*.index"))) == 3
-    again = stream_of(data.make_dataset(parts[1], image_size=size, memory_budget=1000, cache_dir=tmp_path,
-                                        shuffle=False))
+    again = stream_of(
+        data.make_dataset(parts[1], image_size=size, memory_budget=1000, cache_dir=tmp_path, shuffle=False)
+    )
     assert again.cache.path == streams[1].cache.path  # the same split read the same way reuses its file
     monkeypatch.setattr(cache_module, "DISK_MARGIN", 1 << 60)
     none = stream_of(data.make_dataset(parts[0], image_size=size, memory_budget=1000, cache_dir=tmp_path))
@@ -232,15 +238,17 @@ def test_shrinking_is_antialiased_by_default_and_nearest_stays_the_references(tm
 def test_in_memory_images_are_resized_in_the_graph_like_files(tmp_path):
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 255, (20 + 3 * k, 24, 3), dtype=np.uint8) for k in range(4)]
-    wide = (rng.integers(0, 4096, (30, 30)).astype(np.uint16))
+    wide = rng.integers(0, 4096, (30, 30)).astype(np.uint16)
     paths = []
     for k, array in enumerate(arrays):
         paths.append(str(tmp_path / f"{k}.png"))
         Image.fromarray(array).save(paths[-1])
     from_files = data.ImageSet(paths=paths, labels=[0, 1, 0, 1], class_names=("a", "b"))
     in_memory = data.ImageSet(paths=None, images=arrays, labels=[0, 1, 0, 1], class_names=("a", "b"))
-    read = [np.concatenate([b[0].numpy() for b in data.make_dataset(s, image_size=(16, 16), shuffle=False)])
-            for s in (from_files, in_memory)]
+    read = [
+        np.concatenate([b[0].numpy() for b in data.make_dataset(s, image_size=(16, 16), shuffle=False)])
+        for s in (from_files, in_memory)
+    ]
     np.testing.assert_array_equal(read[0], read[1])
     sixteen = data.ImageSet(paths=None, images=[wide], labels=[0], class_names=("a",))
     image = next(iter(data.make_dataset(sixteen, image_size=(30, 30), shuffle=False)))[0].numpy()[0, ..., 0]
@@ -275,8 +283,14 @@ def test_volumes_become_windowed_slices_with_the_volumes_patient(tmp_path):
     _ct_volume(tmp_path / "b.nii.gz", hu, flip=True)
     _ct_volume(tmp_path / "a_mask.nii.gz", mask)
     _ct_volume(tmp_path / "b_mask.nii.gz", mask, flip=True)
-    pd.DataFrame({"volume": ["a.nii.gz", "b.nii.gz"], "label": ["healthy", "lesion"], "patient": ["P1", "P2"],
-                  "mask": ["a_mask.nii.gz", "b_mask.nii.gz"]}).to_csv(tmp_path / "volumes.csv", index=False)
+    pd.DataFrame(
+        {
+            "volume": ["a.nii.gz", "b.nii.gz"],
+            "label": ["healthy", "lesion"],
+            "patient": ["P1", "P2"],
+            "mask": ["a_mask.nii.gz", "b_mask.nii.gz"],
+        }
+    ).to_csv(tmp_path / "volumes.csv", index=False)
     manifest = tmp_path / "volumes.csv"
 
     every = data.from_volumes(manifest, patient_col="patient", window=(40, 400))

@@ -76,8 +76,9 @@ RAS_AFFINE = np.array([[1.0, 0, 0, -(X0 + NX - 1)], [0, 1.0, 0, -(Y0 + NY - 1)],
 # LPS storage (as DICOM stores it): i runs right→left, j anterior→posterior.
 LPS_AFFINE = np.array([[-1.0, 0, 0, -X0], [0, -1.0, 0, -Y0], [0, 0, DZ, Z0], [0, 0, 0, 1]])
 # Axes permuted and flipped: i runs superior→inferior, j right→left, k posterior→anterior.
-PERMUTED_AFFINE = np.array([[0, -1.0, 0, -X0], [0, 0, 1.0, -(Y0 + NY - 1)], [-DZ, 0, 0, Z0 + DZ * (NZ - 1)],
-                            [0, 0, 0, 1]])
+PERMUTED_AFFINE = np.array(
+    [[0, -1.0, 0, -X0], [0, 0, 1.0, -(Y0 + NY - 1)], [-DZ, 0, 0, Z0 + DZ * (NZ - 1)], [0, 0, 0, 1]]
+)
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +98,12 @@ def scans(tmp_path_factory):
     write_dicom(tmp / "coronal.dcm", (X0, coronal_y, top), (1, 0, 0, 0, 0, -1), (NZ, NX), (DZ, 1.0))
     sagittal_x = X0 + NX - 2  # sagittal: columns → posterior, rows → inferior
     write_dicom(tmp / "sagittal.dcm", (sagittal_x, Y0, top), (0, 1, 0, 0, 0, -1), (NZ, NY), (DZ, 1.0))
-    return {"dir": tmp, "axial": axial, "coronal": (tmp / "coronal.dcm", coronal_y),
-            "sagittal": (tmp / "sagittal.dcm", sagittal_x)}
+    return {
+        "dir": tmp,
+        "axial": axial,
+        "coronal": (tmp / "coronal.dcm", coronal_y),
+        "sagittal": (tmp / "sagittal.dcm", sagittal_x),
+    }
 
 
 def _slices(directory, volume, plane):
@@ -176,8 +181,14 @@ def masked(tmp_path):
             mask[2:4, 2:4, k] = 1
         nibabel.save(nibabel.Nifti1Image(volume, affine), str(tmp_path / f"{name}.nii.gz"))
         nibabel.save(nibabel.Nifti1Image(mask, affine), str(tmp_path / f"{name}_mask.nii.gz"))
-        rows.append({"volume": f"{name}.nii.gz", "mask": f"{name}_mask.nii.gz",
-                     "label": "normal" if name == "normal" else "lesion", "patient": name})
+        rows.append(
+            {
+                "volume": f"{name}.nii.gz",
+                "mask": f"{name}_mask.nii.gz",
+                "label": "normal" if name == "normal" else "lesion",
+                "patient": name,
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "volumes.csv", index=False)
     return tmp_path / "volumes.csv"
 
@@ -221,8 +232,9 @@ def test_only_empty_masks_need_a_slice_count(tmp_path, masked):
     import pandas as pd
 
     frame = pd.read_csv(masked)
-    frame = frame[frame["patient"] == "normal"].assign(volume=lambda f: [str(tmp_path / v) for v in f["volume"]],
-                                                       mask=lambda f: [str(tmp_path / m) for m in f["mask"]])
+    frame = frame[frame["patient"] == "normal"].assign(
+        volume=lambda f: [str(tmp_path / v) for v in f["volume"]], mask=lambda f: [str(tmp_path / m) for m in f["mask"]]
+    )
     with pytest.raises(DataSourceError, match=r"Every volume's mask is empty.*empty_mask=\('middle', k\)"):
         data.from_volumes(frame, mask_col="mask", slices="mask")
     image_set = data.from_volumes(frame, mask_col="mask", slices="mask", empty_mask=("middle", 2))

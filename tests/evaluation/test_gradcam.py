@@ -98,16 +98,29 @@ def test_briefly_trained_model_points_at_lesions_more_than_chance(tmp_path):
     """
     from radtransfer.demo import _masks
 
-    image_set = rt.datasets.load_synthetic_brain_mri(tmp_path, n_patients=48, slices_per_patient=4, image_size=128, seed=0)
+    image_set = rt.datasets.load_synthetic_brain_mri(
+        tmp_path, n_patients=48, slices_per_patient=4, image_size=128, seed=0
+    )
     train, val, test = image_set.split(val=0.10, test=0.15, seed=726)
     keras.utils.set_random_seed(0)
     model = rt.build_model("densenet121", weights=None, num_classes=4, input_shape=(96, 96, 3))
-    rt.fine_tune(model, train, val, strategy="unfreeze_all", learning_rate=1e-3, epochs=12, batch_size=16, seed=726,
-                 bn_momentum=0.9, verbose=0)
+    rt.fine_tune(
+        model,
+        train,
+        val,
+        strategy="unfreeze_all",
+        learning_rate=1e-3,
+        epochs=12,
+        batch_size=16,
+        seed=726,
+        bn_momentum=0.9,
+        verbose=0,
+    )
     assert rt.evaluate(model, test, bootstrap=0)["auc"] > 0.7  # it learned something
     lesions = test.subset([i for i, label in enumerate(test.labels) if test.class_names[label] != "no_tumor"])
-    images = np.concatenate([b[0].numpy() for b in rt.data.make_dataset(lesions, image_size=(96, 96), batch_size=32,
-                                                                         shuffle=False)])
+    images = np.concatenate(
+        [b[0].numpy() for b in rt.data.make_dataset(lesions, image_size=(96, 96), batch_size=32, shuffle=False)]
+    )
     masks = _masks(lesions, 96)
     layer = gc.last_conv_layer(model.get_layer("backbone"), min_size=6)
     tolerance = 6  # Zhang et al.'s 15 px at 224 px, scaled to 96 px

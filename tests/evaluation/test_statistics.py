@@ -21,7 +21,7 @@ def _clustered(rng, patients=30, slices=20, effect=1.0, patient_sd=1.0, slice_sd
     score = effect * labels + patient_effect + rng.normal(0, slice_sd, patients * slices)
     p = 1 / (1 + np.exp(-score))
     groups = np.repeat([f"p{i}" for i in range(patients)], slices)
-    truth = sps.norm.cdf(effect / math.sqrt(2 * (patient_sd ** 2 + slice_sd ** 2)))
+    truth = sps.norm.cdf(effect / math.sqrt(2 * (patient_sd**2 + slice_sd**2)))
     return labels, np.stack([1 - p, p], axis=1), groups, truth
 
 
@@ -111,12 +111,15 @@ def test_operating_point_uses_the_given_threshold_not_the_test_set():
     fpr, tpr, thresholds = roc_curve(y_val, p_val)
     threshold = float(thresholds[np.argmax(tpr - fpr)])
     assert stats.youden_threshold(y_val == 1, p_val) == pytest.approx(threshold)
-    result = metrics_from_predictions(y_test, np.stack([1 - p_test, p_test], 1), bootstrap=0, threshold=threshold,
-                                      threshold_source="validation")
+    result = metrics_from_predictions(
+        y_test, np.stack([1 - p_test, p_test], 1), bootstrap=0, threshold=threshold, threshold_source="validation"
+    )
     tn, fp, fn, tp = confusion_matrix(y_test, p_test >= threshold).ravel()
     point = result["operating_point"]
     assert point["chosen_on"] == "validation" and point["threshold"] == threshold
-    assert point["sensitivity"] == pytest.approx(tp / (tp + fn)) and point["specificity"] == pytest.approx(tn / (tn + fp))
+    assert point["sensitivity"] == pytest.approx(tp / (tp + fn)) and point["specificity"] == pytest.approx(
+        tn / (tn + fp)
+    )
     assert "youden" not in result  # no threshold is chosen on the test set any more
 
 

@@ -36,8 +36,18 @@ def grid_inputs(tmp_path_factory, keras2_files):
 
 
 def _grid(image_set, out, weights_dir, executor, log=None):
-    return protocol.run_grid(image_set, out, config=CONFIG, sources=("radimagenet",), scenarios=SCENARIOS, folds=2,
-                             weights_dir=weights_dir, task="brain_mri", executor=executor, log=log)
+    return protocol.run_grid(
+        image_set,
+        out,
+        config=CONFIG,
+        sources=("radimagenet",),
+        scenarios=SCENARIOS,
+        folds=2,
+        weights_dir=weights_dir,
+        task="brain_mri",
+        executor=executor,
+        log=log,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +128,22 @@ def test_a_killed_worker_is_retried_and_its_run_resumes(grid_inputs, sequential)
 
 def test_a_run_that_raises_does_not_stop_the_others_and_is_named(grid_inputs):
     root, image_set = grid_inputs
-    scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "no_such_strategy", 1e-3)]
+    scenarios = [
+        protocol.Scenario("resnet50", "freeze_all", 1e-3),
+        protocol.Scenario("resnet50", "no_such_strategy", 1e-3),
+    ]
     with pytest.raises(protocol.GridRunsFailedError, match="1 run.* failed on Ray") as caught:
-        protocol.run_grid(image_set, root / "ray_error", config=CONFIG.replace(epochs=1), sources=("radimagenet",),
-                          scenarios=scenarios, weights_dir=root / "weights", task="brain_mri",
-                          executor=rt.RayExecutor(cpus_per_run=1, init_kwargs={"num_cpus": 2}), log=io.StringIO())
+        protocol.run_grid(
+            image_set,
+            root / "ray_error",
+            config=CONFIG.replace(epochs=1),
+            sources=("radimagenet",),
+            scenarios=scenarios,
+            weights_dir=root / "weights",
+            task="brain_mri",
+            executor=rt.RayExecutor(cpus_per_run=1, init_kwargs={"num_cpus": 2}),
+            log=io.StringIO(),
+        )
     message = str(caught.value)
     assert "radimagenet/resnet50__no_such_strategy__lr0.001/fold0" in message and "no_such_strategy" in message
     assert len(caught.value.failures) == 1

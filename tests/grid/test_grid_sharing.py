@@ -17,9 +17,9 @@ import pytest
 
 from radtransfer import protocol
 from radtransfer.grid.claims import CLAIM_FILE, RunClaim, new_token
-from radtransfer.grid.runs import execute_claimed
-from radtransfer.grid.records import RECORD_FILE
 from radtransfer.grid.plan import resolve_shard
+from radtransfer.grid.records import RECORD_FILE
+from radtransfer.grid.runs import execute_claimed
 
 # -- claims ----------------------------------------------------------------------------------------
 
@@ -57,7 +57,7 @@ def _worker(root, log, runs, start_at):
 
 
 def _runs(n):
-    scenarios = [protocol.Scenario("resnet50", "freeze_all", 10.0 ** -k) for k in range(n)]
+    scenarios = [protocol.Scenario("resnet50", "freeze_all", 10.0**-k) for k in range(n)]
     return protocol.plan_runs(("radimagenet",), scenarios, 1)
 
 
@@ -134,8 +134,9 @@ def test_a_share_waits_for_a_run_another_process_holds_and_takes_it_over_when_th
 
     monkeypatch.setattr(grid_runs, "HELD_RUN_POLL_S", 0.1)
     runs, job = _runs(3), _FakeJob(tmp_path / "grid", tmp_path / "log")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(job.run_dir(runs[1])), "1.5"], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(job.run_dir(runs[1])), "1.5"], stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdout.readline().strip() == "held"
     log = io.StringIO()
     progress = GridProgress("t", runs, done_before=0, total=3, log=log)
@@ -151,8 +152,15 @@ def test_a_share_waits_for_a_run_another_process_holds_and_takes_it_over_when_th
 
 
 def test_another_machines_claim_is_taken_over_only_once_its_heartbeat_stops(tmp_path):
-    foreign = {"token": "w1", "nonce": "n1", "machine": "node17/boot", "host": "node17", "pid": 4242,
-               "start_ticks": 1, "claimed_at": time.time()}
+    foreign = {
+        "token": "w1",
+        "nonce": "n1",
+        "machine": "node17/boot",
+        "host": "node17",
+        "pid": 4242,
+        "start_ticks": 1,
+        "claimed_at": time.time(),
+    }
     (tmp_path / CLAIM_FILE).write_text(json.dumps(foreign))
     assert not RunClaim(tmp_path, "me", stale_after=60).acquire()  # touched just now: alive
     old = time.time() - 120
@@ -175,8 +183,14 @@ def test_the_heartbeat_keeps_a_long_run_alive(tmp_path):
 def test_a_retry_with_the_same_token_reclaims_at_once(tmp_path):
     """A Ray task retried after its worker died presents its token again and takes its own claim back,
     even from another machine and before the heartbeat goes stale."""
-    foreign = {"token": "ray:abc:run1", "nonce": "n1", "machine": "node3/boot", "host": "node3", "pid": 7,
-               "claimed_at": time.time()}
+    foreign = {
+        "token": "ray:abc:run1",
+        "nonce": "n1",
+        "machine": "node3/boot",
+        "host": "node3",
+        "pid": 7,
+        "claimed_at": time.time(),
+    }
     (tmp_path / CLAIM_FILE).write_text(json.dumps(foreign))
     claim = RunClaim(tmp_path, "ray:abc:run1")
     assert claim.acquire() and claim.took_over["nonce"] == "n1"
@@ -211,32 +225,75 @@ def test_a_recorded_run_is_not_trained_again(tmp_path):
 # -- shard="auto" ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "9",
-      "SLURM_ARRAY_TASK_COUNT": "10"}, "4/10"),                                     # --array=0-9
-    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "10"}, "1/10"),  # 1-10, old SLURM
-    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "18",
-      "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "10"}, "3/10"),       # --array=0-18:2
-    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "7", "SLURM_ARRAY_TASK_MAX": "7",
-      "SLURM_ARRAY_TASK_COUNT": "1"}, "1/1"),
-    ({"JOB_COMPLETION_INDEX": "0"}, "1/5"),
-    ({"JOB_COMPLETION_INDEX": "4"}, "5/5"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "3",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_MAX": "9",
+                "SLURM_ARRAY_TASK_COUNT": "10",
+            },
+            "4/10",
+        ),  # --array=0-9
+        (
+            {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "10"},
+            "1/10",
+        ),  # 1-10, old SLURM
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "4",
+                "SLURM_ARRAY_TASK_MIN": "0",
+                "SLURM_ARRAY_TASK_MAX": "18",
+                "SLURM_ARRAY_TASK_STEP": "2",
+                "SLURM_ARRAY_TASK_COUNT": "10",
+            },
+            "3/10",
+        ),  # --array=0-18:2
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "7",
+                "SLURM_ARRAY_TASK_MIN": "7",
+                "SLURM_ARRAY_TASK_MAX": "7",
+                "SLURM_ARRAY_TASK_COUNT": "1",
+            },
+            "1/1",
+        ),
+        ({"JOB_COMPLETION_INDEX": "0"}, "1/5"),
+        ({"JOB_COMPLETION_INDEX": "4"}, "5/5"),
+    ],
+)
 def test_shard_auto_reads_the_job_array(env, expected):
     count = 5 if "JOB_COMPLETION_INDEX" in env else None
     assert resolve_shard("auto", count, environ=env) == expected
 
 
-@pytest.mark.parametrize("env, count, message", [
-    ({}, None, "neither .SLURM_ARRAY_TASK_ID"),
-    ({"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9",
-      "SLURM_ARRAY_TASK_COUNT": "3"}, None, "no arithmetic order"),               # --array=1,4,9
-    ({"SLURM_ARRAY_TASK_ID": "4"}, None, "is this a job array"),
-    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3"}, None, "not an integer"),
-    ({"JOB_COMPLETION_INDEX": "2"}, None, "--shard-count"),
-    ({"JOB_COMPLETION_INDEX": "5"}, 5, "outside 0..4"),
-    ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3"}, 8, "disagrees"),
-])
+@pytest.mark.parametrize(
+    "env, count, message",
+    [
+        ({}, None, "neither .SLURM_ARRAY_TASK_ID"),
+        (
+            {
+                "SLURM_ARRAY_TASK_ID": "4",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_MAX": "9",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            None,
+            "no arithmetic order",
+        ),  # --array=1,4,9
+        ({"SLURM_ARRAY_TASK_ID": "4"}, None, "is this a job array"),
+        (
+            {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3"},
+            None,
+            "not an integer",
+        ),
+        ({"JOB_COMPLETION_INDEX": "2"}, None, "--shard-count"),
+        ({"JOB_COMPLETION_INDEX": "5"}, 5, "outside 0..4"),
+        ({"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3"}, 8, "disagrees"),
+    ],
+)
 def test_shard_auto_says_what_is_missing(env, count, message):
     with pytest.raises(ValueError, match=message):
         resolve_shard("auto", count, environ=env)
@@ -350,7 +407,10 @@ def test_the_eta_weighs_the_runs_left_by_their_kind():
     from radtransfer.grid.progress import GridProgress
     from radtransfer.grid.runs import RunOutcome
 
-    scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("inception_resnet_v2", "unfreeze_all", 1e-3)]
+    scenarios = [
+        protocol.Scenario("resnet50", "freeze_all", 1e-3),
+        protocol.Scenario("inception_resnet_v2", "unfreeze_all", 1e-3),
+    ]
     runs = protocol.plan_runs(("radimagenet",), scenarios, 3)  # 3 ResNet50 freeze_all, 3 IRV2 unfreeze_all
     progress = GridProgress("t", runs, done_before=0, total=6, parallel=2, verbose=0)
     assert progress.eta() != progress.eta()  # NaN before any run finished

@@ -22,15 +22,27 @@ from radtransfer.models.presets import get_preset
 def test_the_24_scenarios():
     scenarios = protocol.radimagenet_scenarios()
     assert len(scenarios) == 24 and len({s.id for s in scenarios}) == 24
-    expected = {("unfreeze_all", 1e-3), ("unfreeze_all", 1e-4), ("freeze_all", 1e-2), ("freeze_all", 1e-3),
-                ("unfreeze_top10", 1e-2), ("unfreeze_top10", 1e-3)}
+    expected = {
+        ("unfreeze_all", 1e-3),
+        ("unfreeze_all", 1e-4),
+        ("freeze_all", 1e-2),
+        ("freeze_all", 1e-3),
+        ("unfreeze_top10", 1e-2),
+        ("unfreeze_top10", 1e-3),
+    }
     for backbone in ("resnet50", "densenet121", "inception_v3", "inception_resnet_v2"):
         assert {(s.strategy, s.learning_rate) for s in scenarios if s.backbone == backbone} == expected
 
 
 def test_reference_config_and_copies():
     config = protocol.RADIMAGENET
-    assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.seed) == (256, 256, 30, "adam", 726)
+    assert (config.image_size, config.batch_size, config.epochs, config.optimizer, config.seed) == (
+        256,
+        256,
+        30,
+        "adam",
+        726,
+    )
     assert (config.val, config.test, config.augment, config.loss) == (0.10, 0.15, "radimagenet", "auto")
     quick = config.replace(epochs=2, folds=5)
     assert quick.epochs == 2 and quick.folds == 5 and config.epochs == 30
@@ -51,7 +63,9 @@ def test_shards_partition_the_runs():
 
     work = [sum(expected_cost(run) for run in shard) for shard in shards]  # balanced by expected cost
     assert max(work) - min(work) <= max(expected_cost(run) for run in everything)
-    assert [r.id for r in protocol.plan_runs(("radimagenet", "imagenet"), scenarios, 5, "3/7")] == [r.id for r in shards[2]]
+    assert [r.id for r in protocol.plan_runs(("radimagenet", "imagenet"), scenarios, 5, "3/7")] == [
+        r.id for r in shards[2]
+    ]
     with pytest.raises(ValueError, match="k/n"):
         protocol.plan_runs(("radimagenet",), scenarios, 1, "8/7")
 
@@ -112,8 +126,11 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
     _run_script(GRID_SCRIPT, data_dir, whole, weights_dir, "none")
 
     sharded = tmp_path / "sharded"
-    process = subprocess.Popen([sys.executable, str(script), str(data_dir), str(sharded), str(weights_dir), "1/2"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(data_dir), str(sharded), str(weights_dir), "1/2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and not list(sharded.rglob("record.json")):
         assert process.poll() is None, process.stderr.read().decode()[-2000:]
@@ -167,8 +184,14 @@ def test_runs_of_two_sources_start_from_the_same_head(keras2_files, tmp_path):
 def _write_record(root, task, source, scenario, fold, auc, predictions=None):
     folder = root / task / "runs" / source / scenario.id / f"fold{fold}"
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"task": task, "source": source, **scenario.to_dict(), "scenario": scenario.id, "fold": fold,
-              "metrics": {"auc": auc, "auc_ci": [auc - 0.05, auc + 0.05], "accuracy": 0.7, "balanced_accuracy": 0.7}}
+    record = {
+        "task": task,
+        "source": source,
+        **scenario.to_dict(),
+        "scenario": scenario.id,
+        "fold": fold,
+        "metrics": {"auc": auc, "auc_ci": [auc - 0.05, auc + 0.05], "accuracy": 0.7, "balanced_accuracy": 0.7},
+    }
     (folder / "record.json").write_text(json.dumps(record))
     if predictions is not None:
         np.savez(folder / "predictions.npz", y_true=predictions[0], probabilities=predictions[1])
@@ -203,16 +226,26 @@ def test_summarize_means_sds_and_p_values(results):
     root, truth = results
     table = rt.report.summarize(root)
     acl = table[table["task"] == "acl_mri"].set_index("source")
-    per_scenario = {source: np.array([np.mean([truth[(source, s.id, f)] for f in range(2)])
-                                      for s in protocol.radimagenet_scenarios()]) for source in ("radimagenet", "imagenet")}
+    per_scenario = {
+        source: np.array(
+            [np.mean([truth[(source, s.id, f)] for f in range(2)]) for s in protocol.radimagenet_scenarios()]
+        )
+        for source in ("radimagenet", "imagenet")
+    }
     for source in ("radimagenet", "imagenet"):
         assert acl.loc[source, "mean_auc"] == pytest.approx(per_scenario[source].mean())
         assert acl.loc[source, "sd_auc"] == pytest.approx(per_scenario[source].std(ddof=1))
         assert acl.loc[source, "n_runs"] == 48 and acl.loc[source, "n_scenarios"] == 24 and acl.loc[source, "complete"]
     candidate = acl.loc["radimagenet"]
-    assert candidate["diff_vs_imagenet"] == pytest.approx((per_scenario["radimagenet"] - per_scenario["imagenet"]).mean())
-    assert candidate["wilcoxon_p"] == pytest.approx(stats.wilcoxon(per_scenario["radimagenet"], per_scenario["imagenet"]).pvalue)
-    assert candidate["ttest_p"] == pytest.approx(stats.ttest_rel(per_scenario["radimagenet"], per_scenario["imagenet"]).pvalue)
+    assert candidate["diff_vs_imagenet"] == pytest.approx(
+        (per_scenario["radimagenet"] - per_scenario["imagenet"]).mean()
+    )
+    assert candidate["wilcoxon_p"] == pytest.approx(
+        stats.wilcoxon(per_scenario["radimagenet"], per_scenario["imagenet"]).pvalue
+    )
+    assert candidate["ttest_p"] == pytest.approx(
+        stats.ttest_rel(per_scenario["radimagenet"], per_scenario["imagenet"]).pvalue
+    )
     assert candidate["n_pairs"] == 24 and candidate["paper_gain"] == pytest.approx(0.048)
 
     toy = table[table["task"] == "toy"].set_index("source")
@@ -240,8 +273,9 @@ def test_plots_are_written(results, tmp_path):
 
     root, _ = results
     written = plots.grid_figures(root / "acl_mri", tmp_path / "figures")
-    assert {Path(p).name for p in written} == {f"{n}.{s}" for n in ("roc_curves", "auc_by_scenario", "heatmap")
-                                               for s in ("png", "pdf")}
+    assert {Path(p).name for p in written} == {
+        f"{n}.{s}" for n in ("roc_curves", "auc_by_scenario", "heatmap") for s in ("png", "pdf")
+    }
     assert all(Path(p).stat().st_size > 5000 for p in written)
 
 
@@ -257,9 +291,19 @@ def _grid(root, task, scenarios, folds=None, paper_task=None):
     from radtransfer.grid.records import GridSpec
 
     (root / task).mkdir(parents=True, exist_ok=True)
-    GridSpec(task=task, config={}, sources=["radimagenet", "imagenet"], scenarios=[s.to_dict() for s in scenarios],
-             folds=folds, faithful=False, bn="frozen", interpolation="bilinear", n_images=10, class_names=["a", "b"],
-             paper_task=paper_task).write(root / task)
+    GridSpec(
+        task=task,
+        config={},
+        sources=["radimagenet", "imagenet"],
+        scenarios=[s.to_dict() for s in scenarios],
+        folds=folds,
+        faithful=False,
+        bn="frozen",
+        interpolation="bilinear",
+        n_images=10,
+        class_names=["a", "b"],
+        paper_task=paper_task,
+    ).write(root / task)
 
 
 def _record(root, task, source, scenario, fold, auc, status="finished", missing=()):
@@ -267,11 +311,23 @@ def _record(root, task, source, scenario, fold, auc, status="finished", missing=
 
     folder = root / task / "runs" / source / scenario.id / f"fold{fold}"
     folder.mkdir(parents=True, exist_ok=True)
-    metrics = None if status == "failed" else {"auc": auc, "auc_ci": [auc - 0.05, auc + 0.05], "accuracy": 0.7,
-                                               "missing_classes": list(missing)}
-    RunRecord(run_id=f"{source}/{scenario.id}/fold{fold}", task=task, source=source, **scenario.to_dict(),
-              scenario=scenario.id, fold=fold, status=status, metrics=metrics, missing_classes=list(missing),
-              diverged_epoch=3 if status != "finished" else None).write(folder)
+    metrics = (
+        None
+        if status == "failed"
+        else {"auc": auc, "auc_ci": [auc - 0.05, auc + 0.05], "accuracy": 0.7, "missing_classes": list(missing)}
+    )
+    RunRecord(
+        run_id=f"{source}/{scenario.id}/fold{fold}",
+        task=task,
+        source=source,
+        **scenario.to_dict(),
+        scenario=scenario.id,
+        fold=fold,
+        status=status,
+        metrics=metrics,
+        missing_classes=list(missing),
+        diverged_epoch=3 if status != "finished" else None,
+    ).write(folder)
 
 
 def test_completeness_is_judged_against_the_grids_own_scenarios_and_valid_folds(tmp_path):
@@ -314,21 +370,26 @@ def test_latex_tables_escape_special_characters(tmp_path):
 
 
 def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_its_folder_to_the_data(
-        tmp_path, keras2_files, monkeypatch):
+    tmp_path, keras2_files, monkeypatch
+):
     """Before: the diverging run crashed the grid with scikit-learn's "Input contains NaN" on every restart; each
     run's config.json said batch_size 32 and augment "radimagenet" whatever ran; and a restart on relabelled data
     kept the old records."""
-    from conftest import two_class
-
     from radtransfer import data
 
-    images = two_class(rt.datasets.load_synthetic_brain_mri(tmp_path / "data", n_patients=16, slices_per_patient=2,
-                                                           image_size=40, seed=4))
+    from conftest import two_class
+
+    images = two_class(
+        rt.datasets.load_synthetic_brain_mri(
+            tmp_path / "data", n_patients=16, slices_per_patient=2, image_size=40, seed=4
+        )
+    )
     weights = tmp_path / "weights"
     keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
     scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_all", 1e30)]
-    config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, augment=None, epochs=1, run_eagerly=True,
-                                          bootstrap=50)
+    config = protocol.RADIMAGENET.replace(
+        image_size=32, batch_size=8, augment=None, epochs=1, run_eagerly=True, bootstrap=50
+    )
     from radtransfer.grid import runs
 
     built = []
@@ -336,8 +397,15 @@ def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_i
     grid = tmp_path / "grid"
 
     def run(image_set):
-        return protocol.run_grid(image_set, grid, config=config, sources=("radimagenet",), scenarios=scenarios,
-                                 weights_dir=weights, verbose=0)
+        return protocol.run_grid(
+            image_set,
+            grid,
+            config=config,
+            sources=("radimagenet",),
+            scenarios=scenarios,
+            weights_dir=weights,
+            verbose=0,
+        )
 
     records = run(images).set_index("learning_rate")
     assert records.loc[1e30, "status"] == "failed" and records.loc[1e30, "diverged_epoch"] == 0
@@ -376,8 +444,12 @@ def test_two_grids_whose_folders_share_a_name_are_two_rows(tmp_path):
         for source in ("radimagenet", "imagenet"):
             _record(root, "task", source, scenario, 0, auc if source == "radimagenet" else auc - 0.1)
     table = report.summarize(tmp_path).set_index(["grid", "source"])
-    assert sorted(table.index) == [("A/task", "imagenet"), ("A/task", "radimagenet"), ("B/task", "imagenet"),
-                                   ("B/task", "radimagenet")]
+    assert sorted(table.index) == [
+        ("A/task", "imagenet"),
+        ("A/task", "radimagenet"),
+        ("B/task", "imagenet"),
+        ("B/task", "radimagenet"),
+    ]
     for grid, auc in (("A/task", 0.9), ("B/task", 0.6)):
         row = table.loc[(grid, "radimagenet")]
         assert row["mean_auc"] == pytest.approx(auc) and row["n_runs"] == row["n_expected"] == 1 and row["complete"]

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 import radtransfer as rt
-from conftest import weight_arrays
 from radtransfer.models.backbones import get_backbone
 from radtransfer.models.presets import WEIGHT_SOURCES, get_preset
 from radtransfer.models.weights import model_signature
+
+from conftest import weight_arrays
 
 BACKBONES = rt.list_backbones()
 # DESIGN.md §3 (trainable parameters with a two-class head: freeze all / top 10 / all), for the four the paper used.
@@ -49,10 +50,12 @@ def _reference_counts(backbone) -> tuple[int, int, int]:
     import tf_keras
 
     spec = get_backbone(backbone)
-    base = getattr(tf_keras.applications, spec.constructor)(include_top=False, weights=None, pooling="avg",
-                                                            input_shape=(spec.min_size, spec.min_size, 3))
-    model = tf_keras.Model(base.input, tf_keras.layers.Dense(2, activation="softmax")(
-        tf_keras.layers.Dropout(0.5)(base.output)))
+    base = getattr(tf_keras.applications, spec.constructor)(
+        include_top=False, weights=None, pooling="avg", input_shape=(spec.min_size, spec.min_size, 3)
+    )
+    model = tf_keras.Model(
+        base.input, tf_keras.layers.Dense(2, activation="softmax")(tf_keras.layers.Dropout(0.5)(base.output))
+    )
     counts = []
     for frozen in (base.layers, base.layers[:-10], []):
         for layer in base.layers:
@@ -118,8 +121,10 @@ def test_loads_keras2_files_of_every_source_exactly(backbone, keras2_files, isol
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_every_strategy_unfreezes_what_the_reference_does(backbone, built):
     model = built(backbone)
-    counts = tuple(rt.apply_strategy(model, strategy).trainable_params
-                   for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all"))
+    counts = tuple(
+        rt.apply_strategy(model, strategy).trainable_params
+        for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all")
+    )
     assert counts == _reference_counts(backbone)
     if backbone in DESIGN_COUNTS:
         assert counts == DESIGN_COUNTS[backbone]

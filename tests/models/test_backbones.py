@@ -8,10 +8,17 @@ from radtransfer.models.backbones import get_backbone
 
 @pytest.mark.parametrize(
     "alias, name",
-    [("ResNet50", "resnet50"), ("resnet50", "resnet50"), ("DenseNet121", "densenet121"),
-     ("DENSENET121", "densenet121"), ("InceptionV3", "inception_v3"), ("inception-v3", "inception_v3"),
-     ("IRV2", "inception_resnet_v2"), ("irv2", "inception_resnet_v2"),
-     ("InceptionResNetV2", "inception_resnet_v2")],
+    [
+        ("ResNet50", "resnet50"),
+        ("resnet50", "resnet50"),
+        ("DenseNet121", "densenet121"),
+        ("DENSENET121", "densenet121"),
+        ("InceptionV3", "inception_v3"),
+        ("inception-v3", "inception_v3"),
+        ("IRV2", "inception_resnet_v2"),
+        ("irv2", "inception_resnet_v2"),
+        ("InceptionResNetV2", "inception_resnet_v2"),
+    ],
 )
 def test_aliases_are_case_insensitive(alias, name):
     assert get_backbone(alias).name == name
@@ -29,4 +36,8 @@ def test_list_backbones():
 
 def test_minimum_sizes():
     assert {n: get_backbone(n).min_size for n in rt.list_backbones()} == {
-        "resnet50": 32, "densenet121": 32, "inception_v3": 75, "inception_resnet_v2": 75}
+        "resnet50": 32,
+        "densenet121": 32,
+        "inception_v3": 75,
+        "inception_resnet_v2": 75,
+    }

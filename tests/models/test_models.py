@@ -46,17 +46,17 @@ def test_mixed_precision_keeps_predictions_float32():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"input_shape": (16, 16, 3)}, "at least 32×32"),
-     ({"backbone": "inception_v3", "input_shape": (64, 64, 3)}, "at least 75×75"),
-     ({"input_shape": (32, 32, 4)}, "1 or 3 channels"),
-     ({"input_shape": (32, 32)}, "1 or 3 channels"),
-     ({"num_classes": 1}, "at least 2"),
-     ({"dropout": 1.5}, r"dropout in \[0, 1\)"),
-     ({"preprocessing": "imagenet"}, "Unknown preprocessing mode")],
+    [
+        ({"input_shape": (16, 16, 3)}, "at least 32×32"),
+        ({"backbone": "inception_v3", "input_shape": (64, 64, 3)}, "at least 75×75"),
+        ({"input_shape": (32, 32, 4)}, "1 or 3 channels"),
+        ({"input_shape": (32, 32)}, "1 or 3 channels"),
+        ({"num_classes": 1}, "at least 2"),
+        ({"dropout": 1.5}, r"dropout in \[0, 1\)"),
+        ({"preprocessing": "imagenet"}, "Unknown preprocessing mode"),
+    ],
 )
 def test_bad_arguments_say_what_was_expected(kwargs, message):
     arguments = {"backbone": "resnet50", "weights": None, "input_shape": (32, 32, 3), **kwargs}
     with pytest.raises(ValueError, match=message):
         rt.build_model(**arguments)
-
-

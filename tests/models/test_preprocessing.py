@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from radtransfer import Preprocess, build_model
-from radtransfer.models.backbones import get_backbone
 from radtransfer.models import resolve_preprocessing
+from radtransfer.models.backbones import get_backbone
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.uniform(0, 255, size=(4, 8, 8, 3)).astype("float32")
@@ -58,10 +58,15 @@ def test_config_round_trip_and_bad_mode():
 
 @pytest.mark.parametrize(
     "backbone, source, mode",
-    [("resnet50", "imagenet", "caffe"), ("densenet121", "imagenet", "torch"),
-     ("inception_v3", "imagenet", "tf"), ("irv2", "imagenet", "tf"),
-     ("resnet50", "radimagenet", "radimagenet"), ("irv2", "radimagenet", "radimagenet"),
-     ("densenet121", None, "radimagenet")],
+    [
+        ("resnet50", "imagenet", "caffe"),
+        ("densenet121", "imagenet", "torch"),
+        ("inception_v3", "imagenet", "tf"),
+        ("irv2", "imagenet", "tf"),
+        ("resnet50", "radimagenet", "radimagenet"),
+        ("irv2", "radimagenet", "radimagenet"),
+        ("densenet121", None, "radimagenet"),
+    ],
 )
 def test_auto_follows_the_weight_source(backbone, source, mode):
     assert resolve_preprocessing("auto", get_backbone(backbone), source) == mode

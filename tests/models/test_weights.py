@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 import radtransfer as rt
 from radtransfer import weights as W
 from radtransfer.models.presets import get_preset
-from conftest import weight_arrays
 
+from conftest import weight_arrays
 
 
 def _assert_same_weights(model, reference):
@@ -70,8 +69,14 @@ def test_radimagenet_is_never_downloaded_and_error_names_everything(isolated_dir
     with pytest.raises(rt.WeightsNotFoundError) as info:
         rt.build_model("irv2", weights="radimagenet", input_shape=(75, 75, 3), weights_dir=isolated_dirs / "mine")
     message = str(info.value)
-    for expected in ("RadImageNet-IRV2_notop.h5", "RadImageNet-IRV2-notop.h5", "RadImageNet-InceptionResNetV2_notop.h5",
-                     str(isolated_dirs / "mine"), "weights", "github.com/BMEII-AI/RadImageNet"):
+    for expected in (
+        "RadImageNet-IRV2_notop.h5",
+        "RadImageNet-IRV2-notop.h5",
+        "RadImageNet-InceptionResNetV2_notop.h5",
+        str(isolated_dirs / "mine"),
+        "weights",
+        "github.com/BMEII-AI/RadImageNet",
+    ):
         assert expected in message
 
 
@@ -99,7 +104,9 @@ def test_offline_imagenet_download_ends_in_our_message(isolated_dirs, monkeypatc
 
 
 def test_wrong_backbone_says_what_the_file_looks_like(keras2_files):
-    with pytest.raises(rt.WeightsFileError, match=r"looks like ResNet50 \(106 weight layers\), not DenseNet121 \(241\)"):
+    with pytest.raises(
+        rt.WeightsFileError, match=r"looks like ResNet50 \(106 weight layers\), not DenseNet121 \(241\)"
+    ):
         rt.build_model("densenet121", weights=keras2_files.full_model("resnet50"), input_shape=(32, 32, 3))
 
 
@@ -143,7 +150,9 @@ def test_keras3_weights_file_is_explained(tmp_path):
 
 
 def test_missing_path():
-    with pytest.raises(rt.WeightsNotFoundError, match="Weights file not found: '/no/such/RadImageNet-ResNet50_notop.h5'"):
+    with pytest.raises(
+        rt.WeightsNotFoundError, match="Weights file not found: '/no/such/RadImageNet-ResNet50_notop.h5'"
+    ):
         rt.build_model("resnet50", weights="/no/such/RadImageNet-ResNet50_notop.h5", input_shape=(32, 32, 3))
 
 

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 import radtransfer as rt
+
 from conftest import SMALL
+
 
 @pytest.fixture(scope="module")
 def models():
@@ -31,7 +33,7 @@ def test_unfreeze_top10_is_the_reference_loop(models):
     expected = sum(int(np.prod(w.shape)) for w in reference.trainable_weights)
     summary = rt.apply_strategy(_model(models, "densenet121"), "unfreeze_top10")
     assert summary.trainable_params == expected
-    assert summary.trainable_layers == [l.name for l in base.layers if l.trainable_weights]
+    assert summary.trainable_layers == [layer.name for layer in base.layers if layer.trainable_weights]
 
 
 def test_inception_v3_top10_warns_it_is_nearly_freeze_all(models):
@@ -49,9 +51,10 @@ def test_bn_frozen_freezes_every_batchnorm(models):
     model = _model(models, "resnet50")
     protocol = rt.apply_strategy(model, "unfreeze_all")
     frozen = rt.apply_strategy(model, "unfreeze_all", bn="frozen")
-    batchnorms = [l for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert all(not l.trainable for l in batchnorms)
-    gamma_beta = sum(int(np.prod(w.shape)) for l in batchnorms for w in (l.gamma, l.beta))
+    layers = model.get_layer("backbone").layers
+    batchnorms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(not layer.trainable for layer in batchnorms)
+    gamma_beta = sum(int(np.prod(w.shape)) for layer in batchnorms for w in (layer.gamma, layer.beta))
     assert protocol.trainable_params - frozen.trainable_params == gamma_beta
 
 
@@ -73,7 +76,9 @@ def test_bn_frozen_keeps_moving_statistics_during_fit():
     assert moving_mean_change("protocol") > 0.0
 
 
-@pytest.mark.parametrize("bad, message", [("freeze", 'Did you mean "freeze_all"'), ("unfreeze_top", "Unknown strategy")])
+@pytest.mark.parametrize(
+    "bad, message", [("freeze", 'Did you mean "freeze_all"'), ("unfreeze_top", "Unknown strategy")]
+)
 def test_unknown_strategy(bad, message, models):
     with pytest.raises(ValueError, match=message):
         rt.apply_strategy(_model(models, "resnet50"), bad)

@@ -36,8 +36,9 @@ def _model(seed=0, classes=4):
 
 def _train(model, splits, out_dir=None, **kwargs):
     train, val, _ = splits
-    arguments = dict(strategy="unfreeze_top10", learning_rate=1e-3, epochs=EPOCHS, out_dir=out_dir, seed=0,
-                     batch_size=8, verbose=0)
+    arguments = dict(
+        strategy="unfreeze_top10", learning_rate=1e-3, epochs=EPOCHS, out_dir=out_dir, seed=0, batch_size=8, verbose=0
+    )
     arguments.update(kwargs)
     return rt.fine_tune(model, train, val, **arguments)
 
@@ -99,8 +100,9 @@ def test_changed_settings_in_a_finished_out_dir_are_refused_with_the_differences
     assert "config.learning_rate: 0.001 → 0.01" in message and "resume=False" in message
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    result = _train(_model(), splits, copy, strategy="freeze_all", learning_rate=1e-2, epochs=1, resume=False,
-                    run_eagerly=True)
+    result = _train(
+        _model(), splits, copy, strategy="freeze_all", learning_rate=1e-2, epochs=1, resume=False, run_eagerly=True
+    )
     assert result.settings["strategy"] == "freeze_all" and result.epochs_run == 1
 
 
@@ -144,13 +146,15 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_history(splits, tmp_p
     manifest = Path(splits[0].paths[0]).parents[2] / "manifest.csv"
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
-    killed = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path), "1"], capture_output=True,
-                            text=True, timeout=400)
+    killed = subprocess.run(
+        [sys.executable, str(script), str(manifest), str(tmp_path), "1"], capture_output=True, text=True, timeout=400
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = json.loads((tmp_path / "killed" / "state.json").read_text())
     assert state["next_epoch"] == 1 and state["status"] == "running"
-    resumed = subprocess.run([sys.executable, str(script), str(manifest), str(tmp_path), "-1"], capture_output=True,
-                             text=True, timeout=400)
+    resumed = subprocess.run(
+        [sys.executable, str(script), str(manifest), str(tmp_path), "-1"], capture_output=True, text=True, timeout=400
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads(resumed.stdout.strip().splitlines()[-1])
     reference = json.loads((tmp_path / "reference.json").read_text())
@@ -177,7 +181,9 @@ def test_without_out_dir_the_model_keeps_the_best_epoch_not_the_last(splits):
     result = _train(model, splits, callbacks=[SpoilLastEpoch()], run_eagerly=True)
     assert result.best_epoch == 0 and result.history["val_loss"][1] > result.history["val_loss"][0]
     val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
-    assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(result.history["val_loss"][0], rel=1e-4)
+    assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        result.history["val_loss"][0], rel=1e-4
+    )
 
 
 def _nan_from_epoch(epoch_going_bad):
@@ -196,7 +202,9 @@ def _nan_from_epoch(epoch_going_bad):
 def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_path):
     loss, switch = _nan_from_epoch(1)
     model = _model()
-    with pytest.raises(rt.TrainingDivergedError, match=r"NaN at epoch 1.*best checkpoint \(epoch 0.*e\.g\. 0\.0001") as caught:
+    with pytest.raises(
+        rt.TrainingDivergedError, match=r"NaN at epoch 1.*best checkpoint \(epoch 0.*e\.g\. 0\.0001"
+    ) as caught:
         _train(model, splits, tmp_path, loss=loss, callbacks=[switch], run_eagerly=True)
     result = caught.value.result
     assert result.status == "diverged" and result.diverged_epoch == 1 and result.best_epoch == 0
@@ -254,8 +262,15 @@ def test_mixed_precision_trains_the_callers_model(splits, tmp_path):
 
     model = _model()
     before = [w.copy() for w in model.get_weights()]
-    result = _train(model, splits, tmp_path, precision="mixed_bfloat16", strategy="unfreeze_all", callbacks=[Inspect()],
-                    run_eagerly=True)
+    result = _train(
+        model,
+        splits,
+        tmp_path,
+        precision="mixed_bfloat16",
+        strategy="unfreeze_all",
+        callbacks=[Inspect()],
+        run_eagerly=True,
+    )
     assert seen == {"compute": "bfloat16", "variable": "float32", "head": "float32"}
     assert result.settings["precision"] == "mixed_bfloat16" and result.settings["rebuilt_for_runtime"]
     assert result.settings["jit_compile"] is False and result.model is model
@@ -321,11 +336,13 @@ def test_bad_learning_rate(rate, splits):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"strategy": "unfreze_all"}, 'Did you mean "unfreeze_all"'),
-     ({"optimizer": "adm"}, 'Did you mean "adam"'),
-     ({"precision": "mixed_fp16"}, 'Did you mean "mixed_float16"'),
-     ({"distribute": "mirored"}, 'Did you mean "mirrored"'),
-     ({"epochs": 0}, "epochs ≥ 1")],
+    [
+        ({"strategy": "unfreze_all"}, 'Did you mean "unfreeze_all"'),
+        ({"optimizer": "adm"}, 'Did you mean "adam"'),
+        ({"precision": "mixed_fp16"}, 'Did you mean "mixed_float16"'),
+        ({"distribute": "mirored"}, 'Did you mean "mirrored"'),
+        ({"epochs": 0}, "epochs ≥ 1"),
+    ],
 )
 def test_bad_names(kwargs, message, splits):
     with pytest.raises(ValueError, match=message):
@@ -339,7 +356,9 @@ def test_label_width_must_match_the_model(splits):
 
 def test_empty_dataset(splits):
     train, val, _ = splits
-    empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 4), np.float32))).batch(4)
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 4), np.float32))
+    ).batch(4)
     with pytest.raises(ValueError, match="training dataset is empty"):
         rt.fine_tune(_model(), empty, val, strategy="freeze_all", learning_rate=1e-3, epochs=1, verbose=0)
 
@@ -406,8 +425,9 @@ def test_trained_model_carries_its_classes_and_evaluate_checks_them(first_run, s
     model, _, out = first_run
     test = splits[2]
     assert rt.load_trained(out).radtransfer_class_names == test.class_names
-    three = rt.data.ImageSet(paths=test.paths[test.labels < 3], labels=test.labels[test.labels < 3],
-                             class_names=test.class_names[:3])
+    three = rt.data.ImageSet(
+        paths=test.paths[test.labels < 3], labels=test.labels[test.labels < 3], class_names=test.class_names[:3]
+    )
     with pytest.raises(rt.ClassMismatchError, match=r"Classes only the model knows: \['pituitary'\]"):
         rt.evaluate(model, three, bootstrap=0)
     renamed = rt.data.ImageSet(paths=test.paths, labels=test.labels, class_names=("a", "b", "c", "d"))
@@ -419,8 +439,12 @@ def test_two_class_threshold_is_chosen_on_validation(splits):
     from sklearn.metrics import roc_curve
 
     def binary(part):
-        return rt.data.ImageSet(paths=part.paths, labels=(part.labels != 2).astype(int), class_names=("no_tumor", "tumor"),
-                                patient_ids=part.patient_ids)
+        return rt.data.ImageSet(
+            paths=part.paths,
+            labels=(part.labels != 2).astype(int),
+            class_names=("no_tumor", "tumor"),
+            patient_ids=part.patient_ids,
+        )
 
     train, val, test = (binary(p) for p in splits)
     model = _model(classes=2)
@@ -437,8 +461,18 @@ def test_two_class_threshold_is_chosen_on_validation(splits):
 def test_layerwise_search_table(splits):
     train, val, _ = splits
     build = lambda: _model()
-    table = rt.layerwise_search(build, train, val, depths=[0, 1], learning_rate=1e-3, epochs=1, batch_size=8,
-                                verbose=0, seed=0, run_eagerly=True)
+    table = rt.layerwise_search(
+        build,
+        train,
+        val,
+        depths=[0, 1],
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=8,
+        verbose=0,
+        seed=0,
+        run_eagerly=True,
+    )
     assert list(table["depth"]) == [0, 1] and list(table["strategy"]) == ["freeze_all", "unfreeze_blocks:1"]
     assert table["trainable_params"].iloc[0] < table["trainable_params"].iloc[1]
     assert {"val_auc", "val_loss", "epochs", "seconds", "best"} <= set(table.columns)
@@ -446,8 +480,11 @@ def test_layerwise_search_table(splits):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Keras 3 fit() fails under MultiWorkerMirroredStrategy "
-                   "(keras-team/keras#20585); this test starts passing, and fails as XPASS, once Keras fixes it")
+@pytest.mark.xfail(
+    strict=True,
+    reason="Keras 3 fit() fails under MultiWorkerMirroredStrategy "
+    "(keras-team/keras#20585); this test starts passing, and fails as XPASS, once Keras fixes it",
+)
 def test_multiworker_two_processes_on_localhost(splits, tmp_path):
     """MultiWorkerMirroredStrategy from TF_CONFIG: two worker processes on 127.0.0.1 train one model."""
     import socket
@@ -472,10 +509,15 @@ def test_multiworker_two_processes_on_localhost(splits, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in ports]
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                     "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        )
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
     outputs = [process.communicate(timeout=400) for process in processes]
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-2000:]
@@ -495,14 +537,20 @@ def test_predict_reads_new_images_as_training_did_and_matches_the_model(first_ru
     model, _, out = first_run
     test = splits[2]
     loaded = rt.load_trained(out)
-    assert loaded.radtransfer_read_settings == {"image_size": [32, 32], "interpolation": "bilinear",
-                                                "antialias": True, "sixteen_bit": "range", "dicom_window": None,
-                                                "frame": "middle"}
+    assert loaded.radtransfer_read_settings == {
+        "image_size": [32, 32],
+        "interpolation": "bilinear",
+        "antialias": True,
+        "sixteen_bit": "range",
+        "dicom_window": None,
+        "frame": "middle",
+    }
     folder = tmp_path / "new_patients"
     folder.mkdir()
     for k, path in enumerate(test.paths):
         shutil.copy(path, folder / f"{k:03d}.png")
     frame = rt.predict(out, folder)
+
     def read(path):  # the synthetic set is 16-bit grayscale: its own range → 0..255 ("range"), three channels
         wide = np.asarray(Image.open(path)).astype(np.float64)
         gray = np.round((wide - wide.min()) / (wide.max() - wide.min()) * 255)
@@ -518,8 +566,10 @@ def test_predict_reads_new_images_as_training_did_and_matches_the_model(first_ru
 
     from radtransfer.cli import main
 
-    assert main(["predict", str(out), str(folder), "--out", str(tmp_path / "p.csv"),
-                 "--gradcam", str(tmp_path / "cams")]) == 0
+    assert (
+        main(["predict", str(out), str(folder), "--out", str(tmp_path / "p.csv"), "--gradcam", str(tmp_path / "cams")])
+        == 0
+    )
     written = pd.read_csv(tmp_path / "p.csv")
     np.testing.assert_allclose(written[columns].to_numpy(), expected, atol=1e-5)
     assert len(list((tmp_path / "cams").glob("*.png"))) == len(test)
@@ -532,9 +582,20 @@ def test_predict_on_a_dicom_series_uses_the_trained_window_and_patient_ids(tmp_p
     from radtransfer.models.trained import save_trained, set_trained_info
 
     model = _model(classes=2)
-    set_trained_info(model, ["normal", "lesion"], threshold=0.3, positive_class=1,
-                     read_settings={"image_size": [32, 32], "interpolation": "nearest", "antialias": True,
-                                    "sixteen_bit": "range", "dicom_window": [40, 400], "frame": "middle"})
+    set_trained_info(
+        model,
+        ["normal", "lesion"],
+        threshold=0.3,
+        positive_class=1,
+        read_settings={
+            "image_size": [32, 32],
+            "interpolation": "nearest",
+            "antialias": True,
+            "sixteen_bit": "range",
+            "dicom_window": [40, 400],
+            "frame": "middle",
+        },
+    )
     save_trained(model, tmp_path / "m.keras")
     series = tmp_path / "series"
     series.mkdir()
@@ -583,8 +644,9 @@ def test_a_two_class_run_diverging_in_its_first_epoch_raises_diverged_with_its_r
     assert result.threshold is None and result.thresholds is None
     assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
     with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 0"):  # called again: the same answer
-        _train(_model(classes=2), two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30,
-               run_eagerly=True)
+        _train(
+            _model(classes=2), two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True
+        )
 
 
 def _youden(positives, scores):
@@ -617,8 +679,7 @@ def test_the_operating_point_of_each_class_uses_that_class_s_validation_threshol
     assert set(result.thresholds) == {"0", "1"} and result.threshold == result.thresholds["1"]
 
 
-def test_a_model_with_one_saved_threshold_converts_it_for_the_other_class(two_class_run, two_class_splits,
-                                                                           monkeypatch):
+def test_a_model_with_one_saved_threshold_converts_it_for_the_other_class(two_class_run, two_class_splits, monkeypatch):
     model, result, _ = two_class_run
     _, _, test = two_class_splits
     legacy = model
@@ -636,8 +697,9 @@ def test_evaluate_keeps_patient_ids_with_their_images_on_a_shuffled_augmented_da
     than one class, and the interval changed)."""
     model, _, _ = two_class_run
     _, _, test = two_class_splits
-    shuffled = rt.data.make_dataset(test, image_size=(32, 32), batch_size=4, shuffle=True, augment="radimagenet",
-                                    seed=1)
+    shuffled = rt.data.make_dataset(
+        test, image_size=(32, 32), batch_size=4, shuffle=True, augment="radimagenet", seed=1
+    )
     metrics = rt.evaluate(model, shuffled, patient_ids=list(test.patient_ids), bootstrap=200)
     got = metrics["predictions"]
     for patient in set(test.patient_ids):  # each synthetic patient has one class
@@ -659,8 +721,18 @@ def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that
     train, val, _ = two_class_splits
     train_ds = rt.data.make_dataset(train, image_size=(32, 32), batch_size=8, augment=None, seed=0)
     val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
-    result = rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, epochs=1,
-                          seed=0, out_dir=tmp_path / "ds", verbose=0, run_eagerly=True)
+    result = rt.fine_tune(
+        _model(classes=2),
+        train_ds,
+        val_ds,
+        strategy="freeze_all",
+        learning_rate=1e-3,
+        epochs=1,
+        seed=0,
+        out_dir=tmp_path / "ds",
+        verbose=0,
+        run_eagerly=True,
+    )
     config = json.loads((tmp_path / "ds" / "config.json").read_text())
     for recorded in (config, config["identity"]["config"], result.settings):
         assert recorded["batch_size"] == 8 and recorded["augment"] is None
@@ -668,10 +740,12 @@ def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that
     with pytest.raises(ValueError, match="batch_size=16 was given, but the training dataset has batches of 8"):
         rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, batch_size=16)
     with pytest.raises(ValueError, match="augment='radimagenet' was given"):
-        rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3,
-                     augment="radimagenet")
-    from_sets = rt.fine_tune(_model(classes=2), train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1,
-                             verbose=0, run_eagerly=True)  # ImageSets: the defaults, recorded
+        rt.fine_tune(
+            _model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, augment="radimagenet"
+        )
+    from_sets = rt.fine_tune(
+        _model(classes=2), train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1, verbose=0, run_eagerly=True
+    )  # ImageSets: the defaults, recorded
     assert from_sets.settings["batch_size"] == 32 and from_sets.settings["augment"] == "radimagenet"
     with pytest.raises(TypeError, match='Did you mean "learning_rate"'):
         rt.fine_tune(_model(classes=2), train, val, strategy="freeze_all", learning_rte=1e-3)
