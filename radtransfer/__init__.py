@@ -16,16 +16,15 @@ from .errors import ClassMismatchError, RadtransferError, WeightsFileError, Weig
 from .evaluation.metrics import evaluate
 from .evaluation.prediction import predict
 from .grid.executors import RayExecutor
+from .grid.layerwise import layerwise_search
 from .models import _keras_compat  # noqa: F401  (registers classes .keras files need)
 from .models.backbones import BACKBONES, get_backbone, list_backbones
 from .models.classifier import build_model
 from .models.preprocessing import Preprocess
-from .models.trained import load_trained
 from .models.weights import check_weight_file, find_weight_files, resolve_weights
 from .training.config import TrainConfig
 from .training.fine_tuning import FineTuneResult, TrainingDivergedError, fine_tune
-from .training.layerwise import layerwise_search
-from .training.run_folder import RunFolder, RunMismatchError
+from .training.run_folder import RunFolder, RunMismatchError, load_trained
 from .training.strategies import StrategySummary, apply_strategy
 from .version import __version__  # noqa: F401
 

@@ -288,12 +288,12 @@ def _train_config(args):
 
 
 def _load_run_model(run_dir):
-    from .models.trained import load_trained
+    from .training.run_folder import BEST_MODEL, load_trained
 
     path = Path(run_dir)
-    if not (path / "best.keras").exists() and not (path.is_file() and path.suffix == ".keras"):
+    if not (path / BEST_MODEL).exists() and not (path.is_file() and path.suffix == ".keras"):
         raise UsageError(
-            f"No trained model in '{run_dir}' (expected best.keras); pass the out dir of 'radtransfer train'."
+            f"No trained model in '{run_dir}' (expected {BEST_MODEL}); pass the out dir of 'radtransfer train'."
         )
     return load_trained(path)
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .grid.records import PREDICTIONS, load_records
 from .report import scenario_means
+from .training.run_folder import HISTORY, RESULT
 
 SOURCE_COLORS = {"radimagenet": "#c0392b", "imagenet": "#2471a3"}
 
@@ -201,7 +202,7 @@ def training_curves(run_dir, path=None) -> list[str]:
 
     plt = _pyplot()
     run_dir = Path(run_dir)
-    history = pd.read_csv(run_dir / "history.csv").drop_duplicates("epoch", keep="last")
+    history = pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last")
     epochs = history["epoch"] + 1
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "auc", "AUC")):
@@ -211,7 +212,7 @@ def training_curves(run_dir, path=None) -> list[str]:
             ax.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
         ax.set(xlabel="Epoch", ylabel=label, title=f"{label} per epoch")
         ax.legend()
-    result = run_dir / "result.json"
+    result = run_dir / RESULT
     if result.exists():
         best = json.loads(result.read_text()).get("best_epoch")
         if best is not None and best >= 0:

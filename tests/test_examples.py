@@ -32,6 +32,7 @@ def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
     assert (tmp_path / "brain" / "test_metrics.json").exists()
 
 
+@pytest.mark.slow  # about 45 s; make test-slow runs it (the layer-wise variant below stays in make test)
 def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "curve"
     assert (
@@ -56,6 +57,7 @@ def test_full_training_vs_fine_tuning_layerwise_quick(tmp_path, weights_dir, cap
     assert (out / "layerwise.png").exists()
 
 
+@pytest.mark.slow  # about 45 s; make test-slow runs it (tests/grid and the command's grid test cover the grid)
 def test_radimagenet_grid_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "grid"
     assert _main("radimagenet_grid.py")(["--quick", "--out", str(out), "--weights-dir", str(weights_dir)]) == 0

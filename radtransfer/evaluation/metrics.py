@@ -15,21 +15,9 @@ import numpy as np
 
 from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
-from ..data.failures import readable_pipeline_errors
 from ..errors import ClassMismatchError
-from .stats import auc_score, bootstrap_auc_ci, youden_threshold
-
-
-def predict_with_labels(model, dataset, verbose=0):
-    """Runs the model over a dataset of (images, one-hot labels); returns (y_true, probabilities)."""
-    truths, probabilities = [], []
-    with readable_pipeline_errors(dataset):
-        for images, labels in dataset:
-            probabilities.append(np.asarray(model.predict_on_batch(np.asarray(images)), dtype=np.float64))
-            truths.append(np.asarray(labels).argmax(axis=-1))
-    if not truths:
-        raise ValueError("The evaluation dataset is empty.")
-    return np.concatenate(truths), np.concatenate(probabilities)
+from ..training.thresholds import predict_with_labels, youden_threshold
+from .stats import auc_score, bootstrap_auc_ci
 
 
 def read_settings_of(model) -> ReadSettings | None:

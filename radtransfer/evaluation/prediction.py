@@ -11,7 +11,7 @@ from ..data.failures import check_images, readable_pipeline_errors
 from ..data.imageset import ImageSet
 from ..data.pipeline import make_dataset
 from ..data.stream import stream_of
-from ..models.trained import load_trained
+from ..training.run_folder import load_trained
 from .gradcam import gradcam, save_overlays
 from .metrics import model_read_kwargs
 

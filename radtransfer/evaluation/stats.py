@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from ..training.thresholds import youden_threshold  # noqa: F401  (chosen on validation by fine_tune)
+
 BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, percentile intervals
 
 
@@ -41,15 +43,6 @@ def auc_score(y_true, probabilities, positive_class=1) -> float:
     if len(np.unique(y_true)) < num_classes:
         return math.nan
     return float(np.mean([_binary_auc(y_true == c, probabilities[:, c]) for c in range(num_classes)]))
-
-
-def youden_threshold(positives, scores) -> float:
-    """The score threshold that maximises sensitivity + specificity − 1 (Youden's J)."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(np.asarray(positives, dtype=bool), np.asarray(scores, dtype=np.float64))
-    best = int(np.argmax(tpr - fpr))
-    return float(min(thresholds[best], 1.0))
 
 
 def _units(y_true, groups):

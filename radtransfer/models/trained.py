@@ -74,28 +74,18 @@ def read_trained_info(path) -> dict:
         raise RadtransferError(f"'{path}' is not a .keras model file (not a zip archive).") from None
 
 
-def load_trained(path_or_run_dir):
-    """Loads a trained model (a ``.keras`` file or a run folder holding ``best.keras``) with its class
-    names, threshold and build info attached."""
+def load_trained_file(path, fallback: dict | None = None):
+    """Loads a trained model's ``.keras`` file with its class names, thresholds, read settings and build info
+    attached. ``fallback`` gives what a file saved without them (by radtransfer 0.1) lacks: its run's record of
+    ``class_names`` and ``read_settings``."""
     from . import _keras_compat  # noqa: F401  (registers the classes .keras files need)
     from .classifier import BuildInfo
 
-    path = Path(path_or_run_dir)
-    if path.is_dir():
-        path = path / "best.keras"
-    if not path.exists():
-        raise RadtransferError(
-            f"No trained model at '{path}'. Pass a run folder of fine_tune / "
-            "'radtransfer train' (it holds best.keras) or a .keras file."
-        )
     model = keras.saving.load_model(path)
     meta = read_trained_info(path)
-    if not meta.get("class_names"):  # a model saved by radtransfer 0.1: the run's config has them
-        config = path.parent / "config.json"
-        if config.exists():
-            meta["class_names"] = json.loads(config.read_text()).get("class_names")
-    if not meta.get("read_settings"):  # saved before read settings travelled with the model
-        meta["read_settings"] = run_read_settings(path.parent)
+    for key, value in (fallback or {}).items():
+        if not meta.get(key):
+            meta[key] = value
     set_trained_info(
         model,
         meta.get("class_names"),
@@ -111,17 +101,5 @@ def load_trained(path_or_run_dir):
     return model
 
 
-# The fields of data.pipeline.ReadSettings: how image files become model inputs.
+# The fields of data.decode.ReadSettings: how image files become model inputs.
 READ_SETTING_FIELDS = ("image_size", "interpolation", "antialias", "sixteen_bit", "dicom_window", "frame")
-
-
-def run_read_settings(run_dir) -> dict | None:
-    """The read settings a run folder's config.json recorded for its training data (None if absent)."""
-    config = Path(run_dir) / "config.json"
-    if not config.exists():
-        return None
-    try:
-        train = json.loads(config.read_text())["identity"]["data"]["train"] or {}
-    except (KeyError, TypeError, ValueError):
-        return None
-    return {k: train[k] for k in READ_SETTING_FIELDS if k in train} if "image_size" in train else None

@@ -1,5 +1,5 @@
 """Fine-tuning one model: its settings (``config``), its folder (``run_folder``), the runtime (precision, XLA,
-distribution), the strategies, the epoch loop and ``fine_tune`` itself; layer-wise search on top."""
+distribution), the strategies, the epoch loop, the validation thresholds and ``fine_tune`` itself."""
 
 from .fine_tuning import (
     FineTuneResult,

@@ -18,17 +18,16 @@ import numpy as np
 from .. import backend
 from ..data.adapters import TrainingData, for_training
 from ..errors import ClassMismatchError, TrainingDivergedError
-from ..evaluation.metrics import predict_with_labels
-from ..evaluation.stats import youden_threshold
-from ..models.trained import run_read_settings, save_trained, set_trained_info
+from ..models.trained import save_trained, set_trained_info
 from ..utils.io import write_json_atomic
 from ..utils.seeding import derive_seed, fresh_seed, set_global_seed, walk_layers
 from ..version import __version__
 from .config import TrainConfig, fingerprint
 from .epoch_loop import EpochLoop, compile_model, load_model_weights, make_metrics, save_model_weights
-from .run_folder import BEST_MODEL, BEST_WEIGHTS, RESULT, FineTuneResult, RunFolder, run_identity
+from .run_folder import BEST_MODEL, BEST_WEIGHTS, RESULT, FineTuneResult, RunFolder, run_identity, run_read_settings
 from .runtime import Runtime, copy_weights, resolve_jit_compile, resolve_precision, working_model
 from .strategies import apply_strategy
+from .thresholds import validation_thresholds
 
 __all__ = [
     "FineTuneResult",
@@ -254,7 +253,7 @@ def _finish(
     result (the commit point), and raises TrainingDivergedError for a run whose loss became NaN."""
     # Thresholds come from a model holding a good checkpoint: a run that diverged before any epoch finished
     # has no usable predictions to choose them on.
-    thresholds = _validation_thresholds(public, data.val, num_classes) if loop.best_epoch >= 0 else None
+    thresholds = validation_thresholds(public, data.val, num_classes) if loop.best_epoch >= 0 else None
     for trained in {id(public): public, id(working): working}.values():
         set_trained_info(
             trained,
@@ -315,18 +314,6 @@ def _print_cache_choices(data: TrainingData) -> None:
         stream = getattr(dataset, "radtransfer_stream", None)
         if stream is not None:
             print(f"{name}: {stream.size} images, cache {stream.cache.mode} ({stream.cache.reason})", flush=True)
-
-
-def _validation_thresholds(model, val, num_classes) -> dict | None:
-    """Two classes: Youden's J threshold of each class's probability on the validation set, {class index:
-    threshold}, each chosen for that class as the positive one. None for more classes, a validation set
-    with one class, or predictions that are not finite."""
-    if num_classes != 2:
-        return None
-    y_true, probabilities = predict_with_labels(model, val)
-    if len(np.unique(y_true)) < 2 or not np.isfinite(probabilities).all():
-        return None
-    return {c: youden_threshold(y_true == c, probabilities[:, c]) for c in range(num_classes)}
 
 
 def _diverged_error(result, folder):

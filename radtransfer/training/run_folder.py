@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RadtransferError, RunMismatchError
+from ..models.trained import READ_SETTING_FIELDS, load_trained_file
 from ..utils.io import write_json_atomic, write_text_atomic
 from .config import differences, fingerprint
 
@@ -255,3 +256,42 @@ def _csv(value) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     return repr(value) if isinstance(value, float) else str(value)
+
+
+# -- reading a run folder's trained model -----------------------------------------------------------------------
+
+
+def load_trained(path_or_run_dir):
+    """Loads a trained model (a ``.keras`` file, or a run folder of ``fine_tune`` / ``radtransfer train`` holding
+    best.keras) with its class names, validation thresholds, read settings and build info attached.
+
+    Raises:
+        RadtransferError: there is no trained model there.
+    """
+    path = Path(path_or_run_dir)
+    file = path / BEST_MODEL if path.is_dir() else path
+    if not file.exists():
+        raise RadtransferError(
+            f"No trained model at '{file}'. Pass a run folder of fine_tune / 'radtransfer train' (it holds "
+            f"{BEST_MODEL}) or a .keras file."
+        )
+    config = _read_config(file.parent)
+    fallback = {"class_names": config.get("class_names"), "read_settings": run_read_settings(file.parent)}
+    return load_trained_file(file, fallback)
+
+
+def _read_config(run_dir) -> dict:
+    path = Path(run_dir) / CONFIG
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return {}
+
+
+def run_read_settings(run_dir) -> dict | None:
+    """The read settings a run folder's config.json recorded for its training data (None if absent)."""
+    try:
+        train = _read_config(run_dir)["identity"]["data"]["train"] or {}
+    except (KeyError, TypeError):
+        return None
+    return {k: train[k] for k in READ_SETTING_FIELDS if k in train} if "image_size" in train else None

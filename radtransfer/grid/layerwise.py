@@ -1,4 +1,5 @@
-"""Layer-wise fine-tuning (Tajbakhsh et al., IEEE TMI 2016): unfreeze one more stage at a time."""
+"""Layer-wise fine-tuning (Tajbakhsh et al., IEEE TMI 2016): unfreeze one more stage at a time, each depth trained
+from fresh weights and scored on validation data. Like the grid, an experiment over many fine-tuning runs."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 from ..evaluation.metrics import evaluate
 from ..models.backbones import get_backbone
 from ..models.classifier import get_backbone_model
-from .fine_tuning import fine_tune
-from .strategies import block_starts
+from ..training.fine_tuning import fine_tune
+from ..training.strategies import block_starts
 
 
 def layerwise_search(

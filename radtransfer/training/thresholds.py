@@ -1,0 +1,40 @@
+"""Operating thresholds, chosen on validation data as fine_tune finishes: Youden's J of each class's probability."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..data.failures import readable_pipeline_errors
+
+
+def predict_with_labels(model, dataset):
+    """Runs the model over batches of (images, one-hot labels); returns (y_true, probabilities)."""
+    truths, probabilities = [], []
+    with readable_pipeline_errors(dataset):
+        for images, labels in dataset:
+            probabilities.append(np.asarray(model.predict_on_batch(np.asarray(images)), dtype=np.float64))
+            truths.append(np.asarray(labels).argmax(axis=-1))
+    if not truths:
+        raise ValueError("The evaluation dataset is empty.")
+    return np.concatenate(truths), np.concatenate(probabilities)
+
+
+def youden_threshold(positives, scores) -> float:
+    """The score threshold that maximises sensitivity + specificity − 1 (Youden's J)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, thresholds = roc_curve(np.asarray(positives, dtype=bool), np.asarray(scores, dtype=np.float64))
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], 1.0))
+
+
+def validation_thresholds(model, val, num_classes: int) -> dict | None:
+    """Two classes: Youden's J threshold of each class's probability on the validation set, {class index:
+    threshold}, each chosen for that class as the positive one. None for more classes, a validation set
+    with one class, or predictions that are not finite."""
+    if num_classes != 2:
+        return None
+    y_true, probabilities = predict_with_labels(model, val)
+    if len(np.unique(y_true)) < 2 or not np.isfinite(probabilities).all():
+        return None
+    return {c: youden_threshold(y_true == c, probabilities[:, c]) for c in range(num_classes)}
