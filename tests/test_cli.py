@@ -193,6 +193,10 @@ def test_python_dash_m():
         assert command in done.stdout
 
 
+# A ResNet50 from random weights, 32 px, one epoch, no graph tracing: the smallest real training run.
+TINY_TRAIN = "--backbone resnet50 --weights none --image-size 32 --epochs 1 --run-eagerly --verbose 0".split()
+
+
 # -- a newcomer's study: a CSV with a PatientID column, a broken file, an empty label ------------
 
 
@@ -222,25 +226,7 @@ def test_train_splits_by_the_patient_column_and_checks_every_part_before_trainin
     with open(broken, "wb") as handle:
         handle.write(b"not an image")
     out = tmp_path / "run"
-    argv = [
-        "train",
-        str(csv),
-        "--backbone",
-        "resnet50",
-        "--weights",
-        "none",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--run-eagerly",
-        "--verbose",
-        "0",
-        "--out",
-        str(out),
-    ]
+    argv = ["train", str(csv), *TINY_TRAIN, "--batch-size", "8", "--out", str(out)]
     assert main(argv) == 1
     error = capsys.readouterr().err
     assert "of the test part cannot be read" in error and broken in error and "--on-bad skip" in error
@@ -265,23 +251,7 @@ def test_an_empty_label_cell_is_refused_on_the_command_line(study, tmp_path, cap
     csv, frame = study
     frame.loc[4, "label"] = None
     frame.to_csv(csv, index=False)
-    argv = [
-        "train",
-        str(csv),
-        "--backbone",
-        "resnet50",
-        "--weights",
-        "none",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--run-eagerly",
-        "--verbose",
-        "0",
-        "--out",
-        str(tmp_path / "run"),
-    ]
+    argv = ["train", str(csv), *TINY_TRAIN, "--out", str(tmp_path / "run")]
     assert main(argv) == 1  # before: a three-class model trained, one class called "nan"
     error = capsys.readouterr().err
     assert "1 row(s) of" in error and "have no label (column 'label'), line 6" in error
