@@ -25,6 +25,7 @@ def weights_dir(tmp_path, keras2_files, monkeypatch):
     return folder
 
 
+@pytest.mark.slow  # about 20 s; the command's demo test covers the same path; make test-slow runs it
 def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
     assert _main("brain_mri_densenet121.py")(["--quick", "--out", str(tmp_path / "brain")]) == 0
     out = capsys.readouterr().out
@@ -32,7 +33,7 @@ def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
     assert (tmp_path / "brain" / "test_metrics.json").exists()
 
 
-@pytest.mark.slow  # about 45 s; make test-slow runs it (the layer-wise variant below stays in make test)
+@pytest.mark.slow  # about 45 s; make test-slow runs it
 def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "curve"
     assert (
@@ -47,6 +48,7 @@ def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     assert (out / "learning_curve.png").stat().st_size > 5000
 
 
+@pytest.mark.slow  # layer-wise search itself is tested in tests/training; make test-slow runs the example
 def test_full_training_vs_fine_tuning_layerwise_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "layerwise"
     argv = ["--quick", "--layerwise", "--out", str(out), "--weights-dir", str(weights_dir)]

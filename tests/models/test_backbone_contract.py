@@ -21,6 +21,9 @@ from radtransfer.models.weights import model_signature
 from conftest import weight_arrays
 
 BACKBONES = rt.list_backbones()
+# The two checks that take over 15 s on InceptionResNetV2 (loading its files, its .keras round trip) run for it in
+# make test-slow only, which CI runs too; every other check runs for every backbone in make test.
+HEAVY = [pytest.param(b, marks=pytest.mark.slow) if b == "inception_resnet_v2" else b for b in BACKBONES]
 # DESIGN.md §3 (trainable parameters with a two-class head: freeze all / top 10 / all), for the four the paper used.
 DESIGN_COUNTS = {
     "resnet50": (4_098, 3_420_674, 23_538_690),
@@ -90,7 +93,7 @@ def test_has_a_preset_for_every_weight_source(backbone):
             assert preset.url.endswith("/" + preset.files[0]) and len(preset.md5) == 32
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", HEAVY)
 def test_loads_keras2_files_of_every_source_exactly(backbone, keras2_files, isolated_dirs):
     """A full-model file (as RadImageNet publishes) found by search in ./weights under each published spelling,
     and a weights-only file (as Keras's ImageNet cache holds) under Keras's own name, both assigned layer by
@@ -145,7 +148,7 @@ def test_unfreeze_blocks_starts_at_each_stage(backbone, built):
         rt.apply_strategy(model, f"unfreeze_blocks:{stages + 1}")
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("backbone", HEAVY)
 def test_keras_file_round_trip_in_safe_mode(backbone, built, tmp_path):
     model = built(backbone)
     size = get_backbone(backbone).min_size

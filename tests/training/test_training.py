@@ -297,6 +297,7 @@ def test_mixed_precision_rebuild_keeps_weights_and_float32_head():
     assert runtime.working_model(model, "float32", None) == (model, False)
 
 
+@pytest.mark.slow  # about 30 s; make test-slow runs it
 def test_mirrored_strategy_on_two_logical_cpus(splits, tmp_path):
     train, val, _ = splits
     script = textwrap.dedent(f"""
