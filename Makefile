@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.radtransfer-installed
-export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install lint test test-slow test-backends test-ray demo bench clean

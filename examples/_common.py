@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
 from pathlib import Path
 
 import radtransfer as rt
@@ -44,3 +46,17 @@ def pretrained(backbone: str, weights_dir):
         return None, "random"
     print(f"Using {source} weights: {path}")
     return str(path), source
+
+
+def one_line_errors(main):
+    """An example's main that ends a user's mistake (no weights, no data) in one line, not a traceback."""
+
+    @functools.wraps(main)
+    def run(argv=None):
+        try:
+            return main(argv)
+        except rt.RadtransferError as exc:
+            print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+            return 1
+
+    return run

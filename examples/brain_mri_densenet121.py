@@ -19,9 +19,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
 
-from _common import base_parser, load_images, pretrained  # noqa: E402
+from _common import base_parser, load_images, one_line_errors, pretrained  # noqa: E402
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)

@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
 
-from _common import base_parser, load_images, pretrained  # noqa: E402
+from _common import base_parser, load_images, one_line_errors, pretrained  # noqa: E402
 
 
 def learning_curve(args, images, out):
@@ -29,7 +29,8 @@ def learning_curve(args, images, out):
     rows = []
     for fraction in args.fractions:
         part = train if fraction >= 1 else train.split(val=0.0, test=1 - fraction, seed=726)[0]
-        for mode, init, lr, momentum in (("full training", None, 1e-3, 0.9), ("fine-tuning", weights, 1e-4, None)):
+        second = "fine-tuning" if weights else "fine-tuning's schedule, random initialisation (no weights found)"
+        for mode, init, lr, momentum in (("full training", None, 1e-3, 0.9), (second, weights, 1e-4, None)):
             model = rt.build_model(
                 args.backbone,
                 weights=init,
@@ -60,7 +61,7 @@ def learning_curve(args, images, out):
                     "test_auc": auc,
                 }
             )
-            print(f"{fraction:>5.0%} of training ({len(part)} images), {mode:13s}: test AUC {auc:.3f}")
+            print(f"{fraction:>5.0%} of training ({len(part)} images), {mode}: test AUC {auc:.3f}")
     table = pd.DataFrame(rows)
     table.to_csv(out / "learning_curve.csv", index=False)
     plot_curve(table, out / "learning_curve.png", source)
@@ -75,7 +76,7 @@ def plot_curve(table, path, source):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for mode, group in table.groupby("mode"):
-        label = mode if mode == "full training" else f"fine-tuning ({source} weights)"
+        label = mode if mode == "full training" or source == "random" else f"fine-tuning ({source} weights)"
         ax.plot(group["fraction"] * 100, group["test_auc"], marker="o", label=label)
     ax.set(xlabel="Share of the training set (%)", ylabel="Test AUC", title="Full training vs fine-tuning")
     ax.set_xticks(sorted(table["fraction"].unique() * 100))
@@ -122,7 +123,8 @@ def layerwise(args, images, out):
     ax.set(
         xlabel="Stages unfrozen from the top (0 = head only)",
         ylabel="Validation AUC",
-        title=f"Layer-wise fine-tuning, {args.backbone} ({source} weights)",
+        title=f"Layer-wise fine-tuning, {args.backbone} "
+        + ("(random initialisation: no weights found)" if source == "random" else f"({source} weights)"),
     )
     fig.tight_layout()
     fig.savefig(out / "layerwise.png", dpi=150)
@@ -130,6 +132,7 @@ def layerwise(args, images, out):
     return table
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="densenet121")

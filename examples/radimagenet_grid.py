@@ -15,9 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from radtransfer import plots, protocol, report  # noqa: E402
 
-from _common import base_parser, load_images  # noqa: E402
+from _common import base_parser, load_images, one_line_errors  # noqa: E402
 
 
+@one_line_errors
 def main(argv=None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=None, help="k folds (default: the 75/10/15 split)")

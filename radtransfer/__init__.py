@@ -11,22 +11,58 @@ statistics, prediction, Grad-CAM), ``grid`` (the comparison's machinery), ``util
 faces users touch (``cli``, ``protocol``, ``report``, ``plots``, ``errors``, ``backend``) at the top.
 """
 
-from . import data
-from .errors import ClassMismatchError, RadtransferError, WeightsFileError, WeightsNotFoundError
-from .evaluation.metrics import evaluate
-from .evaluation.prediction import predict
-from .grid.executors import RayExecutor
-from .grid.layerwise import layerwise_search
-from .models import _keras_compat  # noqa: F401  (registers classes .keras files need)
-from .models.backbones import BACKBONES, get_backbone, list_backbones
-from .models.classifier import build_model
-from .models.preprocessing import Preprocess
-from .models.weights import check_weight_file, find_weight_files, resolve_weights
-from .training.config import TrainConfig
-from .training.fine_tuning import FineTuneResult, TrainingDivergedError, fine_tune
-from .training.run_folder import RunFolder, RunMismatchError, load_trained
-from .training.strategies import StrategySummary, apply_strategy
+from .utils.lazy import lazy_exports
 from .version import __version__  # noqa: F401
+
+# Every public name, by the module that defines it; imported on first use, so importing radtransfer (and the
+# command's --help) does not start TensorFlow.
+_EXPORTS = {
+    "BACKBONES": ".models.backbones",
+    "get_backbone": ".models.backbones",
+    "list_backbones": ".models.backbones",
+    "ClassMismatchError": ".errors",
+    "RadtransferError": ".errors",
+    "WeightsFileError": ".errors",
+    "WeightsNotFoundError": ".errors",
+    "RunMismatchError": ".errors",
+    "TrainingDivergedError": ".errors",
+    "evaluate": ".evaluation.metrics",
+    "predict": ".evaluation.prediction",
+    "RayExecutor": ".grid.executors",
+    "layerwise_search": ".grid.layerwise",
+    "build_model": ".models.classifier",
+    "Preprocess": ".models.preprocessing",
+    "check_weight_file": ".models.weights",
+    "find_weight_files": ".models.weights",
+    "resolve_weights": ".models.weights",
+    "TrainConfig": ".training.config",
+    "FineTuneResult": ".training.run_folder",
+    "RunFolder": ".training.run_folder",
+    "load_trained": ".training.run_folder",
+    "fine_tune": ".training.fine_tuning",
+    "StrategySummary": ".training.strategies",
+    "apply_strategy": ".training.strategies",
+    # modules, reached as attributes (radtransfer.report.summarize), the module names of radtransfer ≤ 0.1 too
+    "data": ".data:",
+    "models": ".models:",
+    "training": ".training:",
+    "evaluation": ".evaluation:",
+    "grid": ".grid:",
+    "utils": ".utils:",
+    "protocol": ".protocol:",
+    "report": ".report:",
+    "plots": ".plots:",
+    "demo": ".demo:",
+    "cli": ".cli:",
+    "backend": ".backend:",
+    "errors": ".errors:",
+    "gradcam": ".evaluation.gradcam:",
+    "stats": ".evaluation.stats:",
+    "records": ".grid.records:",
+    "datasets": ".data.synthetic:",
+    "weights": ".models.weights:",
+    "backbones": ".models.backbones:",
+}
 
 __all__ = [
     "BACKBONES",
@@ -58,27 +94,4 @@ __all__ = [
     "resolve_weights",
 ]
 
-# Modules reached as attributes (``radtransfer.report.summarize``), imported on first use: the faces that pull in
-# pandas and matplotlib, and the module names of radtransfer ≤ 0.1, now inside the folders.
-_LAZY_MODULES = {
-    "protocol": ".protocol",
-    "report": ".report",
-    "plots": ".plots",
-    "demo": ".demo",
-    "cli": ".cli",
-    "gradcam": ".evaluation.gradcam",
-    "stats": ".evaluation.stats",
-    "records": ".grid.records",
-    "datasets": ".data.synthetic",
-    "weights": ".models.weights",
-    "backbones": ".models.backbones",
-}
-
-
-def __getattr__(name):
-    """Imports the modules of ``_LAZY_MODULES`` on first use."""
-    if name in _LAZY_MODULES:
-        import importlib
-
-        return importlib.import_module(_LAZY_MODULES[name], __name__)
-    raise AttributeError(f"module 'radtransfer' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import warnings
-
-import keras
+from typing import TYPE_CHECKING
 
 from .utils.choices import check_choice
+
+if TYPE_CHECKING:
+    pass
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DISTRIBUTIONS = (None, "mirrored", "data_parallel", "multiworker")
@@ -20,6 +22,8 @@ DISTRIBUTIONS = (None, "mirrored", "data_parallel", "multiworker")
 
 def name() -> str:
     """The Keras backend in use: "tensorflow", "jax" or "torch"."""
+    import keras
+
     return keras.backend.backend()
 
 
@@ -81,6 +85,8 @@ def auto_jit_compile(backend: str, gpu: bool) -> bool:
 
 def is_keras_distribution(distribution) -> bool:
     """A ``keras.distribution`` object (JAX), rather than a tf.distribute strategy."""
+    import keras
+
     return isinstance(distribution, (keras.distribution.DataParallel, keras.distribution.ModelParallel))
 
 
@@ -110,6 +116,8 @@ def make_distribution(distribute, backend: str | None = None):
     initialises JAX's multi-process runtime (``keras.distribution.initialize``, from the JAX coordinator
     environment variables) and spans every host's devices.
     """
+    import keras
+
     backend = backend or name()
     check_distribute(distribute, backend)
     if distribute is None or not isinstance(distribute, str):
@@ -173,6 +181,7 @@ def class_score_gradients(features, preprocess, images, kernel, bias, classes, a
     intermediate tensors, so there the layer must feed the global average pooling directly (the default,
     the last convolutional activation), where the gradient is exactly kernel[:, class] / (h·w).
     """
+    import keras
     import numpy as np
 
     classes = np.asarray(classes, dtype=np.int64)

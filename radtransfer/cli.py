@@ -93,7 +93,7 @@ def train_val_test(spec: str, args):
         return train, val, parts["test"]
     image_set = load_data(spec, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels)
     _say_patients(image_set, args)
-    by = "image" if args.patient_col == "none" else "patient"
+    by = "patient" if image_set.patient_ids is not None else "image"  # a split by image was said above
     return image_set.split(val=args.val, test=args.test, seed=args.seed, by=by)
 
 
@@ -116,7 +116,7 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
         skipped += [(name, path, reason) for path, reason in bad]
     if skipped:
         print(
-            f"skipped {len(skipped)} unreadable file(s) (--on-bad skip)"
+            f"radtransfer: warning: skipped {len(skipped)} unreadable file(s) (--on-bad skip)"
             + (f", listed in {out}/skipped_files.csv" if out is not None else "")
             + ":\n"
             + "\n".join(f"  {n}: {p}: {r}" for n, p, r in skipped[:20]),
@@ -178,12 +178,29 @@ def _write_resolved(out_dir, args) -> None:
 
 
 def _print_json(payload) -> None:
-    print(json.dumps(payload, indent=2, default=str))
+    print(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
 
 
 def _summary_metrics(metrics: dict) -> dict:
-    keys = ("n", "auc", "auc_ci", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "confusion_matrix")
-    return {k: metrics[k] for k in keys if k in metrics}
+    """What the command prints of evaluate's metrics: the interval with how it was made and on how many patients
+    (train and evaluate print the same interval for the same model and data, since both use the same seed)."""
+    from .evaluation.metrics import describe_interval
+
+    keys = (
+        "n",
+        "n_patients",
+        "auc",
+        "auc_ci",
+        "accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+        "confusion_matrix",
+    )
+    summary = {k: metrics[k] for k in keys if k in metrics}
+    if metrics:
+        summary["auc_ci_is"] = describe_interval(metrics)
+    return summary
 
 
 # -- subcommands ------------------------------------------------------------------------------
@@ -191,12 +208,8 @@ def _summary_metrics(metrics: dict) -> dict:
 
 def cmd_train(args) -> int:
     from . import build_model, evaluate, fine_tune
-    from .models.backbones import get_backbone
-    from .training.strategies import parse_strategy
 
-    get_backbone(args.backbone)  # names are checked before the data is read
-    parse_strategy(args.strategy)
-    train, val, test = train_val_test(args.data, args)
+    train, val, test = args.parts
     out = Path(args.out)
     _write_resolved(out, args)
     parts = check_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
@@ -214,9 +227,7 @@ def cmd_train(args) -> int:
     )
     for name, part in (("train", train), ("val", val), ("test", test)):
         _write_split(out / f"split_{name}.csv", part)
-    result = fine_tune(
-        model, train, val, _train_config(args), out_dir=out, verbose=args.verbose, resume=not args.restart
-    )
+    result = fine_tune(model, train, val, args.train_config, out_dir=out, verbose=args.verbose, resume=not args.restart)
     metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
     if metrics:
         from .utils.io import write_json_atomic
@@ -287,26 +298,28 @@ def _train_config(args):
     return TrainConfig(**values)
 
 
-def _load_run_model(run_dir):
-    from .training.run_folder import BEST_MODEL, load_trained
+def _check_run_dir(run_dir) -> None:
+    from .training.run_folder import BEST_MODEL
 
     path = Path(run_dir)
     if not (path / BEST_MODEL).exists() and not (path.is_file() and path.suffix == ".keras"):
         raise UsageError(
             f"No trained model in '{run_dir}' (expected {BEST_MODEL}); pass the out dir of 'radtransfer train'."
         )
-    return load_trained(path)
+
+
+def _load_run_model(run_dir):
+    from .training.run_folder import load_trained
+
+    _check_run_dir(run_dir)
+    return load_trained(Path(run_dir))
 
 
 def cmd_evaluate(args) -> int:
     from . import evaluate
 
     model = _load_run_model(args.run_dir)
-    image_set = load_data(
-        args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
-    )
-    _say_patients(image_set, args)
-    image_set = check_parts({"data": image_set}, args.on_bad)["data"]
+    image_set = check_parts({"data": args.image_set}, args.on_bad)["data"]
     metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
     if args.out:
         from .utils.io import write_json_atomic
@@ -326,18 +339,15 @@ def cmd_grid(args) -> int:
         raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
     else:
         executor = "sequential"
-    image_set = load_data(
-        args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
-    )
-    _say_patients(image_set, args)
+    image_set = args.image_set
     config = protocol.RADIMAGENET.replace(
         **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
         run_eagerly=args.run_eagerly,
         **({"cache": args.cache} if args.cache else {}),
     )
     scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
-    if scenarios is not None and args.max_scenarios:
-        scenarios = scenarios[: args.max_scenarios]
+    if args.max_scenarios:
+        scenarios = (scenarios or protocol.radimagenet_scenarios())[: args.max_scenarios]
     _write_resolved(args.out, args)
     records = protocol.run_grid(
         image_set,
@@ -375,7 +385,8 @@ def cmd_gradcam(args) -> int:
     import numpy as np
 
     from . import data
-    from .evaluation.gradcam import gradcam, save_overlays
+    from .evaluation.gradcam import gradcam, save_overlays, unique_names
+    from .utils.progress import progress
 
     model = _load_run_model(args.run_dir)
     paths = []
@@ -392,15 +403,19 @@ def cmd_gradcam(args) -> int:
     from .evaluation.metrics import model_read_kwargs
 
     dataset = data.make_dataset(image_set, batch_size=16, shuffle=False, cache=False, **model_read_kwargs(model))
-    images = np.concatenate([batch[0].numpy() for batch in dataset])
-    heatmaps = gradcam(model, images, layer=args.layer, class_index=args.class_index)
-    probabilities = model.predict(images, verbose=0)
+    images, heatmaps, probabilities = [], [], []
+    for batch, _ in progress(dataset, total=-(-len(paths) // 16), desc="Grad-CAM", unit="batch", min_items=2):
+        batch = np.asarray(batch)
+        images.append(batch)
+        heatmaps.append(np.asarray(gradcam(model, batch, layer=args.layer, class_index=args.class_index)))
+        probabilities.append(model.predict(batch, verbose=0))
+    images, heatmaps, probabilities = (np.concatenate(parts) for parts in (images, heatmaps, probabilities))
     class_names = getattr(model, "radtransfer_class_names", None)
     titles = [
         f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})"
         for p, i in zip(probabilities, probabilities.argmax(1))
     ]
-    written = save_overlays(images, heatmaps, args.out, names=[p.name for p in paths], titles=titles)
+    written = save_overlays(images, heatmaps, args.out, names=unique_names(paths), titles=titles)
     print("\n".join(written))
     return 0
 
@@ -513,13 +528,44 @@ def _data_options(parser) -> None:
     )
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Help that says each option's default, where it has one worth saying."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        default = " ".join(map(str, action.default)) if isinstance(action.default, list) else action.default
+        return f"{text} (default: {default})"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+
+def _backbones() -> list:
+    from .models.backbones import list_backbones
+
+    return list_backbones()
+
+
+def _config_option(parser) -> None:
+    parser.add_argument("--config", help="YAML or JSON file of defaults (keys: option names; flags override it)")
+
+
+def _weights_dir_option(parser) -> None:
+    parser.add_argument("--weights-dir", help="a folder searched first for weight files")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radtransfer", description="Transfer learning on medical images with ImageNet and RadImageNet weights."
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.commands = sub.choices  # name -> subparser, for the --config stage of the parse
     _add_train(sub)
     _add_evaluate(sub)
@@ -537,47 +583,66 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="fine-tune one model on DATA, then evaluate it on the test split")
     p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
-    p.add_argument("--config", help="YAML or JSON file of defaults (flags override it)")
-    p.add_argument("--backbone", default="densenet121")
-    p.add_argument("--weights", default="radimagenet", help="radimagenet, imagenet, none, or a .h5 path")
-    p.add_argument("--weights-dir")
-    p.add_argument("--image-size", type=int, default=256, help="input height and width (default: 256)")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the head (default: 0.5)")
-    p.add_argument("--preprocessing", default="auto", help="auto: the weight source's own (default: auto)")
+    _config_option(p)
+    p.add_argument("--backbone", default="densenet121", help=f"one of {', '.join(_backbones())} (or an alias)")
+    p.add_argument("--weights", default="radimagenet", help="radimagenet, imagenet, none, or a .h5 file")
+    _weights_dir_option(p)
+    p.add_argument("--image-size", type=int, default=256, help="input height and width")
+    p.add_argument("--dropout", type=float, default=0.5, help="dropout before the head")
+    p.add_argument(
+        "--preprocessing", default="auto", help="auto (the weight source's own), radimagenet, caffe, torch or tf"
+    )
     _train_config_options(p)
-    p.add_argument("--val", type=float, default=0.10)
-    p.add_argument("--test", type=float, default=0.15)
+    p.add_argument("--val", type=float, default=0.10, help="the share of patients kept for validation")
+    p.add_argument("--test", type=float, default=0.15, help="the share of patients kept for the test")
     p.add_argument(
         "--restart",
         action="store_true",
-        help="discard a run already in --out and start over (default: resume it, or refuse if its settings differ)",
+        help="discard a run already in --out and start over (otherwise it is resumed, or refused if its settings "
+        "differ)",
     )
-    p.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    p.add_argument(
+        "--verbose",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="0 quiet, 1 a progress bar per epoch, 2 a line per epoch",
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_train)
 
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run (its best.keras) on DATA")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("data", metavar="DATA")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the out folder of 'radtransfer train' (or a .keras file)")
+    p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
-    p.add_argument("--config")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    _config_option(p)
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples of the AUC's interval")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=726,
+        help="the bootstrap's seed (train's default, so both commands "
+        "print the same interval for the same model and data)",
+    )
     p.add_argument("--out", help="write all metrics as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
 
 def _add_grid(sub) -> None:
     p = sub.add_parser("grid", help="run the paper's 24-scenario grid per weight source on DATA")
-    p.add_argument("data", metavar="DATA")
+    from .grid.paper import RADIMAGENET
+
+    p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
-    p.add_argument("--config")
+    _config_option(p)
     p.add_argument("--out", required=True, help="grid folder")
-    p.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"])
-    p.add_argument("--backbones", nargs="+", help="limit to these backbones")
-    p.add_argument("--max-scenarios", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"], help="the weight sources to compare")
+    p.add_argument("--backbones", nargs="+", help=f"only these backbones ({', '.join(_backbones())})")
+    p.add_argument(
+        "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
+    )
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
     p.add_argument(
         "--shard",
@@ -602,7 +667,7 @@ def _add_grid(sub) -> None:
     p.add_argument(
         "--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm"
     )
-    p.add_argument("--weights-dir")
+    _weights_dir_option(p)
     p.add_argument("--task", help="task name for the report (default: the out folder's name)")
     p.add_argument(
         "--paper-task",
@@ -612,34 +677,36 @@ def _add_grid(sub) -> None:
     )
     p.add_argument(
         "--cache",
-        default=None,
-        help="auto (default: memory if it fits, else a file per split, else none), memory, none, or a "
-        "file path prefix for a disk cache",
+        default=RADIMAGENET.cache,
+        help="auto (memory if it fits, else a file per split, else none), memory, none, or a file path prefix for "
+        "a disk cache",
     )
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--epochs", type=int, default=RADIMAGENET.epochs, help="epochs per run (the paper's)")
+    p.add_argument("--image-size", type=int, default=RADIMAGENET.image_size, help="input size (the paper's)")
+    p.add_argument("--batch-size", type=int, default=RADIMAGENET.batch_size, help="images per batch (the paper's)")
+    p.add_argument("--seed", type=int, default=RADIMAGENET.seed, help="the grid's seed (the paper's)")
     p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
     p.set_defaults(func=cmd_grid)
 
 
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="tables (md, csv, tex) and figures of a grid folder")
-    p.add_argument("grid_dir", metavar="GRID_DIR")
-    p.add_argument("--formats", nargs="+", default=["md", "csv", "tex"], choices=("md", "csv", "tex"))
-    p.add_argument("--config")
+    p.add_argument("grid_dir", metavar="GRID_DIR", help="a grid folder, or a folder of grids")
+    p.add_argument(
+        "--formats", nargs="+", default=["md", "csv", "tex"], choices=("md", "csv", "tex"), help="table formats"
+    )
+    _config_option(p)
     p.set_defaults(func=cmd_report)
 
 
 def _add_gradcam(sub) -> None:
     p = sub.add_parser("gradcam", help="Grad-CAM overlays of a trained run on images")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the out folder of 'radtransfer train' (or a .keras file)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders")
-    p.add_argument("--out", default="gradcam")
+    p.add_argument("--out", default="gradcam", help="folder of the overlays")
     p.add_argument("--layer", help="backbone layer (default: the last convolutional activation)")
     p.add_argument("--class-index", type=int, help="class to explain (default: the predicted one)")
-    p.add_argument("--config")
+    _config_option(p)
     p.set_defaults(func=cmd_gradcam)
 
 
@@ -652,44 +719,49 @@ def _add_predict(sub) -> None:
         nargs="+",
         help="image files, folders (DICOM series in instance order) or CSV manifests",
     )
-    p.add_argument("--out", default="predictions.csv")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default="predictions.csv", help="the CSV written")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
     p.add_argument("--image-col", default="path", help="CSV column of image paths")
     p.add_argument("--patient-col", default=None, help="CSV column of patient ids")
     p.add_argument("--gradcam", metavar="DIR", help="also write a Grad-CAM overlay per image into DIR")
-    p.add_argument("--on-bad", choices=("raise", "skip"), default="raise")
-    p.add_argument("--config")
+    p.add_argument(
+        "--on-bad",
+        choices=("raise", "skip"),
+        default="raise",
+        help="unreadable files: raise, or skip (they keep a row, with the reason in its error column)",
+    )
+    _config_option(p)
     p.set_defaults(func=cmd_predict)
 
 
 def _add_weights(sub) -> None:
     p = sub.add_parser("weights", help="list the weight files found (with sha256 and match), or check one")
-    p.add_argument("action", nargs="?", default="list", choices=("list", "check"))
+    p.add_argument("action", nargs="?", default="list", choices=("list", "check"), help="list, or check a file")
     p.add_argument("file", nargs="?", help="the file, for 'check'")
-    p.add_argument("--backbone", help="the backbone, for 'check'")
-    p.add_argument("--weights-dir")
-    p.add_argument("--config")
+    p.add_argument("--backbone", help=f"the backbone, for 'check': {', '.join(_backbones())}")
+    _weights_dir_option(p)
+    _config_option(p)
     p.set_defaults(func=cmd_weights)
 
 
 def _add_datasets(sub) -> None:
     p = sub.add_parser("datasets", help="write the built-in demo data")
     p.add_argument("kind", choices=("synthetic",), help="synthetic: four-class brain-tumour MRI phantoms")
-    p.add_argument("out", metavar="OUT")
-    p.add_argument("--patients", type=int, default=40)
-    p.add_argument("--slices", type=int, default=4)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--config")
+    p.add_argument("out", metavar="OUT", help="the folder written")
+    p.add_argument("--patients", type=int, default=40, help="patients, spread over the four classes")
+    p.add_argument("--slices", type=int, default=4, help="slices per patient")
+    p.add_argument("--size", type=int, default=128, help="image height and width")
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed")
+    _config_option(p)
     p.set_defaults(func=cmd_datasets)
 
 
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole path on the demo data: data, training, evaluation, report")
-    p.add_argument("--out", default="demo_output")
+    p.add_argument("--out", default="demo_output", help="the folder written")
     p.add_argument("--quick", action="store_true", help="a tiny run (a smoke test)")
-    p.add_argument("--weights-dir")
-    p.add_argument("--config")
+    _weights_dir_option(p)
+    _config_option(p)
     p.set_defaults(func=cmd_demo)
 
 
@@ -722,30 +794,152 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .utils.progress import show
+
     _show_data_log()
+    _show_warnings(parser.commands[args.command])
+    show(True)  # a progress bar for every long loop, in a terminal and in a log
     try:
         config = _load_config(getattr(args, "config", None))
         if config:  # the second stage of the parse: the file's values as defaults, the flags over them
             subparser = parser.commands[args.command]
             subparser.set_defaults(**_config_defaults(subparser, config))
             args = parser.parse_args(argv)
+        _check_arguments(args)
+        _read_data(args)
+        if args.command not in LIGHT_COMMANDS:
+            _start_tensorflow(quiet=not args.debug)
         return int(args.func(args) or 0)
     except UsageError as exc:
-        _report_error(exc, args)
+        _report_error(exc, args, parser)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("radtransfer: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # every failure: one line, unless --debug
-        _report_error(exc, args)
+        _report_error(exc, args, parser)
         return EXIT_FAILURE
 
 
-def _report_error(exc, args) -> None:
+# Commands that need no TensorFlow: they answer without starting it.
+LIGHT_COMMANDS = ("report", "datasets")
+
+
+def _check_arguments(args) -> None:
+    """Names, choices and files, checked before TensorFlow starts, so a typo is answered at once."""
+    from .models.backbones import get_backbone
+
+    run_dir = getattr(args, "run_dir", None)  # the arguments in the order they are typed
+    if run_dir is not None:
+        _check_run_dir(run_dir)
+    data = getattr(args, "data", None)
+    if data is not None and not data.startswith("tfds:") and not Path(data).expanduser().exists():
+        raise UsageError(
+            f"DATA not found: '{data}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]."
+        )
+    for image in getattr(args, "images", None) or ():
+        if not Path(image).expanduser().exists():
+            raise UsageError(f"Image file or folder not found: '{image}'.")
+    if args.command == "train":
+        get_backbone(args.backbone)
+        args.train_config = _train_config(args)  # every TrainConfig option checked here
+        if args.weights not in ("radimagenet", "imagenet", "none") and not Path(args.weights).expanduser().is_file():
+            raise UsageError(f"--weights {args.weights}: expected radimagenet, imagenet, none or an existing .h5 file.")
+    if args.command == "grid":
+        from .grid.plan import resolve_shard
+        from .models.presets import WEIGHT_SOURCES
+        from .utils.choices import check_choice
+
+        for backbone in args.backbones or ():
+            get_backbone(backbone)
+        for source in args.sources:
+            check_choice("sources", source, WEIGHT_SOURCES)
+        if args.executor != "ray" and any(
+            getattr(args, option) is not None for option in ("address", "gpus_per_run", "cpus_per_run")
+        ):
+            raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
+        resolve_shard(args.shard, args.shard_count)
+
+
+def _start_tensorflow(quiet: bool) -> None:
+    """Imports TensorFlow (when it is Keras's backend) with its C++ log out of sight, unless --debug: its start-up
+    lines print before TensorFlow reads its log level, so only the file descriptor can hold them back, and later
+    lines follow TF_CPP_MIN_LOG_LEVEL. Should the import fail, what it printed is shown."""
+    import tempfile
+
+    if not quiet or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's C++ log; its real errors reach Python as exceptions
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.constant(0)  # the runtime's own start-up lines come with its first operation
+        except Exception:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _read_data(args) -> None:
+    """DATA's file names, labels and patients, read before TensorFlow starts, so a wrong layout or column is
+    answered at once; the commands take them from ``args``."""
+    if args.command == "train":
+        args.parts = train_val_test(args.data, args)
+    elif args.command in ("evaluate", "grid"):
+        args.image_set = load_data(
+            args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
+        )
+        _say_patients(args.image_set, args)
+
+
+def _show_warnings(subparser) -> None:
+    """Warnings as one line each, in the command's words (flags, not keyword arguments), with no source file."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = _in_flags(str(message), subparser)
+        print(f"radtransfer: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def _in_flags(message: str, subparser) -> str:
+    """A library message in the command's words: "missing_labels='drop' (command line: --missing-labels drop)"
+    becomes "--missing-labels drop", and a keyword argument of this command, ``weights_dir=`` or
+    ``on_bad='skip'``, becomes its flag."""
+    import re
+
+    message = re.sub(r"\S+=\S+ \((?:command line|CLI): ([^)]+)\)", r"\1", message)
+    message = re.sub(r"data\.from_(?:split_)?directory\(('[^']*')\)", r"DATA \1", message)
+    for action in getattr(subparser, "_actions", ()):
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        if not flags or action.dest in ("help", "config"):
+            continue
+        value = r"(?:'([^']*)'|\"([^\"]*)\"|(None|True|False|[\w./~-]+))"
+        message = re.sub(
+            rf"\b{re.escape(action.dest)}={value}",
+            lambda m: f"{flags[0]} {(m.group(1) or m.group(2) or m.group(3) or '').replace('None', 'none')}",
+            message,
+        )
+        message = re.sub(rf"\b{re.escape(action.dest)}=(?=[\s,.)]|$)", flags[0], message)
+        message = re.sub(rf"\({re.escape(action.dest)}\)", f"({flags[0]})", message)
+    return message
+
+
+def _report_error(exc, args, parser=None) -> None:
     if getattr(args, "debug", False):
         traceback.print_exc()
     message = str(exc).strip() or type(exc).__name__
+    if parser is not None and getattr(args, "command", None) in getattr(parser, "commands", {}):
+        message = _in_flags(message, parser.commands[args.command])
     lines = message.splitlines()
     first = lines[0]
     more = "" if len(lines) == 1 else "\n" + "\n".join(lines[1:])

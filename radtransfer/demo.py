@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation.metrics import describe_interval
+
 FULL = {"patients": 48, "slices": 4, "source_size": 128, "image_size": 96, "epochs": 16, "batch_size": 16}
 QUICK = {"patients": 12, "slices": 2, "source_size": 48, "image_size": 32, "epochs": 1, "batch_size": 8}
 
@@ -95,7 +97,7 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
         seconds,
     )
     log(
-        f"[demo] test AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f}), "
+        f"[demo] test AUC {metrics['auc']:.3f} ({describe_interval(metrics)}), "
         f"accuracy {metrics['accuracy']:.3f}; {seconds:.0f} s in all"
     )
     log(f"[demo] report: {report}")
@@ -185,7 +187,7 @@ def _write_report(
         f"- Weights: {source or 'none (random initialisation)'}{f' — `{path}`' if path else ''}.",
         f"- Training: unfreeze_all, Adam, {settings['epochs']} epochs at {settings['image_size']}×"
         f"{settings['image_size']}, batch {settings['batch_size']}, the RadImageNet augmentation; best epoch "
-        f"{result.best_epoch + 1} (val_loss {result.best_val_loss:.4f}). Run folder: `run/`."
+        f"{result.best_epoch} (val_loss {result.best_val_loss:.4f}). Run folder: `run/`."
         + (
             " From scratch, BatchNorm momentum is 0.9 (Keras's 0.99 does not settle in so few steps)."
             if not path
@@ -197,8 +199,7 @@ def _write_report(
         "",
         "| metric | value |",
         "|---|---|",
-        f"| AUC (macro one-vs-rest) | {metrics['auc']:.3f} "
-        f"(95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f}) |",
+        f"| AUC (macro one-vs-rest) | {metrics['auc']:.3f} ({describe_interval(metrics)}) |",
         f"| accuracy | {metrics['accuracy']:.3f} |",
         f"| balanced accuracy | {metrics['balanced_accuracy']:.3f} |",
         "",

@@ -35,6 +35,16 @@ def _save(fig, path) -> list[str]:
     return written
 
 
+def auc_axis(values) -> tuple[float, float, str]:
+    """The AUC axis: always 0.5 (chance) to 1, so a figure never magnifies small differences by scaling to its
+    data (an all-1.000 grid once drew a colour bar from 0.90 to 1.10); extended below 0.5, and said so, when an AUC
+    is below chance."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    low = 0.5 if not len(finite) or finite.min() >= 0.5 else float(np.floor(finite.min() * 20) / 20)
+    return low, 1.0, "" if low == 0.5 else " (axis below 0.5: some AUCs are below chance)"
+
+
 def _color(source):
     return SOURCE_COLORS.get(source, "#555555")
 
@@ -159,11 +169,12 @@ def auc_by_scenario(records, path) -> list[str]:
         )
     ax.set_xticks(range(len(scenarios)))
     ax.set_xticklabels([s.replace("__", "\n") for s in scenarios], rotation=90, fontsize=6)
-    ax.set(ylabel="Test AUC (mean over folds)", title="AUC per scenario")
+    low, high, note = auc_axis(means["auc"])
+    ax.set(ylabel="Test AUC (mean over folds)", title=f"AUC per scenario{note}", ylim=(low, high + 0.01))
     ax.legend(fontsize=8)
     box.boxplot([means[means["source"] == s]["auc"].dropna() for s in sources], tick_labels=sources)
     box.tick_params(axis="x", labelrotation=30)
-    box.set(ylabel="Test AUC", title="Over scenarios")
+    box.set(ylabel="Test AUC", title="Over scenarios", ylim=(low, high + 0.01))
     fig.tight_layout()
     return _save(fig, path)
 
@@ -174,7 +185,7 @@ def heatmap(records, path) -> list[str]:
     means = scenario_means(records)
     sources = sorted(means["source"].unique())
     fig, axes = plt.subplots(1, len(sources), figsize=(4.8 * len(sources), 3.8), squeeze=False)
-    low, high = np.nanmin(means["auc"]), np.nanmax(means["auc"])
+    low, high, note = auc_axis(means["auc"])
     for ax, source in zip(axes[0], sources):
         table = means[means["source"] == source].pivot_table(index="backbone", columns="strategy", values="auc")
         image = ax.imshow(table.values, cmap="viridis", vmin=low, vmax=high, aspect="auto")
@@ -190,7 +201,7 @@ def heatmap(records, path) -> list[str]:
                     ax.text(
                         j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="black" if bright else "white"
                     )
-        ax.set_title(f"{source}: mean AUC")
+        ax.set_title(f"{source}: mean AUC{note}")
         fig.colorbar(image, ax=ax, label="AUC")
     fig.tight_layout()
     return _save(fig, path)
@@ -203,7 +214,7 @@ def training_curves(run_dir, path=None) -> list[str]:
     plt = _pyplot()
     run_dir = Path(run_dir)
     history = pd.read_csv(run_dir / HISTORY).drop_duplicates("epoch", keep="last")
-    epochs = history["epoch"] + 1
+    epochs = history["epoch"]  # counted from 1, as the logs count
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "auc", "AUC")):
         if metric in history:
@@ -215,9 +226,9 @@ def training_curves(run_dir, path=None) -> list[str]:
     result = run_dir / RESULT
     if result.exists():
         best = json.loads(result.read_text()).get("best_epoch")
-        if best is not None and best >= 0:
+        if best is not None and best >= 1:
             for ax in axes:
-                ax.axvline(best + 1, color="grey", linestyle=":", label="best epoch")
+                ax.axvline(best, color="grey", linestyle=":", label="best epoch")
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     return _save(fig, path or run_dir / "training_curves")

@@ -249,11 +249,37 @@ def _fmt(value, digits=3):
     return str(value)
 
 
+COUNT_COLUMNS = (
+    "fold",
+    "min_folds",
+    "run_pairs",
+    "run_pairs_better",
+    "run_pairs_worse",
+    "best_epoch",
+    "diverged_epoch",
+    "epochs_run",
+)
+
+
+def _is_count(column: str) -> bool:
+    """Columns of whole numbers (counts, folds, epochs): printed as integers even where a missing value made pandas
+    store them as floats."""
+    return column.startswith("n_") or column in COUNT_COLUMNS
+
+
+def _cell(value, column: str) -> str:
+    whole = isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer()
+    if whole and _is_count(column):
+        return str(int(value))
+    return _fmt(value)
+
+
 def to_markdown(frame) -> str:
     """A plain markdown table (no optional dependencies)."""
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    lines = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    rows = frame.itertuples(index=False)
+    lines = ["| " + " | ".join(_cell(v, c) for v, c in zip(row, frame.columns)) + " |" for row in rows]
     return "\n".join([header, rule, *lines])
 
 
@@ -295,6 +321,6 @@ def _to_latex(frame) -> str:
     ``%``, ``_``, ``$``, braces, ...)."""
     shown = frame.copy()
     for column in shown.columns:
-        shown[column] = [_fmt(v) for v in shown[column]]
+        shown[column] = [_cell(v, column) for v in shown[column]]
     styler = shown.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
     return styler.to_latex(hrules=True)

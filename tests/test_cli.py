@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +275,154 @@ def test_predict_keeps_a_row_for_each_unreadable_file(trained, data_dir, tmp_pat
     assert frame["path"].tolist() == [str(good[0]), str(broken), str(good[1])]
     assert frame["error"].tolist()[0] == frame["error"].tolist()[2] == "" and frame["error"].tolist()[1]
     assert frame["predicted"].tolist()[1] == "" and frame["predicted"].tolist()[0] != ""
+
+
+# -- the first hour: a command that answers at once, never goes silent, and speaks in flags -------------------
+
+
+def _radtransfer(*argv, env=None, timeout=300):
+    """The command as a user types it, in a fresh process."""
+    import os
+
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "radtransfer", *argv], capture_output=True, text=True, timeout=timeout, env=environment
+    )
+
+
+def test_help_and_typos_are_answered_without_starting_tensorflow(tmp_path):
+    probe = (
+        "import sys\nfrom radtransfer.cli import main\n"
+        "codes = [main(['train', '--help']), main(['train', sys.argv[1], '--backbone', 'densnet121', '--out', 'x']),"
+        " main(['train', sys.argv[1], '--strategy', 'unfreez_all', '--out', 'x']),"
+        " main(['grid', sys.argv[1], '--sources', 'radimgenet', '--out', 'x'])]\n"
+        "print('CODES', codes, 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "CODES [0, 1, 1, 1] False False", done.stderr[-2000:]
+    shown = " ".join(done.stdout.split())  # the help as read, whatever its line breaks
+    assert "{auto,float32,mixed_float16,mixed_bfloat16}" in shown and "(default: 30)" in shown
+    assert "resnet50, densenet121, inception_v3, inception_resnet_v2" in shown
+    assert 'Did you mean "densenet121"' in done.stderr and "Received: --backbone densnet121" in done.stderr
+    assert 'Did you mean "unfreeze_all"' in done.stderr and 'Did you mean "radimagenet"' in done.stderr
+    assert "Traceback" not in done.stderr
+    grid_help = " ".join(_radtransfer("grid", "--help").stdout.split())
+    assert "--max-scenarios" in grid_help and "(default: 256)" in grid_help  # the paper's batch
+
+
+def test_tensorflow_start_up_lines_show_only_with_debug(trained, data_dir, tmp_path):
+    image = str(next((data_dir / "images" / "glioma").glob("*.png")))
+    quiet = _radtransfer("predict", str(trained), image, "--out", str(tmp_path / "p.csv"))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "I0000" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr, quiet.stderr
+    loud = _radtransfer("--debug", "predict", str(trained), image, "--out", str(tmp_path / "p.csv"))
+    assert loud.returncode == 0 and ("I0000" in loud.stderr or "absl" in loud.stderr)
+
+
+def test_warnings_are_one_line_in_flags_and_config_keys_take_the_flags_spellings(data_dir, tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(
+        json.dumps(
+            {
+                "learning-rate": 0.01,
+                "image-size": 32,
+                "weights": "none",
+                "backbone": "resnet50",
+                "epochs": 1,
+                "run-eagerly": True,
+                "verbose": 0,
+                "patient-col": "none",
+                "on-bad": "skip",
+            }
+        )
+    )
+    header, *rows = (data_dir / "manifest.csv").read_text().splitlines()
+    rows = [f"{data_dir / row.split(',')[0]},{row.split(',', 1)[1]}" for row in rows]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows.append(f"{tmp_path / 'broken.png'},{rows[0].split(',', 1)[1]}")
+    (tmp_path / "study.csv").write_text("\n".join([header, *rows]) + "\n")
+    out = tmp_path / "run"
+    assert main(["train", str(tmp_path / "study.csv"), "--config", str(config), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "--patient-col none: parts are split by image" in err
+    warnings_ = [line for line in err.splitlines() if line.startswith("radtransfer: warning:")]
+    assert any("skipped 1 unreadable file(s) (--on-bad skip)" in line for line in warnings_), err
+    assert all(".py:" not in line and "on_bad" not in line for line in warnings_), err
+    assert json.loads((out / "config.json").read_text())["learning_rate"] == 0.01
+    config.write_text(json.dumps({"learning_rte": 0.01}))
+    assert main(["train", str(data_dir), "--config", str(config), "--out", str(out)]) == 2
+    assert 'Did you mean "learning_rate"' in capsys.readouterr().err
+
+
+def test_intervals_say_how_and_on_how_many_patients_and_train_and_evaluate_agree(trained, data_dir, capsys):
+    printed = json.loads((trained / "test_metrics.json").read_text())
+    assert main(["evaluate", str(trained), str(data_dir / "manifest.csv"), "--bootstrap", "50"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert "bootstrap over" in evaluated["auc_ci_is"] and "seed 726" in evaluated["auc_ci_is"]
+    assert f"over {evaluated['n_patients']} patients" in evaluated["auc_ci_is"]
+    assert printed["auc_ci_seed"] == 726  # train and evaluate resample with the same seed
+
+
+def test_gradcam_outputs_are_keyed_by_their_relative_paths(trained, data_dir, tmp_path, capsys):
+    import shutil
+
+    image = next((data_dir / "images" / "glioma").glob("*.png"))
+    for folder in ("site_a", "site_b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        shutil.copy(image, tmp_path / "in" / folder / "same.png")
+    assert (
+        main(
+            [
+                "gradcam",
+                str(trained),
+                str(tmp_path / "in" / "site_a"),
+                str(tmp_path / "in" / "site_b"),
+                "--out",
+                str(tmp_path / "cams"),
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "cams").glob("*.png")) == ["site_a__same.png", "site_b__same.png"]
+
+
+def test_an_example_without_weights_ends_in_one_line(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "radimagenet_grid.py"
+    done = subprocess.run(
+        [sys.executable, str(example), "--quick", "--out", str(tmp_path / "g")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={
+            **__import__("os").environ,
+            "KERAS_HOME": str(tmp_path / "k"),
+            "RADTRANSFER_WEIGHTS_DIR": "",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+        },
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "radimagenet_grid.py: error: The grid needs weight files that were not found" in done.stderr
+
+
+def test_the_sdist_carries_the_license_the_tests_and_the_docs(tmp_path):
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    build = "import setuptools.build_meta as b, sys; print(b.build_sdist(sys.argv[1]))"
+    done = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path)], capture_output=True, text=True, cwd=root, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with tarfile.open(tmp_path / done.stdout.strip().splitlines()[-1]) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    for needed in (
+        "LICENSE",
+        "tests/conftest.py",
+        "tests/models/test_backbone_contract.py",
+        "docs/architecture.md",
+        "examples/_common.py",
+        "weights/README.md",
+        "radtransfer/version.py",
+    ):
+        assert needed in names, needed

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.choices import check_choice
+from ..utils.progress import progress
 from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
 
 PNG_MAGIC = b"\x89PNG"
@@ -182,7 +183,8 @@ def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str
     """
     paths = [str(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda p: _inspect(Path(p)), paths, chunksize=64))
+        inspected = pool.map(lambda p: _inspect(Path(p)), paths, chunksize=64)
+        results = list(progress(inspected, total=len(paths), desc="checking image files", unit="file"))
     groups: dict = {}
     for i, result in enumerate(results):
         if result.reason is None and result.dicom:

@@ -58,7 +58,7 @@ def _check(image_set: ImageSet, on_bad: str, frame, part=None):
     if on_bad == "raise":
         raise BadImagesError(
             f"{len(bad)} of {len(image_set)} image files{where} cannot be read:\n{_bad_list(bad)}\n"
-            "Fix or remove them, or skip them (on_bad='skip'; command line: --on-bad skip).",
+            "Fix or remove them, or skip them with on_bad='skip' (command line: --on-bad skip).",
             bad,
         )
     bad_paths = {p for p, _ in bad}

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..utils.progress import progress
 from .imageset import ImageSet
 
 COLUMNS = ("image", "label", "patient", "sha256")
@@ -38,7 +39,9 @@ def data_manifest(image_set: ImageSet, workers: int = 8) -> list[tuple]:
     if image_set.paths is not None:
         names = [str(p) for p in image_set.paths]
         with ThreadPoolExecutor(max_workers=workers) as pool:  # hashlib releases the GIL on large reads
-            hashes = list(pool.map(_file_sha256, names))
+            hashes = list(
+                progress(pool.map(_file_sha256, names), total=len(names), desc="hashing the data", unit="file")
+            )
     else:
         names = [f"#{i}" for i in range(len(image_set))]
         hashes = [_array_sha256(image) for image in image_set.images]

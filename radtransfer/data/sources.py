@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import DataSourceError
 from ..utils.choices import check_choice, did_you_mean
 from ..utils.optional import require
+from ..utils.progress import progress
 from .cache import LOG
 from .decode import is_dicom
 from .dicom import import_pydicom
@@ -150,7 +151,7 @@ def dicom_patient_ids(paths, where: str, workers: int = 8):
         return str(header.get("PatientID", "") or "").strip()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        ids = list(pool.map(patient, paths))
+        ids = list(progress(pool.map(patient, paths), total=len(paths), desc="reading PatientID tags", unit="file"))
     lacking = sum(1 for i in ids if not i)
     if lacking:
         warnings.warn(

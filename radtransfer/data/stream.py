@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..utils.progress import progress
 from ..utils.seeding import derive_seed, fresh_seed
 from .augment import augment_batch
 from .cache import CacheChoice, ensure_disk_cache
@@ -74,8 +75,11 @@ class DataStream:
         import tensorflow as tf
 
         filled = self.load(tf.data.Dataset.range(self.size)).cache(prefix)
+        batches = filled.map(lambda image, label: 0).batch(256).prefetch(1)
         with readable_pipeline_errors(self):
-            for _ in filled.map(lambda image, label: 0).batch(256).prefetch(1):
+            for _ in progress(
+                batches, total=-(-self.size // 256), desc="filling the disk cache", unit="batch", min_items=2
+            ):
                 beat()
 
     def _elements(self, shuffle_seed, reshuffle: bool):

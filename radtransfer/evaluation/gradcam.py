@@ -124,8 +124,21 @@ def random_point_hit_rate(masks, tolerance: int = 0) -> float:
     return float(np.mean(shares)) if shares else float("nan")
 
 
+def unique_names(paths) -> list[str]:
+    """A file name for each path that no other path shares: the path below the paths' common folder, its folders
+    joined by "__" ("a/x/img.png" and "b/x/img.png" become "a__x__img" and "b__x__img")."""
+    import os
+
+    resolved = [Path(p).resolve() for p in paths]
+    if len(resolved) == 1:
+        return [resolved[0].stem]
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return ["__".join(p.relative_to(common).with_suffix("").parts) for p in resolved]
+
+
 def save_overlays(images, heatmaps, out_dir, names=None, alpha: float = 0.45, titles=None) -> list[str]:
-    """Writes one PNG per image: the image, and the heatmap over it (jet colour map, with a colour bar)."""
+    """Writes one PNG per image: the image, and the heatmap over it (jet colour map, with a colour bar; a map
+    that is zero everywhere is said to be empty instead)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -142,11 +155,15 @@ def save_overlays(images, heatmaps, out_dir, names=None, alpha: float = 0.45, ti
         axes[0].imshow(gray.astype(np.uint8), cmap="gray" if gray.ndim == 2 else None)
         axes[0].set_title("image")
         axes[1].imshow(gray.astype(np.uint8), cmap="gray" if gray.ndim == 2 else None)
-        shown = axes[1].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1)
-        axes[1].set_title(titles[index] if titles is not None else "Grad-CAM")
+        title = titles[index] if titles is not None else "Grad-CAM"
+        if np.any(np.asarray(heatmap) > 0):
+            shown = axes[1].imshow(heatmap, cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="relevance")
+        else:  # no colour bar for a map that holds nothing: it would read as a map of low relevance
+            title += "\nGrad-CAM empty: the class score rises with no region of this layer"
+        axes[1].set_title(title)
         for ax in axes:
             ax.axis("off")
-        fig.colorbar(shown, ax=axes[1], fraction=0.046, pad=0.04, label="relevance")
         path = out / f"{Path(str(name)).stem}.png"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)

@@ -12,7 +12,8 @@ from ..data.imageset import ImageSet
 from ..data.pipeline import make_dataset
 from ..data.stream import stream_of
 from ..training.run_folder import load_trained
-from .gradcam import gradcam, save_overlays
+from ..utils.progress import progress
+from .gradcam import gradcam, save_overlays, unique_names
 from .metrics import model_read_kwargs
 
 UNLABELLED = ("?",)
@@ -72,6 +73,7 @@ def predict(
     readable, bad = check_images(image_set, on_bad, frame=read.get("frame", "middle"))
     dataset = make_dataset(readable, batch_size=batch_size, shuffle=False, cache=False, **read)
     kept = list(stream_of(dataset).paths)
+    overlay_names = unique_names(kept) if gradcam_dir is not None else None
     num_classes = int(model.output_shape[-1])
     class_names = list(getattr(model, "radtransfer_class_names", None) or [str(i) for i in range(num_classes)])
     threshold = getattr(model, "radtransfer_threshold", None) if num_classes == 2 else None
@@ -84,7 +86,8 @@ def predict(
 
     probabilities, overlays = [], []
     with readable_pipeline_errors(dataset):
-        for images_batch, _ in dataset:
+        batches = -(-len(readable) // batch_size)
+        for images_batch, _ in progress(dataset, total=batches, desc="predicting", unit="batch", min_items=4):
             images_batch = np.asarray(images_batch)  # any backend takes NumPy; JAX refuses TF tensors
             batch = np.asarray(model.predict_on_batch(images_batch), dtype=np.float64)
             if gradcam_dir is not None:
@@ -97,7 +100,7 @@ def predict(
                     class_names,
                     layer,
                     gradcam_dir,
-                    kept[done : done + len(batch)],
+                    overlay_names[done : done + len(batch)],
                 )
             probabilities.append(batch)
     # One row per input: the images read take their predictions in order, the others stay empty.
@@ -125,12 +128,7 @@ def predict(
     return frame
 
 
-def _overlays(model, images, probabilities, predicted, class_names, layer, out_dir, paths):
+def _overlays(model, images, probabilities, predicted, class_names, layer, out_dir, names):
     maps = gradcam(model, images, layer=layer, class_index=[int(c) for c in predicted])
     titles = [f"{class_names[c]} ({p[c]:.2f})" for p, c in zip(probabilities, predicted)]
-    return save_overlays(images, maps, out_dir, names=[_overlay_name(p) for p in paths], titles=titles)
-
-
-def _overlay_name(path) -> str:
-    path = Path(path)
-    return f"{path.parent.name}_{path.name}" if path.parent.name else path.name
+    return save_overlays(images, maps, out_dir, names=names, titles=titles)

@@ -19,7 +19,8 @@ from ..data.fingerprint import COLUMNS as DATA_COLUMNS
 from ..utils.io import write_json_atomic, write_text_atomic
 from .paper import Scenario
 
-SCHEMA_VERSION = 3  # 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config
+# 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config; 4: epochs counted from 1
+SCHEMA_VERSION = 4
 GRID_FILE = "grid.json"
 DATA_FILE = "data.csv"  # the grid's data, image by image (data.fingerprint.data_manifest)
 RECORD_FILE = "record.json"

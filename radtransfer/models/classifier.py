@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
+from typing import TYPE_CHECKING
 
 from .backbones import get_backbone
-from .preprocessing import Preprocess, check_mode
 from .presets import preprocessing_for
 from .weights import check_sha256, load_backbone_weights, resolve_weights, sha256sum
+
+if TYPE_CHECKING:
+    import keras
 
 _LAYER_NAMES = ("preprocess", "backbone", "dropout", "predictions")
 
@@ -55,6 +56,8 @@ def resolve_preprocessing(preprocessing: str, spec, source: str | None) -> str:
     """Turns "auto" into the mode a weight source expects; validates explicit modes."""
     if str(preprocessing).lower() == "auto":
         return preprocessing_for(spec, source)
+    from .preprocessing import check_mode  # the Keras layer module: imported when a model is made
+
     return check_mode(preprocessing)
 
 
@@ -100,6 +103,8 @@ def build_model(
         WeightsNotFoundError: no weight file was found.
         WeightsFileError: the weight file is unreadable or does not fit the backbone.
     """
+    import keras
+
     spec = get_backbone(backbone)
     shape = _check_input_shape(input_shape, spec)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -122,6 +127,9 @@ def build_model(
         digest = digest or sha256sum(resolved.path)
 
     inputs = keras.Input(shape=shape, name="image")
+    from . import _keras_compat  # noqa: F401  (registers the classes a saved model of it needs)
+    from .preprocessing import Preprocess
+
     x = Preprocess(mode, name="preprocess")(inputs)
     x = base(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
@@ -144,6 +152,7 @@ def build_model(
 
 def get_backbone_model(model: keras.Model) -> keras.Model:
     """Returns the nested "backbone" model of a model made by build_model."""
+
     try:
         return model.get_layer("backbone")
     except ValueError:
@@ -157,6 +166,7 @@ def init_head(model: keras.Model, seed: int) -> None:
     """Re-initialises the "predictions" layer from ``seed`` (Glorot-uniform kernel, zero bias), so that two
     models (e.g. RadImageNet and ImageNet runs of one grid scenario) start from the same head. Drawn with
     NumPy, so the head is the same on every Keras backend (Keras's seeded initialisers are not)."""
+    import keras
     import numpy as np
 
     head = model.get_layer("predictions")

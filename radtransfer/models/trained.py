@@ -8,8 +8,6 @@ import json
 import zipfile
 from pathlib import Path
 
-import keras
-
 from ..errors import RadtransferError
 
 METADATA = "radtransfer.json"
@@ -78,7 +76,9 @@ def load_trained_file(path, fallback: dict | None = None):
     """Loads a trained model's ``.keras`` file with its class names, thresholds, read settings and build info
     attached. ``fallback`` gives what a file saved without them (by radtransfer 0.1) lacks: its run's record of
     ``class_names`` and ``read_settings``."""
-    from . import _keras_compat  # noqa: F401  (registers the classes .keras files need)
+    import keras
+
+    from . import _keras_compat, preprocessing  # noqa: F401  (register the classes .keras files need)
     from .classifier import BuildInfo
 
     model = keras.saving.load_model(path)

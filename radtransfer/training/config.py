@@ -9,8 +9,6 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import keras
-
 from ..backend import check_distribute
 from ..data.adapters import IMAGE_SET_AUGMENT, IMAGE_SET_BATCH_SIZE, UNKNOWN
 from ..data.augment import PRESETS, get_augment
@@ -62,6 +60,12 @@ def _check_patience(name, value):
 def _flag(flag: str, help: str, type=str, choices=None, cli_default=dataclasses.MISSING) -> dict:
     """A field's command-line flag, as metadata (read by radtransfer.cli to build ``train``'s options)."""
     return {"flag": flag, "help": help, "type": type, "choices": choices, "cli_default": cli_default}
+
+
+def _is_optimizer(value) -> bool:
+    import keras
+
+    return isinstance(value, keras.optimizers.Optimizer)
 
 
 def _name_of(value):
@@ -151,7 +155,7 @@ class TrainConfig:
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"Expected epochs ≥ 1. Received: epochs={self.epochs!r}")
         check_choice("bn", self.bn, BN_MODES)
-        if not isinstance(self.optimizer, keras.optimizers.Optimizer):
+        if isinstance(self.optimizer, str) or not _is_optimizer(self.optimizer):  # names checked without Keras
             key = check_choice(
                 "optimizer", str(self.optimizer).lower(), tuple(OPTIMIZERS), what="or a keras.optimizers.Optimizer"
             )
@@ -161,7 +165,8 @@ class TrainConfig:
         check_choice("jit_compile", self.jit_compile, ("auto", True, False))
         resolve_precision(self.precision, capability=(0, 0))  # validates the name only
         object.__setattr__(self, "precision", str(self.precision).lower())
-        check_distribute(self.distribute)
+        if self.distribute is not None:  # None needs no backend (and no Keras) to be valid
+            check_distribute(self.distribute)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"Expected seed=None or an integer. Received: seed={self.seed!r}")
         if self.batch_size is not None and (
@@ -236,6 +241,8 @@ class TrainConfig:
         )
 
     def make_optimizer(self):
+        import keras
+
         if isinstance(self.optimizer, keras.optimizers.Optimizer):
             self.optimizer.learning_rate = self.learning_rate
             return self.optimizer
@@ -244,6 +251,8 @@ class TrainConfig:
     def make_loss(self, num_classes: int):
         """ "auto" = the reference: binary cross-entropy on the one-hot softmax for two classes; categorical
         cross-entropy for more."""
+        import keras
+
         if self.loss != "auto":
             return self.loss
         if num_classes == 2:

@@ -198,6 +198,12 @@ class EpochLoop:
     def run(self) -> None:
         _quiet_retracing()
         epochs = self.config.epochs
+        if self.verbose and self.next_epoch < epochs:
+            print(
+                f"epoch {self.next_epoch + 1}/{epochs}: building the training graph and reading the images (this "
+                "epoch takes longest, a minute or more on a CPU); a line follows each epoch",
+                flush=True,
+            )
         while self.next_epoch < epochs and not self.early["stopped"]:
             epoch = self.next_epoch
             seed_layers(self.model, derive_seed(self.seed, "dropout", epoch))
@@ -225,7 +231,7 @@ class EpochLoop:
                 print(f"epoch {epoch + 1}/{epochs} - {time.perf_counter() - start:.0f}s - {shown}", flush=True)
             # A NaN training loss, or a NaN val_loss (the model's outputs are NaN), is divergence.
             if not math.isfinite(logs.get("loss", math.nan)) or not math.isfinite(logs.get("val_loss", 0.0)):
-                self.diverged_epoch = epoch
+                self.diverged_epoch = epoch + 1  # epochs count from 1, in logs and files alike
                 self.next_epoch = epoch + 1
                 return
             self._after_epoch(epoch, logs)
@@ -243,7 +249,7 @@ class EpochLoop:
 
     def _append(self, epoch, logs) -> None:
         rows = len(self.history.get("epoch", []))
-        self.history.setdefault("epoch", []).append(epoch)
+        self.history.setdefault("epoch", []).append(epoch + 1)
         for key, value in logs.items():
             self.history.setdefault(key, [math.nan] * rows).append(value)
         for key in self.history:
@@ -254,13 +260,13 @@ class EpochLoop:
         value = logs.get("val_loss", math.nan)
         improved = math.isfinite(value) and value < self.best_val_loss
         if improved:
-            self.best_val_loss, self.best_epoch = value, epoch
+            self.best_val_loss, self.best_epoch = value, epoch + 1
             self._save_best(epoch)
         self._early_stopping(value)
         self._reduce_lr(value)
         self.next_epoch = epoch + 1
         if self.folder is not None:
-            name = checkpoint("last", epoch)
+            name = checkpoint("last", epoch + 1)
             save_training_state(self.model, self.folder.file(name))
             previous, self.last_file = self.last_file, name
             self.commit()
@@ -273,7 +279,7 @@ class EpochLoop:
         if self.folder is None:
             self.best_in_memory = [np.array(w) for w in self.model.get_weights()]
             return
-        name = checkpoint("best", epoch)
+        name = checkpoint("best", epoch + 1)
         save_model_weights(self.model, self.folder.file(name))
         previous, self.best_file = self.best_file, name
         self._stale_best = previous

@@ -309,7 +309,12 @@ def _model_identity(info, model) -> dict:
 
 
 def _print_cache_choices(data: TrainingData) -> None:
-    """Where each part's resized images are kept between epochs, and why (cache="auto")."""
+    """Where each part's resized images are kept between epochs, and why (cache="auto"), unless the data log
+    (which says it as each dataset is made) is shown already, as by the command."""
+    import logging
+
+    if logging.getLogger("radtransfer.data").handlers:
+        return
     for name, dataset in zip(("train", "val"), data.sources):
         stream = getattr(dataset, "radtransfer_stream", None)
         if stream is not None:

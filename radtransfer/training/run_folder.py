@@ -66,17 +66,18 @@ class FineTuneResult:
     Attributes:
         history: per-epoch metrics (``loss``, ``val_loss``, ``val_auc``, ...), all epochs of the run,
             resumed parts included.
-        best_epoch: the epoch (0-based) with the lowest val_loss; its weights are in the model.
+        best_epoch: the epoch with the lowest val_loss, counted from 1 as the logs count (-1: no epoch finished
+            with a finite val_loss); its weights are in the model.
         best_val_loss: that val_loss.
         epochs_run: epochs trained in total.
-        resumed_from: the epoch training resumed at (0 for a fresh run).
+        resumed_from: the epochs done before this call resumed the run (0 for a fresh run).
         stopped_early: whether early stopping ended the run.
         trainable_params: parameters the strategy left trainable.
         images_per_second: training throughput (train images × epochs ÷ time in training steps), when known.
         paths: output files (config, history, checkpoints), when out_dir was given.
         settings: every resolved setting (also in config.json).
         status: "finished" or "diverged".
-        diverged_epoch: the epoch whose loss became NaN (None if none did).
+        diverged_epoch: the epoch (from 1) whose loss became NaN (None if none did).
         threshold: two classes: the threshold on class 1's probability chosen on the validation set
             (Youden's J) at the best epoch; ``evaluate`` applies it to test data. None for more classes, or
             when no epoch finished with a finite val_loss.

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from .. import backend
 from ..utils.choices import check_choice
+
+if TYPE_CHECKING:
+    pass
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 DISTRIBUTIONS = backend.DISTRIBUTIONS
@@ -118,6 +121,8 @@ def working_model(model, precision: str, distribution):
     Returns:
         (working model, whether it is a different object from ``model``).
     """
+    import keras
+
     from ..models.classifier import build_model
 
     is_model = isinstance(model, keras.Model)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
-
-import keras
+from typing import TYPE_CHECKING
 
 from ..models.backbones import BackboneSpec, get_backbone
 from ..models.classifier import get_backbone_model
 from ..utils.choices import check_choice, did_you_mean
+
+if TYPE_CHECKING:
+    import keras
 
 STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K")
 BN_MODES = ("protocol", "frozen")
@@ -64,6 +66,8 @@ def parse_strategy(strategy: str) -> tuple[str, int | None]:
 
 def block_starts(backbone_model: keras.Model, spec: BackboneSpec) -> list[int]:
     """Index in ``backbone_model.layers`` of the first layer of each stage, bottom to top."""
+    import keras
+
     names = [layer.name for layer in backbone_model.layers]
     try:
         ends = [names.index(n) for n in spec.block_ends]
@@ -99,6 +103,8 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
     Returns:
         A StrategySummary (trainable parameter count, trainable layers, warnings).
     """
+    import keras
+
     kind, number = parse_strategy(strategy)
     bn = check_choice("bn", str(bn).lower(), BN_MODES)
     base = get_backbone_model(model)

@@ -5,18 +5,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.failures import readable_pipeline_errors
+from ..utils.progress import progress
 
 
 def predict_with_labels(model, dataset):
     """Runs the model over batches of (images, one-hot labels); returns (y_true, probabilities)."""
     truths, probabilities = [], []
     with readable_pipeline_errors(dataset):
-        for images, labels in dataset:
+        for images, labels in progress(dataset, total=_batches(dataset), desc="scoring", unit="batch", min_items=8):
             probabilities.append(np.asarray(model.predict_on_batch(np.asarray(images)), dtype=np.float64))
             truths.append(np.asarray(labels).argmax(axis=-1))
     if not truths:
         raise ValueError("The evaluation dataset is empty.")
     return np.concatenate(truths), np.concatenate(probabilities)
+
+
+def _batches(dataset) -> int | None:
+    """How many batches a dataset yields, when it knows (tf.data's cardinality, a PyDataset's num_batches)."""
+    count = getattr(dataset, "num_batches", None)
+    if count is None and hasattr(dataset, "cardinality"):
+        count = int(dataset.cardinality())
+    return count if count is not None and count >= 0 else None
 
 
 def youden_threshold(positives, scores) -> float:

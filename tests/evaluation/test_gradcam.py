@@ -126,3 +126,25 @@ def test_briefly_trained_model_points_at_lesions_more_than_chance(tmp_path):
     tolerance = 6  # Zhang et al.'s 15 px at 224 px, scaled to 96 px
     hits = gc.pointing_game(gc.gradcam(model, images, layer=layer), masks, tolerance)
     assert np.nanmean(hits) > gc.random_point_hit_rate(masks, tolerance)
+
+
+def test_an_empty_heatmap_is_said_to_be_empty(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import matplotlib.figure
+
+    from radtransfer.evaluation.gradcam import save_overlays, unique_names
+
+    bars, titles = [], []
+    monkeypatch.setattr(matplotlib.figure.Figure, "colorbar", lambda self, *a, **k: bars.append(1))
+    original = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set_title",
+        lambda self, text, *a, **k: titles.append(text) or original(self, text, *a, **k),
+    )
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    heatmaps = [np.zeros((8, 8)), np.linspace(0, 1, 64).reshape(8, 8)]
+    written = save_overlays(images, heatmaps, tmp_path, names=["empty", "full"])
+    assert len(written) == 2 and len(bars) == 1  # a colour bar for the map that holds something only
+    assert any("Grad-CAM empty" in t for t in titles)
+    assert unique_names(["/x/a/img.png", "/x/b/img.png"]) == ["a__img", "b__img"]

@@ -151,7 +151,7 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
     runs = {(r["source"], r["learning_rate"]): r for r in records_whole.values()}
     assert runs[("radimagenet", 1e30)]["status"] == "failed" and runs[("radimagenet", 1e30)]["metrics"] is None
     finished = runs[("radimagenet", 1e-3)]
-    assert finished["status"] == "finished" and finished["schema_version"] == 3
+    assert finished["status"] == "finished" and finished["schema_version"] == 4
     assert finished["run_seed"] == runs[("imagenet", 1e-3)]["run_seed"]  # the two sources are paired
     assert finished["metrics"]["auc_ci_unit"] == "patient" and finished["bn"] == "frozen"
     pair = json.loads(next((whole / "pairs").rglob("radimagenet__vs__imagenet.json")).read_text())
@@ -408,7 +408,7 @@ def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_i
         )
 
     records = run(images).set_index("learning_rate")
-    assert records.loc[1e30, "status"] == "failed" and records.loc[1e30, "diverged_epoch"] == 0
+    assert records.loc[1e30, "status"] == "failed" and records.loc[1e30, "diverged_epoch"] == 1
     assert records.loc[1e-3, "status"] == "finished" and np.isfinite(records.loc[1e-3, "auc"])
     assert {(k["batch_size"], k.get("augment")) for k in built} == {(8, None)}  # the datasets that were built ...
     for path in grid.rglob("config.json"):  # ... are what every run records
@@ -459,3 +459,16 @@ def test_two_grids_whose_folders_share_a_name_are_two_rows(tmp_path):
 
     written = plots.grid_figures(tmp_path, tmp_path / "figures")
     assert {Path(p).parent.name for p in written} == {"A__task", "B__task"}
+
+
+def test_figures_and_tables_do_not_overstate(tmp_path):
+    """AUC axes run from chance (0.5) to 1 whatever the data's range (an all-1.000 grid once drew a colour bar from
+    0.90 to 1.10), and counts print as integers (once 6.000)."""
+    from radtransfer import plots
+
+    assert plots.auc_axis([1.0, 1.0, 1.0]) == (0.5, 1.0, "")
+    assert plots.auc_axis([0.93, 0.97]) == (0.5, 1.0, "")
+    low, high, note = plots.auc_axis([0.42, 0.9])
+    assert (low, high) == (0.4, 1.0) and "below chance" in note
+    table = pd.DataFrame({"task": ["t"], "n_runs": [6.0], "mean_auc": [1.0], "run_pairs": [np.nan], "fold": [2.0]})
+    assert report.to_markdown(table).splitlines()[-1] == "| t | 6 | 1.000 | – | 2 |"

@@ -63,7 +63,7 @@ def test_outputs_written(first_run):
     assert config["strategy_summary"]["trainable_params"] == result.trainable_params
     assert config["model"]["backbone"] == "resnet50" and config["model"]["weights_sha256"] is None
     assert config["jit_compile"] is False and config["precision"] == "float32"
-    assert result.history["epoch"] == [0, 1] and len(result.history["val_auc"]) == EPOCHS
+    assert result.history["epoch"] == [1, 2] and len(result.history["val_auc"]) == EPOCHS
     assert result.best_val_loss == min(result.history["val_loss"])
     assert result.images_per_second and result.images_per_second > 0
 
@@ -158,7 +158,7 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_history(splits, tmp_p
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads(resumed.stdout.strip().splitlines()[-1])
     reference = json.loads((tmp_path / "reference.json").read_text())
-    assert report["resumed_from"] == 1 and report["history"]["epoch"] == [0, 1]
+    assert report["resumed_from"] == 1 and report["history"]["epoch"] == [1, 2]
     for key in ("loss", "accuracy", "val_loss", "val_auc"):
         np.testing.assert_allclose(report["history"][key], reference[key], rtol=1e-6, err_msg=key)
 
@@ -179,7 +179,7 @@ def test_without_out_dir_the_model_keeps_the_best_epoch_not_the_last(splits):
 
     model = _model()
     result = _train(model, splits, callbacks=[SpoilLastEpoch()], run_eagerly=True)
-    assert result.best_epoch == 0 and result.history["val_loss"][1] > result.history["val_loss"][0]
+    assert result.best_epoch == 1 and result.history["val_loss"][1] > result.history["val_loss"][0]
     val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
     assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
         result.history["val_loss"][0], rel=1e-4
@@ -203,11 +203,11 @@ def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_p
     loss, switch = _nan_from_epoch(1)
     model = _model()
     with pytest.raises(
-        rt.TrainingDivergedError, match=r"NaN at epoch 1.*best checkpoint \(epoch 0.*e\.g\. 0\.0001"
+        rt.TrainingDivergedError, match=r"NaN at epoch 2.*best checkpoint \(epoch 1.*e\.g\. 0\.0001"
     ) as caught:
         _train(model, splits, tmp_path, loss=loss, callbacks=[switch], run_eagerly=True)
     result = caught.value.result
-    assert result.status == "diverged" and result.diverged_epoch == 1 and result.best_epoch == 0
+    assert result.status == "diverged" and result.diverged_epoch == 2 and result.best_epoch == 1
     assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
     best = _model(seed=9)
     best.load_weights(tmp_path / "best.weights.h5")
@@ -218,7 +218,7 @@ def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_p
         def on_train_begin(self, logs=None):
             raise AssertionError("a diverged run was trained again")
 
-    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 1"):
+    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 2"):
         _train(_model(), splits, tmp_path, loss=loss, callbacks=[MustNotTrain()], run_eagerly=True)
 
 
@@ -638,13 +638,13 @@ def test_a_two_class_run_diverging_in_its_first_epoch_raises_diverged_with_its_r
     """Before: scikit-learn's "Input contains NaN" from the validation threshold, so no TrainingDivergedError and a
     grid that stops at this run on every restart."""
     model = _model(classes=2)
-    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 0.*no epoch finished") as caught:
+    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 1.*no epoch finished") as caught:
         _train(model, two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True)
     result = caught.value.result
-    assert result.best_epoch == -1 and result.diverged_epoch == 0 and result.status == "diverged"
+    assert result.best_epoch == -1 and result.diverged_epoch == 1 and result.status == "diverged"
     assert result.threshold is None and result.thresholds is None
     assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
-    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 0"):  # called again: the same answer
+    with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 1"):  # called again: the same answer
         _train(
             _model(classes=2), two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True
         )
