@@ -805,7 +805,10 @@ def main(argv=None) -> int:
             subparser = parser.commands[args.command]
             subparser.set_defaults(**_config_defaults(subparser, config))
             args = parser.parse_args(argv)
-        _check_arguments(args)
+        try:
+            _check_arguments(args)
+        except ValueError as exc:  # a wrong name or choice is a usage mistake: exit code 2
+            raise UsageError(str(exc)) from exc
         _read_data(args)
         if args.command not in LIGHT_COMMANDS:
             _start_tensorflow(quiet=not args.debug)
@@ -870,7 +873,7 @@ def _start_tensorflow(quiet: bool) -> None:
     if not quiet or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's C++ log; its real errors reach Python as exceptions
-    sys.stderr.flush()
+    print("radtransfer: starting TensorFlow …", file=sys.stderr, flush=True)
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)

@@ -9,7 +9,9 @@ import numpy as np
 
 from .evaluation.metrics import describe_interval
 
-FULL = {"patients": 48, "slices": 4, "source_size": 128, "image_size": 96, "epochs": 16, "batch_size": 16}
+# The full demo: 96 patients (16 in the test part), DenseNet121 at 64 px for 12 epochs, about 2.5 minutes on 2
+# cores, a third of it building the training graph (docs/performance.md, "make demo").
+FULL = {"patients": 96, "slices": 2, "source_size": 128, "image_size": 64, "epochs": 12, "batch_size": 16}
 QUICK = {"patients": 12, "slices": 2, "source_size": 48, "image_size": 32, "epochs": 1, "batch_size": 8}
 
 

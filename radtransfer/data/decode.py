@@ -8,6 +8,8 @@ range to 0–255 instead of being truncated.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +171,35 @@ def _jpeg_complete(path: Path) -> bool:
     return last_scan >= 0 and data.find(b"\xff\xd9", last_scan) >= 0
 
 
+_checked: dict = {}  # path -> ((mtime_ns, size), FileCheck) of files found good, so a second check reads nothing
+_checked_lock = threading.Lock()
+
+
+def _known_good(path: str) -> FileCheck | None:
+    """This file's earlier good check, if the file is unchanged since (same modification time and size)."""
+    with _checked_lock:
+        seen = _checked.get(path)
+    if seen is None:
+        return None
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return dataclasses.replace(seen[1]) if seen[0] == (stat.st_mtime_ns, stat.st_size) else None
+
+
+def _inspect_and_remember(path: str) -> FileCheck:
+    try:
+        stamp = (Path(path).stat().st_mtime_ns, Path(path).stat().st_size)
+    except OSError:
+        stamp = None
+    result = _inspect(Path(path))
+    if result.reason is None and stamp is not None:
+        with _checked_lock:
+            _checked[path] = (stamp, dataclasses.replace(result))
+    return result
+
+
 def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str, str]], bool, np.ndarray]:
     """Checks every file, opening each once, and decodes one DICOM of each kind.
 
@@ -182,9 +213,13 @@ def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str
         a boolean array marking the DICOM files).
     """
     paths = [str(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        inspected = pool.map(lambda p: _inspect(Path(p)), paths, chunksize=64)
-        results = list(progress(inspected, total=len(paths), desc="checking image files", unit="file"))
+    results = [_known_good(p) for p in paths]  # the command checks before training, the pipeline again: once
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            inspected = pool.map(lambda i: _inspect_and_remember(paths[i]), todo, chunksize=64)
+            for i, result in zip(todo, progress(inspected, total=len(todo), desc="checking image files", unit="file")):
+                results[i] = result
     groups: dict = {}
     for i, result in enumerate(results):
         if result.reason is None and result.dicom:

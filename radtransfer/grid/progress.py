@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
 import numpy as np
 
+from ..utils.progress import format_seconds
 from .plan import expected_cost
-
-
-def format_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 class GridProgress:

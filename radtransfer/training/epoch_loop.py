@@ -15,6 +15,7 @@ import numpy as np
 from ..data.failures import readable_pipeline_errors
 from ..errors import RadtransferError
 from ..utils.io import replace_atomic
+from ..utils.progress import format_seconds
 from ..utils.seeding import derive_seed, seed_layers
 from .config import TrainConfig
 from .run_folder import BEST_WEIGHTS, FineTuneResult, checkpoint
@@ -95,6 +96,34 @@ class Throughput(keras.callbacks.Callback):
         if self._start is not None:
             self.train_seconds += self._last - self._start
             self.epochs += 1
+
+
+class Heartbeat(keras.callbacks.Callback):
+    """A line now and then inside a long epoch, when the log has one line per epoch (verbose 2): which step,
+    at what rate, and how long this epoch has left, so a log is never silent for more than ``interval`` s."""
+
+    def __init__(self, epochs: int, interval: float = 30.0):
+        super().__init__()
+        self.epochs, self.interval = epochs, interval
+        self._epoch, self._start, self._last = 0, None, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._start = epoch, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self._start is None:  # from the end of the first step: graph building is announced apart
+            self._start = self._last = now
+            self._first = batch
+            return
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        steps = (self.params or {}).get("steps")
+        rate = (batch - self._first) / (now - self._start)
+        left = f", about {format_seconds((steps - batch - 1) / rate)} left in this epoch" if steps and rate else ""
+        total = f"/{steps}" if steps else ""
+        print(f"epoch {self._epoch + 1}/{self.epochs}: step {batch + 1}{total}, {rate:.2f} steps/s{left}", flush=True)
 
 
 class _RetraceNote:
@@ -217,7 +246,12 @@ class EpochLoop:
                     validation_data=self.data.val,
                     initial_epoch=epoch,
                     epochs=epoch + 1,
-                    callbacks=[keras.callbacks.TerminateOnNaN(), self.throughput, *self.callbacks],
+                    callbacks=[
+                        keras.callbacks.TerminateOnNaN(),
+                        self.throughput,
+                        *([Heartbeat(epochs)] if self.verbose == 2 else []),
+                        *self.callbacks,
+                    ],
                     class_weight=self.class_weight,
                     verbose=1 if self.verbose == 1 else 0,
                     shuffle=False,

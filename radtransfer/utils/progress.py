@@ -6,10 +6,20 @@ every run (``show(True)``), so nothing long is silent in a log either. Below ``M
 
 from __future__ import annotations
 
+import math
 import sys
 
 MIN_ITEMS = 64
 _shown: bool | None = None  # None: on a terminal only
+
+
+def format_seconds(seconds: float) -> str:
+    """``1h05m`` or ``4m07s``; ``?`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def show(enabled: bool | None = True) -> None:

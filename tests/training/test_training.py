@@ -753,3 +753,18 @@ def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that
     config = rt.TrainConfig("freeze_all", 1e-3, epochs=1, seed=0, run_eagerly=True)  # one object, as the grid passes
     again = rt.fine_tune(_model(classes=2), train_ds, val_ds, config, out_dir=tmp_path / "ds", verbose=0)
     assert again.fingerprint == result.fingerprint and again.history == result.history  # the same run, finished
+
+
+def test_a_long_epoch_says_how_far_it_is_in_a_log(capsys):
+    """verbose 2 prints a line per epoch; inside a long epoch a heartbeat says the step, rate and time left."""
+    import keras
+
+    from radtransfer.training.epoch_loop import Heartbeat
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x, y = np.random.default_rng(0).normal(size=(40, 4)).astype("float32"), np.arange(40) % 2
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[Heartbeat(epochs=3, interval=0.0)])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/3: step")]
+    assert len(lines) == 9  # every step after the first (the first builds the graph)
+    assert lines[-1].startswith("epoch 1/3: step 10/10,") and "steps/s, about 0m00s left in this epoch" in lines[-1]
