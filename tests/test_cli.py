@@ -172,11 +172,11 @@ def test_usage_errors(argv, code, message, capsys):
 
 def test_failures_are_one_line_and_debug_shows_the_traceback(data_dir, tmp_path, capsys):
     argv = ["train", str(data_dir), "--backbone", "densnet121", "--out", str(tmp_path / "r")]
-    assert main(argv) == 1
+    assert main(argv) == 2  # a wrong name is a usage mistake
     error = capsys.readouterr().err
     assert error.splitlines()[0].startswith("radtransfer: error: Unknown backbone 'densnet121'")
     assert 'Did you mean "densenet121"' in error and "Traceback" not in error
-    assert main(["--debug", *argv]) == 1
+    assert main(["--debug", *argv]) == 2  # a wrong name is a usage mistake
     assert "Traceback" in capsys.readouterr().err
 
 
@@ -310,11 +310,24 @@ def test_help_and_typos_are_answered_without_starting_tensorflow(tmp_path):
     assert "--max-scenarios" in grid_help and "(default: 256)" in grid_help  # the paper's batch
 
 
-def test_tensorflow_start_up_lines_show_only_with_debug(trained, data_dir, tmp_path):
-    image = str(next((data_dir / "images" / "glioma").glob("*.png")))
-    quiet = _radtransfer("predict", str(trained), image, "--out", str(tmp_path / "p.csv"))
+def test_tensorflow_start_up_lines_are_hidden_and_long_loops_draw_a_bar(trained, data_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "new_patients"
+    folder.mkdir()
+    for copy in range(6):  # 144 images: 5 batches of 32, enough for a bar
+        for path in sorted((data_dir / "images").rglob("*.png")):
+            shutil.copy(path, folder / f"{copy}_{path.name}")
+    quiet = _radtransfer("predict", str(trained), str(folder), "--out", str(tmp_path / "p.csv"))
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "I0000" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr, quiet.stderr
+    assert "radtransfer: starting TensorFlow" in quiet.stderr
+    assert "predicting: 100%" in quiet.stderr and "batch/s" in quiet.stderr, quiet.stderr  # a bar: rate and ETA
+
+
+@pytest.mark.slow
+def test_debug_shows_tensorflow_start_up_lines(trained, data_dir, tmp_path):
+    image = str(next((data_dir / "images" / "glioma").glob("*.png")))
     loud = _radtransfer("--debug", "predict", str(trained), image, "--out", str(tmp_path / "p.csv"))
     assert loud.returncode == 0 and ("I0000" in loud.stderr or "absl" in loud.stderr)
 
