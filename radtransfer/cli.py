@@ -603,10 +603,11 @@ def _add_train(sub) -> None:
     )
     p.add_argument(
         "--verbose",
-        type=int,
-        default=2,
-        choices=(0, 1, 2),
-        help="0 quiet, 1 a progress bar per epoch, 2 a line per epoch",
+        type=lambda text: text if text == "auto" else int(text),
+        default="auto",
+        choices=("auto", 0, 1, 2),
+        help="0 quiet, 1 a progress bar per epoch, 2 a line per epoch (and a line every 30 s inside a long one), "
+        "auto: 1 on a terminal, 2 in a log",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_train)
