@@ -1,6 +1,8 @@
 """The RadImageNet comparison on one dataset: the 24-scenario grid per weight source, then the report.
 
     python examples/radimagenet_grid.py --quick --weights-dir weights/
+    # compares weight sources, so it needs their .h5 files (--quick: ResNet50's RadImageNet and ImageNet files;
+    # docs/weights.md); without them it stops at once with one line naming each missing file.
     python examples/radimagenet_grid.py --data /data/acl/manifest.csv --image-col filename \
         --label-col acl_label --patient-col patient --folds 5 --out grids/acl_mri
     # on n machines: add --shard k/n to each (--shard auto in a SLURM array), then run the report once
