@@ -58,6 +58,7 @@ def test_bn_frozen_freezes_every_batchnorm(models):
     assert protocol.trainable_params - frozen.trainable_params == gamma_beta
 
 
+@pytest.mark.slow  # 16 s
 def test_bn_frozen_keeps_moving_statistics_during_fit():
     """DESIGN.md §4: trainable=False, not training=False, keeps BN in inference mode in Keras 3."""
     x = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
