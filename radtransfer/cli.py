@@ -385,26 +385,23 @@ def cmd_gradcam(args) -> int:
     import numpy as np
 
     from . import data
+    from .data.adapters import for_prediction
     from .evaluation.gradcam import gradcam, save_overlays, unique_names
+    from .evaluation.metrics import model_read_kwargs
     from .utils.progress import progress
 
     model = _load_run_model(args.run_dir)
-    paths = []
-    for item in args.images:
-        path = Path(item)
-        paths += (
-            sorted(p for p in path.rglob("*") if p.suffix.lower() in data.sources.IMAGE_EXTENSIONS)
-            if path.is_dir()
-            else [path]
-        )
+    paths, _ = for_prediction(args.images)  # files and folders as predict reads them (DICOM series in order)
     if not paths:
         raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
-    image_set = data.ImageSet(paths=[str(p) for p in paths], labels=[0] * len(paths), class_names=("?",))
-    from .evaluation.metrics import model_read_kwargs
-
-    dataset = data.make_dataset(image_set, batch_size=16, shuffle=False, cache=False, **model_read_kwargs(model))
+    image_set = data.ImageSet(paths=paths, labels=[0] * len(paths), class_names=("?",))
+    batch_size = 16
+    dataset = data.make_dataset(
+        image_set, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model)
+    )
     images, heatmaps, probabilities = [], [], []
-    for batch, _ in progress(dataset, total=-(-len(paths) // 16), desc="Grad-CAM", unit="batch", min_items=2):
+    batches = -(-len(paths) // batch_size)
+    for batch, _ in progress(dataset, total=batches, desc="Grad-CAM", unit="batch", min_items=2):
         batch = np.asarray(batch)
         images.append(batch)
         heatmaps.append(np.asarray(gradcam(model, batch, layer=args.layer, class_index=args.class_index)))

@@ -190,7 +190,8 @@ def _known_good(path: str) -> FileCheck | None:
 
 def _inspect_and_remember(path: str) -> FileCheck:
     try:
-        stamp = (Path(path).stat().st_mtime_ns, Path(path).stat().st_size)
+        stat = Path(path).stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
     except OSError:
         stamp = None
     result = _inspect(Path(path))

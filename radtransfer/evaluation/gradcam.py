@@ -128,12 +128,22 @@ def unique_names(paths) -> list[str]:
     """A file name for each path that no other path shares: the path below the paths' common folder, its folders
     joined by "__" ("a/x/img.png" and "b/x/img.png" become "a__x__img" and "b__x__img")."""
     import os
+    from collections import Counter
 
     resolved = [Path(p).resolve() for p in paths]
     if len(resolved) == 1:
         return [resolved[0].stem]
     common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
-    return ["__".join(p.relative_to(common).with_suffix("").parts) for p in resolved]
+    names = ["__".join(p.relative_to(common).with_suffix("").parts) for p in resolved]
+    counts = Counter(names)
+    repeated = {n for n, k in counts.items() if k > 1}  # "img.png" beside "img.jpg", or a path given twice
+    names = [f"{n}_{p.suffix.lstrip('.')}" if n in repeated else n for n, p in zip(names, resolved)]
+    seen: dict = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name}_{seen[name]}"
+    return names
 
 
 def save_overlays(images, heatmaps, out_dir, names=None, alpha: float = 0.45, titles=None) -> list[str]:

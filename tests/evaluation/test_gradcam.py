@@ -148,3 +148,11 @@ def test_an_empty_heatmap_is_said_to_be_empty(tmp_path, monkeypatch):
     assert len(written) == 2 and len(bars) == 1  # a colour bar for the map that holds something only
     assert any("Grad-CAM empty" in t for t in titles)
     assert unique_names(["/x/a/img.png", "/x/b/img.png"]) == ["a__img", "b__img"]
+
+
+def test_overlay_names_never_collide():
+    from radtransfer.evaluation.gradcam import unique_names
+
+    assert unique_names(["/d/a/x/img.png", "/d/b/x/img.png"]) == ["a__x__img", "b__x__img"]
+    names = unique_names(["/d/img.png", "/d/img.jpg", "/d/img.png", "/d/other.png"])
+    assert len(set(names)) == 4 and names[3] == "other"
