@@ -1,10 +1,12 @@
 """The data audit: what in a data set would make its test figures wrong, found before any training.
 
 Each image is decoded once (Pillow, or the DICOM renderer the pipeline uses) into three facts: a hash of its
-decoded pixels (so the same picture saved as PNG and as BMP, or
-re-saved with other file bytes, is one image), a 64-bit perceptual hash (pHash: the signs of the 8×8 lowest frequencies of the DCT of a 32×32 grey
-thumbnail against their median, the algorithm of ImageHash's ``phash``, computed here with scipy over a batch so
-no further dependency is needed), and the spread of its grey levels. Near duplicates are pairs whose perceptual
+decoded pixels (so the same picture saved as PNG and as BMP, or re-saved with other file bytes, is one image),
+a 64-bit perceptual hash (pHash: the signs of the 8×8 lowest frequencies of the DCT of a 32×32 grey thumbnail
+against their median, the algorithm of ImageHash's ``phash``, computed here with scipy over a batch so no
+further dependency is needed), and the spread of its grey levels. NOT READY: on same-anatomy images different
+patients' hashes fall within a few bits (see the branch's commits and benchmarks/audit_*_wip.py).
+Near duplicates are pairs whose perceptual
 hashes differ in at most ``near_distance`` bits: re-encoding, resizing and a brightness shift leave the hash
 almost unchanged, while two different pictures differ in about half of the 64 bits. Every pair is compared
 (XOR and a bit count in blocks), so nothing is missed by bucketing.

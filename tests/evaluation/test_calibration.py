@@ -77,3 +77,13 @@ def test_bad_inputs_say_what_was_expected():
         brier_score([0, 1], np.ones((3, 2)) / 2)
     with pytest.raises(ValueError, match="temperature > 0"):
         apply_temperature(np.ones((1, 2)) / 2, 0.0)
+
+
+def test_evaluate_reports_brier_and_ece_of_its_own_predictions():
+    from radtransfer.evaluation.metrics import metrics_from_predictions
+
+    y, p = _sample(300, 2, 2.0, 5)
+    metrics = metrics_from_predictions(y, p, ["a", "b"], bootstrap=0)
+    assert metrics["brier"] == pytest.approx(brier_score_loss(y, p[:, 1]), abs=1e-12)
+    assert metrics["ece"] == pytest.approx(expected_calibration_error(y, p)[0], abs=1e-12)
+    assert sum(b["count"] for b in metrics["calibration_bins"]) == 300
