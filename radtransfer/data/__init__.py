@@ -8,6 +8,7 @@ val_ds = data.make_dataset(val, shuffle=False)
 """
 
 from ..errors import BadImagesError, DataSourceError, DicomDecodeError, ImageReadError, LeakageError
+from .audit import AuditReport, Finding, audit
 from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
 from .decode import ReadSettings, check_files
@@ -21,6 +22,9 @@ from .stream import DataStream, stream_of
 from .volumes import from_volumes
 
 __all__ = [
+    "audit",
+    "AuditReport",
+    "Finding",
     "AUGMENT_PRESETS",
     "Augment",
     "BadImagesError",

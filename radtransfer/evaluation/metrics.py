@@ -8,6 +8,7 @@ on the data it is scored on: it comes from the validation set.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -17,6 +18,7 @@ from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
 from ..errors import ClassMismatchError
 from ..training.thresholds import predict_with_labels, youden_threshold
+from .calibration import brier_score, expected_calibration_error
 from .stats import auc_score, bootstrap_auc_ci
 
 
@@ -118,6 +120,9 @@ def metrics_from_predictions(
     }
     if num_classes == 2:
         result["positive_class"] = class_names[positive_class]
+    result["brier"] = brier_score(y_true, probabilities)
+    result["ece"], bins = expected_calibration_error(y_true, probabilities)
+    result["calibration_bins"] = [dataclasses.asdict(b) for b in bins]
     result.update(_per_class(y_true, probabilities, matrix, class_names))
     if num_classes == 2:
         result["operating_point"] = _operating_point(
