@@ -128,6 +128,34 @@ def isolated_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(scope="session")
+def cli_data(tmp_path_factory):
+    """The command line's small data: 12 synthetic patients (4 classes), 2 slices each, 40 px."""
+    import radtransfer as rt
+
+    root = tmp_path_factory.mktemp("cli_data")
+    rt.datasets.synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=5)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cli_run(cli_data, tmp_path_factory):
+    """A run folder of ``radtransfer train`` on ``cli_data`` (ResNet50, 32 px, no weights, 1 epoch). Shared:
+    a test that changes it works on a copy."""
+    import json
+
+    from radtransfer.cli import main
+
+    out = tmp_path_factory.mktemp("cli_run")
+    config = out / "defaults.json"
+    config.write_text(
+        json.dumps({"backbone": "resnet50", "weights": "none", "image-size": 32, "epochs": 1, "batch_size": 8})
+    )
+    argv = ["train", str(cli_data), "--config", str(config), "--batch-size", "4", "--out", str(out / "run")]
+    assert main(argv + ["--run-eagerly", "--verbose", "0"]) == 0
+    return out / "run"
+
+
 def two_class(image_set, negative: str = "no_tumor", positive: str = "glioma"):
     """The images of two classes of a set, relabelled (negative, positive): every task of the paper has two."""
     from radtransfer.data import ImageSet

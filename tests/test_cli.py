@@ -14,36 +14,13 @@ from radtransfer.cli import main
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli_data")
-    rt.datasets.synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=5)
-    return root
+def data_dir(cli_data):
+    return cli_data
 
 
 @pytest.fixture(scope="module")
-def trained(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli_run")
-    config = out / "defaults.json"
-    config.write_text(
-        json.dumps({"backbone": "resnet50", "weights": "none", "image-size": 32, "epochs": 1, "batch_size": 8})
-    )
-    code = main(
-        [
-            "train",
-            str(data_dir),
-            "--config",
-            str(config),
-            "--batch-size",
-            "4",
-            "--out",
-            str(out / "run"),
-            "--run-eagerly",
-            "--verbose",
-            "0",
-        ]
-    )
-    assert code == 0
-    return out / "run"
+def trained(cli_run):
+    return cli_run
 
 
 def test_train_writes_run_and_resolved_config(trained, capsys):

@@ -1,15 +1,26 @@
 """The data audit: what in a data set would make its test figures wrong, found before any training.
 
-Each image is decoded once (Pillow, or the DICOM renderer the pipeline uses) into three facts: a hash of its
+Each image is decoded once (Pillow, or the DICOM renderer the pipeline uses) into four facts: a hash of its
 decoded pixels (so the same picture saved as PNG and as BMP, or re-saved with other file bytes, is one image),
 a 64-bit perceptual hash (pHash: the signs of the 8×8 lowest frequencies of the DCT of a 32×32 grey thumbnail
 against their median, the algorithm of ImageHash's ``phash``, computed here with scipy over a batch so no
-further dependency is needed), and the spread of its grey levels. NOT READY: on same-anatomy images different
-patients' hashes fall within a few bits (see the branch's commits and benchmarks/audit_*_wip.py).
-Near duplicates are pairs whose perceptual
-hashes differ in at most ``near_distance`` bits: re-encoding, resizing and a brightness shift leave the hash
-almost unchanged, while two different pictures differ in about half of the 64 bits. Every pair is compared
-(XOR and a bit count in blocks), so nothing is missed by bucketing.
+further dependency is needed), a 48×48 grey thumbnail (blurred by one pixel, standardized), and the spread
+of its grey levels.
+
+Near duplicates are found in three stages. Candidates are the pairs whose perceptual hashes differ in at most
+``near_distance`` bits (every pair is compared, XOR and a bit count in blocks, so nothing is missed by
+bucketing). The hash alone cannot tell same-anatomy images apart: on the synthetic brain MRI set, slices of
+different patients fall within 6 bits of each other in about 0.3-0.6% of pairs. A candidate whose blurred 48×48
+thumbnails correlate at ``near_correlation`` or more is then read again and compared at full size (the smaller
+image's, halved, at most 128 pixels a side, blurred by 0.75 pixels); from ``confirm_correlation`` it is a near
+duplicate. The thumbnails clear almost every pair of different patients (they correlate up to 0.994 among 240
+slices, while the same slice re-encoded as JPEG q50, resized 0.5-2×, brightness- and contrast-shifted or
+gamma-changed correlates 0.997-1.000); the full-size comparison clears the rare patients the synthetic
+generator made alike (0.989 for such a pair against 0.995-1.000 for the altered copies), by the fine detail a
+copy keeps and a different patient does not (benchmarks/audit_near_duplicates.py, figures in
+docs/performance.md). Not found: crops. A 2-7% crop moves the hash 8-22 bits, and even aligned (scale and
+shift fitted) a crop correlates with its source no better than two different patients' slices do; finding
+crops needs local features (keypoints matched under a geometric model), which this module does not do.
 
 Findings (``Finding.kind``): ``duplicate``, ``near_duplicate``, ``label_conflict``, ``patient_leak``,
 ``empty_image`` and ``unreadable``. Duplicates and near duplicates across parts, label conflicts and patient
@@ -35,7 +46,12 @@ from .imageset import ImageSet
 KINDS = ("duplicate", "near_duplicate", "label_conflict", "patient_leak", "empty_image", "unreadable")
 ERROR, WARNING = "error", "warning"
 EMPTY_STD = 1.0  # grey levels (0-255 scale): below this an image is constant or nearly so
-NEAR_DISTANCE = 6  # bits of 64
+NEAR_DISTANCE = 6  # bits of 64: perceptual hashes this close make a candidate pair
+NEAR_CORRELATION = 0.995  # thumbnail correlation from which a candidate is checked at full size
+CONFIRM_CORRELATION = 0.993  # correlation at up to CONFIRM_SIDE pixels from which it is a near duplicate
+CONFIRM_SIDE, CONFIRM_BLUR = 128, 0.75  # half the smaller image's side, at most CONFIRM_SIDE
+THUMB = 48  # the side of the thumbnail a candidate is verified on (blurred by THUMB_BLUR pixels)
+THUMB_BLUR = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,9 @@ class AuditReport:
     seconds: float = 0.0
     near_distance: int = NEAR_DISTANCE
     images: int = field(default=0)
+    near_correlation: float = NEAR_CORRELATION
+    candidates: int = 0  # pairs whose perceptual hashes were close enough to compare their thumbnails
+    compared_full_size: int = 0  # candidates whose thumbnails were close enough to compare at full size
 
     @property
     def errors(self) -> list:
@@ -145,18 +164,59 @@ def _grey(array: np.ndarray) -> np.ndarray:
     return grey
 
 
-def _thumbnail(grey: np.ndarray) -> np.ndarray:
+def _thumbnails(grey: np.ndarray) -> tuple:
+    """(32x32 thumbnail for the perceptual hash, blurred and standardized THUMB x THUMB thumbnail, flattened,
+    float16)."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(grey, mode="F").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    image = Image.fromarray(grey, mode="F")
+    small = np.asarray(image.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    from scipy.ndimage import gaussian_filter
+
+    large = np.asarray(image.resize((THUMB, THUMB), Image.Resampling.BOX), dtype=np.float64)
+    large = gaussian_filter(large, THUMB_BLUR).ravel()
+    large = large - large.mean()
+    norm = np.linalg.norm(large)
+    return small, (large / norm if norm > 0 else large).astype(np.float16)
 
 
 def _read(path: str, frame) -> tuple:
-    """(pixel hash, 32x32 thumbnail, grey-level SD) of one image."""
+    """(pixel hash, perceptual hash, standardized 48x48 thumbnail, grey-level SD) of one image."""
     array = np.ascontiguousarray(_pixels(path, frame))
     digest = hashlib.sha256(f"{array.shape}{array.dtype.str}".encode() + array.tobytes()).hexdigest()
     grey = _grey(array)
-    return digest, _thumbnail(grey), float(grey.std())
+    small, large = _thumbnails(grey)
+    return digest, perceptual_hashes(small[None])[0], large, float(grey.std())
+
+
+def full_size_correlation(path_a: str, path_b: str, frame) -> float:
+    """The correlation of two images at half the smaller one's size (at most CONFIRM_SIDE pixels a side), each
+    blurred by CONFIRM_BLUR pixels: a re-encoded or resized copy keeps the fine detail that tells two patients
+    of the same anatomy apart."""
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    greys = [_grey(np.ascontiguousarray(_pixels(p, frame))) for p in (path_a, path_b)]
+    side = max(8, min(CONFIRM_SIDE, *(min(g.shape) // 2 for g in greys)))
+    vectors = []
+    for grey in greys:
+        small = np.asarray(Image.fromarray(grey, mode="F").resize((side, side), Image.Resampling.BOX), np.float64)
+        small = gaussian_filter(small, CONFIRM_BLUR).ravel()
+        small -= small.mean()
+        norm = np.linalg.norm(small)
+        vectors.append(small / norm if norm > 0 else small)
+    return float(vectors[0] @ vectors[1])
+
+
+def thumbnail_correlations(vectors: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """The correlation of the standardized thumbnails of each pair (rows of ``pairs``), in chunks."""
+    out = np.empty(len(pairs), dtype=np.float32)
+    for start in range(0, len(pairs), chunk):
+        i, j = pairs[start : start + chunk, 0], pairs[start : start + chunk, 1]
+        a = vectors[i].astype(np.float32)
+        a *= vectors[j]
+        out[start : start + chunk] = a.sum(axis=1)
+    return out
 
 
 def perceptual_hashes(thumbnails: np.ndarray) -> np.ndarray:
@@ -228,14 +288,25 @@ def _union_find(n: int, pairs) -> np.ndarray:
     return np.array([root(i) for i in range(n)])
 
 
-def audit(images_or_parts, near_distance: int = NEAR_DISTANCE, frame="middle", workers: int = 4) -> AuditReport:
+def audit(
+    images_or_parts,
+    near_distance: int = NEAR_DISTANCE,
+    near_correlation: float = NEAR_CORRELATION,
+    confirm_correlation: float = CONFIRM_CORRELATION,
+    frame="middle",
+    workers: int = 4,
+) -> AuditReport:
     """Audits a data set before training: duplicates, near duplicates, label conflicts, patient leaks, empty and
     unreadable images.
 
     Args:
         images_or_parts: an ImageSet, a dict of named parts (e.g. ``{"train": ..., "val": ..., "test": ...}``),
             or ``(train, val, test)``.
-        near_distance: the most bits (of 64) two perceptual hashes may differ in for a near duplicate.
+        near_distance: the most bits (of 64) two perceptual hashes may differ in for a candidate pair.
+        near_correlation: the correlation of two 48x48 grey thumbnails from which a candidate is compared at
+            full size.
+        confirm_correlation: the correlation at full size (half the smaller image's side, at most 128 pixels)
+            from which a candidate is a near duplicate.
         frame: the frame of multi-frame DICOM files, as the pipeline reads them.
         workers: decoding threads.
 
@@ -272,12 +343,13 @@ def audit(images_or_parts, near_distance: int = NEAR_DISTANCE, frame="middle", w
         )
     good = [i for i, p in enumerate(paths) if p not in bad_reason]
 
-    digests, thumbnails, spreads = {}, np.zeros((len(paths), 32, 32)), np.zeros(len(paths))
+    digests, hashes, spreads = {}, np.zeros(len(paths), dtype=np.uint64), np.zeros(len(paths))
+    vectors = np.zeros((len(paths), THUMB * THUMB), dtype=np.float16)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         read = pool.map(lambda i: (i, _read(paths[i], frame)), good, chunksize=16)
-        for i, (digest, thumbnail, spread) in progress(read, total=len(good), desc="auditing", unit="image"):
+        for i, (digest, phash, vector, spread) in progress(read, total=len(good), desc="auditing", unit="image"):
             digests.setdefault(digest, []).append(i)
-            thumbnails[i], spreads[i] = thumbnail, spread
+            hashes[i], vectors[i], spreads[i] = phash, vector, spread
     good = np.array(sorted(good), dtype=np.int64)
 
     same_picture = np.arange(len(paths))
@@ -300,19 +372,62 @@ def audit(images_or_parts, near_distance: int = NEAR_DISTANCE, frame="middle", w
                 )
             )
 
-    if len(good):
-        hashes = perceptual_hashes(thumbnails[good])
-        gp, gc, gs = part_of[good], class_of[good], same_picture[good]
+    candidates = compared = 0
+    # Near duplicates are searched among one image per set of same pixels; a pair is a finding when it joins
+    # parts (or classes) that neither side's exact duplicates already span (those are duplicate findings).
+    representatives = np.array(sorted({int(same_picture[i]) for i in good}), dtype=np.int64)
+    spans_part, spans_class = {}, {}
+    for i in good:
+        spans_part.setdefault(int(same_picture[i]), set()).add(part_of[i])
+        spans_class.setdefault(int(same_picture[i]), set()).add(class_of[i])
+    if len(representatives):
+        hashes = hashes[representatives]
+        keys = [frozenset(spans_part[int(r)]) for r in representatives]
+        class_keys = [frozenset(spans_class[int(r)]) for r in representatives]
+        part_code = np.array([hash(k) for k in keys])
+        class_code = np.array([hash(k) for k in class_keys])
         pairs = near_pairs(
-            hashes, near_distance, keep=lambda i, j: ((gp[i] != gp[j]) | (gc[i] != gc[j])) & (gs[i] != gs[j])
+            hashes,
+            near_distance,
+            keep=lambda i, j: (part_code[i] != part_code[j]) | (class_code[i] != class_code[j]),
         )
+        # Most images span one part and one class, where differing codes already mean a join.
+        spread = np.array([len(k) > 1 or len(c) > 1 for k, c in zip(keys, class_keys)])
+        check = spread[pairs[:, 0]] | spread[pairs[:, 1]] if len(pairs) else np.zeros(0, dtype=bool)
+        keep = ~check
+        for k in np.flatnonzero(check):
+            i, j = pairs[k]
+            keep[k] = _joins(keys[i], keys[j]) or _joins(class_keys[i], class_keys[j])
+        pairs = pairs[keep]
+        candidates = len(pairs)
         if len(pairs):
-            findings += _near_findings(good[pairs], hashes, good, paths, part_of, class_of)
+            pairs = representatives[pairs]
+            correlations = thumbnail_correlations(vectors, pairs)
+            close = correlations >= near_correlation
+            pairs = pairs[close]
+            compared = len(pairs)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                confirmed = np.array(
+                    list(pool.map(lambda pair: full_size_correlation(paths[pair[0]], paths[pair[1]], frame), pairs)),
+                    dtype=np.float32,
+                ).reshape(-1)
+            close = confirmed >= confirm_correlation
+            pairs, correlations = pairs[close], confirmed[close]
+        if len(pairs):
+            findings += _near_findings(pairs, correlations, hashes, representatives, paths, part_of, class_of)
 
     findings += _patient_leaks(paths, part_of, class_of, patient_of)
     order = {kind: k for k, kind in enumerate(KINDS)}
     findings.sort(key=lambda f: (f.severity != ERROR, order[f.kind], f.paths))
-    return AuditReport(findings, counts, time.perf_counter() - start, near_distance, len(paths))
+    return AuditReport(
+        findings, counts, time.perf_counter() - start, near_distance, len(paths), near_correlation, candidates, compared
+    )
+
+
+def _joins(a: frozenset, b: frozenset) -> bool:
+    """Whether a pair of images spanning ``a`` and ``b`` spans more than either alone."""
+    union = a | b
+    return union != a and union != b
 
 
 def _unique(values) -> tuple:
@@ -347,7 +462,7 @@ def _duplicate_findings(members, paths, part_of, class_of) -> list:
     return found
 
 
-def _near_findings(pairs, hashes, good, paths, part_of, class_of) -> list:
+def _near_findings(pairs, correlations, hashes, good, paths, part_of, class_of) -> list:
     """One finding per group of near duplicates joined by pairs across parts or classes."""
     involved = np.unique(pairs)
     index = {int(i): k for k, i in enumerate(involved)}
@@ -356,14 +471,19 @@ def _near_findings(pairs, hashes, good, paths, part_of, class_of) -> list:
     found = []
     for root in np.unique(roots):
         members = [int(i) for i in involved[roots == root]]
+        inside = [k for k, (a, _) in enumerate(pairs) if int(a) in members]
         distances = [
-            int(np.bitwise_count(hashes[position[int(a)]] ^ hashes[position[int(b)]]))
-            for a, b in pairs
-            if int(a) in members
+            int(np.bitwise_count(hashes[position[int(a)]] ^ hashes[position[int(b)]])) for a, b in pairs[inside]
         ]
+        low = float(min(correlations[inside])) if inside else float("nan")
         files = tuple(paths[i] for i in members)
         parts, classes = _unique(part_of[members]), _unique(class_of[members])
-        how = f"perceptual hashes {min(distances)}–{max(distances)} of 64 bits apart" if distances else ""
+        how = (
+            f"perceptual hashes {min(distances)}-{max(distances)} of 64 bits apart, correlated "
+            f"{low:.3f} or more at full size"
+            if distances
+            else ""
+        )
         if len(parts) > 1:
             found.append(
                 Finding(
