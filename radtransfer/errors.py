@@ -25,6 +25,15 @@ class LeakageError(RadtransferError, ValueError):
     """A patient's images fall in more than one part of a split."""
 
 
+class DataAuditError(RadtransferError, ValueError):
+    """The data audit found errors (duplicates or near duplicates across parts, label conflicts, patient leaks)
+    and training was asked to be strict about them (``.report`` holds the AuditReport)."""
+
+    def __init__(self, message, report):
+        super().__init__(message)
+        self.report = report
+
+
 class BadImagesError(RadtransferError, ValueError):
     """Some image files are missing or unreadable (listed in the message and in ``.bad``)."""
 

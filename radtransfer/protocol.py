@@ -8,10 +8,12 @@ the names users reach as ``protocol.*``.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from pathlib import Path
 
+from .data.audit import AUDIT_FILE, audit_splits
 from .data.fingerprint import data_manifest, manifest_differences, manifest_digest
 from .data.pipeline import check_images
 from .errors import GridRunsFailedError, RunMismatchError, WeightsNotFoundError
@@ -55,6 +57,20 @@ __all__ = [
 ]
 
 
+def _audit(splits, out: Path, mode: str, verbose: int, log) -> None:
+    """The data audit of the grid's own splits (so it audits exactly the parts the runs will see)."""
+    if mode == "off":
+        return
+    report = audit_splits(splits)
+    report.write_json(out / AUDIT_FILE)
+    if verbose:
+        print(f"data audit: {report.summary()} ({out / AUDIT_FILE})", file=log or sys.stderr, flush=True)
+        for line in report.finding_lines(max_rows=10) if report.errors else ():
+            print(line, file=log or sys.stderr)
+    if mode == "strict":
+        report.raise_if_errors("the grid's folds", out / AUDIT_FILE)
+
+
 def run_grid(
     image_set,
     out_dir,
@@ -73,6 +89,7 @@ def run_grid(
     verbose: int = 1,
     log=None,
     on_bad: str = "raise",
+    audit: str = "warn",
 ):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
@@ -111,6 +128,9 @@ def run_grid(
         log: where progress is printed (default stderr).
         on_bad: "raise" (default: unreadable files stop the grid before anything is trained, listed) or
             "skip" (they are left out before the data is split, listed in the progress and in grid.json).
+        audit: "warn" (default: the data audit of every fold's parts is written to ``out_dir/audit.json`` and
+            its summary printed), "strict" (its errors, such as a patient or a duplicate image in two parts,
+            refuse the grid before anything is trained) or "off".
 
     The grid folder is bound to its data: ``data.csv`` lists every image (path, class, patient, sha256 of
     the file) and grid.json its digest. Restarting on data that differs in any of them is refused, naming
@@ -174,6 +194,7 @@ def run_grid(
         if n_folds
         else [image_set.split(val=config.val, test=config.test, seed=config.seed)]
     )
+    _audit(splits, out, check_choice("audit", audit, ("warn", "strict", "off")), verbose, log)
     job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
     todo = [r for r in runs if not (job.run_dir(r) / RECORD_FILE).exists()]
     share = f"shard {resolved_shard}" + (f" (from {shard!r})" if shard == "auto" else "") if resolved_shard else "grid"

@@ -8,7 +8,7 @@ val_ds = data.make_dataset(val, shuffle=False)
 """
 
 from ..errors import BadImagesError, DataSourceError, DicomDecodeError, ImageReadError, LeakageError
-from .audit import AuditReport, Finding, audit
+from .audit import AuditReport, Finding, audit, audit_folds, audit_splits
 from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
 from .decode import ReadSettings, check_files
@@ -23,6 +23,8 @@ from .volumes import from_volumes
 
 __all__ = [
     "audit",
+    "audit_folds",
+    "audit_splits",
     "AuditReport",
     "Finding",
     "AUGMENT_PRESETS",

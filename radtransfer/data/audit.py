@@ -31,18 +31,21 @@ patient's neighbouring slices look alike, and a split by patient keeps them toge
 from __future__ import annotations
 
 import hashlib
-import json
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataAuditError
+from ..utils.io import write_json_atomic
 from ..utils.progress import progress
 from .decode import check_files, is_dicom
 from .imageset import ImageSet
 
+AUDIT_FILE = "audit.json"  # the audit's findings, in a run or grid folder
 KINDS = ("duplicate", "near_duplicate", "label_conflict", "patient_leak", "empty_image", "unreadable")
 ERROR, WARNING = "error", "warning"
 EMPTY_STD = 1.0  # grey levels (0-255 scale): below this an image is constant or nearly so
@@ -98,23 +101,48 @@ class AuditReport:
         return [f.to_dict() for f in self.findings]
 
     def write_json(self, path) -> Path:
+        """Writes ``to_json()`` to ``path`` (atomically), e.g. a run folder's ``AUDIT_FILE``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
+        write_json_atomic(path, self.to_json())
         return path
 
+    def raise_if_errors(self, where: str, written=None) -> None:
+        """Raises DataAuditError when the audit found errors; ``where`` names the data, ``written`` its JSON."""
+        if self.errors:
+            listed = f"listed in {written}" if written else "listed by report.table()"
+            raise DataAuditError(
+                f"The data audit found {self.summary()} in {where} ({listed}): fix the data, or train without "
+                "audit='strict' (command line: --strict).",
+                self,
+            )
+
+    def summary(self) -> str:
+        """One line: errors and warnings by kind."""
+
+        def kinds(findings):
+            tally = Counter(f.kind for f in findings)
+            return ", ".join(f"{n} {kind}" for kind, n in sorted(tally.items()))
+
+        text = f"{len(self.errors)} error(s)" + (f" ({kinds(self.errors)})" if self.errors else "")
+        text += f", {len(self.warnings)} warning(s)" + (f" ({kinds(self.warnings)})" if self.warnings else "")
+        return text + f" in {self.images} images"
+
     def table(self, max_rows: int = 50) -> str:
-        """The counts per part and one line per finding, errors first, as plain text."""
+        """The counts per part, the summary and one line per finding, errors first, as plain text."""
         lines = ["part     images  patients  classes"]
+        width = max([8, *(len(name) for name in self.counts)])
         for name, count in self.counts.items():
             patients = "-" if count["patients"] is None else str(count["patients"])
             classes = ", ".join(f"{c} {n}" for c, n in count["classes"].items())
-            lines.append(f"{name:<8} {count['images']:>6}  {patients:>8}  {classes}")
+            lines.append(f"{name:<{width}} {count['images']:>6}  {patients:>8}  {classes}")
+        lines.append(f"{self.summary()} ({self.seconds:.1f} s)")
+        return "\n".join(lines + self.finding_lines(max_rows))
+
+    def finding_lines(self, max_rows: int = 50) -> list:
+        """One line per finding, errors first, at most ``max_rows`` (then how many more)."""
         ordered = self.errors + self.warnings
-        lines.append(
-            f"{len(self.errors)} error(s), {len(self.warnings)} warning(s) in {self.images} images "
-            f"({self.seconds:.1f} s)"
-        )
+        lines = []
         for finding in ordered[:max_rows]:
             shown = ", ".join(finding.paths[:3]) + (
                 f" and {len(finding.paths) - 3} more" if len(finding.paths) > 3 else ""
@@ -125,7 +153,7 @@ class AuditReport:
             )
         if len(ordered) > max_rows:
             lines.append(f"… and {len(ordered) - max_rows} more (all of them in the JSON)")
-        return "\n".join(lines)
+        return lines
 
 
 # -- reading: one decode per image -------------------------------------------------------------------------------
@@ -252,6 +280,85 @@ def near_pairs(hashes: np.ndarray, distance: int, keep=None, block: int = 256) -
 # -- the audit ---------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class ImageFacts:
+    """What the audit reads of each file, once: pixel hash, perceptual hash, thumbnail, grey-level spread."""
+
+    row: dict  # path -> row of the arrays
+    digests: list
+    hashes: np.ndarray
+    vectors: np.ndarray
+    spreads: np.ndarray
+    bad: dict  # path -> why it cannot be read
+
+    @classmethod
+    def read(cls, paths, frame="middle", workers: int = 4) -> "ImageFacts":
+        unique = list(dict.fromkeys(str(p) for p in paths))
+        bad, _, _ = check_files(unique, frame=frame)
+        bad = dict(bad)
+        good = [p for p in unique if p not in bad]
+        digests = [""] * len(good)
+        hashes = np.zeros(len(good), dtype=np.uint64)
+        vectors = np.zeros((len(good), THUMB * THUMB), dtype=np.float16)
+        spreads = np.zeros(len(good))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            read = pool.map(lambda k: (k, _read(good[k], frame)), range(len(good)), chunksize=16)
+            for k, (digest, phash, vector, spread) in progress(read, total=len(good), desc="auditing", unit="image"):
+                digests[k], hashes[k], vectors[k], spreads[k] = digest, phash, vector, spread
+        return cls({p: k for k, p in enumerate(good)}, digests, hashes, vectors, spreads, bad)
+
+
+def audit_splits(splits, **kwargs) -> AuditReport:
+    """One audit of several (train, val, test) splits of the same images (a k-fold plan), reading every image
+    once. With more than one split, each finding's parts and each count are named ``fold<k>:<part>``.
+
+    Args:
+        splits: a list of (train, val, test) ImageSets, e.g. ``list(image_set.kfold(5))``.
+        **kwargs: ``audit``'s thresholds, ``frame`` and ``workers``.
+    """
+    start = time.perf_counter()
+    splits = [dict(zip(("train", "val", "test"), split)) if not isinstance(split, dict) else split for split in splits]
+    paths = [str(p) for split in splits for part in split.values() for p in part.paths]
+    facts = ImageFacts.read(paths, kwargs.get("frame", "middle"), kwargs.get("workers", 4))
+    reports = [audit(split, _facts=facts, **kwargs) for split in splits]
+    if len(reports) == 1:
+        reports[0].seconds = time.perf_counter() - start
+        return reports[0]
+    findings, counts = [], {}
+    for k, report in enumerate(reports, 1):
+        findings += [replace(f, parts=tuple(f"fold{k}:{p}" for p in f.parts)) for f in report.findings]
+        counts.update({f"fold{k}:{name}": count for name, count in report.counts.items()})
+    first = reports[0]
+    return AuditReport(
+        findings,
+        counts,
+        time.perf_counter() - start,
+        first.near_distance,
+        len(facts.row) + len(facts.bad),
+        first.near_correlation,
+        sum(r.candidates for r in reports),
+        sum(r.compared_full_size for r in reports),
+    )
+
+
+def audit_folds(image_set: ImageSet, k: int = 5, *, seed: int = 726, val: float = 0.10, by: str = "patient", **kwargs):
+    """The audit of each of ``image_set.kfold(k, ...)``'s folds (train, val, test), reading every image once.
+
+    Args:
+        image_set: the images the folds are drawn from.
+        k, seed, val, by: as ``ImageSet.kfold``; give the values the grid uses to audit its folds.
+        **kwargs: ``audit``'s thresholds, ``frame`` and ``workers``.
+
+    Returns:
+        One AuditReport per fold, in fold order.
+    """
+    facts = ImageFacts.read(image_set.paths, kwargs.get("frame", "middle"), kwargs.get("workers", 4))
+    return [
+        audit({"train": train, "val": fold_val, "test": test}, _facts=facts, **kwargs)
+        for train, fold_val, test in image_set.kfold(k, by=by, seed=seed, val=val)
+    ]
+
+
 def _as_parts(images_or_parts) -> dict:
     if isinstance(images_or_parts, ImageSet):
         return {"all": images_or_parts}
@@ -295,6 +402,7 @@ def audit(
     confirm_correlation: float = CONFIRM_CORRELATION,
     frame="middle",
     workers: int = 4,
+    _facts=None,
 ) -> AuditReport:
     """Audits a data set before training: duplicates, near duplicates, label conflicts, patient leaks, empty and
     unreadable images.
@@ -332,25 +440,21 @@ def audit(
             },
         }
     part_of, class_of = np.array(part_of, dtype=object), np.array(class_of, dtype=object)
+    facts = _facts if _facts is not None else ImageFacts.read(paths, frame, workers)
+    row = np.array([facts.row.get(p, -1) for p in paths], dtype=np.int64)
     findings = []
 
-    bad, _, _ = check_files(paths, frame=frame)
-    bad_reason = dict(bad)
-    for path, reason in bad:
+    for path, reason in facts.bad.items():
         where = [i for i, p in enumerate(paths) if p == path]
-        findings.append(
-            Finding("unreadable", WARNING, (path,), _unique(part_of[where]), _unique(class_of[where]), reason)
-        )
-    good = [i for i, p in enumerate(paths) if p not in bad_reason]
-
-    digests, hashes, spreads = {}, np.zeros(len(paths), dtype=np.uint64), np.zeros(len(paths))
-    vectors = np.zeros((len(paths), THUMB * THUMB), dtype=np.float16)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        read = pool.map(lambda i: (i, _read(paths[i], frame)), good, chunksize=16)
-        for i, (digest, phash, vector, spread) in progress(read, total=len(good), desc="auditing", unit="image"):
-            digests.setdefault(digest, []).append(i)
-            hashes[i], vectors[i], spreads[i] = phash, vector, spread
-    good = np.array(sorted(good), dtype=np.int64)
+        if where:
+            findings.append(
+                Finding("unreadable", WARNING, (path,), _unique(part_of[where]), _unique(class_of[where]), reason)
+            )
+    good = np.flatnonzero(row >= 0)
+    digests: dict = {}
+    for i in good:
+        digests.setdefault(facts.digests[row[i]], []).append(int(i))
+    hashes, vectors, spreads = facts.hashes, facts.vectors, facts.spreads
 
     same_picture = np.arange(len(paths))
     for members in digests.values():
@@ -360,7 +464,7 @@ def audit(
         findings += _duplicate_findings(members, paths, part_of, class_of)
 
     for i in good:
-        if spreads[i] < EMPTY_STD:
+        if spreads[row[i]] < EMPTY_STD:
             findings.append(
                 Finding(
                     "empty_image",
@@ -368,7 +472,7 @@ def audit(
                     (paths[i],),
                     (part_of[i],),
                     (class_of[i],),
-                    f"the pixels' standard deviation is {spreads[i]:.2f} grey levels (below {EMPTY_STD:g})",
+                    f"the pixels' standard deviation is {spreads[row[i]]:.2f} grey levels (below {EMPTY_STD:g})",
                 )
             )
 
@@ -381,7 +485,7 @@ def audit(
         spans_part.setdefault(int(same_picture[i]), set()).add(part_of[i])
         spans_class.setdefault(int(same_picture[i]), set()).add(class_of[i])
     if len(representatives):
-        hashes = hashes[representatives]
+        hashes = hashes[row[representatives]]
         keys = [frozenset(spans_part[int(r)]) for r in representatives]
         class_keys = [frozenset(spans_class[int(r)]) for r in representatives]
         part_code = np.array([hash(k) for k in keys])
@@ -402,7 +506,7 @@ def audit(
         candidates = len(pairs)
         if len(pairs):
             pairs = representatives[pairs]
-            correlations = thumbnail_correlations(vectors, pairs)
+            correlations = thumbnail_correlations(vectors, row[pairs])
             close = correlations >= near_correlation
             pairs = pairs[close]
             compared = len(pairs)
@@ -492,7 +596,8 @@ def _near_findings(pairs, correlations, hashes, good, paths, part_of, class_of) 
                     files,
                     parts,
                     classes,
-                    f"the same picture, altered, in parts {' and '.join(parts)} ({how})",
+                    f"near-identical pictures in parts {' and '.join(parts)} (the same picture re-encoded, resized or "
+                    f"with its grey levels changed, or neighbouring slices of one patient): {how}",
                 )
             )
         if len(classes) > 1:

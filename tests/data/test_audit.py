@@ -146,3 +146,31 @@ def test_perceptual_hash_matches_imagehash_algorithm():
     expected = coefficients > np.median(coefficients)
     bits = np.unpackbits(perceptual_hashes(thumb[None]).view(np.uint8), bitorder="little")
     assert np.array_equal(bits.astype(bool), expected)
+
+
+def test_folds_are_audited_reading_each_image_once(clean, tmp_path, monkeypatch):
+    import sys
+
+    audit_module = sys.modules["radtransfer.data.audit"]  # data.audit is the function
+
+    root, (train, val, test) = clean
+    image_set = train
+    copy = tmp_path / "copy.bmp"
+    Image.open(image_set.paths[0]).save(copy)  # the same picture under another patient
+    rows = list(zip(image_set.paths, image_set.labels, image_set.patient_ids)) + [
+        (str(copy), image_set.labels[0], "P-other")
+    ]
+    names = list(image_set.class_names)
+    planted = _image_set([(p, names[label], patient) for p, label, patient in rows], names)
+    reads = []
+    original = audit_module._read
+    monkeypatch.setattr(audit_module, "_read", lambda path, frame: reads.append(path) or original(path, frame))
+    reports = data.audit_folds(planted, k=3, seed=0)
+    assert len(reports) == 3 and len(reads) == len(planted)
+    kinds = [sorted({f.kind for f in report.findings}) for report in reports]
+    # the copy and its source are in different parts of every fold but where they share one (never here: the
+    # copy's patient is drawn apart); each fold says which parts
+    crossing = [r for r in reports if r.of_kind("duplicate") and r.of_kind("duplicate")[0].severity == "error"]
+    assert crossing, kinds
+    assert all(set(k) <= {"duplicate"} for k in kinds)
+    assert sum(r.counts["test"]["images"] for r in reports) == len(planted)

@@ -418,6 +418,31 @@ def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_i
     for path in grid.rglob("record.json"):
         assert json.loads(path.read_text())["train_config"]["batch_size"] == 8
     assert len(run(images)) == 2  # restarted: nothing to do, nothing refused
+    assert json.loads((grid / "audit.json").read_text()) == []  # the grid's own parts, audited: clean
+
+    # one slice of every patient copied under a new patient: whichever part it lands in, the others hold sources
+    first = np.unique(images.patient_ids, return_index=True)[1]
+    copies = []
+    for k in first:
+        copies.append(tmp_path / f"copy{k}.png")
+        copies[-1].write_bytes(Path(images.paths[k]).read_bytes())
+    planted = rt.data.ImageSet(
+        [*images.paths, *map(str, copies)],
+        np.append(images.labels, images.labels[first]),
+        images.class_names,
+        np.append(images.patient_ids, ["P-copy"] * len(first)),
+    )
+    with pytest.raises(rt.DataAuditError, match=r"error\(s\) \(\d+ duplicate\).*--strict"):
+        protocol.run_grid(
+            planted,
+            tmp_path / "strict",
+            config=config,
+            sources=("radimagenet",),
+            scenarios=scenarios[:1],
+            weights_dir=weights,
+            audit="strict",
+        )
+    assert not list((tmp_path / "strict").rglob("record.json"))
 
     swapped = images.labels.copy()  # two patients of different classes swap labels
     a, b = (np.flatnonzero(images.patient_ids == images.patient_ids[np.argmax(images.labels == c)]) for c in (0, 1))
