@@ -135,6 +135,82 @@ def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
     return _save(fig, path)
 
 
+def reliability_diagram(metrics_or_bins, path, title: str | None = None) -> list[str]:
+    """A reliability diagram: per confidence bin, the accuracy (bars) against the mean confidence (the gap shaded),
+    the diagonal of perfect calibration, and each bin's image count; the ECE in the title.
+
+    Args:
+        metrics_or_bins: ``evaluate``'s metrics (its ``calibration_bins`` and ``ece``), a list of bins (dicts or
+            ``CalibrationBin``), or a mapping of panel names to metrics, drawn side by side (e.g. an external
+            site's ``{"development": ..., "recalibrated": ...}``).
+        path: output path without suffix (a PNG and a PDF are written).
+        title: the figure's title (default "Reliability diagram").
+
+    Returns:
+        The files written.
+    """
+    plt = _pyplot()
+    panels = _reliability_panels(metrics_or_bins)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    for ax, (name, bins, ece) in zip(axes[0], panels):
+        lower = np.array([b["lower"] for b in bins])
+        width = np.array([b["upper"] for b in bins]) - lower
+        counts = np.array([b["count"] for b in bins])
+        accuracy = np.array([b["accuracy"] if b["count"] else 0.0 for b in bins], dtype=float)
+        confidence = np.array([b["confidence"] if b["count"] else np.nan for b in bins], dtype=float)
+        filled = counts > 0
+        ax.bar(lower, accuracy, width=width, align="edge", color="#2471a3", edgecolor="white", label="accuracy")
+        gap_low = np.minimum(accuracy, confidence)[filled]
+        ax.bar(
+            lower[filled],
+            np.abs(confidence - accuracy)[filled],
+            bottom=gap_low,
+            width=width[filled],
+            align="edge",
+            color="#c0392b",
+            alpha=0.35,
+            label="gap to confidence",
+        )
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+        for x, w, count in zip(lower[filled], width[filled], counts[filled]):
+            ax.text(x + w / 2, 0.02, str(int(count)), ha="center", va="bottom", fontsize=6, rotation=90, color="white")
+        ece_text = "" if ece is None else f"ECE {ece:.3f}"
+        heading = ", ".join(part for part in (name, ece_text, f"{int(counts.sum())} images") if part)
+        ax.set(xlabel="Confidence (largest probability)", ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1), title=heading)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle(title or "Reliability diagram")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _reliability_panels(value) -> list:
+    """[(panel name, bins as dicts, ECE or None)] from metrics, a list of bins, or {name: metrics}."""
+    import dataclasses
+
+    def bins_of(bins):
+        return [dataclasses.asdict(b) if dataclasses.is_dataclass(b) else dict(b) for b in bins]
+
+    if isinstance(value, dict) and "calibration_bins" in value:
+        return [("", bins_of(value["calibration_bins"]), value.get("ece"))]
+    if isinstance(value, dict):
+        panels = [(str(k), bins_of(m["calibration_bins"]), m.get("ece")) for k, m in value.items() if m is not None]
+        if panels:
+            return panels
+    elif isinstance(value, (list, tuple)) and value:
+        bins = bins_of(value)
+        total = sum(b["count"] for b in bins)
+        ece = (
+            sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
+            if total
+            else None
+        )
+        return [("", bins, ece)]
+    raise ValueError(
+        "reliability_diagram takes evaluate's metrics (with calibration_bins), a list of calibration bins, or "
+        f"{{panel name: metrics}}. Received: {type(value).__name__}"
+    )
+
+
 def auc_by_scenario(records, path) -> list[str]:
     """AUC per scenario (folds averaged), RadImageNet and ImageNet side by side, pairs joined by a line."""
     plt = _pyplot()

@@ -12,6 +12,10 @@
   ranking of images (p1 = sigmoid((z1 - z0) / T) is monotone in z1 - z0), so AUC is unchanged. With more
   classes it does not: an image's probability of class k depends on its other logits too, so one-vs-rest AUCs
   can move a little (0.850 to 0.851 in the tests); a report must not promise them unchanged.
+- ``apply_temperature``: softmax(log p / T), defined in ``models/temperature.py`` (where the saved model's
+  temperature is applied) and re-exported here.
+
+A trained model's temperature is fitted and saved by ``calibrate`` (``temperature_scaling.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..models.temperature import apply_temperature, log_probabilities
+
+__all__ = [
+    "BINS",
+    "CalibrationBin",
+    "TEMPERATURE_BOUNDS",
+    "apply_temperature",
+    "brier_score",
+    "expected_calibration_error",
+    "fit_temperature",
+    "negative_log_likelihood",
+]
+
 BINS = 15
+TEMPERATURE_BOUNDS = (0.05, 20.0)  # where fit_temperature searches
 
 
 def _checked(y_true, probabilities) -> tuple[np.ndarray, np.ndarray]:
@@ -47,6 +65,9 @@ def brier_score(y_true, probabilities) -> float:
 
 @dataclass(frozen=True)
 class CalibrationBin:
+    """One confidence bin of a reliability diagram: (lower, upper], its images, their accuracy and mean top-label
+    confidence."""
+
     lower: float
     upper: float
     count: int
@@ -74,26 +95,14 @@ def expected_calibration_error(y_true, probabilities, bins: int = BINS) -> tuple
     return float(ece), table
 
 
-def _log_probabilities(probabilities) -> np.ndarray:
-    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0))
-
-
-def apply_temperature(probabilities, temperature: float) -> np.ndarray:
-    """softmax(log p / T): the probabilities a temperature-scaled model gives."""
-    if not temperature > 0:
-        raise ValueError(f"Expected a temperature > 0. Received: {temperature}")
-    logits = _log_probabilities(probabilities) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    scaled = np.exp(logits)
-    return scaled / scaled.sum(axis=1, keepdims=True)
-
-
 def negative_log_likelihood(y_true, probabilities) -> float:
+    """The mean over images of −log p(true class) (probabilities floored at 1e-12): scikit-learn's ``log_loss``
+    on probabilities that sum to one."""
     y, p = _checked(y_true, probabilities)
-    return float(-np.mean(_log_probabilities(p)[np.arange(len(y)), y]))
+    return float(-np.mean(log_probabilities(p)[np.arange(len(y)), y]))
 
 
-def fit_temperature(y_true, probabilities, bounds=(0.05, 20.0)) -> float:
+def fit_temperature(y_true, probabilities, bounds=TEMPERATURE_BOUNDS) -> float:
     """The temperature that minimises the validation negative log-likelihood of softmax(log p / T)."""
     from scipy.optimize import minimize_scalar
 

@@ -17,8 +17,11 @@ import numpy as np
 from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
 from ..errors import ClassMismatchError
+from ..models.temperature import apply_temperature, scale_threshold
+from ..models.trained import temperature_of
 from ..training.thresholds import predict_with_labels, youden_threshold
 from .calibration import brier_score, expected_calibration_error
+from .external import check_disjoint, check_site, operating_point_intervals, recalibration
 from .stats import auc_score, bootstrap_auc_ci
 
 
@@ -62,16 +65,27 @@ def metrics_from_predictions(
     threshold=None,
     threshold_source=None,
     threshold_class=None,
+    temperature=None,
 ) -> dict:
     """All of evaluate()'s metrics from labels and predicted probabilities.
 
     Args:
+        y_true: integer labels per image.
+        probabilities: (images, classes) probabilities: the model's softmax outputs.
+        class_names: the classes' names (default "0", "1", ...).
+        positive_class: two classes: the class whose AUC, sensitivity and specificity are reported (default 1).
+        bootstrap: resamples of the AUC's interval (0: none).
+        seed: the bootstrap's seed.
         patient_ids: one id per image; the AUC interval then resamples patients.
         threshold: two classes: the probability of ``threshold_class`` from which an image is called that
-            class (chosen beforehand, e.g. on validation data); None: 0.5.
+            class (chosen beforehand, e.g. on validation data), on ``probabilities`` as given; None: 0.5.
         threshold_source: where the threshold came from ("validation", "given"); recorded.
         threshold_class: the class whose probability ``threshold`` applies to (default: the positive class).
             For the other class, an image is called positive when it is not called ``threshold_class``.
+        temperature: a temperature T to report the probabilities at: every figure is of softmax(log p / T)
+            (two classes: the AUC is unchanged; more: one-vs-rest AUCs may move a little), while the threshold
+            stays applied to ``probabilities`` as given, where it was chosen, so the decisions are the same; the
+            operating point reports the threshold on the scaled probabilities and ``threshold_unscaled``.
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
@@ -106,6 +120,9 @@ def metrics_from_predictions(
             "(reported as NaN) and per-class figures for them are NaN.",
             stacklevel=3,
         )
+    raw = probabilities
+    if temperature is not None:
+        probabilities = apply_temperature(raw, temperature)
     predicted = probabilities.argmax(axis=1)
     matrix = confusion_matrix(y_true, predicted, labels=list(range(num_classes)))
     result = {
@@ -120,13 +137,14 @@ def metrics_from_predictions(
     }
     if num_classes == 2:
         result["positive_class"] = class_names[positive_class]
+    result["temperature"] = None if temperature is None else float(temperature)
     result["brier"] = brier_score(y_true, probabilities)
     result["ece"], bins = expected_calibration_error(y_true, probabilities)
     result["calibration_bins"] = [dataclasses.asdict(b) for b in bins]
     result.update(_per_class(y_true, probabilities, matrix, class_names))
     if num_classes == 2:
         result["operating_point"] = _operating_point(
-            y_true, probabilities, class_names, positive_class, threshold, threshold_source, threshold_class
+            y_true, raw, class_names, positive_class, threshold, threshold_source, threshold_class, temperature
         )
     if bootstrap and math.isfinite(result["auc"]):
         ci = bootstrap_auc_ci(
@@ -172,9 +190,13 @@ def _per_class(y_true, probabilities, matrix, class_names) -> dict:
     return {"sensitivity": sensitivity, "specificity": specificity, "per_class_auc": per_class_auc}
 
 
-def _operating_point(y_true, probabilities, class_names, positive_class, threshold, source, threshold_class) -> dict:
+def _operating_point(
+    y_true, probabilities, class_names, positive_class, threshold, source, threshold_class, temperature=None
+) -> dict:
     """Two classes: sensitivity and specificity of the positive class at a threshold on one class's probability
-    (the positive class's, or the other's, whose calls it converts exactly)."""
+    (the positive class's, or the other's, whose calls it converts exactly). The decisions are taken on
+    ``probabilities`` as given; with a temperature the threshold is also reported where it lies on the scaled
+    probabilities (the same decisions)."""
     chosen = 0.5 if threshold is None else float(threshold)
     on = positive_class if threshold_class is None else _resolve_positive(threshold_class, class_names, 2)
     called = probabilities[:, on] >= chosen
@@ -182,7 +204,8 @@ def _operating_point(y_true, probabilities, class_names, positive_class, thresho
         called = ~called
     truth = y_true == positive_class
     return {
-        "threshold": chosen,
+        "threshold": chosen if temperature is None else scale_threshold(chosen, temperature),
+        "threshold_unscaled": chosen,
         "threshold_class": class_names[on],
         "chosen_on": source or ("default" if threshold is None else "given"),
         "sensitivity": float((called & truth).sum() / truth.sum()) if truth.any() else math.nan,
@@ -211,26 +234,37 @@ def describe_interval(metrics: dict) -> str:
     return text
 
 
+def class_mismatch(trained, class_names) -> str | None:
+    """What differs between the classes a model was trained on and the data's (None: the same, or unknown), in
+    words: the classes only one side has, or the same classes in another order."""
+    if not trained or class_names is None:
+        return None
+    trained, class_names = [str(c) for c in trained], [str(c) for c in class_names]
+    if trained == class_names:
+        return None
+    only_model = [c for c in trained if c not in class_names]
+    only_data = [c for c in class_names if c not in trained]
+    detail = (
+        (f" Classes only the model knows: {only_model}." if only_model else "")
+        + (f" Classes only the data has: {only_data}." if only_data else "")
+        + (" Same classes in another order." if not only_model and not only_data else "")
+    )
+    return (
+        f"The model was trained on classes {trained} but the data has {class_names}."
+        f"{detail} Evaluate on data with the training classes (same folder names)."
+    )
+
+
 def check_classes(model, class_names) -> None:
     """Raises ClassMismatchError when the data's classes differ from the model's (outputs, and the names
     it was trained with when known)."""
     outputs = int(model.output_shape[-1])
-    trained = getattr(model, "radtransfer_class_names", None)
     if class_names is None:
         return
     class_names = [str(c) for c in class_names]
-    if trained and list(trained) != class_names:
-        only_model = [c for c in trained if c not in class_names]
-        only_data = [c for c in class_names if c not in trained]
-        detail = (
-            (f" Classes only the model knows: {only_model}." if only_model else "")
-            + (f" Classes only the data has: {only_data}." if only_data else "")
-            + (" Same classes in another order." if not only_model and not only_data else "")
-        )
-        raise ClassMismatchError(
-            f"The model was trained on classes {list(trained)} but the data has {class_names}."
-            f"{detail} Evaluate on data with the training classes (same folder names)."
-        )
+    mismatch = class_mismatch(getattr(model, "radtransfer_class_names", None), class_names)
+    if mismatch:
+        raise ClassMismatchError(mismatch)
     if len(class_names) != outputs:
         raise ClassMismatchError(
             f"The data has {len(class_names)} classes {class_names} but the model predicts "
@@ -239,14 +273,16 @@ def check_classes(model, class_names) -> None:
 
 
 def _operating_threshold(model, threshold, positive_class, class_names, val, batch_size):
-    """(threshold, where it was chosen, the class whose probability it is on) for a two-class model: the one
-    given, else the one fine_tune chose on validation for the positive class, else one chosen on ``val``."""
+    """(threshold, where it was chosen, the class whose probability it is on) for a two-class model, on its raw
+    (unscaled) probabilities: the one given (on the probabilities it reports, so mapped back through its
+    temperature), else the one fine_tune chose on validation for the positive class, else one chosen on ``val``."""
     if int(model.output_shape[-1]) != 2:
         return threshold, "given" if threshold is not None else None, None
     positive = _resolve_positive(positive_class, class_names or ["0", "1"], 2)
     stored = getattr(model, "radtransfer_thresholds", None) or {}
     if threshold is not None:
-        return threshold, "given", None
+        temperature = temperature_of(model)
+        return (threshold if temperature is None else scale_threshold(threshold, 1 / temperature)), "given", None
     if positive in stored:
         return stored[positive], "validation", None
     if getattr(model, "radtransfer_threshold", None) is not None:
@@ -254,61 +290,23 @@ def _operating_threshold(model, threshold, positive_class, class_names, val, bat
         # class's probability, and converted for the other.
         return model.radtransfer_threshold, "validation", getattr(model, "radtransfer_positive_class", None) or 1
     if val is not None:
-        data = for_evaluation(
-            val,
-            num_classes=2,
-            input_size=model.input_shape[1:3],
-            batch_size=batch_size,
-            read_kwargs=model_read_kwargs(model),
-        )
-        y_val, p_val = predict_with_labels(model, data.batches)
+        y_val, p_val = raw_predictions(model, val, batch_size)[:2]
         return youden_threshold(y_val == positive, p_val[:, positive]), "validation", None
     return None, None, None
 
 
-def evaluate(
-    model,
-    dataset,
-    *,
-    positive_class=None,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    class_names=None,
-    batch_size: int = 32,
-    patient_ids=None,
-    threshold=None,
-    val=None,
-) -> dict:
-    """Evaluates a classifier on a test set.
+def raw_predictions(model, dataset, batch_size, class_names=None, patient_ids=None):
+    """A labelled dataset's predictions before any temperature, in the set's order, after checking its classes
+    against the model's.
 
     Args:
-        model: a trained Keras model with a softmax output (from ``fine_tune`` or ``load_trained``, which
-            carry the class names and the validation-chosen threshold).
-        dataset: an ImageSet (read as the model's training images were read, when the model carries its
-            read settings, else at its input size; no augmentation, no shuffling, no cache; its class names
-            and patient ids are used), a ``tf.data.Dataset`` or ``keras.utils.PyDataset`` of (images, one-hot
-            labels), or ``(images, labels)`` arrays at the model's input size (no TensorFlow needed).
-        positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
-        bootstrap: resamples for ``auc_ci`` (0 to skip).
-        seed: the bootstrap's seed.
-        class_names: names of the classes (taken from an ImageSet when given one).
-        batch_size: batch size when ``dataset`` is an ImageSet.
-        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then
-            resamples patients, not images.
-        threshold: two classes: the operating threshold on the positive class's probability. Default: the
-            one fine_tune chose on the validation set for the positive class (``model.radtransfer_thresholds``),
-            else chosen on ``val`` if given, else 0.5.
-        val: validation data (ImageSet or dataset) to choose the threshold on (Youden's J), when the model
-            carries none.
+        model: a trained Keras model with a softmax output.
+        dataset: what ``evaluate`` takes.
+        batch_size: batch size for an ImageSet.
+        class_names, patient_ids: for a dataset that does not bring its own.
 
     Returns:
-        A dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro one-vs-rest),
-        ``auc_ci`` (95% stratified BCa bootstrap), ``auc_ci_unit`` ("patient" or "image"),
-        ``auc_ci_method``, ``accuracy``, ``balanced_accuracy``, ``sensitivity`` and ``specificity`` per class
-        (arg-max decisions), ``operating_point`` (two classes: threshold, where it was chosen, sensitivity and
-        specificity on this data), ``per_class_auc``, ``confusion_matrix`` (rows: true class),
-        ``missing_classes``, ``n``, ``n_patients`` and ``predictions`` (``y_true``, ``probabilities``,
-        ``patient_ids``).
+        (y_true, raw softmax outputs, class names, patient ids, image paths): the last three None when unknown.
 
     Raises:
         ClassMismatchError: the data's classes differ from the model's.
@@ -324,23 +322,124 @@ def evaluate(
         patient_ids=patient_ids,
     )
     check_classes(model, data.class_names)
-    class_names = data.class_names or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
+    y_true, raw = data.in_set_order(*predict_with_labels(model, data.batches, scaled=False))
+    if data.patient_ids is not None and len(data.patient_ids) != len(y_true):
+        raise ValueError(f"patient_ids has {len(data.patient_ids)} entries but the dataset has {len(y_true)} images.")
+    paths = getattr(dataset, "paths", None)
+    return y_true, raw, data.class_names, data.patient_ids, None if paths is None else [str(p) for p in paths]
+
+
+def evaluate(
+    model,
+    dataset,
+    *,
+    positive_class=None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    class_names=None,
+    batch_size: int = 32,
+    patient_ids=None,
+    threshold=None,
+    val=None,
+    site=None,
+    recalibrate=None,
+) -> dict:
+    """Evaluates a classifier on a test set, or (with ``site``) validates it externally.
+
+    Args:
+        model: a trained Keras model with a softmax output (from ``fine_tune`` or ``load_trained``, which
+            carry the class names, the validation-chosen threshold and any temperature ``calibrate`` fitted).
+        dataset: an ImageSet (read as the model's training images were read, when the model carries its
+            read settings, else at its input size; no augmentation, no shuffling, no cache; its class names
+            and patient ids are used), a ``tf.data.Dataset`` or ``keras.utils.PyDataset`` of (images, one-hot
+            labels), or ``(images, labels)`` arrays at the model's input size (no TensorFlow needed).
+        positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
+        bootstrap: resamples for ``auc_ci`` (0 to skip).
+        seed: the bootstrap's seed.
+        class_names: names of the classes (taken from an ImageSet when given one).
+        batch_size: batch size when ``dataset`` is an ImageSet.
+        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then
+            resamples patients, not images.
+        threshold: two classes: the operating threshold on the positive class's probability (as the model
+            reports it). Default: the one fine_tune chose on the validation set for the positive class
+            (``model.radtransfer_thresholds``), else chosen on ``val`` if given, else 0.5.
+        val: validation data (ImageSet or dataset) to choose the threshold on (Youden's J), when the model
+            carries none.
+        site: the name of an external site ``dataset`` comes from (letters, digits, ``_.-``): the result is then
+            the external validation's, with both arms' operating points given patient-level intervals.
+        recalibrate: with ``site``: a small labelled local set of that site (patients apart from ``dataset``'s)
+            on which the temperature and (two classes) the threshold are refit.
+
+    Returns:
+        Without ``site``: a dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro
+        one-vs-rest), ``auc_ci`` (95% stratified BCa bootstrap), ``auc_ci_unit`` ("patient" or "image"),
+        ``auc_ci_method``, ``accuracy``, ``balanced_accuracy``, ``sensitivity`` and ``specificity`` per class
+        (arg-max decisions), ``operating_point`` (two classes: threshold, where it was chosen, sensitivity and
+        specificity on this data), ``per_class_auc``, ``confusion_matrix`` (rows: true class), ``brier``, ``ece``
+        and ``calibration_bins`` (of the probabilities the model reports: scaled by its temperature, if any;
+        ``temperature``), ``missing_classes``, ``n``, ``n_patients`` and ``predictions`` (``y_true``,
+        ``probabilities``, ``patient_ids``).
+
+        With ``site``: ``{"site", "development", "recalibrated", "recalibration"}``: ``development`` is the
+        dict above at the model's own temperature and development threshold; ``recalibrated`` the same
+        figures at the temperature and threshold refit on ``recalibrate`` (None without it), and
+        ``recalibration`` those (``temperature``, ``threshold`` on the scaled probabilities,
+        ``threshold_unscaled``, ``n``, ``n_patients``; None without it). Two classes: each arm's
+        ``operating_point`` has ``sensitivity_ci`` and ``specificity_ci`` (same bootstrap and seed as the AUC's).
+
+    Raises:
+        ClassMismatchError: the data's classes differ from the model's.
+        ValueError: ``recalibrate`` without ``site``, or a local set sharing patients with ``dataset``.
+    """
+    if recalibrate is not None and site is None:
+        raise ValueError("recalibrate= needs site= (the external site the local set comes from).")
+    if site is not None:
+        site = check_site(site)
+    y_true, raw, data_classes, patient_ids, paths = raw_predictions(
+        model, dataset, batch_size, class_names, patient_ids
+    )
+    class_names = data_classes or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
     threshold, source, threshold_class = _operating_threshold(
         model, threshold, positive_class, class_names, val, batch_size
     )
-    y_true, probabilities = data.in_set_order(*predict_with_labels(model, data.batches))
-    patient_ids = data.patient_ids
-    if patient_ids is not None and len(patient_ids) != len(y_true):
-        raise ValueError(f"patient_ids has {len(patient_ids)} entries but the dataset has {len(y_true)} images.")
-    return metrics_from_predictions(
-        y_true,
-        probabilities,
-        class_names,
-        positive_class,
-        bootstrap,
-        seed,
+    arm = dict(
+        class_names=class_names,
+        positive_class=positive_class,
+        bootstrap=bootstrap,
+        seed=seed,
         patient_ids=patient_ids,
+    )
+    development = metrics_from_predictions(
+        y_true,
+        raw,
+        **arm,
         threshold=threshold,
         threshold_source=source,
         threshold_class=threshold_class,
+        temperature=temperature_of(model),
     )
+    if site is None:
+        return development
+    operating_point_intervals(development, y_true, raw, patient_ids, n=bootstrap, seed=seed)
+    result = {"site": site, "development": development, "recalibrated": None, "recalibration": None}
+    if recalibrate is None:
+        return result
+    y_local, raw_local, _, local_patients, local_paths = raw_predictions(model, recalibrate, batch_size)
+    check_disjoint(local_patients, patient_ids, local_paths, paths)
+    positive = _resolve_positive(positive_class, class_names or [str(i) for i in range(raw.shape[1])], raw.shape[1])
+    refit = recalibration(y_local, raw_local, positive, local_patients)
+    recalibrated = metrics_from_predictions(
+        y_true,
+        raw,
+        **arm,
+        threshold=refit.threshold,
+        threshold_source=None if refit.threshold is None else "local",
+        temperature=refit.temperature,
+    )
+    operating_point_intervals(recalibrated, y_true, raw, patient_ids, n=bootstrap, seed=seed)
+    summary = refit.to_dict()
+    summary["threshold_unscaled"] = summary["threshold"]
+    if refit.threshold is not None:
+        summary["threshold"] = scale_threshold(refit.threshold, refit.temperature)
+    result.update(recalibrated=recalibrated, recalibration=summary)
+    return result

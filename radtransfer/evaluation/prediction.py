@@ -11,6 +11,8 @@ from ..data.failures import check_images, readable_pipeline_errors
 from ..data.imageset import ImageSet
 from ..data.pipeline import make_dataset
 from ..data.stream import stream_of
+from ..models.temperature import scale_threshold
+from ..models.trained import probabilities_of, temperature_of
 from ..training.run_folder import load_trained
 from ..utils.progress import progress
 from .gradcam import gradcam, save_overlays, unique_names
@@ -50,10 +52,11 @@ def predict(
 
     Returns:
         A pandas DataFrame with one row per input image, in the order given: ``path``, ``patient_id`` (when
-        known), one probability column per class, ``predicted`` (the class name) and, for two classes with a
-        validation-chosen threshold, ``positive_score`` and the threshold used; with on_bad="skip", ``error``
-        (empty for images that were read). ``attrs`` holds the read settings, the class names and the
-        threshold.
+        known), one probability column per class (scaled by the model's temperature when ``calibrate`` fitted
+        one), ``predicted`` (the class name) and, for two classes with a validation-chosen threshold,
+        ``positive_score`` and the threshold used (where it lies on the scaled probabilities: a temperature
+        changes no decision); with on_bad="skip", ``error`` (empty for images that were read). ``attrs`` holds
+        the read settings, the class names, the threshold, ``threshold_unscaled`` and ``temperature``.
 
     Raises:
         BadImagesError: unreadable files (all listed, before any prediction).
@@ -78,36 +81,39 @@ def predict(
     class_names = list(getattr(model, "radtransfer_class_names", None) or [str(i) for i in range(num_classes)])
     threshold = getattr(model, "radtransfer_threshold", None) if num_classes == 2 else None
     positive = int(getattr(model, "radtransfer_positive_class", None) or 1)
+    temperature = temperature_of(model)
 
-    def decide(probs):
+    def decide(raw):
+        # On the raw outputs, where the threshold was chosen: a temperature changes no decision.
         if threshold is None:
-            return probs.argmax(axis=1)
-        return np.where(probs[:, positive] >= threshold, positive, 1 - positive)
+            return raw.argmax(axis=1)
+        return np.where(raw[:, positive] >= threshold, positive, 1 - positive)
 
-    probabilities, overlays = [], []
+    raw_batches, overlays = [], []
     with readable_pipeline_errors(dataset):
         batches = -(-len(readable) // batch_size)
         for images_batch, _ in progress(dataset, total=batches, desc="predicting", unit="batch", min_items=4):
             images_batch = np.asarray(images_batch)  # any backend takes NumPy; JAX refuses TF tensors
             batch = np.asarray(model.predict_on_batch(images_batch), dtype=np.float64)
             if gradcam_dir is not None:
-                done = sum(len(p) for p in probabilities)
+                done = sum(len(p) for p in raw_batches)
                 overlays += _overlays(
                     model,
                     images_batch,
-                    batch,
+                    probabilities_of(model, batch),
                     decide(batch),
                     class_names,
                     layer,
                     gradcam_dir,
                     overlay_names[done : done + len(batch)],
                 )
-            probabilities.append(batch)
+            raw_batches.append(batch)
     # One row per input: the images read take their predictions in order, the others stay empty.
     reasons = dict(bad)
     read_rows = np.array([p not in reasons for p in paths])
+    raw = np.concatenate(raw_batches)
     all_probabilities = np.full((len(paths), num_classes), np.nan)
-    all_probabilities[read_rows] = np.concatenate(probabilities)
+    all_probabilities[read_rows] = probabilities_of(model, raw)
     frame = pd.DataFrame({"path": paths})
     if patients is not None:
         frame["patient_id"] = list(image_set.patient_ids)
@@ -115,8 +121,8 @@ def predict(
         frame[f"p_{name}"] = all_probabilities[:, index]
     if threshold is not None:
         frame["positive_score"] = all_probabilities[:, positive]
-        frame["threshold"] = threshold
-    decided = decide(all_probabilities[read_rows])
+        frame["threshold"] = threshold if temperature is None else scale_threshold(threshold, temperature)
+    decided = decide(raw)
     frame["predicted"] = None
     frame.loc[read_rows, "predicted"] = [class_names[i] for i in decided]
     if gradcam_dir is not None:
@@ -124,7 +130,17 @@ def predict(
         frame.loc[read_rows, "gradcam"] = overlays
     if on_bad == "skip":
         frame["error"] = [reasons.get(p, "") for p in paths]
-    frame.attrs.update({"class_names": class_names, "threshold": threshold, "read_settings": read})
+    frame.attrs.update(
+        {
+            "class_names": class_names,
+            "threshold": threshold
+            if temperature is None or threshold is None
+            else scale_threshold(threshold, temperature),
+            "threshold_unscaled": threshold,
+            "temperature": temperature,
+            "read_settings": read,
+        }
+    )
     return frame
 
 

@@ -85,10 +85,50 @@ def bootstrap_auc_ci(
         {"low", "high", "unit" ("patient" or "image"), "n_units", "method" ("BCa" or "percentile"),
         "resamples", "level"}.
     """
-    from scipy import stats
-
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    return stratified_bootstrap_ci(
+        y_true, lambda index: auc_score(y_true[index], probabilities[index], positive_class), groups, n, seed, level
+    )
+
+
+def bootstrap_operating_point_ci(
+    y_true, called, positive_class=1, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Confidence intervals of the sensitivity and specificity of fixed decisions (e.g. a threshold chosen
+    beforehand), by the same stratified bootstrap of patients (or images) as ``bootstrap_auc_ci``, with the same
+    resamples for a given seed.
+
+    Args:
+        y_true: integer labels per image.
+        called: per image, whether it was called ``positive_class``.
+        positive_class: the class whose sensitivity is taken.
+        groups: patient id per image (None: resample images).
+        n, seed, level: as ``bootstrap_auc_ci``.
+
+    Returns:
+        {"sensitivity": interval, "specificity": interval}, each as ``bootstrap_auc_ci`` returns it.
+    """
+    y_true = np.asarray(y_true)
+    truth = y_true == positive_class
+    called = np.asarray(called, dtype=bool)
+
+    def share(selected, index):
+        chosen = selected[index]
+        return float(called[index][chosen].mean()) if chosen.any() else math.nan
+
+    return {
+        "sensitivity": stratified_bootstrap_ci(y_true, lambda i: share(truth, i), groups, n, seed, level),
+        "specificity": stratified_bootstrap_ci(y_true, lambda i: 1.0 - share(~truth, i), groups, n, seed, level),
+    }
+
+
+def stratified_bootstrap_ci(y_true, statistic, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The interval of ``statistic(image indices)`` over a bootstrap of patients (or images without groups),
+    stratified by each patient's majority class: BCa up to 2000 units, else (or when BCa fails because a resample
+    has no value) percentile. Returns what ``bootstrap_auc_ci`` returns."""
+    from scipy import stats
+
     members, strata, unit, n_units = _units(y_true, groups)
     single = unit == "image"
     # A stratum of one unit is the same in every stratified resample: hold it fixed.
@@ -105,17 +145,16 @@ def bootstrap_auc_ci(
             "level": level,
         }
 
-    def statistic(*samples):
+    def resampled(*samples):
         chosen = np.concatenate([*samples, fixed])
-        index = chosen if single else np.concatenate([members[u] for u in chosen])
-        return auc_score(y_true[index], probabilities[index], positive_class)
+        return statistic(chosen if single else np.concatenate([members[u] for u in chosen]))
 
     method = "BCa" if n_units <= BCA_MAX_UNITS else "percentile"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = stats.bootstrap(
             tuple(strata),
-            statistic,
+            resampled,
             n_resamples=n,
             vectorized=False,
             paired=False,

@@ -18,7 +18,7 @@ import numpy as np
 from .. import backend
 from ..data.adapters import TrainingData, for_training
 from ..errors import ClassMismatchError, TrainingDivergedError
-from ..models.trained import save_trained, set_trained_info
+from ..models.trained import read_trained_info, save_trained, set_trained_info
 from ..utils.io import write_json_atomic
 from ..utils.seeding import derive_seed, fresh_seed, set_global_seed, walk_layers
 from ..version import __version__
@@ -344,6 +344,7 @@ def _reopen(folder: RunFolder, model, class_names):
     result = FineTuneResult.from_dict(folder.read_json(RESULT), model=model)
     if folder.file(BEST_WEIGHTS).exists():
         load_model_weights(model, folder.file(BEST_WEIGHTS))
+    saved = read_trained_info(folder.file(BEST_MODEL)) if folder.file(BEST_MODEL).exists() else {}
     set_trained_info(
         model,
         result.class_names or class_names,
@@ -351,6 +352,8 @@ def _reopen(folder: RunFolder, model, class_names):
         positive_class=1 if result.threshold is not None else None,
         read_settings=run_read_settings(folder.path),
         thresholds=result.thresholds,
+        temperature=saved.get("temperature"),  # fitted by calibrate after the run finished
+        calibration=saved.get("calibration"),
     )
     if result.status == "diverged":
         raise _diverged_error(result, folder)

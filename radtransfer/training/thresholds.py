@@ -5,11 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.failures import readable_pipeline_errors
+from ..models.trained import probabilities_of
 from ..utils.progress import progress
 
 
-def predict_with_labels(model, dataset):
-    """Runs the model over batches of (images, one-hot labels); returns (y_true, probabilities)."""
+def predict_with_labels(model, dataset, *, scaled: bool = True):
+    """Runs the model over batches of (images, one-hot labels).
+
+    Args:
+        model: a Keras model with a softmax output.
+        dataset: batches of (images, one-hot labels).
+        scaled: apply the model's temperature, if it has one (``models.trained.probabilities_of``); False: its
+            raw softmax outputs, on which thresholds are chosen and temperatures fitted.
+
+    Returns:
+        (y_true, probabilities): integer labels and (images, classes) float64 probabilities.
+    """
     truths, probabilities = [], []
     with readable_pipeline_errors(dataset):
         for images, labels in progress(dataset, total=_batches(dataset), desc="scoring", unit="batch", min_items=8):
@@ -17,7 +28,8 @@ def predict_with_labels(model, dataset):
             truths.append(np.asarray(labels).argmax(axis=-1))
     if not truths:
         raise ValueError("The evaluation dataset is empty.")
-    return np.concatenate(truths), np.concatenate(probabilities)
+    raw = np.concatenate(probabilities)
+    return np.concatenate(truths), probabilities_of(model, raw) if scaled else raw
 
 
 def _batches(dataset) -> int | None:
@@ -43,7 +55,7 @@ def validation_thresholds(model, val, num_classes: int) -> dict | None:
     with one class, or predictions that are not finite."""
     if num_classes != 2:
         return None
-    y_true, probabilities = predict_with_labels(model, val)
+    y_true, probabilities = predict_with_labels(model, val, scaled=False)  # thresholds live on the raw outputs
     if len(np.unique(y_true)) < 2 or not np.isfinite(probabilities).all():
         return None
     return {c: youden_threshold(y_true == c, probabilities[:, c]) for c in range(num_classes)}
