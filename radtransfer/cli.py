@@ -244,6 +244,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _audit_parts(parts: dict, out: Path, args) -> None:
+    """The data audit of train's parts: its summary and errors printed, its findings in the run folder; with
+    --strict, its errors refuse the run."""
+    from .data.audit import AUDIT_FILE, audit
+
+    report = audit(parts)
+    report.write_json(out / AUDIT_FILE)
+    print(f"radtransfer: data audit: {report.summary()} ({out / AUDIT_FILE})", file=sys.stderr)
+    for line in report.finding_lines(max_rows=10):
+        print(f"  {line}", file=sys.stderr)
+    if args.strict:
+        report.raise_if_errors(f"DATA '{args.data}'", out / AUDIT_FILE)
+
+
+def cmd_audit(args) -> int:
+    from .data.audit import audit_splits
+
+    if args.folds:
+        splits = list(args.image_set.kfold(args.folds, seed=args.seed, val=args.val))
+    else:
+        splits = [args.parts]
+    report = audit_splits(splits, workers=args.workers)
+    print(report.table(max_rows=50))
+    if args.json:
+        report.write_json(args.json)
+        print(f"findings written to {args.json}")
+    return EXIT_FAILURE if report.errors else 0
+
+
 def _write_split(path, image_set) -> None:
     import pandas as pd
 
@@ -317,16 +346,166 @@ def _load_run_model(run_dir):
 
 def cmd_evaluate(args) -> int:
     from . import evaluate
+    from .errors import ClassMismatchError
+    from .evaluation.external import external_file, side_by_side
 
+    parts = {"data": args.image_set}
+    if args.recalibrate_set is not None:
+        parts["recalibrate"] = args.recalibrate_set
+    _check_data_classes(args.run_dir, parts)
     model = _load_run_model(args.run_dir)
-    image_set = check_parts({"data": args.image_set}, args.on_bad)["data"]
-    metrics = evaluate(model, image_set, bootstrap=args.bootstrap, seed=args.seed)
-    if args.out:
-        from .utils.io import write_json_atomic
-
-        write_json_atomic(Path(args.out), metrics)
-    _print_json(_summary_metrics(metrics))
+    parts = check_parts(parts, args.on_bad)
+    try:
+        result = evaluate(
+            model,
+            parts["data"],
+            bootstrap=args.bootstrap,
+            seed=args.seed,
+            site=args.site,
+            recalibrate=parts.get("recalibrate"),
+        )
+    except ClassMismatchError as exc:  # the data given do not fit the model: a usage mistake
+        raise UsageError(str(exc)) from None
+    out = Path(args.out) if args.out else None
+    if out is None and args.site is not None:
+        out = _run_folder_of(args.run_dir) / external_file(args.site)
+    written = _write_evaluation(out, result, args.site)
+    if args.site is None:
+        _print_json({**_evaluation_summary(result), **({"written": written} if written else {})})
+        return 0
+    print(side_by_side(result), file=sys.stderr)
+    summary = {
+        "site": result["site"],
+        "development": _evaluation_summary(result["development"]),
+        "recalibrated": _evaluation_summary(result["recalibrated"]) if result["recalibrated"] else None,
+        "recalibration": result["recalibration"],
+        "written": written,
+    }
+    _print_json(summary)
     return 0
+
+
+def _check_site_options(args) -> None:
+    """evaluate's --site and --recalibrate, checked before TensorFlow starts."""
+    from .evaluation.external import check_site
+
+    if args.recalibrate is not None and args.site is None:
+        raise UsageError("--recalibrate needs --site (the external site DATA and the local set come from).")
+    if args.site is not None:
+        try:
+            check_site(args.site)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    local = args.recalibrate
+    if local is not None and not local.startswith("tfds:") and not Path(local).expanduser().exists():
+        raise UsageError(
+            f"--recalibrate LOCAL_DATA not found: '{local}'. Expected a class-folder directory, a CSV manifest, or "
+            "tfds:NAME[:SPLIT]."
+        )
+
+
+def _read_local_data(args):
+    """evaluate's --recalibrate set (None without one), read with DATA's options."""
+    if args.recalibrate is None:
+        return None
+    local = load_data(
+        args.recalibrate, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
+    )
+    print(f"--recalibrate: {len(local)} local images to refit the temperature and threshold on.", file=sys.stderr)
+    return local
+
+
+def _check_data_classes(run_dir, parts: dict) -> None:
+    """Refuses data whose classes differ from those the model was trained on (read from its file's metadata,
+    before the model is loaded)."""
+    from .evaluation.metrics import class_mismatch
+    from .models.trained import read_trained_info
+    from .training.run_folder import BEST_MODEL
+
+    path = Path(run_dir)
+    trained = read_trained_info(path / BEST_MODEL if path.is_dir() else path).get("class_names")
+    for name, image_set in parts.items():
+        mismatch = class_mismatch(trained, image_set.class_names)
+        if mismatch:
+            flag = "DATA" if name == "data" else "--recalibrate LOCAL_DATA"
+            raise UsageError(f"{flag}: {mismatch}")
+
+
+def _run_folder_of(run_dir) -> Path:
+    path = Path(run_dir)
+    return path if path.is_dir() else path.parent
+
+
+def _write_evaluation(out, result: dict, site) -> list:
+    """Writes evaluate's result as JSON at ``out`` and its reliability diagram beside it (``<name>-reliability``
+    .png and .pdf; an external site's two arms side by side); returns the files written."""
+    if out is None:
+        return []
+    from . import plots
+    from .utils.io import write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, result)
+    if site is None:
+        panels, title = result, "Reliability diagram"
+    else:
+        panels = {"development": result["development"], "recalibrated on local data": result["recalibrated"]}
+        title = f"Reliability diagram, site {site}"
+    return [str(out), *plots.reliability_diagram(panels, out.with_name(f"{out.stem}-reliability"), title=title)]
+
+
+def _evaluation_summary(metrics: dict) -> dict:
+    """What evaluate and calibrate print of one set of metrics: the interval line, calibration and the operating
+    point (with its intervals when they were made)."""
+    summary = _summary_metrics(metrics)
+    for key in ("temperature", "brier", "ece", "operating_point"):
+        if key in metrics:
+            summary[key] = metrics[key]
+    return summary
+
+
+def cmd_calibrate(args) -> int:
+    from .errors import ClassMismatchError
+    from .evaluation.temperature_scaling import calibrate
+
+    _check_data_classes(args.run_dir, {"data": args.image_set})
+    image_set = check_parts({"data": args.image_set}, args.on_bad)["data"]
+    _warn_if_not_held_out(args.run_dir, image_set)
+    try:
+        fitted = calibrate(Path(args.run_dir), image_set, batch_size=args.batch_size, fitted_on=args.data)
+    except ClassMismatchError as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        f"temperature {fitted.temperature:.3f}: NLL {fitted.nll_before:.4f} → {fitted.nll_after:.4f}, "
+        f"ECE {fitted.ece_before:.4f} → {fitted.ece_after:.4f} on {fitted.n} images; saved with the model.",
+        file=sys.stderr,
+    )
+    _print_json({"run_dir": str(args.run_dir), **fitted.to_dict()})
+    return 0
+
+
+def _warn_if_not_held_out(run_dir, image_set) -> None:
+    """Warns when DATA holds images of the run's training or test split (its split_*.csv): a temperature fitted on
+    them is too sharp (training images) or flatters the test's calibration (test images)."""
+    import warnings
+
+    folder = _run_folder_of(run_dir)
+    paths = image_set.paths if image_set.paths is not None else ()
+    given = {str(Path(p).expanduser().resolve()) for p in paths}
+    for part in ("train", "test"):
+        split = folder / f"split_{part}.csv"
+        if not given or not split.exists():
+            continue
+        import pandas as pd
+
+        listed = {str(Path(p).expanduser().resolve()) for p in pd.read_csv(split)["path"]}
+        shared = len(given & listed)
+        if shared:
+            warnings.warn(
+                f"{shared} of DATA's {len(given)} images are in the run's {part} split ({split.name}): calibrate on "
+                f"held-out data, e.g. the run's validation split ({folder / 'split_val.csv'}).",
+                stacklevel=2,
+            )
 
 
 def cmd_grid(args) -> int:
@@ -365,6 +544,7 @@ def cmd_grid(args) -> int:
         verbose=1,
         on_bad=args.on_bad,
         paper_task=None if args.paper_task == "none" else args.paper_task,
+        audit="off" if args.no_audit else "strict" if args.strict else "warn",
     )
     print(f"{len(records)} runs recorded in {args.out}")
     return 0
@@ -381,6 +561,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_card(args) -> int:
+    from .card import folder_kind, not_a_folder_message, write_model_card
+
+    if folder_kind(args.folder) is None:
+        raise UsageError(not_a_folder_message(args.folder))
+    written = write_model_card(args.folder, args.out)
+    print("written:\n  " + "\n  ".join(str(path) for path in written))
+    return 0
+
+
 def cmd_gradcam(args) -> int:
     import numpy as np
 
@@ -388,6 +578,7 @@ def cmd_gradcam(args) -> int:
     from .data.adapters import for_prediction
     from .evaluation.gradcam import gradcam, save_overlays, unique_names
     from .evaluation.metrics import model_read_kwargs
+    from .models.trained import probabilities_of
     from .utils.progress import progress
 
     model = _load_run_model(args.run_dir)
@@ -405,7 +596,7 @@ def cmd_gradcam(args) -> int:
         batch = np.asarray(batch)
         images.append(batch)
         heatmaps.append(np.asarray(gradcam(model, batch, layer=args.layer, class_index=args.class_index)))
-        probabilities.append(model.predict(batch, verbose=0))
+        probabilities.append(probabilities_of(model, model.predict(batch, verbose=0)))  # its temperature, if any
     images, heatmaps, probabilities = (np.concatenate(parts) for parts in (images, heatmaps, probabilities))
     class_names = getattr(model, "radtransfer_class_names", None)
     titles = [
@@ -564,8 +755,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     parser.commands = sub.choices  # name -> subparser, for the --config stage of the parse
+    _add_audit(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_calibrate(sub)
     _add_grid(sub)
     _add_report(sub)
     _add_gradcam(sub)
@@ -573,6 +766,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(sub)
     _add_datasets(sub)
     _add_demo(sub)
+    _add_card(sub)
     return parser
 
 
@@ -592,6 +786,7 @@ def _add_train(sub) -> None:
     _train_config_options(p)
     p.add_argument("--val", type=float, default=0.10, help="the share of patients kept for validation")
     p.add_argument("--test", type=float, default=0.15, help="the share of patients kept for the test")
+    _audit_options(p, "train")
     p.add_argument(
         "--restart",
         action="store_true",
@@ -610,6 +805,34 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _audit_options(parser, what: str) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"refuse to {what} when the data audit finds an error (a patient or the same image in two parts, "
+        "the same image under two classes)",
+    )
+    parser.add_argument("--no-audit", action="store_true", help="skip the data audit (it reads every image once more)")
+
+
+def _add_audit(sub) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="check DATA before training: duplicates and near duplicates across parts, label conflicts, patient "
+        "leaks, empty and unreadable images (exit 1 when an error is found)",
+    )
+    p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or a split folder")
+    _data_options(p)
+    _config_option(p)
+    p.add_argument("--val", type=float, default=0.10, help="the share of patients kept for validation (as train)")
+    p.add_argument("--test", type=float, default=0.15, help="the share of patients kept for the test (as train)")
+    p.add_argument("--seed", type=int, default=726, help="the split's seed (train's and grid's default)")
+    p.add_argument("--folds", type=int, default=None, help="audit each of k folds instead (as grid --folds K)")
+    p.add_argument("--json", help="write the findings here: a list of {kind, severity, paths, parts, classes, detail}")
+    p.add_argument("--workers", type=int, default=4, help="decoding threads")
+    p.set_defaults(func=cmd_audit)
+
+
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run (its best.keras) on DATA")
     p.add_argument("run_dir", metavar="RUN_DIR", help="the out folder of 'radtransfer train' (or a .keras file)")
@@ -624,8 +847,36 @@ def _add_evaluate(sub) -> None:
         help="the bootstrap's seed (train's default, so both commands "
         "print the same interval for the same model and data)",
     )
-    p.add_argument("--out", help="write all metrics as JSON here")
+    p.add_argument(
+        "--site",
+        help="DATA comes from this external site: report the development operating point (and, with "
+        "--recalibrate, the refit one) side by side, written to RUN_DIR/external-SITE.json unless --out",
+    )
+    p.add_argument(
+        "--recalibrate",
+        metavar="LOCAL_DATA",
+        help="with --site: a small labelled local set of the site (other patients than DATA's) to refit the "
+        "temperature and threshold on",
+    )
+    p.add_argument("--out", help="write all metrics as JSON here (and the reliability diagram beside it)")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate", help="fit a trained run's temperature on held-out labelled DATA and save it with the model"
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the out folder of 'radtransfer train' (or a .keras file)")
+    p.add_argument(
+        "data",
+        metavar="DATA",
+        help="labelled validation data (e.g. RUN_DIR/split_val.csv): class-folder directory, CSV manifest, or "
+        "tfds:NAME[:SPLIT]",
+    )
+    _data_options(p)
+    _config_option(p)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.set_defaults(func=cmd_calibrate)
 
 
 def _add_grid(sub) -> None:
@@ -642,6 +893,7 @@ def _add_grid(sub) -> None:
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
     )
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
+    _audit_options(p, "run the grid")
     p.add_argument(
         "--shard",
         help="k/n: run a disjoint share of the runs; auto: this SLURM array task's or "
@@ -763,6 +1015,14 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_card(sub) -> None:
+    p = sub.add_parser("card", help="the model card (MODEL_CARD.md, model_card.json) of a run or grid folder")
+    p.add_argument("folder", metavar="RUN_DIR", help="the out folder of 'radtransfer train' (or of 'radtransfer grid')")
+    p.add_argument("--out", help="the folder written (default: RUN_DIR)")
+    _config_option(p)
+    p.set_defaults(func=cmd_card)
+
+
 def _version() -> str:
     from .version import __version__
 
@@ -823,7 +1083,7 @@ def main(argv=None) -> int:
 
 
 # Commands that need no TensorFlow: they answer without starting it.
-LIGHT_COMMANDS = ("report", "datasets")
+LIGHT_COMMANDS = ("report", "datasets", "card", "audit")
 
 
 def _check_arguments(args) -> None:
@@ -841,6 +1101,8 @@ def _check_arguments(args) -> None:
     for image in getattr(args, "images", None) or ():
         if not Path(image).expanduser().exists():
             raise UsageError(f"Image file or folder not found: '{image}'.")
+    if args.command == "evaluate":
+        _check_site_options(args)
     if args.command == "train":
         get_backbone(args.backbone)
         args.train_config = _train_config(args)  # every TrainConfig option checked here
@@ -892,13 +1154,22 @@ def _start_tensorflow(quiet: bool) -> None:
 def _read_data(args) -> None:
     """DATA's file names, labels and patients, read before TensorFlow starts, so a wrong layout or column is
     answered at once; the commands take them from ``args``."""
-    if args.command == "train":
+    if args.command == "train" or (args.command == "audit" and not args.folds):
         args.parts = train_val_test(args.data, args)
-    elif args.command in ("evaluate", "grid"):
+        if args.command == "train" and not args.no_audit:  # before TensorFlow starts: --strict refuses at once
+            _audit_parts(dict(zip(("train", "val", "test"), args.parts)), Path(args.out), args)
+    elif args.command == "audit":
         args.image_set = load_data(
             args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
         )
         _say_patients(args.image_set, args)
+    elif args.command in ("evaluate", "calibrate", "grid"):
+        args.image_set = load_data(
+            args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
+        )
+        _say_patients(args.image_set, args)
+    if args.command == "evaluate":
+        args.recalibrate_set = _read_local_data(args)
 
 
 def _show_warnings(subparser) -> None:

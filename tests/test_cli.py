@@ -410,3 +410,68 @@ def test_the_sdist_carries_the_license_the_tests_and_the_docs(tmp_path):
         "radtransfer/version.py",
     ):
         assert needed in names, needed
+
+
+# -- the data audit ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def leaky_split(data_dir, tmp_path):
+    """A folder split already (train/, val/ and test/), with one training image re-saved (other bytes, same 16-bit
+    pixels) into the test part."""
+    from PIL import Image
+
+    root = tmp_path / "split"
+    images = sorted((data_dir / "images").rglob("*.png"))
+    patients = sorted({p.name.split("_")[0] for p in images})
+    for path in images:
+        index = patients.index(path.name.split("_")[0])  # one patient of each class in test, one in val
+        part = "test" if index < 4 else "val" if index < 8 else "train"
+        target = root / part / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    source = next(p for p in sorted((root / "train").rglob("*.png")))
+    copy = root / "test" / source.parent.name / "copied.png"
+    Image.open(source).save(copy, compress_level=1)
+    assert copy.read_bytes() != source.read_bytes()
+    return root, source, copy
+
+
+def test_audit_command_finds_a_copy_across_parts_and_exits_1(leaky_split, tmp_path, capsys):
+    root, source, copy = leaky_split
+    code = main(["audit", str(root), "--json", str(tmp_path / "audit.json")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 error(s) (1 duplicate)" in out and "copied.png" in out
+    findings = json.loads((tmp_path / "audit.json").read_text())
+    assert [(f["kind"], f["severity"], f["parts"]) for f in findings] == [("duplicate", "error", ["test", "train"])]
+    assert sorted(findings[0]["paths"]) == sorted([str(source), str(copy)])
+
+
+def test_audit_command_on_a_clean_set_and_on_folds(data_dir, tmp_path, capsys):
+    assert main(["audit", str(data_dir), "--json", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "0 error(s), 0 warning(s) in 24 images" in out
+    assert json.loads((tmp_path / "a.json").read_text()) == []
+    assert main(["audit", str(data_dir), "--folds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "fold3:test" in out and "0 error(s)" in out
+
+
+def test_train_audits_its_parts_and_strict_refuses_errors(leaky_split, tmp_path, capsys):
+    root, _, copy = leaky_split
+    argv = ["train", str(root), "--backbone", "resnet50", "--weights", "none", "--image-size", "32"]
+    argv += ["--epochs", "1", "--batch-size", "8", "--verbose", "0", "--strict", "--out", str(tmp_path / "run")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "data audit: 1 error(s) (1 duplicate)" in err
+    assert err.strip().splitlines()[-2].startswith("radtransfer: error: The data audit found 1 error(s)")
+    assert "train without --strict" in err and "audit=" not in err
+    assert "starting TensorFlow" not in err  # refused before TensorFlow starts
+    assert not (tmp_path / "run" / "best.keras").exists()
+    findings = json.loads((tmp_path / "run" / "audit.json").read_text())
+    assert str(copy) in findings[0]["paths"]
+
+
+def test_train_writes_its_audit_into_the_run_folder(trained):
+    assert json.loads((trained / "audit.json").read_text()) == []
