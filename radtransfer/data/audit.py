@@ -256,6 +256,17 @@ def perceptual_hashes(thumbnails: np.ndarray) -> np.ndarray:
     return np.packbits(bits, axis=1, bitorder="little").view("<u8").ravel()
 
 
+_BYTE_BITS = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
+
+
+def _popcount(words) -> np.ndarray:
+    """Set bits of each uint64 (``np.bitwise_count`` on NumPy 2, a byte table on NumPy 1)."""
+    words = np.asarray(words, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    return _BYTE_BITS[words[..., None].view(np.uint8)].sum(axis=-1, dtype=np.uint8)
+
+
 def near_pairs(hashes: np.ndarray, distance: int, keep=None, block: int = 256) -> np.ndarray:
     """Every pair (i, j), i < j, whose hashes differ in at most ``distance`` bits and for which ``keep(i, j)``
     (vectorised: arrays of i and j) is true, as an (n, 2) array."""
@@ -264,7 +275,7 @@ def near_pairs(hashes: np.ndarray, distance: int, keep=None, block: int = 256) -
     for start in range(0, len(hashes), block):
         rows = hashes[start : start + block, None]
         later = hashes[start + 1 :]
-        close = np.bitwise_count(rows ^ later[None, :]) <= distance
+        close = _popcount(rows ^ later[None, :]) <= distance
         i, j = np.nonzero(close)
         i, j = i + start, j + start + 1
         ok = j > i
@@ -576,9 +587,7 @@ def _near_findings(pairs, correlations, hashes, good, paths, part_of, class_of) 
     for root in np.unique(roots):
         members = [int(i) for i in involved[roots == root]]
         inside = [k for k, (a, _) in enumerate(pairs) if int(a) in members]
-        distances = [
-            int(np.bitwise_count(hashes[position[int(a)]] ^ hashes[position[int(b)]])) for a, b in pairs[inside]
-        ]
+        distances = [int(_popcount(hashes[position[int(a)]] ^ hashes[position[int(b)]])) for a, b in pairs[inside]]
         low = float(min(correlations[inside])) if inside else float("nan")
         files = tuple(paths[i] for i in members)
         parts, classes = _unique(part_of[members]), _unique(class_of[members])
