@@ -325,4 +325,37 @@ def grid_figures(out_dir, figure_dir=None) -> list[str]:
         written += roc_curves(mine, folder / "roc_curves")
         written += auc_by_scenario(mine, folder / "auc_by_scenario")
         written += heatmap(mine, folder / "heatmap")
+        written += reliability_by_source(mine, folder / "reliability")
     return written
+
+
+def reliability_by_source(records, path) -> list[str]:
+    """One reliability diagram per weight source, side by side, of the test predictions of all its runs pooled
+    (each run's ``predictions.npz``): how well the grid's probabilities are calibrated, source by source.
+
+    Args:
+        records: the DataFrame of ``report.load_records``.
+        path: output path without suffix.
+
+    Returns:
+        The files written (none when no run kept its predictions).
+    """
+    from .evaluation.calibration import expected_calibration_error
+
+    panels = {}
+    for source, group in records.groupby("source"):
+        labels, probabilities = [], []
+        for folder in group["path"]:
+            file = Path(folder) / PREDICTIONS
+            if file.exists():
+                data = np.load(file)
+                labels.append(data["y_true"])
+                probabilities.append(data["probabilities"])
+        if labels:
+            ece, bins = expected_calibration_error(np.concatenate(labels), np.concatenate(probabilities))
+            panels[f"{source} ({len(labels)} runs)"] = {"ece": ece, "calibration_bins": bins}
+    if not panels:
+        return []
+    return reliability_diagram(
+        panels, path, title="Reliability by weight source (test predictions of its runs, pooled)"
+    )

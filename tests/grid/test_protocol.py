@@ -274,7 +274,7 @@ def test_plots_are_written(results, tmp_path):
     root, _ = results
     written = plots.grid_figures(root / "acl_mri", tmp_path / "figures")
     assert {Path(p).name for p in written} == {
-        f"{n}.{s}" for n in ("roc_curves", "auc_by_scenario", "heatmap") for s in ("png", "pdf")
+        f"{n}.{s}" for n in ("roc_curves", "auc_by_scenario", "heatmap", "reliability") for s in ("png", "pdf")
     }
     assert all(Path(p).stat().st_size > 5000 for p in written)
 
