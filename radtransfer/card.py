@@ -26,7 +26,17 @@ from .evaluation.external import EXTERNAL_FILE
 from .evaluation.metrics import describe_interval
 from .grid.records import GRID_FILE, RECORD_FILE, RUNS_DIR, GridSpec, RunRecord, read_data_manifest
 from .models.trained import READ_SETTING_FIELDS, read_trained_info
-from .training.run_folder import BEST_MODEL, CONFIG, HISTORY, RESULT, STATE
+from .training.run_folder import (
+    BEST_MODEL,
+    CLI_CONFIG,
+    CONFIG,
+    HISTORY,
+    RESULT,
+    SKIPPED_FILES,
+    SPLIT_FILES,
+    STATE,
+    TEST_METRICS,
+)
 from .utils.io import write_json_atomic, write_text_atomic
 from .version import __version__
 
@@ -34,11 +44,6 @@ MODEL_CARD = "MODEL_CARD.md"
 CARD_JSON = "model_card.json"
 CARD_SCHEMA = 1
 
-# Files of a run folder that other modules write (read here, never written).
-TEST_METRICS = "test_metrics.json"  # `radtransfer train`: evaluate()'s metrics on the test part
-CLI_CONFIG = "cli_config.json"  # the command's resolved options
-SKIPPED_FILES = "skipped_files.csv"  # --on-bad skip: the unreadable files left out (part, path, reason)
-SPLIT_FILES = {"train": "split_train.csv", "val": "split_val.csv", "test": "split_test.csv"}
 EXTERNAL_GLOB = EXTERNAL_FILE.format(site="*")  # evaluate(..., site=) on other sites' data
 
 NOT_RECORDED = "not recorded"

@@ -104,6 +104,7 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
     import warnings
 
     from .data import check_images
+    from .training.run_folder import SKIPPED_FILES
 
     checked, skipped = {}, []
     for name, part in parts.items():
@@ -117,7 +118,7 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
     if skipped:
         print(
             f"radtransfer: warning: skipped {len(skipped)} unreadable file(s) (--on-bad skip)"
-            + (f", listed in {out}/skipped_files.csv" if out is not None else "")
+            + (f", listed in {Path(out) / SKIPPED_FILES}" if out is not None else "")
             + ":\n"
             + "\n".join(f"  {n}: {p}: {r}" for n, p, r in skipped[:20]),
             file=sys.stderr,
@@ -126,7 +127,7 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
             import csv
 
             Path(out).mkdir(parents=True, exist_ok=True)
-            with open(Path(out) / "skipped_files.csv", "w", newline="") as handle:
+            with open(Path(out) / SKIPPED_FILES, "w", newline="") as handle:
                 csv.writer(handle).writerows([("part", "path", "reason"), *skipped])
     return checked
 
@@ -169,12 +170,13 @@ def _config_defaults(subparser, config: dict) -> dict:
 
 
 def _write_resolved(out_dir, args) -> None:
+    from .training.run_folder import CLI_CONFIG
     from .utils.io import write_json_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     values = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
-    write_json_atomic(out / "cli_config.json", values)
+    write_json_atomic(out / CLI_CONFIG, values)
 
 
 def _print_json(payload) -> None:
@@ -208,6 +210,7 @@ def _summary_metrics(metrics: dict) -> dict:
 
 def cmd_train(args) -> int:
     from . import build_model, evaluate, fine_tune
+    from .training.run_folder import SPLIT_FILES, TEST_METRICS
 
     train, val, test = args.parts
     out = Path(args.out)
@@ -226,13 +229,13 @@ def cmd_train(args) -> int:
         weights_dir=args.weights_dir,
     )
     for name, part in (("train", train), ("val", val), ("test", test)):
-        _write_split(out / f"split_{name}.csv", part)
+        _write_split(out / SPLIT_FILES[name], part)
     result = fine_tune(model, train, val, args.train_config, out_dir=out, verbose=args.verbose, resume=not args.restart)
     metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
     if metrics:
         from .utils.io import write_json_atomic
 
-        write_json_atomic(out / "test_metrics.json", metrics)
+        write_json_atomic(out / TEST_METRICS, metrics)
     _print_json(
         {
             "out_dir": str(out),

@@ -13,6 +13,13 @@ Layout::
     best.weights.h5       the model's weights at the best epoch (lowest val_loss)
     best.keras            the best model, float32, with the class names and the validation thresholds
     result.json           the FineTuneResult of a finished run
+
+and, in the folder of ``radtransfer train`` (which writes them; named here so each name has one owner)::
+
+    cli_config.json       the command's resolved options
+    split_<part>.csv      the train / val / test parts (path, label, patient_id)
+    skipped_files.csv     --on-bad skip: the unreadable files left out (part, path, reason)
+    test_metrics.json     evaluate()'s metrics on the test part
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ HISTORY = "history.csv"
 BEST_WEIGHTS = "best.weights.h5"
 BEST_MODEL = "best.keras"
 RESULT = "result.json"
+CLI_CONFIG = "cli_config.json"
+TEST_METRICS = "test_metrics.json"
+SKIPPED_FILES = "skipped_files.csv"
+SPLIT_FILES = {"train": "split_train.csv", "val": "split_val.csv", "test": "split_test.csv"}
 CHECKPOINT_GLOB = "*-e*.weights.h5"  # the per-epoch checkpoints, ``checkpoint(kind, epoch)``
 IDENTITY_SCHEMA = 2  # 2: the identity carries its schema version
 _FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
