@@ -2,12 +2,14 @@
 the audit's throughput.
 
     python benchmarks/audit_near_duplicates.py separation            # thumbnail correlations, per transform
-    python benchmarks/audit_near_duplicates.py throughput --images 100000 --size 256 [--keep DIR]
+    python benchmarks/audit_near_duplicates.py throughput --images 100000 --size 256 [--keep DIR] [--plant N]
 
 ``separation`` writes 240 slices of 60 patients (96 and 256 px), and for one slice its altered copies; it prints
 the largest correlation between different patients' slices, each copy's hash distance and correlation, and
 whether the audit of a clean patient split finds anything. ``throughput`` writes (or reuses, with --keep) a folder
-of N images and times ``data.audit`` on it, split by patient. Results go to benchmarks/results_audit.json.
+of N images and times ``data.audit`` on it, split by patient; ``--plant N`` first adds N altered copies of
+training images (JPEG, resized, grey levels changed; crops are not found and not planted) to the test part and
+counts how many the audit finds. Results go to benchmarks/results_audit.json.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def _alterations(path, folder):
         cut = int(round(size * margin))
         out[f"cropped {margin:.0%} each side"] = image.crop((cut, cut, size - cut, size - cut))
     files = {}
+    folder.mkdir(parents=True, exist_ok=True)
     for name, altered in out.items():
         file = folder / (name.replace(" ", "_").replace("%", "pc").replace(",", "") + ".png")
         altered.save(file)
@@ -104,7 +107,37 @@ def separation():
     _save("separation", {**thresholds, **results})
 
 
-def throughput(images: int, size: int, keep: str | None, workers: int):
+def _end_slices(findings) -> str:
+    """How many groups hold only first or last slices (``_s0`` / ``_s3`` of the 4 the benchmark writes)."""
+    ends = sum(all(Path(p).stem.endswith(("_s0", "_s3")) for p in f.paths) for f in findings)
+    return f"{ends} of {len(findings)}"
+
+
+def _plant(parts, count: int, folder: Path) -> list:
+    """Adds ``count`` altered copies of training images (each alteration in turn) to the test part, as new
+    patients; returns their paths."""
+    from radtransfer.data import ImageSet
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test = parts["train"], parts["test"]
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(len(train), count, replace=False)
+    paths, labels = [], []
+    for k, index in enumerate(chosen):
+        files = _alterations(train.paths[index], folder / f"c{k}")
+        names = [n for n in files if not n.startswith("cropped")]
+        paths.append(str(files[names[k % len(names)]]))
+        labels.append(train.labels[index])
+    parts["test"] = ImageSet(
+        [*test.paths, *paths],
+        np.concatenate([test.labels, labels]),
+        test.class_names,
+        [*test.patient_ids, *(f"planted{k}" for k in range(count))],
+    )
+    return paths
+
+
+def throughput(images: int, size: int, keep: str | None, workers: int, plant: int = 0):
     root = Path(keep) if keep else Path(tempfile.mkdtemp())
     manifest = root / "manifest.csv"
     if not manifest.exists():
@@ -115,6 +148,7 @@ def throughput(images: int, size: int, keep: str | None, workers: int):
         print(f"wrote {images} images in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     image_set = data.from_csv(manifest, image_col="path", label_col="label", patient_col="patient_id")
     parts = dict(zip(("train", "val", "test"), image_set.split(val=0.1, test=0.2, seed=3)))
+    planted = _plant(parts, plant, root / "planted") if plant else []
     start = time.perf_counter()
     report = data.audit(parts, workers=workers)
     seconds = time.perf_counter() - start
@@ -129,9 +163,15 @@ def throughput(images: int, size: int, keep: str | None, workers: int):
         "compared_full_size": report.compared_full_size,
         "findings": {kind: len(report.of_kind(kind)) for kind in {f.kind for f in report.findings}},
         "near_duplicates": [[Path(p).name for p in f.paths] for f in report.of_kind("near_duplicate")][:20],
+        "near_duplicate_groups_of_end_slices_only": _end_slices(report.of_kind("near_duplicate")),
+        "label_conflicts_of_end_slices_only": _end_slices(report.of_kind("label_conflict")),
+        "planted_copies": len(planted),
+        "planted_copies_found": sum(
+            any(p in f.paths for f in report.of_kind("near_duplicate") + report.of_kind("duplicate")) for p in planted
+        ),
     }
     print(json.dumps(row, indent=1))
-    _save(f"throughput {images} x {size} px", row)
+    _save(f"throughput {images} x {size} px" + (f", {plant} planted copies" if plant else ""), row)
 
 
 if __name__ == "__main__":
@@ -141,5 +181,8 @@ if __name__ == "__main__":
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--keep", help="a folder to write the images into, or reuse")
+    parser.add_argument("--plant", type=int, default=0, help="altered copies of training images added to the test part")
     args = parser.parse_args()
-    separation() if args.what == "separation" else throughput(args.images, args.size, args.keep, args.workers)
+    separation() if args.what == "separation" else throughput(
+        args.images, args.size, args.keep, args.workers, args.plant
+    )

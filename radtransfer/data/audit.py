@@ -12,11 +12,12 @@ Near duplicates are found in three stages. Candidates are the pairs whose percep
 bucketing). The hash alone cannot tell same-anatomy images apart: on the synthetic brain MRI set, slices of
 different patients fall within 6 bits of each other in about 0.3-0.6% of pairs. A candidate whose blurred 48×48
 thumbnails correlate at ``near_correlation`` or more is then read again and compared at full size (the smaller
-image's, halved, at most 128 pixels a side, blurred by 0.75 pixels); from ``confirm_correlation`` it is a near
-duplicate. The thumbnails clear almost every pair of different patients (they correlate up to 0.994 among 240
-slices, while the same slice re-encoded as JPEG q50, resized 0.5-2×, brightness- and contrast-shifted or
-gamma-changed correlates 0.997-1.000); the full-size comparison clears the rare patients the synthetic
-generator made alike (0.989 for such a pair against 0.995-1.000 for the altered copies), by the fine detail a
+image's, halved, at most 128 pixels a side; blurred by 0.75 pixels only below 96, where resampling kernels differ
+most); from ``confirm_correlation`` it is a near duplicate. The thumbnails clear almost every pair of different
+patients (they correlate up to 0.994 among 240 slices, while the same slice re-encoded as JPEG q50, resized
+0.5-2×, brightness- and contrast-shifted or gamma-changed correlates 0.997-1.000); the full-size comparison
+clears the patients the synthetic generator made alike, which a set of 100,000 slices holds by the hundred
+(up to 0.991 at 128 pixels, against 0.996-1.000 for the altered copies), by the fine detail (here, the noise) a
 copy keeps and a different patient does not (benchmarks/audit_near_duplicates.py, figures in
 docs/performance.md). Not found: crops. A 2-7% crop moves the hash 8-22 bits, and even aligned (scale and
 shift fitted) a crop correlates with its source no better than two different patients' slices do; finding
@@ -51,8 +52,10 @@ ERROR, WARNING = "error", "warning"
 EMPTY_STD = 1.0  # grey levels (0-255 scale): below this an image is constant or nearly so
 NEAR_DISTANCE = 6  # bits of 64: perceptual hashes this close make a candidate pair
 NEAR_CORRELATION = 0.995  # thumbnail correlation from which a candidate is checked at full size
-CONFIRM_CORRELATION = 0.993  # correlation at up to CONFIRM_SIDE pixels from which it is a near duplicate
-CONFIRM_SIDE, CONFIRM_BLUR = 128, 0.75  # half the smaller image's side, at most CONFIRM_SIDE
+CONFIRM_CORRELATION = 0.994  # correlation at up to CONFIRM_SIDE pixels from which it is a near duplicate
+CONFIRM_SIDE = 128  # compared at half the smaller image's side, at most this
+CONFIRM_BLUR = 0.75  # pixels of blur below SHARP_SIDE (where resampling kernels differ most), none from it
+SHARP_SIDE = 96
 THUMB = 48  # the side of the thumbnail a candidate is verified on (blurred by THUMB_BLUR pixels)
 THUMB_BLUR = 1.0
 
@@ -218,9 +221,9 @@ def _read(path: str, frame) -> tuple:
 
 
 def full_size_correlation(path_a: str, path_b: str, frame) -> float:
-    """The correlation of two images at half the smaller one's size (at most CONFIRM_SIDE pixels a side), each
-    blurred by CONFIRM_BLUR pixels: a re-encoded or resized copy keeps the fine detail that tells two patients
-    of the same anatomy apart."""
+    """The correlation of two images at half the smaller one's size (at most CONFIRM_SIDE pixels a side; below
+    SHARP_SIDE pixels each blurred by CONFIRM_BLUR pixels): a re-encoded or resized copy keeps the fine detail
+    that tells two patients of the same anatomy apart."""
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
@@ -229,7 +232,7 @@ def full_size_correlation(path_a: str, path_b: str, frame) -> float:
     vectors = []
     for grey in greys:
         small = np.asarray(Image.fromarray(grey, mode="F").resize((side, side), Image.Resampling.BOX), np.float64)
-        small = gaussian_filter(small, CONFIRM_BLUR).ravel()
+        small = (gaussian_filter(small, CONFIRM_BLUR) if side < SHARP_SIDE else small).ravel()
         small -= small.mean()
         norm = np.linalg.norm(small)
         vectors.append(small / norm if norm > 0 else small)
