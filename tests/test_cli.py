@@ -116,6 +116,7 @@ def test_datasets_synthetic(tmp_path, capsys):
     assert (tmp_path / "syn" / "manifest.csv").exists()
 
 
+@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_demo_quick(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
@@ -287,6 +288,7 @@ def test_help_and_typos_are_answered_without_starting_tensorflow(tmp_path):
     assert "--max-scenarios" in grid_help and "(default: 256)" in grid_help  # the paper's batch
 
 
+@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_tensorflow_start_up_lines_are_hidden_and_long_loops_draw_a_bar(trained, data_dir, tmp_path):
     folder = data_dir / "images"  # 24 images: 6 batches of 4, enough for a bar
     quiet = _radtransfer("predict", str(trained), str(folder), "--batch-size", "4", "--out", str(tmp_path / "p.csv"))

@@ -717,6 +717,7 @@ def test_evaluate_keeps_patient_ids_with_their_images_on_a_shuffled_augmented_da
         rt.evaluate(model, plain, patient_ids=list(test.patient_ids))
 
 
+@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that_ran(two_class_splits, tmp_path):
     """Before: config.json said batch_size 32 and augment "radimagenet" for datasets of 8 images, unaugmented."""
     train, val, _ = two_class_splits
