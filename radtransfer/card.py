@@ -678,7 +678,7 @@ def _grid_card(folder: Path) -> dict:
     missing: list[str] = []
     if audit is None:
         missing.append(f"the data audit ({AUDIT_FILE} absent)")
-    expected = len(spec.scenarios) * len(spec.sources) * spec.n_folds
+    expected = len(spec.scenarios) * len(spec.sources) * spec.n_folds * spec.repeats
     statuses = Counter(r.status for r in records)
     weights: dict = {}
     for r in records:
@@ -695,13 +695,14 @@ def _grid_card(folder: Path) -> dict:
         elif weights[key] != entry:
             weights[key]["differs_between_runs"] = True
     runs = []
-    for r in sorted(records, key=lambda r: (r.source, r.scenario, r.fold)):
+    for r in sorted(records, key=lambda r: (r.source, r.scenario, r.fold, r.repeat)):
         metrics = r.metrics or {}
         runs.append(
             {
                 "source": r.source,
                 "scenario": r.scenario,
                 "fold": r.fold,
+                "repeat": r.repeat,
                 "status": r.status,
                 "auc": metrics.get("auc"),
                 "auc_ci": metrics.get("auc_ci"),
@@ -747,6 +748,7 @@ def _grid_card(folder: Path) -> dict:
             "sources": list(spec.sources),
             "scenarios": spec.scenario_ids(),
             "folds": spec.folds,
+            "repeats": spec.repeats,
             "faithful": spec.faithful,
             "bn": spec.bn,
             "interpolation": spec.interpolation,

@@ -31,7 +31,7 @@ from .grid.paper import (
     radimagenet_scenarios,
 )
 from .grid.paper import paper_task as match_paper_task
-from .grid.plan import Run, parse_shard, plan_runs, resolve_shard, run_seed
+from .grid.plan import Run, check_repeats, parse_shard, plan_runs, resolve_shard, run_seed
 from .grid.progress import GridProgress
 from .grid.records import RECORD_FILE, GridSpec, load_records, read_data_manifest, write_data_manifest
 from .grid.runs import GridJob
@@ -79,6 +79,7 @@ def run_grid(
     sources=("radimagenet", "imagenet"),
     folds=None,
     scenarios=None,
+    repeats: int = 1,
     shard=None,
     shard_count: int | None = None,
     executor="sequential",
@@ -93,9 +94,9 @@ def run_grid(
 ):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
-    Every run is a pure function of (grid seed, scenario, fold, weight source): its record is the same
+    Every run is a pure function of (grid seed, scenario, fold, repeat, weight source): its record is the same
     whether the grid runs whole, in shards, on Ray, or with restarts, and a scenario's runs from different
-    weight sources see the same split, batches, augmentation, dropout and head initialisation.
+    weight sources (of one repeat) see the same split, batches, augmentation, dropout and head initialisation.
 
     Several processes may fill one out_dir at once (shards, job-array tasks, one process per GPU, Ray
     workers): a run's folder is claimed before the run is trained, so no run is trained or recorded twice,
@@ -108,6 +109,11 @@ def run_grid(
         sources: weight sources to compare (the first is the candidate of the paired comparisons).
         folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
         scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
+        repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and the
+            fold's split; repeat r of every source shares that seed, so the sources stay paired per repeat.
+            Repeat 0 is the run of a grid without repeats (its seed, its folder ``fold<k>``); repeat r ≥ 1
+            goes to ``fold<k>-r<r>``. Restarting a grid with more repeats adds the new runs; with fewer, its
+            records are kept (grid.json keeps the most repeats asked for).
         shard: "k/n" to run a disjoint, stable share of the runs (n machines can fill one out_dir), or
             "auto": the share of this SLURM array task (``$SLURM_ARRAY_TASK_ID``) or Kubernetes Indexed Job
             pod (``$JOB_COMPLETION_INDEX``, with ``shard_count``).
@@ -151,8 +157,9 @@ def run_grid(
     n_folds = folds if folds is not None else config.folds
     bn = "protocol" if faithful else "frozen"
     interpolation = "nearest" if faithful else "bilinear"
+    repeats = check_repeats(repeats)
     resolved_shard = resolve_shard(shard, shard_count)
-    runs = plan_runs(sources, scenarios, n_folds or 1, resolved_shard)
+    runs = plan_runs(sources, scenarios, n_folds or 1, resolved_shard, repeats=repeats)
     runner = resolve_executor(executor)
 
     # Every weight file the share needs, found before anything is trained.
@@ -184,6 +191,7 @@ def run_grid(
         class_names=list(image_set.class_names),
         paper_task=paper_task,
         data=data,
+        repeats=max(repeats, _stored_repeats(out)),
     )
     _check_same_grid(out, spec, manifest)
     write_data_manifest(out, manifest)
@@ -231,6 +239,12 @@ def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
         time.sleep(grid_runs.HELD_RUN_POLL_S)
         retried = runner.run(job, held, progress, token)
         held = [by_id[o.run_id] for o in retried if o.state in ("held", "lost")]
+
+
+def _stored_repeats(out: Path) -> int:
+    """The repeats the grid in ``out`` records (1 for a new grid, or one written before repeats)."""
+    stored = GridSpec.read(out)
+    return stored.repeats if stored is not None else 1
 
 
 def _check_same_grid(out: Path, spec, manifest) -> None:

@@ -12,8 +12,23 @@ from ..utils.io import write_json_atomic
 from .records import PREDICTIONS, RECORD_FILE, PairRecord, RunRecord, pair_path, run_dir
 
 
-def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, reference_dir, seed=0):
-    """The paired comparison of two runs' test predictions (DeLong, or a paired patient-level bootstrap)."""
+def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, reference_dir, seed=0, repeat=0):
+    """The paired comparison of two runs' test predictions (DeLong, or a paired patient-level bootstrap).
+
+    Args:
+        task: the grid's task, stored in the PairRecord.
+        scenario_id: the scenario both runs trained.
+        fold: their fold.
+        candidate: the first weight source (``candidate_dir``'s run).
+        reference: the second weight source (``reference_dir``'s run).
+        candidate_dir: the candidate run's folder (with its predictions).
+        reference_dir: the reference run's folder.
+        seed: the seed of a bootstrap.
+        repeat: the repeat both runs are (the same seed: a pair is never two repeats).
+
+    Returns:
+        The PairRecord.
+    """
     a = np.load(Path(candidate_dir) / PREDICTIONS)
     b = np.load(Path(reference_dir) / PREDICTIONS)
     if not np.array_equal(a["y_true"], b["y_true"]):
@@ -33,12 +48,14 @@ def compare_runs(task, scenario_id, fold, candidate, reference, candidate_dir, r
         diff=test["diff"],
         p=test["p"],
         ci=test.get("ci"),
+        repeat=int(repeat),
     )
 
 
 def write_pairs(grid_dir, spec, run, seed: int) -> None:
-    """Once both runs of a (scenario, fold) pair of sources are recorded, compares them on the same test images
-    and writes the PairRecord (the first of ``spec.sources`` is the candidate)."""
+    """Once both runs of a (scenario, fold, repeat) pair of sources are recorded, compares them on the same test
+    images and writes the PairRecord (the first of ``spec.sources`` is the candidate). Source A's repeat r is
+    paired with source B's repeat r only: the two ran with the same seed."""
     sources = list(spec.sources)
     for other in sources:
         if other == run.source:
@@ -46,15 +63,23 @@ def write_pairs(grid_dir, spec, run, seed: int) -> None:
         candidate, reference = (
             (run.source, other) if sources.index(run.source) < sources.index(other) else (other, run.source)
         )
-        dirs = {s: run_dir(grid_dir, s, run.scenario.id, run.fold) for s in (candidate, reference)}
+        dirs = {s: run_dir(grid_dir, s, run.scenario.id, run.fold, run.repeat) for s in (candidate, reference)}
         if not all((d / RECORD_FILE).exists() for d in dirs.values()):
             continue
         records = {s: RunRecord.read(d / RECORD_FILE) for s, d in dirs.items()}
         if any(r.status == "failed" for r in records.values()):
             continue
         pair = compare_runs(
-            spec.task, run.scenario.id, run.fold, candidate, reference, dirs[candidate], dirs[reference], seed=seed
+            spec.task,
+            run.scenario.id,
+            run.fold,
+            candidate,
+            reference,
+            dirs[candidate],
+            dirs[reference],
+            seed=seed,
+            repeat=run.repeat,
         )
-        path = pair_path(grid_dir, run.scenario.id, run.fold, candidate, reference)
+        path = pair_path(grid_dir, run.scenario.id, run.fold, candidate, reference, run.repeat)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, pair.to_dict())

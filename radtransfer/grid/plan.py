@@ -1,14 +1,17 @@
-"""The plan of a grid: which runs (source × scenario × fold), each run's seed, its expected cost, and which share
-of the runs a shard ("k/n", or "auto" from a SLURM job array or a Kubernetes Indexed Job) takes."""
+"""The plan of a grid: which runs (source × scenario × fold × repeat), each run's seed, its expected cost, and
+which share of the runs a shard ("k/n", or "auto" from a SLURM job array or a Kubernetes Indexed Job) takes."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..models.backbones import get_backbone
 from ..utils.seeding import derive_seed
 from .paper import Scenario
+from .records import fold_name
 
 # Time of a run relative to unfreeze_all on the same backbone: a frozen backbone needs no backward pass
 # (measured 0.46-0.68 for freeze_all and 0.50-0.66 for unfreeze_top10 across the four; docs/performance.md).
@@ -29,20 +32,38 @@ def longest_first(runs) -> list:
 
 @dataclass(frozen=True)
 class Run:
+    """One run of a grid: a weight source's training of one scenario on one fold, repeat ``repeat`` (0-based)
+    of it. Repeat 0 is the run of a grid without repeats (same seed, same folder)."""
+
     source: str
     scenario: Scenario
     fold: int
+    repeat: int = 0
 
     @property
     def id(self) -> str:
-        return f"{self.source}/{self.scenario.id}/fold{self.fold}"
+        return f"{self.source}/{self.scenario.id}/{fold_name(self.fold, self.repeat)}"
 
 
-def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
-    """Every run of the grid in a fixed order (fold, scenario, source). A shard "k/n" takes a stable share
-    of them, balanced by expected cost (an InceptionResNetV2 run costs about two ResNet50 runs, a frozen
-    backbone about 0.6 of a full fine-tune), so n shards partition the grid and finish close together."""
-    runs = [Run(source, scenario, fold) for fold in range(n_folds) for scenario in scenarios for source in sources]
+def check_repeats(repeats) -> int:
+    """``repeats`` as an int ≥ 1, or a ValueError naming it."""
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"Expected repeats to be an integer ≥ 1. Received: repeats={repeats!r}")
+    return int(repeats)
+
+
+def plan_runs(sources, scenarios, n_folds: int, shard=None, repeats: int = 1) -> list[Run]:
+    """Every run of the grid in a fixed order (repeat, fold, scenario, source): all of repeat 0 (the grid
+    without repeats, in its order) before repeat 1. A shard "k/n" takes a stable share of them, balanced by
+    expected cost (an InceptionResNetV2 run costs about two ResNet50 runs, a frozen backbone about 0.6 of a
+    full fine-tune), so n shards partition the grid, repeats included, and finish close together."""
+    runs = [
+        Run(source, scenario, fold, repeat)
+        for repeat in range(check_repeats(repeats))
+        for fold in range(n_folds)
+        for scenario in scenarios
+        for source in sources
+    ]
     parsed = parse_shard(shard)
     if parsed is None:
         return runs
@@ -50,11 +71,18 @@ def plan_runs(sources, scenarios, n_folds: int, shard=None) -> list[Run]:
     return [runs[i] for i in balanced_share([expected_cost(run) for run in runs], k, n)]
 
 
-def run_seed(grid_seed: int, scenario: Scenario, fold: int) -> int:
-    """The seed of one run: a function of (grid seed, scenario, fold) only. The weight source is left out
-    on purpose, so that a scenario's RadImageNet and ImageNet runs are paired: same split, same batch
-    order, same augmentation draws, same dropout masks, same head initialisation."""
-    return derive_seed(grid_seed, "run", scenario.id, fold)
+def run_seed(grid_seed: int, scenario: Scenario, fold: int, repeat: int = 0) -> int:
+    """The seed of one run: a function of (grid seed, scenario, fold, repeat) only. The weight source is
+    left out on purpose, so that a scenario's RadImageNet and ImageNet runs of one repeat are paired: same
+    split, same batch order, same augmentation draws, same dropout masks, same head initialisation.
+
+    Repeat 0 has the seed of a grid without repeats; repeat r ≥ 1 a seed of its own, so repeats differ in
+    everything the seed draws (head initialisation, dropout, augmentation, data order) but not in the split,
+    which is the fold's.
+    """
+    if repeat == 0:
+        return derive_seed(grid_seed, "run", scenario.id, fold)
+    return derive_seed(grid_seed, "run", scenario.id, fold, "repeat", repeat)
 
 
 SLURM_ID, SLURM_MIN, SLURM_MAX = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"

@@ -52,6 +52,7 @@ class GridSpec:
     class_names: list
     paper_task: str | None = None
     data: dict | None = None  # {"n_images", "sha256"}: the digest of DATA_FILE's rows
+    repeats: int = 1  # runs per (source, scenario, fold): the most any start of the grid asked for
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -93,7 +94,7 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One (source, scenario, fold) run of a grid.
+    """One (source, scenario, fold, repeat) run of a grid (``repeat`` 0 in records written before repeats).
 
     ``status`` is "finished", "diverged" (the loss became NaN at ``diverged_epoch``; ``metrics`` are
     those of the last good checkpoint, ``best_epoch``, as the reference's best-val_loss checkpointing
@@ -108,6 +109,7 @@ class RunRecord:
     learning_rate: float
     scenario: str
     fold: int
+    repeat: int = 0
     status: str = "finished"
     metrics: dict | None = None
     missing_classes: list = field(default_factory=list)
@@ -140,7 +142,8 @@ class RunRecord:
         values.setdefault("status", "finished")
         if values.get("scenario") is None:
             values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
-        values.setdefault("run_id", f"{values['source']}/{values['scenario']}/fold{values.get('fold', 0)}")
+        fold = fold_name(values.get("fold", 0), values.get("repeat", 0))
+        values.setdefault("run_id", f"{values['source']}/{values['scenario']}/{fold}")
         values.setdefault("task", None)
         return cls(**_known(cls, values))
 
@@ -154,7 +157,7 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class PairRecord:
-    """Two weight sources' runs of one scenario and fold, compared on the same test images."""
+    """Two weight sources' runs of one scenario, fold and repeat, compared on the same test images."""
 
     task: str
     scenario: str
@@ -168,6 +171,7 @@ class PairRecord:
     diff: float
     p: float
     ci: list | None = None
+    repeat: int = 0
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -202,14 +206,22 @@ def read_data_manifest(folder) -> list[tuple] | None:
     return [tuple(row) for row in rows[1:]]
 
 
-def run_dir(grid_dir, source: str, scenario: str, fold: int) -> Path:
-    """The folder of one run of a grid: ``<grid>/runs/<source>/<scenario>/fold<k>``."""
-    return Path(grid_dir) / RUNS_DIR / source / scenario / f"fold{fold}"
+def fold_name(fold: int, repeat: int = 0) -> str:
+    """The name of a run's folder (and the last part of its id): ``fold<k>`` for repeat 0, as in grids
+    without repeats, ``fold<k>-r<r>`` for repeat r ≥ 1 (a sibling, so every record lies as deep)."""
+    return f"fold{fold}" if not repeat else f"fold{fold}-r{repeat}"
 
 
-def pair_path(grid_dir, scenario: str, fold: int, candidate: str, reference: str) -> Path:
-    """The PairRecord of two sources' runs of one scenario and fold: ``<grid>/pairs/<scenario>/fold<k>/…``."""
-    return Path(grid_dir) / PAIRS_DIR / scenario / f"fold{fold}" / f"{candidate}__vs__{reference}.json"
+def run_dir(grid_dir, source: str, scenario: str, fold: int, repeat: int = 0) -> Path:
+    """The folder of one run of a grid: ``<grid>/runs/<source>/<scenario>/fold<k>`` (``fold<k>-r<r>`` for
+    repeat r ≥ 1; see ``fold_name``)."""
+    return Path(grid_dir) / RUNS_DIR / source / scenario / fold_name(fold, repeat)
+
+
+def pair_path(grid_dir, scenario: str, fold: int, candidate: str, reference: str, repeat: int = 0) -> Path:
+    """The PairRecord of two sources' runs of one scenario, fold and repeat:
+    ``<grid>/pairs/<scenario>/fold<k>/…`` (``fold<k>-r<r>`` for repeat r ≥ 1)."""
+    return Path(grid_dir) / PAIRS_DIR / scenario / fold_name(fold, repeat) / f"{candidate}__vs__{reference}.json"
 
 
 # -- reading a folder of grids ----------------------------------------------------------------------------
@@ -238,6 +250,7 @@ RECORD_COLUMNS = [
     "learning_rate",
     "scenario",
     "fold",
+    "repeat",
     "status",
     "auc",
     "auc_low",
@@ -259,7 +272,8 @@ def load_records(out_dir):
     """One row per recorded run under ``out_dir`` (searched recursively, so a folder of grids works).
 
     ``grid`` names the grid a run belongs to (its folder relative to ``out_dir``): runs of two grids are never
-    pooled, even when their tasks share a name. ``status`` is "finished", "diverged" (metrics of the last good
+    pooled, even when their tasks share a name. ``repeat`` is the run's repeat of its (source, scenario, fold)
+    (0 in grids without repeats). ``status`` is "finished", "diverged" (metrics of the last good
     checkpoint) or "failed" (no metrics); ``missing_classes`` names classes absent from the run's test images
     (its AUC is then NaN).
     """
@@ -283,6 +297,7 @@ def load_records(out_dir):
                 "learning_rate": record.learning_rate,
                 "scenario": record.scenario,
                 "fold": record.fold,
+                "repeat": record.repeat,
                 "status": record.status,
                 "auc": _num(auc),
                 "auc_low": _num(ci[0]),

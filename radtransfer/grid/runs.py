@@ -89,7 +89,7 @@ class GridJob:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def run_dir(self, run) -> Path:
-        return run_dir(self.out, run.source, run.scenario.id, run.fold)
+        return run_dir(self.out, run.source, run.scenario.id, run.fold, run.repeat)
 
     def datasets(self, fold, train_config):
         """The fold's (train, val, test) datasets, read with ``train_config``'s batch size and augmentation
@@ -117,7 +117,7 @@ class GridJob:
         return self._datasets
 
     def train_and_evaluate(self, run):
-        """Trains and evaluates one run from nothing but (grid seed, scenario, fold, source).
+        """Trains and evaluates one run from nothing but (grid seed, scenario, fold, repeat, source).
 
         Returns:
             (record, predictions): the RunRecord, and the test predictions (None for a failed run). Nothing
@@ -125,7 +125,7 @@ class GridJob:
         """
         config, scenario = self.config, run.scenario
         train, val, test = self.splits[run.fold]
-        seed = run_seed(config.seed, scenario, run.fold)
+        seed = run_seed(config.seed, scenario, run.fold, run.repeat)
         train_config = config.train_config(scenario, seed=seed, bn=self.bn)
         train_ds, val_ds, test_ds = self.datasets(run.fold, train_config)
         set_global_seed(derive_seed(seed, "build"))
@@ -174,6 +174,7 @@ class GridJob:
             **scenario.to_dict(),
             scenario=scenario.id,
             fold=run.fold,
+            repeat=run.repeat,
             status=status,
             metrics=metrics,
             missing_classes=(metrics or {}).get("missing_classes", []),
