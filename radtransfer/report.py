@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .grid import effects as grid_effects
 from .grid.pairs import compare_runs
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
@@ -56,13 +57,14 @@ def paired_tests(a, b) -> dict:
 
 
 def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str = "imagenet"):
-    """Per (task, scenario, fold): the two sources' AUCs on the same test images, compared by DeLong's
+    """Per (task, scenario, fold, repeat): the two sources' AUCs on the same test images, compared by DeLong's
     test (or a paired patient-level bootstrap when patients have several images, or for more than two
     classes). Read from the grid's ``pairs/`` records; pairs a grid did not write (older grids) are
     computed from the runs' saved predictions.
 
     Returns:
-        A DataFrame with grid, task, scenario, fold, method, unit, auc_<candidate>, auc_<reference>, diff, p.
+        A DataFrame with grid, task, scenario, fold, repeat, method, unit, auc_<candidate>, auc_<reference>, diff,
+        p.
     """
     import pandas as pd
 
@@ -72,6 +74,7 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
         "task",
         "scenario",
         "fold",
+        "repeat",
         "method",
         "unit",
         f"auc_{candidate}",
@@ -81,21 +84,25 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
     ]
     rows = []
     for row in records[records["source"] == candidate].itertuples(index=False):
+        repeat = int(getattr(row, "repeat", 0) or 0)
         partner = records[
             (records["grid"] == row.grid)
             & (records["source"] == reference)
             & (records["scenario"] == row.scenario)
             & (records["fold"] == row.fold)
+            & (records["repeat"] == repeat)
         ]
         if partner.empty or row.status == "failed" or partner["status"].iloc[0] == "failed":
             continue
         other = Path(partner["path"].iloc[0])
-        path = pair_path(Path(row.path).parents[3], row.scenario, row.fold, candidate, reference)
+        path = pair_path(Path(row.path).parents[3], row.scenario, row.fold, candidate, reference, repeat)
         if path.exists():
             pair = PairRecord.from_dict(json.loads(path.read_text()))
         elif (Path(row.path) / PREDICTIONS).exists() and (other / PREDICTIONS).exists():
             try:
-                pair = compare_runs(row.task, row.scenario, row.fold, candidate, reference, row.path, other)
+                pair = compare_runs(
+                    row.task, row.scenario, row.fold, candidate, reference, row.path, other, repeat=repeat
+                )
             except ValueError as exc:
                 import warnings
 
@@ -109,6 +116,7 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
                 "task": row.task,
                 "scenario": row.scenario,
                 "fold": row.fold,
+                "repeat": repeat,
                 "method": pair.method,
                 "unit": pair.unit,
                 f"auc_{candidate}": pair.auc_candidate,
@@ -128,7 +136,28 @@ def _expected(spec) -> tuple[list, int]:
     return [s.id for s in radimagenet_scenarios()], (spec.n_folds if spec is not None else 1)
 
 
-def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagenet"):
+def effects(out_dir, candidate: str = "radimagenet", reference: str = "imagenet", n: int = 1000, seed: int = 0):
+    """Per grid and scenario, and overall: the mean paired AUC difference (candidate − reference) over the runs of
+    the same scenario, fold and repeat, with a two-level bootstrap interval (runs within scenario, then test
+    patients within each run) and the win count; see ``grid.effects.paired_effects``."""
+    return grid_effects.paired_effects(load_records(out_dir), candidate, reference, n=n, seed=seed)
+
+
+def _has_statsmodels() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("statsmodels") is not None
+
+
+def summarize(
+    out_dir,
+    reference: str = "imagenet",
+    candidate: str = "radimagenet",
+    equivalence_margin: float | None = None,
+    mixed: bool | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+):
     """Per task and weight source: mean AUC ± SD over the scenarios (folds averaged first), completeness
     against the grid's own scenarios and folds, diverged and failed runs, runs whose test fold lacks a
     class, and — on the candidate's rows — the difference from the reference source with paired Wilcoxon
@@ -139,11 +168,31 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
     One row per grid (a grid folder, named by its path under ``out_dir``) and weight source: two grids are
     never pooled, whatever their task names.
 
+    Beside the paper's mean ± SD over scenarios, each source's row gives the practitioner's estimate
+    (``practitioner_auc``: in each fold and repeat, the scenario with the lowest validation loss, scored on test;
+    ``grid.effects.practitioner``), and the candidate's row the paired effect of the grid (``grid.effects``):
+    ``paired_diff`` with its two-level bootstrap interval ``paired_low``–``paired_high`` (runs resampled within
+    scenario, test patients within runs; scenarios fixed) and the paired runs it won and lost; the mixed model's
+    source effect (``mixed_*``: auc ~ source + backbone + strategy, random intercept per fold:repeat); and, with
+    ``equivalence_margin``, TOST of the overall paired difference: ``tost_*`` from the bootstrap replicates (the
+    90% interval must lie within ±margin; the verdict printed), and ``tost_t_p``/``tost_t_verdict`` from paired t
+    tests across the scenario means.
+
+    Args:
+        out_dir: a grid folder, or a folder of grids.
+        reference, candidate: the weight sources compared.
+        equivalence_margin: the TOST margin m in AUC points (e.g. 0.01); None: no TOST columns.
+        mixed: fit the mixed model (needs statsmodels, the ``stats`` extra); None: when statsmodels is installed.
+        n_boot: bootstrap replicates of the paired effect.
+        seed: the bootstrap's seed.
+
     Returns:
         A pandas DataFrame with columns grid, task, source, n_runs, n_expected, n_scenarios, min_folds,
         n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
         diff_vs_<reference>, n_pairs, wilcoxon_p, ttest_p, run_pairs, run_pairs_better, run_pairs_worse,
-        paper_gain.
+        paper_gain, then practitioner_auc (all rows), practitioner_diff, paired_diff, paired_low, paired_high,
+        paired_wins, paired_losses, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p, and with a margin
+        tost_margin, tost_low, tost_high, tost_p, tost_verdict, tost_t_p, tost_t_verdict.
     """
     import pandas as pd
 
@@ -170,12 +219,31 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
         "run_pairs_better",
         "run_pairs_worse",
         "paper_gain",
+        "practitioner_auc",
+        "practitioner_diff",
+        "paired_diff",
+        "paired_low",
+        "paired_high",
+        "paired_wins",
+        "paired_losses",
+        "mixed_effect",
+        "mixed_se",
+        "mixed_low",
+        "mixed_high",
+        "mixed_p",
     ]
+    if equivalence_margin is not None:
+        columns += ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
     if records.empty:
         return pd.DataFrame(columns=columns)
     means = scenario_means(records)
     specs = grid_specs(out_dir)
     pairs = paired_comparisons(out_dir, candidate, reference)
+    practitioner = grid_effects.practitioner(records).set_index(["grid", "source"])["auc"]
+    effect_table, draws = grid_effects.paired_effects(
+        records, candidate, reference, n=n_boot, seed=seed, return_draws=True
+    )
+    fit_mixed = _has_statsmodels() if mixed is None else mixed
     rows = []
     for (grid, source), runs in records.groupby(["grid", "source"], dropna=False):
         spec = specs.get(grid)
@@ -189,7 +257,7 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
             "task": task,
             "source": source,
             "n_runs": len(runs),
-            "n_expected": len(scenario_ids) * n_folds,
+            "n_expected": len(scenario_ids) * n_folds * max(1, getattr(spec, "repeats", 1) or 1),
             "n_scenarios": len(group),
             "min_folds": int(group["n_folds"].min()) if len(group) else 0,
             "n_diverged": int((runs["status"] == "diverged").sum()),
@@ -211,8 +279,47 @@ def summarize(out_dir, reference: str = "imagenet", candidate: str = "radimagene
             row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
             paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
             row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
+            row["practitioner_diff"] = practitioner.get((grid, candidate), np.nan) - practitioner.get(
+                (grid, reference), np.nan
+            )
+            row.update(_paired_columns(effect_table, draws, grid, equivalence_margin))
+            if fit_mixed:
+                fit = grid_effects.mixed_model(records[records["grid"] == grid], candidate, reference)
+                row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p")})
+        row["practitioner_auc"] = practitioner.get((grid, source), np.nan)
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def _paired_columns(paired, draws, grid, margin) -> dict:
+    """The candidate row's paired effect and (with a margin) TOST columns of one grid."""
+    overall = paired[(paired["grid"] == grid) & (paired["scenario"] == "overall")]
+    if overall.empty:
+        return {}
+    overall = overall.iloc[0]
+    row = {
+        "paired_diff": overall["diff"],
+        "paired_low": overall["low"],
+        "paired_high": overall["high"],
+        "paired_wins": overall["wins"],
+        "paired_losses": overall["losses"],
+    }
+    if margin is not None:
+        boot = grid_effects.tost(draws[(grid, "overall")], margin, method="bootstrap", estimate=overall["diff"])
+        scenario_diffs = paired[(paired["grid"] == grid) & (paired["scenario"] != "overall")]["diff"]
+        by_t = grid_effects.tost(scenario_diffs, margin, method="t")
+        row.update(
+            {
+                "tost_margin": float(margin),
+                "tost_low": boot["low"],
+                "tost_high": boot["high"],
+                "tost_p": boot["p"],
+                "tost_verdict": boot["verdict"],
+                "tost_t_p": by_t["p"],
+                "tost_t_verdict": by_t["verdict"],
+            }
+        )
+    return row
 
 
 def breakdown(out_dir, by: str):
@@ -283,18 +390,19 @@ def to_markdown(frame) -> str:
     return "\n".join([header, rule, *lines])
 
 
-def write(out_dir, formats=("md", "csv", "tex"), report_dir=None) -> dict:
+def write(out_dir, formats=("md", "csv", "tex"), report_dir=None, equivalence_margin=None) -> dict:
     """Writes the summary and the per-backbone and per-strategy tables; returns the paths written.
 
     Args:
         out_dir: the grid folder.
         formats: any of "md", "csv", "tex".
         report_dir: where to write (default ``out_dir/report``).
+        equivalence_margin: as ``summarize``'s (the summary then carries the TOST result).
     """
     report_dir = Path(report_dir or Path(out_dir) / "report")
     report_dir.mkdir(parents=True, exist_ok=True)
     tables = {
-        "summary": summarize(out_dir),
+        "summary": summarize(out_dir, equivalence_margin=equivalence_margin),
         "by_backbone": breakdown(out_dir, "backbone"),
         "by_strategy": breakdown(out_dir, "strategy"),
         "pairs": paired_comparisons(out_dir),
