@@ -521,6 +521,8 @@ def cmd_grid(args) -> int:
         raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
     else:
         executor = "sequential"
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be 1 or more (runs per source, scenario and fold). Received: {args.repeats}.")
     image_set = args.image_set
     config = protocol.RADIMAGENET.replace(
         **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
@@ -538,6 +540,7 @@ def cmd_grid(args) -> int:
         sources=tuple(args.sources),
         folds=args.folds,
         scenarios=scenarios,
+        repeats=args.repeats,
         shard=args.shard,
         shard_count=args.shard_count,
         executor=executor,
@@ -556,8 +559,8 @@ def cmd_grid(args) -> int:
 def cmd_report(args) -> int:
     from . import plots, report
 
-    written = report.write(args.grid_dir, formats=tuple(args.formats))
-    table = report.summarize(args.grid_dir)
+    written = report.write(args.grid_dir, formats=tuple(args.formats), equivalence_margin=args.equivalence_margin)
+    table = report.summarize(args.grid_dir, equivalence_margin=args.equivalence_margin)
     written_figures = plots.grid_figures(args.grid_dir) if not table.empty else []
     print(report.to_markdown(table))
     print("\nwritten:\n  " + "\n  ".join(list(written.values()) + written_figures))
@@ -896,6 +899,14 @@ def _add_grid(sub) -> None:
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
     )
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        metavar="R",
+        help="runs per source, scenario and fold (default 1), each with its own seed on the fold's split; the "
+        "sources share each repeat's seed, so they stay paired. Rerun with a larger R to add repeats",
+    )
     _audit_options(p, "run the grid")
     p.add_argument(
         "--shard",
@@ -947,6 +958,12 @@ def _add_report(sub) -> None:
     p.add_argument("grid_dir", metavar="GRID_DIR", help="a grid folder, or a folder of grids")
     p.add_argument(
         "--formats", nargs="+", default=["md", "csv", "tex"], choices=("md", "csv", "tex"), help="table formats"
+    )
+    p.add_argument(
+        "--equivalence-margin",
+        type=float,
+        default=None,
+        help="M: also test whether the paired AUC difference is equivalent to 0 within ±M (two one-sided tests)",
     )
     _config_option(p)
     p.set_defaults(func=cmd_report)
