@@ -82,6 +82,7 @@ def test_finished_run_is_not_trained_again(first_run, splits):
     assert again.history == result.history and again.best_epoch == result.best_epoch
 
 
+@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_same_seed_same_history(first_run, splits):
     _, result, _ = first_run
     second = _train(_model(), splits)
@@ -247,6 +248,7 @@ def test_precision_auto_per_gpu_generation():
     assert runtime.resolve_precision("auto", capability=(6, 1)) == "float32"
 
 
+@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_mixed_precision_trains_the_callers_model(splits, tmp_path):
     """precision="mixed_bfloat16" (the GPU path, forced on CPU): the model is rebuilt under the policy,
     trained, and its best weights handed back to the object the caller holds, which then scores exactly
@@ -527,6 +529,7 @@ def test_multiworker_two_processes_on_localhost(splits, tmp_path):
     assert reports[0]["loss"] == pytest.approx(reports[1]["loss"])  # one synchronised model
 
 
+@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_predict_reads_new_images_as_training_did_and_matches_the_model(first_run, splits, tmp_path):
     """best.keras carries the read settings; predict on a folder gives the probabilities of the model on
     images read independently (PIL, then TensorFlow's antialiased bilinear resize to the trained size)."""
