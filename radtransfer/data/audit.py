@@ -567,17 +567,12 @@ def _duplicate_findings(members, paths, part_of, class_of) -> list:
         )
     ]
     if len(classes) > 1:
-        found.append(
-            Finding(
-                "label_conflict",
-                ERROR,
-                files,
-                parts,
-                classes,
-                f"the same image filed under {' and '.join(classes)}",
-            )
-        )
+        found.append(_label_conflict(files, parts, classes, "the same image"))
     return found
+
+
+def _label_conflict(files, parts, classes, what: str) -> Finding:
+    return Finding("label_conflict", ERROR, files, parts, classes, f"{what} filed under {' and '.join(classes)}")
 
 
 def _near_findings(pairs, correlations, hashes, good, paths, part_of, class_of) -> list:
@@ -586,12 +581,13 @@ def _near_findings(pairs, correlations, hashes, good, paths, part_of, class_of) 
     index = {int(i): k for k, i in enumerate(involved)}
     roots = _union_find(len(involved), [(index[int(a)], index[int(b)]) for a, b in pairs])
     position = {int(g): k for k, g in enumerate(good)}
+    pair_root = roots[[index[int(a)] for a in pairs[:, 0]]]  # each pair's group, found once
     found = []
     for root in np.unique(roots):
         members = [int(i) for i in involved[roots == root]]
-        inside = [k for k, (a, _) in enumerate(pairs) if int(a) in members]
+        inside = np.flatnonzero(pair_root == root)
         distances = [int(_popcount(hashes[position[int(a)]] ^ hashes[position[int(b)]])) for a, b in pairs[inside]]
-        low = float(min(correlations[inside])) if inside else float("nan")
+        low = float(correlations[inside].min()) if len(inside) else float("nan")
         files = tuple(paths[i] for i in members)
         parts, classes = _unique(part_of[members]), _unique(class_of[members])
         how = (
@@ -613,16 +609,7 @@ def _near_findings(pairs, correlations, hashes, good, paths, part_of, class_of) 
                 )
             )
         if len(classes) > 1:
-            found.append(
-                Finding(
-                    "label_conflict",
-                    ERROR,
-                    files,
-                    parts,
-                    classes,
-                    f"near duplicates filed under {' and '.join(classes)} ({how})",
-                )
-            )
+            found.append(_label_conflict(files, parts, classes, f"near duplicates ({how})"))
     return found
 
 
