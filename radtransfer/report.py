@@ -8,6 +8,7 @@ per-run comparisons of the two weight sources on the same test images.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from .grid import effects as grid_effects
 from .grid.pairs import compare_runs
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
+from .grid.sanity import frozen_sanity
 from .utils.choices import check_choice
 
 VALID_STATUSES = ("finished", "diverged")
@@ -104,8 +106,6 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
                     row.task, row.scenario, row.fold, candidate, reference, row.path, other, repeat=repeat
                 )
             except ValueError as exc:
-                import warnings
-
                 warnings.warn(f"Not compared: {exc}", stacklevel=2)
                 continue
         else:
@@ -231,6 +231,9 @@ def summarize(
         "mixed_low",
         "mixed_high",
         "mixed_p",
+        "preprocessing",
+        "frozen_auc",
+        "frozen_collapse",
     ]
     if equivalence_margin is not None:
         columns += ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
@@ -244,6 +247,10 @@ def summarize(
         records, candidate, reference, n=n_boot, seed=seed, return_draws=True
     )
     fit_mixed = _has_statsmodels() if mixed is None else mixed
+    sanity = frozen_sanity(records).set_index(["grid", "source"])
+    for message in sanity["message"]:
+        if message:
+            warnings.warn(message, stacklevel=2)
     rows = []
     for (grid, source), runs in records.groupby(["grid", "source"], dropna=False):
         spec = specs.get(grid)
@@ -266,6 +273,9 @@ def summarize(
             "complete": set(scenario_ids) <= set(whole["scenario"]),
             "mean_auc": mean,
             "sd_auc": sd,
+            "preprocessing": "faithful" if bool(runs["faithful"].iloc[0]) else "corrected",
+            "frozen_auc": sanity["frozen_auc"].get((grid, source), np.nan),
+            "frozen_collapse": bool(sanity["collapsed"].get((grid, source), False)),
         }
         if source == candidate:
             other = means[(means["grid"] == grid) & (means["source"] == reference)]
