@@ -53,6 +53,7 @@ class GridSpec:
     paper_task: str | None = None
     data: dict | None = None  # {"n_images", "sha256"}: the digest of DATA_FILE's rows
     repeats: int = 1  # runs per (source, scenario, fold): the most any start of the grid asked for
+    train_fraction: float = 1.0  # the share of each split's training patients the runs train on
     schema_version: int = SCHEMA_VERSION
 
     @property

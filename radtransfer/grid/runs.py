@@ -130,9 +130,10 @@ class GridJob:
         train_ds, val_ds, test_ds = self.datasets(run.fold, train_config)
         set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
+        weights = self.weights[(run.source, scenario.backbone)]  # None: random initialisation
         model = build_model(
             scenario.backbone,
-            weights=str(self.weights[(run.source, scenario.backbone)]),
+            weights=None if weights is None else str(weights),
             num_classes=len(self.spec.class_names),
             input_shape=(*size, 3),
             dropout=config.dropout,
