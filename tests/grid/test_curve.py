@@ -60,6 +60,18 @@ def test_check_fractions():
             check_fractions(bad)
 
 
+def test_interval_is_a_t_interval_over_runs_or_the_one_runs_bootstrap():
+    from scipy import stats
+
+    from radtransfer.grid.curve import _interval
+
+    values = [0.7, 0.8, 0.75, np.nan]
+    mean, low, high, how = _interval(values, [0] * 4, [1] * 4)
+    expected = stats.t.interval(0.95, 2, loc=np.mean(values[:3]), scale=stats.sem(values[:3]))
+    assert how == "t over runs" and np.allclose([low, high], expected) and np.isclose(mean, 0.75)
+    assert _interval([0.6], [0.5], [0.7]) == (0.6, 0.5, 0.7, "bootstrap over test patients")
+
+
 def test_random_source_runs_unfreeze_all_only():
     assert source_name(None) == source_name("none") == source_name("Random") == RANDOM
     scenarios = [Scenario("resnet50", "unfreeze_all", 1e-3), Scenario("resnet50", "freeze_all", 1e-2)]
