@@ -537,7 +537,9 @@ def cmd_grid(args) -> int:
         image_set,
         args.out,
         config=config,
-        sources=tuple(args.sources),
+        sources=tuple(
+            protocol.with_preprocessings(args.sources, args.preprocessings) if args.preprocessings else args.sources
+        ),
         folds=args.folds,
         scenarios=scenarios,
         repeats=args.repeats,
@@ -606,10 +608,16 @@ def cmd_curve(args) -> int:
 def cmd_report(args) -> int:
     from . import plots, report
 
-    written = report.write(args.grid_dir, formats=tuple(args.formats), equivalence_margin=args.equivalence_margin)
-    table = report.summarize(args.grid_dir, equivalence_margin=args.equivalence_margin)
+    computed = report.tables(args.grid_dir, equivalence_margin=args.equivalence_margin)
+    written = report.write(
+        args.grid_dir, formats=tuple(args.formats), equivalence_margin=args.equivalence_margin, computed=computed
+    )
+    table = computed["summary"]
     written_figures = plots.grid_figures(args.grid_dir) if not table.empty else []
     print(report.to_markdown(table))
+    arms = computed["comparisons"]
+    if (arms["factor"] == "preprocessing").any():
+        print("\nfaithful and corrected preprocessing, paired:\n" + report.to_markdown(arms))
     print("\nwritten:\n  " + "\n  ".join(list(written.values()) + written_figures))
     return 0
 
@@ -941,7 +949,20 @@ def _add_grid(sub) -> None:
     _data_options(p)
     _config_option(p)
     p.add_argument("--out", required=True, help="grid folder")
-    p.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"], help="the weight sources to compare")
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        default=["radimagenet", "imagenet"],
+        help="the weight sources to compare; SOURCE@faithful or SOURCE@corrected feeds that source the reference's or "
+        "its own preprocessing, as an arm of its own",
+    )
+    p.add_argument(
+        "--preprocessings",
+        nargs="+",
+        choices=("corrected", "faithful"),
+        help="run every source with each of these preprocessings, as paired arms (corrected faithful: test the "
+        "reference's preprocessing against the corrected one in one grid)",
+    )
     p.add_argument("--backbones", nargs="+", help=f"only these backbones ({', '.join(_backbones())})")
     p.add_argument(
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"

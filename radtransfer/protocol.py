@@ -21,6 +21,7 @@ from .data.pipeline import check_images
 from .errors import GridRunsFailedError, RunMismatchError, WeightsNotFoundError
 from .grid import curve as grid_curve
 from .grid import runs as grid_runs
+from .grid.arms import arm_name, parse_arm, with_preprocessings
 from .grid.claims import new_token
 from .grid.executors import RayExecutor, resolve_executor
 from .grid.pairs import compare_runs
@@ -34,7 +35,7 @@ from .grid.paper import (
     radimagenet_scenarios,
 )
 from .grid.paper import paper_task as match_paper_task
-from .grid.plan import RANDOM, Run, check_repeats, parse_shard, plan_runs, resolve_shard, run_seed, source_name
+from .grid.plan import Run, check_repeats, parse_shard, plan_runs, resolve_shard, run_seed
 from .grid.progress import GridProgress
 from .grid.records import RECORD_FILE, GridSpec, load_records, read_data_manifest, write_data_manifest
 from .grid.runs import GridJob
@@ -58,6 +59,7 @@ __all__ = [
     "radimagenet_scenarios",
     "run_grid",
     "run_seed",
+    "with_preprocessings",
 ]
 
 
@@ -113,6 +115,11 @@ def run_grid(
         config: the protocol settings (``RADIMAGENET`` or a copy with changes).
         sources: weight sources to compare (the first is the candidate of the paired comparisons); None,
             "none" or "random" is random initialisation (recorded as "random"; only its unfreeze_all runs).
+            A source may carry the preprocessing its runs are fed, as an arm of its own (``grid.arms``):
+            "imagenet@faithful" (the reference scripts' input, whatever the weights expect) or
+            "imagenet@corrected" (the weights' own normalization); a bare source is fed the grid's
+            (``faithful``). ``with_preprocessings(sources)`` lists both arms of every source, so one grid
+            tests the reference's preprocessing against the corrected one on the same seeds.
         folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
         scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
         repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and the
@@ -167,7 +174,7 @@ def run_grid(
     bn = "protocol" if faithful else "frozen"
     interpolation = "nearest" if faithful else "bilinear"
     repeats = check_repeats(repeats)
-    sources = tuple(dict.fromkeys(source_name(s) for s in sources))
+    sources = tuple(dict.fromkeys(arm_name(s) for s in sources))
     if isinstance(train_fraction, bool) or not 0 < train_fraction <= 1:
         raise ValueError(f"Expected 0 < train_fraction ≤ 1. Received: train_fraction={train_fraction!r}")
     resolved_shard = resolve_shard(shard, shard_count)
@@ -177,11 +184,12 @@ def run_grid(
     # Every weight file the share needs, found before anything is trained.
     weights, missing = {}, []
     for source, backbone in sorted({(r.source, r.scenario.backbone) for r in runs}):
-        if source == RANDOM:
+        arm = parse_arm(source)
+        if arm.is_random:
             weights[(source, backbone)] = None
             continue
         try:
-            weights[(source, backbone)] = Path(resolve_weights(backbone, source, weights_dir).path).resolve()
+            weights[(source, backbone)] = Path(resolve_weights(backbone, arm.source, weights_dir).path).resolve()
         except FileNotFoundError as exc:
             missing.append(str(exc))
     if missing:
@@ -321,7 +329,7 @@ def learning_curve(
     rates = dict(STRATEGY_RATES)
     strategy = check_choice("strategy", strategy, tuple(rates))
     scenarios = [Scenario(name, strategy, learning_rate if learning_rate is not None else rates[strategy][0])]
-    if RANDOM in {source_name(s) for s in sources} and strategy != "unfreeze_all":
+    if any(parse_arm(s).is_random for s in sources) and strategy != "unfreeze_all":
         scenarios.append(Scenario(name, "unfreeze_all", rates["unfreeze_all"][0]))
     out.mkdir(parents=True, exist_ok=True)
     sizes = {}

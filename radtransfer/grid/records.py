@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.fingerprint import COLUMNS as DATA_COLUMNS
 from ..utils.io import write_json_atomic, write_text_atomic
+from .arms import parse_arm
 from .paper import Scenario
 
 # 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config; 4: epochs counted from 1
@@ -265,6 +266,7 @@ RECORD_COLUMNS = [
     "epochs_run",
     "seconds",
     "faithful",
+    "preprocessing",
     "path",
 ]
 
@@ -312,6 +314,7 @@ def load_records(out_dir):
                 "epochs_run": record.epochs_run,
                 "seconds": seconds,
                 "faithful": record.faithful,
+                "preprocessing": parse_arm(record.source).label(record.faithful),
                 "path": str(path.parent),
             }
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arms import FAITHFUL, parse_arm
+
 FREEZE_ALL = "freeze_all"
 GAP = 0.15  # AUC points below the best other source ...
 FLOOR = 0.65  # ... and at most this AUC: a collapse
@@ -47,6 +49,12 @@ def frozen_sanity(records, gap: float = GAP, floor: float = FLOOR):
                 f"{source}'s freeze-all runs reach AUC {mean:.3f} against {best:.3f} for the best other source: "
                 "the symptom of inputs on another scale than its weights were trained on (check the preprocessing "
                 "of its weight files, docs/weights.md), not evidence about the weights"
+                + (
+                    "; this arm is fed the reference scripts' preprocessing on purpose, so the collapse is the "
+                    "reference's bug, measured"
+                    if parse_arm(source).preprocessing == FAITHFUL
+                    else ""
+                )
                 if collapsed
                 else ""
             )
