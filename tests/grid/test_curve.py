@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from radtransfer.data.imageset import ImageSet
+from radtransfer.grid.arms import RANDOM
+from radtransfer.grid.arms import arm_name as source_name
 from radtransfer.grid.curve import check_fractions
 from radtransfer.grid.paper import RADIMAGENET, Scenario
-from radtransfer.grid.plan import RANDOM, plan_runs, source_name
+from radtransfer.grid.plan import plan_runs
 from radtransfer.protocol import grid_splits
 
 
@@ -136,3 +138,50 @@ def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
     assert main(argv) == 0  # a restart trains nothing
     assert [p.stat().st_mtime_ns for p in records] == stamps
     assert "done 2/2 runs" in capsys.readouterr().err
+
+
+def test_curve_table_pools_folds_and_repeats_per_source_and_share(tmp_path):
+    """Records of a curve with 2 folds × 2 repeats per share, written by hand: each (source, share) row has its
+    four runs, their mean AUC and the t interval scipy gives; failed runs are left out."""
+    from scipy import stats
+
+    from radtransfer.grid.curve import curve_table, fraction_dir, write_curve
+    from radtransfer.grid.records import RunRecord, run_dir
+
+    scenario = Scenario("resnet50", "unfreeze_all", 1e-3)
+    rng = np.random.default_rng(0)
+    write_curve(
+        tmp_path,
+        {0.5: {"n_train_images": 10, "n_train_patients": 5}, 1.0: {"n_train_images": 20, "n_train_patients": 10}},
+    )
+    aucs = {}
+    for fraction in (0.5, 1.0):
+        for source in ("radimagenet", RANDOM):
+            for fold in (0, 1):
+                for repeat in (0, 1):
+                    auc = float(rng.uniform(0.6, 0.9))
+                    aucs.setdefault((source, fraction), []).append(auc)
+                    folder = run_dir(fraction_dir(tmp_path, fraction), source, scenario.id, fold, repeat)
+                    folder.mkdir(parents=True)
+                    RunRecord(
+                        run_id=f"{source}/{scenario.id}/{fold}/{repeat}",
+                        task="t",
+                        source=source,
+                        **scenario.to_dict(),
+                        scenario=scenario.id,
+                        fold=fold,
+                        repeat=repeat,
+                        metrics={"auc": auc, "auc_ci": [0.5, 0.95]},
+                    ).write(folder)
+    failed = run_dir(fraction_dir(tmp_path, 1.0), RANDOM, scenario.id, 2, 0)
+    failed.mkdir(parents=True)
+    RunRecord(
+        run_id="x", task="t", source=RANDOM, **scenario.to_dict(), scenario=scenario.id, fold=2, status="failed"
+    ).write(failed)
+    table = curve_table(tmp_path).set_index(["source", "fraction"])
+    for (source, fraction), values in aucs.items():
+        row = table.loc[(source, fraction)]
+        low, high = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+        assert row["runs"] == 4 and row["auc"] == pytest.approx(np.mean(values))
+        assert (row["auc_low"], row["auc_high"]) == pytest.approx((low, high))
+        assert row["n_train_patients"] == (5 if fraction == 0.5 else 10)
