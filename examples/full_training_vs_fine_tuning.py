@@ -1,9 +1,10 @@
 """Full training vs fine-tuning at 10%, 25%, 50% and 100% of the training set (Tajbakhsh et al. 2016).
 
-For each share of the training patients, trains the same backbone from random initialisation and fine-tunes
-it from pretrained weights, evaluates both on the same patient-level test set, and plots test AUC against
-the training-set size. With --layerwise, runs the layer-wise search instead: the head only, then one more
-stage at a time, up to the whole network, and plots validation AUC against depth.
+For each share of the training patients (nested: each share's patients contain the smaller share's), trains the
+same backbone from random initialisation and fine-tunes it from pretrained weights, evaluates both on the same
+patient-level test set, and plots test AUC against the training-set size (``rt.protocol.learning_curve``, as
+``radtransfer curve DATA --out DIR``). With --layerwise, runs the layer-wise search instead: the head only, then
+one more stage at a time, up to the whole network, and plots validation AUC against depth.
 
     python examples/full_training_vs_fine_tuning.py --quick
     python examples/full_training_vs_fine_tuning.py --data /data/chest_xray --out runs/scratch_vs_ft
@@ -22,68 +23,28 @@ from _common import base_parser, load_images, one_line_errors, pretrained  # noq
 
 
 def learning_curve(args, images, out):
-    import pandas as pd
-
-    train, val, test = images.split(val=0.10, test=0.15, by="patient", seed=726)
-    weights, source = pretrained(args.backbone, args.weights_dir)
-    rows = []
-    for fraction in args.fractions:
-        part = train if fraction >= 1 else train.split(val=0.0, test=1 - fraction, seed=726)[0]
-        second = "fine-tuning" if weights else "fine-tuning's schedule, random initialisation (no weights found)"
-        for mode, init, lr, momentum in (("full training", None, 1e-3, 0.9), (second, weights, 1e-4, None)):
-            model = rt.build_model(
-                args.backbone,
-                weights=init,
-                num_classes=images.num_classes,
-                input_shape=(args.image_size, args.image_size, 3),
-            )
-            rt.fine_tune(
-                model,
-                part,
-                val,
-                strategy="unfreeze_all",
-                learning_rate=lr,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                seed=726,
-                verbose=0,
-                run_eagerly=args.quick,
-                bn_momentum=momentum,
-                out_dir=out / "runs" / f"{mode.replace(' ', '_')}_{int(fraction * 100)}",
-            )
-            auc = rt.evaluate(model, test, bootstrap=0)["auc"]
-            rows.append(
-                {
-                    "fraction": fraction,
-                    "train_images": len(part),
-                    "mode": mode,
-                    "weights": source if init else "random",
-                    "test_auc": auc,
-                }
-            )
-            print(f"{fraction:>5.0%} of training ({len(part)} images), {mode}: test AUC {auc:.3f}")
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "learning_curve.csv", index=False)
-    plot_curve(table, out / "learning_curve.png", source)
+    """``protocol.learning_curve``: one grid per nested share of the training patients (val and test fixed),
+    random initialisation against the best pretrained weights found; resumable (rerun to finish)."""
+    _, source = pretrained(args.backbone, args.weights_dir)
+    sources = (source, None) if source != "random" else (None,)
+    config = rt.protocol.RADIMAGENET.replace(
+        epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, run_eagerly=args.quick
+    )
+    table = rt.protocol.learning_curve(
+        images,
+        out,
+        fractions=args.fractions,
+        sources=sources,
+        backbone=args.backbone,
+        strategy="unfreeze_all",
+        config=config,
+        repeats=args.repeats,
+        weights_dir=args.weights_dir,
+        audit="off" if args.quick else "warn",
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"table: {out / 'learning_curve.md'}; plot: {out / 'learning_curve.png'}")
     return table
-
-
-def plot_curve(table, path, source):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for mode, group in table.groupby("mode"):
-        label = mode if mode == "full training" or source == "random" else f"fine-tuning ({source} weights)"
-        ax.plot(group["fraction"] * 100, group["test_auc"], marker="o", label=label)
-    ax.set(xlabel="Share of the training set (%)", ylabel="Test AUC", title="Full training vs fine-tuning")
-    ax.set_xticks(sorted(table["fraction"].unique() * 100))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    print(f"plot: {path}")
 
 
 def layerwise(args, images, out):
@@ -140,6 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=1, help="runs per source and share, each with its own seed")
     parser.add_argument("--layerwise", action="store_true", help="run layerwise_search instead")
     args = parser.parse_args(argv)
     args.out = args.out or "runs/full_training_vs_fine_tuning"
@@ -148,7 +110,7 @@ def main(argv=None) -> int:
         args.fractions = [0.5, 1.0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    images = load_images(args)
+    images = load_images(args, quick_patients=20)  # 20: about 3 training patients per class, so half is fewer
     (layerwise if args.layerwise else learning_curve)(args, images, out)
     return 0
 

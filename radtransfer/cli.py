@@ -537,7 +537,9 @@ def cmd_grid(args) -> int:
         image_set,
         args.out,
         config=config,
-        sources=tuple(args.sources),
+        sources=tuple(
+            protocol.with_preprocessings(args.sources, args.preprocessings) if args.preprocessings else args.sources
+        ),
         folds=args.folds,
         scenarios=scenarios,
         repeats=args.repeats,
@@ -556,13 +558,66 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def _executor(args):
+    """The executor of ``grid``'s and ``curve``'s --executor and Ray options."""
+    from . import protocol
+
+    ray_options = {"address": args.address, "gpus_per_run": args.gpus_per_run, "cpus_per_run": args.cpus_per_run}
+    if args.executor == "ray":
+        return protocol.RayExecutor(**ray_options)
+    if any(v is not None for v in ray_options.values()):
+        raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
+    return "sequential"
+
+
+def cmd_curve(args) -> int:
+    from . import protocol
+
+    config = protocol.RADIMAGENET.replace(
+        **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
+        run_eagerly=args.run_eagerly,
+        **({"cache": args.cache} if args.cache else {}),
+    )
+    _write_resolved(args.out, args)
+    table = protocol.learning_curve(
+        args.image_set,
+        args.out,
+        fractions=args.fractions,
+        sources=tuple(args.sources),
+        backbone=args.backbone,
+        strategy=args.strategy,
+        learning_rate=args.learning_rate,
+        config=config,
+        folds=args.folds,
+        repeats=args.repeats,
+        shard=args.shard,
+        shard_count=args.shard_count,
+        executor=_executor(args),
+        weights_dir=args.weights_dir,
+        faithful=args.faithful,
+        task=args.task,
+        verbose=1,
+        on_bad=args.on_bad,
+        audit="off" if args.no_audit else "strict" if args.strict else "warn",
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"learning curve in {args.out} (learning_curve.csv, .md, .png)")
+    return 0
+
+
 def cmd_report(args) -> int:
     from . import plots, report
 
-    written = report.write(args.grid_dir, formats=tuple(args.formats), equivalence_margin=args.equivalence_margin)
-    table = report.summarize(args.grid_dir, equivalence_margin=args.equivalence_margin)
+    computed = report.tables(args.grid_dir, equivalence_margin=args.equivalence_margin)
+    written = report.write(
+        args.grid_dir, formats=tuple(args.formats), equivalence_margin=args.equivalence_margin, computed=computed
+    )
+    table = computed["summary"]
     written_figures = plots.grid_figures(args.grid_dir) if not table.empty else []
     print(report.to_markdown(table))
+    arms = computed["comparisons"]
+    if (arms["factor"] == "preprocessing").any():
+        print("\nfaithful and corrected preprocessing, paired:\n" + report.to_markdown(arms))
     print("\nwritten:\n  " + "\n  ".join(list(written.values()) + written_figures))
     return 0
 
@@ -766,6 +821,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_calibrate(sub)
     _add_grid(sub)
+    _add_curve(sub)
     _add_report(sub)
     _add_gradcam(sub)
     _add_predict(sub)
@@ -893,7 +949,20 @@ def _add_grid(sub) -> None:
     _data_options(p)
     _config_option(p)
     p.add_argument("--out", required=True, help="grid folder")
-    p.add_argument("--sources", nargs="+", default=["radimagenet", "imagenet"], help="the weight sources to compare")
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        default=["radimagenet", "imagenet"],
+        help="the weight sources to compare; SOURCE@faithful or SOURCE@corrected feeds that source the reference's or "
+        "its own preprocessing, as an arm of its own",
+    )
+    p.add_argument(
+        "--preprocessings",
+        nargs="+",
+        choices=("corrected", "faithful"),
+        help="run every source with each of these preprocessings, as paired arms (corrected faithful: test the "
+        "reference's preprocessing against the corrected one in one grid)",
+    )
     p.add_argument("--backbones", nargs="+", help=f"only these backbones ({', '.join(_backbones())})")
     p.add_argument(
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
@@ -951,6 +1020,61 @@ def _add_grid(sub) -> None:
     p.add_argument("--seed", type=int, default=RADIMAGENET.seed, help="the grid's seed (the paper's)")
     p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
     p.set_defaults(func=cmd_grid)
+
+
+def _add_curve(sub) -> None:
+    p = sub.add_parser(
+        "curve", help="learning curve: test AUC against nested shares of the training patients, per weight source"
+    )
+    from .grid.curve import DEFAULT_FRACTIONS
+    from .grid.paper import RADIMAGENET
+
+    p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
+    _data_options(p)
+    _config_option(p)
+    p.add_argument("--out", required=True, help="the curve's folder (one grid per share in fraction<f>/)")
+    p.add_argument(
+        "--fractions",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_FRACTIONS),
+        help="shares of the training patients, increasing, each in (0, 1]; val and test stay whole",
+    )
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        default=["radimagenet", "imagenet", "none"],
+        help="weight sources; none: random initialisation (full training)",
+    )
+    p.add_argument("--backbone", default="resnet50", help=f"the network ({', '.join(_backbones())})")
+    p.add_argument(
+        "--strategy",
+        default="unfreeze_all",
+        choices=("unfreeze_all", "unfreeze_top10", "freeze_all"),
+        help="the pretrained sources' strategy (random initialisation always trains every layer)",
+    )
+    p.add_argument("--learning-rate", type=float, help="default: the paper's first rate for the strategy")
+    p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
+    p.add_argument("--repeats", type=int, default=1, metavar="R", help="runs per source, share and fold")
+    _audit_options(p, "run the curve")
+    p.add_argument("--shard", help="k/n: a disjoint share of every grid's runs; auto: from SLURM or Kubernetes")
+    p.add_argument("--shard-count", type=int, help="with --shard auto on Kubernetes: the Job's completions")
+    p.add_argument("--executor", choices=("sequential", "ray"), default="sequential", help="as for grid")
+    p.add_argument("--address", help="with --executor ray: the cluster")
+    p.add_argument("--gpus-per-run", type=float, help="with --executor ray")
+    p.add_argument("--cpus-per-run", type=float, help="with --executor ray")
+    p.add_argument(
+        "--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm"
+    )
+    _weights_dir_option(p)
+    p.add_argument("--task", help="task name stored with the records (default: the out folder's name)")
+    p.add_argument("--cache", default=RADIMAGENET.cache, help="as for grid")
+    p.add_argument("--epochs", type=int, default=RADIMAGENET.epochs, help="epochs per run (the paper's)")
+    p.add_argument("--image-size", type=int, default=RADIMAGENET.image_size, help="input size (the paper's)")
+    p.add_argument("--batch-size", type=int, default=RADIMAGENET.batch_size, help="images per batch (the paper's)")
+    p.add_argument("--seed", type=int, default=RADIMAGENET.seed, help="the split's and runs' seed (the paper's)")
+    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
+    p.set_defaults(func=cmd_curve)
 
 
 def _add_report(sub) -> None:
@@ -1136,7 +1260,24 @@ def _check_arguments(args) -> None:
         for backbone in args.backbones or ():
             get_backbone(backbone)
         for source in args.sources:
-            check_choice("sources", source, WEIGHT_SOURCES)
+            check_choice("sources", source, (*WEIGHT_SOURCES, "none", "random"))
+        if args.executor != "ray" and any(
+            getattr(args, option) is not None for option in ("address", "gpus_per_run", "cpus_per_run")
+        ):
+            raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
+        resolve_shard(args.shard, args.shard_count)
+    if args.command == "curve":
+        from .grid.curve import check_fractions
+        from .grid.plan import resolve_shard
+        from .models.presets import WEIGHT_SOURCES
+        from .utils.choices import check_choice
+
+        get_backbone(args.backbone)
+        check_fractions(args.fractions)
+        for source in args.sources:
+            check_choice("sources", source, (*WEIGHT_SOURCES, "none", "random"))
+        if args.repeats < 1:
+            raise UsageError(f"--repeats must be 1 or more. Received: {args.repeats}.")
         if args.executor != "ray" and any(
             getattr(args, option) is not None for option in ("address", "gpus_per_run", "cpus_per_run")
         ):
@@ -1183,7 +1324,7 @@ def _read_data(args) -> None:
             args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
         )
         _say_patients(args.image_set, args)
-    elif args.command in ("evaluate", "calibrate", "grid"):
+    elif args.command in ("evaluate", "calibrate", "grid", "curve"):
         args.image_set = load_data(
             args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
         )

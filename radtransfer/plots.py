@@ -11,7 +11,7 @@ from .grid.records import PREDICTIONS, load_records
 from .report import scenario_means
 from .training.run_folder import HISTORY, RESULT
 
-SOURCE_COLORS = {"radimagenet": "#c0392b", "imagenet": "#2471a3"}
+SOURCE_COLORS = {"radimagenet": "#c0392b", "imagenet": "#2471a3", "random": "#7f8c8d"}
 
 
 def _pyplot():
@@ -359,3 +359,41 @@ def reliability_by_source(records, path) -> list[str]:
     return reliability_diagram(
         panels, path, title="Reliability by weight source (test predictions of its runs, pooled)"
     )
+
+
+def learning_curve(table, path) -> list[str]:
+    """Test AUC against training-set size (mean training images over the splits, log scale), one line per
+    weight source (and strategy, where a source ran several), with its 95% interval as a band.
+
+    Args:
+        table: the DataFrame of ``protocol.learning_curve`` (``grid.curve.curve_table``).
+        path: output path without suffix.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    several = table.groupby("source")["strategy"].nunique().max() > 1 if len(table) else False
+    styles = {"unfreeze_all": "-", "unfreeze_top10": "--", "freeze_all": ":"}
+    for (source, strategy), group in table.groupby(["source", "strategy"], sort=False):
+        group = group.sort_values("n_train_images")
+        label = f"{source} ({strategy})" if several else source
+        ax.plot(
+            group["n_train_images"],
+            group["auc"],
+            marker="o",
+            color=_color(source),
+            linestyle=styles.get(strategy, "-"),
+            label=label,
+        )
+        ax.fill_between(group["n_train_images"], group["auc_low"], group["auc_high"], color=_color(source), alpha=0.15)
+    if len(table) and table["n_train_images"].nunique() > 1:
+        ax.set_xscale("log")
+    low, high, note = auc_axis(table["auc"] if len(table) else [])
+    ax.set(
+        xlabel="Training images (mean over splits)",
+        ylabel="Test AUC (mean over runs)",
+        title=f"Learning curve{note}",
+        ylim=(low, high + 0.01),
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

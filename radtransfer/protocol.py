@@ -13,11 +13,15 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from .data.audit import AUDIT_FILE, audit_splits
 from .data.fingerprint import data_manifest, manifest_differences, manifest_digest
 from .data.pipeline import check_images
 from .errors import GridRunsFailedError, RunMismatchError, WeightsNotFoundError
+from .grid import curve as grid_curve
 from .grid import runs as grid_runs
+from .grid.arms import arm_name, parse_arm, with_preprocessings
 from .grid.claims import new_token
 from .grid.executors import RayExecutor, resolve_executor
 from .grid.pairs import compare_runs
@@ -49,11 +53,13 @@ __all__ = [
     "Run",
     "Scenario",
     "compare_runs",
+    "learning_curve",
     "parse_shard",
     "plan_runs",
     "radimagenet_scenarios",
     "run_grid",
     "run_seed",
+    "with_preprocessings",
 ]
 
 
@@ -91,6 +97,7 @@ def run_grid(
     log=None,
     on_bad: str = "raise",
     audit: str = "warn",
+    train_fraction: float = 1.0,
 ):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
@@ -106,7 +113,13 @@ def run_grid(
         image_set: the task's images (an ImageSet with patient ids, ideally).
         out_dir: the grid folder; records go to ``out_dir/runs/<source>/<scenario>/fold<k>/record.json``.
         config: the protocol settings (``RADIMAGENET`` or a copy with changes).
-        sources: weight sources to compare (the first is the candidate of the paired comparisons).
+        sources: weight sources to compare (the first is the candidate of the paired comparisons); None,
+            "none" or "random" is random initialisation (recorded as "random"; only its unfreeze_all runs).
+            A source may carry the preprocessing its runs are fed, as an arm of its own (``grid.arms``):
+            "imagenet@faithful" (the reference scripts' input, whatever the weights expect) or
+            "imagenet@corrected" (the weights' own normalization); a bare source is fed the grid's
+            (``faithful``). ``with_preprocessings(sources)`` lists both arms of every source, so one grid
+            tests the reference's preprocessing against the corrected one on the same seeds.
         folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
         scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
         repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and the
@@ -137,6 +150,9 @@ def run_grid(
         audit: "warn" (default: the data audit of every fold's parts is written to ``out_dir/audit.json`` and
             its summary printed), "strict" (its errors, such as a patient or a duplicate image in two parts,
             refuse the grid before anything is trained) or "off".
+        train_fraction: train on this share of each split's training patients only (in (0, 1]; drawn by
+            ``ImageSet.nested_subset`` with the grid's seed, so the shares of one data set are nested); the
+            validation and test parts stay whole. ``learning_curve`` runs one grid per share.
 
     The grid folder is bound to its data: ``data.csv`` lists every image (path, class, patient, sha256 of
     the file) and grid.json its digest. Restarting on data that differs in any of them is refused, naming
@@ -158,6 +174,9 @@ def run_grid(
     bn = "protocol" if faithful else "frozen"
     interpolation = "nearest" if faithful else "bilinear"
     repeats = check_repeats(repeats)
+    sources = tuple(dict.fromkeys(arm_name(s) for s in sources))
+    if isinstance(train_fraction, bool) or not 0 < train_fraction <= 1:
+        raise ValueError(f"Expected 0 < train_fraction ≤ 1. Received: train_fraction={train_fraction!r}")
     resolved_shard = resolve_shard(shard, shard_count)
     runs = plan_runs(sources, scenarios, n_folds or 1, resolved_shard, repeats=repeats)
     runner = resolve_executor(executor)
@@ -165,8 +184,12 @@ def run_grid(
     # Every weight file the share needs, found before anything is trained.
     weights, missing = {}, []
     for source, backbone in sorted({(r.source, r.scenario.backbone) for r in runs}):
+        arm = parse_arm(source)
+        if arm.is_random:
+            weights[(source, backbone)] = None
+            continue
         try:
-            weights[(source, backbone)] = Path(resolve_weights(backbone, source, weights_dir).path).resolve()
+            weights[(source, backbone)] = Path(resolve_weights(backbone, arm.source, weights_dir).path).resolve()
         except FileNotFoundError as exc:
             missing.append(str(exc))
     if missing:
@@ -192,16 +215,13 @@ def run_grid(
         paper_task=paper_task,
         data=data,
         repeats=max(repeats, _stored_repeats(out)),
+        train_fraction=float(train_fraction),
     )
     _check_same_grid(out, spec, manifest)
     write_data_manifest(out, manifest)
     spec.write(out)
 
-    splits = (
-        list(image_set.kfold(n_folds, seed=config.seed, val=config.val))
-        if n_folds
-        else [image_set.split(val=config.val, test=config.test, seed=config.seed)]
-    )
+    splits = grid_splits(image_set, config, n_folds, train_fraction)
     _audit(splits, out, check_choice("audit", audit, ("warn", "strict", "off")), verbose, log)
     job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
     todo = [r for r in runs if not (job.run_dir(r) / RECORD_FILE).exists()]
@@ -223,6 +243,135 @@ def run_grid(
         runner.close()
     progress.say(f"done {progress.done}/{len(runs)} runs of this {share}.")
     return load_records(out)
+
+
+def grid_splits(image_set, config: ProtocolConfig, n_folds: int | None, train_fraction: float = 1.0) -> list:
+    """A grid's (train, val, test) parts: k folds, or the one split; with ``train_fraction`` < 1 each training part
+    is cut to its nested share of patients (``ImageSet.nested_subset``, the grid's seed), val and test kept."""
+    splits = (
+        list(image_set.kfold(n_folds, seed=config.seed, val=config.val))
+        if n_folds
+        else [image_set.split(val=config.val, test=config.test, seed=config.seed)]
+    )
+    if train_fraction < 1:
+        splits = [(train.nested_subset(train_fraction, seed=config.seed), val, test) for train, val, test in splits]
+    return splits
+
+
+def learning_curve(
+    image_set,
+    out_dir,
+    *,
+    fractions=grid_curve.DEFAULT_FRACTIONS,
+    sources=("radimagenet", "imagenet", None),
+    backbone: str = "resnet50",
+    strategy: str = "unfreeze_all",
+    learning_rate: float | None = None,
+    config: ProtocolConfig = RADIMAGENET,
+    folds=None,
+    repeats: int = 1,
+    shard=None,
+    shard_count: int | None = None,
+    executor="sequential",
+    weights_dir=None,
+    faithful: bool = False,
+    task: str | None = None,
+    verbose: int = 1,
+    log=None,
+    on_bad: str = "raise",
+    audit: str = "warn",
+):
+    """Test AUC against training-set size per weight source (Tajbakhsh et al. 2016): full training from random
+    initialisation against fine-tuning, on nested shares of the training patients.
+
+    Each share f runs one grid (``run_grid(..., train_fraction=f)``) in ``out_dir/fraction<f>/``: the same
+    split (or folds) for every share, so validation and test stay the same, and training on the first
+    ``ceil(f × n)`` training patients of one seeded order per class, so each share's patients contain every
+    smaller share's. Each grid is resumable, shardable and Ray-able as any grid; a restart trains only what is
+    missing. Then the table (``learning_curve.csv`` and ``.md``) and the figure (``learning_curve.png`` and
+    ``.pdf``) are written in ``out_dir``, from all shards' records.
+
+    Args:
+        image_set: the task's images (an ImageSet with patient ids, ideally).
+        out_dir: the curve's folder.
+        fractions: the shares of the training patients, in (0, 1] and increasing.
+        sources: weight sources; None (or "none", "random") is random initialisation, which trains every layer
+            (with a ``strategy`` other than unfreeze_all, the curve adds the unfreeze_all scenario, which the
+            pretrained sources run too, so full training is compared with fine-tuning of the whole network
+            as well).
+        backbone: the network.
+        strategy: the pretrained sources' strategy (default unfreeze_all: fine-tuning every layer).
+        learning_rate: default: the paper's first rate for the strategy.
+        config: the protocol settings (epochs, image size, batch size, seed, ...).
+        folds: None (the 75/10/15 split) or k folds.
+        repeats: runs per (source, share, fold), each with its own seed.
+        shard: "k/n" or "auto", as in ``run_grid``: a stable share of every share's runs.
+        shard_count: as in ``run_grid``.
+        executor: "sequential", "ray" or a ``RayExecutor``, as in ``run_grid``.
+        weights_dir: a folder searched first for weight files.
+        faithful: as in ``run_grid``.
+        task: the task name stored with every record; default: out_dir's name.
+        verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
+        log: where progress is printed (default stderr).
+        on_bad: as in ``run_grid``.
+        audit: as in ``run_grid``.
+
+    Returns:
+        The table (a pandas DataFrame): one row per (source, strategy, fraction) with the mean training images
+        and patients over the splits, the number of runs, the mean test AUC and its 95% interval.
+    """
+    from .models.backbones import get_backbone
+    from .plots import learning_curve as plot_curve
+
+    out = Path(out_dir).expanduser().resolve()
+    fractions = grid_curve.check_fractions(fractions)
+    name = get_backbone(backbone).name
+    rates = dict(STRATEGY_RATES)
+    strategy = check_choice("strategy", strategy, tuple(rates))
+    scenarios = [Scenario(name, strategy, learning_rate if learning_rate is not None else rates[strategy][0])]
+    if any(parse_arm(s).is_random for s in sources) and strategy != "unfreeze_all":
+        scenarios.append(Scenario(name, "unfreeze_all", rates["unfreeze_all"][0]))
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for fraction in fractions:
+        parts = grid_splits(image_set, config, folds if folds is not None else config.folds, fraction)
+        trains = [train for train, _, _ in parts]
+        sizes[fraction] = {
+            "n_train_images": float(np.mean([len(t) for t in trains])),
+            "n_train_patients": float(
+                np.mean([len(set(t.patient_ids)) if t.patient_ids is not None else len(t) for t in trains])
+            ),
+        }
+    grid_curve.write_curve(out, sizes)
+    for fraction in fractions:
+        if verbose:
+            print(f"learning curve: fraction {fraction:g} of the training patients", file=log or sys.stderr)
+        run_grid(
+            image_set,
+            grid_curve.fraction_dir(out, fraction),
+            config=config,
+            sources=sources,
+            folds=folds,
+            scenarios=scenarios,
+            repeats=repeats,
+            shard=shard,
+            shard_count=shard_count,
+            executor=executor,
+            weights_dir=weights_dir,
+            faithful=faithful,
+            task=task or out.name,
+            paper_task=None,
+            verbose=verbose,
+            log=log,
+            on_bad=on_bad,
+            audit=audit,
+            train_fraction=fraction,
+        )
+    table = grid_curve.curve_table(out)
+    grid_curve.write_table(table, out)
+    if len(table):
+        plot_curve(table, out / grid_curve.FIGURE)
+    return table
 
 
 def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:
@@ -261,7 +410,7 @@ def _check_same_grid(out: Path, spec, manifest) -> None:
             "grid was made on.",
             ["data"],
         )
-    keys = ("config", "sources", "folds", "faithful", "class_names", "n_images")
+    keys = ("config", "sources", "folds", "faithful", "class_names", "n_images", "train_fraction")
     changed = [k for k in keys if stored.to_dict()[k] != spec.to_dict()[k]]
     if changed:
         raise RunMismatchError(

@@ -8,14 +8,17 @@ per-run comparisons of the two weight sources on the same test images.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .grid import effects as grid_effects
+from .grid.arms import comparisons as arm_comparisons
 from .grid.pairs import compare_runs
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
+from .grid.sanity import frozen_sanity
 from .utils.choices import check_choice
 
 VALID_STATUSES = ("finished", "diverged")
@@ -104,8 +107,6 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
                     row.task, row.scenario, row.fold, candidate, reference, row.path, other, repeat=repeat
                 )
             except ValueError as exc:
-                import warnings
-
                 warnings.warn(f"Not compared: {exc}", stacklevel=2)
                 continue
         else:
@@ -231,6 +232,9 @@ def summarize(
         "mixed_low",
         "mixed_high",
         "mixed_p",
+        "preprocessing",
+        "frozen_auc",
+        "frozen_collapse",
     ]
     if equivalence_margin is not None:
         columns += ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
@@ -244,6 +248,10 @@ def summarize(
         records, candidate, reference, n=n_boot, seed=seed, return_draws=True
     )
     fit_mixed = _has_statsmodels() if mixed is None else mixed
+    sanity = frozen_sanity(records).set_index(["grid", "source"])
+    for message in sanity["message"]:
+        if message:
+            warnings.warn(message, stacklevel=2)
     rows = []
     for (grid, source), runs in records.groupby(["grid", "source"], dropna=False):
         spec = specs.get(grid)
@@ -266,6 +274,9 @@ def summarize(
             "complete": set(scenario_ids) <= set(whole["scenario"]),
             "mean_auc": mean,
             "sd_auc": sd,
+            "preprocessing": runs["preprocessing"].iloc[0],
+            "frozen_auc": sanity["frozen_auc"].get((grid, source), np.nan),
+            "frozen_collapse": bool(sanity["collapsed"].get((grid, source), False)),
         }
         if source == candidate:
             other = means[(means["grid"] == grid) & (means["source"] == reference)]
@@ -320,6 +331,84 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
             }
         )
     return row
+
+
+COMPARISON_COLUMNS = [
+    "grid",
+    "task",
+    "factor",
+    "candidate",
+    "reference",
+    "auc_candidate",
+    "auc_reference",
+    "diff",
+    "n_pairs",
+    "wilcoxon_p",
+    "ttest_p",
+    "paired_diff",
+    "paired_low",
+    "paired_high",
+    "paired_wins",
+    "paired_losses",
+]
+
+
+def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 1000, seed: int = 0):
+    """Every paired comparison a grid's arms answer (``grid.arms.comparisons``), one row each: two weight sources
+    fed the same preprocessing (factor "source"; in a grid with faithful and corrected arms, RadImageNet −
+    ImageNet once as the reference's code fed them and once corrected), and one source's corrected − faithful
+    arm (factor "preprocessing": what fixing the input changes).
+
+    Each row has the two arms' mean AUC over scenarios (folds averaged first), their mean difference over the
+    matched scenarios with the paired Wilcoxon and t tests (as ``summarize``), and the paired effect over runs of
+    the same scenario, fold and repeat with its two-level bootstrap interval and wins/losses (as ``summarize``'s
+    ``paired_*``; the arms of one repeat share the run seed); with ``equivalence_margin``, the TOST columns too.
+
+    Args:
+        out_dir: a grid folder, or a folder of grids.
+        equivalence_margin: the TOST margin in AUC points; None: no TOST columns.
+        n_boot: bootstrap replicates of each paired effect.
+        seed: the bootstrap's seed.
+
+    Returns:
+        A pandas DataFrame (``COMPARISON_COLUMNS``, then the TOST columns with a margin).
+    """
+    import pandas as pd
+
+    records = load_records(out_dir)
+    columns = list(COMPARISON_COLUMNS)
+    if equivalence_margin is not None:
+        columns += ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
+    if records.empty:
+        return pd.DataFrame(columns=columns)
+    specs = grid_specs(out_dir)
+    means = scenario_means(records)
+    rows = []
+    for grid, runs in records.groupby("grid"):
+        spec = specs.get(grid)
+        sources = list(spec.sources) if spec is not None else list(dict.fromkeys(runs["source"]))
+        faithful = bool(spec.faithful) if spec is not None else bool(runs["faithful"].iloc[0])
+        for candidate, reference, factor in arm_comparisons(sources, faithful):
+            mine = means[means["grid"] == grid]
+            a, b = mine[mine["source"] == candidate], mine[mine["source"] == reference]
+            paired = a.merge(b, on="scenario", suffixes=("", "_ref"))
+            row = {
+                "grid": grid,
+                "task": runs["task"].iloc[0],
+                "factor": factor,
+                "candidate": candidate,
+                "reference": reference,
+                "auc_candidate": _mean_sd(a["auc"])[0],
+                "auc_reference": _mean_sd(b["auc"])[0],
+                "diff": float((paired["auc"] - paired["auc_ref"]).mean()) if len(paired) else np.nan,
+                **paired_tests(paired["auc"], paired["auc_ref"]),
+            }
+            table, draws = grid_effects.paired_effects(
+                runs, candidate, reference, n=n_boot, seed=seed, return_draws=True
+            )
+            row.update(_paired_columns(table, draws, grid, equivalence_margin))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def breakdown(out_dir, by: str):
@@ -390,26 +479,37 @@ def to_markdown(frame) -> str:
     return "\n".join([header, rule, *lines])
 
 
-def write(out_dir, formats=("md", "csv", "tex"), report_dir=None, equivalence_margin=None) -> dict:
-    """Writes the summary and the per-backbone and per-strategy tables; returns the paths written.
+def tables(out_dir, equivalence_margin=None) -> dict:
+    """The report's tables by name (see ``write``), computed once."""
+    return {
+        "summary": summarize(out_dir, equivalence_margin=equivalence_margin),
+        "by_backbone": breakdown(out_dir, "backbone"),
+        "by_strategy": breakdown(out_dir, "strategy"),
+        "pairs": paired_comparisons(out_dir),
+        "effects": effects(out_dir),
+        "comparisons": comparisons(out_dir, equivalence_margin=equivalence_margin),
+        "runs": load_records(out_dir).drop(columns=["path"]),
+    }
+
+
+def write(out_dir, formats=("md", "csv", "tex"), report_dir=None, equivalence_margin=None, computed=None) -> dict:
+    """Writes the report's tables (``<name>.<fmt>`` for each format): summary (``summarize``), by_backbone and
+    by_strategy (``breakdown``), pairs (``paired_comparisons``, run by run), effects (``effects``: the paired
+    effect per scenario and overall), comparisons (``comparisons``: every pair of arms, such as faithful against
+    corrected preprocessing) and runs (every record). Returns the paths written.
 
     Args:
         out_dir: the grid folder.
         formats: any of "md", "csv", "tex".
         report_dir: where to write (default ``out_dir/report``).
         equivalence_margin: as ``summarize``'s (the summary then carries the TOST result).
+        computed: the tables, when ``tables(out_dir, equivalence_margin)`` already made them.
     """
     report_dir = Path(report_dir or Path(out_dir) / "report")
     report_dir.mkdir(parents=True, exist_ok=True)
-    tables = {
-        "summary": summarize(out_dir, equivalence_margin=equivalence_margin),
-        "by_backbone": breakdown(out_dir, "backbone"),
-        "by_strategy": breakdown(out_dir, "strategy"),
-        "pairs": paired_comparisons(out_dir),
-        "runs": load_records(out_dir).drop(columns=["path"]),
-    }
+    computed = computed if computed is not None else tables(out_dir, equivalence_margin)
     written = {}
-    for name, frame in tables.items():
+    for name, frame in computed.items():
         for fmt in formats:
             path = report_dir / f"{name}.{fmt}"
             if fmt == "csv":

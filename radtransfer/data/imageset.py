@@ -3,6 +3,7 @@ with patient-level splits and k-fold cross-validation."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -160,6 +161,39 @@ class ImageSet:
         if by == "patient" and self.patient_ids is not None:
             check_no_leakage(*parts)
         return parts
+
+    def nested_subset(self, fraction: float, by: str = "patient", stratify: bool = True, seed: int = 726) -> "ImageSet":
+        """A share of the patients (of the images with ``by="image"``), nested across fractions.
+
+        The patients are put in one seeded random order (per class when ``stratify``: a patient's class is the
+        majority label of their images), and a fraction f keeps the first ``ceil(f × n)`` of them (per class, at
+        least one), so with the same seed every fraction's patients contain those of any smaller fraction.
+
+        Args:
+            fraction: the share to keep, in (0, 1]; 1 keeps everything.
+            by: "patient" or "image".
+            stratify: draw per class.
+            seed: the order's seed.
+
+        Returns:
+            The image set of the kept patients, their images in this set's order.
+        """
+        if isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise ValueError(f"Expected 0 < fraction ≤ 1. Received: fraction={fraction!r}")
+        groups = self._groups(by)
+        unique, inverse, group_labels = self._group_labels(groups)
+        rng = np.random.default_rng(seed)
+        strata = (
+            [np.flatnonzero(group_labels == c) for c in range(self.num_classes)]
+            if stratify
+            else [np.arange(len(unique))]
+        )
+        keep = np.zeros(len(unique), dtype=bool)
+        for members in strata:
+            if len(members):
+                order = rng.permutation(members)
+                keep[order[: max(1, math.ceil(fraction * len(members) - 1e-9))]] = True
+        return self.subset(np.flatnonzero(keep[inverse]))
 
     def kfold(self, k: int = 5, by: str = "patient", stratify: bool = True, seed: int = 726, val: float = 0.10):
         """Yields (train, val, test) for each of k folds; every patient is in exactly one test fold.

@@ -10,12 +10,19 @@ import numpy as np
 
 from ..models.backbones import get_backbone
 from ..utils.seeding import derive_seed
+from .arms import arm_name, parse_arm
 from .paper import Scenario
 from .records import fold_name
 
 # Time of a run relative to unfreeze_all on the same backbone: a frozen backbone needs no backward pass
 # (measured 0.46-0.68 for freeze_all and 0.50-0.66 for unfreeze_top10 across the four; docs/performance.md).
 STRATEGY_COST = {"unfreeze_all": 1.0, "unfreeze_top10": 0.6, "freeze_all": 0.6}
+
+
+def runs_source(source: str, scenario: Scenario) -> bool:
+    """Whether a grid trains this arm on this scenario: random initialisation trains every layer only
+    (freezing random weights is meaningless), so its runs are those of the unfreeze_all scenarios."""
+    return not parse_arm(source).is_random or scenario.strategy == "unfreeze_all"
 
 
 def expected_cost(run) -> float:
@@ -56,13 +63,16 @@ def plan_runs(sources, scenarios, n_folds: int, shard=None, repeats: int = 1) ->
     """Every run of the grid in a fixed order (repeat, fold, scenario, source): all of repeat 0 (the grid
     without repeats, in its order) before repeat 1. A shard "k/n" takes a stable share of them, balanced by
     expected cost (an InceptionResNetV2 run costs about two ResNet50 runs, a frozen backbone about 0.6 of a
-    full fine-tune), so n shards partition the grid, repeats included, and finish close together."""
+    full fine-tune), so n shards partition the grid, repeats included, and finish close together. Sources are
+    arms (``grid.arms``: "imagenet", "imagenet@faithful"); random initialisation (``arms.RANDOM``; None or
+    "none" name it too) has runs on the unfreeze_all scenarios only."""
     runs = [
         Run(source, scenario, fold, repeat)
         for repeat in range(check_repeats(repeats))
         for fold in range(n_folds)
         for scenario in scenarios
-        for source in sources
+        for source in map(arm_name, sources)
+        if runs_source(source, scenario)
     ]
     parsed = parse_shard(shard)
     if parsed is None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data.fingerprint import COLUMNS as DATA_COLUMNS
 from ..utils.io import write_json_atomic, write_text_atomic
+from .arms import parse_arm
 from .paper import Scenario
 
 # 3: GridSpec.data (the data's digest, data.csv beside it), RunRecord.train_config; 4: epochs counted from 1
@@ -53,6 +54,7 @@ class GridSpec:
     paper_task: str | None = None
     data: dict | None = None  # {"n_images", "sha256"}: the digest of DATA_FILE's rows
     repeats: int = 1  # runs per (source, scenario, fold): the most any start of the grid asked for
+    train_fraction: float = 1.0  # the share of each split's training patients the runs train on
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -264,6 +266,7 @@ RECORD_COLUMNS = [
     "epochs_run",
     "seconds",
     "faithful",
+    "preprocessing",
     "path",
 ]
 
@@ -311,6 +314,7 @@ def load_records(out_dir):
                 "epochs_run": record.epochs_run,
                 "seconds": seconds,
                 "faithful": record.faithful,
+                "preprocessing": parse_arm(record.source).label(record.faithful),
                 "path": str(path.parent),
             }
         )

@@ -23,6 +23,7 @@ from ..models.classifier import build_model, init_head
 from ..training.fine_tuning import fine_tune
 from ..utils.io import replace_atomic, write_json_atomic
 from ..utils.seeding import derive_seed, set_global_seed
+from .arms import parse_arm
 from .claims import RunClaim
 from .pairs import write_pairs
 from .plan import run_seed
@@ -130,13 +131,14 @@ class GridJob:
         train_ds, val_ds, test_ds = self.datasets(run.fold, train_config)
         set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
+        weights = self.weights[(run.source, scenario.backbone)]  # None: random initialisation
         model = build_model(
             scenario.backbone,
-            weights=str(self.weights[(run.source, scenario.backbone)]),
+            weights=None if weights is None else str(weights),
             num_classes=len(self.spec.class_names),
             input_shape=(*size, 3),
             dropout=config.dropout,
-            preprocessing="radimagenet" if self.faithful else "auto",
+            preprocessing=parse_arm(run.source).preprocessing_mode(self.faithful),
         )
         init_head(model, derive_seed(seed, "head"))
         directory = self.run_dir(run)

@@ -150,3 +150,27 @@ def test_a_run_that_raises_does_not_stop_the_others_and_is_named(grid_inputs):
     records = _records(root / "ray_error")
     assert list(records) == ["runs/radimagenet/resnet50__freeze_all__lr0.001/fold0/record.json"]
     assert not list((root / "ray_error").rglob("claim.json"))  # the failed run's claim was released
+
+
+def test_a_learning_curve_on_ray_records_what_the_sequential_curve_records(grid_inputs):
+    """protocol.learning_curve on the grid's machinery: each share's grid runs on Ray (random initialisation
+    beside RadImageNet weights) and records byte-for-byte what the same curve records run sequentially, and
+    the two tables agree."""
+    root, image_set = grid_inputs
+    tables = {}
+    for name, executor in (("sequential", "sequential"), ("ray", _two_workers(num_gpus=2))):
+        tables[name] = protocol.learning_curve(
+            image_set,
+            root / f"curve_{name}",
+            fractions=(0.5, 1.0),
+            sources=("radimagenet", None),
+            config=CONFIG.replace(epochs=1),
+            weights_dir=root / "weights",
+            task="brain_mri",
+            executor=executor,
+            verbose=0,
+        )
+    expected, got = _records(root / "curve_sequential"), _records(root / "curve_ray")
+    assert len(expected) == 4 and got == expected
+    assert {key.split("/")[0] for key in got} == {"fraction0.5", "fraction1"}
+    assert tables["ray"].equals(tables["sequential"])

@@ -259,7 +259,7 @@ def test_breakdowns_and_written_tables(results):
     acl = by_backbone[(by_backbone["task"] == "acl_mri") & (by_backbone["source"] == "imagenet")]
     assert sorted(acl["backbone"]) == sorted(protocol.BACKBONE_ORDER) and (acl["n_scenarios"] == 6).all()
     written = rt.report.write(root, formats=("md", "csv", "tex"), report_dir=root / "out")
-    tables = ("summary", "by_backbone", "by_strategy", "pairs", "runs")
+    tables = ("summary", "by_backbone", "by_strategy", "pairs", "effects", "comparisons", "runs")
     assert set(written) == {f"{t}.{f}" for t in tables for f in ("md", "csv", "tex")}
     pairs = pd.read_csv(written["pairs.csv"])
     assert len(pairs) == 48 and set(pairs["method"]) == {"delong"}  # one per scenario and fold

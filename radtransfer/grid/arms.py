@@ -1,0 +1,119 @@
+"""The arms of a grid: a weight source, optionally fed a preprocessing of its own.
+
+An arm is named ``<source>`` or ``<source>@<preprocessing>``: ``imagenet@faithful`` is ImageNet weights fed the
+reference scripts' input (``(BGR(x) − mean) / 255``, the "radimagenet" mode, for every source), and
+``imagenet@corrected`` ImageNet weights fed their own normalization ("auto"). A bare source takes the grid's
+(faithful grids: the reference's; others: corrected). Arms are what grids plan, train, pair and report by, so
+one grid can hold the faithful and the corrected preprocessing of the same sources side by side: every arm of a
+scenario, fold and repeat shares the run seed, so arms are paired exactly as sources are.
+
+Random initialisation (full training) is the source ``RANDOM``; None and "none" name it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..utils.choices import did_you_mean
+
+RANDOM = "random"
+SEPARATOR = "@"
+FAITHFUL, CORRECTED = "faithful", "corrected"
+# An arm's preprocessing → the ``build_model(preprocessing=...)`` it means.
+PREPROCESSING_MODES = {FAITHFUL: "radimagenet", CORRECTED: "auto"}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: a weight source and the preprocessing it is fed (None: the grid's)."""
+
+    source: str
+    preprocessing: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.source if self.preprocessing is None else f"{self.source}{SEPARATOR}{self.preprocessing}"
+
+    @property
+    def is_random(self) -> bool:
+        return self.source == RANDOM
+
+    def preprocessing_mode(self, faithful: bool) -> str:
+        """The ``build_model`` preprocessing of this arm's runs in a grid that is (or is not) faithful."""
+        return PREPROCESSING_MODES[self.preprocessing or (FAITHFUL if faithful else CORRECTED)]
+
+    def label(self, faithful: bool) -> str:
+        """ "faithful" or "corrected": the preprocessing this arm's runs were fed."""
+        return self.preprocessing or (FAITHFUL if faithful else CORRECTED)
+
+
+def parse_arm(name) -> Arm:
+    """An arm from its name (``"imagenet"``, ``"imagenet@faithful"``, None for random initialisation).
+
+    Raises:
+        ValueError: the part after "@" is not a known preprocessing.
+    """
+    if name is None:
+        return Arm(RANDOM)
+    text = str(name)
+    source, separator, preprocessing = text.rpartition(SEPARATOR)
+    if not separator:
+        source, preprocessing = text, None
+    elif preprocessing.lower() in PREPROCESSING_MODES:
+        preprocessing = preprocessing.lower()
+    else:
+        raise ValueError(
+            f"Unknown preprocessing {preprocessing!r} in the weight source {text!r}. Expected "
+            f"'<source>@faithful' or '<source>@corrected'.{did_you_mean(preprocessing, tuple(PREPROCESSING_MODES))}"
+        )
+    if source.lower() in ("none", RANDOM):
+        source = RANDOM
+    return Arm(source, preprocessing)
+
+
+def arm_name(source) -> str:
+    """A weight source or arm as grids name it: None and "none" are ``RANDOM``; a preprocessing suffix in lower
+    case; the rest unchanged."""
+    return parse_arm(source).name
+
+
+def with_preprocessings(sources, preprocessings=(CORRECTED, FAITHFUL)) -> list[str]:
+    """Every source crossed with every preprocessing, as arm names in a stable order (preprocessing first, then
+    source): ``with_preprocessings(["radimagenet", "imagenet"])`` is ``["radimagenet@corrected",
+    "imagenet@corrected", "radimagenet@faithful", "imagenet@faithful"]``, the grid that tests the reference's
+    preprocessing against the corrected one. Random initialisation has no preprocessing of its own to test and
+    is kept once, bare."""
+    arms = []
+    for preprocessing in preprocessings:
+        parse_arm(f"x{SEPARATOR}{preprocessing}")  # a one-line error naming a bad preprocessing
+        for source in sources:
+            arm = parse_arm(source)
+            name = arm.name if arm.is_random else Arm(arm.source, preprocessing.lower()).name
+            if name not in arms:
+                arms.append(name)
+    return arms
+
+
+def comparisons(sources, faithful: bool = False) -> list[tuple[str, str, str]]:
+    """The paired comparisons a grid's arms answer, as (candidate, reference, factor) in the grid's order.
+
+    factor "source": two weight sources fed the same preprocessing (for each preprocessing the grid has, the
+    first pretrained source against each later one: RadImageNet − ImageNet, as the paper and, faithful, as the
+    reference's code compared them); factor "preprocessing": one source, corrected − faithful (what fixing the
+    input changes). Random initialisation is compared with nothing here (the learning curve does that).
+    """
+    arms = [parse_arm(name) for name in sources]
+    pretrained = [arm for arm in arms if not arm.is_random]
+    pairs = []
+    labels = list(dict.fromkeys(arm.label(faithful) for arm in pretrained))
+    for label in labels:
+        same = [arm for arm in pretrained if arm.label(faithful) == label]
+        for later in same[1:]:
+            pairs.append((same[0].name, later.name, "source"))
+    for arm in pretrained:
+        if arm.label(faithful) != CORRECTED:
+            continue
+        for other in pretrained:
+            if other.source == arm.source and other.label(faithful) == FAITHFUL:
+                pairs.append((arm.name, other.name, "preprocessing"))
+    return pairs

@@ -1,0 +1,130 @@
+"""Learning curves (Tajbakhsh et al. 2016): one grid per share of the training patients, and the table of test
+AUC against training-set size per weight source.
+
+``protocol.learning_curve`` runs the grids (``out_dir/fraction<f>/``, each an ordinary grid: resumable, shardable,
+Ray-able, bound to its data); this module names their folders, checks the shares, and reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..utils.io import write_json_atomic, write_text_atomic
+from .records import load_records
+
+CURVE_FILE = "curve.json"  # the curve's shares and their training-set sizes
+TABLE = "learning_curve"  # learning_curve.csv and .md
+FIGURE = "learning_curve"  # learning_curve.png and .pdf
+DEFAULT_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+
+
+def check_fractions(fractions) -> tuple[float, ...]:
+    """The shares as floats, or a ValueError: each in (0, 1], strictly increasing, at least one."""
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected fractions to be numbers in (0, 1]. Received: fractions={fractions!r}") from None
+    if not values or any(not (0 < f <= 1) or math.isnan(f) for f in values):
+        raise ValueError(f"Expected fractions in (0, 1], e.g. 0.1 0.25 0.5 1. Received: {list(fractions)}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"Expected increasing fractions, e.g. 0.1 0.25 0.5 1. Received: {list(fractions)}")
+    return values
+
+
+def fraction_dir(out_dir, fraction: float) -> Path:
+    """The grid folder of one share: ``out_dir/fraction<f>`` (``fraction0.25``, ``fraction1``)."""
+    return Path(out_dir) / f"fraction{fraction:g}"
+
+
+def write_curve(out_dir, sizes: dict) -> None:
+    """Writes ``curve.json``: per share, the mean training images and patients over the splits."""
+    write_json_atomic(Path(out_dir) / CURVE_FILE, {"fractions": {f"{f:g}": v for f, v in sizes.items()}})
+
+
+def _interval(values, lows, highs, level: float = 0.95):
+    """Mean AUC and its interval: a t interval over the runs (folds × repeats) when there are two or more, else
+    the one run's bootstrap interval over its test patients."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) >= 2:
+        half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+        return values.mean(), values.mean() - half, values.mean() + half, "t over runs"
+    if len(values) == 1:
+        return values[0], float(lows[0]), float(highs[0]), "bootstrap over test patients"
+    return np.nan, np.nan, np.nan, ""
+
+
+def curve_table(out_dir):
+    """The learning curve's table: one row per (source, strategy, fraction).
+
+    Columns: source, backbone, strategy, fraction, n_train_images and n_train_patients (mean over the
+    splits), runs, auc (mean test AUC over folds and repeats), auc_low and auc_high (its 95% interval: a
+    t interval over the runs, or with one run that run's bootstrap interval) and interval (which).
+    """
+    import pandas as pd
+
+    out = Path(out_dir)
+    sizes = json.loads((out / CURVE_FILE).read_text())["fractions"]
+    rows = []
+    for key, size in sizes.items():
+        records = load_records(fraction_dir(out, float(key)))
+        if records.empty:
+            continue
+        records = records[records["status"] != "failed"]
+        for (source, backbone, strategy), group in records.groupby(["source", "backbone", "strategy"], sort=False):
+            auc, low, high, how = _interval(group["auc"], group["auc_low"].tolist(), group["auc_high"].tolist())
+            rows.append(
+                {
+                    "source": source,
+                    "backbone": backbone,
+                    "strategy": strategy,
+                    "fraction": float(key),
+                    "n_train_images": size["n_train_images"],
+                    "n_train_patients": size["n_train_patients"],
+                    "runs": len(group),
+                    "auc": auc,
+                    "auc_low": low,
+                    "auc_high": high,
+                    "interval": how,
+                }
+            )
+    columns = [
+        "source",
+        "backbone",
+        "strategy",
+        "fraction",
+        "n_train_images",
+        "n_train_patients",
+        "runs",
+        "auc",
+        "auc_low",
+        "auc_high",
+        "interval",
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    return table.sort_values(["source", "strategy", "fraction"], kind="stable").reset_index(drop=True)
+
+
+def write_table(table, out_dir) -> list[str]:
+    """Writes the table as ``learning_curve.csv`` and ``learning_curve.md``; returns their paths."""
+    out = Path(out_dir)
+    csv_path, md_path = out / f"{TABLE}.csv", out / f"{TABLE}.md"
+    write_text_atomic(csv_path, table.to_csv(index=False))
+    lines = [
+        "| source | strategy | fraction | train images | train patients | runs | test AUC (95% interval) |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for row in table.itertuples():
+        interval = f" ({row.auc_low:.3f}–{row.auc_high:.3f})" if np.isfinite(row.auc_low) else ""
+        lines.append(
+            f"| {row.source} | {row.strategy} | {row.fraction:g} | {row.n_train_images:g} | "
+            f"{row.n_train_patients:g} | {row.runs} | {row.auc:.3f}{interval} |"
+        )
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
+    return [str(csv_path), str(md_path)]

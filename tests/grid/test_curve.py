@@ -1,0 +1,187 @@
+"""Learning curves: nested shares of the training patients, val and test fixed, random initialisation as a
+source, and ``radtransfer curve`` end to end on tiny data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radtransfer.data.imageset import ImageSet
+from radtransfer.grid.arms import RANDOM
+from radtransfer.grid.arms import arm_name as source_name
+from radtransfer.grid.curve import check_fractions
+from radtransfer.grid.paper import RADIMAGENET, Scenario
+from radtransfer.grid.plan import plan_runs
+from radtransfer.protocol import grid_splits
+
+
+def _images(n_patients=40, per_patient=3, n_classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(rng.integers(0, n_classes, n_patients), per_patient)
+    patients = np.repeat([f"p{i:03d}" for i in range(n_patients)], per_patient)
+    paths = [f"/x/{p}_{j}.png" for j, p in enumerate(patients)]
+    return ImageSet(paths, labels, [f"c{c}" for c in range(n_classes)], patient_ids=patients)
+
+
+@pytest.mark.parametrize("folds", [None, 3])
+def test_shares_are_nested_and_val_test_fixed(folds):
+    images = _images()
+    fractions = (0.1, 0.25, 0.5, 1.0)
+    parts = {f: grid_splits(images, RADIMAGENET, folds, f) for f in fractions}
+    for split in range(len(parts[1.0])):
+        patients = [set(parts[f][split][0].patient_ids) for f in fractions]
+        for smaller, larger in zip(patients, patients[1:]):
+            assert smaller < larger  # each share's patients contain the smaller share's
+        whole = parts[1.0][split]
+        for f in fractions:
+            train, val, test = parts[f][split]
+            assert list(val.paths) == list(whole[1].paths) and list(test.paths) == list(whole[2].paths)
+            assert not set(train.patient_ids) & (set(val.patient_ids) | set(test.patient_ids))
+            # every patient keeps all their images
+            kept = set(train.patient_ids)
+            assert len(train) == sum(p in kept for p in whole[0].patient_ids)
+        n = len(set(whole[0].patient_ids))
+        assert len(patients[0]) >= 2 and len(patients[0]) <= int(np.ceil(0.1 * n)) + 2  # ceil per class
+        assert set(parts[0.1][split][0].labels) == set(whole[0].labels)  # every class kept
+
+
+def test_nested_subset_checks_and_is_seeded():
+    images = _images()
+    assert list(images.nested_subset(0.5, seed=1).paths) == list(images.nested_subset(0.5, seed=1).paths)
+    assert list(images.nested_subset(0.5, seed=1).paths) != list(images.nested_subset(0.5, seed=2).paths)
+    assert len(images.nested_subset(1.0)) == len(images)
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="0 < fraction"):
+            images.nested_subset(bad)
+
+
+def test_check_fractions():
+    assert check_fractions([0.1, 0.5, 1]) == (0.1, 0.5, 1.0)
+    for bad, match in (([0.5, 0.25], "increasing"), ([0, 1], r"\(0, 1\]"), ([1.2], r"\(0, 1\]"), ([], r"\(0, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            check_fractions(bad)
+
+
+def test_interval_is_a_t_interval_over_runs_or_the_one_runs_bootstrap():
+    from scipy import stats
+
+    from radtransfer.grid.curve import _interval
+
+    values = [0.7, 0.8, 0.75, np.nan]
+    mean, low, high, how = _interval(values, [0] * 4, [1] * 4)
+    expected = stats.t.interval(0.95, 2, loc=np.mean(values[:3]), scale=stats.sem(values[:3]))
+    assert how == "t over runs" and np.allclose([low, high], expected) and np.isclose(mean, 0.75)
+    assert _interval([0.6], [0.5], [0.7]) == (0.6, 0.5, 0.7, "bootstrap over test patients")
+
+
+def test_random_source_runs_unfreeze_all_only():
+    assert source_name(None) == source_name("none") == source_name("Random") == RANDOM
+    scenarios = [Scenario("resnet50", "unfreeze_all", 1e-3), Scenario("resnet50", "freeze_all", 1e-2)]
+    runs = plan_runs(["radimagenet", None], scenarios, 1)
+    assert [(r.source, r.scenario.strategy) for r in runs] == [
+        ("radimagenet", "unfreeze_all"),
+        (RANDOM, "unfreeze_all"),
+        ("radimagenet", "freeze_all"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--fractions", "0.5", "0.25"], "increasing"),
+        (["--fractions", "0", "1"], "(0, 1]"),
+        (["--sources", "none", "radimagenett"], "sources"),
+    ],
+)
+def test_curve_command_refuses_bad_arguments(cli_data, tmp_path, capsys, argv, message):
+    from radtransfer.cli import main
+
+    assert main(["curve", str(cli_data), "--out", str(tmp_path / "curve"), *argv]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not (tmp_path / "curve").exists()
+
+
+@pytest.mark.slow  # four tiny ResNet50 runs and a restart, about 45 s
+def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
+    import pandas as pd
+
+    import radtransfer as rt
+    from radtransfer.cli import main
+    from radtransfer.grid.records import RunRecord
+
+    data = tmp_path / "data"  # 24 patients: about 4 training patients per class, so half is fewer
+    rt.datasets.synthetic_brain_mri(data, n_patients=24, slices_per_patient=1, image_size=40, seed=5)
+    weights = tmp_path / "weights"
+    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
+    out = tmp_path / "curve"
+    argv = ["curve", str(data), "--out", str(out), "--fractions", "0.5", "1", "--sources", "radimagenet", "none"]
+    argv += ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--run-eagerly", "--no-audit"]
+    argv += ["--weights-dir", str(weights)]
+    assert main(argv) == 0
+    records = sorted(out.rglob("record.json"))
+    assert [p.relative_to(out).parts[:3] for p in records] == [
+        (fraction, "runs", source) for fraction in ("fraction0.5", "fraction1") for source in ("radimagenet", "random")
+    ]
+    half, whole = (RunRecord.read(p) for p in records if "random" in p.parts)
+    assert half.source == whole.source == "random" and half.strategy == "unfreeze_all"
+    assert half.weights_path is None
+    assert half.n_train < whole.n_train and half.n_test == whole.n_test and half.n_val == whole.n_val
+    assert len(list(out.rglob("pairs/**/*.json"))) == 2  # radimagenet vs random, per share, same test images
+    table = pd.read_csv(out / "learning_curve.csv")
+    assert list(table["fraction"]) == [0.5, 1.0, 0.5, 1.0]
+    assert list(table["source"]) == ["radimagenet", "radimagenet", "random", "random"]
+    assert table["n_train_patients"].iloc[0] < table["n_train_patients"].iloc[1]
+    assert (out / "learning_curve.md").exists() and (out / "learning_curve.png").stat().st_size > 5000
+    stamps = [p.stat().st_mtime_ns for p in records]
+    capsys.readouterr()
+    assert main(argv) == 0  # a restart trains nothing
+    assert [p.stat().st_mtime_ns for p in records] == stamps
+    assert "done 2/2 runs" in capsys.readouterr().err
+
+
+def test_curve_table_pools_folds_and_repeats_per_source_and_share(tmp_path):
+    """Records of a curve with 2 folds × 2 repeats per share, written by hand: each (source, share) row has its
+    four runs, their mean AUC and the t interval scipy gives; failed runs are left out."""
+    from scipy import stats
+
+    from radtransfer.grid.curve import curve_table, fraction_dir, write_curve
+    from radtransfer.grid.records import RunRecord, run_dir
+
+    scenario = Scenario("resnet50", "unfreeze_all", 1e-3)
+    rng = np.random.default_rng(0)
+    write_curve(
+        tmp_path,
+        {0.5: {"n_train_images": 10, "n_train_patients": 5}, 1.0: {"n_train_images": 20, "n_train_patients": 10}},
+    )
+    aucs = {}
+    for fraction in (0.5, 1.0):
+        for source in ("radimagenet", RANDOM):
+            for fold in (0, 1):
+                for repeat in (0, 1):
+                    auc = float(rng.uniform(0.6, 0.9))
+                    aucs.setdefault((source, fraction), []).append(auc)
+                    folder = run_dir(fraction_dir(tmp_path, fraction), source, scenario.id, fold, repeat)
+                    folder.mkdir(parents=True)
+                    RunRecord(
+                        run_id=f"{source}/{scenario.id}/{fold}/{repeat}",
+                        task="t",
+                        source=source,
+                        **scenario.to_dict(),
+                        scenario=scenario.id,
+                        fold=fold,
+                        repeat=repeat,
+                        metrics={"auc": auc, "auc_ci": [0.5, 0.95]},
+                    ).write(folder)
+    failed = run_dir(fraction_dir(tmp_path, 1.0), RANDOM, scenario.id, 2, 0)
+    failed.mkdir(parents=True)
+    RunRecord(
+        run_id="x", task="t", source=RANDOM, **scenario.to_dict(), scenario=scenario.id, fold=2, status="failed"
+    ).write(failed)
+    table = curve_table(tmp_path).set_index(["source", "fraction"])
+    for (source, fraction), values in aucs.items():
+        row = table.loc[(source, fraction)]
+        low, high = stats.t.interval(0.95, 3, loc=np.mean(values), scale=stats.sem(values))
+        assert row["runs"] == 4 and row["auc"] == pytest.approx(np.mean(values))
+        assert (row["auc_low"], row["auc_high"]) == pytest.approx((low, high))
+        assert row["n_train_patients"] == (5 if fraction == 0.5 else 10)
