@@ -20,6 +20,7 @@ from ..utils.seeding import derive_seed, seed_layers
 from .config import TrainConfig
 from .run_folder import BEST_WEIGHTS, FineTuneResult, checkpoint
 from .runtime import Runtime
+from .state_files import BackgroundWriter, load_snapshot, snapshot, write_snapshot
 
 
 def make_metrics(num_classes: int):
@@ -65,15 +66,14 @@ def save_model_weights(model, path) -> None:
 
 
 def load_model_weights(model, path) -> None:
-    """Loads a ``save_model_weights`` file (a compiled model's optimizer state is left as it is)."""
+    """Loads a ``save_model_weights`` file, or a model-only ``state_files`` snapshot (``.npz``); a compiled
+    model's optimizer state is left as it is."""
+    if str(path).endswith(".npz"):
+        load_snapshot(model, path, optimizer=False)
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model.load_weights(str(path))
-
-
-def save_training_state(model, path) -> None:
-    """Model and optimizer state (for resuming), atomically."""
-    replace_atomic(path, lambda tmp: model.save_weights(str(tmp)))
 
 
 class Throughput(keras.callbacks.Callback):
@@ -174,6 +174,7 @@ class EpochLoop:
         self.plateau = {"best": math.inf, "wait": 0}
         self.diverged_epoch = None
         self._stale_best = None
+        self.writer = BackgroundWriter()  # per-epoch checkpoints are written while the next epoch trains
 
     # state ---------------------------------------------------------------------------------------
 
@@ -206,7 +207,11 @@ class EpochLoop:
         if self.last_file and self.folder.file(self.last_file).exists():
             with self.runtime.scope():
                 self.model.optimizer.build(self.model.trainable_variables)
-            self.model.load_weights(str(self.folder.file(self.last_file)))
+            path = self.folder.file(self.last_file)
+            if path.suffix == ".npz":
+                load_snapshot(self.model, path)
+            else:  # a checkpoint written before state_files
+                self.model.load_weights(str(path))
         elif self.next_epoch > 0:
             raise RadtransferError(
                 f"The run in '{self.folder.path}' says {self.next_epoch} epochs are done but its "
@@ -215,10 +220,12 @@ class EpochLoop:
 
     def commit(self, status="running") -> None:
         if self.folder is not None:
+            self.writer.wait()
             self.folder.write_history(self.history)
             self.folder.write_state(self.state(status))
 
     def clean_checkpoints(self) -> None:
+        self.writer.wait()
         self.folder.clean_checkpoints()
         self.best_file = self.last_file = None
 
@@ -300,21 +307,31 @@ class EpochLoop:
         self._reduce_lr(value)
         self.next_epoch = epoch + 1
         if self.folder is not None:
+            self.writer.wait()  # one state in flight at a time: memory for one copy, and FIFO order on disk
             name = checkpoint("last", epoch + 1)
-            save_training_state(self.model, self.folder.file(name))
+            arrays = snapshot(self.model)
             previous, self.last_file = self.last_file, name
-            self.commit()
-            for stale in (previous, self._stale_best):
-                if stale and stale not in (self.last_file, self.best_file) and self.folder.file(stale).exists():
-                    self.folder.file(stale).unlink()
+            folder, history, state = self.folder, {k: list(v) for k, v in self.history.items()}, self.state()
+            stale = [f for f in (previous, self._stale_best) if f and f not in (self.last_file, self.best_file)]
             self._stale_best = None
+
+            def commit():  # the file, then the state naming it, then the files no state names any more
+                write_snapshot(folder.file(name), arrays)
+                folder.write_history(history)
+                folder.write_state(state)
+                for old in stale:
+                    if folder.file(old).exists():
+                        folder.file(old).unlink()
+
+            self.writer.submit(commit)
 
     def _save_best(self, epoch) -> None:
         if self.folder is None:
             self.best_in_memory = [np.array(w) for w in self.model.get_weights()]
             return
         name = checkpoint("best", epoch + 1)
-        save_model_weights(self.model, self.folder.file(name))
+        arrays, path = snapshot(self.model, optimizer=False), self.folder.file(name)
+        self.writer.submit(lambda: write_snapshot(path, arrays))
         previous, self.best_file = self.best_file, name
         self._stale_best = previous
 
@@ -342,6 +359,7 @@ class EpochLoop:
 
     def restore_best(self) -> None:
         """Puts the best epoch's weights into the working model."""
+        self.writer.wait()
         if self.best_epoch < 0:
             return
         if self.folder is None:

@@ -8,8 +8,9 @@ Layout::
     state.json            progress after each finished epoch: next epoch, best epoch, early-stopping and
                           learning-rate state, the seed in use, status (running / finished / diverged)
     history.csv           one row per finished epoch
-    last-e<k>.weights.h5  the model and optimizer after epoch k, the last finished (deleted when done)
-    best-e<k>.weights.h5  the model's weights at epoch k, the best so far (deleted when done)
+    last-e<k>.npz         the model and optimizer after epoch k, the last finished (deleted when done;
+                          ``state_files``; earlier runs wrote last-e<k>.weights.h5, still read)
+    best-e<k>.npz         the model's weights at epoch k, the best so far (deleted when done)
     best.weights.h5       the model's weights at the best epoch (lowest val_loss)
     best.keras            the best model, float32, with the class names and the validation thresholds
     result.json           the FineTuneResult of a finished run
@@ -46,7 +47,7 @@ CLI_CONFIG = "cli_config.json"
 TEST_METRICS = "test_metrics.json"
 SKIPPED_FILES = "skipped_files.csv"
 SPLIT_FILES = {"train": "split_train.csv", "val": "split_val.csv", "test": "split_test.csv"}
-CHECKPOINT_GLOB = "*-e*.weights.h5"  # the per-epoch checkpoints, ``checkpoint(kind, epoch)``
+CHECKPOINT_GLOBS = ("*-e*.npz", "*-e*.weights.h5")  # the per-epoch checkpoints (``checkpoint``), and older runs'
 IDENTITY_SCHEMA = 2  # 2: the identity carries its schema version
 _FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
 _LEGACY_FILES = ("last.weights.h5",)  # radtransfer 0.1
@@ -55,7 +56,7 @@ _LEGACY_DIRS = ("backup",)  # BackupAndRestore's folder (radtransfer 0.1 runs)
 
 def checkpoint(kind: str, epoch: int) -> str:
     """The file name of a per-epoch checkpoint: ``kind`` "last" (model and optimizer) or "best" (model)."""
-    return f"{kind}-e{epoch}.weights.h5"
+    return f"{kind}-e{epoch}.npz"
 
 
 def run_identity(config: dict, class_names, data_signature: dict, model: dict) -> dict:
@@ -249,8 +250,9 @@ class RunFolder:
 
     def clean_checkpoints(self) -> None:
         """Deletes the per-epoch checkpoints (a finished run keeps only best.weights.h5 and best.keras)."""
-        for path in self.path.glob(CHECKPOINT_GLOB):
-            path.unlink()
+        for pattern in CHECKPOINT_GLOBS:
+            for path in self.path.glob(pattern):
+                path.unlink()
 
     def reset(self) -> None:
         """Deletes this folder's run files, the per-epoch checkpoints included (not anything else in it)."""

@@ -54,7 +54,7 @@ def test_outputs_written(first_run):
     model, result, out = first_run
     for name in ("config.json", "state.json", "history.csv", "best.keras", "best.weights.h5", "result.json"):
         assert (out / name).stat().st_size > 0, name
-    assert not list(out.glob("*-e*.weights.h5"))  # per-epoch checkpoints removed after a finished run
+    assert not list(out.glob("*-e*.npz")) and not list(out.glob("*-e*.weights.h5"))  # per-epoch checkpoints removed
     config = json.loads((out / "config.json").read_text())
     assert config["strategy"] == "unfreeze_top:10" and config["learning_rate"] == 1e-3
     assert config["identity"]["config"]["strategy"] == "unfreeze_top:10" and len(config["fingerprint"]) == 16
