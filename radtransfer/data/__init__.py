@@ -16,6 +16,7 @@ from .dicom import read_dicom
 from .failures import check_images, readable_pipeline_errors, validate_images
 from .fingerprint import data_manifest
 from .imageset import ImageSet, check_no_leakage
+from .numpy_read import read_image_uint8
 from .pipeline import make_dataset
 from .sources import from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
 from .stream import DataStream, stream_of
@@ -49,7 +50,9 @@ __all__ = [
     "is_split_directory",
     "make_dataset",
     "read_dicom",
+    "read_image_uint8",
     "readable_pipeline_errors",
     "stream_of",
     "validate_images",
 ]
+
