@@ -1,13 +1,24 @@
-"""The backend-free image path: the pixels of make_dataset without TensorFlow."""
+"""The backend-free image path: the pixels of make_dataset without TensorFlow, and a uint8 cache published whole."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from radtransfer import data
+from radtransfer.data.array_cache import cached_images, open_array_cache
+from radtransfer.data.cache import CacheChoice, is_complete
 from radtransfer.data.numpy_read import read_image_uint8, resize_uint8
+
+REPO = Path(__file__).resolve().parents[2]
 
 FORMATS = ("rgb_png", "gray_png", "jpeg", "png16", "dicom")
 
@@ -97,3 +108,92 @@ def test_resize_matches_tf_image_resize_on_random_images():
                     expected = resize_image(image, ReadSettings(size, method, antialias)).numpy()
                     got = resize_uint8(image, size, method, antialias and method != "nearest")
                     assert _max_diff(got, expected) <= 1, (shape, size, method, antialias)
+
+
+# -- the cache ------------------------------------------------------------------------------------------------
+
+
+def _choice(tmp_path) -> CacheChoice:
+    return CacheChoice("disk", "test", 8 * 6 * 6 * 3, str(tmp_path / "cache"))
+
+
+def _read(i):
+    return np.full((6, 6, 3), i, dtype=np.uint8)
+
+
+def test_a_fill_that_fails_midway_leaves_nothing_that_reads_as_a_cache(tmp_path):
+    choice = _choice(tmp_path)
+
+    def failing(i):
+        if i == 5:
+            raise OSError("disk went away")
+        return _read(i)
+
+    with pytest.raises(OSError, match="went away"):
+        cached_images(8, (6, 6, 3), failing, choice, workers=1)
+    assert not is_complete(choice.path) and list(tmp_path.iterdir()) in ([], [tmp_path / "cache.lock"])
+    with pytest.raises(ValueError, match="delete"):
+        open_array_cache(choice.path)
+    array = cached_images(8, (6, 6, 3), _read, choice)
+    np.testing.assert_array_equal(array[:, 0, 0, 0], np.arange(8))
+
+
+def test_a_writer_killed_midway_is_never_read_and_is_cleaned_up(tmp_path):
+    """A process dies (os._exit, no cleanup) halfway through its fill: its private files stay, no reader takes
+    them for a cache, and the next fill removes them and publishes a whole one."""
+    choice = _choice(tmp_path)
+    script = f"""
+        import os, numpy as np
+        from radtransfer.data.array_cache import cached_images
+        from radtransfer.data.cache import CacheChoice
+        def read(i):
+            if i == 5:
+                os._exit(3)
+            return np.full((6, 6, 3), i, dtype=np.uint8)
+        cached_images(8, (6, 6, 3), read, CacheChoice("disk", "t", 864, {choice.path!r}), workers=1)
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO, timeout=60)
+    assert done.returncode == 3
+    left = [p.name for p in tmp_path.iterdir()]
+    assert any(".tmp-" in name for name in left) and not is_complete(choice.path)
+    array = cached_images(8, (6, 6, 3), _read, choice)
+    np.testing.assert_array_equal(array[:, 0, 0, 0], np.arange(8))
+    assert not any(".tmp-" in p.name for p in tmp_path.iterdir())
+    assert json.loads(Path(choice.path + ".index").read_text())["shape"] == [8, 6, 6, 3]
+
+
+# -- without TensorFlow -------------------------------------------------------------------------------------------
+
+BLOCK_TF = """
+import sys
+sys.modules["tensorflow"] = None  # import tensorflow raises ImportError, importlib.util.find_spec finds nothing
+"""
+NO_TF_LOADED = 'assert sys.modules["tensorflow"] is None and not any(m.startswith("tensorflow.") for m in sys.modules)'
+
+
+def _run_without_tensorflow(script: str, **env) -> None:
+    code = BLOCK_TF + textwrap.dedent(script) + NO_TF_LOADED + "\n"
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_read_path_runs_where_tensorflow_cannot_be_imported_and_gives_the_same_bytes(files, tmp_path):
+    paths = [files[n] for n in FORMATS]
+    out = tmp_path / "images.npy"
+    script = f"""
+        import numpy as np
+        from radtransfer.data import ReadSettings, read_image_uint8
+        from radtransfer.data.array_cache import cached_images
+        from radtransfer.data.cache import CacheChoice
+        settings = ReadSettings((32, 32))
+        paths = {paths!r}
+        read = lambda i: read_image_uint8(paths[i], settings, channels=3)
+        array = cached_images(len(paths), (32, 32, 3), read, CacheChoice("disk", "t", 0, {str(tmp_path / "c")!r}))
+        np.save({str(out)!r}, np.asarray(array))
+    """
+    _run_without_tensorflow(script)
+    here = np.stack([read_image_uint8(p, data.ReadSettings((32, 32)), channels=3) for p in paths])
+    assert np.load(out).tobytes() == here.tobytes()
