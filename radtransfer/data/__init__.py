@@ -26,6 +26,7 @@ __all__ = [
     "audit",
     "audit_folds",
     "audit_splits",
+    "epoch_order",
     "AuditReport",
     "Finding",
     "AUGMENT_PRESETS",
@@ -34,6 +35,7 @@ __all__ = [
     "DataSourceError",
     "DataStream",
     "DicomDecodeError",
+    "ImageSequence",
     "ImageReadError",
     "ReadSettings",
     "ImageSet",
@@ -56,3 +58,11 @@ __all__ = [
     "validate_images",
 ]
 
+
+def __getattr__(name):
+    """``ImageSequence`` and ``epoch_order`` import Keras, so they are imported when first asked for."""
+    if name in ("ImageSequence", "epoch_order"):
+        from . import sequence
+
+        return getattr(sequence, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

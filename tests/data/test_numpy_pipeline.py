@@ -1,4 +1,5 @@
-"""The backend-free image path: the pixels of make_dataset without TensorFlow, and a uint8 cache published whole."""
+"""The backend-free image path: the pixels of make_dataset without TensorFlow, a uint8 cache published whole,
+and a per-epoch order that is a function of (seed, epoch) alone."""
 
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ import pytest
 from PIL import Image
 
 from radtransfer import data
-from radtransfer.data.array_cache import cached_images, open_array_cache
+from radtransfer.data.array_cache import ARRAY_SUFFIX, cached_images, open_array_cache
 from radtransfer.data.cache import CacheChoice, is_complete
 from radtransfer.data.numpy_read import read_image_uint8, resize_uint8
 
 REPO = Path(__file__).resolve().parents[2]
-
 FORMATS = ("rgb_png", "gray_png", "jpeg", "png16", "dicom")
 
 
@@ -88,11 +88,16 @@ def test_same_pixels_as_make_dataset_within_one_grey_level(files, case):
     gray_set = data.ImageSet(paths=[files[n] for n in gray_names], labels=[0, 1, 0], class_names=("a", "b"))
     for image_set, channels, members in ((rgb_set, 3, names), (gray_set, 1, gray_names)):
         expected = _tf_images(image_set, **case)
+        sequence = data.ImageSequence(image_set, batch_size=len(image_set), shuffle=False, cache=False, **case)
+        assert sequence.channels == channels
+        images, labels = sequence[0]
+        np.testing.assert_array_equal(labels, np.eye(2, dtype=np.float32)[image_set.labels])
         settings = data.ReadSettings(case["image_size"], case["interpolation"], case.get("antialias", True))
         for k, name in enumerate(members):
-            image = np.repeat(read_image_uint8(files[name], settings, channels=channels), 3 // channels, axis=-1)
-            diff = _max_diff(image, expected[k])
+            diff = _max_diff(images[k], expected[k])
             assert diff <= 1, f"{name} ({channels} channel(s)), {case}: max |numpy - tf.data| = {diff}"
+            alone = read_image_uint8(files[name], settings, channels=channels)
+            np.testing.assert_array_equal(np.repeat(alone, 3 // channels, axis=-1), images[k])
 
 
 def test_resize_matches_tf_image_resize_on_random_images():
@@ -110,7 +115,91 @@ def test_resize_matches_tf_image_resize_on_random_images():
                     assert _max_diff(got, expected) <= 1, (shape, size, method, antialias)
 
 
+# -- order --------------------------------------------------------------------------------------------------------
+
+
+def _numbered(n: int = 10) -> data.ImageSet:
+    """In-memory images whose pixel value is their index, so a batch says which images it holds."""
+    images = [np.full((4, 4, 3), 10 * i, dtype=np.uint8) for i in range(n)]
+    return data.ImageSet(paths=None, images=images, labels=[i % 3 for i in range(n)], class_names=("a", "b", "c"))
+
+
+def _epoch(sequence) -> list:
+    seen = []
+    for b in range(len(sequence)):
+        images, labels = sequence[b]
+        indices = (images[:, 0, 0, 0] // 10).tolist()
+        np.testing.assert_array_equal(labels.argmax(axis=1), [i % 3 for i in indices])
+        seen += indices
+    return seen
+
+
+def test_order_is_a_function_of_seed_and_epoch_and_covers_every_image_once():
+    image_set = _numbered()
+    sequence = data.ImageSequence(image_set, image_size=(4, 4), batch_size=3, seed=11, cache=True)
+    assert len(sequence) == 4 and sequence[3][0].shape == (1, 4, 4, 3)  # the last, smaller batch is kept
+    first = _epoch(sequence)
+    assert sorted(first) == list(range(10))
+    sequence.on_epoch_end()  # as Keras calls it before the first epoch: no epoch has begun, nothing changes
+    assert _epoch(sequence) == first
+    sequence.on_epoch_begin()
+    sequence.on_epoch_end()
+    second = _epoch(sequence)
+    assert sorted(second) == list(range(10)) and second != first
+    assert first == data.epoch_order(10, 11, 0).tolist() and second == data.epoch_order(10, 11, 1).tolist()
+    resumed = data.ImageSequence(image_set, image_size=(4, 4), batch_size=3, seed=11, epoch=1, cache=False)
+    assert _epoch(resumed) == second  # epoch 1 without epoch 0 before it, and without a cache
+    resumed.set_epoch(0)
+    assert _epoch(resumed) == first
+    other_seed = data.ImageSequence(image_set, image_size=(4, 4), batch_size=3, seed=12, cache=True)
+    assert _epoch(other_seed) != first
+    plain = data.ImageSequence(image_set, image_size=(4, 4), batch_size=3, shuffle=False, drop_remainder=True)
+    assert len(plain) == 3 and _epoch(plain) == list(range(9))
+    with pytest.raises(IndexError, match="out of range"):
+        plain[3]
+    with pytest.raises(ValueError, match="epoch="):
+        plain.set_epoch(-1)
+
+
+def test_keras_reads_it_with_worker_threads():
+    sequence = data.ImageSequence(_numbered(), image_size=(4, 4), batch_size=4, seed=5, shuffle=True, workers=2)
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    adapter = PyDatasetAdapter(sequence, shuffle=False)
+    for epoch in range(2):
+        adapter.on_epoch_begin()
+        seen = [int(v) // 10 for images, _ in adapter.get_numpy_iterator() for v in images[:, 0, 0, 0]]
+        adapter.on_epoch_end()
+        assert seen == data.epoch_order(10, 5, epoch).tolist()
+
+
 # -- the cache ------------------------------------------------------------------------------------------------
+
+
+def test_disk_cache_is_memory_mapped_published_once_and_reused(files, tmp_path, monkeypatch):
+    image_set = data.ImageSet(paths=[files[n] for n in FORMATS], labels=[0, 1, 0, 1, 0], class_names=("a", "b"))
+    kwargs = {"image_size": (24, 24), "batch_size": 5, "shuffle": False}
+    in_memory = data.ImageSequence(image_set, cache=True, **kwargs)
+    on_disk = data.ImageSequence(image_set, cache=str(tmp_path / "c"), **kwargs)
+    assert on_disk.cache.mode == "disk" and is_complete(on_disk.cache.path)
+    assert isinstance(on_disk._images, np.memmap) and not on_disk._images.flags.writeable
+    np.testing.assert_array_equal(on_disk[0][0], in_memory[0][0])
+    published = sorted(p.name for p in tmp_path.iterdir())
+    assert [p for p in published if ".tmp-" in p] == []
+    assert {Path(on_disk.cache.path).name + s for s in (".index", ARRAY_SUFFIX)} <= set(published)
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a published cache is read, not the files")
+
+    monkeypatch.setattr("radtransfer.data.sequence.read_image_uint8", no_reads)
+    again = data.ImageSequence(image_set, cache=str(tmp_path / "c"), **kwargs)
+    assert again.cache.path == on_disk.cache.path
+    np.testing.assert_array_equal(again[0][0], in_memory[0][0])
+    import pickle
+
+    worker_copy = pickle.loads(pickle.dumps(again))  # what a worker process gets: the path, not the pixels
+    assert worker_copy.__dict__["_images"] is None
+    np.testing.assert_array_equal(worker_copy[0][0], in_memory[0][0])
 
 
 def _choice(tmp_path) -> CacheChoice:
@@ -197,3 +286,40 @@ def test_the_read_path_runs_where_tensorflow_cannot_be_imported_and_gives_the_sa
     _run_without_tensorflow(script)
     here = np.stack([read_image_uint8(p, data.ReadSettings((32, 32)), channels=3) for p in paths])
     assert np.load(out).tobytes() == here.tobytes()
+
+
+@pytest.mark.backends  # make test-backends: JAX and PyTorch start in processes without TensorFlow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_trains_on_image_sequence_without_tensorflow(files, tmp_path, backend):
+    names = list(FORMATS)
+    out = tmp_path / "batch.npy"
+    script = f"""
+        import numpy as np
+        from radtransfer import data
+        image_set = data.ImageSet(paths={[files[n] for n in names]!r}, labels=[0, 1, 0, 1, 0], class_names=("a", "b"))
+        train = data.ImageSequence(image_set, image_size=(32, 32), batch_size=2, seed=1, cache=True, workers=2)
+        import keras
+        assert keras.backend.backend() == {backend!r}
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(),
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile("adam", "categorical_crossentropy")  # uint8 inputs are cast by Dense
+        seen = []
+
+        class Orders(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                seen.append((epoch, train.epoch, train.order.tolist()))
+
+        callbacks = [train.epoch_callback(), Orders()]
+        model.fit(train, epochs=2, shuffle=False, verbose=0, callbacks=callbacks)
+        model.fit(train, epochs=4, initial_epoch=2, shuffle=False, verbose=0, callbacks=callbacks)  # resumed
+        assert seen == [(e, e, data.epoch_order(5, 1, e).tolist()) for e in range(4)], seen
+        plain = data.ImageSequence(image_set, image_size=(32, 32), batch_size=5, shuffle=False, cache=False)
+        np.save({str(out)!r}, plain[0][0])
+    """
+    _run_without_tensorflow(script, KERAS_BACKEND=backend)
+    here = data.ImageSequence(image_set_of(files, names), image_size=(32, 32), batch_size=5, shuffle=False)[0][0]
+    assert np.load(out).tobytes() == here.tobytes()
+
+
+def image_set_of(files, names) -> data.ImageSet:
+    return data.ImageSet(paths=[files[n] for n in names], labels=[i % 2 for i in range(len(names))], class_names="ab")
