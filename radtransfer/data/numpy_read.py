@@ -95,12 +95,10 @@ def _decode_bytes(contents: bytes, sixteen_bit: str, path) -> np.ndarray:
         image.load()
         mode = image.mode
         if contents[:4] == PNG_MAGIC and contents[24:25] == b"\x10":
-            if mode not in _SIXTEEN_BIT_MODES:
-                raise ImageReadError(
-                    f"Cannot read '{path}': a 16-bit colour PNG ({mode}), which Pillow truncates to 8 bits. "
-                    "Save it as 16-bit grayscale or 8-bit, or read it with the TensorFlow backend."
-                )
-            wide = np.asarray(image, dtype=np.float32)[..., None]
+            if mode in _SIXTEEN_BIT_MODES:
+                wide = np.asarray(image, dtype=np.float32)[..., None]
+            else:  # Pillow keeps only the high byte of 16-bit colour and grey+alpha
+                wide = _png16_samples(contents, path).astype(np.float32)
             return _sixteen_to_uint8(wide, sixteen_bit)
         if mode in ("L", "RGB"):
             array = np.asarray(image)
@@ -117,6 +115,78 @@ def _decode_bytes(contents: bytes, sixteen_bit: str, path) -> np.ndarray:
             array = np.asarray(image.convert("RGB"))
     array = np.asarray(array, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def _png16_samples(contents: bytes, path) -> np.ndarray:
+    """A non-interlaced 16-bit PNG's samples as uint16 (H, W, samples), every channel kept (alpha too).
+
+    Pillow reads 16-bit colour and grey+alpha PNGs as 8 bits, so these few are inflated and unfiltered here:
+    None, Sub and Up rows in NumPy, Average and Paeth rows byte by byte (about a second per megapixel).
+    """
+    import struct
+    import zlib
+
+    position, chunks, header = 8, [], None
+    while position + 8 <= len(contents):
+        length, kind = struct.unpack(">I4s", contents[position : position + 8])
+        body = contents[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            chunks.append(body)
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    if header is None:
+        raise ImageReadError(f"Cannot read '{path}': a PNG without an IHDR chunk. Check the file.")
+    width, height, _, colour, _, _, interlace = header
+    samples = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
+    if samples is None or interlace:
+        raise ImageReadError(
+            f"Cannot read '{path}': an interlaced or palette 16-bit PNG is not read without TensorFlow. "
+            "Save it without interlacing, or read it with the TensorFlow backend."
+        )
+    bpp, stride = 2 * samples, 2 * samples * width
+    raw = zlib.decompress(b"".join(chunks))
+    out = np.zeros((height, stride), dtype=np.uint8)
+    prior = np.zeros(stride, dtype=np.uint8)
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = np.frombuffer(raw, np.uint8, stride, y * (stride + 1) + 1)
+        if kind == 0:
+            row = line.copy()
+        elif kind == 1:
+            row = np.cumsum(line.reshape(width, bpp), axis=0, dtype=np.uint8).reshape(-1)
+        elif kind == 2:
+            row = line + prior
+        elif kind in (3, 4):
+            row = _unfilter_slow(bytearray(line.tobytes()), prior.tolist(), bpp, kind)
+        else:
+            raise ImageReadError(f"Cannot read '{path}': PNG row {y} has the unknown filter type {kind}.")
+        out[y] = row
+        prior = out[y]
+    return out.view(">u2").reshape(height, width, samples).astype(np.uint16)
+
+
+def _unfilter_slow(line: bytearray, prior: list, bpp: int, kind: int) -> np.ndarray:
+    """A PNG row's Average (3) or Paeth (4) filter undone (each byte depends on the one before it)."""
+    for i in range(len(line)):
+        left = line[i - bpp] if i >= bpp else 0
+        up = prior[i]
+        if kind == 3:
+            line[i] = (line[i] + ((left + up) >> 1)) & 0xFF
+            continue
+        corner = prior[i - bpp] if i >= bpp else 0
+        estimate = left + up - corner
+        to_left, to_up, to_corner = abs(estimate - left), abs(estimate - up), abs(estimate - corner)
+        if to_left <= to_up and to_left <= to_corner:
+            best = left
+        elif to_up <= to_corner:
+            best = up
+        else:
+            best = corner
+        line[i] = (line[i] + best) & 0xFF
+    return np.frombuffer(bytes(line), np.uint8)
 
 
 def _sixteen_to_uint8(wide: np.ndarray, sixteen_bit: str) -> np.ndarray:

@@ -100,6 +100,24 @@ def test_same_pixels_as_make_dataset_within_one_grey_level(files, case):
             np.testing.assert_array_equal(np.repeat(alone, 3 // channels, axis=-1), images[k])
 
 
+def test_16bit_colour_and_grey_alpha_pngs_keep_their_range_without_tensorflow(tmp_path):
+    """Pillow reads these as 8 bits; the reader inflates and unfilters them itself (Sub, Up, Average, Paeth
+    rows occur)."""
+    import tensorflow as tf
+
+    paths = []
+    for channels in (3, 4, 2):
+        wide = np.stack([_pattern(60, 10 + k) * 50000 + 3000 for k in range(channels)], axis=-1).astype(np.uint16)
+        paths.append(str(tmp_path / f"deep{channels}.png"))
+        Path(paths[-1]).write_bytes(tf.io.encode_png(wide).numpy())
+    image_set = data.ImageSet(paths=paths, labels=[0, 1, 0], class_names=("a", "b"))
+    for sixteen_bit in ("range", "full"):
+        expected = _tf_images(image_set, image_size=(32, 32), sixteen_bit=sixteen_bit)
+        settings = data.ReadSettings((32, 32), sixteen_bit=sixteen_bit)
+        for k, path in enumerate(paths):
+            assert _max_diff(read_image_uint8(path, settings), expected[k]) <= 1, (path, sixteen_bit)
+
+
 def test_resize_matches_tf_image_resize_on_random_images():
     """Noise is the hardest case for a filter; every method, both antialias settings, odd sizes both ways."""
     from radtransfer.data.decode import ReadSettings, resize_image
