@@ -2,8 +2,10 @@
 
 Files decode with Pillow (PNG, JPEG, BMP) and pydicom (DICOM, through ``dicom.read_dicom``) under the same
 ``ReadSettings`` as ``make_dataset``: 16-bit PNGs are scaled from their own value range ("range") or from
-0..65535 ("full"), grayscale becomes three identical channels, alpha is dropped. Resizing replicates
-``tf.image.resize`` as ``decode.resize_image`` calls it, in float32 NumPy:
+0..65535 ("full"), grayscale becomes three identical channels, alpha is dropped. 16-bit colour and grey+alpha
+PNGs, which Pillow reads as 8 bits, are inflated and unfiltered here. JPEGs decode with libjpeg's accurate integer
+IDCT in both paths (``decode_image_tf`` asks TensorFlow for it). Resizing replicates ``tf.image.resize`` as
+``decode.resize_image`` calls it, in float32 NumPy:
 
 - "nearest": ``ResizeNearestNeighbor`` with half-pixel centres (``floor((x + 0.5) * in / out)``);
 - "bilinear", "bicubic", "lanczos3" with ``antialias=True``: the ``ScaleAndTranslate`` op, a separable filter
