@@ -220,6 +220,17 @@ def test_disk_cache_is_memory_mapped_published_once_and_reused(files, tmp_path, 
     np.testing.assert_array_equal(worker_copy[0][0], in_memory[0][0])
 
 
+def test_cache_auto_follows_the_tf_data_rule(tmp_path):
+    """cache="auto": memory within the budget, else a file in cache_dir, named apart from tf.data's cache."""
+    image_set = _numbered()
+    small = data.ImageSequence(image_set, image_size=(4, 4), seed=4, memory_budget="1MiB", cache_dir=tmp_path)
+    assert small.cache.mode == "memory" and "fits the memory budget" in small.cache.reason
+    large = data.ImageSequence(image_set, image_size=(4, 4), seed=4, memory_budget=0, cache_dir=tmp_path)
+    assert large.cache.mode == "disk" and Path(large.cache.path).parent == tmp_path
+    assert large.cache.path.endswith("-npy") and is_complete(large.cache.path)
+    np.testing.assert_array_equal(large[0][0], small[0][0])
+
+
 def _choice(tmp_path) -> CacheChoice:
     return CacheChoice("disk", "test", 8 * 6 * 6 * 3, str(tmp_path / "cache"))
 
