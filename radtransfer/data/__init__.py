@@ -16,6 +16,7 @@ from .dicom import read_dicom
 from .failures import check_images, readable_pipeline_errors, validate_images
 from .fingerprint import data_manifest
 from .imageset import ImageSet, check_no_leakage
+from .numpy_read import read_image_uint8
 from .pipeline import make_dataset
 from .sources import from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
 from .stream import DataStream, stream_of
@@ -25,6 +26,7 @@ __all__ = [
     "audit",
     "audit_folds",
     "audit_splits",
+    "epoch_order",
     "AuditReport",
     "Finding",
     "AUGMENT_PRESETS",
@@ -33,6 +35,7 @@ __all__ = [
     "DataSourceError",
     "DataStream",
     "DicomDecodeError",
+    "ImageSequence",
     "ImageReadError",
     "ReadSettings",
     "ImageSet",
@@ -49,7 +52,17 @@ __all__ = [
     "is_split_directory",
     "make_dataset",
     "read_dicom",
+    "read_image_uint8",
     "readable_pipeline_errors",
     "stream_of",
     "validate_images",
 ]
+
+
+def __getattr__(name):
+    """``ImageSequence`` and ``epoch_order`` import Keras, so they are imported when first asked for."""
+    if name in ("ImageSequence", "epoch_order"):
+        from . import sequence
+
+        return getattr(sequence, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

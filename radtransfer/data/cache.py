@@ -186,7 +186,8 @@ def choose_cache(cache, nbytes: int, name: str, memory_budget=None, cache_dir=No
 
 
 def is_complete(prefix) -> bool:
-    """Whether the TensorFlow file cache at ``prefix`` is complete (its ``.index`` is written, or renamed, last)."""
+    """Whether the file cache at ``prefix`` (TensorFlow's, or ``array_cache``'s) is complete: its ``.index`` is
+    written, or renamed, last."""
     return os.path.exists(f"{prefix}.index")
 
 
@@ -196,7 +197,7 @@ def ensure_disk_cache(choice: CacheChoice, fill) -> bool:
     Args:
         choice: a disk ``CacheChoice``.
         fill: ``fill(prefix, beat)`` writes the whole cache at ``prefix`` (one full pass over a dataset cached
-            there), calling ``beat()`` now and then.
+            there, or ``array_cache``'s ``.npy`` array), ``prefix.index`` last, calling ``beat()`` now and then.
 
     Returns:
         Whether this call filled a cache (False when a complete one was there already).
@@ -225,7 +226,7 @@ def ensure_disk_cache(choice: CacheChoice, fill) -> bool:
     try:
         fill(private, beat)
         if not is_complete(private):
-            raise RuntimeError(f"TensorFlow did not finish the disk cache '{private}' after a full pass.")
+            raise RuntimeError(f"The disk cache '{private}' was not complete (no .index) after a full pass.")
         published = _publish(private, path)
     finally:
         _remove(_files_of(private))
@@ -289,7 +290,8 @@ def _age(files) -> float:
 
 
 def _files_of(prefix: str) -> list:
-    """The files of the cache at ``prefix``: TensorFlow's (``.index``, ``.data-*``, ``_0.lockfile``, …) and ours."""
+    """The files of the cache at ``prefix``: TensorFlow's (``.index``, ``.data-*``, ``_0.lockfile``, …) or
+    ``array_cache``'s (``.index``, ``.data-uint8.npy``), and the ``.owner`` file."""
     return glob.glob(f"{glob.escape(prefix)}[._]*")
 
 

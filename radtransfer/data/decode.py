@@ -21,6 +21,7 @@ from ..utils.progress import progress
 from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
 
 PNG_MAGIC = b"\x89PNG"
+JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 
 
@@ -62,11 +63,17 @@ def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
         narrow = tf.cond(depth == 16, sixteen, lambda: wide / 257.0)
         return tf.cast(tf.round(tf.clip_by_value(narrow, 0.0, 255.0)), tf.uint8)
 
+    def jpeg():
+        # The accurate integer IDCT (libjpeg's JDCT_ISLOW, as Pillow decodes): TensorFlow's default, INTEGER_FAST,
+        # is up to 4 grey levels off it, and the backend-free path (numpy_read) reads JPEGs with Pillow.
+        return tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
+
     def other():
         return tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
 
     is_png = tf.equal(tf.strings.substr(contents, 0, 4), PNG_MAGIC)
-    image = tf.cond(is_png, png, other)
+    is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC)
+    image = tf.cond(is_png, png, lambda: tf.cond(is_jpeg, jpeg, other))
     if channels == 1:
         image = image[..., :1]
         image.set_shape([None, None, 1])
