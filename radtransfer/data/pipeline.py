@@ -240,6 +240,11 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
     return load
 
 
+# Bumped when decoding gives other pixels for the same file and settings, so no cache of the old pixels is read
+# (2: JPEGs decoded with the accurate integer IDCT, as Pillow does).
+DECODER_VERSION = 2
+
+
 def cache_name(
     image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool, digest: str, files_changed: bool = True
 ) -> str:
@@ -254,7 +259,7 @@ def cache_name(
     import os
 
     hasher = hashlib.sha256(digest.encode())  # digest: content_hash(image_set)
-    for part in (sorted(settings.to_dict().items()), channels, permuted):
+    for part in (sorted(settings.to_dict().items()), channels, permuted, DECODER_VERSION):
         hasher.update(repr(part).encode())
     if files_changed and image_set.paths is not None:
         for path in image_set.paths:
