@@ -280,15 +280,15 @@ DEVICE_AUGMENT = textwrap.dedent("""
     from radtransfer.data.device_augment import warp, with_device_augment
     cases = np.load(sys.argv[1])
     backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-        step = lambda x, t, fill: jax.jit(lambda x, t: warp(x, t, {"fill_mode": fill}))(x, t)
-    else:
-        step = lambda x, t, fill: warp(x, t, {"fill_mode": fill})
     out = {}
     for key in ("small", "gray"):
         for fill in ("nearest", "constant"):
-            out[f"{key}_{fill}"] = keras.ops.convert_to_numpy(step(cases[key], cases[key + "_t"], fill))
+            step = lambda x, t: warp(x, t, {"fill_mode": fill})
+            for images in (key, key + "_uint8"):
+                out[f"{images}_{fill}_eager"] = keras.ops.convert_to_numpy(step(cases[images], cases[key + "_t"]))
+                if backend == "jax":
+                    import jax
+                    out[f"{images}_{fill}_jit"] = np.asarray(jax.jit(step)(cases[images], cases[key + "_t"]))
     inputs = keras.Input((16, 16, 3))
     head = keras.layers.Dense(2, activation="softmax", name="head")
     model = keras.Model(inputs, head(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(inputs))))
@@ -309,8 +309,10 @@ DEVICE_AUGMENT = textwrap.dedent("""
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tmp_path):
-    """JAX compiles the warp with XLA, as the tf.data path does, and agrees with it to 1e-4; PyTorch runs it
-    uncompiled, as TensorFlow's ImageProjectiveTransformV3 kernel, and agrees with that kernel to 1e-4."""
+    """Uncompiled, the warp equals TensorFlow's ImageProjectiveTransformV3 kernel to 1e-4 on every backend.
+    Jitted on JAX, it differs from the tf.data path's XLA gather only by the float32 rounding of the sampling
+    coordinate (the two XLA compilers fuse multiply-adds differently), and its uint8 results are the same
+    except for rare near-ties one grey level apart."""
     if importlib.util.find_spec(MODULE[backend]) is None:
         pytest.skip(f"{backend} is not installed")
     import tensorflow as tf
@@ -323,6 +325,7 @@ def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tm
     cases = {}
     for key, shape in (("small", (2, 32, 32, 3)), ("gray", (2, 75, 75, 1))):
         cases[key] = rng.uniform(0, 255, shape).astype(np.float32)
+        cases[key + "_uint8"] = cases[key].round().astype(np.uint8)
         cases[key + "_t"] = random_transforms_np(shape[0], shape[1], shape[2], strong, rng)
     path = tmp_path / "cases.npz"
     np.savez(path, **cases)
@@ -332,16 +335,22 @@ def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tm
     got = np.load(str(path) + f".{backend}.npz")
     for key in ("small", "gray"):
         images, transforms = tf.constant(cases[key]), tf.constant(cases[key + "_t"])
+        size = cases[key].shape[1]
         for fill in ("nearest", "constant"):
-            if backend == "jax":  # the XLA gather of the tf.data path
-                expected = apply_transforms(images, transforms, Augment(fill_mode=fill)).numpy()
-            else:  # TensorFlow's kernel
-                expected = tf.raw_ops.ImageProjectiveTransformV3(
-                    images=images,
-                    transforms=transforms,
-                    output_shape=tf.shape(images)[1:3],
-                    fill_value=0.0,
-                    interpolation="BILINEAR",
-                    fill_mode=fill.upper(),
-                ).numpy()
-            np.testing.assert_allclose(got[f"{key}_{fill}"], expected, rtol=0, atol=1e-4, err_msg=f"{key} {fill}")
+            kernel = tf.raw_ops.ImageProjectiveTransformV3(
+                images=images,
+                transforms=transforms,
+                output_shape=tf.shape(images)[1:3],
+                fill_value=0.0,
+                interpolation="BILINEAR",
+                fill_mode=fill.upper(),
+            ).numpy()
+            np.testing.assert_allclose(got[f"{key}_{fill}_eager"], kernel, rtol=0, atol=1e-4, err_msg=f"{key} {fill}")
+            if backend != "jax":
+                continue
+            xla = apply_transforms(images, transforms, Augment(fill_mode=fill)).numpy()
+            ulp = float(np.spacing(np.float32(2 * size)))
+            assert np.abs(got[f"{key}_{fill}_jit"] - xla).max() <= 2 * 255 * ulp, f"{key} {fill}"
+            xla = apply_transforms(tf.constant(cases[key + "_uint8"]), transforms, Augment(fill_mode=fill)).numpy()
+            off = np.abs(got[f"{key}_uint8_{fill}_jit"].astype(int) - xla.astype(int))
+            assert off.max() <= 1 and (off > 0).mean() < 1e-3, f"{key} {fill}"

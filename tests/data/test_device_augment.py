@@ -2,8 +2,8 @@
 
 On float input the two agree to 1e-4 when both are compiled (the tf.data path compiles its bilinear gather
 with XLA; a step that runs ``warp`` is compiled too) and when both run uncompiled (the other modes use
-TensorFlow's ``ImageProjectiveTransformV3`` kernel). Compiled against uncompiled they differ by one float32
-rounding of the sampling coordinate (XLA fuses multiply-adds), up to 2e-3 on [0, 255] noise.
+TensorFlow's ``ImageProjectiveTransformV3`` kernel). Compiled against uncompiled they differ by the float32
+rounding of the sampling coordinate (XLA fuses multiply-adds): at most |image gradient| × ulp(coordinate).
 """
 
 from __future__ import annotations
@@ -93,9 +93,30 @@ def test_warp_equals_the_tf_data_augmentation_on_uint8_images_after_rounding(int
     images, transforms = _case((2, 32, 32, 3), seed=2, dtype=np.uint8)
     params = augment.Augment(fill_mode=fill_mode, interpolation=interpolation)
     expected = augment.apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
-    got = _compiled_tf(params)(images, transforms).numpy()
+    got = (
+        _compiled_tf(params)(images, transforms).numpy()
+        if _uses_xla(params)
+        else np.asarray(warp(images, transforms, params))
+    )
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
+
+
+def coordinate_rounding_bound(size: int) -> float:
+    """The most a [0, 255] image can change when each sampling coordinate (below 2·size) moves by one ulp."""
+    return 2 * 255 * float(np.spacing(np.float32(2 * size)))
+
+
+def test_uncompiled_warp_differs_from_the_compiled_tf_data_path_by_coordinate_rounding_only():
+    images, transforms = _case((2, 32, 32, 3), seed=8)
+    params = augment.Augment(fill_mode="constant")
+    expected = augment.apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
+    difference = np.abs(np.asarray(warp(images, transforms, params)) - expected)
+    assert 0 < difference.max() <= coordinate_rounding_bound(32)
+    uint8 = images.round().astype(np.uint8)
+    expected = augment.apply_transforms(tf.constant(uint8), tf.constant(transforms), params).numpy().astype(int)
+    off = np.abs(np.asarray(warp(uint8, transforms, params)).astype(int) - expected)
+    assert off.max() <= 1 and (off > 0).mean() < 1e-3
 
 
 def test_warp_handles_an_unknown_batch_size_in_a_compiled_graph():
