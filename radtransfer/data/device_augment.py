@@ -19,11 +19,12 @@ Grad-CAM. Putting the augmentation layer inside the caller's model instead would
 a transforms input it does not need. The warp itself is a serializable layer, ``DeviceAugment`` (identity
 outside training), which the wrapper uses and which can be placed in any functional model.
 
-Why not ``keras.ops.image.affine_transform``: on TensorFlow it calls ``ImageProjectiveTransformV3``, which
-has no XLA kernel (it cannot run inside a ``jit_compile=True`` step); on JAX it interpolates over the
-channel axis too (``map_coordinates`` in three dimensions: eight reads per pixel instead of four) and rounds
-"nearest" interpolation half to even where TensorFlow rounds half away from zero. The gather below is
-written once for every backend.
+Why not ``keras.ops.image.affine_transform``: it reads the same (batch, 8) transforms with TensorFlow's
+coordinate convention and fill modes (it equals TensorFlow's kernel to 5e-5 on every backend), but on
+TensorFlow it is that kernel, ``ImageProjectiveTransformV3``, which XLA cannot compile (a ``jit_compile=True``
+step fails), and elsewhere it is slow: jitted on JAX it interpolates over the channel axis too
+(``map_coordinates`` in three dimensions), 30 times slower than ``warp`` on CPU (0.88 s against 0.029 s for
+32 images of 256×256×3), and 4 times slower eager on PyTorch (0.50 s against 0.12 s).
 
 No TensorFlow import here: the module works under KERAS_BACKEND=jax or torch without TensorFlow loaded.
 """
