@@ -119,6 +119,9 @@ def random_transforms_np(batch_size: int, height: int, width: int, params, rng=N
     params = _params(params)
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 0:
         raise ValueError(f"Expected a non-negative integer batch_size. Received: batch_size={batch_size!r}")
+    for name, value in (("height", height), ("width", width)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"Expected a positive integer {name} (pixels). Received: {name}={value!r}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     n = int(batch_size)
 
@@ -309,6 +312,19 @@ def with_device_augment(model, params="radimagenet", *, channels: int | None = N
     Returns:
         A ``keras.Model`` with inputs ``{"images": (batch, H, W, channels), "transforms": (batch, 8)}`` (a
         dict, or a tuple in that order) and ``model``'s outputs.
+
+    Example:
+        Fresh transforms for every batch (a fixed array would repeat the same warp in every epoch)::
+
+            wrapper = with_device_augment(model, "radimagenet")
+            wrapper.compile(optimizer="adam", loss="binary_crossentropy")
+            rng = np.random.default_rng(726)
+
+            def batches():  # images: cached uint8 (n, 256, 256, 3); labels: one-hot
+                for i in range(0, len(images), 32):
+                    x = images[i : i + 32]
+                    t = random_transforms_np(len(x), 256, 256, "radimagenet", rng)
+                    yield {"images": x, "transforms": t}, labels[i : i + 32]
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model to wrap. Received: model={type(model).__name__}")

@@ -276,6 +276,8 @@ def test_mistakes_get_one_line_errors():
         warp(images, transforms, None)
     with pytest.raises(ValueError, match="augment"):
         random_transforms_np(2, 8, 8, "radimagenett")
+    with pytest.raises(ValueError, match="positive integer width"):
+        random_transforms_np(2, 8, 0, "radimagenet")
     with pytest.raises(ValueError, match="batch_size"):
         random_transforms_np(-1, 8, 8, "radimagenet")
     with pytest.raises(ValueError, match=r"channels=3 \(the model's\) or 1"):
