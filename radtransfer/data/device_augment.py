@@ -172,6 +172,11 @@ def _take_rows(flat, index):
 
         # jnp.take's default "fill" mode masks out-of-range indices: three times slower on CPU.
         return jnp.take(flat, index, axis=0, mode="clip")
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # keras.ops.take first casts the indices to int64 and wraps negative ones: two more passes over them.
+        return torch.index_select(flat, 0, index.reshape(-1)).reshape(*index.shape, flat.shape[-1])
     return keras.ops.take(flat, index, axis=0)
 
 
@@ -222,26 +227,35 @@ def warp(images, transforms, params):
     fill_value = ops.cast(params.fill_value, "float32")
     w_max, h_max = float(width - 1), float(height - 1)
 
-    def read(xx, yy):
-        """The input at integer-valued float coordinates; fill_value outside the image except for "nearest"
-        fill, which repeats the edge pixel."""
-        xi = ops.cast(ops.clip(xx, 0.0, w_max), "int32")
-        yi = ops.cast(ops.clip(yy, 0.0, h_max), "int32")
-        value = _take_rows(flat, base + yi * width + xi)  # (batch, H·W, C)
+    def columns(xx):
+        """Clamped column indices of integer-valued float x, and where x lies inside the image."""
+        inside = None if fill_mode == "nearest" else (xx >= 0) & (xx <= w_max)
+        return ops.cast(ops.clip(xx, 0.0, w_max), "int32"), inside
+
+    def rows(yy):
+        """Flat offsets of the rows at integer-valued float y (clamped), and where y lies inside the image."""
+        inside = None if fill_mode == "nearest" else (yy >= 0) & (yy <= h_max)
+        return base + ops.cast(ops.clip(yy, 0.0, h_max), "int32") * width, inside
+
+    def read(column, row):
+        """The input pixels; fill_value outside the image, except for "nearest" fill (the edge pixel)."""
+        (xi, x_inside), (yi, y_inside) = column, row
+        value = _take_rows(flat, yi + xi)  # (batch, H·W, C)
         if fill_mode == "nearest":
             return value
-        inside = (xx >= 0) & (xx <= w_max) & (yy >= 0) & (yy <= h_max)
-        return ops.where(inside[..., None], value, fill_value)
+        return ops.where((x_inside & y_inside)[..., None], value, fill_value)
 
     if params.interpolation == "nearest":
         if fill_mode == "nearest":
             x_in, y_in = ops.clip(x_in, 0.0, w_max), ops.clip(y_in, 0.0, h_max)
         # std::round, as TensorFlow: half away from zero.
-        out = read(*(ops.sign(c) * ops.floor(ops.abs(c) + 0.5) for c in (x_in, y_in)))
+        x_near, y_near = (ops.sign(c) * ops.floor(ops.abs(c) + 0.5) for c in (x_in, y_in))
+        out = read(columns(x_near), rows(y_near))
     else:
         # The terms and their order as augment._bilinear, so that the two agree to float rounding.
         x0, y0 = ops.floor(x_in), ops.floor(y_in)
         fx, fy = x_in - x0, y_in - y0
+        cols, rws = (columns(x0), columns(x0 + 1)), (rows(y0), rows(y0 + 1))
         out = 0.0
         for dy, dx, weight in (
             (0, 0, (1 - fx) * (1 - fy)),
@@ -249,7 +263,7 @@ def warp(images, transforms, params):
             (1, 0, (1 - fx) * fy),
             (1, 1, fx * fy),
         ):
-            out = out + read(x0 + dx, y0 + dy) * weight[..., None]
+            out = out + read(cols[dx], rws[dy]) * weight[..., None]
     out = ops.reshape(out, (-1, height, width, channels))
     if "int" in dtype:
         info = np.iinfo(dtype)
