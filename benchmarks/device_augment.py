@@ -1,6 +1,6 @@
 """The RadImageNet augmentation on the CPU in tf.data against on the device in a compiled step: images/s.
 
-    python benchmarks/device_augment.py [--images 256] [--size 256] [--batch 32] [--channels 3] \
+    python benchmarks/device_augment.py [--images 1024] [--size 256] [--batch 32] [--channels 3] \
         [--backends tensorflow,jax]
 
 Writes N synthetic PNGs, then times cached epochs (after one epoch that fills the cache) of
@@ -96,10 +96,10 @@ def tfdata_rates(image_set, size, batch, epochs) -> tuple[dict, np.ndarray]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--images", type=int, default=1024, help="fewer: the start of each epoch weighs")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=3, help="cached epochs timed")
+    parser.add_argument("--epochs", type=int, default=2, help="cached epochs timed")
     parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1: grayscale PNGs (warped as one)")
     parser.add_argument("--backends", default="tensorflow", help="comma-separated Keras backends for the device path")
     parser.add_argument("--device-only", type=Path, default=None, help=argparse.SUPPRESS)  # a .npy of uint8 batches
