@@ -111,7 +111,7 @@ def random_transforms_np(batch_size: int, height: int, width: int, params, rng=N
     Args:
         batch_size, height, width: how many transforms, and the image size in pixels.
         params: an ``Augment``, a preset name ("radimagenet", "radimagenet_ct") or a dict of its fields.
-        rng: a ``numpy.random.Generator``, or a seed for one (None: fresh entropy).
+        rng: a ``numpy.random.Generator``, or a seed for one, such as (seed, epoch) (None: fresh entropy).
 
     Returns:
         A (batch_size, 8) float32 array, as ``warp`` and ``DeviceAugment`` take.
@@ -339,6 +339,8 @@ def with_device_augment(model, params="radimagenet", *, channels: int | None = N
                     x = images[i : i + 32]
                     t = random_transforms_np(len(x), 256, 256, "radimagenet", rng)
                     yield {"images": x, "transforms": t}, labels[i : i + 32]
+
+            wrapper.fit(batches(), epochs=1)  # a keras.utils.PyDataset would serve every epoch
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected a keras.Model to wrap. Received: model={type(model).__name__}")
