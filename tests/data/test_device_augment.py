@@ -239,7 +239,8 @@ def test_wrapper_warps_in_training_only_and_trains_the_callers_model():
     np.testing.assert_allclose(wrapper(inputs, training=False), model(images.astype(np.float32)), atol=1e-6)
     assert not np.allclose(warped, images)
     before = model.get_layer("predictions").get_weights()[0].copy()
-    wrapper.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    # jit_compile=True: the warp inside the XLA-compiled train step (as on a GPU; "auto" means off on CPU).
+    wrapper.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy", jit_compile=True)
     wrapper.train_on_batch(inputs, np.eye(2, dtype="float32")[[0, 1, 0, 1]])
     assert not np.allclose(model.get_layer("predictions").get_weights()[0], before)
 
