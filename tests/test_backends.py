@@ -271,3 +271,86 @@ def test_image_files_train_evaluate_and_predict_on_every_backend(backend):
     result = _result(IMAGE_PATH, backend)
     assert result["backend"] == backend and result["n"] > 0
     assert result["predict_matches_evaluate"] and result["cam"] == [1, 32, 32]
+
+
+DEVICE_AUGMENT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    from radtransfer.data.device_augment import warp, with_device_augment
+    cases = np.load(sys.argv[1])
+    backend = keras.backend.backend()
+    out = {}
+    for key in ("small", "gray"):
+        for fill in ("nearest", "constant"):
+            step = lambda x, t: warp(x, t, {"fill_mode": fill})
+            for images in (key, key + "_uint8"):
+                out[f"{images}_{fill}_eager"] = keras.ops.convert_to_numpy(step(cases[images], cases[key + "_t"]))
+                if backend == "jax":
+                    import jax
+                    out[f"{images}_{fill}_jit"] = np.asarray(jax.jit(step)(cases[images], cases[key + "_t"]))
+    inputs = keras.Input((16, 16, 3))
+    head = keras.layers.Dense(2, activation="softmax", name="head")
+    model = keras.Model(inputs, head(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255.0)(inputs))))
+    before = np.array(model.get_layer("head").get_weights()[0])
+    wrapper = with_device_augment(model, "radimagenet")
+    wrapper.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    batch = {"images": rng.integers(0, 256, (4, 16, 16, 3)).astype("uint8"),
+             "transforms": cases["small_t"][:1].repeat(4, axis=0)}
+    wrapper.train_on_batch(batch, np.eye(2, dtype="float32")[[0, 1, 0, 1]])
+    np.savez(sys.argv[1] + f".{backend}.npz", **out)
+    changed = not np.array_equal(model.get_layer("head").get_weights()[0], before)
+    print("RESULT " + json.dumps({"backend": backend, "tensorflow_imported": "tensorflow" in sys.modules,
+                                  "changed": bool(changed)}))
+""")
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tmp_path):
+    """Uncompiled, the warp equals TensorFlow's ImageProjectiveTransformV3 kernel to 1e-4 on every backend.
+    Jitted on JAX, it differs from the tf.data path's XLA gather only by the float32 rounding of the sampling
+    coordinate (the two XLA compilers fuse multiply-adds differently), and its uint8 results are the same
+    except for rare near-ties one grey level apart."""
+    if importlib.util.find_spec(MODULE[backend]) is None:
+        pytest.skip(f"{backend} is not installed")
+    import tensorflow as tf
+
+    from radtransfer.data.augment import Augment, apply_transforms
+    from radtransfer.data.device_augment import random_transforms_np
+
+    rng = np.random.default_rng(0)
+    strong = Augment(rotation=30, width_shift=0.3, height_shift=0.3, shear=10, zoom=(0.7, 1.3), vertical_flip=True)
+    cases = {}
+    for key, shape in (("small", (2, 32, 32, 3)), ("gray", (2, 75, 75, 1))):
+        cases[key] = rng.uniform(0, 255, shape).astype(np.float32)
+        cases[key + "_uint8"] = cases[key].round().astype(np.uint8)
+        cases[key + "_t"] = random_transforms_np(shape[0], shape[1], shape[2], strong, rng)
+    path = tmp_path / "cases.npz"
+    np.savez(path, **cases)
+    result = _result(DEVICE_AUGMENT, backend, str(path))
+    assert result["backend"] == backend and not result["tensorflow_imported"]
+    assert result["changed"]  # training the wrapper trained the caller's model
+    got = np.load(str(path) + f".{backend}.npz")
+    for key in ("small", "gray"):
+        images, transforms = tf.constant(cases[key]), tf.constant(cases[key + "_t"])
+        size = cases[key].shape[1]
+        for fill in ("nearest", "constant"):
+            kernel = tf.raw_ops.ImageProjectiveTransformV3(
+                images=images,
+                transforms=transforms,
+                output_shape=tf.shape(images)[1:3],
+                fill_value=0.0,
+                interpolation="BILINEAR",
+                fill_mode=fill.upper(),
+            ).numpy()
+            np.testing.assert_allclose(got[f"{key}_{fill}_eager"], kernel, rtol=0, atol=1e-4, err_msg=f"{key} {fill}")
+            if backend != "jax":
+                continue
+            xla = apply_transforms(images, transforms, Augment(fill_mode=fill)).numpy()
+            ulp = float(np.spacing(np.float32(2 * size)))
+            assert np.abs(got[f"{key}_{fill}_jit"] - xla).max() <= 2 * 255 * ulp, f"{key} {fill}"
+            xla = apply_transforms(tf.constant(cases[key + "_uint8"]), transforms, Augment(fill_mode=fill)).numpy()
+            off = np.abs(got[f"{key}_uint8_{fill}_jit"].astype(int) - xla.astype(int))
+            assert off.max() <= 1 and (off > 0).mean() < 1e-3, f"{key} {fill}"
