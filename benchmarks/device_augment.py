@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -109,12 +110,19 @@ def main(argv=None):
         print("RESULT " + json.dumps(device_rate(np.load(args.device_only), args.batch, args.epochs)))
         return
 
+    work = Path(tempfile.mkdtemp(prefix="rt_bench_augment_"))
+    try:
+        run(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # the PNGs and a (n, size, size, 3) uint8 array
+
+
+def run(args, work: Path) -> None:
     import pandas as pd
     import tensorflow as tf
 
     from radtransfer import data, datasets
 
-    work = Path(tempfile.mkdtemp(prefix="rt_bench_augment_"))
     slices = 4
     manifest = datasets.synthetic_brain_mri(
         work,
