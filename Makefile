@@ -40,7 +40,7 @@ $(VENV)/.radtransfer-backends: $(STAMP)
 
 test-backends: $(VENV)/.radtransfer-backends
 	KERAS_BACKEND=jax $(PY) -m pytest $(BACKEND_TESTS)
-	$(PY) -m pytest -m backends tests/test_backends.py
+	$(PY) -m pytest -m backends tests/test_backends.py tests/data/test_numpy_pipeline.py
 
 # The grid on a local two-worker Ray cluster (the ray extra is installed only for this).
 $(VENV)/.radtransfer-ray: $(STAMP)

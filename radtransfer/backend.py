@@ -27,6 +27,21 @@ def name() -> str:
     return keras.backend.backend()
 
 
+IMAGE_PATHS = ("tf.data", "numpy")
+IMAGE_PATH_VARIABLE = "RADTRANSFER_IMAGE_PATH"
+
+
+def image_path() -> str:
+    """How ImageSets are read: "tf.data" (``data.make_dataset``) on the TensorFlow backend; "numpy" (Pillow and
+    pydicom, a uint8 cache and a ``PyDataset``: ``data.sequence``; augmentation on the device) on JAX and PyTorch,
+    where TensorFlow need not be installed. ``$RADTRANSFER_IMAGE_PATH`` ("numpy" or "tf.data") overrides it, e.g. to
+    compare the two paths on TensorFlow."""
+    forced = os.environ.get(IMAGE_PATH_VARIABLE)
+    if forced:
+        return check_choice(f"${IMAGE_PATH_VARIABLE}", forced, IMAGE_PATHS)
+    return "tf.data" if name() == "tensorflow" else "numpy"
+
+
 def _parse_capability(value):
     if value is None:
         return None
@@ -149,6 +164,20 @@ def replicas(distribution) -> int:
         return int(distribution.num_replicas_in_sync)
     mesh = getattr(distribution, "device_mesh", None)
     return int(mesh.shape[0]) if mesh is not None else 1
+
+
+def draw_from_generator_states(generators, backend: str | None = None) -> None:
+    """Makes layers draw their random numbers from their ``SeedGenerator``'s state on every backend. On PyTorch, a
+    generator made without a seed (``Dropout()``'s default) sends ``keras.random.dropout`` to torch's global
+    generator, which Keras's own first-``fit`` build pass also draws from, so seeding the states (``seed_layers``)
+    would not make an epoch replayable there; marking the generator seeded takes Keras's seeded path (a Bernoulli
+    mask from the state: slower for large tensors, negligible for the classifier's head). TensorFlow and JAX always
+    draw from the states."""
+    if (backend or name()) != "torch":
+        return
+    for generator in generators:
+        if getattr(generator, "_initial_seed", 0) is None:
+            generator._initial_seed = 0  # any value: the draws come from the state seed_layers sets
 
 
 def enable_determinism(backend: str | None = None) -> None:

@@ -265,7 +265,8 @@ IMAGE_PATH = textwrap.dedent("""
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_image_files_train_evaluate_and_predict_on_every_backend(backend):
-    """ImageSets go through tf.data (TensorFlow installed) and Keras feeds them to the JAX or PyTorch model."""
+    """ImageSets go through the numpy path (data.sequence; TensorFlow installed but not used for images) into
+    the JAX or PyTorch model; Grad-CAM works on it."""
     if importlib.util.find_spec(MODULE[backend]) is None:
         pytest.skip(f"{backend} is not installed")
     result = _result(IMAGE_PATH, backend)
@@ -354,3 +355,114 @@ def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tm
             xla = apply_transforms(tf.constant(cases[key + "_uint8"]), transforms, Augment(fill_mode=fill)).numpy()
             off = np.abs(got[f"{key}_uint8_{fill}_jit"].astype(int) - xla.astype(int))
             assert off.max() <= 1 and (off > 0).mean() < 1e-3, f"{key} {fill}"
+
+
+WITHOUT_TF = 'import sys\nsys.modules["tensorflow"] = None  # import tensorflow raises ImportError\n'
+
+FILES_WITHOUT_TF = WITHOUT_TF + textwrap.dedent("""
+    import json, tempfile
+    import numpy as np
+    import keras
+    import radtransfer as rt
+    root = tempfile.mkdtemp()
+    images = rt.datasets.load_synthetic_brain_mri(sys.argv[1])
+    train, val, test = images.split(val=0.25, test=0.25, seed=0)
+    settings = dict(strategy="unfreeze_all", learning_rate=1e-3, batch_size=4, seed=0, verbose=0)
+
+    def trained(out, epochs, callbacks=()):
+        keras.utils.set_random_seed(1)
+        model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+        start = [np.array(w) for w in model.get_weights()]
+        result = rt.fine_tune(model, train, val, epochs=epochs, out_dir=out, callbacks=callbacks, **settings)
+        changed = sum(not np.array_equal(a, np.asarray(b)) for a, b in zip(start, model.get_weights()))
+        return model, result, changed
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    model, whole, changed = trained(root + "/whole", 2)
+    try:
+        trained(root + "/resumed", 2, [Stop()])  # stopped after one epoch ...
+    except KeyboardInterrupt:
+        pass
+    _, resumed, _ = trained(root + "/resumed", 2)  # ... and continued
+    metrics = rt.evaluate(model, test, bootstrap=0)
+    frame = rt.predict(root + "/whole", test)
+    columns = [f"p_{c}" for c in test.class_names]
+    expected = np.asarray(metrics["predictions"]["probabilities"])
+    print("RESULT " + json.dumps({
+        "backend": keras.backend.backend(), "tensorflow_loaded": any(m.startswith("tensorflow.") for m in sys.modules),
+        "augment": whole.settings["augment"], "changed": int(changed), "n": metrics["n"],
+        "whole": whole.history["loss"], "resumed": resumed.history["loss"], "resumed_from": resumed.resumed_from,
+        "predict_matches_evaluate": bool(np.allclose(frame[columns].to_numpy(), expected, atol=1e-5))}))
+""")
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    import radtransfer as rt
+
+    root = tmp_path_factory.mktemp("image_files")
+    rt.datasets.synthetic_brain_mri(root, n_patients=12, slices_per_patient=1, image_size=40, seed=2)
+    return root
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_image_files_to_a_trained_model_without_tensorflow(backend, image_files):
+    """TensorFlow unimportable: files → fine_tune with the RadImageNet augmentation (drawn on the host, warped on
+    the device) → evaluate → predict, and a run stopped after one epoch continues to the uninterrupted history."""
+    if importlib.util.find_spec(MODULE[backend]) is None:
+        pytest.skip(f"{backend} is not installed")
+    result = _result(FILES_WITHOUT_TF, backend, str(image_files))
+    assert result["backend"] == backend and not result["tensorflow_loaded"]
+    assert result["augment"] is not None and result["changed"] > 0 and result["n"] > 0
+    assert result["predict_matches_evaluate"]
+    assert result["resumed_from"] == 1
+    np.testing.assert_allclose(result["resumed"], result["whole"], rtol=1e-5)
+
+
+PREDICT_WITHOUT_TF = WITHOUT_TF + textwrap.dedent("""
+    import json
+    import numpy as np
+    import keras
+    import radtransfer as rt
+    frame = rt.predict(sys.argv[1], rt.datasets.load_synthetic_brain_mri(sys.argv[2]))
+    np.save(sys.argv[3], frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy())
+    print("RESULT " + json.dumps({"backend": keras.backend.backend(),
+                                  "tensorflow_loaded": any(m.startswith("tensorflow.") for m in sys.modules)}))
+""")
+
+
+@pytest.mark.backends
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_model_trained_on_tensorflow_predicts_the_same_on_jax_from_the_same_files(image_files, tmp_path):
+    """Trained here (TensorFlow, tf.data), predicted on JAX without TensorFlow (Pillow, NumPy resizing): the same
+    probabilities within 2e-3."""
+    import keras
+
+    import radtransfer as rt
+
+    images = rt.datasets.load_synthetic_brain_mri(image_files)
+    train, val, test = images.split(val=0.25, test=0.25, seed=0)
+    keras.utils.set_random_seed(0)
+    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    rt.fine_tune(
+        model,
+        train,
+        val,
+        strategy="unfreeze_top10",
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=4,
+        seed=0,
+        verbose=0,
+        out_dir=tmp_path / "run",
+    )
+    frame = rt.predict(tmp_path / "run", images)
+    here = frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy()
+    result = _result(PREDICT_WITHOUT_TF, "jax", str(tmp_path / "run"), str(image_files), str(tmp_path / "jax.npy"))
+    assert result["backend"] == "jax" and not result["tensorflow_loaded"]
+    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), here, atol=2e-3)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend import image_path
 from ..errors import ClassMismatchError
 from .cache import LOG
 from .imageset import ImageSet
@@ -91,6 +92,10 @@ class TrainingData:
         batch_size: the training batches' size (None when it cannot be read off the data).
         augment: the training augmentation (None, an Augment, or ``UNKNOWN``).
         kind: the kind of the training data (a key of ``KINDS``).
+        device_augment: the augmentation to apply on the device (an Augment), when the batches carry transforms
+            for a model wrapped by ``device_augment.with_device_augment`` (the numpy path); else None.
+        fit_val: the validation batches as the fitted model takes them (with identity transforms on the numpy
+            path), when they differ from ``val`` (which always holds plain (images, one-hot labels) batches).
     """
 
     train_epoch: object
@@ -104,6 +109,8 @@ class TrainingData:
     batch_size: int | None = None
     augment: object = None
     kind: str = "image_set"
+    device_augment: object = None
+    fit_val: object = None
 
     @property
     def noun(self) -> str:
@@ -136,6 +143,8 @@ def for_training(
     kinds = {kind_of(train), kind_of(val)}
     if "arrays" in kinds:
         return _arrays_for_training(train, val, image_size, num_classes, batch_size, augment)
+    if kinds == {"image_set"} and image_path() == "numpy":
+        return _sequences_for_training(train, val, image_size, batch_size, augment, seed)
     for value, argument in ((train, "train"), (val, "val")):
         if kind_of(value) not in ("image_set", "make_dataset", "tf_data", "py_dataset"):
             raise refuse(value, argument, "fine_tune", ("image_set", "make_dataset", "tf_data", "py_dataset", "arrays"))
@@ -187,6 +196,41 @@ def for_training(
         batch_size=batch,
         augment=UNKNOWN,
         kind=kind_of(train),
+    )
+
+
+def _sequences_for_training(train, val, image_size, batch_size, augment, seed) -> TrainingData:
+    """ImageSets on the numpy path (JAX, PyTorch, no TensorFlow): ``ImageSequence`` batches of cached uint8 images,
+    epoch e's order from (seed, e); augmentation drawn on the host per batch and applied on the device by the
+    model fine_tune wraps (``TrainingData.device_augment``)."""
+    from .augment import get_augment
+    from .sequence import ImageSequence, TransformSequence
+
+    if list(val.class_names) != list(train.class_names):
+        raise ClassMismatchError(
+            f"The validation set's classes {list(val.class_names)} differ from the training set's "
+            f"{list(train.class_names)}."
+        )
+    params = get_augment(IMAGE_SET_AUGMENT if augment == "auto" else augment)
+    params = None if params is None or params.is_identity else params
+    batch_size = batch_size or IMAGE_SET_BATCH_SIZE
+    sequence = ImageSequence(train, image_size=image_size, batch_size=batch_size, shuffle=True, seed=seed or 0)
+    val_sequence = ImageSequence(val, image_size=image_size, batch_size=batch_size, shuffle=False)
+    fed = TransformSequence(sequence, params) if params is not None else sequence
+    return TrainingData(
+        fed.for_epoch,
+        val_sequence,
+        len(sequence.image_set),
+        list(train.class_names),
+        {"train": {**sequence.signature, "augment": repr(params)}, "val": val_sequence.signature},
+        True,
+        (),
+        sequence.settings.to_dict(),
+        batch_size,
+        params,
+        "image_set",
+        device_augment=params,
+        fit_val=TransformSequence(val_sequence) if params is not None else None,
     )
 
 
@@ -297,14 +341,12 @@ def for_evaluation(
     unaugmented; a plain ``tf.data`` dataset that shuffles is refused with ``patient_ids`` (they could not be
     matched to its images).
     """
-    from .pipeline import make_dataset
 
     kind = kind_of(data)
     if kind == "image_set":
         names = class_names or list(data.class_names)
         ids = patient_ids if patient_ids is not None else (None if data.patient_ids is None else list(data.patient_ids))
-        dataset = make_dataset(data, batch_size=batch_size, shuffle=False, cache=False, **(read_kwargs or {}))
-        return EvaluationData(dataset, names, ids)
+        return EvaluationData(read_in_order(data, batch_size, read_kwargs), names, ids)
     if kind == "arrays":
         from .arrays import ArrayStream, as_arrays
 
@@ -333,6 +375,19 @@ def for_evaluation(
     if kind == "py_dataset":
         return EvaluationData(data, class_names, patient_ids)
     raise refuse(data, "dataset", "evaluate", ("image_set", "make_dataset", "tf_data", "py_dataset", "arrays"))
+
+
+def read_in_order(image_set: ImageSet, batch_size: int, read_kwargs=None):
+    """An ImageSet's images once, in its order, unshuffled, unaugmented and uncached, as batches of (uint8 images,
+    one-hot labels) read with ``read_kwargs`` (``make_dataset``'s read arguments): a ``make_dataset`` dataset on
+    the tf.data path, an ``ImageSequence`` on the numpy path (``backend.image_path``)."""
+    if image_path() == "numpy":
+        from .sequence import ImageSequence
+
+        return ImageSequence(image_set, batch_size=batch_size, shuffle=False, cache="none", **(read_kwargs or {}))
+    from .pipeline import make_dataset
+
+    return make_dataset(image_set, batch_size=batch_size, shuffle=False, cache=False, **(read_kwargs or {}))
 
 
 def _shuffles(dataset) -> bool:

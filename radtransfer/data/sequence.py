@@ -32,7 +32,7 @@ from .imageset import ImageSet
 from .numpy_read import read_image_uint8, resize_uint8
 from .pipeline import _as_uint8, _check_size, cache_name, content_hash
 
-__all__ = ["ImageSequence", "epoch_order"]
+__all__ = ["ImageSequence", "TransformSequence", "epoch_order"]
 
 CACHE_TAG = "npy"  # a numpy cache's name differs from the tf.data cache's of the same images and settings
 
@@ -159,6 +159,7 @@ class ImageSequence(keras.utils.PyDataset):
             self.cache.mode,
             self.cache.reason,
         )
+        self.digest = digest
         self._images = cached_images(self.size, (height, width, self.channels), self.read, self.cache)
         if self.cache.mode == "memory":
             claim(self, nbytes)
@@ -194,6 +195,26 @@ class ImageSequence(keras.utils.PyDataset):
         self.epoch = int(epoch)
         self.order = epoch_order(self.size, self.seed, self.epoch) if self.shuffle else np.arange(self.size)
         self._began = False
+
+    def for_epoch(self, epoch: int, seed: int) -> "ImageSequence":
+        """This sequence as epoch ``epoch`` of a run whose base seed is ``seed`` (order ``epoch_order(n, seed,
+        epoch)``, as the tf.data path derives its shuffle from (seed, epoch)); returns it."""
+        self.seed = int(seed)
+        self.set_epoch(epoch)
+        return self
+
+    @property
+    def signature(self) -> dict:
+        """What the batches are (images, decode settings, batching), for a run's fingerprint."""
+        return {
+            "images": self.digest,
+            "n": self.size,
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "drop_remainder": self.drop_remainder,
+            "path": "numpy",
+            **self.settings.to_dict(),
+        }
 
     def on_epoch_begin(self):
         """Called by Keras when an epoch starts (after its worker threads or processes have started)."""
@@ -237,6 +258,46 @@ class ImageSequence(keras.utils.PyDataset):
         if self.cache.mode == "disk":
             state["_images"] = None  # a worker process maps the file itself, not a pickled copy of it
         return state
+
+
+class TransformSequence(keras.utils.PyDataset):
+    """An ImageSequence's batches with one augmentation transform per image, for a model wrapped by
+    ``device_augment.with_device_augment``: ``({"images": uint8, "transforms": (b, 8) float32}, labels)``.
+
+    Batch i of epoch e draws its transforms from ``derive_seed(seed, "augment", e, i)`` alone (NumPy, on the host:
+    eight numbers per image), so worker order does not matter and a resumed run draws what an uninterrupted one
+    drew; the warp itself runs on the device. With ``params`` None every transform is the identity (validation).
+
+    Args:
+        sequence: the ImageSequence whose batches are augmented (its epoch and seed give this one's).
+        params: an ``Augment``, or None for identity transforms.
+    """
+
+    IDENTITY = np.array([1, 0, 0, 0, 1, 0, 0, 0], dtype=np.float32)
+
+    def __init__(self, sequence: ImageSequence, params=None):
+        super().__init__(workers=sequence.workers, use_multiprocessing=sequence.use_multiprocessing)
+        self.sequence, self.params = sequence, params
+
+    def for_epoch(self, epoch: int, seed: int) -> "TransformSequence":
+        self.sequence.for_epoch(epoch, seed)
+        return self
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    def __getitem__(self, index):
+        from .device_augment import random_transforms_np
+
+        images, labels = self.sequence[index]
+        if self.params is None:
+            transforms = np.tile(self.IDENTITY, (len(images), 1))
+        else:
+            batch = index + len(self) if index < 0 else index
+            rng = np.random.default_rng(derive_seed(self.sequence.seed, "augment", self.sequence.epoch, int(batch)))
+            height, width = images.shape[1:3]
+            transforms = random_transforms_np(len(images), height, width, self.params, rng).astype(np.float32)
+        return {"images": images, "transforms": transforms}, labels
 
 
 class _EpochSync(keras.callbacks.Callback):

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.adapters import for_prediction
+from ..data.adapters import for_prediction, read_in_order
 from ..data.failures import check_images, readable_pipeline_errors
 from ..data.imageset import ImageSet
-from ..data.pipeline import make_dataset
 from ..data.stream import stream_of
 from ..models.temperature import scale_threshold
 from ..models.trained import probabilities_of, temperature_of
@@ -74,8 +73,9 @@ def predict(
     )
     read = model_read_kwargs(model)
     readable, bad = check_images(image_set, on_bad, frame=read.get("frame", "middle"))
-    dataset = make_dataset(readable, batch_size=batch_size, shuffle=False, cache=False, **read)
-    kept = list(stream_of(dataset).paths)
+    dataset = read_in_order(readable, batch_size, read)
+    stream = stream_of(dataset)
+    kept = list(stream.paths) if stream is not None else [str(p) for p in dataset.image_set.paths]
     overlay_names = unique_names(kept) if gradcam_dir is not None else None
     num_classes = int(model.output_shape[-1])
     class_names = list(getattr(model, "radtransfer_class_names", None) or [str(i) for i in range(num_classes)])

@@ -12,11 +12,12 @@ import warnings
 import keras
 import numpy as np
 
+from ..backend import draw_from_generator_states
 from ..data.failures import readable_pipeline_errors
 from ..errors import RadtransferError
 from ..utils.io import replace_atomic
 from ..utils.progress import format_seconds
-from ..utils.seeding import derive_seed, seed_layers
+from ..utils.seeding import derive_seed, seed_generators, seed_layers
 from .config import TrainConfig
 from .run_folder import BEST_WEIGHTS, FineTuneResult, checkpoint
 from .runtime import Runtime
@@ -232,6 +233,13 @@ class EpochLoop:
     # training ------------------------------------------------------------------------------------
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException:
+            self.writer.drain()  # what was committed is on disk before the error leaves (a caller may resume at once)
+            raise
+
+    def _run(self) -> None:
         _quiet_retracing()
         epochs = self.config.epochs
         if self.verbose and self.next_epoch < epochs:
@@ -242,6 +250,7 @@ class EpochLoop:
             )
         while self.next_epoch < epochs and not self.early["stopped"]:
             epoch = self.next_epoch
+            draw_from_generator_states(seed_generators(self.model))
             seed_layers(self.model, derive_seed(self.seed, "dropout", epoch))
             train = self.data.train_epoch(epoch, self.seed)
             if self.verbose == 1:
@@ -250,7 +259,7 @@ class EpochLoop:
             with readable_pipeline_errors(*self.data.sources), self._distribution_scope():
                 fit = self.model.fit(
                     train,
-                    validation_data=self.data.val,
+                    validation_data=self.data.val if self.data.fit_val is None else self.data.fit_val,
                     initial_epoch=epoch,
                     epochs=epoch + 1,
                     callbacks=[

@@ -147,10 +147,11 @@ def fine_tune(
         if folder.status() in ("finished", "diverged"):
             return _reopen(folder, public, data.class_names)
 
-    summary, resolved_jit = _prepare_model(working, target, config, runtime, num_classes)
+    fitted = _fitted_model(working, data, runtime)
+    summary, resolved_jit = _prepare_model(working, fitted, target, config, runtime, num_classes)
     recorded = _recorded(config, runtime, resolved_jit, rebuilt, seed, data, working, info, summary)
     loop = EpochLoop(
-        working, config, runtime, data, folder, seed, _class_weight(config, train, num_classes), callbacks, verbose
+        fitted, config, runtime, data, folder, seed, _class_weight(config, train, num_classes), callbacks, verbose
     )
     if loop.verbose:
         _print_cache_choices(data)
@@ -187,9 +188,22 @@ def _class_names(given, from_data, num_classes: int):
     return given
 
 
-def _prepare_model(working, target, config: TrainConfig, runtime: Runtime, num_classes: int):
-    """Sets BatchNorm momentum and the strategy's trainable flags, and compiles; returns (the strategy's summary,
-    whether XLA is really on). The caller's model shows the same flags when training runs on a rebuild."""
+def _fitted_model(working, data: TrainingData, runtime: Runtime):
+    """The model ``fit`` trains: ``working`` itself, or on the numpy path with augmentation a wrapper that takes
+    (images, transforms) and warps the images on the device before ``working`` (sharing its layers and weights,
+    so training it trains ``working``)."""
+    if data.device_augment is None:
+        return working
+    from ..data.device_augment import with_device_augment
+
+    with runtime.scope():
+        return with_device_augment(working, data.device_augment)
+
+
+def _prepare_model(working, fitted, target, config: TrainConfig, runtime: Runtime, num_classes: int):
+    """Sets BatchNorm momentum and the strategy's trainable flags, and compiles ``fitted`` (``working``, or its
+    device-augmenting wrapper); returns (the strategy's summary, whether XLA is really on). The caller's model
+    shows the same flags when training runs on a rebuild."""
     if config.bn_momentum is not None:
         for layer in walk_layers(working):
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -197,7 +211,7 @@ def _prepare_model(working, target, config: TrainConfig, runtime: Runtime, num_c
     with runtime.scope():
         summary = apply_strategy(working, config.strategy, bn=config.bn)
         resolved_jit = compile_model(
-            working,
+            fitted,
             config.make_optimizer(),
             config.make_loss(num_classes),
             make_metrics(num_classes),

@@ -89,6 +89,12 @@ class BackgroundWriter:
             self._tasks.join()
         self._raise()
 
+    def drain(self) -> None:
+        """Waits for the writes, leaving their error aside (for a training thread that is already failing)."""
+        if self._thread is not None:
+            self._tasks.join()
+        self._error = None
+
     def _raise(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
