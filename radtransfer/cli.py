@@ -1253,29 +1253,27 @@ def _check_arguments(args) -> None:
         if args.weights not in ("radimagenet", "imagenet", "none") and not Path(args.weights).expanduser().is_file():
             raise UsageError(f"--weights {args.weights}: expected radimagenet, imagenet, none or an existing .h5 file.")
     if args.command == "grid":
+        from .grid.arms import check_arms
         from .grid.plan import resolve_shard
         from .models.presets import WEIGHT_SOURCES
-        from .utils.choices import check_choice
 
         for backbone in args.backbones or ():
             get_backbone(backbone)
-        for source in args.sources:
-            check_choice("sources", source, (*WEIGHT_SOURCES, "none", "random"))
+        check_arms(args.sources, WEIGHT_SOURCES)
         if args.executor != "ray" and any(
             getattr(args, option) is not None for option in ("address", "gpus_per_run", "cpus_per_run")
         ):
             raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
         resolve_shard(args.shard, args.shard_count)
     if args.command == "curve":
+        from .grid.arms import check_arms
         from .grid.curve import check_fractions
         from .grid.plan import resolve_shard
         from .models.presets import WEIGHT_SOURCES
-        from .utils.choices import check_choice
 
         get_backbone(args.backbone)
         check_fractions(args.fractions)
-        for source in args.sources:
-            check_choice("sources", source, (*WEIGHT_SOURCES, "none", "random"))
+        check_arms(args.sources, WEIGHT_SOURCES)
         if args.repeats < 1:
             raise UsageError(f"--repeats must be 1 or more. Received: {args.repeats}.")
         if args.executor != "ray" and any(

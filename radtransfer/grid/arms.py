@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..utils.choices import did_you_mean
+from ..utils.choices import check_choice, did_you_mean
 
 RANDOM = "random"
 SEPARATOR = "@"
@@ -69,6 +69,18 @@ def parse_arm(name) -> Arm:
     if source.lower() in ("none", RANDOM):
         source = RANDOM
     return Arm(source, preprocessing)
+
+
+def check_arms(names, weight_sources) -> list[str]:
+    """The names as arms (``arm_name``), each of a known weight source, or a one-line ValueError naming the bad one:
+    an unknown preprocessing after "@", or a source that is not one of ``weight_sources``, "none" or "random"."""
+    arms = []
+    for name in names:
+        arm = parse_arm(name)
+        if not arm.is_random:
+            check_choice("sources", arm.source, (*weight_sources, "none", RANDOM))
+        arms.append(arm.name)
+    return arms
 
 
 def arm_name(source) -> str:

@@ -35,6 +35,18 @@ def test_arm_names_parse_and_errors_name_the_source():
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "sources, message",
+    [(["imagenet@raw"], "Unknown preprocessing 'raw'"), (["imagenett@faithful"], 'Did you mean "imagenet"')],
+)
+def test_the_grid_command_refuses_a_bad_arm_before_anything_runs(cli_data, tmp_path, capsys, sources, message):
+    from radtransfer.cli import main
+
+    assert main(["grid", str(cli_data), "--out", str(tmp_path / "grid"), "--sources", "radimagenet", *sources]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error and not (tmp_path / "grid").exists()
+
+
 def test_with_preprocessings_crosses_sources_once_and_keeps_random_bare():
     assert ARMS == ["radimagenet@corrected", "imagenet@corrected", "radimagenet@faithful", "imagenet@faithful"]
     assert protocol.with_preprocessings(["imagenet", None], ["faithful"]) == ["imagenet@faithful", "random"]
