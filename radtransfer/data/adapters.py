@@ -214,8 +214,11 @@ def _sequences_for_training(train, val, image_size, batch_size, augment, seed) -
     params = get_augment(IMAGE_SET_AUGMENT if augment == "auto" else augment)
     params = None if params is None or params.is_identity else params
     batch_size = batch_size or IMAGE_SET_BATCH_SIZE
-    sequence = ImageSequence(train, image_size=image_size, batch_size=batch_size, shuffle=True, seed=seed or 0)
-    val_sequence = ImageSequence(val, image_size=image_size, batch_size=batch_size, shuffle=False)
+    # Threads that make the next batches (an index into the cached array, the transforms) while the device trains.
+    workers = min(4, max(1, (os.cpu_count() or 2) // 2))
+    common = dict(image_size=image_size, batch_size=batch_size, workers=workers)
+    sequence = ImageSequence(train, shuffle=True, seed=seed or 0, **common)
+    val_sequence = ImageSequence(val, shuffle=False, **common)
     fed = TransformSequence(sequence, params) if params is not None else sequence
     return TrainingData(
         fed.for_epoch,

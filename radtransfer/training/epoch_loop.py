@@ -78,25 +78,30 @@ def load_model_weights(model, path) -> None:
 
 
 class Throughput(keras.callbacks.Callback):
-    """Seconds spent in training steps (validation excluded), over any number of fit() calls."""
+    """Seconds spent in training steps (validation excluded), over any number of fit() calls: from an epoch's
+    start to its validation's start (or its end, without validation). It has no per-batch hook, so Keras keeps
+    dispatching steps asynchronously (a per-batch hook makes it wait for every step's loss: on a GPU, an idle gap
+    after each step)."""
 
     def __init__(self):
         super().__init__()
         self.train_seconds = 0.0
         self.epochs = 0
         self._start = None
+        self._trained = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-        self._last = self._start
+        self._start, self._trained = time.perf_counter(), None
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._last = time.perf_counter()
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._trained is None:
+            self._trained = time.perf_counter() - self._start
 
     def on_epoch_end(self, epoch, logs=None):
         if self._start is not None:
-            self.train_seconds += self._last - self._start
+            self.train_seconds += self._trained if self._trained is not None else time.perf_counter() - self._start
             self.epochs += 1
+            self._start = None
 
 
 class Heartbeat(keras.callbacks.Callback):
@@ -111,9 +116,10 @@ class Heartbeat(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._start = epoch, None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
+        # A begin hook, which reads no loss: Keras keeps dispatching steps asynchronously (an end hook stops it).
         now = time.perf_counter()
-        if self._start is None:  # from the end of the first step: graph building is announced apart
+        if self._start is None:  # from the first step on: graph building is announced apart
             self._start = self._last = now
             self._first = batch
             return
@@ -122,7 +128,7 @@ class Heartbeat(keras.callbacks.Callback):
         self._last = now
         steps = (self.params or {}).get("steps")
         rate = (batch - self._first) / (now - self._start)
-        left = f", about {format_seconds((steps - batch - 1) / rate)} left in this epoch" if steps and rate else ""
+        left = f", about {format_seconds((steps - batch) / rate)} left in this epoch" if steps and rate else ""
         total = f"/{steps}" if steps else ""
         print(f"epoch {self._epoch + 1}/{self.epochs}: step {batch + 1}{total}, {rate:.2f} steps/s{left}", flush=True)
 
@@ -262,8 +268,7 @@ class EpochLoop:
                     validation_data=self.data.val if self.data.fit_val is None else self.data.fit_val,
                     initial_epoch=epoch,
                     epochs=epoch + 1,
-                    callbacks=[
-                        keras.callbacks.TerminateOnNaN(),
+                    callbacks=[  # none with a per-batch hook (but Heartbeat, verbose=2): steps stay asynchronous
                         self.throughput,
                         *([Heartbeat(epochs)] if self.verbose == 2 else []),
                         *self.callbacks,
