@@ -514,13 +514,7 @@ def _warn_if_not_held_out(run_dir, image_set) -> None:
 def cmd_grid(args) -> int:
     from . import protocol
 
-    ray_options = {"address": args.address, "gpus_per_run": args.gpus_per_run, "cpus_per_run": args.cpus_per_run}
-    if args.executor == "ray":
-        executor = protocol.RayExecutor(**ray_options)
-    elif any(v is not None for v in ray_options.values()):
-        raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
-    else:
-        executor = "sequential"
+    executor = _executor(args)
     if args.repeats < 1:
         raise UsageError(f"--repeats must be 1 or more (runs per source, scenario and fold). Received: {args.repeats}.")
     image_set = args.image_set
