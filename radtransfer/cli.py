@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -1167,13 +1168,20 @@ def _version() -> str:
     return f"radtransfer {__version__}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes each record to ``sys.stderr`` as it is when the record comes (not the stream of the first command:
+    a later command, or a test capturing stderr, may have replaced it, and the old one may be closed)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _show_data_log() -> None:
     """Prints the data pipeline's choices (e.g. where each split is cached, and why) to stderr."""
-    import logging
-
     logger = logging.getLogger("radtransfer.data")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("radtransfer: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -477,3 +477,26 @@ def test_train_audits_its_parts_and_strict_refuses_errors(leaky_split, tmp_path,
 
 def test_train_writes_its_audit_into_the_run_folder(trained):
     assert json.loads((trained / "audit.json").read_text()) == []
+
+
+def test_the_data_log_writes_to_stderr_as_it_is_now(monkeypatch, capsys):
+    """The handler the first command installs must not keep that command's stderr: a test's captured stream (or a
+    redirected one) may be closed by the time a later command logs ("--- Logging error ---" in its output)."""
+    import io
+    import logging
+
+    from radtransfer.cli import _show_data_log
+
+    logger = logging.getLogger("radtransfer.data")
+    monkeypatch.setattr(logger, "handlers", [])  # the logger's own handlers come back after the test
+    first, current = io.StringIO(), sys.stderr
+    sys.stderr = first  # the first command's stderr ...
+    try:
+        _show_data_log()
+    finally:
+        sys.stderr = current
+    first.close()  # ... is closed before a later command logs
+    _show_data_log()  # that command adds no second handler
+    logger.info("cached in memory")
+    err = capsys.readouterr().err
+    assert err.count("radtransfer: cached in memory") == 1 and "Logging error" not in err
