@@ -194,6 +194,7 @@ def study(tmp_path):
     return tmp_path / "study.csv", frame
 
 
+@pytest.mark.slow  # make test under 10 minutes: make test-slow runs it (CI does)
 def test_train_splits_by_the_patient_column_and_checks_every_part_before_training(study, tmp_path, capsys):
     """Before: the PatientID column was ignored (slices of one patient in train and test), and a broken test file
     was found only after training, with no --on-bad to go on."""
@@ -305,6 +306,7 @@ def test_debug_shows_tensorflow_start_up_lines(trained, data_dir, tmp_path):
     assert loud.returncode == 0 and ("I0000" in loud.stderr or "absl" in loud.stderr)
 
 
+@pytest.mark.slow  # make test under 10 minutes: make test-slow runs it (CI does)
 def test_warnings_are_one_line_in_flags_and_config_keys_take_the_flags_spellings(data_dir, tmp_path, capsys):
     config = tmp_path / "c.json"
     config.write_text(

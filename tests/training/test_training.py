@@ -200,6 +200,7 @@ def _nan_from_epoch(epoch_going_bad):
     return loss, Switch()
 
 
+@pytest.mark.slow  # make test under 10 minutes: make test-slow runs it (CI does)
 def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_path):
     loss, switch = _nan_from_epoch(1)
     model = _model()
