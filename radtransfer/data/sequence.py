@@ -26,6 +26,7 @@ from ..utils.seeding import derive_seed, fresh_seed
 from .array_cache import cached_images, open_array_cache
 from .cache import LOG, choose_cache, claim
 from .decode import ReadSettings
+from .device_augment import random_transforms_np
 from .dicom import check_frame
 from .failures import validate_images
 from .imageset import ImageSet
@@ -287,8 +288,6 @@ class TransformSequence(keras.utils.PyDataset):
         return len(self.sequence)
 
     def __getitem__(self, index):
-        from .device_augment import random_transforms_np
-
         images, labels = self.sequence[index]
         if self.params is None:
             transforms = np.tile(self.IDENTITY, (len(images), 1))
