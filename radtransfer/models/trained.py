@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RadtransferError
+from ..utils.io import dumps_strict, replace_atomic
 from .temperature import apply_temperature, check_temperature
 
 METADATA = "radtransfer.json"
@@ -99,15 +100,13 @@ def trained_info(model) -> dict:
 
 def save_trained(model, path, extra: dict | None = None) -> Path:
     """Saves ``model`` as a ``.keras`` file with its class names and threshold inside, atomically."""
-    from ..utils.io import replace_atomic
-
     payload = trained_info(model)
     payload.update(extra or {})
 
     def write(tmp):
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(METADATA, json.dumps(payload, indent=2, default=str))
+            archive.writestr(METADATA, dumps_strict(payload, indent=2))
 
     replace_atomic(path, write)
     return Path(path)
@@ -131,8 +130,6 @@ def update_trained_info(path, updates: dict) -> None:
     Raises:
         RadtransferError: ``path`` is not a .keras file.
     """
-    from ..utils.io import replace_atomic
-
     payload = read_trained_info(path)
     payload.setdefault("schema_version", SCHEMA_VERSION)
     payload.update(updates)
@@ -144,7 +141,7 @@ def update_trained_info(path, updates: dict) -> None:
                     large = item.file_size > zipfile.ZIP64_LIMIT
                     with source.open(item) as reading, target.open(item, "w", force_zip64=large) as writing:
                         shutil.copyfileobj(reading, writing, 1 << 20)
-            target.writestr(METADATA, json.dumps(payload, indent=2, default=str))
+            target.writestr(METADATA, dumps_strict(payload, indent=2))
 
     replace_atomic(path, write)
 

@@ -210,6 +210,8 @@ class EpochLoop:
         self.last_file = state.get("last_file")
         self.early = {**self.early, **(state.get("early") or {})}
         self.plateau = {**self.plateau, **(state.get("plateau") or {})}
+        for tracker in (self.early, self.plateau):  # strict JSON writes a best not yet seen (infinite) as null
+            tracker["best"] = math.inf if tracker.get("best") is None else float(tracker["best"])
         self.history = self.folder.history()
         if self.last_file and self.folder.file(self.last_file).exists():
             with self.runtime.scope():

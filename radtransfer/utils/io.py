@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -52,6 +53,30 @@ def write_text_atomic(path, text: str) -> None:
     replace_atomic(path, write)
 
 
+def strict(value):
+    """``value`` with every non-finite number (NaN, ±Infinity: undefined intervals, empty calibration bins, a loss
+    not yet seen) as None and NumPy values, paths and ``to_dict`` objects as plain JSON types, so the JSON written
+    from it is strict (``JSON.parse`` and other strict parsers refuse ``NaN`` and ``Infinity``)."""
+    if isinstance(value, dict):
+        return {(k if isinstance(k, str) else str(json_default(k))): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return strict(json_default(value))
+
+
+def dumps_strict(payload, **kwargs) -> str:
+    """``json.dumps`` of ``strict(payload)``: null where a number is not finite; never ``NaN`` or ``Infinity``."""
+    return json.dumps(strict(payload), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path, payload) -> None:
-    """Writes JSON to a temporary file and renames it into place (a crash leaves the old file)."""
-    write_text_atomic(path, json.dumps(payload, indent=2, default=json_default))
+    """Writes strict JSON (``dumps_strict``: null for NaN and ±Infinity) to a temporary file and renames it into
+    place (a crash leaves the old file)."""
+    write_text_atomic(path, dumps_strict(payload, indent=2))
