@@ -8,6 +8,7 @@ preprocessing) are data in ``presets.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from ..utils.choices import did_you_mean
 
@@ -30,6 +31,8 @@ class BackboneSpec:
         relative_cost: the time of one fully fine-tuned run relative to ResNet50's: a prior the grid uses to
             balance shards, start long runs first and estimate its end before any run of the backbone has
             finished. Measured: training steps at 256 px, batch 256, bf16, on an H100 (docs/performance.md).
+        builder: ``(input_shape, name) -> keras.Model`` for a network that is not in keras.applications (the
+            test backbones); None builds ``keras.applications.<constructor>``.
     """
 
     name: str
@@ -42,9 +45,12 @@ class BackboneSpec:
     block_ends: tuple[str, ...]
     block_unit: str
     relative_cost: float = 1.0
+    builder: Callable | None = None
 
     def build(self, input_shape=(256, 256, 3), name: str = "backbone"):
         """Builds the keras.applications network, notop and average-pooled, with random weights."""
+        if self.builder is not None:
+            return self.builder(tuple(input_shape), name)
         from keras import applications
 
         constructor = getattr(applications, self.constructor)
@@ -113,12 +119,52 @@ _BACKBONES = (
     ),
 )
 
+
+
+def _build_test_tiny(input_shape, name: str):
+    """A notop, average-pooled network of 12 layers (6 with weights) in the shape of the real ones (a stem ending in
+    ``pool1``, two stages, ``avg_pool``): it builds and trains in well under a second, for tests of loops, grids,
+    commands and input kinds, where the architecture is not what is tested."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    for block in (1, 2):
+        x = layers.Conv2D(16, 3, padding="same", use_bias=False, name=f"block{block}_conv")(x)
+        x = layers.BatchNormalization(name=f"block{block}_bn")(x)
+        x = layers.Activation("relu", name=f"block{block}_out")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+# Test backbones (timm's ``test_*`` models): found by name, never listed, without weight presets (weights=None).
+_TEST_BACKBONES = (
+    BackboneSpec(
+        name="test_tiny",
+        display_name="TestTiny",
+        aliases=(),
+        constructor="",
+        min_size=8,
+        weight_layers=6,
+        stem_end="pool1",
+        block_ends=("block1_out", "block2_out"),
+        block_unit="conv block",
+        relative_cost=0.001,
+        builder=_build_test_tiny,
+    ),
+)
+
 BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in _BACKBONES}
+_ALL: dict[str, BackboneSpec] = {spec.name: spec for spec in (*_BACKBONES, *_TEST_BACKBONES)}
 
 
 def _lookup_table() -> dict[str, str]:
     table = {}
-    for spec in _BACKBONES:
+    for spec in (*_BACKBONES, *_TEST_BACKBONES):
         for key in (spec.name, spec.display_name, *spec.aliases):
             table[key.lower()] = spec.name
     return table
@@ -137,10 +183,10 @@ def get_backbone(name) -> BackboneSpec:
         return name
     key = str(name).strip().lower()
     if key in _LOOKUP:
-        return BACKBONES[_LOOKUP[key]]
+        return _ALL[_LOOKUP[key]]
     key2 = key.replace("-", "_").replace(" ", "_")
     if key2 in _LOOKUP:
-        return BACKBONES[_LOOKUP[key2]]
+        return _ALL[_LOOKUP[key2]]
     names = [s.name for s in _BACKBONES] + [s.display_name for s in _BACKBONES] + ["IRV2"]
     raise ValueError(
         f"Unknown backbone {name!r}. Expected one of {', '.join(BACKBONES)} "

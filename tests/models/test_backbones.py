@@ -41,3 +41,26 @@ def test_minimum_sizes():
         "inception_v3": 75,
         "inception_resnet_v2": 75,
     }
+
+
+def test_the_test_backbone_is_found_by_name_never_listed_and_follows_the_strategies():
+    """``test_tiny`` (timm's ``test_*`` models): a 12-layer network for tests of loops, grids, commands and input
+    kinds; its trainable counts are those of its layers, counted here by hand."""
+    assert "test_tiny" not in rt.list_backbones() and "test_tiny" not in rt.BACKBONES
+    model = rt.build_model("test_tiny", weights=None, num_classes=2, input_shape=(16, 16, 1))
+    backbone = model.get_layer("backbone")
+    assert len(backbone.layers) == 12 and backbone.layers[-1].name == "avg_pool"
+    assert sum(1 for layer in backbone.layers if layer.weights) == get_backbone("test_tiny").weight_layers == 6
+    head = 16 * 2 + 2
+    conv = {"stem_conv": 3 * 3 * 3 * 8, "block1_conv": 3 * 3 * 8 * 16, "block2_conv": 3 * 3 * 16 * 16}
+    bn = {"stem_bn": 2 * 8, "block1_bn": 2 * 16, "block2_bn": 2 * 16}  # gamma and beta
+    expected = {
+        "freeze_all": head,
+        "unfreeze_top10": head + sum(conv.values()) - conv["stem_conv"] + sum(bn.values()),  # all but input, stem_conv
+        "unfreeze_all": head + sum(conv.values()) + sum(bn.values()),
+        "unfreeze_blocks:1": head + conv["block2_conv"] + bn["block2_bn"],
+    }
+    for strategy, count in expected.items():
+        assert rt.apply_strategy(model, strategy).trainable_params == count, strategy
+    with pytest.raises(ValueError, match="at least 8"):
+        rt.build_model("test_tiny", weights=None, input_shape=(4, 4, 3))
