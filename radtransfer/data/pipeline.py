@@ -124,12 +124,8 @@ def make_dataset(
     # memory) and become three identical channels at the end.
     channels = 1 if gray else 3
     n = len(image_set)
-    # Images are read (and written to a cache) in a fixed random order when shuffling, so that no part of
-    # the cache is sorted by class whatever the file order; the order depends on the set's content only.
-    digest = content_hash(image_set)  # once: the order, the cache name and the run fingerprint all use it
-    order = np.arange(n)
-    if shuffle:
-        order = np.random.default_rng(int(digest, 16) % (2**63)).permutation(n)
+    digest = content_hash(image_set)  # once: the cache name and the run fingerprint use it
+    order = read_order(image_set) if shuffle else np.arange(n)
     load = _loader(image_set, order, settings, dicom, channels, num_classes)
     height, width = settings.image_size
     name = cache_name(
@@ -243,6 +239,18 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
 # Bumped when decoding gives other pixels for the same file and settings, so no cache of the old pixels is read
 # (2: JPEGs decoded with the accurate integer IDCT, as Pillow does).
 DECODER_VERSION = 2
+READ_ORDER = "labels"  # what the fixed order of a shuffled set is drawn from (read_order); in the cache's name
+
+
+def read_order(image_set: ImageSet) -> np.ndarray:
+    """The fixed order a shuffled set is read (and cached) in, before each epoch's own shuffle: a permutation drawn
+    from the set's size and labels only, so no part of the cache is sorted by class whatever the file order, and
+    the same images in the same order train the same way whether they are PNG or DICOM files, under other names,
+    or held in memory."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(image_set.labels.tolist()).encode()).hexdigest()[:16]
+    return np.random.default_rng(int(digest, 16)).permutation(len(image_set))
 
 
 def cache_name(
@@ -259,7 +267,7 @@ def cache_name(
     import os
 
     hasher = hashlib.sha256(digest.encode())  # digest: content_hash(image_set)
-    for part in (sorted(settings.to_dict().items()), channels, permuted, DECODER_VERSION):
+    for part in (sorted(settings.to_dict().items()), channels, permuted and READ_ORDER, DECODER_VERSION):
         hasher.update(repr(part).encode())
     if files_changed and image_set.paths is not None:
         for path in image_set.paths:

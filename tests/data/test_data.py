@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -318,6 +319,43 @@ def test_epochs_are_drawn_from_seed_and_epoch_alone(brain_set):
     third = draw(2)
     assert np.array_equal(draw(2), third) and not np.array_equal(draw(1), third)
     assert np.array_equal(np.concatenate([b[0].numpy() for b in stream.epoch(2, seed=11)]), third)
+
+
+def test_the_same_pixels_and_labels_are_read_in_the_same_order_from_files_under_any_name_or_memory(brain_set, tmp_path):
+    """A shuffled set is read (and cached) in a fixed order drawn from its size and labels only, then shuffled per
+    epoch from (seed, epoch): the same images in the same set order give the same batches whatever their names or
+    format (the order used to depend on the paths, so PNG, DICOM and in-memory copies of one set trained
+    differently)."""
+    part = brain_set.subset(np.arange(24))
+    renamed = []
+    for k, path in enumerate(part.paths):
+        target = tmp_path / f"other_{23 - k:02d}.png"
+        target.write_bytes(Path(path).read_bytes())
+        renamed.append(str(target))
+    pixels = [np.asarray(Image.open(p)) for p in part.paths]
+    kinds = [
+        part,
+        rt.data.ImageSet(paths=renamed, labels=part.labels, class_names=part.class_names),
+        rt.data.ImageSet(paths=None, images=pixels, labels=part.labels, class_names=part.class_names),
+    ]
+    epochs = [
+        np.concatenate(
+            [
+                b[0].numpy()
+                for b in rt.data.stream_of(
+                    rt.data.make_dataset(kind, image_size=(32, 32), batch_size=8, augment=None, seed=5)
+                ).epoch(1, seed=5)
+            ]
+        )
+        for kind in kinds
+    ]
+    assert np.array_equal(epochs[0], epochs[1]) and np.array_equal(epochs[0], epochs[2])
+    assert not np.array_equal(
+        epochs[0],
+        np.concatenate(
+            [b[0].numpy() for b in rt.data.make_dataset(part, image_size=(32, 32), batch_size=8, shuffle=False)]
+        ),
+    )  # it is shuffled
 
 
 def test_no_augmentation_is_identity(brain_set):
