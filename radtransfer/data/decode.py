@@ -18,7 +18,15 @@ import numpy as np
 
 from ..utils.choices import check_choice
 from ..utils.progress import progress
-from .dicom import DicomDecodeError, decode_failure_reason, decoder_problem, header_key, import_pydicom, read_dicom
+from .dicom import (
+    DicomDecodeError,
+    check_window,
+    decode_failure_reason,
+    decoder_problem,
+    header_key,
+    import_pydicom,
+    read_dicom,
+)
 
 PNG_MAGIC = b"\x89PNG"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -274,6 +282,7 @@ class ReadSettings:
     def __post_init__(self):
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         check_choice("sixteen_bit", self.sixteen_bit, ("range", "full"))
+        object.__setattr__(self, "dicom_window", check_window(self.dicom_window, "dicom_window"))
 
     def to_dict(self) -> dict:
         return {
