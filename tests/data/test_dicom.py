@@ -586,3 +586,27 @@ def test_make_dataset_and_the_numpy_path_read_a_ge_series_folder_as_its_range(ge
     np.testing.assert_array_equal(tf_images, expected)
     numpy_images = data.ImageSequence(image_set, **kwargs)[0][0]
     np.testing.assert_array_equal(numpy_images, expected)
+
+
+def test_dicom_files_are_found_by_content_whatever_their_name(tmp_path):
+    """One rule for from_directory and predict: x.dcm beside extensionless, .IMA and numeric-named DICOM files are
+    all images; hidden files, a DICOMDIR and non-DICOM files without an image extension are not."""
+    from radtransfer.data.sources import collect_images
+
+    first = write_ge_series(tmp_path / "a", ["IM001.dcm", "IM002", "IM003.IMA", "IM004.dcm", "IM005"], patient="P1")
+    uids = [f"1.2.840.113619.2.55.3.{k}" for k in range(1, 4)]
+    second = write_ge_series(tmp_path / "b", uids, patient="P2", seed=1)
+    hidden = write_ge_series(tmp_path / "a", [".IM006"], patient="P1")
+    (tmp_path / "a" / "README").write_text("scanner export notes\n" * 20)
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    dicomdir = pydicom.dcmread(first[0])
+    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+    dicomdir.save_as(tmp_path / "a" / "DICOMDIR")
+    image_set = data.from_directory(tmp_path)
+    assert list(image_set.paths) == first + second and hidden[0] not in image_set.paths
+    assert image_set.labels.tolist() == [0] * 5 + [1] * 3
+    assert list(image_set.patient_ids) == ["P1"] * 5 + ["P2"] * 3
+    for folder, paths, patient in (("a", first, "P1"), ("b", second, "P2")):
+        found, patients = collect_images(tmp_path / folder)  # what predict reads from the class folder
+        assert found == paths and patients == [patient] * len(paths)
+    assert [str(pydicom.dcmread(p).PatientID) for p in image_set.paths] == list(image_set.patient_ids)
