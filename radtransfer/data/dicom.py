@@ -259,7 +259,7 @@ def _usable_window(ds) -> bool:
     if center is None or width is None:
         return False
     function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper()
-    if width < 1 if function == "LINEAR" else width <= 0:
+    if (width < 1) if function == "LINEAR" else (width <= 0):
         return False
     ds.WindowCenter, ds.WindowWidth = center, width
     return True
