@@ -256,6 +256,31 @@ def test_predict_keeps_a_row_for_each_unreadable_file(trained, data_dir, tmp_pat
     assert frame["predicted"].tolist()[1] == "" and frame["predicted"].tolist()[0] != ""
 
 
+def test_predict_reads_a_ge_series_with_a_0_0_window_and_files_without_an_extension(trained, tmp_path, capsys):
+    """Issue 28, defect 4: GE writes Window Center/Width 0/0 (no window; the standard needs a width ≥ 1), and
+    exports often name slices without an extension; predict refused the whole series ("pixels do not decode")."""
+    import pandas as pd
+
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.data import get_testdata_file
+
+    series = tmp_path / "series"
+    series.mkdir()
+    names = ["IM1.dcm", "IM2", "IM3.dcm", "IM4"]  # in InstanceNumber order by name too
+    for k, name in enumerate(names):
+        ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+        ds.PatientID, ds.InstanceNumber, ds.Manufacturer = "GE-7", k + 1, "GE MEDICAL SYSTEMS"
+        ds.WindowCenter, ds.WindowWidth = 0, 0
+        ds.PixelData = (ds.pixel_array + 10 * k).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(series / name, enforce_file_format=True)
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(trained), str(series), "--out", str(out)]) == 0
+    frame = pd.read_csv(out, keep_default_na=False, dtype={"patient_id": str})
+    assert frame["path"].tolist() == [str(series / name) for name in names]
+    assert frame["patient_id"].tolist() == ["GE-7"] * 4 and "error" not in frame.columns
+    assert frame.filter(like="p_").notna().all().all()
+
+
 # -- the first hour: a command that answers at once, never goes silent, and speaks in flags -------------------
 
 

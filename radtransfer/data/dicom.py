@@ -2,8 +2,10 @@
 
 Grayscale: modality LUT (rescale slope/intercept or a Modality LUT Sequence) → VOI LUT (the file's VOI LUT
 Sequence, else its window with its VOI LUT Function, else the image's own value range) → 0–255, with
-MONOCHROME1 inverted so that high values are bright. PALETTE COLOR goes through the file's colour LUT;
-YBR images are converted to RGB. Enhanced multi-frame files take their rescale and window from the
+MONOCHROME1 inverted so that high values are bright. A window the standard does not define (width below 1, or 0
+and below for LINEAR_EXACT and SIGMOID, as GE scanners write 0/0; an empty or NaN center or width) and an empty or
+malformed VOI LUT Sequence are treated as absent, as viewers treat them. PALETTE COLOR goes through the file's
+colour LUT; YBR images are converted to RGB. Enhanced multi-frame files take their rescale and window from the
 functional groups of the chosen frame.
 
 Files are read as ``pydicom.dcmread(path).pixel_array`` reads them (whatever it decodes with the installed
@@ -15,6 +17,7 @@ frame index. Only that frame is decoded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,28 @@ def check_frame(frame):
     if frame in FRAME_POLICIES:
         return frame
     raise ValueError(f"Expected frame= one of {FRAME_POLICIES} or a frame index ≥ 0. Received: frame={frame!r}")
+
+
+def check_window(window, argument: str = "window"):
+    """Validates a user's VOI window: None, or (center, width) as two finite numbers with width ≥ 1.
+
+    PS3.3 C.11.2.1.2 defines no window narrower than 1 for the default (LINEAR) function; a window in the file
+    that breaks the rule is treated as absent (see ``_usable_window``), but one given explicitly is a mistake.
+    """
+    if window is None:
+        return None
+    try:
+        center, width = (float(v) for v in window)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected {argument}=(center, width), two numbers in modality units. Received: {argument}={window!r}"
+        ) from None
+    if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
+        raise ValueError(
+            f"Expected {argument}=(center, width) with a finite center and a width ≥ 1 (DICOM PS3.3 C.11.2.1.2); "
+            f"pass None to use each file's own window. Received: {argument}={window!r}"
+        )
+    return center, width
 
 
 def frame_index(frame, n_frames: int, path="") -> int:
@@ -126,7 +151,7 @@ def read_dicom(path, window=None, frame="middle") -> np.ndarray:
     Args:
         path: the DICOM file.
         window: (center, width) in modality units (e.g. Hounsfield units), replacing the file's VOI LUT
-            and window; the file's VOI LUT Function (linear, linear exact, sigmoid) still applies.
+            and window (width ≥ 1); the file's VOI LUT Function (linear, linear exact, sigmoid) still applies.
         frame: which frame of a multi-frame file: "middle", "first", "last" or an index.
 
     Raises:
@@ -134,6 +159,7 @@ def read_dicom(path, window=None, frame="middle") -> np.ndarray:
     """
     import_pydicom()
     frame = check_frame(frame)
+    window = check_window(window, "window")
     try:
         return _render(Path(path), window, frame)
     except DicomDecodeError:
@@ -176,54 +202,112 @@ def _render(path: Path, window, frame) -> np.ndarray:
 def _grayscale(pixels: np.ndarray, ds, window) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, apply_windowing
 
+    _drop_unusable_rescale(ds)
     values = apply_modality_lut(pixels, ds)
     if window is not None:
-        center, width = (float(v) for v in window)
-        for keyword in ("VOILUTSequence",):
-            if keyword in ds:
-                del ds[keyword]
-        ds.WindowCenter, ds.WindowWidth = center, width
-    has_lut = bool(ds.get("VOILUTSequence")) and None not in (
-        ds.VOILUTSequence[0].get("LUTDescriptor"),
-        ds.VOILUTSequence[0].get("LUTData"),
-    )
-    has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
-    if has_lut:
-        out, value_range = _voi_lut_sequence(values, ds)
-    elif has_window:
-        out = apply_voi_lut(values, ds, index=0, prefer_lut=False)
-        # The window's output range, as pydicom defines it for this file (from the extremes it maps to).
-        ends = apply_windowing(np.array([-1e300, 1e300]), ds, index=0)
+        if "VOILUTSequence" in ds:
+            del ds["VOILUTSequence"]
+        ds.WindowCenter, ds.WindowWidth = window
+    lut = _voi_lut(ds)
+    if lut is not None:
+        out, value_range = _apply_voi_lut_sequence(values, *lut)
+    elif _usable_window(ds):
+        with np.errstate(over="ignore"):  # a sigmoid's exp saturates far from the center: 0 or 1, as it should
+            out = apply_voi_lut(values, ds, index=0, prefer_lut=False)
+            # The window's output range, as pydicom defines it for this file (from the extremes it maps to).
+            ends = apply_windowing(np.array([-1e300, 1e300]), ds, index=0)
         value_range = (float(ends[0]), float(ends[1]))
     else:
         out, value_range = values, None
     return to_uint8(np.asarray(out, dtype=np.float64), value_range)
 
 
-def _voi_lut_sequence(values: np.ndarray, ds):
-    """The first VOI LUT of the file, applied as PS3.3 C.11.2.1.1 defines it.
+def _first_value(ds, keyword) -> float | None:
+    """The first value of a numeric attribute as a finite float; None when absent, empty, NaN or not a number."""
+    value = ds.get(keyword)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):  # a multi-valued window: its first
+        value = value[0] if len(value) else None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _drop_unusable_rescale(ds) -> None:
+    """An empty or non-numeric Rescale Slope or Intercept is treated as absent (identity), as the pair is used
+    only when both are present."""
+    slope, intercept = _first_value(ds, "RescaleSlope"), _first_value(ds, "RescaleIntercept")
+    present = [keyword for keyword in ("RescaleSlope", "RescaleIntercept") if keyword in ds]
+    if present and (slope is None or intercept is None):
+        for keyword in present:
+            del ds[keyword]
+
+
+def _usable_window(ds) -> bool:
+    """Whether the file's first window can be applied; if so it is left in ``ds`` as one (center, width) pair.
+
+    PS3.3 C.11.2.1.2 requires Window Width ≥ 1 for the default LINEAR function and > 0 for LINEAR_EXACT and
+    SIGMOID (C.11.2.1.3), and pydicom's ``apply_windowing`` raises on anything else. Scanners do write 0/0 (GE),
+    so a window that breaks these rules, or whose first center or width is empty, NaN or not a number, is treated
+    as absent, as viewers do: the image's own range is shown instead. An empty VOI LUT Function is LINEAR (the
+    attribute is optional; empty means absent).
+    """
+    if "VOILUTFunction" in ds and not str(ds.VOILUTFunction or "").strip():
+        del ds["VOILUTFunction"]
+    center, width = _first_value(ds, "WindowCenter"), _first_value(ds, "WindowWidth")
+    if center is None or width is None:
+        return False
+    function = str(ds.get("VOILUTFunction", "LINEAR")).strip().upper()
+    if (width < 1) if function == "LINEAR" else (width <= 0):
+        return False
+    ds.WindowCenter, ds.WindowWidth = center, width
+    return True
+
+
+def _voi_lut(ds):
+    """The file's first VOI LUT as (table, first mapped value, bits per entry), or None when the VOI LUT Sequence
+    is absent, empty or malformed (a LUT Descriptor that is not three integers, bits outside 1..16, no LUT Data):
+    the window, then the image's range, are used instead."""
+    import struct
+
+    sequence = ds.get("VOILUTSequence")
+    if not sequence:
+        return None
+    item = sequence[0]
+    if "LUTDescriptor" not in item or "LUTData" not in item:
+        return None
+    try:
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    except (TypeError, ValueError):
+        return None
+    entries = entries or 65536
+    element = item["LUTData"]
+    try:
+        if element.VR == "OW" and isinstance(element.value, (bytes, bytearray)):
+            little = getattr(getattr(ds, "file_meta", None), "_tsyntax_encoding", (None, True))[1] is not False
+            count = min(entries, len(element.value) // 2)
+            lut = np.asarray(struct.unpack(f"{'<' if little else '>'}{count}H", element.value[: 2 * count]))
+        else:
+            value = element.value
+            lut = np.asarray(value if hasattr(value, "__len__") else [value], dtype=np.float64)[:entries]
+    except (TypeError, ValueError, struct.error):
+        return None
+    if lut.ndim != 1 or lut.size == 0 or not 1 <= bits <= 16 or not np.all(np.isfinite(lut)):
+        return None
+    return lut.astype(np.float64), first, bits
+
+
+def _apply_voi_lut_sequence(values: np.ndarray, lut: np.ndarray, first: int, bits: int):
+    """A VOI LUT applied as PS3.3 C.11.2.1.1 defines it: values below the first mapped value take the first entry,
+    values past the last entry the last one.
 
     Done here rather than by ``pydicom.pixels.apply_voi``, which (pydicom 3.0) computes the LUT index in
     the LUT's own 8- or 16-bit type, so inputs further than 255 (or 65535) from the first mapped value wrap
     around instead of clipping to the last entry.
     """
-    import struct
-
-    item = ds.VOILUTSequence[0]
-    entries, first, bits = (int(v) for v in item.LUTDescriptor)
-    entries = entries or 65536
-    element = item["LUTData"]
-    if element.VR == "OW" and isinstance(element.value, (bytes, bytearray)):
-        little = getattr(getattr(ds, "file_meta", None), "_tsyntax_encoding", (None, True))[1] is not False
-        lut = np.asarray(struct.unpack(f"{'<' if little else '>'}{entries}H", element.value[: 2 * entries]))
-    else:
-        lut = np.asarray(
-            element.value
-            if isinstance(element.value, (list, tuple)) or hasattr(element.value, "__len__")
-            else [element.value]
-        )
     index = np.clip(np.round(values).astype(np.int64) - first, 0, len(lut) - 1)
-    return lut[index].astype(np.float64), (0.0, float(2**bits - 1))
+    return lut[index], (0.0, float(2**bits - 1))
 
 
 def _palette(pixels: np.ndarray, ds) -> np.ndarray:

@@ -19,7 +19,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+    """The one rule by which folders are searched (``from_directory``, ``predict``): a visible file with an image
+    extension, or any other visible file that is DICOM by its content (the 'DICM' marker at byte 128: files
+    without an extension, ``.IMA``, numeric names such as ``1.2.840.113619.2.1``). A DICOMDIR (the index of a
+    DICOM medium, PS3.10) is not an image."""
+    name = path.name
+    if name.startswith(".") or name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return path.is_file()
+    return path.is_file() and is_dicom(path)  # reads 132 bytes (a regular file only: never blocks on a pipe)
 
 
 SPLIT_NAMES = {
@@ -86,6 +95,9 @@ def _check_layout(root: Path, folders: list[str]) -> None:
 def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
     """Reads one sub-folder per class (e.g. ``root/glioma/*.png``); files are sorted by path.
 
+    Image files are found by extension (PNG, JPEG, BMP, ``.dcm``, ``.dicom``) and DICOM files also by their content,
+    whatever their name (no extension, ``.IMA``, numeric names); hidden files and DICOMDIR are skipped.
+
     Args:
         root: the folder holding one sub-folder per class.
         class_names: the classes to read, in label order (default: all sub-folders in natural order, as
@@ -119,7 +131,8 @@ def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
         files = sorted(p for p in (root / name).rglob("*") if _is_image(p))
         if not files:
             raise DataSourceError(
-                f"Class '{name}' has no images in '{root / name}' (looked for {', '.join(IMAGE_EXTENSIONS)})."
+                f"Class '{name}' has no images in '{root / name}' (looked for {', '.join(IMAGE_EXTENSIONS)} and "
+                "DICOM files by their content)."
             )
         paths += [str(p) for p in files]
         labels += [label] * len(files)
@@ -485,11 +498,7 @@ def collect_images(images, image_col: str = "path", patient_col: str | None = No
             paths += csv_paths
             patients += csv_patients
         elif path.is_dir():
-            found = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and not p.name.startswith(".") and (p.suffix.lower() in IMAGE_EXTENSIONS or is_dicom(p))
-            )
+            found = sorted(p for p in path.rglob("*") if _is_image(p))
             if not found:
                 raise DataSourceError(
                     f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM files)."

@@ -391,3 +391,222 @@ def test_files_pydicom_cannot_decode_are_refused_naming_the_cause_never_an_insta
     embedded = by_name["JPEG2000-embedded-sequence-delimiter.dcm"]
     assert "JPEG 2000" in embedded and "Error decoding the J2K data" in embedded
     assert "less than expected (8130 vs 8192 bytes)" in by_name["MR_truncated.dcm"]  # pydicom's words, not numpy's
+
+
+# -- issue 28, defect 4: windows the standard does not define, and DICOM files found by content ---------------------
+
+
+def write_ge_series(folder, names, patient="GE-0001", seed=0, size=48, **attributes):
+    """A GE-like MR series as the scanner writes it: 16-bit signed, a few hundred grey levels, PatientID and
+    InstanceNumber (1, 2, ... in the order of ``names``), Window Center/Width 0/0 and no rescale, saved with the
+    DICM preamble. ``attributes`` replace or (None) delete elements."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    series = generate_uid()
+    y, x = np.mgrid[:size, :size]
+    paths = []
+    for k, name in enumerate(names):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.Manufacturer = "MR", "GE MEDICAL SYSTEMS"
+        ds.PatientID, ds.SeriesInstanceUID, ds.InstanceNumber = patient, series, k + 1
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.WindowCenter, ds.WindowWidth = 0, 0
+        blob = 300 * np.exp(-((y - size / 2 + 3 * k) ** 2 + (x - size / 2) ** 2) / (2 * (size / 4) ** 2))
+        ds.PixelData = (blob + rng.integers(0, 40, (size, size)) + 5 * k).astype(np.int16).tobytes()
+        for keyword, value in attributes.items():
+            if value is None:
+                delattr(ds, keyword)
+            else:
+                setattr(ds, keyword, value)
+        path = folder / name
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(str(path))
+    return paths
+
+
+def range_rendering(path) -> np.ndarray:
+    """docs/data.md's rendering of a file without a usable VOI: pydicom's pixels through its modality LUT,
+    min..max stretched to 0..255, rounded half to even, three channels (independent of radtransfer)."""
+    ds = pydicom.dcmread(path)
+    x = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+    out = np.round((x - x.min()) / (x.max() - x.min()) * 255).astype(np.uint8)
+    return np.repeat(out[..., None], 3, axis=-1)
+
+
+def test_a_ge_series_with_a_0_0_window_reads_as_its_range(tmp_path):
+    """The real-data case rebuilt: GE writes Window Center/Width 0/0, which PS3.3 C.11.2.1.2 does not define
+    (width ≥ 1) and pydicom's apply_windowing refuses; it was refused as "pixels do not decode"."""
+    paths = write_ge_series(tmp_path, [f"IM{k}.dcm" for k in range(1, 6)])
+    for path in paths:
+        ours = data.read_dicom(path)
+        assert len(np.unique(ours)) > 100  # a few hundred grey levels, stretched: not a blank image
+        np.testing.assert_array_equal(ours, range_rendering(path))
+
+
+UNDEFINED_WINDOWS = {  # (Window Center, Window Width, VOI LUT Function): each treated as absent
+    "width 0 (GE)": (0, 0, None),
+    "width 0.5, linear": (100, 0.5, None),
+    "width -1, linear": (100, -1, None),
+    "width 0, linear exact": (100, 0, "LINEAR_EXACT"),
+    "width 0, sigmoid": (100, 0, "SIGMOID"),
+    "width NaN": (100, "NaN", None),
+    "width empty": (100, "", None),
+    "center empty": ("", 200, None),
+    "first width 0 of two": ([0, 100], [0, 200], None),
+}
+
+
+@pytest.mark.parametrize("window", UNDEFINED_WINDOWS, ids=list(UNDEFINED_WINDOWS))
+def test_a_window_the_standard_does_not_define_is_treated_as_absent(tmp_path, window):
+    center, width, function = UNDEFINED_WINDOWS[window]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the invalid DS value "NaN" as it writes it
+        (path,) = write_ge_series(tmp_path, ["slice.dcm"], WindowCenter=center, WindowWidth=width)
+        if function:
+            ds = pydicom.dcmread(path)
+            ds.VOILUTFunction = function
+            ds.save_as(path)
+        ours = data.read_dicom(path)
+    np.testing.assert_array_equal(ours, range_rendering(path))
+
+
+DEFINED_WINDOWS = {  # windows at the edge of what the standard allows, and an empty function (= LINEAR): applied
+    "width 1, linear": (150, 1, None),
+    "width 0.5, linear exact": (150, 0.5, "LINEAR_EXACT"),
+    "width 0.5, sigmoid": (150, 0.5, "SIGMOID"),
+    "empty function": (150, 200, ""),
+    "second of two ignored": ([150, 0], [200, 0], None),
+}
+
+
+@pytest.mark.parametrize("window", DEFINED_WINDOWS, ids=list(DEFINED_WINDOWS))
+def test_a_window_the_standard_defines_is_applied(tmp_path, window):
+    center, width, function = DEFINED_WINDOWS[window]
+    (path,) = write_ge_series(tmp_path, ["slice.dcm"], WindowCenter=center, WindowWidth=width)
+    if function is not None:
+        ds = pydicom.dcmread(path)
+        ds.VOILUTFunction = function
+        ds.save_as(path)
+    ours = data.read_dicom(path).astype(np.float64)
+    with np.errstate(divide="ignore", over="ignore"):  # width 1 divides by width - 1 = 0; sigmoid's exp saturates
+        expected = reference_rendering(path)
+    assert np.abs(ours - expected).max() <= 1.0 + 1e-9
+    assert not np.array_equal(ours, range_rendering(path))
+
+
+def _voi_lut_item(descriptor=(256, 0, 8), lut=None, vr="US"):
+    item = pydicom.Dataset()
+    if descriptor is not None:
+        item.add_new(0x00283002, "US", list(descriptor))
+    if lut is not None:
+        item.add_new(0x00283006, vr, lut)
+    return item
+
+
+MALFORMED_VOI_LUTS = {  # a VOI LUT Sequence that cannot be applied: the window, then the range, instead
+    "empty sequence": [],
+    "no LUT Data": [_voi_lut_item(lut=None)],
+    "no LUT Descriptor": [_voi_lut_item(descriptor=None, lut=list(range(256)))],
+    "descriptor of two values": [_voi_lut_item(descriptor=(256, 0), lut=list(range(256)))],
+    "empty LUT Data": [_voi_lut_item(lut=[])],
+    "0 bits per entry": [_voi_lut_item(descriptor=(256, 0, 0), lut=list(range(256)))],
+    "empty item": [pydicom.Dataset()],
+}
+
+
+@pytest.mark.parametrize("with_window", [True, False], ids=["then the window", "then the range"])
+@pytest.mark.parametrize("lut", MALFORMED_VOI_LUTS, ids=list(MALFORMED_VOI_LUTS))
+def test_an_empty_or_malformed_voi_lut_sequence_is_treated_as_absent(tmp_path, lut, with_window):
+    window = {"WindowCenter": 150, "WindowWidth": 200} if with_window else {}
+    (plain,) = write_ge_series(tmp_path / "plain", ["slice.dcm"], **window)
+    ds = pydicom.dcmread(plain)
+    ds.VOILUTSequence = pydicom.Sequence(MALFORMED_VOI_LUTS[lut])
+    path = str(tmp_path / "lut.dcm")
+    ds.save_as(path)
+    ours = data.read_dicom(path).astype(np.float64)
+    expected = reference_rendering(plain) if with_window else range_rendering(plain)
+    assert np.abs(ours - expected).max() <= 1.0 + 1e-9
+
+
+def test_an_empty_rescale_slope_is_treated_as_absent(tmp_path):
+    (plain,) = write_ge_series(tmp_path / "plain", ["slice.dcm"])
+    (path,) = write_ge_series(tmp_path, ["slice.dcm"], RescaleSlope="", RescaleIntercept=0)
+    np.testing.assert_array_equal(data.read_dicom(path), range_rendering(plain))
+
+
+@pytest.mark.parametrize("window", [(40, 0), (40, 0.5), (40, float("nan")), (float("inf"), 400), (40,), "40,400"])
+def test_an_explicit_window_narrower_than_1_is_refused_in_one_line_naming_the_argument(tmp_path, window):
+    (path,) = write_ge_series(tmp_path, ["slice.dcm"])
+    with pytest.raises(ValueError, match=r"^Expected window=\(center, width\)[^\n]*Received: window=") as caught:
+        data.read_dicom(path, window=window)
+    assert "\n" not in str(caught.value)
+    image_set = data.ImageSet(paths=[path], labels=[0], class_names=("a",))
+    if isinstance(window, tuple) and len(window) == 2:  # what make_dataset and ImageSequence turn into floats
+        with pytest.raises(ValueError, match=r"^Expected dicom_window=\(center, width\) with a finite center"):
+            data.make_dataset(image_set, image_size=(8, 8), dicom_window=window)
+        with pytest.raises(ValueError, match=r"^Expected dicom_window=\(center, width\) with a finite center"):
+            data.ImageSequence(image_set, image_size=(8, 8), dicom_window=window)
+    # Width 1, the narrowest the standard defines, is a threshold at center - 0.5 (PS3.3 C.11.2.1.2.1).
+    threshold = np.where(pydicom.dcmread(path).pixel_array > 149.5, 255, 0)
+    np.testing.assert_array_equal(data.read_dicom(path, window=(150, 1))[..., 0], threshold)
+
+
+@pytest.fixture(scope="module")
+def ge_study(tmp_path_factory):
+    """Two class folders of GE-like series (two patients each side), every window 0/0."""
+    root = tmp_path_factory.mktemp("ge_study")
+    for label, patients in (("normal", ("GE-1", "GE-2")), ("lesion", ("GE-3", "GE-4"))):
+        for k, patient in enumerate(patients):
+            write_ge_series(root / label, [f"{patient}-IM{i}.dcm" for i in range(1, 4)], patient=patient, seed=k)
+    return root
+
+
+def test_make_dataset_and_the_numpy_path_read_a_ge_series_folder_as_its_range(ge_study):
+    """from_directory → check_images → make_dataset (tf.data) and ImageSequence (the numpy path) read every slice,
+    each equal to the independent range rendering (native size, nearest: no resampling)."""
+    image_set = data.from_directory(ge_study)
+    assert len(image_set) == 12 and len(set(image_set.patient_ids)) == 4
+    kept, bad = data.check_images(image_set)  # the check before the first epoch decodes one slice per kind
+    assert bad == [] and len(kept) == 12
+    expected = np.stack([range_rendering(p) for p in image_set.paths])
+    kwargs = {"image_size": (48, 48), "interpolation": "nearest", "batch_size": 12, "shuffle": False, "cache": False}
+    tf_images = next(iter(data.make_dataset(image_set, **kwargs)))[0].numpy()
+    np.testing.assert_array_equal(tf_images, expected)
+    numpy_images = data.ImageSequence(image_set, **kwargs)[0][0]
+    np.testing.assert_array_equal(numpy_images, expected)
+
+
+def test_dicom_files_are_found_by_content_whatever_their_name(tmp_path):
+    """One rule for from_directory and predict: x.dcm beside extensionless, .IMA and numeric-named DICOM files are
+    all images; hidden files, a DICOMDIR and non-DICOM files without an image extension are not."""
+    from radtransfer.data.sources import collect_images
+
+    first = write_ge_series(tmp_path / "a", ["IM001.dcm", "IM002", "IM003.IMA", "IM004.dcm", "IM005"], patient="P1")
+    uids = [f"1.2.840.113619.2.55.3.{k}" for k in range(1, 4)]
+    second = write_ge_series(tmp_path / "b", uids, patient="P2", seed=1)
+    hidden = write_ge_series(tmp_path / "a", [".IM006"], patient="P1")
+    (tmp_path / "a" / "README").write_text("scanner export notes\n" * 20)
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    dicomdir = pydicom.dcmread(first[0])
+    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
+    dicomdir.save_as(tmp_path / "a" / "DICOMDIR")
+    image_set = data.from_directory(tmp_path)
+    assert list(image_set.paths) == first + second and hidden[0] not in image_set.paths
+    assert image_set.labels.tolist() == [0] * 5 + [1] * 3
+    assert list(image_set.patient_ids) == ["P1"] * 5 + ["P2"] * 3
+    for folder, paths, patient in (("a", first, "P1"), ("b", second, "P2")):
+        found, patients = collect_images(tmp_path / folder)  # what predict reads from the class folder
+        assert found == paths and patients == [patient] * len(paths)
+    assert [str(pydicom.dcmread(p).PatientID) for p in image_set.paths] == list(image_set.patient_ids)
