@@ -56,6 +56,8 @@ def check_window(window, argument: str = "window"):
     if window is None:
         return None
     try:
+        if isinstance(window, (str, bytes)):  # "44" would unpack into two numbers
+            raise TypeError
         center, width = (float(v) for v in window)
     except (TypeError, ValueError):
         raise ValueError(

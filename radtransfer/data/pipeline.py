@@ -112,7 +112,7 @@ def make_dataset(
         interpolation,
         bool(antialias),
         sixteen_bit,
-        None if dicom_window is None else tuple(float(v) for v in dicom_window),
+        dicom_window,  # ReadSettings checks it (one line naming dicom_window) and makes it two floats
         check_frame(frame),
     )
     if not isinstance(batch_size, int) or batch_size < 1:

@@ -120,7 +120,7 @@ class ImageSequence(keras.utils.PyDataset):
             interpolation,
             bool(antialias),
             sixteen_bit,
-            None if dicom_window is None else tuple(float(v) for v in dicom_window),
+            dicom_window,  # ReadSettings checks it (one line naming dicom_window) and makes it two floats
             check_frame(frame),
         )
         image_set, gray, _ = validate_images(image_set, on_bad, frame=self.settings.frame)
