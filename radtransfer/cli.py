@@ -181,7 +181,9 @@ def _write_resolved(out_dir, args) -> None:
 
 
 def _print_json(payload) -> None:
-    print(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
+    from .utils.io import dumps_strict
+
+    print(dumps_strict(payload, indent=2, ensure_ascii=False))  # strict: often piped into a .json file
 
 
 def _summary_metrics(metrics: dict) -> dict:

@@ -162,7 +162,7 @@ def test_run_card_states_only_what_the_run_recorded(cli_run, tmp_path):
     for key in ("n", "n_patients", "auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"):
         assert evaluation[key] == metrics[key], key
     assert evaluation["confusion_matrix"] == metrics["confusion_matrix"]
-    assert all(math.isnan(v) for v in evaluation["auc_ci"]) and all(math.isnan(v) for v in metrics["auc_ci"])
+    assert evaluation["auc_ci"] == metrics["auc_ci"] == [None, None]  # undefined: null in strict JSON
     assert f"| images | {metrics['n']} |" in md and f"| patients | {metrics['n_patients']} |" in md
     assert f"| AUC (macro, one vs rest) | {_f(metrics['auc'])} |" in md
     assert f"| accuracy | {_f(metrics['accuracy'])} |" in md

@@ -217,7 +217,7 @@ def describe_interval(metrics: dict) -> str:
     """The AUC's interval with how it was made and on how many units, e.g. "95% CI 0.940–0.971: BCa bootstrap
     over 8 patients, 1000 resamples, seed 0", so two intervals of one model can be told apart and a small n is
     seen; or why there is none."""
-    low, high = metrics.get("auc_ci") or (math.nan, math.nan)
+    low, high = (math.nan if v is None else v for v in (metrics.get("auc_ci") or (None, None)))  # null in JSON
     units, unit = metrics.get("auc_ci_units"), metrics.get("auc_ci_unit") or "image"
     if not (math.isfinite(low) and math.isfinite(high)):
         count = metrics.get("n_patients") or metrics.get("n")
