@@ -69,18 +69,35 @@ class ImageSet:
         """Images per class, in class order."""
         return np.bincount(self.labels, minlength=self.num_classes).tolist()
 
+    def image_names(self) -> list[str]:
+        """One display name per image, in order: the path for files; for in-memory images the extras column
+        ``name`` when there is one (``from_tfds``: ``<name>/<split>#<index>``), else ``<volume>#<slice>`` from
+        ``from_volumes``' extras, else ``#<index>`` in this set. Parts made by ``split``, ``kfold`` and ``subset``
+        keep their images' names in the set they came from."""
+        if self.paths is not None:
+            return [str(p) for p in self.paths]
+        extras = self.extras or {}
+        if "name" in extras:
+            return [str(n) for n in extras["name"]]
+        if "volume" in extras and "slice" in extras:
+            return [f"{volume}#{index}" for volume, index in zip(extras["volume"], extras["slice"])]
+        return [f"#{i}" for i in range(len(self))]
+
     def subset(self, indices) -> "ImageSet":
-        """The images at `indices`, in that order."""
+        """The images at `indices`, in that order (in-memory images keep their names, see ``image_names``)."""
         indices = np.asarray(indices, dtype=np.int64)
+        extras = (
+            {} if self.extras is None else {k: np.asarray(v, dtype=object)[indices] for k, v in self.extras.items()}
+        )
+        if self.paths is None and "name" not in extras:
+            extras["name"] = np.asarray(self.image_names(), dtype=object)[indices]
         return ImageSet(
             paths=None if self.paths is None else self.paths[indices],
             labels=self.labels[indices],
             class_names=self.class_names,
             patient_ids=None if self.patient_ids is None else self.patient_ids[indices],
             images=None if self.images is None else [self.images[i] for i in indices],
-            extras=None
-            if self.extras is None
-            else {k: np.asarray(v, dtype=object)[indices] for k, v in self.extras.items()},
+            extras=extras or None,
         )
 
     # -- splitting -----------------------------------------------------------------------------

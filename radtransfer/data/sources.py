@@ -249,7 +249,8 @@ def guess_patient_col(columns) -> str | None:
 
 def _rows(frame, mask, from_file: bool) -> str:
     """The rows where ``mask`` holds, as CSV line numbers (header = line 1) or DataFrame index labels."""
-    where = [str(i + 2) if from_file else repr(label) for i, label in zip(range(len(frame)), frame.index) if mask[i]]
+    # A CSV is read with a RangeIndex, so a row's label is its position in the file even after rows are dropped.
+    where = [str(label + 2) if from_file else repr(label) for label, keep in zip(frame.index, mask) if keep]
     shown = ", ".join(where[:10]) + (f", … ({len(where) - 10} more)" if len(where) > 10 else "")
     return ("line " if len(where) == 1 else "lines ") + shown if from_file else "rows " + shown
 
@@ -301,7 +302,7 @@ def from_csv(
 
     Raises:
         DataSourceError: the file is missing, a named column is missing, a label, image path or patient id
-            is empty, a label is unknown, or a class has no images.
+            is empty, an image is listed on two rows, a label is unknown, or a class has no images.
     """
     check_choice("missing_labels", missing_labels, MISSING_LABELS)
     frame, where, base, from_file = _read_manifest(path_or_dataframe, root)
@@ -341,6 +342,7 @@ def from_csv(
     if empty and class_names is not None and len(empty) == len(class_names):
         raise DataSourceError(f"{where} has no images for any class.")
     paths = [p if Path(p).is_absolute() else str(base / p) for p in frame[image_col].astype(str).str.strip()]
+    _refuse_repeated_paths(frame, paths, image_col, where, from_file)
     patients = frame[patient_col].astype(str).str.strip().to_numpy() if patient_col else None
     if patient_col is None and auto_patients:  # DICOM files bring their PatientID
         patients = dicom_patient_ids(paths, where)
@@ -404,6 +406,29 @@ def _refuse_empty_cells(frame, image_col, patient_col, where, from_file) -> None
             )
 
 
+def _refuse_repeated_paths(frame, paths, image_col, where, from_file) -> None:
+    """An image listed on two rows is an error naming the rows: split by image, its rows can land in two parts."""
+    import os
+
+    rows_of: dict = {}
+    for k, path in enumerate(paths):
+        rows_of.setdefault(os.path.normpath(path), []).append(k)
+    repeated = [rows for rows in rows_of.values() if len(rows) > 1]
+    if not repeated:
+        return
+    named = []
+    for rows in repeated[:3]:
+        mask = np.zeros(len(frame), dtype=bool)
+        mask[rows] = True
+        named.append(f"{str(frame[image_col].iloc[rows[0]]).strip()!r} on {_rows(frame, mask, from_file)}")
+    more = f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+    raise DataSourceError(
+        f"{len(repeated)} image(s) are listed more than once in {where} (column {image_col!r}): "
+        f"{'; '.join(named)}{more}. One image on two rows can land in two parts (train and test): remove the "
+        "repeated rows."
+    )
+
+
 def sort_classes(names) -> list[str]:
     """Class names in natural order: numbers by value ("2" before "10"), then names alphabetically. Folders and
     CSV labels are ordered the same way, so one data set read either way gives the same label indices."""
@@ -435,6 +460,10 @@ def from_tfds(
         data_dir: tfds data folder.
         patient_key: feature holding a patient id, if the dataset has one.
         download: let tfds download the data if it is not prepared.
+
+    Returns:
+        An ImageSet of in-memory images; each is named ``<name>/<split>#<index>`` (the extras column ``name``,
+        which the audit's findings show).
     """
     tfds = require("tensorflow_datasets", "tfds", "data.from_tfds", package="tensorflow-datasets")
     try:
@@ -469,6 +498,7 @@ def from_tfds(
         labels=np.array(labels),
         class_names=class_names,
         patient_ids=np.array(patients, dtype=object) if patient_key else None,
+        extras={"name": np.array([f"{name}/{split}#{i}" for i in range(len(images))], dtype=object)},
     )
 
 

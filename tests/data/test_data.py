@@ -103,6 +103,8 @@ def test_from_tfds_with_mock_data():
     with tfds.testing.mock_data(num_examples=6):
         image_set = data.from_tfds("mnist", split="train")
     assert len(image_set) == 6 and image_set.paths is None
+    assert image_set.image_names()[:2] == ["mnist/train#0", "mnist/train#1"]
+    assert image_set.subset([4]).image_names() == ["mnist/train#4"]
     assert image_set.class_names == tuple(str(i) for i in range(10))
     images, labels = _first_batch(image_set, image_size=(32, 32))
     assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
@@ -496,6 +498,46 @@ def test_empty_label_cells_are_refused_naming_their_lines_or_dropped_when_asked(
     frame = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["x", None, "y"]})
     with pytest.raises(data.DataSourceError, match="rows 1"):
         data.from_csv(frame, image_col="path")
+
+
+def test_a_repeated_image_path_is_refused_naming_its_lines(tmp_path):
+    """Before: a manifest of 41 rows and 40 files was read silently, and split by image the repeated file could land
+    in train and in test."""
+    rows = [f"img/{k:02d}.png,{'ab'[k % 2]}" for k in range(40)]
+    rows.insert(30, rows[5])  # lines 7 and 32 (the header is line 1)
+    path = _csv(tmp_path, "path,label\n" + "\n".join(rows) + "\n")
+    with pytest.raises(
+        data.DataSourceError,
+        match=r"1 image\(s\) are listed more than once in .*study.csv.* "
+        r"'img/05.png' on lines 7, 32\. .*remove the repeated rows",
+    ):
+        data.from_csv(path, image_col="path")
+    frame = pd.DataFrame({"path": ["a.png", "b.png", "./a.png"], "label": ["x", "y", "x"]})
+    with pytest.raises(data.DataSourceError, match=r"'a.png' on rows 0, 2"):
+        data.from_csv(frame, image_col="path", root=tmp_path)
+
+
+def test_rows_are_named_by_their_csv_line_after_rows_without_a_label_are_dropped(tmp_path):
+    path = _csv(tmp_path, "path,label\na.png,x\nb.png,\nc.png,y\n,x\n")
+    with pytest.warns(UserWarning), pytest.raises(data.DataSourceError, match=r"empty 'path' .*line 5\."):
+        data.from_csv(path, image_col="path", missing_labels="drop")
+
+
+def test_in_memory_images_keep_the_names_of_the_set_they_came_from():
+    images = [np.full((8, 8, 1), k, np.uint8) for k in range(6)]
+    plain = data.ImageSet(None, [0, 1] * 3, ("a", "b"), patient_ids=["p0", "p0", "p1", "p1", "p2", "p2"], images=images)
+    assert plain.image_names() == [f"#{k}" for k in range(6)]
+    train, _, test = plain.split(val=0.0, test=0.34, seed=1)
+    assert sorted(train.image_names() + test.image_names(), key=lambda n: int(n[1:])) == plain.image_names()
+    assert test.subset([1]).image_names() == [test.image_names()[1]]
+    tested = [n for _, _, t in plain.kfold(3, seed=0) for n in t.image_names()]  # each image tested once
+    assert sorted(tested, key=lambda n: int(n[1:])) == plain.image_names()
+    slices = data.ImageSet(
+        None, [0] * 2, ("a", "b"), images=images[:2], extras={"volume": ["v.nii.gz"] * 2, "slice": [4, 5]}
+    )
+    assert slices.subset([1, 0]).image_names() == ["v.nii.gz#5", "v.nii.gz#4"]
+    files = data.ImageSet(["x.png", "y.png"], [0, 1], ("a", "b"))
+    assert files.subset([1]).image_names() == ["y.png"] and files.subset([1]).extras is None
 
 
 def test_integer_labels_and_ids_stay_as_written(tmp_path):
