@@ -5,10 +5,11 @@ the audit's throughput.
     python benchmarks/audit_near_duplicates.py throughput --images 100000 --size 256 [--keep DIR] [--plant N]
 
 ``separation`` writes 240 slices of 60 patients (96 and 256 px), and for one slice its altered copies; it prints
-the largest correlation between different patients' slices, each copy's hash distance and correlation, and
-whether the audit of a clean patient split finds anything. ``throughput`` writes (or reuses, with --keep) a folder
-of N images and times ``data.audit`` on it, split by patient; ``--plant N`` first adds N altered copies of
-training images (JPEG, resized, grey levels changed; crops are not found and not planted) to the test part and
+the largest correlation between different patients' slices (as stored, and in any of the 8 orientations the audit
+compares), each copy's hash distance and correlations (in the orientation that matches best), and whether the
+audit of a clean patient split finds anything. ``throughput`` writes (or reuses, with --keep) a folder of N images
+and times ``data.audit`` on it, split by patient; ``--plant N`` first adds N altered copies of training images
+(JPEG, resized, grey levels changed, flipped, rotated; crops are not found and not planted) to the test part and
 counts how many the audit finds. Results go to benchmarks/results_audit.json.
 """
 
@@ -28,7 +29,16 @@ from PIL import Image
 
 import radtransfer as rt
 from radtransfer import data
-from radtransfer.data.audit import CONFIRM_CORRELATION, NEAR_CORRELATION, NEAR_DISTANCE, _read, full_size_correlation
+from radtransfer.data.audit import (
+    CONFIRM_CORRELATION,
+    NEAR_CORRELATION,
+    NEAR_DISTANCE,
+    ORIENTATIONS,
+    THUMB,
+    _read,
+    full_size_correlation,
+    oriented,
+)
 
 RESULTS = Path(__file__).with_name("results_audit.json")
 
@@ -52,13 +62,21 @@ def _alterations(path, folder):
         out[f"resized {factor}x"] = image.resize((int(size * factor),) * 2, Image.Resampling.BILINEAR)
     out["brightness +12, contrast 1.1x"] = Image.fromarray(np.clip(pixels * 1.1 + 12, 0, 255).astype(np.uint8))
     out["gamma 0.8"] = Image.fromarray((255 * (pixels / 255) ** 0.8).astype(np.uint8))
+    grey = np.asarray(image)
+    for turn in range(1, len(ORIENTATIONS)):
+        out[ORIENTATIONS[turn]] = Image.fromarray(np.ascontiguousarray(oriented(grey, turn)))
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(oriented(grey, 5))).save(buffer, "JPEG", quality=75)
+    out["rotated 90° counterclockwise, jpeg q75"] = Image.open(buffer)
+    out["rotated 10° (not found)"] = image.rotate(10, resample=Image.Resampling.BILINEAR)
     for margin in (0.02, 0.05):
         cut = int(round(size * margin))
         out[f"cropped {margin:.0%} each side"] = image.crop((cut, cut, size - cut, size - cut))
     files = {}
     folder.mkdir(parents=True, exist_ok=True)
     for name, altered in out.items():
-        file = folder / (name.replace(" ", "_").replace("%", "pc").replace(",", "") + ".png")
+        stem = name.replace(" ", "_").replace("%", "pc").replace("°", "deg")
+        file = folder / ("".join(c for c in stem if c.isalnum() or c in "_.") + ".png")
         altered.save(file)
         files[name] = file
     return files
@@ -70,27 +88,41 @@ def separation():
         root = Path(tempfile.mkdtemp())
         rt.datasets.synthetic_brain_mri(root, n_patients=60, slices_per_patient=4, image_size=size, seed=1, bit_depth=8)
         image_set = data.from_csv(root / "manifest.csv", image_col="path", label_col="label", patient_col="patient_id")
-        facts = [_read(p, "middle") for p in image_set.paths]
-        hashes = np.array([f[1] for f in facts], dtype=np.uint64)
-        vectors = np.stack([f[2] for f in facts]).astype(np.float32)
+        facts = [_read(p) for p in image_set.paths]
+        hashes = np.array([f[1] for f in facts], dtype=np.uint64)  # (n, 8): each orientation's hash
+        vectors = np.stack([values * np.float32(scale) for values, scale in (f[2] for f in facts)])
         patients = np.array(image_set.patient_ids)
         different = patients[:, None] != patients[None, :]
-        correlations = vectors @ vectors.T
-        bits = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+        turned = vectors.reshape(-1, THUMB, THUMB)
+        correlations = np.stack([vectors @ oriented(turned, t).reshape(len(vectors), -1).T for t in range(8)])
+        bits = np.stack([np.bitwise_count(hashes[:, None, 0] ^ hashes[None, :, t]) for t in range(8)])
         row = {
-            "different patients: largest correlation": round(float(correlations[different].max()), 4),
+            "different patients: largest correlation": round(float(correlations[0][different].max()), 4),
+            "different patients: largest correlation, any orientation": round(
+                float(correlations.max(axis=0)[different].max()), 4
+            ),
             f"different patients: pairs within {NEAR_DISTANCE} bits": int(
-                (bits[different] <= NEAR_DISTANCE).sum() // 2
+                (bits[0][different] <= NEAR_DISTANCE).sum() // 2
+            ),
+            f"different patients: pairs within {NEAR_DISTANCE} bits, any orientation": int(
+                np.triu(bits.min(axis=0) <= NEAR_DISTANCE, 1)[different].sum()
             ),
             "different patients: pairs": int(different.sum() // 2),
         }
         source = 5
         for name, file in _alterations(image_set.paths[source], root).items():
-            _, phash, vector, _ = _read(str(file), "middle")
+            _, phash, (values, scale), _ = _read(str(file))
+            vector = values * np.float32(scale)
+            distances = [int(np.bitwise_count(phash[0] ^ hashes[source, t])) for t in range(8)]
+            thumbs = [float(vector @ correlations_of(vectors[source], t)) for t in range(8)]
+            turn = int(np.argmax([c if d <= NEAR_DISTANCE else -1 for c, d in zip(thumbs, distances)]))
             row[name] = {
-                "bits": int(np.bitwise_count(phash ^ hashes[source])),
-                "thumbnail correlation": round(float(vector.astype(np.float32) @ vectors[source]), 4),
-                "full-size correlation": round(full_size_correlation(image_set.paths[source], str(file), "middle"), 4),
+                "orientation": ORIENTATIONS[turn],
+                "bits": distances[turn],
+                "thumbnail correlation": round(thumbs[turn], 4),
+                "full-size correlation": round(
+                    full_size_correlation(str(file), image_set.paths[source], "middle", turn), 4
+                ),
             }
         train, val, test = image_set.split(val=0.15, test=0.2, seed=3)
         report = data.audit({"train": train, "val": val, "test": test})
@@ -105,6 +137,11 @@ def separation():
         "confirm_correlation": CONFIRM_CORRELATION,
     }
     _save("separation", {**thresholds, **results})
+
+
+def correlations_of(vector, turn):
+    """A flattened thumbnail in orientation ``turn``."""
+    return oriented(vector.reshape(THUMB, THUMB), turn).ravel()
 
 
 def _end_slices(findings) -> str:
@@ -125,7 +162,7 @@ def _plant(parts, count: int, folder: Path) -> list:
     paths, labels = [], []
     for k, index in enumerate(chosen):
         files = _alterations(train.paths[index], folder / f"c{k}")
-        names = [n for n in files if not n.startswith("cropped")]
+        names = [n for n in files if not n.startswith("cropped") and "not found" not in n]
         paths.append(str(files[names[k % len(names)]]))
         labels.append(train.labels[index])
     parts["test"] = ImageSet(
