@@ -640,10 +640,9 @@ def cmd_gradcam(args) -> int:
     from .utils.progress import progress
 
     model = _load_run_model(args.run_dir)
-    paths, _ = for_prediction(args.images)  # files and folders as predict reads them (DICOM series in order)
+    image_set, paths = for_prediction(args.images)  # files and folders as predict reads them (DICOM series in order)
     if not paths:
         raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
-    image_set = data.ImageSet(paths=paths, labels=[0] * len(paths), class_names=("?",))
     batch_size = 16
     dataset = data.make_dataset(
         image_set, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model)

@@ -31,6 +31,7 @@ KINDS = {
     "py_dataset": "a keras.utils.PyDataset",
     "arrays": "(images, labels) arrays",
     "files": "image files, folders or CSV manifests",
+    "parts": "a dict of parts (as data.from_split_directory reads a pre-split folder)",
 }
 
 
@@ -59,6 +60,8 @@ def kind_of(value) -> str:
         return "tf_data"
     if _is_files(value):
         return "files"
+    if isinstance(value, dict) and value and all(isinstance(v, ImageSet) for v in value.values()):
+        return "parts"
     return "unknown"
 
 
@@ -71,6 +74,19 @@ def refuse(value, argument: str, purpose: str, accepted) -> TypeError:
         f"{purpose} takes {argument} as {takes}; received {got}. Pass one of those (an ImageSet from "
         "radtransfer.data.from_... reads files as training did)."
     )
+
+
+def require_image_set(value, argument: str, purpose: str) -> ImageSet:
+    """``value`` when it is an ImageSet; else the one-line refusal: a grid makes its own folds (or split) of one set
+    of images, read from files or memory, so it needs the set itself, not batches or parts."""
+    if isinstance(value, ImageSet):
+        return value
+    if kind_of(value) == "parts":
+        raise TypeError(
+            f"{purpose} takes {argument} as one ImageSet and makes its own folds or split; received {KINDS['parts']}. "
+            "Pass one ImageSet of all the images (e.g. data.from_csv on a manifest listing every part's files)."
+        )
+    raise refuse(value, argument, purpose, ("image_set",))
 
 
 # -- training -------------------------------------------------------------------------------------------------
@@ -410,17 +426,33 @@ def _shuffles(dataset) -> bool:
 # -- prediction -----------------------------------------------------------------------------------------------
 
 
-def for_prediction(images, *, image_col: str = "path", patient_col: str | None = None):
-    """Unlabelled images as (paths, patient ids or None): from files, folders (DICOM series in instance order),
-    CSV manifests, or an ImageSet of files. Datasets and arrays are refused: prediction reads files as the
-    model's training did."""
+UNLABELLED = ("?",)  # the one class of the images handed to predict
+
+
+def for_prediction(images, *, image_col: str = "path", patient_col: str | None = None) -> tuple[ImageSet, list]:
+    """Unlabelled images as (an ImageSet of the one class "?", one name per image): from files, folders (DICOM series
+    in instance order), CSV manifests, or an ImageSet of files or of in-memory images (from_tfds, from_volumes, or
+    arrays; named as ``ImageSet.image_names`` names them). Datasets and arrays are refused: prediction reads images
+    as the model's training did (its size, interpolation and windows), which batches already made cannot be."""
     from .sources import collect_images
 
     kind = kind_of(images)
     if kind == "image_set":
-        if images.paths is None:
-            raise refuse(images, "images", "predict", ("files", "image_set"))
-        return [str(p) for p in images.paths], None if images.patient_ids is None else list(images.patient_ids)
+        unlabelled = ImageSet(
+            paths=images.paths,
+            images=images.images if images.paths is None else None,
+            labels=np.zeros(len(images), dtype=np.int64),
+            class_names=UNLABELLED,
+            patient_ids=images.patient_ids,
+        )
+        return unlabelled, images.image_names()
     if kind == "files":
-        return collect_images(images, image_col=image_col, patient_col=patient_col)
+        paths, patients = collect_images(images, image_col=image_col, patient_col=patient_col)
+        unlabelled = ImageSet(
+            paths=paths,
+            labels=np.zeros(len(paths), dtype=np.int64),
+            class_names=UNLABELLED,
+            patient_ids=None if patients is None else [p if p is not None else "" for p in patients],
+        )
+        return unlabelled, [str(p) for p in paths]
     raise refuse(images, "images", "predict", ("files", "image_set"))

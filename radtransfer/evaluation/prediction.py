@@ -8,16 +8,12 @@ import numpy as np
 
 from ..data.adapters import for_prediction, read_in_order
 from ..data.failures import check_images, readable_pipeline_errors
-from ..data.imageset import ImageSet
-from ..data.stream import stream_of
 from ..models.temperature import scale_threshold
 from ..models.trained import probabilities_of, temperature_of
 from ..training.run_folder import load_trained
 from ..utils.progress import progress
 from .gradcam import gradcam, save_overlays, unique_names
 from .metrics import model_read_kwargs
-
-UNLABELLED = ("?",)
 
 
 def predict(
@@ -64,18 +60,14 @@ def predict(
     import pandas as pd
 
     model = load_trained(model_or_run_dir) if isinstance(model_or_run_dir, (str, Path)) else model_or_run_dir
-    paths, patients = for_prediction(images, image_col=image_col, patient_col=patient_col)
-    image_set = ImageSet(
-        paths=paths,
-        labels=np.zeros(len(paths), dtype=np.int64),
-        class_names=UNLABELLED,
-        patient_ids=None if patients is None else [p if p is not None else "" for p in patients],
-    )
+    image_set, names = for_prediction(images, image_col=image_col, patient_col=patient_col)
     read = model_read_kwargs(model)
     readable, bad = check_images(image_set, on_bad, frame=read.get("frame", "middle"))
     dataset = read_in_order(readable, batch_size, read)
-    stream = stream_of(dataset)
-    kept = list(stream.paths) if stream is not None else [str(p) for p in dataset.image_set.paths]
+    # One row per input: the images read take their predictions in order, the others stay empty.
+    reasons = dict(bad)
+    read_rows = np.array([name not in reasons for name in names], dtype=bool)
+    kept = [name for name, ok in zip(names, read_rows) if ok]
     overlay_names = unique_names(kept) if gradcam_dir is not None else None
     num_classes = int(model.output_shape[-1])
     class_names = list(getattr(model, "radtransfer_class_names", None) or [str(i) for i in range(num_classes)])
@@ -108,14 +100,11 @@ def predict(
                     overlay_names[done : done + len(batch)],
                 )
             raw_batches.append(batch)
-    # One row per input: the images read take their predictions in order, the others stay empty.
-    reasons = dict(bad)
-    read_rows = np.array([p not in reasons for p in paths])
     raw = np.concatenate(raw_batches)
-    all_probabilities = np.full((len(paths), num_classes), np.nan)
+    all_probabilities = np.full((len(names), num_classes), np.nan)
     all_probabilities[read_rows] = probabilities_of(model, raw)
-    frame = pd.DataFrame({"path": paths})
-    if patients is not None:
+    frame = pd.DataFrame({"path": names})
+    if image_set.patient_ids is not None:
         frame["patient_id"] = list(image_set.patient_ids)
     for index, name in enumerate(class_names):
         frame[f"p_{name}"] = all_probabilities[:, index]
@@ -129,7 +118,7 @@ def predict(
         frame["gradcam"] = None
         frame.loc[read_rows, "gradcam"] = overlays
     if on_bad == "skip":
-        frame["error"] = [reasons.get(p, "") for p in paths]
+        frame["error"] = [reasons.get(name, "") for name in names]
     frame.attrs.update(
         {
             "class_names": class_names,
