@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.adapters import require_image_set
 from .data.audit import AUDIT_FILE, audit_splits
 from .data.fingerprint import data_manifest, manifest_differences, manifest_digest
 from .data.pipeline import check_images
@@ -161,6 +162,7 @@ def run_grid(
     Returns:
         A pandas DataFrame with one row per recorded run of this grid (all shards).
     """
+    require_image_set(image_set, "image_set", "run_grid")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     task = task or out.name
@@ -323,6 +325,7 @@ def learning_curve(
     from .models.backbones import get_backbone
     from .plots import learning_curve as plot_curve
 
+    require_image_set(image_set, "image_set", "learning_curve")
     out = Path(out_dir).expanduser().resolve()
     fractions = grid_curve.check_fractions(fractions)
     name = get_backbone(backbone).name

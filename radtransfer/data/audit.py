@@ -54,6 +54,8 @@ from ..errors import DataAuditError
 from ..utils.choices import check_choice
 from ..utils.io import write_json_atomic
 from ..utils.progress import progress
+from .adapters import KINDS as INPUT_KINDS
+from .adapters import kind_of
 from .decode import check_files, is_dicom
 from .imageset import ImageSet
 
@@ -576,16 +578,23 @@ def _as_parts(images_or_parts) -> dict:
         return {"all": images_or_parts}
     if isinstance(images_or_parts, dict):
         parts = dict(images_or_parts)
-    elif isinstance(images_or_parts, (list, tuple)) and len(images_or_parts) in (2, 3):
+    elif (
+        isinstance(images_or_parts, (list, tuple))
+        and len(images_or_parts) in (2, 3)
+        and kind_of(images_or_parts) != "arrays"
+    ):
         parts = dict(zip(("train", "val", "test"), images_or_parts))
     else:
-        raise TypeError(
-            "audit() takes an ImageSet, a dict of named ImageSets, or (train, val[, test]). "
-            f"Received: {type(images_or_parts).__name__}"
-        )
+        parts = {"": images_or_parts}
     for name, part in parts.items():
         if not isinstance(part, ImageSet):
-            raise TypeError(f"audit(): part {name!r} is a {type(part).__name__}, not an ImageSet.")
+            what = INPUT_KINDS.get(kind_of(part), f"a {type(part).__name__}")
+            raise TypeError(
+                f"audit() reads ImageSets (one, a dict of named parts, or (train, val[, test])); "
+                f"{f'part {name!r} is' if name else 'received'} {what}, whose images cannot be traced to their "
+                "files or patients. Pass the ImageSet it was read from, or data.ImageSet(images=..., labels=..., "
+                "patient_ids=...) for arrays."
+            )
     return parts
 
 
