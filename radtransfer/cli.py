@@ -35,6 +35,14 @@ def load_data(
         split = parts[2] if len(parts) > 2 else (tfds_split or "train")
         return data.from_tfds(name, split=split)
     path = Path(spec).expanduser()
+    if path.is_dir() and data.is_split_directory(path):
+        parts = sorted(p.name for p in path.iterdir() if p.is_dir())
+        example = next((p for p in parts if p.lower() in ("test", "testing")), parts[-1])
+        raise UsageError(
+            f"DATA '{spec}' is split already ({', '.join(f'{p}/' for p in parts)}), and this command reads one set "
+            f"of images: give one part (e.g. '{path / example}') or a CSV manifest listing every part's files "
+            "(train takes a split folder whole)."
+        )
     if path.is_dir():
         manifest = path / "manifest.csv"
         if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv
@@ -43,6 +51,7 @@ def load_data(
             )
         return data.from_directory(path, patient_ids="auto" if patients else None)
     if path.suffix.lower() == ".csv":
+        _refuse_volume_manifest(path)
         return data.from_csv(
             path, image_col=image_col, label_col=label_col, patient_col=patients, missing_labels=missing_labels
         )
@@ -51,6 +60,27 @@ def load_data(
             f"DATA not found: '{spec}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]."
         )
     raise UsageError(f"DATA '{spec}' is neither a folder nor a .csv file (nor tfds:NAME).")
+
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".mnc")
+
+
+def _refuse_volume_manifest(path: Path) -> None:
+    """A CSV listing 3D volumes is refused in one line: the command reads 2D images, the library reads volumes."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, nrows=50)
+    except Exception:  # from_csv says what is wrong with the file
+        return
+    for column in frame.columns:
+        values = frame[column].dropna().str.strip().str.lower()
+        if len(values) and values.str.endswith(VOLUME_SUFFIXES).all():
+            raise UsageError(
+                f"DATA '{path}' lists NIfTI volumes (column '{column}'), and the command reads 2D images: read their "
+                "slices in Python with radtransfer.data.from_volumes and pass that ImageSet to fine_tune, run_grid or "
+                "predict (docs/data.md, 'Volumes')."
+            )
 
 
 def _say_patients(image_set, args) -> None:
@@ -282,7 +312,8 @@ def cmd_audit(args) -> int:
 def _write_split(path, image_set) -> None:
     import pandas as pd
 
-    frame = pd.DataFrame({"path": image_set.paths, "label": [image_set.class_names[i] for i in image_set.labels]})
+    names = image_set.image_names()  # paths; in-memory images (tfds) by their names
+    frame = pd.DataFrame({"path": names, "label": [image_set.class_names[i] for i in image_set.labels]})
     if image_set.patient_ids is not None:
         frame["patient_id"] = image_set.patient_ids
     frame.to_csv(path, index=False)
