@@ -120,7 +120,6 @@ _BACKBONES = (
 )
 
 
-
 def _build_test_tiny(input_shape, name: str):
     """A notop, average-pooled network of 12 layers (6 with weights) in the shape of the real ones (a stem ending in
     ``pool1``, two stages, ``avg_pool``): it builds and trains in well under a second, for tests of loops, grids,
