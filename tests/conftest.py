@@ -140,7 +140,7 @@ def cli_data(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cli_run(cli_data, tmp_path_factory):
-    """A run folder of ``radtransfer train`` on ``cli_data`` (ResNet50, 32 px, no weights, 1 epoch). Shared:
+    """A run folder of ``radtransfer train`` on ``cli_data`` (the test_tiny backbone, 32 px, 1 epoch). Shared:
     a test that changes it works on a copy."""
     import json
 
@@ -149,7 +149,7 @@ def cli_run(cli_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_run")
     config = out / "defaults.json"
     config.write_text(
-        json.dumps({"backbone": "resnet50", "weights": "none", "image-size": 32, "epochs": 1, "batch_size": 8})
+        json.dumps({"backbone": "test_tiny", "weights": "none", "image-size": 32, "epochs": 1, "batch_size": 8})
     )
     argv = ["train", str(cli_data), "--config", str(config), "--batch-size", "4", "--out", str(out / "run")]
     assert main(argv + ["--run-eagerly", "--verbose", "0"]) == 0

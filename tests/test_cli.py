@@ -36,7 +36,7 @@ def test_train_writes_run_and_resolved_config(trained, capsys):
     ):
         assert (trained / name).exists(), name
     resolved = json.loads((trained / "cli_config.json").read_text())
-    assert resolved["batch_size"] == 4 and resolved["epochs"] == 1 and resolved["backbone"] == "resnet50"
+    assert resolved["batch_size"] == 4 and resolved["epochs"] == 1 and resolved["backbone"] == "test_tiny"
     metrics = json.loads((trained / "test_metrics.json").read_text())
     assert 0 <= metrics["auc"] <= 1
 
@@ -172,8 +172,8 @@ def test_python_dash_m():
         assert command in done.stdout
 
 
-# A ResNet50 from random weights, 32 px, one epoch, no graph tracing: the smallest real training run.
-TINY_TRAIN = "--backbone resnet50 --weights none --image-size 32 --epochs 1 --run-eagerly --verbose 0".split()
+# The test backbone from random weights, 32 px, one epoch, no graph tracing: the smallest real training run.
+TINY_TRAIN = "--backbone test_tiny --weights none --image-size 32 --epochs 1 --run-eagerly --verbose 0".split()
 
 
 # -- a newcomer's study: a CSV with a PatientID column, a broken file, an empty label ------------
