@@ -139,8 +139,9 @@ def _expected(spec) -> tuple[list, int]:
 
 def effects(out_dir, candidate: str = "radimagenet", reference: str = "imagenet", n: int = 1000, seed: int = 0):
     """Per grid and scenario, and overall: the mean paired AUC difference (candidate − reference) over the runs of
-    the same scenario, fold and repeat, with a two-level bootstrap interval (runs within scenario, then test
-    patients within each run) and the win count; see ``grid.effects.paired_effects``."""
+    the same scenario, fold and repeat, with its interval over folds (the t interval on the folds, F − 1 degrees of
+    freedom; with one fold, a bootstrap of the test patients, ``covers`` saying so) and the win count; see
+    ``grid.effects.paired_effects``."""
     return grid_effects.paired_effects(load_records(out_dir), candidate, reference, n=n, seed=seed)
 
 
@@ -172,12 +173,14 @@ def summarize(
     Beside the paper's mean ± SD over scenarios, each source's row gives the practitioner's estimate
     (``practitioner_auc``: in each fold and repeat, the scenario with the lowest validation loss, scored on test;
     ``grid.effects.practitioner``), and the candidate's row the paired effect of the grid (``grid.effects``):
-    ``paired_diff`` with its two-level bootstrap interval ``paired_low``–``paired_high`` (runs resampled within
-    scenario, test patients within runs; scenarios fixed) and the paired runs it won and lost; the mixed model's
-    source effect (``mixed_*``: auc ~ source + backbone + strategy, random intercept per fold:repeat); and, with
-    ``equivalence_margin``, TOST of the overall paired difference: ``tost_*`` from the bootstrap replicates (the
-    90% interval must lie within ±margin; the verdict printed), and ``tost_t_p``/``tost_t_verdict`` from paired t
-    tests across the scenario means.
+    ``paired_diff`` with its interval ``paired_low``–``paired_high`` whose unit is the fold (the t interval on the
+    folds; with a single split, a bootstrap of the test patients only: ``paired_covers`` says what the interval
+    holds) and the paired runs it won and lost; the mixed model's source effect (``mixed_*``: the paired differences
+    ~ scenario + a random intercept per fold, t interval with F − 1 degrees of freedom); and, with
+    ``equivalence_margin``, TOST of the overall paired difference (``grid.effects.equivalence``): ``tost_*`` from
+    the bootstrap-t replicates (the 90% interval must lie within ±margin; the verdict printed), and
+    ``tost_t_p``/``tost_t_verdict`` from t tests on the folds (not available with one fold). Each grid's
+    replicates are seeded from (``seed``, the grid's name): its numbers do not depend on the other grids beside it.
 
     Args:
         out_dir: a grid folder, or a folder of grids.
@@ -192,7 +195,8 @@ def summarize(
         n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
         diff_vs_<reference>, n_pairs, wilcoxon_p, ttest_p, run_pairs, run_pairs_better, run_pairs_worse,
         paper_gain, then practitioner_auc (all rows), practitioner_diff, paired_diff, paired_low, paired_high,
-        paired_wins, paired_losses, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p, and with a margin
+        paired_wins, paired_losses, paired_covers, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p,
+        preprocessing, frozen_auc, frozen_collapse, and with a margin
         tost_margin, tost_low, tost_high, tost_p, tost_verdict, tost_t_p, tost_t_verdict.
     """
     import pandas as pd
@@ -227,6 +231,7 @@ def summarize(
         "paired_high",
         "paired_wins",
         "paired_losses",
+        "paired_covers",
         "mixed_effect",
         "mixed_se",
         "mixed_low",
@@ -314,11 +319,11 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
         "paired_high": overall["high"],
         "paired_wins": overall["wins"],
         "paired_losses": overall["losses"],
+        "paired_covers": overall["covers"],
     }
     if margin is not None:
-        boot = grid_effects.tost(draws[(grid, "overall")], margin, method="bootstrap", estimate=overall["diff"])
-        scenario_diffs = paired[(paired["grid"] == grid) & (paired["scenario"] != "overall")]["diff"]
-        by_t = grid_effects.tost(scenario_diffs, margin, method="t")
+        both = grid_effects.equivalence(overall, draws[(grid, "overall")], margin)
+        boot, by_t = both["bootstrap"], both["t"]
         row.update(
             {
                 "tost_margin": float(margin),
@@ -350,6 +355,7 @@ COMPARISON_COLUMNS = [
     "paired_high",
     "paired_wins",
     "paired_losses",
+    "paired_covers",
 ]
 
 
