@@ -225,7 +225,8 @@ def summarize(
     holds) and the paired runs it won and lost; the mixed model's source effect (``mixed_*``: the paired differences
     ~ scenario + a random intercept per fold, t interval with F − 1 degrees of freedom); and, with
     ``equivalence_margin``, TOST of the overall paired difference (``grid.effects.equivalence``): ``tost_*`` from
-    the bootstrap-t replicates (the 90% interval must lie within ±margin; the verdict printed), and
+    the bootstrap-t replicates (the 95% interval must lie within ±margin: each one-sided test at 2.5%, see
+    ``grid.effects.equivalence``; the verdict printed), and
     ``tost_t_p``/``tost_t_verdict`` from t tests on the folds (not available with one fold). Each grid's
     replicates are seeded from (``seed``, the grid's name): its numbers do not depend on the other grids beside it.
 

@@ -213,7 +213,9 @@ def test_a_fold_carries_its_scenarios_and_repeats_on_one_draw_of_patients(tmp_pa
     if folds == 1:  # one fold: the scenarios are rescored on one draw of patients per replicate
         np.testing.assert_allclose(draws[("task", "overall")], first, rtol=1e-12)
         assert set(table["method"]) == {"bootstrap over test patients"} and table["df"].isna().all()
-        assert set(table["covers"]) == {"test patients only (one fold: training-set variation not included)"}
+        assert set(table["covers"]) == {
+            "test patients only (one fold: the training set's and the seeds' variation not included)"
+        }
 
 
 def _single_split_loop(root, n, seed):
@@ -357,11 +359,16 @@ def test_mixed_model_equals_statsmodels_called_directly(repeated):
     diffs = (a - b).dropna().rename("d").reset_index()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "MLE on the boundary": a heuristic warning, as mixed_model silences it
-        direct = smf.mixedlm("d ~ C(scenario, Sum)", diffs, groups=diffs["fold"]).fit()
+        model = smf.mixedlm("d ~ C(scenario, Sum)", diffs, groups=diffs["fold"])
+        # statsmodels' default (BFGS, then L-BFGS, CG) stops short here (converged False; L-BFGS alone meets a
+        # singular matrix); Powell reaches the REML optimum (a higher log-likelihood).
+        default, direct = model.fit(), model.fit(method="powell")
+    assert direct.converged and not default.converged and direct.llf > default.llf
     effect, se = direct.params["Intercept"], direct.bse["Intercept"]
-    assert fit["effect"] == pytest.approx(effect, rel=1e-6)
+    assert fit["converged"] and fit["effect"] == pytest.approx(effect, rel=1e-6)
     assert fit["effect"] == pytest.approx(diffs.groupby("scenario")["d"].mean().mean(), rel=1e-9)  # balanced
     assert fit["se"] == pytest.approx(se, rel=1e-4)
+    assert fit["se"] == pytest.approx(stats.sem(diffs.groupby("fold")["d"].mean()), rel=1e-4)  # = the fold t SE
     low, high = stats.t.interval(0.95, FOLDS - 1, loc=effect, scale=se)
     assert (fit["low"], fit["high"]) == pytest.approx((low, high), rel=1e-4)
     assert fit["p"] == pytest.approx(2 * stats.t.sf(abs(effect / se), FOLDS - 1), rel=1e-3)
@@ -391,6 +398,34 @@ def test_mixed_model_on_a_balanced_grid_is_the_t_interval_on_the_folds(tmp_path)
     assert fit["se"] == pytest.approx(stats.sem(d), rel=1e-3)
     low, high = stats.t.interval(0.95, 3, loc=d.mean(), scale=stats.sem(d))
     assert (fit["low"], fit["high"]) == pytest.approx((low, high), rel=1e-3)
+
+
+def test_mixed_model_falls_back_when_the_optimizer_meets_a_singular_matrix(repeated, monkeypatch):
+    """statsmodels' gradient optimizers can meet a singular matrix when a variance runs to its boundary (L-BFGS did,
+    once in 500 simulated grids of 5 folds × 5 repeats); the fit then falls back to derivative-free optimizers, and
+    reports no interval, rather than stopping the report, when every one fails."""
+    pytest.importorskip("statsmodels")
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    reference = effects.mixed_model(repeated)
+    fit = MixedLM.fit
+
+    def singular_gradients(self, *args, method=None, **kwargs):
+        if method in (None, "bfgs", "lbfgs", "cg"):
+            raise np.linalg.LinAlgError("Singular matrix")
+        return fit(self, *args, method=method, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", singular_gradients)
+    fallback = effects.mixed_model(repeated)
+    assert fallback["effect"] == pytest.approx(reference["effect"], rel=1e-6)
+    assert fallback["se"] == pytest.approx(reference["se"], rel=1e-2)
+
+    def always_singular(self, *args, **kwargs):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    monkeypatch.setattr(MixedLM, "fit", always_singular)
+    failed = effects.mixed_model(repeated)
+    assert np.isnan(failed["effect"]) and np.isnan(failed["low"]) and not failed["converged"]
 
 
 def test_a_missing_statsmodels_names_the_extra(grid, monkeypatch):
@@ -429,8 +464,15 @@ def test_summarize_carries_the_effects(tmp_path):
         overall["high"],
     )
     assert row["paired_wins"] == overall["wins"]
-    boot = effects.tost(draws[("task", "overall")], 0.05, method="bootstrap", estimate=overall["diff"])
+    # Each one-sided test at 2.5%: the replicates' 95% interval must lie within ±m.
+    replicates = draws[("task", "overall")]
+    boot = effects.tost(
+        replicates, 0.05, alpha=0.025, alpha_difference=0.05, method="bootstrap", estimate=overall["diff"]
+    )
     assert row["tost_p"] == boot["p"] and row["tost_verdict"] == boot["verdict"]
+    assert (row["tost_low"], row["tost_high"]) == tuple(
+        np.quantile(replicates[np.isfinite(replicates)], [0.025, 0.975])
+    )
     # The t form on the folds: one-sample t tests of the fold means (the folds' mean over scenarios), not of the
     # scenario means, which share the folds' patients.
     fold_means = _fold_means(root).mean(axis=1)
