@@ -2,7 +2,7 @@
 "equivalent", on simulated grids with a known truth.
 
     python benchmarks/effects_coverage.py [--sims 400] [--resamples 400] [--folds 5 3 10 1] [--repeats 1 3 5]
-        [--scenarios 4] [--patients 15] [--images 4] [--seed 0] [--workers 2] [--json FILE]
+        [--scenarios 4] [--patients 15] [--images 4] [--seed 0] [--workers 2] [--json FILE] [--records-only]
 
 Each simulated grid has S scenarios × F folds × R repeats × 2 weight sources, written as runs' ``predictions.npz``
 files and a records table (what ``load_records`` reads), and goes through ``grid.effects`` as the report does:
@@ -27,6 +27,10 @@ the margin at the true difference says "equivalent" (should be at most 5%) in th
 each one-sided test at 2.5% (the report's: the 95% interval inside ±m) and at 5% (the 90% interval).
 The code measured is whatever ``radtransfer`` imports: run it with ``PYTHONPATH`` at an older tree to measure that
 tree (the TOST forms are then computed as that tree's report computed them).
+
+``--records-only`` (two or more folds, this tree only) skips the predictions, the bootstrap and the mixed model and
+puts many grids through one ``paired_effects`` call: the interval over folds and TOST's t form, which need only the
+runs' AUCs, with thousands of grids for a small Monte Carlo error, and each tail's share of the misses.
 """
 
 from __future__ import annotations
@@ -180,6 +184,93 @@ def simulate(task):
     }
 
 
+def simulate_records(rng, scenarios, folds, repeats, per_class, images, grid):
+    """The same model as ``simulate_grid`` without files: each run's AUC only (``--records-only``)."""
+    import pandas as pd
+
+    m = separations(scenarios)
+    n_patients = 2 * per_class
+    patient = np.repeat(np.arange(n_patients), images)
+    y = np.repeat(np.repeat([0, 1], per_class), images)
+    positives = int(y.sum())
+    rows = []
+    for fold in range(folds):
+        shared = rng.normal(0, PATIENT_SD, n_patients)[patient] + rng.normal(0, IMAGE_SD, len(y))
+        for source in ("radimagenet", "imagenet"):
+            v = rng.normal(0, PATIENT_SOURCE_SD, n_patients)[patient]
+            delta = (
+                m[source][:, None]
+                + rng.normal(0, FOLD_SD)
+                + rng.normal(0, FOLD_SCENARIO_SD, (scenarios, 1))
+                + rng.normal(0, SEED_SD, (scenarios, repeats))
+            )
+            score = delta[..., None] * y + shared + v + rng.normal(0, RUN_IMAGE_SD, (scenarios, repeats, len(y)))
+            ranks = score.argsort(axis=-1).argsort(axis=-1) + 1.0  # continuous scores: no ties
+            auc = (ranks[..., y == 1].sum(axis=-1) - positives * (positives + 1) / 2) / (
+                positives * (len(y) - positives)
+            )
+            for s in range(scenarios):
+                for r in range(repeats):
+                    rows.append((grid, source, f"s{s}", fold, r, float(auc[s, r])))
+    frame = pd.DataFrame(rows, columns=["grid", "source", "scenario", "fold", "repeat", "auc"])
+    fixed = {"task": "sim", "status": "finished", "backbone": "b", "strategy": "st", "learning_rate": 1e-3}
+    return frame.assign(path="/nonexistent", **fixed)
+
+
+def records_only(args, truth):
+    """``--records-only``: the overall interval's coverage and TOST's t form (both need no predictions: the
+    interval over folds is the same with them) on many grids at once, one ``paired_effects`` call per row."""
+    import pandas as pd
+
+    from radtransfer.grid import effects
+
+    print(
+        "| folds | repeats | grids | paired 95% coverage | interval below the truth | above | width "
+        "| TOST t form 'equivalent' at m = truth, 2.5% per side | 5% per side |"
+    )
+    print("|---:|---:|---:|---|---:|---:|---:|---|---|")
+    results = {}
+    for folds in args.folds:
+        for repeats in args.repeats:
+            rng = np.random.default_rng([args.seed, folds, repeats])
+            records = pd.concat(
+                simulate_records(rng, args.scenarios, folds, repeats, args.patients, args.images, f"g{i:05d}")
+                for i in range(args.sims)
+            )
+            table, draws = effects.paired_effects(records, n=2, return_draws=True)
+            overall = table[table["scenario"] == "overall"]
+            t_form = {
+                alpha: [
+                    effects.equivalence(row, draws[(row["grid"], "overall")], truth, alpha=alpha)["t"]["equivalent"]
+                    for _, row in overall.iterrows()
+                ]
+                for alpha in (0.025, 0.05)
+            }
+            covered = (overall["low"] <= truth) & (truth <= overall["high"])
+            r = {
+                "covered": covered.tolist(),
+                "truth_above_high": (overall["high"] < truth).tolist(),
+                "truth_below_low": (overall["low"] > truth).tolist(),
+                "width": (overall["high"] - overall["low"]).tolist(),
+                "tost_t_2.5": t_form[0.025],
+                "tost_t_5": t_form[0.05],
+            }
+            results[f"{folds} folds, {repeats} repeats"] = r
+            cells = [
+                str(folds),
+                str(repeats),
+                str(args.sims),
+                _share(r["covered"]),
+                f"{np.mean(r['truth_above_high']):.3f}",
+                f"{np.mean(r['truth_below_low']):.3f}",
+                f"{np.mean(r['width']):.4f}",
+                _share(r["tost_t_2.5"]),
+                _share(r["tost_t_5"]),
+            ]
+            print("| " + " | ".join(cells) + " |", flush=True)
+    return results
+
+
 def _share(flags) -> str:
     from scipy.stats import binomtest
 
@@ -200,6 +291,11 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--records-only",
+        action="store_true",
+        help="no predictions, no bootstrap, no mixed model: the interval over folds and TOST's t form on many grids",
+    )
     args = parser.parse_args(argv)
 
     rows = [(f, r) for f in args.folds for r in args.repeats]
@@ -212,6 +308,9 @@ def main(argv=None):
         f"{args.resamples} bootstrap replicates, {args.patients} + {args.patients} test patients × {args.images} "
         f"images per fold, seed {args.seed}.\n"
     )
+    if args.records_only:
+        _write(args, truth, records_only(args, truth))
+        return
     print(
         "| folds | repeats | paired 95% coverage | width | mixed model 95% coverage | width "
         "| TOST 'equivalent' at m = truth, 2.5% per side: bootstrap | t | 5% per side: bootstrap | t "
@@ -253,19 +352,21 @@ def main(argv=None):
                 _share(r["covered_conditional"]),
             ]
             print("| " + " | ".join(cells) + f" |   [{time.perf_counter() - start:.0f} s]", flush=True)
-    if args.json:
-        from radtransfer.utils.io import write_json_atomic
-
-        summary = {
-            "truth": truth,
-            "settings": vars(args),
-            "rows": {
-                key: {name: float(np.nanmean(np.asarray(values, dtype=float))) for name, values in r.items()}
-                for key, r in results.items()
-            },
-        }
-        write_json_atomic(args.json, summary)
+    _write(args, truth, results)
     print(f"\nWall time {time.perf_counter() - start:.0f} s with {args.workers} worker(s).")
+
+
+def _write(args, truth, results):
+    """The figures as JSON (``--json``): the settings, the truth, and each row's means."""
+    if not args.json:
+        return
+    from radtransfer.utils.io import write_json_atomic
+
+    rows = {
+        key: {name: float(np.nanmean(np.asarray(values, dtype=float))) for name, values in r.items()}
+        for key, r in results.items()
+    }
+    write_json_atomic(args.json, {"truth": truth, "settings": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":
