@@ -362,10 +362,11 @@ def _write(args, truth, results):
         return
     from radtransfer.utils.io import write_json_atomic
 
-    rows = {
-        key: {name: float(np.nanmean(np.asarray(values, dtype=float))) for name, values in r.items()}
-        for key, r in results.items()
-    }
+    def mean(values):  # None where a row has no value (the mixed model with one fold)
+        values = np.asarray(values, dtype=float)
+        return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else None
+
+    rows = {key: {name: mean(values) for name, values in r.items()} for key, r in results.items()}
     write_json_atomic(args.json, {"truth": truth, "settings": vars(args), "rows": rows})
 
 

@@ -577,8 +577,9 @@ def equivalence(row, draws, margin: float, alpha: float = 0.025) -> dict:
 
     Why 2.5% and not the common 5% (the 90% interval): the spread of a paired AUC difference grows with the
     difference itself, so the fold-level SE is smallest where the estimate falls low, and the one-sided test at the
-    upper margin rejects too often: at 5% it said "equivalent" 6.2–6.6% of the time with the margin at the true
-    difference (3, 5 and 10 folds; 2,000–4,000 simulated grids each), at 2.5% 3.2–3.7% (docs/reproduce.md).
+    upper margin rejects too often: at 5% it said "equivalent" 5.2–6.3% of the time with the margin at the true
+    difference (3, 5 and 10 folds × 1, 3 and 5 repeats; 4,000 simulated grids each), at 2.5% 2.7–3.5%
+    (docs/reproduce.md).
 
     Args:
         row: the row (a mapping with diff, se, df).
