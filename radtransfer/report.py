@@ -59,6 +59,47 @@ def paired_tests(a, b) -> dict:
     return result
 
 
+def matched_pairs(records, candidate: str = "radimagenet", reference: str = "imagenet"):
+    """The two sources' runs matched by grid, scenario, fold and repeat, and the pairs that could not be matched.
+
+    A pair counts when both of its runs have a valid AUC (finished, or diverged with a checkpoint); a pair one of
+    whose runs failed, lacks an AUC or is missing is dropped, and so is its partner, so every difference the
+    report gives is over the same folds, repeats and patients for both sources.
+
+    Returns:
+        (pairs, dropped): ``grid.effects.paired_runs``'s table (auc_candidate, auc_reference, diff per pair), and a
+        table of the dropped pairs (grid, scenario, fold, repeat) that either source recorded, in the grids that
+        ran both sources.
+    """
+    import pandas as pd
+
+    pairs = grid_effects.paired_runs(records, candidate, reference)
+    keys = ["grid", "scenario", "fold", "repeat"]
+    both = records[records["source"].isin((candidate, reference))]
+    if "repeat" not in both.columns:
+        both = both.assign(repeat=0)
+    compared = both.groupby("grid")["source"].transform("nunique") == 2  # grids that ran both sources
+    both = both[compared]
+    recorded = both[keys].assign(repeat=both["repeat"].fillna(0).astype(int)).drop_duplicates()
+    merged = recorded.merge(pairs[keys], on=keys, how="left", indicator=True)
+    dropped = merged[merged["_merge"] == "left_only"][keys].reset_index(drop=True)
+    return pairs, pd.DataFrame(dropped, columns=keys)
+
+
+def _matched_means(pairs):
+    """Per scenario, both sources' mean AUC over its matched pairs (folds and repeats averaged first)."""
+    means = pairs.groupby("scenario")[["auc_candidate", "auc_reference"]].mean()
+    return means["auc_candidate"].astype(float), means["auc_reference"].astype(float)
+
+
+def _matched_difference(pairs, dropped) -> dict:
+    """The mean over scenarios of the matched difference, its Wilcoxon and t tests over the scenarios, and the number
+    of pairs dropped."""
+    a, b = _matched_means(pairs)
+    row = {"diff": float((a - b).mean()) if len(a) else np.nan, **paired_tests(a, b), "n_pairs_dropped": len(dropped)}
+    return row
+
+
 def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str = "imagenet"):
     """Per (task, scenario, fold, repeat): the two sources' AUCs on the same test images, compared by DeLong's
     test (or a paired patient-level bootstrap when patients have several images, or for more than two
@@ -139,8 +180,9 @@ def _expected(spec) -> tuple[list, int]:
 
 def effects(out_dir, candidate: str = "radimagenet", reference: str = "imagenet", n: int = 1000, seed: int = 0):
     """Per grid and scenario, and overall: the mean paired AUC difference (candidate − reference) over the runs of
-    the same scenario, fold and repeat, with a two-level bootstrap interval (runs within scenario, then test
-    patients within each run) and the win count; see ``grid.effects.paired_effects``."""
+    the same scenario, fold and repeat, with its interval over folds (the t interval on the folds, F − 1 degrees of
+    freedom; with one fold, a bootstrap of the test patients, ``covers`` saying so) and the win count; see
+    ``grid.effects.paired_effects``."""
     return grid_effects.paired_effects(load_records(out_dir), candidate, reference, n=n, seed=seed)
 
 
@@ -162,9 +204,15 @@ def summarize(
     """Per task and weight source: mean AUC ± SD over the scenarios (folds averaged first), completeness
     against the grid's own scenarios and folds, diverged and failed runs, runs whose test fold lacks a
     class, and — on the candidate's rows — the difference from the reference source with paired Wilcoxon
-    and t tests over the matched scenarios, the per-run paired tests on the same test images (how many
+    and t tests over the scenarios, the per-run paired tests on the same test images (how many
     favour either source at P < .05), and the paper's reported gain when the grid's task is one of the
     paper's.
+
+    ``mean_auc`` and ``sd_auc`` describe each source over its own valid runs. Every difference (``diff_vs_*``
+    and its tests, ``practitioner_diff``, ``paired_*``, ``mixed_*``, ``tost_*``) is over matched runs only: the
+    same scenario, fold and repeat valid in both sources (``matched_pairs``); ``n_pairs_dropped`` counts the
+    (scenario, fold, repeat) pairs left out because one of their runs failed, has no AUC or is missing, and a
+    failed run's partner is left out with it.
 
     One row per grid (a grid folder, named by its path under ``out_dir``) and weight source: two grids are
     never pooled, whatever their task names.
@@ -172,12 +220,15 @@ def summarize(
     Beside the paper's mean ± SD over scenarios, each source's row gives the practitioner's estimate
     (``practitioner_auc``: in each fold and repeat, the scenario with the lowest validation loss, scored on test;
     ``grid.effects.practitioner``), and the candidate's row the paired effect of the grid (``grid.effects``):
-    ``paired_diff`` with its two-level bootstrap interval ``paired_low``–``paired_high`` (runs resampled within
-    scenario, test patients within runs; scenarios fixed) and the paired runs it won and lost; the mixed model's
-    source effect (``mixed_*``: auc ~ source + backbone + strategy, random intercept per fold:repeat); and, with
-    ``equivalence_margin``, TOST of the overall paired difference: ``tost_*`` from the bootstrap replicates (the
-    90% interval must lie within ±margin; the verdict printed), and ``tost_t_p``/``tost_t_verdict`` from paired t
-    tests across the scenario means.
+    ``paired_diff`` with its interval ``paired_low``–``paired_high`` whose unit is the fold (the t interval on the
+    folds; with a single split, a bootstrap of the test patients only: ``paired_covers`` says what the interval
+    holds) and the paired runs it won and lost; the mixed model's source effect (``mixed_*``: the paired differences
+    ~ scenario + a random intercept per fold, t interval with F − 1 degrees of freedom); and, with
+    ``equivalence_margin``, TOST of the overall paired difference (``grid.effects.equivalence``): ``tost_*`` from
+    the bootstrap-t replicates (the 95% interval must lie within ±margin: each one-sided test at 2.5%, see
+    ``grid.effects.equivalence``; the verdict printed), and
+    ``tost_t_p``/``tost_t_verdict`` from t tests on the folds (not available with one fold). Each grid's
+    replicates are seeded from (``seed``, the grid's name): its numbers do not depend on the other grids beside it.
 
     Args:
         out_dir: a grid folder, or a folder of grids.
@@ -190,9 +241,11 @@ def summarize(
     Returns:
         A pandas DataFrame with columns grid, task, source, n_runs, n_expected, n_scenarios, min_folds,
         n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
-        diff_vs_<reference>, n_pairs, wilcoxon_p, ttest_p, run_pairs, run_pairs_better, run_pairs_worse,
+        diff_vs_<reference>, n_pairs (the scenarios the tests pair), n_pairs_dropped, wilcoxon_p, ttest_p,
+        run_pairs, run_pairs_better, run_pairs_worse,
         paper_gain, then practitioner_auc (all rows), practitioner_diff, paired_diff, paired_low, paired_high,
-        paired_wins, paired_losses, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p, and with a margin
+        paired_wins, paired_losses, paired_covers, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p,
+        preprocessing, frozen_auc, frozen_collapse, and with a margin
         tost_margin, tost_low, tost_high, tost_p, tost_verdict, tost_t_p, tost_t_verdict.
     """
     import pandas as pd
@@ -214,6 +267,7 @@ def summarize(
         "sd_auc",
         f"diff_vs_{reference}",
         "n_pairs",
+        "n_pairs_dropped",
         "wilcoxon_p",
         "ttest_p",
         "run_pairs",
@@ -227,6 +281,7 @@ def summarize(
         "paired_high",
         "paired_wins",
         "paired_losses",
+        "paired_covers",
         "mixed_effect",
         "mixed_se",
         "mixed_low",
@@ -244,6 +299,8 @@ def summarize(
     specs = grid_specs(out_dir)
     pairs = paired_comparisons(out_dir, candidate, reference)
     practitioner = grid_effects.practitioner(records).set_index(["grid", "source"])["auc"]
+    selections = grid_effects.practitioner_selections(records)
+    matched_runs, dropped = matched_pairs(records, candidate, reference)
     effect_table, draws = grid_effects.paired_effects(
         records, candidate, reference, n=n_boot, seed=seed, return_draws=True
     )
@@ -279,20 +336,16 @@ def summarize(
             "frozen_collapse": bool(sanity["collapsed"].get((grid, source), False)),
         }
         if source == candidate:
-            other = means[(means["grid"] == grid) & (means["source"] == reference)]
-            paired = group.merge(other, on="scenario", suffixes=("", "_ref"))
-            if len(paired):
-                row[f"diff_vs_{reference}"] = float((paired["auc"] - paired["auc_ref"]).mean())
-                row.update(paired_tests(paired["auc"], paired["auc_ref"]))
+            matched = _matched_difference(matched_runs[matched_runs["grid"] == grid], dropped[dropped["grid"] == grid])
+            row[f"diff_vs_{reference}"] = matched.pop("diff")
+            row.update(matched)
             mine = pairs[pairs["grid"] == grid]
             row["run_pairs"] = len(mine)
             row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
             row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
             paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
             row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
-            row["practitioner_diff"] = practitioner.get((grid, candidate), np.nan) - practitioner.get(
-                (grid, reference), np.nan
-            )
+            row["practitioner_diff"] = _practitioner_diff(selections[selections["grid"] == grid], candidate, reference)
             row.update(_paired_columns(effect_table, draws, grid, equivalence_margin))
             if fit_mixed:
                 fit = grid_effects.mixed_model(records[records["grid"] == grid], candidate, reference)
@@ -300,6 +353,14 @@ def summarize(
         row["practitioner_auc"] = practitioner.get((grid, source), np.nan)
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def _practitioner_diff(selections, candidate, reference) -> float:
+    """The practitioner's difference over the folds and repeats where both sources made a choice."""
+    a = selections[selections["source"] == candidate]
+    b = selections[selections["source"] == reference]
+    both = a.merge(b, on=["fold", "repeat"], suffixes=("_candidate", "_reference"))
+    return float((both["auc_candidate"] - both["auc_reference"]).mean()) if len(both) else np.nan
 
 
 def _paired_columns(paired, draws, grid, margin) -> dict:
@@ -314,11 +375,11 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
         "paired_high": overall["high"],
         "paired_wins": overall["wins"],
         "paired_losses": overall["losses"],
+        "paired_covers": overall["covers"],
     }
     if margin is not None:
-        boot = grid_effects.tost(draws[(grid, "overall")], margin, method="bootstrap", estimate=overall["diff"])
-        scenario_diffs = paired[(paired["grid"] == grid) & (paired["scenario"] != "overall")]["diff"]
-        by_t = grid_effects.tost(scenario_diffs, margin, method="t")
+        both = grid_effects.equivalence(overall, draws[(grid, "overall")], margin)
+        boot, by_t = both["bootstrap"], both["t"]
         row.update(
             {
                 "tost_margin": float(margin),
@@ -343,6 +404,7 @@ COMPARISON_COLUMNS = [
     "auc_reference",
     "diff",
     "n_pairs",
+    "n_pairs_dropped",
     "wilcoxon_p",
     "ttest_p",
     "paired_diff",
@@ -350,6 +412,7 @@ COMPARISON_COLUMNS = [
     "paired_high",
     "paired_wins",
     "paired_losses",
+    "paired_covers",
 ]
 
 
@@ -359,10 +422,12 @@ def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 
     ImageNet once as the reference's code fed them and once corrected), and one source's corrected − faithful
     arm (factor "preprocessing": what fixing the input changes).
 
-    Each row has the two arms' mean AUC over scenarios (folds averaged first), their mean difference over the
-    matched scenarios with the paired Wilcoxon and t tests (as ``summarize``), and the paired effect over runs of
-    the same scenario, fold and repeat with its two-level bootstrap interval and wins/losses (as ``summarize``'s
-    ``paired_*``; the arms of one repeat share the run seed); with ``equivalence_margin``, the TOST columns too.
+    Each row has the two arms' mean AUC over scenarios and their difference, over the matched runs only (the same
+    scenario, fold and repeat valid in both arms; ``n_pairs_dropped`` counts the pairs left out because one of
+    their runs failed or has no AUC), with the paired Wilcoxon and t tests over the scenarios (as ``summarize``),
+    and the paired effect over runs of the same scenario, fold and repeat with its interval over folds and
+    wins/losses (as ``summarize``'s ``paired_*``; the arms of one repeat share the run seed); with
+    ``equivalence_margin``, the TOST columns too.
 
     Args:
         out_dir: a grid folder, or a folder of grids.
@@ -382,26 +447,23 @@ def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 
     if records.empty:
         return pd.DataFrame(columns=columns)
     specs = grid_specs(out_dir)
-    means = scenario_means(records)
     rows = []
     for grid, runs in records.groupby("grid"):
         spec = specs.get(grid)
         sources = list(spec.sources) if spec is not None else list(dict.fromkeys(runs["source"]))
         faithful = bool(spec.faithful) if spec is not None else bool(runs["faithful"].iloc[0])
         for candidate, reference, factor in arm_comparisons(sources, faithful):
-            mine = means[means["grid"] == grid]
-            a, b = mine[mine["source"] == candidate], mine[mine["source"] == reference]
-            paired = a.merge(b, on="scenario", suffixes=("", "_ref"))
+            pairs, dropped = matched_pairs(runs, candidate, reference)
+            a, b = _matched_means(pairs)
             row = {
                 "grid": grid,
                 "task": runs["task"].iloc[0],
                 "factor": factor,
                 "candidate": candidate,
                 "reference": reference,
-                "auc_candidate": _mean_sd(a["auc"])[0],
-                "auc_reference": _mean_sd(b["auc"])[0],
-                "diff": float((paired["auc"] - paired["auc_ref"]).mean()) if len(paired) else np.nan,
-                **paired_tests(paired["auc"], paired["auc_ref"]),
+                "auc_candidate": _mean_sd(a)[0],
+                "auc_reference": _mean_sd(b)[0],
+                **_matched_difference(pairs, dropped),
             }
             table, draws = grid_effects.paired_effects(
                 runs, candidate, reference, n=n_boot, seed=seed, return_draws=True
@@ -411,28 +473,55 @@ def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 
     return pd.DataFrame(rows, columns=columns)
 
 
-def breakdown(out_dir, by: str):
-    """Mean AUC ± SD and scenario counts per grid, source and ``by`` ("backbone" or "strategy")."""
+def breakdown(out_dir, by: str, candidate: str = "radimagenet", reference: str = "imagenet"):
+    """Mean AUC ± SD and scenario counts per grid, source and ``by`` ("backbone" or "strategy"), and on the
+    candidate's rows its difference from the reference over the matched runs of that backbone or strategy.
+
+    ``mean_auc`` and ``sd_auc`` describe each source over its own valid runs (folds averaged first, as the
+    summary's); ``diff_vs_<reference>`` is over the (scenario, fold, repeat) pairs valid in both sources only
+    (``n_pairs``: the scenarios; ``n_pairs_dropped``: the run pairs left out because one run failed or has no AUC).
+
+    Args:
+        out_dir: a grid folder, or a folder of grids.
+        by: "backbone" or "strategy".
+        candidate, reference: the weight sources whose difference is given.
+    """
     import pandas as pd
 
-    means = scenario_means(load_records(out_dir))
+    records = load_records(out_dir)
+    means = scenario_means(records)
+    columns = ["grid", "task", "source", by, "n_scenarios", "mean_auc", "sd_auc"]
+    columns += [f"diff_vs_{reference}", "n_pairs", "n_pairs_dropped"]
     if means.empty:
-        return pd.DataFrame(columns=["grid", "task", "source", by, "n_scenarios", "mean_auc", "sd_auc"])
+        return pd.DataFrame(columns=columns)
+    pairs, dropped = matched_pairs(records, candidate, reference)
+    level_of = records.drop_duplicates(["grid", "scenario"]).set_index(["grid", "scenario"])[by]
+    dropped_level = [level_of.get((g, sc)) for g, sc in zip(dropped["grid"], dropped["scenario"])]
     rows = []
     for (grid, task, source, key), group in means.groupby(["grid", "task", "source", by], dropna=False):
         mean, sd = _mean_sd(group["auc"])
-        rows.append(
-            {
-                "grid": grid,
-                "task": task,
-                "source": source,
-                by: key,
-                "n_scenarios": len(group),
-                "mean_auc": mean,
-                "sd_auc": sd,
-            }
-        )
-    return pd.DataFrame(rows)
+        row = {
+            "grid": grid,
+            "task": task,
+            "source": source,
+            by: key,
+            "n_scenarios": len(group),
+            "mean_auc": mean,
+            "sd_auc": sd,
+        }
+        if source == candidate:
+            mine = pairs[(pairs["grid"] == grid) & (pairs[by] == key)]
+            lost = dropped[(dropped["grid"] == grid).to_numpy() & np.array([d == key for d in dropped_level], bool)]
+            matched = _matched_difference(mine, lost)
+            row.update(
+                {
+                    f"diff_vs_{reference}": matched["diff"],
+                    "n_pairs": matched["n_pairs"],
+                    "n_pairs_dropped": matched["n_pairs_dropped"],
+                }
+            )
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _fmt(value, digits=3):
