@@ -45,19 +45,23 @@ def write_curve(out_dir, sizes: dict) -> None:
     write_json_atomic(Path(out_dir) / CURVE_FILE, {"fractions": {f"{f:g}": v for f, v in sizes.items()}})
 
 
-def _interval(values, lows, highs, level: float = 0.95):
-    """Mean AUC and its interval: a t interval over the runs (folds × repeats) when there are two or more, else
-    the one run's bootstrap interval over its test patients."""
+def _interval(group, level: float = 0.95):
+    """Mean AUC and its interval. The independent unit is the fold (its repeats share its test patients and training
+    set): with two or more folds, a t interval over the fold means (repeats averaged first; F − 1 degrees of
+    freedom); with one fold (the single split), the mean over its repeats with the mean of their bootstrap intervals
+    over the shared test patients."""
     from scipy import stats
 
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) >= 2:
-        half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
-        return values.mean(), values.mean() - half, values.mean() + half, "t over runs"
-    if len(values) == 1:
-        return values[0], float(lows[0]), float(highs[0]), "bootstrap over test patients"
-    return np.nan, np.nan, np.nan, ""
+    group = group[np.isfinite(group["auc"].astype(float))]
+    if group.empty:
+        return np.nan, np.nan, np.nan, ""
+    mean = float(group["auc"].astype(float).mean())
+    folds = group.groupby("fold")["auc"].apply(lambda a: a.astype(float).mean()).to_numpy()
+    if len(folds) >= 2:
+        half = stats.t.ppf(0.5 + level / 2, len(folds) - 1) * folds.std(ddof=1) / math.sqrt(len(folds))
+        return float(folds.mean()), float(folds.mean() - half), float(folds.mean() + half), "t over folds"
+    lows, highs = group["auc_low"].astype(float), group["auc_high"].astype(float)
+    return mean, float(lows.mean()), float(highs.mean()), "bootstrap over test patients"
 
 
 def curve_table(out_dir):
@@ -65,7 +69,8 @@ def curve_table(out_dir):
 
     Columns: source, backbone, strategy, fraction, n_train_images and n_train_patients (mean over the
     splits), runs, auc (mean test AUC over folds and repeats), auc_low and auc_high (its 95% interval: a
-    t interval over the runs, or with one run that run's bootstrap interval) and interval (which).
+    t interval over the folds, each fold's repeats averaged first, or with one fold the mean of its runs' bootstrap
+    intervals over the test patients) and interval (which).
     """
     import pandas as pd
 
@@ -78,7 +83,7 @@ def curve_table(out_dir):
             continue
         records = records[records["status"] != "failed"]
         for (source, backbone, strategy), group in records.groupby(["source", "backbone", "strategy"], sort=False):
-            auc, low, high, how = _interval(group["auc"], group["auc_low"].tolist(), group["auc_high"].tolist())
+            auc, low, high, how = _interval(group)
             rows.append(
                 {
                     "source": source,
