@@ -17,6 +17,9 @@ import numpy as np
 from ..training.thresholds import youden_threshold  # noqa: F401  (chosen on validation by fine_tune)
 
 BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, percentile intervals
+# Fewer resampled units (patients, or images without ids) than this in the class an interval rests on, and the
+# bootstrap intervals here cover less than 95% in simulation (docs/training.md, benchmarks/interval_coverage.py).
+SMALL_SAMPLE_UNITS = 20
 
 
 def _average_ranks(x) -> np.ndarray:
@@ -78,6 +81,33 @@ def _units(y_true, groups):
         unit = "patient"
     strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     return members, [s for s in strata if len(s)], unit, len(members)
+
+
+def units_per_class(y_true, groups=None) -> dict:
+    """Per class present, how many resampling units have an image of it: patients with ``groups``, else images."""
+    y_true = np.asarray(y_true)
+    if groups is None:
+        return {int(c): int((y_true == c).sum()) for c in np.unique(y_true)}
+    groups = np.asarray([str(g) for g in groups])
+    return {int(c): len(set(groups[y_true == c])) for c in np.unique(y_true)}
+
+
+def small_sample_note(units, unit: str = "patient", which: str = "", where: str = "") -> str | None:
+    """The note a 95% bootstrap interval carries when the class it rests on has fewer than ``SMALL_SAMPLE_UNITS``
+    resampled units, else None: e.g. "only 10 positive patients (under 20): such intervals cover less than 95%,
+    see docs/training.md".
+
+    Args:
+        units: the number of units in that class (None: unknown, no note).
+        unit: "patient" or "image".
+        which: a word before the unit ("positive"); where: words after it ("in the smallest class").
+    """
+    if units is None or units >= SMALL_SAMPLE_UNITS:
+        return None
+    counted = " ".join(part for part in (which, unit if units == 1 else f"{unit}s", where) if part)
+    return (
+        f"only {units} {counted} (under {SMALL_SAMPLE_UNITS}): such intervals cover less than 95%, see docs/training.md"
+    )
 
 
 def bootstrap_auc_ci(
