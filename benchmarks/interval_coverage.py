@@ -20,7 +20,9 @@ is the number of positive (and of negative) patients, the count the small-sample
 
 Per row: the share of intervals covering the truth with its 95% Clopper–Pearson interval (the Monte Carlo error),
 the mean width, and the share of BCa intervals (the rest fell back to percentile); for the operating point, also
-the share of sites where every positive image was called positive (the interval is then 1–1).
+the share of sites where every positive image was called positive (the interval is then 1–1), the share whose
+interval ``evaluate`` gives the small-sample note (``small_sample_note``: under 20 patients, or under 5 patients'
+worth of the rarer outcome), and the coverage of the intervals without the note.
 """
 
 from __future__ import annotations
@@ -97,9 +99,9 @@ def simulate(task):
 
 
 def simulate_operating_point(task):
-    """One simulation: (covered, width, BCa, all called) for the sensitivity's and the specificity's patient-level
-    interval at the threshold effect / 2."""
-    from radtransfer.evaluation.stats import bootstrap_operating_point_ci
+    """One simulation: (covered, width, BCa, all called, noted) for the sensitivity's and the specificity's
+    patient-level interval at the threshold effect / 2 (noted: ``evaluate`` gives it the small-sample note)."""
+    from radtransfer.evaluation.stats import bootstrap_operating_point_ci, small_sample_note
 
     per_class, slices, effect, resamples, _, seed = task
     truth = true_sensitivity(effect)
@@ -113,22 +115,32 @@ def simulate_operating_point(task):
     for name, chosen in (("sensitivity", labels == 1), ("specificity", labels == 0)):
         ci = intervals[name]
         right = called[chosen] == (name == "sensitivity")
-        out.append((ci["low"] <= truth <= ci["high"], ci["high"] - ci["low"], ci["method"] == "BCa", right.all()))
+        noted = small_sample_note(per_class, "patient", share=float(right.mean())) is not None
+        out.append(
+            (ci["low"] <= truth <= ci["high"], ci["high"] - ci["low"], ci["method"] == "BCa", right.all(), noted)
+        )
     return out
 
 
 def summary(results, unit):
-    """Coverage with its Clopper–Pearson 95% interval, mean width and BCa share of one unit's intervals (and the
-    share of sets with every call right, for the operating point)."""
-    from scipy.stats import binomtest
-
+    """Coverage with its Clopper–Pearson 95% interval, mean width and BCa share of one unit's intervals (and, for
+    the operating point, the share of sets with every call right, the share given the small-sample note, and the
+    coverage of the intervals without it)."""
     columns = np.array([r[unit] for r in results], dtype=np.float64).T
     covered, width, bca = columns[:3]
-    ci = binomtest(int(covered.sum()), len(covered)).proportion_ci(0.95, method="exact")
-    cells = [f"{covered.mean():.1%} ({ci.low:.1%}–{ci.high:.1%})", f"{np.nanmean(width):.3f}", f"{bca.mean():.0%}"]
+    cells = [_coverage(covered), f"{np.nanmean(width):.3f}", f"{bca.mean():.0%}"]
     if len(columns) > 3:
-        cells.append(f"{columns[3].mean():.0%}")
+        noted = columns[4].astype(bool)
+        plain = covered[~noted]
+        cells += [f"{columns[3].mean():.0%}", f"{noted.mean():.0%}", _coverage(plain) if len(plain) else "–"]
     return cells
+
+
+def _coverage(covered) -> str:
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(covered.sum()), len(covered)).proportion_ci(0.95, method="exact")
+    return f"{covered.mean():.1%} ({ci.low:.1%}–{ci.high:.1%})"
 
 
 def main(argv=None):
@@ -179,11 +191,11 @@ def main(argv=None):
             header += " image-level coverage (95% CI) | width | BCa |"
             rule += "---|---:|---:|"
     else:
-        header = (
-            "| true sens. = spec. | patients/class | slices | images | sensitivity coverage (95% CI) | width | BCa "
-            "| all called | specificity coverage (95% CI) | width | BCa | all called |"
+        header = "| true sens. = spec. | patients/class | slices | images |" + "".join(
+            f" {name} coverage (95% CI) | width | BCa | all called | noted | coverage without note |"
+            for name in ("sensitivity", "specificity")
         )
-        rule = "|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|"
+        rule = "|---:|---:|---:|---:|" + "---|---:|---:|---:|---:|---|" * 2
     lines = [header, rule]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:

@@ -108,7 +108,8 @@ def operating_point_intervals(metrics: dict, y_true, raw, patient_ids=None, n: i
     probabilities): ``sensitivity_ci`` and ``specificity_ci``; ``ci_unit``, ``ci_units`` (all units), ``ci_method``,
     ``ci_seed``; and per figure the units its interval rests on (``sensitivity_ci_units``: positive patients, or
     images without ids; ``specificity_ci_units``: negative ones) with the small-sample note the AUC's interval
-    carries (``sensitivity_ci_note``, ``specificity_ci_note``: None from 20 units on)."""
+    carries (``sensitivity_ci_note``, ``specificity_ci_note``): under 20 units, or under 5 units' worth of the rarer
+    outcome (units × min(share, 1 − share)); else None."""
     point = metrics.get("operating_point")
     if point is None or not n:
         return
@@ -126,7 +127,8 @@ def operating_point_intervals(metrics: dict, y_true, raw, patient_ids=None, n: i
         point[f"{name}_ci"] = (ci["low"], ci["high"])
         point[f"{name}_ci_units"] = units
         which = "positive" if name == "sensitivity" else "negative"
-        point[f"{name}_ci_note"] = small_sample_note(units, ci["unit"], which) if ci["method"] else None
+        note = small_sample_note(units, ci["unit"], which, share=point[name]) if ci["method"] else None
+        point[f"{name}_ci_note"] = note
     any_ci = intervals["sensitivity"]
     point.update(ci_unit=any_ci["unit"], ci_units=any_ci["n_units"], ci_method=any_ci["method"], ci_seed=seed)
 

@@ -397,7 +397,8 @@ def evaluate(
         ``threshold_unscaled``, ``n``, ``n_patients``; None without it). Two classes: each arm's
         ``operating_point`` has ``sensitivity_ci`` and ``specificity_ci`` (same bootstrap and seed as the AUC's),
         with the positive and negative units they rest on (``sensitivity_ci_units``, ``specificity_ci_units``) and
-        their small-sample notes (``sensitivity_ci_note``, ``specificity_ci_note``; None from 20 units on).
+        their small-sample notes (``sensitivity_ci_note``, ``specificity_ci_note``: under 20 units, or under 5 units'
+        worth of the rarer outcome; else None).
 
     Raises:
         ClassMismatchError: the data's classes differ from the model's.

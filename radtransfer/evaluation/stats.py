@@ -20,6 +20,9 @@ BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, perc
 # Fewer resampled units (patients, or images without ids) than this in the class an interval rests on, and the
 # bootstrap intervals here cover less than 95% in simulation (docs/training.md, benchmarks/interval_coverage.py).
 SMALL_SAMPLE_UNITS = 20
+# A share (sensitivity, specificity) whose rarer outcome holds fewer units' worth than this, units × min(share,
+# 1 − share), also under-covers, whatever the count: 82% with 20 patients at 0.95 (same sources).
+SMALL_SAMPLE_RARER = 5
 
 
 def _average_ranks(x) -> np.ndarray:
@@ -92,21 +95,32 @@ def units_per_class(y_true, groups=None) -> dict:
     return {int(c): len(set(groups[y_true == c])) for c in np.unique(y_true)}
 
 
-def small_sample_note(units, unit: str = "patient", which: str = "", where: str = "") -> str | None:
-    """The note a 95% bootstrap interval carries when the class it rests on has fewer than ``SMALL_SAMPLE_UNITS``
-    resampled units, else None: e.g. "only 10 positive patients (under 20): such intervals cover less than 95%,
-    see docs/training.md".
+def small_sample_note(units, unit: str = "patient", which: str = "", where: str = "", share=None) -> str | None:
+    """The note a 95% bootstrap interval carries where it covers less than 95% in simulation, else None: when the
+    class it rests on has fewer than ``SMALL_SAMPLE_UNITS`` resampled units ("only 10 positive patients (under
+    20): ..."), and, for a share, when its rarer outcome holds fewer than ``SMALL_SAMPLE_RARER`` units' worth
+    ("1.5 of 30 positive patients on the rarer side ...": a sensitivity of 0.95, or of 1, the interval then 1–1).
 
     Args:
         units: the number of units in that class (None: unknown, no note).
         unit: "patient" or "image".
         which: a word before the unit ("positive"); where: words after it ("in the smallest class").
+        share: the estimate, for a share of that class's images (sensitivity, specificity); None for an AUC.
     """
-    if units is None or units >= SMALL_SAMPLE_UNITS:
+    if units is None:
         return None
     counted = " ".join(part for part in (which, unit if units == 1 else f"{unit}s", where) if part)
+    see = "such intervals cover less than 95%, see docs/training.md"
+    if units < SMALL_SAMPLE_UNITS:
+        return f"only {units} {counted} (under {SMALL_SAMPLE_UNITS}): {see}"
+    if share is None or not math.isfinite(share):
+        return None
+    rarer = min(share, 1.0 - share)
+    if units * rarer >= SMALL_SAMPLE_RARER - 1e-9:  # 50 × (1 − 0.9) is 4.9999999999999991
+        return None
     return (
-        f"only {units} {counted} (under {SMALL_SAMPLE_UNITS}): such intervals cover less than 95%, see docs/training.md"
+        f"{units * rarer:.1f} of {units} {counted} on the rarer side (a share of {rarer:.3f}; under "
+        f"{SMALL_SAMPLE_RARER}): {see}"
     )
 
 

@@ -16,7 +16,7 @@ from radtransfer.card import write_model_card
 from radtransfer.evaluation import metrics_from_predictions
 from radtransfer.evaluation.external import side_by_side
 from radtransfer.evaluation.metrics import describe_interval
-from radtransfer.evaluation.stats import SMALL_SAMPLE_UNITS, bootstrap_operating_point_ci
+from radtransfer.evaluation.stats import SMALL_SAMPLE_UNITS, bootstrap_operating_point_ci, small_sample_note
 from radtransfer.utils.io import write_json_atomic
 
 
@@ -33,13 +33,14 @@ def model():
     return model
 
 
-def _site(positive_patients, negative_patients, images_per_patient=2, seed=0):
-    """An in-memory external site: patients of one label each, brighter images for positive patients."""
+def _site(positive_patients, negative_patients, images_per_patient=2, seed=0, gap=40):
+    """An in-memory external site: patients of one label each, images ``gap`` grey levels brighter for positive
+    patients (the model calls an image positive from 127.5 on: sensitivity about 0.77 at gap 40, 1 at gap 150)."""
     from radtransfer.data import ImageSet
 
     rng = np.random.default_rng(seed)
     labels = np.repeat([1] * positive_patients + [0] * negative_patients, images_per_patient)
-    brightness = np.clip(rng.normal(110 + 40 * labels, 30), 0, 255)
+    brightness = np.clip(rng.normal(110 + gap * labels, 30), 0, 255)
     images = [np.full((8, 8, 3), b, dtype=np.uint8) for b in brightness]
     patients = np.repeat([f"P{i}" for i in range(positive_patients + negative_patients)], images_per_patient)
     return ImageSet(None, labels, ("neg", "pos"), patient_ids=patients, images=images)
@@ -75,13 +76,35 @@ def test_an_external_site_with_10_positive_patients_carries_the_note_where_it_is
 
 
 def test_an_external_site_with_many_patients_of_each_class_carries_no_note(model):
-    result = rt.evaluate(model, _site(25, 25), site="B", bootstrap=100, seed=1)
+    result = rt.evaluate(model, _site(40, 40), site="B", bootstrap=100, seed=1)
     development = result["development"]
     point = development["operating_point"]
-    assert point["sensitivity_ci_units"] == point["specificity_ci_units"] == 25
+    assert point["sensitivity_ci_units"] == point["specificity_ci_units"] == 40
+    assert 40 * (1 - max(point["sensitivity"], point["specificity"])) >= 5  # rarer side: 5+ patients' worth
     assert point["sensitivity_ci_note"] is None and point["specificity_ci_note"] is None
     assert development["auc_ci_note"] is None
     assert "note:" not in side_by_side(result) and "cover less" not in describe_interval(development)
+
+
+def test_a_sensitivity_of_1_on_many_patients_carries_the_note_its_1_to_1_interval_needs(model):
+    """Every positive image called positive: the bootstrap interval is 1–1 and covers no true sensitivity below 1,
+    however many patients (with 20 patients at a true 0.95 such intervals cover 82%: docs/training.md)."""
+    result = rt.evaluate(model, _site(30, 40, gap=150), site="B", bootstrap=100, seed=1)
+    point = result["development"]["operating_point"]
+    assert point["sensitivity"] == 1.0 and tuple(point["sensitivity_ci"]) == (1.0, 1.0)
+    assert point["sensitivity_ci_note"].startswith("0.0 of 30 positive patients on the rarer side (a share of 0.000")
+    assert f"note: sensitivity interval: {point['sensitivity_ci_note']}" in side_by_side(result)
+
+
+def test_the_rarer_side_rule_is_units_times_the_rarer_share_under_5():
+    assert small_sample_note(20, "patient", "positive", share=0.95).startswith("1.0 of 20 positive patients")
+    assert small_sample_note(30, "patient", "negative", share=0.1).startswith("3.0 of 30 negative patients")
+    assert small_sample_note(50, "patient", share=0.9) is None and small_sample_note(100, "image", share=0.95) is None
+    assert small_sample_note(19, "image", share=0.5).startswith("only 19 images (under 20)")
+    assert small_sample_note(1, "patient", "positive") == (
+        "only 1 positive patient (under 20): such intervals cover less than 95%, see docs/training.md"
+    )
+    assert small_sample_note(None, "patient") is None and small_sample_note(20, "patient", share=math.nan) is None
 
 
 def test_the_auc_note_counts_the_smallest_class_not_all_patients():
