@@ -847,6 +847,12 @@ def _ci(ci) -> str:
     return f"{_fmt(low)}–{_fmt(high)}" if _finite(low) and _finite(high) else "none"
 
 
+def _noted_ci(point: dict, name: str) -> str:
+    """An operating point's interval of ``name`` with its small-sample note, if it has one."""
+    note = point.get(f"{name}_ci_note")
+    return _ci(point[f"{name}_ci"]) + (f" ({note})" if note else "")
+
+
 def _intended(card) -> list[str]:
     lines = ["## Intended use and limitations", "", card["intended_use"]["use"], ""]
     lines += [f"- {text}" for text in card["intended_use"]["limitations"]]
@@ -924,9 +930,9 @@ def _metric_lines(metrics: dict, full: bool = False) -> list[str]:
                 (f"threshold on P({point.get('threshold_class')})", _fmt(point.get("threshold"), 4)),
                 ("threshold chosen on", _fmt(point.get("chosen_on"))),
                 ("sensitivity at the threshold", _fmt(point.get("sensitivity"))),
-                *([("its 95% CI", _ci(point["sensitivity_ci"]))] if "sensitivity_ci" in point else []),
+                *([("its 95% CI", _noted_ci(point, "sensitivity"))] if "sensitivity_ci" in point else []),
                 ("specificity at the threshold", _fmt(point.get("specificity"))),
-                *([("its 95% CI", _ci(point["specificity_ci"]))] if "specificity_ci" in point else []),
+                *([("its 95% CI", _noted_ci(point, "specificity"))] if "specificity_ci" in point else []),
             ]
     lines = _table(("metric", "value"), rows)
     lines += [f"Interval: {metrics['interval']}.", ""]

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..training.thresholds import youden_threshold
 from .calibration import fit_temperature
-from .stats import bootstrap_operating_point_ci
+from .stats import bootstrap_operating_point_ci, small_sample_note, units_per_class
 
 EXTERNAL_FILE = "external-{site}.json"  # a run folder's record of one external site's evaluation
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -104,8 +104,12 @@ def check_disjoint(local_patients, external_patients, local_paths=None, external
 
 def operating_point_intervals(metrics: dict, y_true, raw, patient_ids=None, n: int = 1000, seed: int = 0) -> None:
     """Adds patient-level 95% bootstrap intervals of the sensitivity and specificity at a two-class result's
-    operating point (``sensitivity_ci``, ``specificity_ci``, with ``ci_unit``, ``ci_units``, ``ci_method``) to
-    ``metrics["operating_point"]``, the decisions taken as evaluate took them (on the raw probabilities)."""
+    operating point to ``metrics["operating_point"]``, the decisions taken as evaluate took them (on the raw
+    probabilities): ``sensitivity_ci`` and ``specificity_ci``; ``ci_unit``, ``ci_units`` (all units), ``ci_method``,
+    ``ci_seed``; and per figure the units its interval rests on (``sensitivity_ci_units``: positive patients, or
+    images without ids; ``specificity_ci_units``: negative ones) with the small-sample note the AUC's interval
+    carries (``sensitivity_ci_note``, ``specificity_ci_note``): under 20 units, or under 5 units' worth of the rarer
+    outcome (units × min(share, 1 − share)); else None."""
     point = metrics.get("operating_point")
     if point is None or not n:
         return
@@ -116,10 +120,35 @@ def operating_point_intervals(metrics: dict, y_true, raw, patient_ids=None, n: i
     if on != positive:
         called = ~called
     intervals = bootstrap_operating_point_ci(y_true, called, positive, groups=patient_ids, n=n, seed=seed)
+    truth = (np.asarray(y_true) == positive).astype(np.int64)
+    counts = units_per_class(truth, patient_ids)
     for name, ci in intervals.items():
+        units = counts.get(1 if name == "sensitivity" else 0, 0)
         point[f"{name}_ci"] = (ci["low"], ci["high"])
+        point[f"{name}_ci_units"] = units
+        which = "positive" if name == "sensitivity" else "negative"
+        note = small_sample_note(units, ci["unit"], which, share=point[name]) if ci["method"] else None
+        point[f"{name}_ci_note"] = note
     any_ci = intervals["sensitivity"]
     point.update(ci_unit=any_ci["unit"], ci_units=any_ci["n_units"], ci_method=any_ci["method"], ci_seed=seed)
+
+
+def interval_notes(result: dict) -> list:
+    """The small-sample notes of an external-site result's intervals, as ``"<figure>: <note>"`` lines (each once:
+    both arms are scored on the same patients)."""
+    notes = {}
+    for arm in (result.get("development"), result.get("recalibrated")):
+        if not arm:
+            continue
+        point = arm.get("operating_point") or {}
+        for figure, note in (
+            ("AUC", arm.get("auc_ci_note")),
+            ("sensitivity", point.get("sensitivity_ci_note")),
+            ("specificity", point.get("specificity_ci_note")),
+        ):
+            if note:
+                notes.setdefault(figure, note)
+    return [f"{figure} interval: {note}" for figure, note in notes.items()]
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -171,4 +200,5 @@ def side_by_side(result: dict) -> str:
     noun = "patients" if development.get("n_patients") else "images"
     lines = [f"site {result['site']}: {development['n']} images, {units} {noun}"]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table]
+    lines += [f"note: {note}" for note in interval_notes(result)]
     return "\n".join(lines)

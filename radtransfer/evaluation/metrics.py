@@ -22,7 +22,7 @@ from ..models.trained import temperature_of
 from ..training.thresholds import predict_with_labels, youden_threshold
 from .calibration import brier_score, expected_calibration_error
 from .external import check_disjoint, check_site, operating_point_intervals, recalibration
-from .stats import auc_score, bootstrap_auc_ci
+from .stats import auc_score, bootstrap_auc_ci, small_sample_note, units_per_class
 
 
 def read_settings_of(model) -> ReadSettings | None:
@@ -158,10 +158,13 @@ def metrics_from_predictions(
         result["auc_ci"] = (ci["low"], ci["high"])
         result["auc_ci_unit"], result["auc_ci_method"] = ci["unit"], ci["method"]
         result["auc_ci_units"], result["auc_ci_resamples"], result["auc_ci_seed"] = ci["n_units"], bootstrap, seed
+        smallest = min(units_per_class(y_true, patient_ids).values())
+        result["auc_ci_note"] = small_sample_note(smallest, ci["unit"], where="in the smallest class")
     else:
         result["auc_ci"] = (math.nan, math.nan)
         result["auc_ci_unit"] = result["auc_ci_method"] = None
         result["auc_ci_units"], result["auc_ci_resamples"], result["auc_ci_seed"] = None, 0, seed
+        result["auc_ci_note"] = None
     result["predictions"] = {
         "y_true": y_true.tolist(),
         "probabilities": probabilities.tolist(),
@@ -229,9 +232,15 @@ def describe_interval(metrics: dict) -> str:
         f"95% CI {low:.3f}–{high:.3f}: {metrics.get('auc_ci_method')} bootstrap over {units} {plural}, "
         f"{metrics.get('auc_ci_resamples')} resamples, seed {metrics.get('auc_ci_seed')}"
     )
+    note = metrics["auc_ci_note"] if "auc_ci_note" in metrics else _legacy_note(unit, units)
+    return f"{text} ({note})" if note else text
+
+
+def _legacy_note(unit, units) -> str | None:
+    """The small-sample note of metrics written before ``auc_ci_note`` existed (under 20 patients in all)."""
     if unit == "patient" and units is not None and units < 20:
-        text += " (with under 20 patients such intervals cover less than 95%: docs/training.md)"
-    return text
+        return "with under 20 patients such intervals cover less than 95%: docs/training.md"
+    return None
 
 
 def class_mismatch(trained, class_names) -> str | None:
@@ -373,7 +382,8 @@ def evaluate(
     Returns:
         Without ``site``: a dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro
         one-vs-rest), ``auc_ci`` (95% stratified BCa bootstrap), ``auc_ci_unit`` ("patient" or "image"),
-        ``auc_ci_method``, ``accuracy``, ``balanced_accuracy``, ``sensitivity`` and ``specificity`` per class
+        ``auc_ci_method``, ``auc_ci_note`` (the small-sample note when the smallest class has under 20 units, else
+        None), ``accuracy``, ``balanced_accuracy``, ``sensitivity`` and ``specificity`` per class
         (arg-max decisions), ``operating_point`` (two classes: threshold, where it was chosen, sensitivity and
         specificity on this data), ``per_class_auc``, ``confusion_matrix`` (rows: true class), ``brier``, ``ece``
         and ``calibration_bins`` (of the probabilities the model reports: scaled by its temperature, if any;
@@ -385,7 +395,10 @@ def evaluate(
         figures at the temperature and threshold refit on ``recalibrate`` (None without it), and
         ``recalibration`` those (``temperature``, ``threshold`` on the scaled probabilities,
         ``threshold_unscaled``, ``n``, ``n_patients``; None without it). Two classes: each arm's
-        ``operating_point`` has ``sensitivity_ci`` and ``specificity_ci`` (same bootstrap and seed as the AUC's).
+        ``operating_point`` has ``sensitivity_ci`` and ``specificity_ci`` (same bootstrap and seed as the AUC's),
+        with the positive and negative units they rest on (``sensitivity_ci_units``, ``specificity_ci_units``) and
+        their small-sample notes (``sensitivity_ci_note``, ``specificity_ci_note``: under 20 units, or under 5 units'
+        worth of the rarer outcome; else None).
 
     Raises:
         ClassMismatchError: the data's classes differ from the model's.

@@ -17,18 +17,37 @@ import numpy as np
 from ..training.thresholds import youden_threshold  # noqa: F401  (chosen on validation by fine_tune)
 
 BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, percentile intervals
+# Fewer resampled units (patients, or images without ids) than this in the class an interval rests on, and the
+# bootstrap intervals here cover less than 95% in simulation (docs/training.md, benchmarks/interval_coverage.py).
+SMALL_SAMPLE_UNITS = 20
+# A share (sensitivity, specificity) whose rarer outcome holds fewer units' worth than this, units × min(share,
+# 1 − share), also under-covers, whatever the count: 82% with 20 patients at 0.95 (same sources).
+SMALL_SAMPLE_RARER = 5
+
+
+def _average_ranks(x) -> np.ndarray:
+    """1-based ranks with ties given their mean rank: scipy.stats.rankdata(x), without its per-call overhead
+    (a bootstrap ranks a thousand resamples)."""
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, len(x)])
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(starts + (counts + 1) / 2, counts)
+    return ranks
 
 
 def _binary_auc(positives, scores) -> float:
     """ROC AUC by the Mann-Whitney rank form (ties count one half), the same number as
     sklearn.metrics.roc_auc_score at a fraction of its cost inside a bootstrap."""
-    from scipy.stats import rankdata
-
     m = int(positives.sum())
     n = len(positives) - m
     if m == 0 or n == 0:
         return math.nan
-    ranks = rankdata(scores)
+    scores = np.asarray(scores)
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
+        return math.nan  # as scipy's rankdata propagates NaN
+    ranks = _average_ranks(scores)
     return float((ranks[positives].sum() - m * (m + 1) / 2) / (m * n))
 
 
@@ -65,6 +84,44 @@ def _units(y_true, groups):
         unit = "patient"
     strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     return members, [s for s in strata if len(s)], unit, len(members)
+
+
+def units_per_class(y_true, groups=None) -> dict:
+    """Per class present, how many resampling units have an image of it: patients with ``groups``, else images."""
+    y_true = np.asarray(y_true)
+    if groups is None:
+        return {int(c): int((y_true == c).sum()) for c in np.unique(y_true)}
+    groups = np.asarray([str(g) for g in groups])
+    return {int(c): len(set(groups[y_true == c])) for c in np.unique(y_true)}
+
+
+def small_sample_note(units, unit: str = "patient", which: str = "", where: str = "", share=None) -> str | None:
+    """The note a 95% bootstrap interval carries where it covers less than 95% in simulation, else None: when the
+    class it rests on has fewer than ``SMALL_SAMPLE_UNITS`` resampled units ("only 10 positive patients (under
+    20): ..."), and, for a share, when its rarer outcome holds fewer than ``SMALL_SAMPLE_RARER`` units' worth
+    ("1.5 of 30 positive patients on the rarer side ...": a sensitivity of 0.95, or of 1, the interval then 1–1).
+
+    Args:
+        units: the number of units in that class (None: unknown, no note).
+        unit: "patient" or "image".
+        which: a word before the unit ("positive"); where: words after it ("in the smallest class").
+        share: the estimate, for a share of that class's images (sensitivity, specificity); None for an AUC.
+    """
+    if units is None:
+        return None
+    counted = " ".join(part for part in (which, unit if units == 1 else f"{unit}s", where) if part)
+    see = "such intervals cover less than 95%, see docs/training.md"
+    if units < SMALL_SAMPLE_UNITS:
+        return f"only {units} {counted} (under {SMALL_SAMPLE_UNITS}): {see}"
+    if share is None or not math.isfinite(share):
+        return None
+    rarer = min(share, 1.0 - share)
+    if units * rarer >= SMALL_SAMPLE_RARER - 1e-9:  # 50 × (1 − 0.9) is 4.9999999999999991
+        return None
+    return (
+        f"{units * rarer:.1f} of {units} {counted} on the rarer side (a share of {rarer:.3f}; under "
+        f"{SMALL_SAMPLE_RARER}): {see}"
+    )
 
 
 def bootstrap_auc_ci(
