@@ -41,7 +41,8 @@ import radtransfer as rt
 from radtransfer import data
 
 BACKBONE = "test_tiny"
-TRAIN = {"strategy": "unfreeze_all", "learning_rate": 1e-2, "epochs": 1, "batch_size": 4, "seed": 3}
+BATCH = 8  # two training steps an epoch: the loop runs, the metrics' eager updates stay few
+TRAIN = {"strategy": "unfreeze_all", "learning_rate": 1e-2, "epochs": 1, "batch_size": BATCH, "seed": 3}
 TRAIN_FLAGS = {"augment": None, "run_eagerly": True, "verbose": 0}
 # What a refusal names, per kind (the words of data.adapters.KINDS, or of the kind's own message).
 NOUNS = {
@@ -90,7 +91,7 @@ class _Batches:
     """A keras.utils.PyDataset of (uint8 RGB images, one-hot labels) in the set's order (made lazily: keras)."""
 
     @staticmethod
-    def make(images, one_hot, batch_size=4):
+    def make(images, one_hot, batch_size=BATCH):
         import keras
 
         class Batches(keras.utils.PyDataset):
@@ -115,12 +116,17 @@ def _parts(kind: str, world: World, reference: dict) -> dict:
         images, one_hot = world.rgb[world.indices[part]], world.one_hot(part)
         if kind == "make_dataset":
             out[part] = data.make_dataset(
-                reference[part], image_size=(SIZE, SIZE), batch_size=4, augment=None, shuffle=part == "train", seed=1
+                reference[part],
+                image_size=(SIZE, SIZE),
+                batch_size=BATCH,
+                augment=None,
+                shuffle=part == "train",
+                seed=1,
             )
         elif kind == "tf_data":
             import tensorflow as tf
 
-            out[part] = tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(4)
+            out[part] = tf.data.Dataset.from_tensor_slices((images, one_hot)).batch(BATCH)
         elif kind == "py_dataset":
             out[part] = _Batches.make(images, one_hot)
         elif kind == "numpy":
@@ -273,18 +279,28 @@ def test_evaluate(kind, world, parts, trained_run, reference_metrics):
         assert metrics["auc_ci_unit"] == "patient"
 
 
+@pytest.fixture(scope="module")
+def reference_calibration(trained_run, reference):
+    return rt.calibrate(_model(trained_run), reference["val"])
+
+
+@pytest.fixture(scope="module")
+def reference_external(trained_run, reference):
+    return rt.evaluate(_model(trained_run), reference["test"], site="site_b", bootstrap=200)
+
+
 @pytest.mark.filterwarnings("ignore:The fitted temperature")  # a tiny model's soft probabilities: T at its bound
 @pytest.mark.parametrize("kind", KINDS)
-def test_calibrate(kind, world, parts, trained_run, reference):
-    expected = rt.calibrate(_model(trained_run), reference["val"])
+def test_calibrate(kind, world, parts, trained_run, reference_calibration):
+    expected = reference_calibration
     val = parts[kind]["val"]
     fitted = rt.calibrate(_model(trained_run), val)
     assert fitted.temperature == pytest.approx(expected.temperature, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_external_site(kind, world, parts, trained_run, reference):
-    expected = rt.evaluate(_model(trained_run), reference["test"], site="site_b", bootstrap=200)
+def test_external_site(kind, world, parts, trained_run, reference_external):
+    expected = reference_external
     got = rt.evaluate(
         _model(trained_run), parts[kind]["test"], site="site_b", bootstrap=200, **_evaluate_kwargs(kind, world)
     )
@@ -321,7 +337,7 @@ def _grid(image_set, out, repeats=2):
     from radtransfer import protocol
 
     config = protocol.RADIMAGENET.replace(
-        image_size=SIZE, batch_size=4, epochs=1, augment=None, run_eagerly=True, bootstrap=50
+        image_size=SIZE, batch_size=BATCH, epochs=1, augment=None, run_eagerly=True, bootstrap=50
     )
     return protocol.run_grid(
         image_set,
@@ -369,7 +385,7 @@ def _curve(image_set, out):
     from radtransfer import protocol
 
     config = protocol.RADIMAGENET.replace(
-        image_size=SIZE, batch_size=4, epochs=1, augment=None, run_eagerly=True, bootstrap=50
+        image_size=SIZE, batch_size=BATCH, epochs=1, augment=None, run_eagerly=True, bootstrap=50
     )
     return protocol.learning_curve(
         image_set,
@@ -415,7 +431,7 @@ def test_command(kind, world, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     train = ["train", spec, "--backbone", BACKBONE, "--weights", "none", "--image-size", str(SIZE), "--epochs", "1"]
-    train += ["--batch-size", "4", "--lr", "1e-2", "--augment", "none", "--run-eagerly", "--verbose", "0"]
+    train += ["--batch-size", str(BATCH), "--lr", "1e-2", "--augment", "none", "--run-eagerly", "--verbose", "0"]
     train += ["--out", str(run)]
     with mocked_tfds(world) if kind == "tfds" else _nothing():
         if kind == "nifti":
