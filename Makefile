@@ -22,8 +22,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 
+# Two processes, one test file each (module fixtures are built once): make test on 2 cores in about 7 minutes
+# instead of 11. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest --durations=10
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=10
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow"
