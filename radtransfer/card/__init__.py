@@ -20,13 +20,13 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from .data.audit import AUDIT_FILE
-from .errors import RadtransferError
-from .evaluation.external import EXTERNAL_FILE
-from .evaluation.metrics import describe_interval
-from .grid.records import GRID_FILE, RECORD_FILE, RUNS_DIR, GridSpec, RunRecord, read_data_manifest
-from .models.trained import READ_SETTING_FIELDS, read_trained_info
-from .training.run_folder import (
+from ..data.audit import AUDIT_FILE
+from ..errors import RadtransferError
+from ..evaluation.external import EXTERNAL_FILE
+from ..evaluation.metrics import describe_interval
+from ..grid.records import GRID_FILE, RECORD_FILE, RUNS_DIR, GridSpec, RunRecord, read_data_manifest
+from ..models.trained import READ_SETTING_FIELDS, read_trained_info
+from ..training.run_folder import (
     BEST_MODEL,
     CLI_CONFIG,
     CONFIG,
@@ -37,8 +37,8 @@ from .training.run_folder import (
     STATE,
     TEST_METRICS,
 )
-from .utils.io import write_json_atomic, write_text_atomic
-from .version import __version__
+from ..utils.io import write_json_atomic, write_text_atomic
+from ..version import __version__
 
 MODEL_CARD = "MODEL_CARD.md"
 CARD_JSON = "model_card.json"
