@@ -37,7 +37,7 @@ class GridFiles(NamedTuple):
     manifest: list | None  # data.csv's rows, or None
     records: list  # every run's RunRecord, in path order
     versions: list  # the distinct software versions of the runs' config.json, in path order
-    audit: object  # audit.json's findings, or None
+    audit: list | dict | None  # audit.json's findings, or None
     files_read: list
 
 
