@@ -29,6 +29,7 @@ TIMING_FILE = "timing.json"
 PREDICTIONS = "predictions.npz"  # a run's test predictions (y_true, probabilities, patient_ids)
 PAIRS_DIR = "pairs"
 RUNS_DIR = "runs"
+RUN_GLOB = f"{RUNS_DIR}/*/*/*"  # every run folder of a grid (run_dir: <source>/<scenario>/fold<k>[-r<r>])
 STATUSES = ("finished", "diverged", "failed")
 
 

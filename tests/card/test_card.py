@@ -452,3 +452,32 @@ def test_grid_card_gives_each_runs_test_auc_with_its_interval(tmp_path):
     assert "Decision support" in md and len(card["claim"]) == 42
     status = {item["item"]: item["status"] for item in card["claim"]}
     assert status[24] == status[28] == status[29] == "answered" and status[1] == status[32] == "author"
+
+
+# -- the package --------------------------------------------------------------------------------------------------
+
+
+def test_the_card_spells_no_file_name_of_a_run_or_a_grid():
+    """Every file name the card reads comes from its owner's constant (training.run_folder, grid.records,
+    data.audit, evaluation.external, models.trained): no string in radtransfer/card/ but a docstring names a file,
+    apart from the card's own two."""
+    import ast
+
+    import radtransfer.card
+
+    name = re.compile(r"[\w<>*{}-]+\.(json|csv|keras|h5|npz|md)\b")
+    found = []
+    for path in sorted(Path(radtransfer.card.__file__).parent.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node) is not None
+        }
+        found += [
+            (path.name, node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            if name.search(node.value)
+        ]
+    assert sorted(found) == [("__init__.py", "MODEL_CARD.md"), ("__init__.py", "model_card.json")]
