@@ -43,9 +43,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from _gpu_workers import NUM_CLASSES, PRECISIONS, emit, worker_keras, worker_preflight, worker_torch
+
 SCHEMA = "radtransfer-gpu-end-to-end-1"
-NUM_CLASSES = 4
-PRECISIONS = {"bf16": "mixed_bfloat16", "float32": "float32"}
 # In priority order: a run cut short by its budget keeps the first ones. Each backbone's anchor (phase B) runs
 # right after that backbone's first configuration.
 DEFAULT_CONFIGS = (
@@ -60,7 +60,6 @@ QUICK_CONFIGS = ("resnet50:unfreeze_all:bf16",)
 ESTIMATE_A = {"resnet50": 140, "densenet121": 200}
 ESTIMATE_B = {"resnet50": 80, "densenet121": 120}
 ESTIMATE_QUICK_A, ESTIMATE_QUICK_B = 80, 10
-TIMM_NAMES = {"resnet50": "resnet50", "densenet121": "densenet121"}
 VERSIONED = (
     "jax",
     "jaxlib",
@@ -83,105 +82,6 @@ VERSIONED = (
     "jinja2",
     "tensorflow",
 )
-
-
-# -- shared helpers ------------------------------------------------------------------------------------------
-
-
-def block_tensorflow() -> None:
-    """Makes ``import tensorflow`` fail in this process, as on an image without it."""
-    sys.modules["tensorflow"] = None
-
-
-def third_party_modules() -> list[str]:
-    """Top-level non-standard-library modules imported so far in this process (what the path needed)."""
-    names = {name.split(".")[0] for name, module in list(sys.modules.items()) if module is not None}
-    return sorted(n for n in names if n not in sys.stdlib_module_names and not n.startswith("_") and n != "__main__")
-
-
-def emit(tag: str, record: dict) -> None:
-    """One machine-read line on stdout: ``PARTIAL {...}`` as a part progresses, ``RESULT {...}`` at its end."""
-    print(f"{tag} {json.dumps(record)}", flush=True)
-
-
-class GpuSampler:
-    """``nvidia-smi`` utilization of GPU 0 sampled every ``period_ms`` in the background.
-
-    Each sample is stamped with nvidia-smi's own timestamp (its arrival time where that cannot be read), and
-    nvidia-smi writes to a pseudo-terminal, so that its lines are not held back in a pipe's buffer. ``busy``
-    averages the samples inside given ``time.time()`` windows; None where nvidia-smi is absent.
-    """
-
-    def __init__(self, period_ms: int = 200):
-        self.period_ms = period_ms
-        self.samples: list[tuple[float, float]] = []
-        self.reason = None
-        self.stamps = {"nvidia-smi": 0, "arrival": 0}
-        self._process = None
-
-    def start(self) -> GpuSampler:
-        exe = shutil.which("nvidia-smi")
-        if exe is None:
-            self.reason = "nvidia-smi not found"
-            return self
-        command = [exe, "--query-gpu=index,timestamp,utilization.gpu", "--format=csv,noheader,nounits"]
-        command += ["-lms", str(self.period_ms)]
-        try:
-            import pty
-
-            master, slave = pty.openpty()
-            self._process = subprocess.Popen(command, stdout=slave, stderr=subprocess.DEVNULL, close_fds=True)
-            os.close(slave)
-            stream = os.fdopen(master, "r", errors="replace")
-        except (OSError, ImportError):
-            try:
-                self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            except OSError as error:
-                self.reason = f"nvidia-smi failed to start: {error}"
-                return self
-            stream = self._process.stdout
-        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-        return self
-
-    def _read(self, stream) -> None:
-        try:
-            for line in stream:
-                parts = [p.strip() for p in line.split(",")]
-                if len(parts) != 3 or parts[0] != "0":
-                    continue
-                try:
-                    stamp = datetime.strptime(parts[1], "%Y/%m/%d %H:%M:%S.%f").timestamp()
-                    self.stamps["nvidia-smi"] += 1
-                except ValueError:
-                    stamp = time.time()
-                    self.stamps["arrival"] += 1
-                try:
-                    self.samples.append((stamp, float(parts[2]) / 100.0))
-                except ValueError:
-                    continue
-        except OSError:  # the pseudo-terminal closes when nvidia-smi ends
-            return
-
-    def busy(self, windows) -> dict:
-        """Mean busy fraction (0..1) over the samples inside any of the (start, end) windows, and their count."""
-        if self._process is None:
-            return {"busy": None, "samples": 0, "note": self.reason}
-        last = max((b for _, b in windows), default=0.0)
-        waited = time.time()
-        while (not self.samples or self.samples[-1][0] < last) and time.time() - waited < 2.0:
-            time.sleep(0.05)  # the samples of the window's last moments are still on their way
-        inside = [u for t, u in list(self.samples) for a, b in windows if a <= t <= b]
-        if not inside:
-            return {"busy": None, "samples": 0, "note": "no sample inside the window"}
-        return {"busy": round(sum(inside) / len(inside), 4), "samples": len(inside), "stamped_by": dict(self.stamps)}
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
 
 
 # -- the images ----------------------------------------------------------------------------------------------
@@ -243,343 +143,6 @@ def versions() -> dict:
         except PackageNotFoundError:
             found[name] = None
     return found
-
-
-def worker_preflight(spec: dict) -> dict:
-    """JAX's backend and devices, and every radtransfer module's import with TensorFlow blocked."""
-    import importlib
-    import pkgutil
-
-    block_tensorflow()
-    out = {"python": sys.version.split()[0], "keras_backend_env": os.environ.get("KERAS_BACKEND")}
-    try:
-        import jax
-
-        out["jax_backend"] = jax.default_backend()
-        out["jax_devices"] = [str(d) for d in jax.devices()]
-    except Exception as error:  # noqa: BLE001 - reported, not raised: the preflight lists what is missing
-        out["jax_error"] = f"{type(error).__name__}: {error}"
-    try:
-        import keras
-
-        out["keras_backend"] = keras.backend.backend()
-    except Exception as error:  # noqa: BLE001
-        out["keras_error"] = f"{type(error).__name__}: {error}"
-        return out
-    failures, missing = {}, set()
-    try:
-        import radtransfer
-
-        names = sorted(m.name for m in pkgutil.walk_packages(radtransfer.__path__, "radtransfer."))
-        names = [n for n in names if not n.endswith("__main__")]  # importing it runs the command line
-    except Exception as error:  # noqa: BLE001
-        return {**out, "radtransfer_error": f"{type(error).__name__}: {error}"}
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as error:  # noqa: BLE001
-            failures[name] = f"{type(error).__name__}: {error}"
-            if isinstance(error, ImportError) and error.name:
-                missing.add(error.name.split(".")[0])
-    out["radtransfer_modules"] = len(names)
-    out["radtransfer_import_failures"] = failures
-    out["missing_for_radtransfer"] = sorted(missing)
-    return out
-
-
-# -- phase A: JAX --------------------------------------------------------------------------------------------
-
-
-def worker_keras(spec: dict) -> dict:
-    """One backbone × strategy × precision on JAX: fine_tune, its pieces, and the two ceilings."""
-    if spec["block_tensorflow"]:
-        block_tensorflow()
-    import jax
-    import keras
-    import numpy as np
-
-    import radtransfer as rt
-    from radtransfer.data.augment import get_augment
-    from radtransfer.data.device_augment import random_transforms_np, with_device_augment
-    from radtransfer.data.sequence import ImageSequence, TransformSequence
-    from radtransfer.training.config import TrainConfig
-    from radtransfer.training.epoch_loop import compile_model, make_metrics
-
-    sampler = GpuSampler().start()
-    batch, size, n_train = spec["batch"], spec["size"], spec["n_train"]
-    precision = PRECISIONS[spec["precision"]]
-    out = {
-        key: spec[key] for key in ("phase", "backbone", "strategy", "precision", "batch", "size", "n_train", "n_val")
-    }
-    out.update(
-        policy=precision,
-        keras_backend=keras.backend.backend(),
-        devices=[str(d) for d in jax.devices()],
-        jax=jax.__version__,
-        keras=keras.__version__,
-        bn=spec["bn"],
-    )
-    keras.mixed_precision.set_global_policy(precision)  # build_model then builds under it: no rebuild in fine_tune
-    config = TrainConfig.from_settings(
-        None, strategy=spec["strategy"], precision=precision, jit_compile=True, bn=spec["bn"], learning_rate=1e-4
-    )
-    params = get_augment("radimagenet")
-
-    def build():
-        return rt.build_model(spec["backbone"], weights=None, num_classes=NUM_CLASSES, input_shape=(size, size, 3))
-
-    def compiled(model, wrap: bool):
-        """``model`` (or its device-augment wrapper) with the strategy applied and compiled as fine_tune does."""
-        rt.apply_strategy(model, config.strategy, bn=config.bn)
-        fitted = with_device_augment(model, params) if wrap else model
-        compile_model(fitted, config.make_optimizer(), config.make_loss(NUM_CLASSES), make_metrics(NUM_CLASSES), True)
-        return fitted
-
-    train_set = rt.data.from_directory(spec["train_dir"])
-    val_set = rt.data.from_directory(spec["val_dir"])
-    wrapper = None
-
-    if spec["fine_tune"]:
-        clock = epoch_clock(keras)
-        model = build()
-        start, wall = time.perf_counter(), time.time()
-        rt.fine_tune(
-            model,
-            train_set,
-            val_set,
-            strategy=spec["strategy"],
-            epochs=spec["ft_epochs"],
-            batch_size=batch,
-            precision=precision,
-            jit_compile=True,
-            bn=spec["bn"],
-            learning_rate=1e-4,
-            seed=0,
-            verbose=0,
-            callbacks=[clock],
-        )
-        seconds = time.perf_counter() - start
-        wrapper = clock.fitted
-        out["fine_tune"] = {
-            **clock.summary(n_train, sampler, train_end="test_begin"),
-            "call_s": round(seconds, 2),
-            "setup_s": round(clock.epochs[0]["begin"] - wall, 2),
-            "note": "setup_s: from the call to epoch 0 (reading the files into the memory cache, strategy, "
-            "compile call); epoch 0 holds XLA compilation; train_s ends at validation's start",
-        }
-        emit("PARTIAL", out)
-
-    if wrapper is None:
-        wrapper = compiled(build(), wrap=True)
-    start = time.perf_counter()
-    sequence = ImageSequence(
-        train_set,
-        image_size=(size, size),
-        batch_size=batch,
-        shuffle=True,
-        seed=0,
-        cache=spec["cache_prefix"],
-        workers=spec["workers"],
-    )
-    fill = time.perf_counter() - start
-    fed = TransformSequence(sequence, params)
-    clock = epoch_clock(keras)
-    wrapper.fit(fed, epochs=spec["epochs"], shuffle=False, verbose=0, callbacks=[clock, sequence.epoch_callback()])
-    out["pieces"] = {
-        **clock.summary(n_train, sampler, train_end="end"),
-        "workers": spec["workers"],
-        "cache": sequence.cache.mode,
-        "cache_open_or_fill_s": round(fill, 2),
-        "note": "fine_tune's compiled wrapper on TransformSequence(ImageSequence(workers)); disk cache shared "
-        "by all parts (filled by the first, memory-mapped by the others)",
-    }
-    emit("PARTIAL", out)
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    labels = np.eye(NUM_CLASSES, dtype=np.float32)[rng.integers(0, NUM_CLASSES, batch)]
-    transforms = random_transforms_np(batch, size, size, params, rng)
-    on_device = jax.device_put(({"images": images, "transforms": transforms}, labels))
-    out["wrapper_ceiling"] = ceiling(keras, wrapper, on_device, spec, sampler)
-    emit("PARTIAL", out)
-
-    if spec["model_ceiling"]:
-        bare = compiled(build(), wrap=False)
-        out["model_ceiling"] = ceiling(keras, bare, jax.device_put((images, labels)), spec, sampler)
-    out["third_party_modules"] = third_party_modules()
-    out["tensorflow_imported"] = sys.modules.get("tensorflow") is not None
-    sampler.stop()
-    return out
-
-
-def epoch_clock(keras):
-    """A Keras callback that stamps each epoch's begin, validation's start and end (wall time), keeps the model
-    fit trains (fine_tune's device-augment wrapper), and summarises the epochs after the first.
-
-    Only epoch-level hooks: no batch-level hook, so Keras keeps dispatching steps asynchronously.
-    """
-
-    class Clock(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.epochs, self.fitted, self._current = {}, None, None
-
-        def set_model(self, model):
-            super().set_model(model)
-            self.fitted = model
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._current = epoch
-            self.epochs[epoch] = {"begin": time.time()}
-
-        def on_test_begin(self, logs=None):
-            if self._current is not None and "test_begin" not in self.epochs[self._current]:
-                self.epochs[self._current]["test_begin"] = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.epochs[epoch]["end"] = time.time()  # after Keras read the logs: the device has finished
-
-        def summary(self, images_per_epoch: int, sampler: GpuSampler, train_end: str) -> dict:
-            order = sorted(self.epochs)
-            first = self.epochs[order[0]]
-            steady = [self.epochs[e] for e in order[1:] if train_end in self.epochs[e]]
-            windows = [(e["begin"], e[train_end]) for e in steady]
-            seconds = [b - a for a, b in windows]
-            walls = [self.epochs[b]["begin"] - self.epochs[a]["begin"] for a, b in zip(order[1:], order[2:])]
-            result = {
-                "epoch0_train_s": round(first.get(train_end, first.get("end", first["begin"])) - first["begin"], 2),
-                "steady_epochs": len(steady),
-                "steady_train_s": [round(s, 3) for s in seconds],
-                "images_per_s": round(images_per_epoch * len(seconds) / sum(seconds), 1) if seconds else None,
-                "gpu": sampler.busy(windows),
-            }
-            if walls:
-                result["images_per_s_epoch_wall"] = round(images_per_epoch * len(walls) / sum(walls), 1)
-            return result
-
-    return Clock()
-
-
-def ceiling(keras, model, batch, spec: dict, sampler: GpuSampler) -> dict:
-    """images/s of ``model.fit`` on one batch already on the device, served ``ceiling_steps`` times per epoch;
-    the first epoch (compilation, warm-up) is excluded."""
-
-    class OnDevice(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-
-        def __len__(self):
-            return spec["ceiling_steps"]
-
-        def __getitem__(self, index):
-            return batch
-
-    clock = epoch_clock(keras)
-    start = time.perf_counter()
-    model.fit(OnDevice(), epochs=1 + spec["ceiling_epochs"], shuffle=False, verbose=0, callbacks=[clock])
-    result = clock.summary(spec["ceiling_steps"] * spec["batch"], sampler, train_end="end")
-    result["fit_s"] = round(time.perf_counter() - start, 2)
-    result["steps_per_epoch"] = spec["ceiling_steps"]
-    return result
-
-
-# -- phase B: PyTorch anchor ---------------------------------------------------------------------------------
-
-
-def worker_torch(spec: dict) -> dict:
-    """timm's model trained on batches already on the device: eager, then torch.compile."""
-    if spec["block_tensorflow"]:
-        block_tensorflow()
-    import torch
-    import torch.nn.functional as F
-
-    sampler = GpuSampler().start()
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels, as a tuned run would
-    out = {key: spec[key] for key in ("phase", "backbone", "batch", "size")}
-    out.update(torch=torch.__version__, device=torch.cuda.get_device_name(0) if cuda else "cpu")
-    try:
-        import timm
-
-        network = timm.create_model(TIMM_NAMES[spec["backbone"]], pretrained=False, num_classes=NUM_CLASSES)
-        out.update(source="timm", timm=timm.__version__)
-    except ImportError:
-        if not spec["stand_in"]:
-            sampler.stop()
-            return {**out, "status": "skipped", "reason": "timm is not installed"}
-        network = torch.nn.Sequential(  # --quick without timm: exercises the path, measures nothing of interest
-            torch.nn.Conv2d(3, 16, 3, stride=2),
-            torch.nn.BatchNorm2d(16),
-            torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Linear(16, NUM_CLASSES),
-        )
-        out.update(source="stand-in (timm absent; not an anchor)")
-
-    class Preprocessed(torch.nn.Module):
-        """uint8 NCHW in, ImageNet normalisation on the device, as radtransfer's models take uint8."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255)
-
-        def forward(self, x):
-            return self.inner((x.float() - self.mean) / self.std)
-
-    net = Preprocessed(network).to(device).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4, **({"fused": True} if cuda else {}))
-    batch, size = spec["batch"], spec["size"]
-    generator = torch.Generator(device=device).manual_seed(0)
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device, generator=generator)
-    x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, NUM_CLASSES, (batch,), device=device, generator=generator)
-
-    def timed(module, label: str) -> dict:
-        def step():
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                loss = F.cross_entropy(module(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return loss
-
-        def sync():
-            if cuda:
-                torch.cuda.synchronize()
-
-        start = time.perf_counter()
-        step()
-        sync()
-        first = time.perf_counter() - start
-        for _ in range(spec["torch_warmup"]):
-            step()
-        sync()
-        wall, start = time.time(), time.perf_counter()
-        for _ in range(spec["torch_steps"]):
-            loss = step()
-        sync()
-        seconds = time.perf_counter() - start
-        return {
-            "first_step_s": round(first, 2),
-            "steps": spec["torch_steps"],
-            "images_per_s": round(spec["torch_steps"] * batch / seconds, 1),
-            "loss_finite": bool(torch.isfinite(loss).item()),
-            "gpu": sampler.busy([(wall, time.time())]),
-            "mode": label,
-        }
-
-    out["eager"] = timed(net, "eager, channels_last, bf16 autocast")
-    emit("PARTIAL", out)
-    if spec["torch_compile"] == "on" or (spec["torch_compile"] == "auto" and cuda):
-        out["compiled"] = timed(torch.compile(net), "torch.compile, channels_last, bf16 autocast")
-    out["third_party_modules"] = third_party_modules()
-    out["tensorflow_imported"] = sys.modules.get("tensorflow") is not None
-    sampler.stop()
-    return out
 
 
 # -- the orchestrator ----------------------------------------------------------------------------------------
@@ -712,7 +275,7 @@ def summarise(parts: list[dict]) -> dict:
     return {"phase_a": rows, "anchors": table}
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_end_to_end.json", help="the JSON file (rewritten after every part)")
     parser.add_argument("--quick", action="store_true", help="the whole flow at tiny sizes (a CPU check, ~2 min)")
@@ -750,7 +313,11 @@ def main(argv=None) -> int:
         help="make `import tensorflow` fail in every process (also: RADTRANSFER_BLOCK_TF=1)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.worker:
         spec = json.loads(args.worker)
@@ -758,6 +325,53 @@ def main(argv=None) -> int:
         emit("RESULT", run(spec))
         return 0
 
+    settings = _settings(args)
+    started = time.perf_counter()
+    env = _environment(args)
+    parts = plan(args)
+    estimate = 20 + settings["n_train"] / 150 + sum(p["estimate_s"] for p in parts)
+    report = _report(args, settings, estimate)
+    out_path = settings["out_path"]
+
+    def save():
+        report["elapsed_s"] = round(time.perf_counter() - started, 1)
+        report["summary"] = summarise(report["parts"])
+        out_path.write_text(json.dumps(report, indent=2))
+
+    print(
+        f"estimate: about {estimate:.0f} s for {len(parts)} parts (budget {settings['budget']:.0f} s; parts that no "
+        f"longer fit are skipped, in this order: {', '.join(p['name'] for p in parts)})",
+        flush=True,
+    )
+    report["preflight"] = {
+        "versions": versions(),
+        "nvidia_smi": _nvidia_smi_list(),
+        "cpus": os.cpu_count(),
+        "tensorflow_blocked": args.block_tensorflow,
+    }
+    check = run_part(args, {"phase": "preflight", "name": "preflight"}, 120, env, settings["log_dir"])
+    report["preflight"].update(check)
+    print("preflight " + json.dumps(report["preflight"]), flush=True)
+    save()
+
+    processes = max(1, min(16, os.cpu_count() or 1))
+    common = settings["common"]
+    report["images"] = make_images(
+        settings["data_dir"], common["n_train"], common["n_val"], settings["png"], args.gray, processes
+    )
+    print("images " + json.dumps(report["images"]), flush=True)
+    save()
+
+    run_parts(args, parts, settings, env, report, save, deadline=started + settings["budget"])
+    save()
+    print("summary " + json.dumps(report["summary"], indent=1), flush=True)
+    print(f"wrote {out_path} after {report['elapsed_s']:.0f} s", flush=True)
+    return 0
+
+
+def _settings(args) -> dict:
+    """The sizes, budget and folders (``--quick``'s small defaults where no value is given), and the spec every
+    part shares (``common``). Fills in ``args.configs`` and ``args.anchors``."""
     quick = args.quick
     pick = lambda value, full, small: value if value is not None else (small if quick else full)
     args.configs = pick(args.configs, list(DEFAULT_CONFIGS), list(QUICK_CONFIGS))
@@ -771,16 +385,6 @@ def main(argv=None) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     log_dir = Path(args.log_dir)  # not beside --out: a device run brings back at most 8 files from $OUT
     log_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    deadline = started + budget
-
-    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    repo = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), repo) if p)
-    if args.block_tensorflow:
-        env["RADTRANSFER_BLOCK_TF"] = "1"
-    if args.jax_cache:
-        env.update(JAX_COMPILATION_CACHE_DIR=args.jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="2")
     common = {
         "block_tensorflow": args.block_tensorflow,
         "batch": batch,
@@ -803,23 +407,47 @@ def main(argv=None) -> int:
         "torch_compile": args.torch_compile,
         "stand_in": quick,
     }
-    parts = plan(args)
-    estimate = 20 + n_train / 150 + sum(p["estimate_s"] for p in parts)
-    report = {
+    return {
+        "n_train": n_train,
+        "png": png,
+        "budget": budget,
+        "part_limit": part_limit,
+        "data_dir": data_dir,
+        "out_path": out_path,
+        "log_dir": log_dir,
+        "common": common,
+    }
+
+
+def _environment(args) -> dict:
+    """The parts' environment: Keras on JAX, this checkout importable, TensorFlow blocked if asked, JAX's cache."""
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    repo = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), repo) if p)
+    if args.block_tensorflow:
+        env["RADTRANSFER_BLOCK_TF"] = "1"
+    if args.jax_cache:
+        env.update(JAX_COMPILATION_CACHE_DIR=args.jax_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="2")
+    return env
+
+
+def _report(args, settings: dict, estimate: float) -> dict:
+    """The JSON's head: the command, its settings and the estimate; ``parts`` filled as they run."""
+    return {
         "schema": SCHEMA,
-        "quick": quick,
+        "quick": args.quick,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": {
-            **{k: v for k, v in common.items() if k not in ("train_dir", "val_dir", "cache_prefix")},
-            "png_size": png,
+            **{k: v for k, v in settings["common"].items() if k not in ("train_dir", "val_dir", "cache_prefix")},
+            "png_size": settings["png"],
             "gray": args.gray,
             "configs": args.configs,
             "anchors": args.anchors,
-            "budget_s": budget,
-            "part_limit_s": part_limit,
-            "data_dir": str(data_dir),
-            "log_dir": str(log_dir),
+            "budget_s": settings["budget"],
+            "part_limit_s": settings["part_limit"],
+            "data_dir": str(settings["data_dir"]),
+            "log_dir": str(settings["log_dir"]),
             "jax_cache": args.jax_cache or None,
             "jax_cache_had_entries": bool(args.jax_cache) and any(Path(args.jax_cache).glob("*")),
         },
@@ -827,32 +455,11 @@ def main(argv=None) -> int:
         "parts": [],
     }
 
-    def save():
-        report["elapsed_s"] = round(time.perf_counter() - started, 1)
-        report["summary"] = summarise(report["parts"])
-        out_path.write_text(json.dumps(report, indent=2))
 
-    print(
-        f"estimate: about {estimate:.0f} s for {len(parts)} parts (budget {budget:.0f} s; parts that no longer "
-        f"fit are skipped, in this order: {', '.join(p['name'] for p in parts)})",
-        flush=True,
-    )
-    report["preflight"] = {
-        "versions": versions(),
-        "nvidia_smi": _nvidia_smi_list(),
-        "cpus": os.cpu_count(),
-        "tensorflow_blocked": args.block_tensorflow,
-    }
-    check = run_part(args, {"phase": "preflight", "name": "preflight"}, 120, env, log_dir)
-    report["preflight"].update(check)
-    print("preflight " + json.dumps(report["preflight"]), flush=True)
-    save()
-
-    processes = max(1, min(16, os.cpu_count() or 1))
-    report["images"] = make_images(data_dir, n_train, n_val, png, args.gray, processes)
-    print("images " + json.dumps(report["images"]), flush=True)
-    save()
-
+def run_parts(args, parts: list, settings: dict, env: dict, report: dict, save, deadline: float) -> None:
+    """Runs the parts in order, each in its own process, skipping those that no longer fit the budget; ``save``
+    rewrites the JSON after each."""
+    part_limit = settings["part_limit"]
     for part in parts:
         left = deadline - time.perf_counter()
         if left < min(part["estimate_s"] * 0.6, part_limit):
@@ -860,15 +467,11 @@ def main(argv=None) -> int:
             print(f"{part['name']}: skipped ({left:.0f} s left)", flush=True)
             save()
             continue
-        spec = {**common, **part}
-        record = run_part(args, spec, min(part_limit, left), env, log_dir)
+        spec = {**settings["common"], **part}
+        record = run_part(args, spec, min(part_limit, left), env, settings["log_dir"])
         report["parts"].append({**part, **record})
         print(f"{part['name']}: " + json.dumps(record), flush=True)
         save()
-    save()
-    print("summary " + json.dumps(report["summary"], indent=1), flush=True)
-    print(f"wrote {out_path} after {report['elapsed_s']:.0f} s", flush=True)
-    return 0
 
 
 def _nvidia_smi_list() -> str | None:

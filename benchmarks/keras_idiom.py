@@ -163,20 +163,11 @@ def measure(kind: str, root: Path, image_set_of, size: int, batch: int, cached_e
     return result
 
 
+KINDS = ("idiom", "make_dataset", "floor")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--size", type=int, default=512, help="side of the synthetic PNGs")
-    parser.add_argument("--target", type=int, default=256)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5, help="counted rounds per colour, after one warm-up round")
-    parser.add_argument("--cached-epochs", type=int, default=3)
-    parser.add_argument("--colors", nargs="+", choices=("gray", "rgb"), default=["gray", "rgb"])
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument(
-        "--data", type=Path, default=None, help="keep the images here and reuse them (default: temporary)"
-    )
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
 
     import keras
     import tensorflow as tf
@@ -193,7 +184,6 @@ def main(argv=None):
                 sets[root] = data.from_directory(root, patient_ids=None)
             return sets[root]
 
-        kinds = ("idiom", "make_dataset", "floor")
         results = {
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -205,55 +195,93 @@ def main(argv=None):
             "colors": {},
         }
         for color in args.colors:
-            root = roots[color]
-            runs = {kind: [] for kind in kinds}
-            for repeat in range(args.repeats + 1):
-                order = kinds[repeat % 3 :] + kinds[: repeat % 3]  # rotate who goes first
-                for kind in order:
-                    run = measure(kind, root, image_set_of, args.target, args.batch, args.cached_epochs)
-                    if repeat > 0:
-                        runs[kind].append(run)
-                    print(f"{color:4s} round {repeat} {kind:12s} {json.dumps(run)}", flush=True)
-            ratios = {
-                "first_vs_idiom_first": [m["first"] / i["first"] for m, i in zip(runs["make_dataset"], runs["idiom"])],
-                "first_vs_floor": [m["first"] / f["first"] for m, f in zip(runs["make_dataset"], runs["floor"])],
-                "cached_vs_idiom_cached": [
-                    m["cached"] / i["cached"] for m, i in zip(runs["make_dataset"], runs["idiom"])
-                ],
-                "cpu_first_vs_idiom_first": [
-                    i["first_cpu_ms_per_image"] / m["first_cpu_ms_per_image"]
-                    for m, i in zip(runs["make_dataset"], runs["idiom"])
-                ],
-                "cpu_first_vs_floor": [
-                    f["first_cpu_ms_per_image"] / m["first_cpu_ms_per_image"]
-                    for m, f in zip(runs["make_dataset"], runs["floor"])
-                ],
-                "cpu_cached_vs_idiom_cached": [
-                    i["cached_cpu_ms_per_image"] / m["cached_cpu_ms_per_image"]
-                    for m, i in zip(runs["make_dataset"], runs["idiom"])
-                ],
-                "first_with_make_vs_idiom": [
-                    (i["make_s"] + i["first_s"]) / (m["make_s"] + m["first_s"])
-                    for m, i in zip(runs["make_dataset"], runs["idiom"])
-                ],
-            }
-            summary = {
-                f"{kind}_{what}": float(np.median([r[what] for r in runs[kind]]))
-                for kind in kinds
-                for what in ("first", "cached", "make_s", "first_cpu_ms_per_image", "cached_cpu_ms_per_image")
-                if what in runs[kind][0]
-            }
-            summary.update({name: float(np.median(values)) for name, values in ratios.items()})
-            summary.update({f"{name}_range": [min(values), max(values)] for name, values in ratios.items()})
-            results["colors"][color] = {"runs": runs, "ratios": ratios, "summary": summary}
+            runs = measure_rounds(color, roots[color], image_set_of, args)
+            ratios = ratios_of(runs)
+            results["colors"][color] = {"runs": runs, "ratios": ratios, "summary": summary_of(runs, ratios)}
         results["load_end"] = load_average()
     finally:
         if args.data is None:
             shutil.rmtree(work, ignore_errors=True)
 
+    print_summary(results, args.repeats)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--size", type=int, default=512, help="side of the synthetic PNGs")
+    parser.add_argument("--target", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5, help="counted rounds per colour, after one warm-up round")
+    parser.add_argument("--cached-epochs", type=int, default=3)
+    parser.add_argument("--colors", nargs="+", choices=("gray", "rgb"), default=["gray", "rgb"])
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--data", type=Path, default=None, help="keep the images here and reuse them (default: temporary)"
+    )
+    return parser
+
+
+def measure_rounds(color: str, root: Path, image_set_of, args) -> dict:
+    """The three pipelines, interleaved in a rotating order, ``--repeats`` counted rounds after one warm-up round;
+    {kind: [run, ...]} of the counted rounds."""
+    runs = {kind: [] for kind in KINDS}
+    for repeat in range(args.repeats + 1):
+        order = KINDS[repeat % 3 :] + KINDS[: repeat % 3]  # rotate who goes first
+        for kind in order:
+            run = measure(kind, root, image_set_of, args.target, args.batch, args.cached_epochs)
+            if repeat > 0:
+                runs[kind].append(run)
+            print(f"{color:4s} round {repeat} {kind:12s} {json.dumps(run)}", flush=True)
+    return runs
+
+
+def ratios_of(runs: dict) -> dict:
+    """make_dataset against the idiom and the floor, one ratio per counted round (wall and CPU time)."""
+    return {
+        "first_vs_idiom_first": [m["first"] / i["first"] for m, i in zip(runs["make_dataset"], runs["idiom"])],
+        "first_vs_floor": [m["first"] / f["first"] for m, f in zip(runs["make_dataset"], runs["floor"])],
+        "cached_vs_idiom_cached": [m["cached"] / i["cached"] for m, i in zip(runs["make_dataset"], runs["idiom"])],
+        "cpu_first_vs_idiom_first": [
+            i["first_cpu_ms_per_image"] / m["first_cpu_ms_per_image"]
+            for m, i in zip(runs["make_dataset"], runs["idiom"])
+        ],
+        "cpu_first_vs_floor": [
+            f["first_cpu_ms_per_image"] / m["first_cpu_ms_per_image"]
+            for m, f in zip(runs["make_dataset"], runs["floor"])
+        ],
+        "cpu_cached_vs_idiom_cached": [
+            i["cached_cpu_ms_per_image"] / m["cached_cpu_ms_per_image"]
+            for m, i in zip(runs["make_dataset"], runs["idiom"])
+        ],
+        "first_with_make_vs_idiom": [
+            (i["make_s"] + i["first_s"]) / (m["make_s"] + m["first_s"])
+            for m, i in zip(runs["make_dataset"], runs["idiom"])
+        ],
+    }
+
+
+def summary_of(runs: dict, ratios: dict) -> dict:
+    """Medians of each kind's figures and of each ratio, and each ratio's range."""
+    summary = {
+        f"{kind}_{what}": float(np.median([r[what] for r in runs[kind]]))
+        for kind in KINDS
+        for what in ("first", "cached", "make_s", "first_cpu_ms_per_image", "cached_cpu_ms_per_image")
+        if what in runs[kind][0]
+    }
+    summary.update({name: float(np.median(values)) for name, values in ratios.items()})
+    summary.update({f"{name}_range": [min(values), max(values)] for name, values in ratios.items()})
+    return summary
+
+
+def print_summary(results: dict, repeats: int) -> None:
+    """Per colour: images/s, CPU ms per image and the ratios against their targets; the load average."""
     for color, entry in results["colors"].items():
         s = entry["summary"]
-        print(f"\n{color}: images/s (median of {args.repeats}), ratios per round (median, min–max)")
+        print(f"\n{color}: images/s (median of {repeats}), ratios per round (median, min–max)")
         print(f"  Keras idiom    first {s['idiom_first']:8.1f}   cached {s['idiom_cached']:8.1f}")
         print(f"  floor          first {s['floor_first']:8.1f}")
         print(f"  make_dataset   first {s['make_dataset_first']:8.1f}   cached {s['make_dataset_cached']:8.1f}")
@@ -278,9 +306,6 @@ def main(argv=None):
             low, high = s[f"{name}_range"]
             print(f"  {name:26s} {s[name]:6.2f}×  ({low:.2f}–{high:.2f})  target {target}")
     print(f"load average: start {results['load_start']}, end {results['load_end']}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -36,6 +36,35 @@ def images_per_second(iterable, count_of):
 
 
 def main(argv=None):
+    args = _parser().parse_args(argv)
+
+    import tensorflow as tf
+
+    work, frame, image_set = write_images(args)
+    results = {
+        "color": args.color,
+        "images": len(image_set),
+        "source_size": args.size,
+        "target_size": args.target,
+        "batch": args.batch,
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+    }
+    results["reference_images_per_s"] = reference_rate(frame, args)
+    results.update(time_make_dataset(image_set, work, args))
+    results["first_epoch_speedup"] = results["first_epoch_images_per_s"] / results["reference_images_per_s"]
+    results["cached_epoch_speedup"] = results["cached_epoch_images_per_s"] / results["reference_images_per_s"]
+    results["cache_memory_ratio"] = results["cache_bytes"] / results["resized_uint8_bytes"]
+
+    print(json.dumps(results, indent=2))
+    print_summary(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--size", type=int, default=512)
@@ -50,10 +79,13 @@ def main(argv=None):
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--first-epochs", type=int, default=3, help="fresh pipelines timed for the first epoch")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def write_images(args) -> tuple:
+    """(the temporary folder, the manifest as a DataFrame of absolute paths, its ImageSet): ``--images``
+    synthetic brain MRI slices of ``--size`` px, saved as RGB with ``--color rgb``."""
     import pandas as pd
-    import tensorflow as tf
 
     from radtransfer import data, datasets
 
@@ -75,20 +107,11 @@ def main(argv=None):
         for path in frame["path"]:
             Image.open(path).convert("RGB").save(path)
     image_set = data.from_csv(frame, image_col="path", label_col="label", patient_col="patient_id")
-    n = len(image_set)
-    size = (args.target, args.target)
-    results = {
-        "color": args.color,
-        "images": n,
-        "source_size": args.size,
-        "target_size": args.target,
-        "batch": args.batch,
-        "cpu_count": os.cpu_count(),
-        "tensorflow": tf.__version__,
-        "python": platform.python_version(),
-    }
+    return work, frame, image_set
 
-    # The reference loader.
+
+def reference_rate(frame, args) -> float:
+    """images/s of the reference loader (tf-keras ImageDataGenerator.flow_from_dataframe), one pass."""
     from tf_keras.applications import imagenet_utils
     from tf_keras.preprocessing.image import ImageDataGenerator
 
@@ -107,15 +130,23 @@ def main(argv=None):
         frame,
         x_col="path",
         y_col="label",
-        target_size=size,
+        target_size=(args.target, args.target),
         batch_size=args.batch,
         class_mode="categorical",
         shuffle=True,
         seed=726,
     )
-    reference_rate, _ = images_per_second((flow[i] for i in range(len(flow))), lambda b: len(b[0]))
-    results["reference_images_per_s"] = reference_rate
+    rate, _ = images_per_second((flow[i] for i in range(len(flow))), lambda b: len(b[0]))
+    return rate
 
+
+def time_make_dataset(image_set, work: Path, args) -> dict:
+    """make_dataset's figures: decode + resize alone, the first epoch (median of fresh pipelines), cached epochs,
+    and the bytes its cache holds against the resized images as uint8 RGB."""
+    from radtransfer import data
+
+    size = (args.target, args.target)
+    results = {}
     # Decode + resize alone.
     floor = data.make_dataset(image_set, image_size=size, batch_size=args.batch, shuffle=False, cache=False)
     results["decode_resize_images_per_s"], _ = images_per_second(floor, lambda b: int(b[0].shape[0]))
@@ -136,8 +167,9 @@ def main(argv=None):
     for _ in pipeline(str(cache_prefix)):
         pass
     cache_bytes = sum(f.stat().st_size for f in work.glob("tfdata_cache*"))
+    # Cached epochs: the last first-epoch pipeline, its memory cache filled.
     cached_rates = [images_per_second(dataset, lambda b: int(b[0].shape[0]))[0] for _ in range(args.cached_epochs)]
-    uint8_bytes = n * args.target * args.target * 3  # the resized images as uint8 RGB
+    uint8_bytes = len(image_set) * args.target * args.target * 3  # the resized images as uint8 RGB
     results.update(
         {
             "first_epoch_images_per_s": first_rate,
@@ -147,11 +179,13 @@ def main(argv=None):
             "resized_uint8_bytes": int(uint8_bytes),
         }
     )
-    results["first_epoch_speedup"] = first_rate / reference_rate
-    results["cached_epoch_speedup"] = results["cached_epoch_images_per_s"] / reference_rate
-    results["cache_memory_ratio"] = cache_bytes / uint8_bytes
+    return results
 
-    print(json.dumps(results, indent=2))
+
+def print_summary(results: dict) -> None:
+    """The figures against their targets, one line each."""
+    reference_rate, first_rate = results["reference_images_per_s"], results["first_epoch_images_per_s"]
+    cache_bytes, uint8_bytes = results["cache_bytes"], results["resized_uint8_bytes"]
     print(f"\nreference loader           {reference_rate:8.1f} images/s")
     print(f"decode + resize (floor)    {results['decode_resize_images_per_s']:8.1f} images/s")
     print(
@@ -166,9 +200,6 @@ def main(argv=None):
         f"cache memory               {cache_bytes / 2**20:8.1f} MiB for {uint8_bytes / 2**20:.1f} MiB of uint8 images "
         f"({results['cache_memory_ratio']:.2f}×; target ≤ 1.1×)"
     )
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
 
 
 if __name__ == "__main__":
