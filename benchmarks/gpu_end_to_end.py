@@ -300,8 +300,8 @@ def worker_keras(spec: dict) -> dict:
 
     import radtransfer as rt
     from radtransfer.data.augment import get_augment
-    from radtransfer.data.device_augment import random_transforms_np, with_device_augment
-    from radtransfer.data.sequence import ImageSequence, TransformSequence
+    from radtransfer.data.py_dataset.device_augment import random_transforms_np, with_device_augment
+    from radtransfer.data.py_dataset.sequence import ImageSequence, TransformSequence
     from radtransfer.training.config import TrainConfig
     from radtransfer.training.epoch_loop import compile_model, make_metrics
 

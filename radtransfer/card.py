@@ -21,11 +21,12 @@ from collections import Counter
 from pathlib import Path
 
 from .data.audit import AUDIT_FILE
+from .data.decode import READ_SETTING_FIELDS
 from .errors import RadtransferError
 from .evaluation.external import EXTERNAL_FILE
 from .evaluation.metrics import describe_interval
 from .grid.records import GRID_FILE, RECORD_FILE, RUNS_DIR, GridSpec, RunRecord, read_data_manifest
-from .models.trained import READ_SETTING_FIELDS, read_trained_info
+from .models.trained import read_trained_info
 from .training.run_folder import (
     BEST_MODEL,
     CLI_CONFIG,

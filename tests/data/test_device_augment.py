@@ -15,14 +15,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from radtransfer.data import augment
-from radtransfer.data.device_augment import (
+from radtransfer.data.augment import get_augment
+from radtransfer.data.py_dataset.device_augment import (
     DeviceAugment,
     random_transforms_np,
     transform_matrices_np,
     warp,
     with_device_augment,
 )
+from radtransfer.data.tf_data import augment
 
 SHAPES = [(2, 32, 32, 3), (2, 75, 75, 1)]
 # Strong enough that constant fill, edges and both flips occur in every batch.
@@ -121,7 +122,7 @@ def test_uncompiled_warp_differs_from_the_compiled_tf_data_path_by_coordinate_ro
 
 def test_warp_handles_an_unknown_batch_size_in_a_compiled_graph():
     images, transforms = _case((3, 32, 32, 3))
-    params = augment.get_augment("radimagenet")
+    params = get_augment("radimagenet")
     step = tf.function(
         lambda x, t: warp(x, t, params),
         input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32), tf.TensorSpec([None, 8], tf.float32)],

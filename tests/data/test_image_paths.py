@@ -10,7 +10,7 @@ import pytest
 from radtransfer import backend
 from radtransfer.data.adapters import for_evaluation, for_training
 from radtransfer.data.augment import get_augment
-from radtransfer.data.sequence import ImageSequence, TransformSequence, epoch_order
+from radtransfer.data.py_dataset.sequence import ImageSequence, TransformSequence, epoch_order
 
 
 def test_the_image_path_follows_the_backend_and_the_variable(monkeypatch):

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DicomDecodeError, ImageReadError
-from .decode import PNG_MAGIC, ReadSettings, is_dicom
-from .dicom import read_dicom
+from ...errors import DicomDecodeError, ImageReadError
+from ..decode import PNG_MAGIC, ReadSettings, is_dicom
+from ..dicom import read_dicom
 
 __all__ = ["decode_file", "read_image_uint8", "resize_uint8"]
 

@@ -36,7 +36,7 @@ import math
 import keras
 import numpy as np
 
-from .augment import Augment, get_augment
+from ..augment import Augment, get_augment
 
 __all__ = ["DeviceAugment", "random_transforms_np", "transform_matrices_np", "warp", "with_device_augment"]
 
