@@ -178,8 +178,8 @@ def worker_keras(spec: dict) -> dict:
     import keras
 
     import radtransfer as rt
-    import radtransfer.data.device_augment  # noqa: F401 - imported, as every module the parts use, before any timer
-    import radtransfer.data.sequence  # noqa: F401
+    import radtransfer.data.py_dataset.device_augment  # noqa: F401 - imported, as every module the parts use, before any timer
+    import radtransfer.data.py_dataset.sequence  # noqa: F401
     import radtransfer.training.epoch_loop  # noqa: F401
     from radtransfer.data.augment import get_augment
     from radtransfer.training.config import TrainConfig
@@ -240,7 +240,7 @@ def _build(spec: dict):
 def _compiled(model, config, params, wrap: bool):
     """``model`` (or its device-augment wrapper) with the strategy applied and compiled as fine_tune does."""
     import radtransfer as rt
-    from radtransfer.data.device_augment import with_device_augment
+    from radtransfer.data.py_dataset.device_augment import with_device_augment
     from radtransfer.training.epoch_loop import compile_model, make_metrics
 
     rt.apply_strategy(model, config.strategy, bn=config.bn)
@@ -288,7 +288,7 @@ def time_pieces(spec: dict, wrapper, train_set, params, sampler: GpuSampler) -> 
     """fine_tune's compiled wrapper fitted on ``TransformSequence(ImageSequence(workers))``."""
     import keras
 
-    from radtransfer.data.sequence import ImageSequence, TransformSequence
+    from radtransfer.data.py_dataset.sequence import ImageSequence, TransformSequence
 
     size = spec["size"]
     start = time.perf_counter()
@@ -319,7 +319,7 @@ def _random_batch(spec: dict, params) -> tuple:
     """(uint8 images, one-hot labels, the augmentation's transforms) of one batch, seeded."""
     import numpy as np
 
-    from radtransfer.data.device_augment import random_transforms_np
+    from radtransfer.data.py_dataset.device_augment import random_transforms_np
 
     batch, size = spec["batch"], spec["size"]
     rng = np.random.default_rng(0)

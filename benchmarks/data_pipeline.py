@@ -66,8 +66,8 @@ def measure(kind: str, root: str, size: int, batch: int) -> dict:
     import tensorflow as tf
 
     from radtransfer import data
-    from radtransfer.data.decode import decode_image_tf
-    from radtransfer.data.pipeline import stream_of
+    from radtransfer.data.tf_data.decode import decode_image_tf
+    from radtransfer.data.tf_data.stream import stream_of
 
     image_set = data.from_directory(root)
     tf.constant(0)  # start the runtime before the baseline
@@ -75,7 +75,8 @@ def measure(kind: str, root: str, size: int, batch: int) -> dict:
     result = {"kind": kind, "n": len(image_set), "image_size": size}
     start = time.perf_counter()
     if kind in ("floor", "floor_resize"):
-        from radtransfer.data.pipeline import ReadSettings, resize_image
+        from radtransfer.data.decode import ReadSettings
+        from radtransfer.data.tf_data.decode import resize_image
 
         settings = ReadSettings((size, size))
 

@@ -38,7 +38,7 @@ def device_rate(images: np.ndarray, batch: int, epochs: int) -> dict:
     """Images/s of host draws + the jitted warp over ``images`` (n, H, W, C) uint8, on this process's backend."""
     import keras
 
-    from radtransfer.data.device_augment import random_transforms_np, warp
+    from radtransfer.data.py_dataset.device_augment import random_transforms_np, warp
 
     backend = keras.backend.backend()
     params = "radimagenet"

@@ -17,8 +17,8 @@ import numpy as np
 
 from .data.adapters import require_image_set
 from .data.audit import AUDIT_FILE, audit_splits
+from .data.failures import check_images
 from .data.fingerprint import data_manifest, manifest_differences, manifest_digest
-from .data.pipeline import check_images
 from .errors import GridRunsFailedError, RunMismatchError, WeightsNotFoundError
 from .grid import curve as grid_curve
 from .grid import runs as grid_runs

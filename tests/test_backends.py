@@ -192,7 +192,7 @@ ARRAYS = textwrap.dedent("""
         histories.append(result.history["loss"])
     changed = sum(not np.array_equal(a, np.array(b)) for a, b in zip(start, model.get_weights()))
     metrics = rt.evaluate(model, (x[8:], y[8:]), bootstrap=0)
-    from radtransfer.data.arrays import ArrayBatches  # a user's own keras.utils.PyDataset
+    from radtransfer.data.py_dataset.arrays import ArrayBatches  # a user's own keras.utils.PyDataset
     onehot = np.eye(2, dtype="float32")[y]
     own = rt.fine_tune(model, ArrayBatches(x[:8], onehot[:8], 4, np.arange(8)), ArrayBatches(x[8:], onehot[8:], 4,
                        np.arange(4)), strategy="freeze_all", learning_rate=1e-3, epochs=1, seed=0, verbose=0)
@@ -265,7 +265,7 @@ IMAGE_PATH = textwrap.dedent("""
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_image_files_train_evaluate_and_predict_on_every_backend(backend):
-    """ImageSets go through the numpy path (data.sequence; TensorFlow installed but not used for images) into
+    """ImageSets go through the numpy path (data.py_dataset.sequence; TensorFlow installed but not used for images) into
     the JAX or PyTorch model; Grad-CAM works on it."""
     if importlib.util.find_spec(MODULE[backend]) is None:
         pytest.skip(f"{backend} is not installed")
@@ -278,7 +278,7 @@ DEVICE_AUGMENT = textwrap.dedent("""
     import json, sys
     import numpy as np
     import keras
-    from radtransfer.data.device_augment import warp, with_device_augment
+    from radtransfer.data.py_dataset.device_augment import warp, with_device_augment
     cases = np.load(sys.argv[1])
     backend = keras.backend.backend()
     out = {}
@@ -318,8 +318,9 @@ def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tm
         pytest.skip(f"{backend} is not installed")
     import tensorflow as tf
 
-    from radtransfer.data.augment import Augment, apply_transforms
-    from radtransfer.data.device_augment import random_transforms_np
+    from radtransfer.data.augment import Augment
+    from radtransfer.data.py_dataset.device_augment import random_transforms_np
+    from radtransfer.data.tf_data.augment import apply_transforms
 
     rng = np.random.default_rng(0)
     strong = Augment(rotation=30, width_shift=0.3, height_shift=0.3, shear=10, zoom=(0.7, 1.3), vertical_flip=True)

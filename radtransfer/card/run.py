@@ -11,9 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 from ..data.audit import AUDIT_FILE
+from ..data.decode import READ_SETTING_FIELDS
 from ..evaluation.external import EXTERNAL_FILE
 from ..grid.records import RECORD_FILE
-from ..models.trained import METADATA, READ_SETTING_FIELDS
+from ..models.trained import METADATA
 from ..training.run_folder import (
     BEST_MODEL,
     CLI_CONFIG,

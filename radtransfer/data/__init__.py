@@ -16,10 +16,10 @@ from .dicom import read_dicom
 from .failures import check_images, readable_pipeline_errors, validate_images
 from .fingerprint import data_manifest
 from .imageset import ImageSet, check_no_leakage
-from .numpy_read import read_image_uint8
-from .pipeline import make_dataset
+from .py_dataset.numpy_read import read_image_uint8
 from .sources import from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
-from .stream import DataStream, stream_of
+from .tf_data.pipeline import make_dataset
+from .tf_data.stream import DataStream, stream_of
 from .volumes import from_volumes
 
 __all__ = [
@@ -62,7 +62,7 @@ __all__ = [
 def __getattr__(name):
     """``ImageSequence`` and ``epoch_order`` import Keras, so they are imported when first asked for."""
     if name in ("ImageSequence", "epoch_order"):
-        from . import sequence
+        from .py_dataset import sequence
 
         return getattr(sequence, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

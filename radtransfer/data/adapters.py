@@ -18,7 +18,7 @@ from ..backend import image_path
 from ..errors import ClassMismatchError
 from .cache import LOG
 from .imageset import ImageSet
-from .stream import stream_of
+from .tf_data.stream import stream_of
 
 IMAGE_SET_BATCH_SIZE = 32  # batch_size=None for ImageSets and arrays
 IMAGE_SET_AUGMENT = "radimagenet"  # augment="auto" for a training ImageSet
@@ -154,7 +154,7 @@ def for_training(
         batch_size: for ImageSets and arrays (None: 32).
         seed: the ImageSet pipeline's seed.
     """
-    from .pipeline import make_dataset
+    from .tf_data.pipeline import make_dataset
 
     kinds = {kind_of(train), kind_of(val)}
     if "arrays" in kinds:
@@ -220,7 +220,7 @@ def _sequences_for_training(train, val, image_size, batch_size, augment, seed) -
     epoch e's order from (seed, e); augmentation drawn on the host per batch and applied on the device by the
     model fine_tune wraps (``TrainingData.device_augment``)."""
     from .augment import get_augment
-    from .sequence import ImageSequence, TransformSequence
+    from .py_dataset.sequence import ImageSequence, TransformSequence
 
     if list(val.class_names) != list(train.class_names):
         raise ClassMismatchError(
@@ -255,7 +255,7 @@ def _sequences_for_training(train, val, image_size, batch_size, augment, seed) -
 
 def _arrays_for_training(train, val, image_size, num_classes, batch_size, augment) -> TrainingData:
     """(images, labels) arrays: batches through a keras PyDataset, no TensorFlow (JAX and PyTorch users)."""
-    from .arrays import ArrayStream, as_arrays
+    from .py_dataset.arrays import ArrayStream, as_arrays
 
     if not (_is_pair(train) and _is_pair(val)):
         raise ValueError("Pass train and val both as (images, labels) arrays, or both as ImageSets / datasets.")
@@ -351,13 +351,13 @@ class EvaluationData:
 
 
 def for_evaluation(
-    data, *, num_classes: int, input_size, batch_size: int = 32, read_kwargs=None, class_names=None, patient_ids=None
+    data, *, num_classes: int, input_size, batch_size: int = 32, settings=None, class_names=None, patient_ids=None
 ) -> EvaluationData:
     """Labelled data of any accepted kind, read once, in a known order, neither shuffled nor augmented.
 
-    An ImageSet is read with ``read_kwargs`` (as the model's training images were) and brings its class names and
-    patient ids; a ``make_dataset`` dataset that shuffles or augments is read once in its stream's order,
-    unaugmented; a plain ``tf.data`` dataset that shuffles is refused with ``patient_ids`` (they could not be
+    An ImageSet is read with ``settings`` (a ``ReadSettings``: as the model's training images were) and brings its
+    class names and patient ids; a ``make_dataset`` dataset that shuffles or augments is read once in its stream's
+    order, unaugmented; a plain ``tf.data`` dataset that shuffles is refused with ``patient_ids`` (they could not be
     matched to its images).
     """
 
@@ -365,9 +365,9 @@ def for_evaluation(
     if kind == "image_set":
         names = class_names or list(data.class_names)
         ids = patient_ids if patient_ids is not None else (None if data.patient_ids is None else list(data.patient_ids))
-        return EvaluationData(read_in_order(data, batch_size, read_kwargs), names, ids)
+        return EvaluationData(read_in_order(data, batch_size, settings), names, ids)
     if kind == "arrays":
-        from .arrays import ArrayStream, as_arrays
+        from .py_dataset.arrays import ArrayStream, as_arrays
 
         arrays = as_arrays(data, num_classes, tuple(input_size), "dataset")
         return EvaluationData(ArrayStream(*arrays, batch_size, shuffle=False).batches(), class_names, patient_ids)
@@ -396,17 +396,17 @@ def for_evaluation(
     raise refuse(data, "dataset", "evaluate", ("image_set", "make_dataset", "tf_data", "py_dataset", "arrays"))
 
 
-def read_in_order(image_set: ImageSet, batch_size: int, read_kwargs=None):
+def read_in_order(image_set: ImageSet, batch_size: int, settings=None):
     """An ImageSet's images once, in its order, unshuffled, unaugmented and uncached, as batches of (uint8 images,
-    one-hot labels) read with ``read_kwargs`` (``make_dataset``'s read arguments): a ``make_dataset`` dataset on
+    one-hot labels) read with ``settings`` (a ``ReadSettings``; None: the defaults): a ``make_dataset`` dataset on
     the tf.data path, an ``ImageSequence`` on the numpy path (``backend.image_path``)."""
     if image_path() == "numpy":
-        from .sequence import ImageSequence
+        from .py_dataset.sequence import ImageSequence
 
-        return ImageSequence(image_set, batch_size=batch_size, shuffle=False, cache="none", **(read_kwargs or {}))
-    from .pipeline import make_dataset
+        return ImageSequence(image_set, batch_size=batch_size, shuffle=False, cache="none", settings=settings)
+    from .tf_data.pipeline import make_dataset
 
-    return make_dataset(image_set, batch_size=batch_size, shuffle=False, cache=False, **(read_kwargs or {}))
+    return make_dataset(image_set, batch_size=batch_size, shuffle=False, cache=False, settings=settings)
 
 
 def _shuffles(dataset) -> bool:

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..utils.processes import process_alive, start_ticks, this_machine
 
 try:
@@ -330,3 +332,62 @@ def _publish_lock(path: str):
         except OSError:  # no locks on this filesystem (Lustre mounted -o noflock)
             pass
         yield
+
+
+# -- a cache's name: what images, in what order, read how ----------------------------------------------------
+
+
+# Bumped when decoding gives other pixels for the same file and settings, so no cache of the old pixels is read
+# (2: JPEGs decoded with the accurate integer IDCT, as Pillow does).
+DECODER_VERSION = 2
+READ_ORDER = "labels"  # what the fixed order of a shuffled set is drawn from (read_order); in the cache's name
+
+
+def read_order(image_set) -> np.ndarray:
+    """The fixed order a shuffled set is read (and cached) in, before each epoch's own shuffle: a permutation drawn
+    from the set's size and labels only, so no part of the cache is sorted by class whatever the file order, and
+    the same images in the same order train the same way whether they are PNG or DICOM files, under other names,
+    or held in memory."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(image_set.labels.tolist()).encode()).hexdigest()[:16]
+    return np.random.default_rng(int(digest, 16)).permutation(len(image_set))
+
+
+def cache_name(image_set, settings, channels: int, permuted: bool, digest: str, files_changed: bool = True) -> str:
+    """The name of a file cache holding one set of images, in one order, read one way.
+
+    TensorFlow reuses any existing cache file of a prefix, whichever dataset asks; naming the file by what it
+    holds (the files, labels, order and decode settings) means two splits, two folds or two datasets never
+    read each other's images. With ``files_changed``, each file's size and modification time count too, so a
+    file replaced at the same path is read again rather than served stale from a cache of an earlier run.
+    """
+    import hashlib
+    import os
+
+    hasher = hashlib.sha256(digest.encode())  # digest: content_hash(image_set)
+    for part in (sorted(settings.to_dict().items()), channels, permuted and READ_ORDER, DECODER_VERSION):
+        hasher.update(repr(part).encode())
+    if files_changed and image_set.paths is not None:
+        for path in image_set.paths:
+            try:
+                stat = os.stat(path)
+                hasher.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
+            except OSError:
+                hasher.update(b"-;")
+    return hasher.hexdigest()[:16]
+
+
+def content_hash(image_set) -> str:
+    """A hash of which images (paths, or in-memory pixels) and labels a set holds, in order."""
+    import hashlib
+
+    digest = hashlib.sha256(repr(image_set.labels.tolist()).encode())
+    if image_set.paths is not None:
+        digest.update("\n".join(map(str, image_set.paths)).encode())
+    else:
+        for image in image_set.images:
+            array = np.ascontiguousarray(image)
+            digest.update(repr(array.shape).encode())
+            digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

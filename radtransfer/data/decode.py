@@ -1,9 +1,10 @@
-"""Reading image files into uint8 RGB tensors, and checking files cheaply before training.
+"""How image files are read (``ReadSettings``), and checking files cheaply before training: shared by both image
+paths, and free of TensorFlow.
 
-PNG (8- and 16-bit), JPEG and BMP decode inside the TensorFlow graph; DICOM goes through pydicom (the
-``dicom`` extra, rendered by ``dicom.py``): every file whose ``pydicom.dcmread(path).pixel_array`` decodes is read.
-Grayscale becomes three identical channels, alpha is dropped, and 16-bit images are scaled from their own value
-range to 0–255 instead of being truncated.
+PNG (8- and 16-bit), JPEG and BMP decode inside the TensorFlow graph (``tf_data/decode.py``) or with Pillow
+(``py_dataset/numpy_read.py``); DICOM goes through pydicom (the ``dicom`` extra, rendered by ``dicom.py``): every
+file whose ``pydicom.dcmread(path).pixel_array`` decodes is read. Grayscale becomes three identical channels, alpha
+is dropped, and 16-bit images are scaled from their own value range to 0–255 instead of being truncated.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.backbones import get_backbone
 from ..utils.choices import check_choice
 from ..utils.progress import progress
 from .dicom import (
     DicomDecodeError,
+    check_frame,
     check_window,
     decode_failure_reason,
     decoder_problem,
@@ -28,6 +31,7 @@ from .dicom import (
     import_pydicom,
     read_dicom,
 )
+from .options import take_options
 
 PNG_MAGIC = b"\x89PNG"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -52,65 +56,6 @@ def is_dicom(path) -> bool:
         return False
     finally:
         os.close(descriptor)
-
-
-def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
-    """Decodes PNG/JPEG/BMP bytes (a scalar string tensor) into a uint8 HxWxC tensor.
-
-    Args:
-        contents: the file's bytes.
-        sixteen_bit: how 16-bit PNGs map to 0–255: "range" (the image's own min..max) or "full"
-            (0..65535).
-        channels: 3 (RGB; grayscale is repeated) or 1 (the first channel, for grayscale sets).
-    """
-    import tensorflow as tf
-
-    def png():
-        depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]  # IHDR's bit depth
-
-        def sixteen():
-            wide = tf.cast(tf.io.decode_png(contents, channels=0, dtype=tf.uint16), tf.float32)
-            if sixteen_bit == "full":
-                narrow = wide / 257.0
-            else:
-                low, high = tf.reduce_min(wide), tf.reduce_max(wide)
-                narrow = tf.math.divide_no_nan(wide - low, high - low) * 255.0
-            return tf.cast(tf.round(tf.clip_by_value(narrow, 0.0, 255.0)), tf.uint8)
-
-        # 8 bits or fewer (and palettes) decode straight to uint8: the same pixels as decoding to uint16 (which
-        # scales them by 257) and dividing back, a fifth to a quarter of the decoding time less.
-        return tf.cond(depth == 16, sixteen, lambda: tf.io.decode_png(contents, channels=0, dtype=tf.uint8))
-
-    def jpeg():
-        # The accurate integer IDCT (libjpeg's JDCT_ISLOW, as Pillow decodes): TensorFlow's default, INTEGER_FAST,
-        # is up to 4 grey levels off it, and the backend-free path (numpy_read) reads JPEGs with Pillow.
-        return tf.io.decode_jpeg(contents, channels=0, dct_method="INTEGER_ACCURATE")
-
-    def other():
-        return tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
-
-    is_png = tf.equal(tf.strings.substr(contents, 0, 4), PNG_MAGIC)
-    is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC)
-    image = tf.cond(is_png, png, lambda: tf.cond(is_jpeg, jpeg, other))
-    if channels == 1:
-        image = image[..., :1]
-        image.set_shape([None, None, 1])
-        return image
-    return to_rgb(image)
-
-
-def to_rgb(image):
-    """Grayscale (1 or 2 channels) to three identical channels; drops alpha."""
-    import tensorflow as tf
-
-    channels = tf.shape(image)[-1]
-    image = tf.cond(
-        channels < 3,
-        lambda: tf.tile(image[..., :1], [1, 1, 3]),
-        lambda: image[..., :3],
-    )
-    image.set_shape([None, None, 3])
-    return image
 
 
 # -- cheap checks before the first epoch -------------------------------------------------------
@@ -274,13 +219,51 @@ def check_files(paths, workers: int = 8, frame="middle") -> tuple[list[tuple[str
 
 
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos3")
+DEFAULT_IMAGE_SIZE = (256, 256)
+
+
+def check_image_size(image_size, backbone: str | None = None) -> tuple[int, int]:
+    """``image_size`` as (height, width) ints (an int is a square), positive, and at least ``backbone``'s minimum.
+
+    Raises:
+        ValueError: not a size, not positive, or below the backbone's minimum input size (one line naming it).
+    """
+    try:
+        height, width = (int(image_size), int(image_size)) if np.isscalar(image_size) else map(int, image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected image_size=(height, width). Received: image_size={image_size!r}") from None
+    if backbone is not None:
+        spec = get_backbone(backbone)
+        if min(height, width) < spec.min_size:
+            raise ValueError(
+                f"image_size {(height, width)} is below {spec.display_name}'s minimum of "
+                f"{spec.min_size}×{spec.min_size}. Received: image_size={image_size!r}"
+            )
+    elif min(height, width) < 1:
+        raise ValueError(f"Expected a positive image_size. Received: image_size={image_size!r}")
+    return height, width
 
 
 @dataclass(frozen=True)
 class ReadSettings:
-    """How image files become model inputs: what a trained model must be given to see images as in training."""
+    """How image files become model inputs: what a trained model must be given to see images as in training.
 
-    image_size: tuple
+    The one object that crosses every seam: ``make_dataset`` and ``ImageSequence`` read with it (their read
+    keywords build one), ``fine_tune`` saves it with the model (``to_dict``), and ``evaluate`` and ``predict``
+    read a trained model's images with ``ReadSettings.of_model(model)``. Checked once, when made.
+
+    Attributes:
+        image_size: (height, width) the images are resized to (an int is a square).
+        interpolation: resize method: "bilinear", "nearest" (the reference loader's), "bicubic", "area" or
+            "lanczos3".
+        antialias: low-pass filter when shrinking (bilinear, bicubic, lanczos3, area); no effect when enlarging or
+            with "nearest".
+        sixteen_bit: "range" (a 16-bit image's own min..max → 0..255) or "full" (0..65535 → 0..255).
+        dicom_window: (center, width) for DICOM files, overriding the files' own VOI LUT and window; None: theirs.
+        frame: the frame of multi-frame DICOM files: "middle", "first", "last" or an index.
+    """
+
+    image_size: tuple = DEFAULT_IMAGE_SIZE
     interpolation: str = "bilinear"
     antialias: bool = True
     sixteen_bit: str = "range"
@@ -288,11 +271,15 @@ class ReadSettings:
     frame: object = "middle"
 
     def __post_init__(self):
+        object.__setattr__(self, "image_size", check_image_size(self.image_size))
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        object.__setattr__(self, "antialias", bool(self.antialias))
         check_choice("sixteen_bit", self.sixteen_bit, ("range", "full"))
         object.__setattr__(self, "dicom_window", check_window(self.dicom_window, "dicom_window"))
+        object.__setattr__(self, "frame", check_frame(self.frame))
 
     def to_dict(self) -> dict:
+        """The settings as JSON values (saved with a trained model, and part of a run's fingerprint)."""
         return {
             "image_size": list(self.image_size),
             "interpolation": self.interpolation,
@@ -304,57 +291,78 @@ class ReadSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ReadSettings":
-        values = dict(values)
-        values["image_size"] = tuple(values["image_size"])
-        if values.get("dicom_window") is not None:
-            values["dicom_window"] = tuple(values["dicom_window"])
-        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+        """The settings ``to_dict`` wrote (other keys, such as a run signature's, are ignored)."""
+        return cls(**{k: v for k, v in dict(values).items() if k in READ_SETTING_FIELDS})
+
+    @classmethod
+    def of_model(cls, model) -> "ReadSettings":
+        """How a trained model's images are read (timm's ``resolve_data_config(model=)``): decided here only.
+
+        The settings its training images were read with, which ``fine_tune`` saves with it (``.keras``'s
+        ``radtransfer.json``, attached by ``load_trained``); a model that carries none (built, not trained here, or
+        saved by other means) is read at its input size with the defaults.
+        """
+        stored = getattr(model, "radtransfer_read_settings", None)
+        if stored:
+            return cls.from_dict(stored)
+        return cls(tuple(int(v) for v in model.input_shape[1:3]))
+
+    @classmethod
+    def resolve(cls, settings=None, **fields) -> "ReadSettings":
+        """One ReadSettings from ``settings`` (a ReadSettings, its ``to_dict()``, or None for the defaults) with
+        ``fields`` laid over it (an ``image_size`` of None keeps the settings' size).
+
+        Raises:
+            TypeError: ``settings`` is none of those, or a field is not a ReadSettings field.
+        """
+        if settings is None:
+            settings = cls()
+        elif isinstance(settings, dict):
+            settings = cls.from_dict(settings)
+        elif not isinstance(settings, cls):
+            raise TypeError(
+                f"Expected settings= a data.ReadSettings (or its to_dict()). Received: a {type(settings).__name__}"
+            )
+        if fields.get("image_size", 0) is None:
+            del fields["image_size"]
+        return dataclasses.replace(settings, **fields) if fields else settings
 
     def dataset_kwargs(self) -> dict:
-        """The ``make_dataset`` arguments that read images this way."""
-        return {
-            "image_size": self.image_size,
-            "interpolation": self.interpolation,
-            "antialias": self.antialias,
-            "sixteen_bit": self.sixteen_bit,
-            "dicom_window": self.dicom_window,
-            "frame": self.frame,
-        }
+        """The settings as ``make_dataset`` keywords (``make_dataset(..., settings=self)`` reads the same)."""
+        return {name: getattr(self, name) for name in READ_SETTING_FIELDS}
 
 
-def resize_image(image, settings: ReadSettings):
-    """A uint8 HxWxC tensor resized to ``settings.image_size`` (antialiased when shrinking, if asked)."""
-    import tensorflow as tf
+# The fields of ReadSettings: how image files become model inputs (what a model's saved ``read_settings`` hold).
+READ_SETTING_FIELDS = tuple(field.name for field in dataclasses.fields(ReadSettings))
 
-    antialias = settings.antialias and settings.interpolation != "nearest"
-    # uint8 goes in as it is: the resize kernels read it as float32 themselves, giving the same floats as an explicit
-    # cast (checked bitwise for every method, antialiased or not), without writing that float copy first.
-    resized = tf.image.resize(image, settings.image_size, method=settings.interpolation, antialias=antialias)
-    if resized.dtype == tf.uint8:  # "nearest" keeps the input's type (and its values)
-        return resized
-    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+# The read keywords of make_dataset and ImageSequence (ReadSettings' fields but the size) and their defaults.
+READ_OPTIONS = {field.name: field.default for field in dataclasses.fields(ReadSettings) if field.name != "image_size"}
 
 
-def to_rgb_batch(images):
-    """A batch of 1-channel images as 3 identical channels (others unchanged)."""
-    if images.shape[-1] == 1:
-        return _tile_channels(images)
-    return images
+def read_options(where: str, settings, image_size, options: dict, defaults: dict, declared=()):
+    """One ReadSettings, checked once, and a reader's other keyword options: ``settings`` (None: the defaults) with
+    ``image_size`` (None: the settings') and the read keywords given in ``options`` laid over it.
 
+    Args:
+        where: the reader's name, for messages (``"make_dataset"``).
+        settings: a ReadSettings, its ``to_dict()``, or None.
+        image_size: (height, width), or None.
+        options: the keywords given beyond the declared parameters.
+        defaults: every keyword the reader takes in ``options`` (``READ_OPTIONS`` among them), with its default.
+        declared: the reader's declared parameters (listed when a keyword is refused).
 
-_tile_channels_fn = None
+    Returns:
+        (the ReadSettings, the other options with their defaults filled in); a ``backbone`` option checks the
+        settings' size against that backbone's minimum input size.
 
-
-def _tile_channels(images):
-    """``tf.repeat(images, 3, axis=-1)`` for one channel, compiled by XLA: the same bytes, about a fifth of the CPU
-    time of TensorFlow's own tile or repeat (0.04 against 0.2 ms per 256×256 image)."""
-    global _tile_channels_fn
-    if _tile_channels_fn is None:
-        import tensorflow as tf
-
-        _tile_channels_fn = tf.function(
-            lambda x: tf.tile(x, tf.concat([tf.ones([tf.rank(x) - 1], tf.int32), [3]], 0)),
-            jit_compile=True,
-            reduce_retracing=True,
-        )
-    return _tile_channels_fn(images)
+    Raises:
+        TypeError: an unknown keyword (one line naming it and listing the valid ones).
+        ValueError: a setting out of its range (one line naming it).
+    """
+    rest = take_options(where, options, defaults, declared)
+    given = {name: rest.pop(name) for name in READ_OPTIONS if name in rest}
+    given = {name: value for name, value in given.items() if name in options}
+    settings = ReadSettings.resolve(settings, image_size=image_size, **given)
+    if rest.get("backbone") is not None:
+        check_image_size(settings.image_size, rest["backbone"])
+    return settings, rest

@@ -130,7 +130,7 @@ def readable_pipeline_errors(*datasets):
         marked = _unmark(message)
         if marked is not None:
             raise ImageReadError(f"Cannot read '{marked['path']}': {marked['reason']}") from None
-        if not _is_decode_failure(exc, message):
+        if not _is_decode_failure(tf, exc, message):
             raise
         detail = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
         paths = []
@@ -157,8 +157,9 @@ _DECODE_WORDS = (
 )
 
 
-def _is_decode_failure(exc, message: str) -> bool:
-    import tensorflow as tf
+def _is_decode_failure(tf, exc, message: str) -> bool:
+    """Whether a TensorFlow error (``tf``: the loaded module; this file imports no TensorFlow) is a file failing to
+    read or decode."""
 
     kinds = (
         tf.errors.InvalidArgumentError,

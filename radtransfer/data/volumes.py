@@ -12,11 +12,28 @@ from ..utils.choices import check_choice, did_you_mean
 from ..utils.optional import require
 from .imageset import ImageSet
 from .intensity import to_uint8
+from .options import take_options
 from .sources import DataSourceError, from_csv
 
 AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
 EMPTY_MASK_CHOICES = ("middle", "skip", "raise")
 LOG = logging.getLogger("radtransfer.data")
+
+
+# from_volumes' keywords beyond its declared parameters, with their defaults.
+OPTIONS = {"class_names": None, "percentiles": (0.5, 99.5)}
+DECLARED = (
+    "manifest",
+    "image_col",
+    "label_col",
+    "patient_col",
+    "mask_col",
+    "slices",
+    "window",
+    "plane",
+    "root",
+    "empty_mask",
+)
 
 
 def from_volumes(
@@ -29,9 +46,9 @@ def from_volumes(
     window=None,
     plane: str = "axial",
     root=None,
-    class_names=None,
-    percentiles=(0.5, 99.5),
+    *,
     empty_mask="middle",
+    **options,
 ) -> ImageSet:
     """Reads 2D slices from 3D volumes listed in a CSV manifest (or DataFrame), one row per volume.
 
@@ -58,14 +75,15 @@ def from_volumes(
             (-600, 1500) for lung; default: each volume's own ``percentiles`` range (suits MRI).
         plane: "axial", "coronal" or "sagittal".
         root: folder the manifest's paths are relative to (default: the CSV's folder).
-        class_names: the class order (default: the sorted labels).
-        percentiles: the low and high percentile mapped to 0 and 255 when no window is given.
         empty_mask: with ``slices="mask"``, what a volume whose mask is empty (e.g. a normal case of a
             classification set) gives. "middle" (default): its k central slices, k being the median number of
             slices the non-empty masks of this manifest touch (rounded, at least 1), so normal and abnormal
             volumes give about as many slices each; an error if every mask is empty. ("middle", k): its k
             central slices. "skip": nothing, with a warning naming the volumes skipped and how many. "raise":
             a DataSourceError naming the first such volume.
+        **options: ``class_names`` (the class order; default: the sorted labels) and ``percentiles`` (the low and
+            high percentile mapped to 0 and 255 when no window is given; default (0.5, 99.5)). Any other keyword is
+            refused.
 
     Returns:
         An ImageSet of uint8 slices (in memory) with the volume's patient id for every slice and the extras
@@ -78,6 +96,8 @@ def from_volumes(
         DataSourceError: a missing column or file, a volume that is not 3D, a mask of another shape, an empty
             mask with ``empty_mask="raise"``, or a selection that leaves no volume.
     """
+    options = take_options("from_volumes", options, OPTIONS, DECLARED)
+    class_names, percentiles = options["class_names"], options["percentiles"]
     nibabel = require("nibabel", "volumes", "Reading NIfTI volumes")
     check_choice("plane", plane, tuple(AXES))
     _check_slices(slices, mask_col)

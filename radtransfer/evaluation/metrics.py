@@ -25,19 +25,10 @@ from .external import check_disjoint, check_site, operating_point_intervals, rec
 from .stats import auc_score, bootstrap_auc_ci, small_sample_note, units_per_class
 
 
-def read_settings_of(model) -> ReadSettings | None:
-    """How the model's training images were read (saved with it by fine_tune), or None if unknown."""
-    stored = getattr(model, "radtransfer_read_settings", None)
-    return ReadSettings.from_dict(stored) if stored else None
-
-
 def model_read_kwargs(model) -> dict:
-    """``make_dataset`` arguments that read images as the model's training did (saved with the model), or at
-    the model's input size with the defaults for a model that carries no read settings."""
-    settings = read_settings_of(model)
-    if settings is not None:
-        return settings.dataset_kwargs()
-    return {"image_size": tuple(int(v) for v in model.input_shape[1:3])}
+    """``make_dataset`` keywords that read images as the model's training did: ``{"settings":
+    ReadSettings.of_model(model)}`` (where a model's read settings are decided)."""
+    return {"settings": ReadSettings.of_model(model)}
 
 
 def _resolve_positive(positive_class, class_names, num_classes):
@@ -326,7 +317,7 @@ def raw_predictions(model, dataset, batch_size, class_names=None, patient_ids=No
         num_classes=num_classes,
         input_size=model.input_shape[1:3],
         batch_size=batch_size,
-        read_kwargs=model_read_kwargs(model),
+        settings=ReadSettings.of_model(model),
         class_names=class_names,
         patient_ids=patient_ids,
     )

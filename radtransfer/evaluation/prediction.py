@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from ..data.adapters import for_prediction, read_in_order
+from ..data.decode import ReadSettings
 from ..data.failures import check_images, readable_pipeline_errors
 from ..models.temperature import scale_threshold
 from ..models.trained import probabilities_of, temperature_of
 from ..training.run_folder import load_trained
 from ..utils.progress import progress
 from .gradcam import gradcam, save_overlays, unique_names
-from .metrics import model_read_kwargs
 
 
 def predict(
@@ -61,8 +61,8 @@ def predict(
 
     model = load_trained(model_or_run_dir) if isinstance(model_or_run_dir, (str, Path)) else model_or_run_dir
     image_set, names = for_prediction(images, image_col=image_col, patient_col=patient_col)
-    read = model_read_kwargs(model)
-    readable, bad = check_images(image_set, on_bad, frame=read.get("frame", "middle"))
+    read = ReadSettings.of_model(model)
+    readable, bad = check_images(image_set, on_bad, frame=read.frame)
     dataset = read_in_order(readable, batch_size, read)
     # One row per input: the images read take their predictions in order, the others stay empty.
     reasons = dict(bad)
@@ -127,7 +127,7 @@ def predict(
             else scale_threshold(threshold, temperature),
             "threshold_unscaled": threshold,
             "temperature": temperature,
-            "read_settings": read,
+            "read_settings": read.dataset_kwargs(),
         }
     )
     return frame

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.pipeline import make_dataset
+from ..data.tf_data.pipeline import make_dataset
 from ..errors import RadtransferError, TrainingDivergedError
 from ..evaluation.metrics import evaluate
 from ..models.classifier import build_model, init_head

@@ -41,7 +41,8 @@ def set_trained_info(
         class_names: the classes, in output order.
         threshold: the threshold on ``positive_class``'s (unscaled) probability (``predict`` applies it).
         positive_class: the class ``threshold`` is on.
-        read_settings: how the training images were read (``ReadSettings.to_dict()``).
+        read_settings: how the training images were read (``data.ReadSettings.to_dict()``; read back, as the
+            one place that decides a model's read settings, by ``data.ReadSettings.of_model(model)``).
         thresholds: {class index: threshold on that class's (unscaled) probability}, each chosen with that class as
             the positive one (``evaluate`` applies the one of the class it scores as positive).
         temperature: the temperature the model's probabilities are scaled with (None: none; see ``set_temperature``).
@@ -175,7 +176,3 @@ def load_trained_file(path, fallback: dict | None = None):
         build["input_shape"] = tuple(build["input_shape"])
         model.radtransfer_info = BuildInfo(**build)
     return model
-
-
-# The fields of data.decode.ReadSettings: how image files become model inputs.
-READ_SETTING_FIELDS = ("image_size", "interpolation", "antialias", "sixteen_bit", "dicom_window", "frame")

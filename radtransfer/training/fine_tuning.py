@@ -194,7 +194,7 @@ def _fitted_model(working, data: TrainingData, runtime: Runtime):
     so training it trains ``working``)."""
     if data.device_augment is None:
         return working
-    from ..data.device_augment import with_device_augment
+    from ..data.py_dataset.device_augment import with_device_augment
 
     with runtime.scope():
         return with_device_augment(working, data.device_augment)

@@ -32,8 +32,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.decode import READ_SETTING_FIELDS
 from ..errors import RadtransferError, RunMismatchError
-from ..models.trained import READ_SETTING_FIELDS, load_trained_file
+from ..models.trained import load_trained_file
 from ..utils.io import write_json_atomic, write_text_atomic
 from .config import differences, fingerprint
 

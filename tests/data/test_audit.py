@@ -423,7 +423,7 @@ def test_an_empty_image_is_judged_on_the_scale_the_pipeline_gives_it(tmp_path):
     (numpy_read.decode_file) is the reference."""
     from radtransfer.data import ImageSet
     from radtransfer.data.decode import ReadSettings
-    from radtransfer.data.numpy_read import decode_file
+    from radtransfer.data.py_dataset.numpy_read import decode_file
 
     root = tmp_path / "mri"
     rt.datasets.synthetic_brain_mri(root, n_patients=4, slices_per_patient=1, image_size=64, seed=0)

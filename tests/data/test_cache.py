@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from radtransfer import data
-from radtransfer.data import pipeline
-from radtransfer.data.pipeline import stream_of
+from radtransfer.data.tf_data import pipeline
+from radtransfer.data.tf_data.stream import stream_of
 
 N = 40
 SIZE = (32, 32)
@@ -29,7 +29,7 @@ import json, sys, time
 import numpy as np
 import tensorflow as tf
 from radtransfer import data
-from radtransfer.data import pipeline
+from radtransfer.data.tf_data import pipeline
 
 args = json.loads(sys.argv[1])
 original = pipeline._loader

@@ -13,7 +13,8 @@ from PIL import Image
 
 import radtransfer as rt
 from radtransfer import data, datasets
-from radtransfer.data.augment import Augment, apply_transforms, transform_matrices
+from radtransfer.data.augment import Augment
+from radtransfer.data.tf_data.augment import apply_transforms, transform_matrices
 
 
 def _write(path, array, **kwargs):
@@ -400,7 +401,7 @@ def test_augmentation_is_bounded(brain_set):
 
 
 def test_random_parameters_stay_within_the_reference_ranges():
-    from radtransfer.data.augment import random_transforms
+    from radtransfer.data.tf_data.augment import random_transforms
 
     params = Augment(rotation=10, width_shift=0.1, height_shift=0.1, shear=0, zoom=(0.9, 1.1), horizontal_flip=False)
     t = random_transforms(2000, 100, 100, params, tf.constant([1, 2], tf.int64)).numpy()

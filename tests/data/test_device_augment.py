@@ -16,13 +16,14 @@ import pytest
 import tensorflow as tf
 
 from radtransfer.data import augment
-from radtransfer.data.device_augment import (
+from radtransfer.data.py_dataset.device_augment import (
     DeviceAugment,
     random_transforms_np,
     transform_matrices_np,
     warp,
     with_device_augment,
 )
+from radtransfer.data.tf_data.augment import apply_transforms, transform_matrices
 
 SHAPES = [(2, 32, 32, 3), (2, 75, 75, 1)]
 # Strong enough that constant fill, edges and both flips occur in every batch.
@@ -63,7 +64,7 @@ def test_transform_matrices_np_equals_the_tensorflow_formula():
     ]
     for height, width in ((32, 32), (75, 60)):
         tensors = [tf.constant(d) if d.dtype == bool else tf.constant(d, tf.float32) for d in draws]
-        expected = augment.transform_matrices(*tensors, height, width).numpy()
+        expected = transform_matrices(*tensors, height, width).numpy()
         got = transform_matrices_np(*draws, height, width)
         assert got.shape == (n, 8) and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
@@ -75,7 +76,7 @@ def test_transform_matrices_np_equals_the_tensorflow_formula():
 def test_warp_equals_the_tf_data_augmentation_on_float_images(shape, interpolation, fill_mode):
     images, transforms = _case(shape)
     params = augment.Augment(fill_mode=fill_mode, interpolation=interpolation, fill_value=7.0)
-    expected = augment.apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
+    expected = apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
     got = (
         _compiled_tf(params)(images, transforms).numpy()
         if _uses_xla(params)
@@ -92,7 +93,7 @@ def test_warp_equals_the_tf_data_augmentation_on_float_images(shape, interpolati
 def test_warp_equals_the_tf_data_augmentation_on_uint8_images_after_rounding(interpolation, fill_mode):
     images, transforms = _case((2, 32, 32, 3), seed=2, dtype=np.uint8)
     params = augment.Augment(fill_mode=fill_mode, interpolation=interpolation)
-    expected = augment.apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
+    expected = apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
     got = (
         _compiled_tf(params)(images, transforms).numpy()
         if _uses_xla(params)
@@ -110,11 +111,11 @@ def coordinate_rounding_bound(size: int) -> float:
 def test_uncompiled_warp_differs_from_the_compiled_tf_data_path_by_coordinate_rounding_only():
     images, transforms = _case((2, 32, 32, 3), seed=8)
     params = augment.Augment(fill_mode="constant")
-    expected = augment.apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
+    expected = apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
     difference = np.abs(np.asarray(warp(images, transforms, params)) - expected)
     assert 0 < difference.max() <= coordinate_rounding_bound(32)
     uint8 = images.round().astype(np.uint8)
-    expected = augment.apply_transforms(tf.constant(uint8), tf.constant(transforms), params).numpy().astype(int)
+    expected = apply_transforms(tf.constant(uint8), tf.constant(transforms), params).numpy().astype(int)
     off = np.abs(np.asarray(warp(uint8, transforms, params)).astype(int) - expected)
     assert off.max() <= 1 and (off > 0).mean() < 1e-3
 
@@ -127,7 +128,7 @@ def test_warp_handles_an_unknown_batch_size_in_a_compiled_graph():
         input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32), tf.TensorSpec([None, 8], tf.float32)],
         jit_compile=True,
     )
-    expected = augment.apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
+    expected = apply_transforms(tf.constant(images), tf.constant(transforms), params).numpy()
     np.testing.assert_allclose(step(images, transforms).numpy(), expected, rtol=0, atol=1e-4)
 
 

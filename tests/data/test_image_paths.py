@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from radtransfer import backend
+from radtransfer.data import ReadSettings
 from radtransfer.data.adapters import for_evaluation, for_training
 from radtransfer.data.augment import get_augment
-from radtransfer.data.sequence import ImageSequence, TransformSequence, epoch_order
+from radtransfer.data.py_dataset.sequence import ImageSequence, TransformSequence, epoch_order
 
 
 def test_the_image_path_follows_the_backend_and_the_variable(monkeypatch):
@@ -66,7 +67,7 @@ def test_evaluation_reads_in_order_on_the_numpy_path(numpy_path, cli_data):
 
     images = rt.data.from_directory(cli_data / "images")
     data = for_evaluation(
-        images, num_classes=images.num_classes, input_size=(32, 32), batch_size=5, read_kwargs={"image_size": (32, 32)}
+        images, num_classes=images.num_classes, input_size=(32, 32), batch_size=5, settings=ReadSettings((32, 32))
     )
     assert isinstance(data.batches, ImageSequence) and data.batches.cache.mode == "none"
     labels = np.concatenate([batch[1].argmax(1) for batch in data.batches])

@@ -8,7 +8,7 @@ from PIL import Image
 
 from radtransfer import data
 from radtransfer.data import cache as cache_module
-from radtransfer.data.pipeline import stream_of
+from radtransfer.data.tf_data.stream import stream_of
 
 
 def _png(path, value=0, size=8):

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from radtransfer import data
-from radtransfer.data.array_cache import ARRAY_SUFFIX, cached_images, open_array_cache
 from radtransfer.data.cache import CacheChoice, is_complete
-from radtransfer.data.numpy_read import read_image_uint8, resize_uint8
+from radtransfer.data.py_dataset.array_cache import ARRAY_SUFFIX, cached_images, open_array_cache
+from radtransfer.data.py_dataset.numpy_read import read_image_uint8, resize_uint8
 
 REPO = Path(__file__).resolve().parents[2]
 FORMATS = ("rgb_png", "gray_png", "jpeg", "png16", "dicom")
@@ -116,7 +116,8 @@ def test_16bit_colour_and_grey_alpha_pngs_keep_their_range_without_tensorflow(tm
 
 def test_resize_matches_tf_image_resize_on_random_images():
     """Noise is the hardest case for a filter; every method, both antialias settings, odd sizes both ways."""
-    from radtransfer.data.decode import ReadSettings, resize_image
+    from radtransfer.data.decode import ReadSettings
+    from radtransfer.data.tf_data.decode import resize_image
 
     rng = np.random.default_rng(3)
     for shape in ((37, 53, 3), (61, 29, 1)):
@@ -205,7 +206,7 @@ def test_disk_cache_is_memory_mapped_published_once_and_reused(files, tmp_path, 
     def no_reads(*args, **kwargs):
         raise AssertionError("a published cache is read, not the files")
 
-    monkeypatch.setattr("radtransfer.data.sequence.read_image_uint8", no_reads)
+    monkeypatch.setattr("radtransfer.data.py_dataset.sequence.read_image_uint8", no_reads)
     again = data.ImageSequence(image_set, cache=str(tmp_path / "c"), **kwargs)
     assert again.cache.path == on_disk.cache.path
     np.testing.assert_array_equal(again[0][0], in_memory[0][0])
@@ -258,7 +259,7 @@ def test_a_writer_killed_midway_is_never_read_and_is_cleaned_up(tmp_path):
     choice = _choice(tmp_path)
     script = f"""
         import os, numpy as np
-        from radtransfer.data.array_cache import cached_images
+        from radtransfer.data.py_dataset.array_cache import cached_images
         from radtransfer.data.cache import CacheChoice
         def read(i):
             if i == 5:
@@ -300,7 +301,7 @@ def test_the_read_path_runs_where_tensorflow_cannot_be_imported_and_gives_the_sa
     script = f"""
         import numpy as np
         from radtransfer.data import ReadSettings, read_image_uint8
-        from radtransfer.data.array_cache import cached_images
+        from radtransfer.data.py_dataset.array_cache import cached_images
         from radtransfer.data.cache import CacheChoice
         settings = ReadSettings((32, 32))
         paths = {paths!r}

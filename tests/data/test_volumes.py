@@ -241,3 +241,19 @@ def test_only_empty_masks_need_a_slice_count(tmp_path, masked):
     assert _by_volume(image_set) == {"normal": [3, 4]}
     with pytest.raises(DataSourceError, match="leaves no volume"):
         data.from_volumes(frame, mask_col="mask", slices="mask", empty_mask="skip")
+
+
+def test_class_names_and_percentiles_are_keywords_and_an_unknown_one_is_refused_in_one_line(masked):
+    """from_volumes declares ten parameters; class_names and percentiles stay keywords, checked once."""
+    volume = np.arange(6 * 5 * 9, dtype=np.int16).reshape(6, 5, 9)  # the fixture's volumes
+    low, high = np.percentile(volume, (10, 90))
+    image_set = data.from_volumes(masked, slices=("middle", 1), class_names=("normal", "lesion"), percentiles=(10, 90))
+    assert list(image_set.class_names) == ["normal", "lesion"]
+    expected = np.round((np.clip(volume[:, :, 4].astype(float), low, high) - low) / (high - low) * 255)
+    first = np.asarray(image_set.images[0])  # the middle axial slice, shown as a viewer shows it: same values
+    np.testing.assert_array_equal(np.sort(first.ravel()), np.sort(expected.astype(np.uint8).ravel()))
+    with pytest.raises(TypeError) as refused:
+        data.from_volumes(masked, percentile=(1, 99))
+    message = str(refused.value)
+    assert "\n" not in message and "'percentile'" in message and 'Did you mean "percentiles"' in message
+    assert "class_names" in message and "empty_mask" in message

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils.progress import progress
-from .cache import CacheChoice, ensure_disk_cache
+from ...utils.progress import progress
+from ..cache import CacheChoice, ensure_disk_cache
 
 __all__ = ["ARRAY_SUFFIX", "FORMAT", "cached_images", "open_array_cache"]
 

@@ -22,16 +22,15 @@ import logging
 import keras
 import numpy as np
 
-from ..utils.seeding import derive_seed, fresh_seed
+from ...utils.seeding import derive_seed, fresh_seed
+from ..cache import LOG, cache_name, choose_cache, claim, content_hash
+from ..decode import READ_OPTIONS, ReadSettings, read_options
+from ..failures import validate_images
+from ..imageset import ImageSet
+from ..intensity import as_uint8
 from .array_cache import cached_images, open_array_cache
-from .cache import LOG, choose_cache, claim
-from .decode import ReadSettings
 from .device_augment import random_transforms_np
-from .dicom import check_frame
-from .failures import validate_images
-from .imageset import ImageSet
 from .numpy_read import read_image_uint8, resize_uint8
-from .pipeline import _as_uint8, _check_size, cache_name, content_hash
 
 __all__ = ["ImageSequence", "TransformSequence", "epoch_order"]
 
@@ -61,52 +60,55 @@ class ImageSequence(keras.utils.PyDataset):
 
     Args:
         image_set: from ``data.from_directory``, ``from_csv``, ``from_volumes`` (or a split).
-        image_size: (height, width) the images are resized to.
+        image_size: (height, width) the images are resized to (default: ``settings``', else 256×256).
         batch_size: images per batch.
         shuffle: a new order every epoch (``epoch_order``); False: the set's order, for evaluation.
         cache: "auto", True / "memory", False / "none", or a file path prefix, as ``make_dataset``'s; a disk cache
             is a memory-mapped ``.npy`` file filled once, under a private name, and published complete.
         seed: the base seed of the per-epoch order (default: a fresh one, kept in ``.seed``).
-        interpolation: "bilinear", "nearest", "bicubic", "area" or "lanczos3".
-        on_bad: "raise" or "skip" for unreadable files (checked before anything is decoded).
-        backbone: if given, image_size is checked against its minimum input size.
-        dicom_window: (center, width) for DICOM files, overriding the files' own VOI LUT and window.
-        sixteen_bit: "range" (a 16-bit image's own min..max → 0..255) or "full" (0..65535 → 0..255).
-        drop_remainder: drop the last, smaller batch.
-        antialias: low-pass filter when shrinking (bilinear, bicubic, lanczos3).
-        frame: the frame of multi-frame DICOM files: "middle", "first", "last" or an index.
-        memory_budget: bytes (or "8GiB") an "auto" cache may keep in memory.
-        cache_dir: folder for "auto" disk caches.
         epoch: the epoch the next pass is (default 0).
-        workers: PyDataset workers (threads, or processes with ``use_multiprocessing``) that make batches.
-        use_multiprocessing: use processes instead of threads.
-        max_queue_size: batches made ahead.
+        settings: how files are read, as one ``ReadSettings``; the read keywords, when given, replace its fields.
+        **options: ``make_dataset``'s read keywords (``interpolation``, ``antialias``, ``sixteen_bit``,
+            ``dicom_window``, ``frame``), ``on_bad``, ``backbone``, ``drop_remainder``, ``memory_budget`` and
+            ``cache_dir``, as there; and ``workers`` (PyDataset workers, threads or processes with
+            ``use_multiprocessing``, that make batches; default 1), ``use_multiprocessing`` (processes instead of
+            threads) and ``max_queue_size`` (batches made ahead; default 10). Any other keyword is refused.
     """
+
+    OPTIONS = {
+        **READ_OPTIONS,
+        "on_bad": "raise",
+        "backbone": None,
+        "drop_remainder": False,
+        "memory_budget": None,
+        "cache_dir": None,
+        "workers": 1,
+        "use_multiprocessing": False,
+        "max_queue_size": 10,
+    }
+    DECLARED = ("image_set", "image_size", "batch_size", "shuffle", "cache", "seed", "epoch", "settings")
 
     def __init__(
         self,
         image_set: ImageSet,
-        image_size=(256, 256),
+        image_size=None,
         batch_size: int = 32,
         shuffle: bool = True,
         cache="auto",
         seed: int | None = None,
-        interpolation: str = "bilinear",
-        on_bad: str = "raise",
-        backbone: str | None = None,
-        dicom_window=None,
-        sixteen_bit: str = "range",
-        drop_remainder: bool = False,
-        antialias: bool = True,
-        frame="middle",
-        memory_budget=None,
-        cache_dir=None,
         epoch: int = 0,
-        workers: int = 1,
-        use_multiprocessing: bool = False,
-        max_queue_size: int = 10,
+        *,
+        settings: ReadSettings | None = None,
+        **options,
     ):
-        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        self.settings, options = read_options(
+            "ImageSequence", settings, image_size, options, self.OPTIONS, self.DECLARED
+        )
+        super().__init__(
+            workers=options["workers"],
+            use_multiprocessing=options["use_multiprocessing"],
+            max_queue_size=options["max_queue_size"],
+        )
         if not isinstance(image_set, ImageSet):
             raise TypeError(
                 f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}"
@@ -115,15 +117,8 @@ class ImageSequence(keras.utils.PyDataset):
             raise ValueError("The image set is empty: there is nothing to build batches from.")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
-        self.settings = ReadSettings(
-            _check_size(image_size, backbone),
-            interpolation,
-            bool(antialias),
-            sixteen_bit,
-            dicom_window,  # ReadSettings checks it (one line naming dicom_window) and makes it two floats
-            check_frame(frame),
-        )
-        image_set, gray, _ = validate_images(image_set, on_bad, frame=self.settings.frame)
+        drop_remainder = options["drop_remainder"]
+        image_set, gray, _ = validate_images(image_set, options["on_bad"], frame=self.settings.frame)
         self.image_set = image_set
         self.channels = 1 if gray else 3
         self.batch_size = batch_size
@@ -149,7 +144,7 @@ class ImageSequence(keras.utils.PyDataset):
             files_changed=cache not in (True, False, None, "memory", "none"),
         )
         nbytes = self.size * height * width * self.channels
-        self.cache = choose_cache(cache, nbytes, f"{name}-{CACHE_TAG}", memory_budget, cache_dir)
+        self.cache = choose_cache(cache, nbytes, f"{name}-{CACHE_TAG}", options["memory_budget"], options["cache_dir"])
         LOG.log(
             logging.INFO if cache == "auto" else logging.DEBUG,
             "%d images at %dx%dx%d: cache %s (%s)",
@@ -172,7 +167,7 @@ class ImageSequence(keras.utils.PyDataset):
         """Image ``index`` of the set, decoded and resized: uint8 (height, width, channels)."""
         if self.image_set.paths is not None:
             return read_image_uint8(self.image_set.paths[index], self.settings, channels=self.channels)
-        image = _as_uint8(np.asarray(self.image_set.images[index]))
+        image = as_uint8(np.asarray(self.image_set.images[index]))
         image = image[..., :1] if self.channels == 1 else _rgb(image)
         return resize_uint8(image, self.settings.image_size, self.settings.interpolation, self.settings.antialias)
 

@@ -77,7 +77,7 @@ class ArrayStream:
         self.size = len(images)
 
     def epoch(self, epoch: int, seed: int | None = None) -> ArrayBatches:
-        from ..utils.seeding import derive_seed, fresh_seed
+        from ...utils.seeding import derive_seed, fresh_seed
 
         order = np.arange(self.size)
         if self.shuffle:

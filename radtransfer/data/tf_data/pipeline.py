@@ -11,69 +11,49 @@ import logging
 
 import numpy as np
 
-from ..models.backbones import get_backbone
-from .augment import get_augment
-from .cache import LOG, choose_cache, claim
-from .decode import ReadSettings, decode_image_tf, resize_image, to_rgb
-from .dicom import check_frame, read_dicom
-from .failures import _MARK, _remember_failure, check_images, readable_pipeline_errors, validate_images
-from .imageset import ImageSet
-from .intensity import to_uint8
-from .stream import DataStream, stream_of
+from ..augment import get_augment
+from ..cache import LOG, cache_name, choose_cache, claim, content_hash, read_order
+from ..decode import READ_OPTIONS, ReadSettings, read_options
+from ..dicom import read_dicom
+from ..failures import _MARK, _remember_failure, validate_images
+from ..imageset import ImageSet
+from ..intensity import as_uint8
+from .decode import decode_image_tf, resize_image, to_rgb
+from .stream import DataStream
 
-__all__ = [
-    "DataStream",
-    "ReadSettings",
-    "check_images",
-    "make_dataset",
-    "readable_pipeline_errors",
-    "stream_of",
-    "validate_images",
-]
+__all__ = ["make_dataset"]
 
-
-def _check_size(image_size, backbone) -> tuple[int, int]:
-    try:
-        height, width = (int(image_size), int(image_size)) if np.isscalar(image_size) else map(int, image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"Expected image_size=(height, width). Received: image_size={image_size!r}") from None
-    if backbone is not None:
-        spec = get_backbone(backbone)
-        if min(height, width) < spec.min_size:
-            raise ValueError(
-                f"image_size {(height, width)} is below {spec.display_name}'s minimum of "
-                f"{spec.min_size}×{spec.min_size}. Received: image_size={image_size!r}"
-            )
-    elif min(height, width) < 1:
-        raise ValueError(f"Expected a positive image_size. Received: image_size={image_size!r}")
-    return height, width
+# make_dataset's keywords beyond its declared parameters: how files are read (each a ReadSettings field), and how
+# the batches are made.
+OPTIONS = {
+    **READ_OPTIONS,
+    "on_bad": "raise",
+    "backbone": None,
+    "shuffle_buffer": 4096,
+    "drop_remainder": False,
+    "memory_budget": None,
+    "cache_dir": None,
+}
+DECLARED = ("image_set", "image_size", "batch_size", "augment", "shuffle", "cache", "seed", "settings")
 
 
 def make_dataset(
     image_set: ImageSet,
-    image_size=(256, 256),
+    image_size=None,
     batch_size: int = 32,
     augment=None,
     shuffle: bool = True,
     cache="auto",
     seed: int | None = None,
-    interpolation: str = "bilinear",
-    on_bad: str = "raise",
-    backbone: str | None = None,
-    shuffle_buffer: int = 4096,
-    dicom_window=None,
-    sixteen_bit: str = "range",
-    drop_remainder: bool = False,
-    antialias: bool = True,
-    frame="middle",
-    memory_budget=None,
-    cache_dir=None,
+    *,
+    settings: ReadSettings | None = None,
+    **options,
 ):
     """Builds the input pipeline for training or evaluation.
 
     Args:
         image_set: from ``data.from_directory``, ``from_csv``, ``from_tfds`` or ``from_volumes`` (or a split).
-        image_size: (height, width) the images are resized to.
+        image_size: (height, width) the images are resized to (default: ``settings``', else 256×256).
         batch_size: images per batch.
         augment: None, "radimagenet" (the reference's training augmentation), "radimagenet_ct"
             (without rotation and flip, as the CT tasks) or an ``Augment(...)``.
@@ -86,19 +66,18 @@ def make_dataset(
             is filled here, in one pass, under a private name, and published complete (see ``cache.py``): a
             process killed while filling it, or two processes filling it at once, never break a later run.
         seed: makes shuffling and augmentation reproducible (still different in every epoch).
-        interpolation: resize method; "nearest" reproduces the reference loader.
-        on_bad: "raise" or "skip" for unreadable files (checked before anything is decoded).
-        backbone: if given, image_size is checked against its minimum input size.
-        shuffle_buffer: the shuffle buffer over a disk cache (written in a random order); memory caches
-            and uncached reads are shuffled completely.
-        dicom_window: (center, width) for DICOM files, overriding the files' own VOI LUT and window.
-        sixteen_bit: "range" (a 16-bit image's own min..max → 0..255) or "full" (0..65535 → 0..255).
-        drop_remainder: drop the last, smaller batch.
-        antialias: low-pass filter when shrinking (bilinear, bicubic, lanczos3, area); no effect when
-            enlarging or with "nearest".
-        frame: the frame of multi-frame DICOM files: "middle", "first", "last" or an index.
-        memory_budget: bytes (or "8GiB") an "auto" cache may keep in memory.
-        cache_dir: folder for "auto" disk caches.
+        settings: how files are read, as one ``ReadSettings`` (e.g. ``ReadSettings.of_model(model)``); the read
+            keywords below, when given, replace its fields.
+        **options: the read keywords (``ReadSettings``' fields): ``interpolation`` (resize method; "nearest"
+            reproduces the reference loader), ``antialias`` (low-pass filter when shrinking), ``sixteen_bit``
+            ("range": a 16-bit image's own min..max → 0..255; "full": 0..65535 → 0..255), ``dicom_window``
+            ((center, width) for DICOM files, overriding the files' own VOI LUT and window), ``frame`` (of
+            multi-frame DICOM files: "middle", "first", "last" or an index); and ``on_bad`` ("raise" or "skip"
+            for unreadable files, checked before anything is decoded), ``backbone`` (image_size is checked
+            against its minimum input size), ``shuffle_buffer`` (the shuffle buffer over a disk cache, written in
+            a random order; memory caches and uncached reads are shuffled completely), ``drop_remainder`` (drop
+            the last, smaller batch), ``memory_budget`` (bytes, or "8GiB", an "auto" cache may keep in memory),
+            ``cache_dir`` (folder for "auto" disk caches). Any other keyword is refused.
 
     Returns:
         A ``tf.data.Dataset`` of (uint8 images (batch, H, W, 3), float32 one-hot labels (batch, classes)).
@@ -107,14 +86,9 @@ def make_dataset(
         raise TypeError(f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}")
     if len(image_set) == 0:
         raise ValueError("The image set is empty: there is nothing to build a dataset from.")
-    settings = ReadSettings(
-        _check_size(image_size, backbone),
-        interpolation,
-        bool(antialias),
-        sixteen_bit,
-        dicom_window,  # ReadSettings checks it (one line naming dicom_window) and makes it two floats
-        check_frame(frame),
-    )
+    settings, options = read_options("make_dataset", settings, image_size, options, OPTIONS, DECLARED)
+    on_bad, shuffle_buffer = options["on_bad"], options["shuffle_buffer"]
+    drop_remainder, memory_budget, cache_dir = options["drop_remainder"], options["memory_budget"], options["cache_dir"]
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
     params = get_augment(augment)
@@ -188,7 +162,7 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
         images = [image_set.images[i] for i in order]
 
         def fetch(index):
-            return _as_uint8(np.asarray(images[int(index)]))
+            return as_uint8(np.asarray(images[int(index)]))
 
         def read(index):
             image = tf.numpy_function(fetch, [index], tf.uint8, stateful=False)
@@ -234,71 +208,3 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
         )
 
     return load
-
-
-# Bumped when decoding gives other pixels for the same file and settings, so no cache of the old pixels is read
-# (2: JPEGs decoded with the accurate integer IDCT, as Pillow does).
-DECODER_VERSION = 2
-READ_ORDER = "labels"  # what the fixed order of a shuffled set is drawn from (read_order); in the cache's name
-
-
-def read_order(image_set: ImageSet) -> np.ndarray:
-    """The fixed order a shuffled set is read (and cached) in, before each epoch's own shuffle: a permutation drawn
-    from the set's size and labels only, so no part of the cache is sorted by class whatever the file order, and
-    the same images in the same order train the same way whether they are PNG or DICOM files, under other names,
-    or held in memory."""
-    import hashlib
-
-    digest = hashlib.sha256(repr(image_set.labels.tolist()).encode()).hexdigest()[:16]
-    return np.random.default_rng(int(digest, 16)).permutation(len(image_set))
-
-
-def cache_name(
-    image_set: ImageSet, settings: ReadSettings, channels: int, permuted: bool, digest: str, files_changed: bool = True
-) -> str:
-    """The name of a file cache holding one set of images, in one order, read one way.
-
-    TensorFlow reuses any existing cache file of a prefix, whichever dataset asks; naming the file by what it
-    holds (the files, labels, order and decode settings) means two splits, two folds or two datasets never
-    read each other's images. With ``files_changed``, each file's size and modification time count too, so a
-    file replaced at the same path is read again rather than served stale from a cache of an earlier run.
-    """
-    import hashlib
-    import os
-
-    hasher = hashlib.sha256(digest.encode())  # digest: content_hash(image_set)
-    for part in (sorted(settings.to_dict().items()), channels, permuted and READ_ORDER, DECODER_VERSION):
-        hasher.update(repr(part).encode())
-    if files_changed and image_set.paths is not None:
-        for path in image_set.paths:
-            try:
-                stat = os.stat(path)
-                hasher.update(f"{stat.st_size}:{stat.st_mtime_ns};".encode())
-            except OSError:
-                hasher.update(b"-;")
-    return hasher.hexdigest()[:16]
-
-
-def content_hash(image_set: ImageSet) -> str:
-    """A hash of which images (paths, or in-memory pixels) and labels a set holds, in order."""
-    import hashlib
-
-    digest = hashlib.sha256(repr(image_set.labels.tolist()).encode())
-    if image_set.paths is not None:
-        digest.update("\n".join(map(str, image_set.paths)).encode())
-    else:
-        for image in image_set.images:
-            array = np.ascontiguousarray(image)
-            digest.update(repr(array.shape).encode())
-            digest.update(array.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _as_uint8(image: np.ndarray) -> np.ndarray:
-    """An in-memory image as uint8 HxWxC (wider types scaled from their own range, as 16-bit PNGs are)."""
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.dtype != np.uint8:
-        wide = image.dtype == np.uint16 or image.max() > 255 or image.min() < 0
-        image = to_uint8(image, None if wide else (0, 255))
-    return image

@@ -4,8 +4,8 @@ Files decode with Pillow (PNG, JPEG, BMP) and pydicom (DICOM, through ``dicom.re
 ``ReadSettings`` as ``make_dataset``: 16-bit PNGs are scaled from their own value range ("range") or from
 0..65535 ("full"), grayscale becomes three identical channels, alpha is dropped. 16-bit colour and grey+alpha
 PNGs, which Pillow reads as 8 bits, are inflated and unfiltered here. JPEGs decode with libjpeg's accurate integer
-IDCT in both paths (``decode_image_tf`` asks TensorFlow for it). Resizing replicates ``tf.image.resize`` as
-``decode.resize_image`` calls it, in float32 NumPy:
+IDCT in both paths (``tf_data.decode.decode_image_tf`` asks TensorFlow for it). Resizing replicates
+``tf.image.resize`` as ``tf_data.decode.resize_image`` calls it, in float32 NumPy:
 
 - "nearest": ``ResizeNearestNeighbor`` with half-pixel centres (``floor((x + 0.5) * in / out)``);
 - "bilinear", "bicubic", "lanczos3" with ``antialias=True``: the ``ScaleAndTranslate`` op, a separable filter
@@ -17,7 +17,7 @@ IDCT in both paths (``decode_image_tf`` asks TensorFlow for it). Resizing replic
   ``ResizeBicubic`` uses a 1024-entry table of the same Keys kernel; the two agree within a grey level);
 - "area": ``ResizeArea`` (each output pixel the mean of the input area it covers, partial pixels weighted).
 
-The result is rounded half to even and clipped to 0..255, as ``decode.resize_image`` does. Nothing on this
+The result is rounded half to even and clipped to 0..255, as ``tf_data.decode.resize_image`` does. Nothing on this
 path imports TensorFlow.
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DicomDecodeError, ImageReadError
-from .decode import PNG_MAGIC, ReadSettings, is_dicom
-from .dicom import read_dicom
+from ...errors import DicomDecodeError, ImageReadError
+from ..decode import PNG_MAGIC, ReadSettings, is_dicom
+from ..dicom import read_dicom
 
 __all__ = ["decode_file", "read_image_uint8", "resize_uint8"]
 
@@ -302,7 +302,7 @@ def _nearest(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def resize_uint8(image: np.ndarray, image_size, interpolation: str = "bilinear", antialias: bool = True) -> np.ndarray:
-    """A uint8 (H, W, C) image resized as ``decode.resize_image`` resizes it with TensorFlow.
+    """A uint8 (H, W, C) image resized as ``tf_data.decode.resize_image`` resizes it with TensorFlow.
 
     Args:
         image: uint8 (H, W, C).

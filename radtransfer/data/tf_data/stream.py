@@ -7,12 +7,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..utils.progress import progress
-from ..utils.seeding import derive_seed, fresh_seed
+from ...utils.progress import progress
+from ...utils.seeding import derive_seed, fresh_seed
+from ..cache import CacheChoice, ensure_disk_cache
+from ..decode import ReadSettings
+from ..failures import readable_pipeline_errors
 from .augment import augment_batch
-from .cache import CacheChoice, ensure_disk_cache
-from .decode import ReadSettings, to_rgb_batch
-from .failures import readable_pipeline_errors
+from .decode import to_rgb_batch
 
 
 @dataclass(eq=False)

@@ -1,9 +1,9 @@
 """The RadImageNet augmentation applied on the accelerator, inside the compiled training step.
 
-The tf.data path (``augment.py``) warps every batch on the CPU. Here the CPU delivers the cached uint8
+The tf.data path (``tf_data/augment.py``) warps every batch on the CPU. Here the CPU delivers the cached uint8
 batch and one (8,) transform per image, drawn with NumPy (``random_transforms_np``: 8 floats per image),
 and ``warp`` applies them with ``keras.ops`` (an XLA gather on TensorFlow and JAX, torch ops on torch's
-device). Given the same transforms, ``warp`` computes ``augment.apply_transforms``'s formula term for term:
+device). Given the same transforms, ``warp`` computes ``tf_data.augment.apply_transforms``'s formula term for term:
 
 - compiled the way the tf.data path compiles its gather (XLA on TensorFlow) the results are bitwise equal;
   uncompiled (eager, as on PyTorch) they equal TensorFlow's ``ImageProjectiveTransformV3`` kernel to 5e-5;
@@ -36,7 +36,7 @@ import math
 import keras
 import numpy as np
 
-from .augment import Augment, get_augment
+from ..augment import Augment, get_augment
 
 __all__ = ["DeviceAugment", "random_transforms_np", "transform_matrices_np", "warp", "with_device_augment"]
 
@@ -52,7 +52,7 @@ def _params(params) -> Augment:
 
 
 def transform_matrices_np(theta, tx, ty, shear, zx, zy, flip_h, flip_v, height, width) -> np.ndarray:
-    """NumPy twin of ``augment.transform_matrices``: (batch, 8) float32 transforms, output pixel → input pixel.
+    """NumPy twin of ``tf_data.augment.transform_matrices``: (batch, 8) float32 transforms, output pixel → input pixel.
 
     The matrix is built in (x=column, y=row) coordinates about the image centre as
     rotation · shift · shear · zoom, then the output flips, as Keras's ``ImageDataGenerator``. It is computed
@@ -182,7 +182,7 @@ def _take_rows(flat, index):
 
 def warp(images, transforms, params):
     """Applies (batch, 8) transforms to a (batch, H, W, C) batch with ``keras.ops``, as
-    ``augment.apply_transforms`` does with TensorFlow.
+    ``tf_data.augment.apply_transforms`` does with TensorFlow.
 
     Each output pixel (x, y) reads the input at (a0·x + a1·y + a2, b0·x + b1·y + b2) (the transforms are
     affine: their last two entries are ignored; ``transform_matrices_np`` and ``random_transforms_np`` make
