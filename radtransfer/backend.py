@@ -33,9 +33,9 @@ IMAGE_PATH_VARIABLE = "RADTRANSFER_IMAGE_PATH"
 
 def image_path() -> str:
     """How ImageSets are read: "tf.data" (``data.make_dataset``) on the TensorFlow backend; "numpy" (Pillow and
-    pydicom, a uint8 cache and a ``PyDataset``: ``data.py_dataset.sequence``; augmentation on the device) on JAX and PyTorch,
-    where TensorFlow need not be installed. ``$RADTRANSFER_IMAGE_PATH`` ("numpy" or "tf.data") overrides it, e.g. to
-    compare the two paths on TensorFlow."""
+    pydicom, a uint8 cache and a ``PyDataset``: ``data.py_dataset.sequence``; augmentation on the device) on JAX
+    and PyTorch, where TensorFlow need not be installed. ``$RADTRANSFER_IMAGE_PATH`` ("numpy" or "tf.data")
+    overrides it, e.g. to compare the two paths on TensorFlow."""
     forced = os.environ.get(IMAGE_PATH_VARIABLE)
     if forced:
         return check_choice(f"${IMAGE_PATH_VARIABLE}", forced, IMAGE_PATHS)
