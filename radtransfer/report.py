@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .grid import effects as grid_effects
+from .grid import equivalence as grid_equivalence
 from .grid.arms import comparisons as arm_comparisons
 from .grid.pairs import compare_runs
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
@@ -224,9 +225,9 @@ def summarize(
     folds; with a single split, a bootstrap of the test patients only: ``paired_covers`` says what the interval
     holds) and the paired runs it won and lost; the mixed model's source effect (``mixed_*``: the paired differences
     ~ scenario + a random intercept per fold, t interval with F − 1 degrees of freedom); and, with
-    ``equivalence_margin``, TOST of the overall paired difference (``grid.effects.equivalence``): ``tost_*`` from
+    ``equivalence_margin``, TOST of the overall paired difference (``grid.equivalence.equivalence``): ``tost_*`` from
     the bootstrap-t replicates (the 95% interval must lie within ±margin: each one-sided test at 2.5%, see
-    ``grid.effects.equivalence``; the verdict printed), and
+    ``grid.equivalence.equivalence``; the verdict printed), and
     ``tost_t_p``/``tost_t_verdict`` from t tests on the folds (not available with one fold). Each grid's
     replicates are seeded from (``seed``, the grid's name): its numbers do not depend on the other grids beside it.
 
@@ -378,7 +379,7 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
         "paired_covers": overall["covers"],
     }
     if margin is not None:
-        both = grid_effects.equivalence(overall, draws[(grid, "overall")], margin)
+        both = grid_equivalence.equivalence(overall, draws[(grid, "overall")], margin)
         boot, by_t = both["bootstrap"], both["t"]
         row.update(
             {
