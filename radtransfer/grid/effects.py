@@ -28,7 +28,7 @@ import numpy as np
 from ..evaluation.stats import _units, auc_score
 from ..utils.optional import require
 from ..utils.seeding import derive_seed
-from .records import PREDICTIONS, RECORD_FILE, RunRecord
+from .records import RECORD_FILE, GridResults, RunRecord, read_predictions
 
 PAIR_KEYS = ["grid", "scenario", "fold", "repeat"]
 CHUNK = 2_000_000  # resampled image weights held at once per test set (bounds the bootstrap's memory)
@@ -38,9 +38,14 @@ COVERS_FOLDS = "training sets, seeds and test patients"
 COVERS_PATIENTS = "test patients only (one fold: the training set's and the seeds' variation not included)"
 
 
+def _table(records):
+    """The records table of ``records``: a DataFrame as given, a GridResults' ``records``."""
+    return records.records if isinstance(records, GridResults) else records
+
+
 def _with_repeat(records):
     """The records with a ``repeat`` column (0 where the grid has none, or a cell is empty)."""
-    records = records.copy()
+    records = _table(records).copy()
     if "repeat" not in records.columns:
         records["repeat"] = 0
     records["repeat"] = records["repeat"].fillna(0).astype(int)
@@ -50,7 +55,9 @@ def _with_repeat(records):
 def paired_runs(records, candidate: str = "radimagenet", reference: str = "imagenet"):
     """One row per pair of runs of the two sources with the same grid, scenario, fold and repeat, both with a
     finite AUC: grid, task, backbone, strategy, learning_rate, scenario, fold, repeat, auc_candidate,
-    auc_reference, diff (candidate − reference), path_candidate, path_reference."""
+    auc_reference, diff (candidate − reference), path_candidate, path_reference.
+
+    ``records``: ``load_records``'s table, or a ``GridResults``."""
     records = _with_repeat(records)
     valid = records[records["status"].isin(("finished", "diverged")) & np.isfinite(records["auc"].astype(float))]
     keep = [*PAIR_KEYS, "task", "backbone", "strategy", "learning_rate", "auc", "path"]
@@ -110,9 +117,7 @@ def _weighted_auc_score(y_true, probabilities, weights, positive_class=1):
 class _PairData:
     """A pair's test predictions: labels, both sources' probabilities and the patient ids (None without)."""
 
-    def __init__(self, candidate_dir, reference_dir):
-        a = np.load(Path(candidate_dir) / PREDICTIONS)
-        b = np.load(Path(reference_dir) / PREDICTIONS)
+    def __init__(self, a, b, candidate_dir, reference_dir):
         if not np.array_equal(a["y_true"], b["y_true"]):
             raise ValueError(
                 f"The runs in {candidate_dir} and {reference_dir} were not scored on the same test images."
@@ -120,7 +125,7 @@ class _PairData:
         self.y = np.asarray(a["y_true"])
         self.p_a = np.asarray(a["probabilities"], dtype=np.float64)
         self.p_b = np.asarray(b["probabilities"], dtype=np.float64)
-        groups = a["patient_ids"] if "patient_ids" in a.files and len(a["patient_ids"]) else None
+        groups = a["patient_ids"] if "patient_ids" in a and len(a["patient_ids"]) else None
         self.groups = None if groups is None else np.asarray([str(g) for g in groups])
         # Runs scored on the same test images (labels and patients, in order) share their resampling units.
         self.test_key = (self.y.tobytes(), None if self.groups is None else "\x1f".join(self.groups))
@@ -133,12 +138,15 @@ class _PairData:
         return _weighted_auc_score(self.y, self.p_a, weights) - _weighted_auc_score(self.y, self.p_b, weights)
 
 
-def _read_pair(folders) -> "_PairData | None":
-    """A pair's predictions, or None (with a warning when they exist but do not match) to keep its recorded AUCs."""
-    if not all((Path(f) / PREDICTIONS).exists() for f in folders):
+def _read_pair(folders, read) -> "_PairData | None":
+    """A pair's predictions (each run's read by ``read``, ``read_predictions`` or ``GridResults.predictions``), or
+    None (with a warning when they exist but do not match) to keep its recorded AUCs."""
+    a = read(folders[0])
+    b = read(folders[1]) if a is not None else None
+    if a is None or b is None:
         return None
     try:
-        return _PairData(*folders)
+        return _PairData(a, b, *folders)
     except ValueError as exc:
         import warnings
 
@@ -170,13 +178,13 @@ class _Fold:
     """The pairs of one fold: their observed differences, and resampled differences in which every pair scored on
     the fold's test images (every scenario and repeat) is rescored on the same draw of its patients."""
 
-    def __init__(self, scenarios, diffs, candidate_dirs, reference_dirs):
+    def __init__(self, scenarios, diffs, candidate_dirs, reference_dirs, read):
         self.scenarios = np.asarray(scenarios)
         self.observed = np.array(diffs, dtype=float)
         self.data, self.tests = [], {}
         self.units = [None] * len(self.observed)  # each pair's resampling unit (None: no predictions)
         for i, (candidate_dir, reference_dir) in enumerate(zip(candidate_dirs, reference_dirs)):
-            pair = _read_pair((Path(candidate_dir), Path(reference_dir)))
+            pair = _read_pair((candidate_dir, reference_dir), read)
             self.data.append(pair)
             if pair is None:
                 continue
@@ -349,53 +357,75 @@ def paired_effects(
     """
     import pandas as pd
 
+    results = records if isinstance(records, GridResults) else None
+    read = results.predictions if results is not None else read_predictions
     pairs = paired_runs(records, candidate, reference)
     rows, draws = [], {}
     for grid, in_grid in pairs.groupby("grid", sort=True):
-        grid_rows, grid_draws = _grid_effects(grid, in_grid, n, seed, level)
+
+        def compute(grid=grid, in_grid=in_grid):
+            return _grid_effects(grid, in_grid, n, seed, level, read)
+
+        key = ("paired_effects", grid, candidate, reference, n, seed, level)
+        grid_rows, grid_draws = compute() if results is None else results.cached(key, compute)
         rows += grid_rows
         draws.update(grid_draws)
     table = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
     return (table, draws) if return_draws else table
 
 
-def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
+class _GridPairs:
+    """One grid's pairs, fold by fold, with each pair's scenario indicators, and the per-(fold, scenario) sums and
+    counts of their observed differences."""
+
+    def __init__(self, in_grid, read):
+        names = ("scenario", "diff", "path_candidate", "path_reference")
+        column = {name: in_grid[name].to_numpy() for name in ("fold", *names)}
+        self.scenarios = sorted(set(column["scenario"]))
+        self.folds = []
+        for fold in np.unique(column["fold"]):
+            mine = np.flatnonzero(column["fold"] == fold)
+            self.folds.append(_Fold(*(column[name][mine] for name in names), read))
+        # Which scenario each pair of a fold belongs to, as (pairs, scenarios) indicators.
+        wanted = np.array(self.scenarios)[None, :]
+        self.indicators = [(fold.scenarios[:, None] == wanted).astype(float) for fold in self.folds]
+        self.sums = np.stack([fold.observed @ m for fold, m in zip(self.folds, self.indicators)])  # (folds, scenarios)
+        self.counts = np.stack([m.sum(axis=0) for m in self.indicators])
+        first_rows = {s: i for i, s in reversed(list(enumerate(column["scenario"])))}
+        described = ["task", "backbone", "strategy", "learning_rate"]
+        self.firsts = {s: {name: in_grid[name].iloc[i] for name in described} for s, i in first_rows.items()}
+
+    def bootstrap(self, n: int, rng):
+        """The replicates: ``n`` draws of F folds with replacement (each drawn fold rescored on one draw of its test
+        patients). Returns (occurrences (n, folds, scenarios) sums, drawn (n, folds) fold indices, per_fold: each
+        fold's own (n, scenarios) estimates)."""
+        n_folds = len(self.folds)
+        drawn = rng.integers(0, n_folds, (n, n_folds)) if n_folds > 1 else np.zeros((n, 1), dtype=np.int64)
+        resampled = []  # per fold: (draws, scenarios) sums of resampled differences, one row per draw of its patients
+        for f, (fold, m) in enumerate(zip(self.folds, self.indicators)):
+            resampled.append(fold.resampled(max(n, int((drawn == f).sum())), rng) @ m)
+        occurrences = np.empty((n, n_folds, len(self.scenarios)))
+        for f in range(n_folds):
+            slots = drawn == f
+            occurrences[slots] = resampled[f][: int(slots.sum())]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_fold = [r[:n] / c for r, c in zip(resampled, self.counts)]
+        return occurrences, drawn, per_fold
+
+
+def _grid_effects(grid, in_grid, n: int, seed: int, level: float, read):
     """``paired_effects``' rows and replicates of one grid."""
-    column = {
-        name: in_grid[name].to_numpy() for name in ("scenario", "fold", "diff", "path_candidate", "path_reference")
-    }
-    scenarios = sorted(set(column["scenario"]))
-    folds = []
-    for fold in np.unique(column["fold"]):
-        mine = np.flatnonzero(column["fold"] == fold)
-        folds.append(_Fold(*(column[name][mine] for name in ("scenario", "diff", "path_candidate", "path_reference"))))
-    n_folds = len(folds)
-    # Which scenario each pair of a fold belongs to, as (pairs, scenarios) indicators.
-    indicators = [(fold.scenarios[:, None] == np.array(scenarios)[None, :]).astype(float) for fold in folds]
-    sums = np.stack([fold.observed @ m for fold, m in zip(folds, indicators)])  # (folds, scenarios)
-    counts = np.stack([m.sum(axis=0) for m in indicators])
-
+    data = _GridPairs(in_grid, read)
+    folds, counts = data.folds, data.counts
     rng = np.random.default_rng(derive_seed(seed, "paired_effects", grid))
-    drawn = rng.integers(0, n_folds, (n, n_folds)) if n_folds > 1 else np.zeros((n, 1), dtype=np.int64)
-    resampled = []  # per fold: (draws, scenarios) sums of resampled differences, one row per draw of its patients
-    for f, (fold, m) in enumerate(zip(folds, indicators)):
-        resampled.append(fold.resampled(max(n, int((drawn == f).sum())), rng) @ m)
-    occurrences = np.empty((n, n_folds, len(scenarios)))
-    for f in range(n_folds):
-        slots = drawn == f
-        occurrences[slots] = resampled[f][: int(slots.sum())]
-    by_scenario, se_s, folds_s, overall, se, _ = _fold_statistics(sums, counts)
+    occurrences, drawn, per_fold = data.bootstrap(n, rng)
+    by_scenario, se_s, folds_s, overall, se, _ = _fold_statistics(data.sums, counts)
     boot_s, boot_se_s, _, boot, boot_se, _ = _fold_statistics(occurrences, counts[drawn])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_fold = [r[:n] / c for r, c in zip(resampled, counts)]  # (n, scenarios) per fold: one fold's estimates
 
-    described = ["task", "backbone", "strategy", "learning_rate"]
-    first_rows = {s: i for i, s in reversed(list(enumerate(column["scenario"])))}
-    firsts = {s: {name: in_grid[name].iloc[i] for name in described} for s, i in first_rows.items()}
     rows, draws = [], {}
-    for j, scenario in enumerate(scenarios):
+    for j, scenario in enumerate(data.scenarios):
         observed = np.concatenate([fold.observed[fold.scenarios == scenario] for fold in folds])
-        only = [f for f in range(n_folds) if counts[f, j] > 0]
+        only = [f for f in range(len(folds)) if counts[f, j] > 0]
         replicate, interval = _interval(
             by_scenario[j],
             se_s[j],
@@ -408,15 +438,11 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
         )
         draws[(grid, scenario)] = replicate
         units = [u for fold in folds for u in fold.units_of(scenario)]
-        first = firsts[scenario]
         rows.append(
             {
                 "grid": grid,
-                "task": first["task"],
+                **data.firsts[scenario],
                 "scenario": scenario,
-                "backbone": first["backbone"],
-                "strategy": first["strategy"],
-                "learning_rate": first["learning_rate"],
                 "n_pairs": len(observed),
                 "n_with_predictions": len(units),
                 "diff": float(by_scenario[j]),
@@ -427,15 +453,9 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
                 "unit": ", ".join(sorted(set(units))) or None,
             }
         )
+    resampled = any(fold.tests for fold in folds)
     replicate, interval = _interval(
-        overall,
-        se,
-        n_folds,
-        boot,
-        boot_se,
-        per_fold[0].mean(axis=1),
-        level,
-        resampled=any(fold.tests for fold in folds),
+        overall, se, len(folds), boot, boot_se, per_fold[0].mean(axis=1), level, resampled=resampled
     )
     draws[(grid, "overall")] = replicate
     rows.append(
@@ -553,7 +573,10 @@ def _fit_mixed(model):
 
 
 def best_val_losses(records):
-    """The records with ``best_val_loss`` read from each run's record.json (NaN where not recorded)."""
+    """The records with ``best_val_loss`` read from each run's record.json (NaN where not recorded); of a
+    ``GridResults``, from the records it holds (``GridResults.with_val_losses``)."""
+    if isinstance(records, GridResults):
+        return records.with_val_losses()
     records = records.copy()
     if "best_val_loss" not in records.columns:
         losses = []
@@ -574,7 +597,7 @@ def practitioner_selections(records):
     """
     import pandas as pd
 
-    records = best_val_losses(_with_repeat(records))
+    records = _with_repeat(best_val_losses(records))
     valid = records[
         records["status"].isin(("finished", "diverged"))
         & np.isfinite(records["auc"].astype(float))
