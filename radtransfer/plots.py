@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .grid.records import PREDICTIONS, load_records
+from .grid.records import GridResults, read_predictions
 from .report import scenario_means
 from .training.run_folder import HISTORY, RESULT
 
@@ -49,16 +49,26 @@ def _color(source):
     return SOURCE_COLORS.get(source, "#555555")
 
 
+def _records_and_reader(records):
+    """(records table, a run folder's predictions reader) of ``load_records``'s table or a ``GridResults`` (whose
+    reader reads each run's predictions once)."""
+    if isinstance(records, GridResults):
+        return records.records, records.predictions
+    return records, read_predictions
+
+
 def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     """Mean ROC curve per weight source over its runs (vertical averaging), with a 95% bootstrap band
     over runs. Two-class tasks use the positive class; more classes, the macro one-vs-rest curve.
 
     Args:
-        records: the DataFrame of ``report.load_records`` (each run's folder holds its test predictions).
+        records: the DataFrame of ``report.load_records`` (each run's folder holds its test predictions), or a
+            ``GridResults`` (its records; each run's predictions read once).
         path: output path without suffix.
     """
     from sklearn.metrics import roc_curve
 
+    records, read = _records_and_reader(records)
     plt = _pyplot()
     grid = np.linspace(0, 1, 101)
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -66,10 +76,9 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     for source, group in records.groupby("source"):
         curves = []
         for folder in group["path"]:
-            file = Path(folder) / PREDICTIONS
-            if not file.exists():
+            data = read(folder)
+            if data is None:
                 continue
-            data = np.load(file)
             y, p = data["y_true"], data["probabilities"]
             classes = [1] if p.shape[1] == 2 else range(p.shape[1])
             tprs = []
@@ -312,19 +321,20 @@ def training_curves(run_dir, path=None) -> list[str]:
 
 def grid_figures(out_dir, figure_dir=None) -> list[str]:
     """All grid figures (ROC, AUC per scenario, heatmap) into ``out_dir/report``; for a folder of several grids,
-    one sub-folder of figures per grid (named by its path), since runs of different grids are never pooled."""
-    records = load_records(out_dir)
-    if records.empty:
-        raise ValueError(f"No run records under '{out_dir}': run the grid first.")
-    figure_dir = Path(figure_dir or Path(out_dir) / "report")
-    grids = sorted(records["grid"].unique())
+    one sub-folder of figures per grid (named by its path), since runs of different grids are never pooled.
+    ``out_dir``: a grid folder, a folder of grids, or their ``GridResults`` (the report's, to read the folder once)."""
+    results = GridResults.of(out_dir)
+    if results.records.empty:
+        raise ValueError(f"No run records under '{results.folder}': run the grid first.")
+    figure_dir = Path(figure_dir or results.folder / "report")
+    grids = results.grids
     written = []
     for grid in grids:
         folder = figure_dir if len(grids) == 1 else figure_dir / grid.replace("/", "__")
-        mine = records[records["grid"] == grid]
+        mine = results.grid(grid)
         written += roc_curves(mine, folder / "roc_curves")
-        written += auc_by_scenario(mine, folder / "auc_by_scenario")
-        written += heatmap(mine, folder / "heatmap")
+        written += auc_by_scenario(mine.records, folder / "auc_by_scenario")
+        written += heatmap(mine.records, folder / "heatmap")
         written += reliability_by_source(mine, folder / "reliability")
     return written
 
@@ -334,7 +344,8 @@ def reliability_by_source(records, path) -> list[str]:
     (each run's ``predictions.npz``): how well the grid's probabilities are calibrated, source by source.
 
     Args:
-        records: the DataFrame of ``report.load_records``.
+        records: the DataFrame of ``report.load_records``, or a ``GridResults`` (its records; each run's
+            predictions read once).
         path: output path without suffix.
 
     Returns:
@@ -342,13 +353,13 @@ def reliability_by_source(records, path) -> list[str]:
     """
     from .evaluation.calibration import expected_calibration_error
 
+    records, read = _records_and_reader(records)
     panels = {}
     for source, group in records.groupby("source"):
         labels, probabilities = [], []
         for folder in group["path"]:
-            file = Path(folder) / PREDICTIONS
-            if file.exists():
-                data = np.load(file)
+            data = read(folder)
+            if data is not None:
                 labels.append(data["y_true"])
                 probabilities.append(data["probabilities"])
         if labels:

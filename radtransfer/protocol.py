@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,8 @@ import numpy as np
 from .data.adapters import require_image_set
 from .data.audit import AUDIT_FILE, audit_splits
 from .data.failures import check_images
-from .data.fingerprint import data_manifest, manifest_differences, manifest_digest
-from .errors import GridRunsFailedError, RunMismatchError, WeightsNotFoundError
+from .data.fingerprint import data_manifest, manifest_digest
+from .errors import GridRunsFailedError, WeightsNotFoundError
 from .grid import curve as grid_curve
 from .grid import runs as grid_runs
 from .grid.arms import arm_name, parse_arm, with_preprocessings
@@ -38,7 +37,7 @@ from .grid.paper import (
 from .grid.paper import paper_task as match_paper_task
 from .grid.plan import Run, check_repeats, parse_shard, plan_runs, resolve_shard, run_seed
 from .grid.progress import GridProgress
-from .grid.records import RECORD_FILE, GridSpec, load_records, read_data_manifest, write_data_manifest
+from .grid.records import RECORD_FILE, GridSpec, check_same_grid, load_records, write_data_manifest
 from .grid.runs import GridJob
 from .models.weights import resolve_weights
 from .utils.choices import check_choice
@@ -219,7 +218,7 @@ def run_grid(
         repeats=max(repeats, _stored_repeats(out)),
         train_fraction=float(train_fraction),
     )
-    _check_same_grid(out, spec, manifest)
+    check_same_grid(out, spec, manifest)
     write_data_manifest(out, manifest)
     spec.write(out)
 
@@ -397,33 +396,3 @@ def _stored_repeats(out: Path) -> int:
     """The repeats the grid in ``out`` records (1 for a new grid, or one written before repeats)."""
     stored = GridSpec.read(out)
     return stored.repeats if stored is not None else 1
-
-
-def _check_same_grid(out: Path, spec, manifest) -> None:
-    """Refuses a grid folder that holds a grid with other settings, or one made on other data."""
-    stored = GridSpec.read(out)
-    if stored is None or stored.schema_version < 2:
-        return
-    if stored.data and stored.data.get("sha256") != spec.data["sha256"]:
-        lines = manifest_differences(read_data_manifest(out) or [], manifest) or ["the data's digest differs"]
-        raise RunMismatchError(
-            f"'{out}' holds a grid made on other data; its records would mix two data sets.\n  "
-            + "\n  ".join(lines)
-            + "\nUse another out_dir for this data, or restore the data the "
-            "grid was made on.",
-            ["data"],
-        )
-    keys = ("config", "sources", "folds", "faithful", "class_names", "n_images", "train_fraction")
-    changed = [k for k in keys if stored.to_dict()[k] != spec.to_dict()[k]]
-    if changed:
-        raise RunMismatchError(
-            f"'{out}' holds a grid with other settings ({', '.join(changed)} differ); its records "
-            "would mix two grids. Use another out_dir, or delete that one.",
-            changed,
-        )
-    if not stored.data:
-        warnings.warn(
-            f"'{out}' was written before grids recorded their data (radtransfer ≤ 0.1), so its records "
-            "cannot be checked against this data; from now on it is bound to this data.",
-            stacklevel=3,
-        )

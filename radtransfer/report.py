@@ -7,17 +7,17 @@ per-run comparisons of the two weight sources on the same test images.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .grid import effects as grid_effects
+from .grid import equivalence as grid_equivalence
 from .grid.arms import comparisons as arm_comparisons
-from .grid.pairs import compare_runs
+from .grid.pairs import pair_table
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
-from .grid.records import PREDICTIONS, PairRecord, grid_specs, load_records, pair_path
+from .grid.records import GridResults, load_records  # noqa: F401  (report.load_records, report.GridResults)
 from .grid.sanity import frozen_sanity
 from .utils.choices import check_choice
 
@@ -104,70 +104,18 @@ def paired_comparisons(out_dir, candidate: str = "radimagenet", reference: str =
     """Per (task, scenario, fold, repeat): the two sources' AUCs on the same test images, compared by DeLong's
     test (or a paired patient-level bootstrap when patients have several images, or for more than two
     classes). Read from the grid's ``pairs/`` records; pairs a grid did not write (older grids) are
-    computed from the runs' saved predictions.
+    computed from the runs' saved predictions (``grid.pairs.pair_table``).
+
+    Args:
+        out_dir: a grid folder, a folder of grids, or their ``GridResults``.
+        candidate, reference: the weight sources compared.
 
     Returns:
         A DataFrame with grid, task, scenario, fold, repeat, method, unit, auc_<candidate>, auc_<reference>, diff,
         p.
     """
-    import pandas as pd
-
-    records = load_records(out_dir)
-    columns = [
-        "grid",
-        "task",
-        "scenario",
-        "fold",
-        "repeat",
-        "method",
-        "unit",
-        f"auc_{candidate}",
-        f"auc_{reference}",
-        "diff",
-        "p",
-    ]
-    rows = []
-    for row in records[records["source"] == candidate].itertuples(index=False):
-        repeat = int(getattr(row, "repeat", 0) or 0)
-        partner = records[
-            (records["grid"] == row.grid)
-            & (records["source"] == reference)
-            & (records["scenario"] == row.scenario)
-            & (records["fold"] == row.fold)
-            & (records["repeat"] == repeat)
-        ]
-        if partner.empty or row.status == "failed" or partner["status"].iloc[0] == "failed":
-            continue
-        other = Path(partner["path"].iloc[0])
-        path = pair_path(Path(row.path).parents[3], row.scenario, row.fold, candidate, reference, repeat)
-        if path.exists():
-            pair = PairRecord.from_dict(json.loads(path.read_text()))
-        elif (Path(row.path) / PREDICTIONS).exists() and (other / PREDICTIONS).exists():
-            try:
-                pair = compare_runs(
-                    row.task, row.scenario, row.fold, candidate, reference, row.path, other, repeat=repeat
-                )
-            except ValueError as exc:
-                warnings.warn(f"Not compared: {exc}", stacklevel=2)
-                continue
-        else:
-            continue
-        rows.append(
-            {
-                "grid": row.grid,
-                "task": row.task,
-                "scenario": row.scenario,
-                "fold": row.fold,
-                "repeat": repeat,
-                "method": pair.method,
-                "unit": pair.unit,
-                f"auc_{candidate}": pair.auc_candidate,
-                f"auc_{reference}": pair.auc_reference,
-                "diff": pair.diff,
-                "p": pair.p,
-            }
-        )
-    return pd.DataFrame(rows, columns=columns)
+    results = GridResults.of(out_dir)
+    return results.cached(("pairs", candidate, reference), lambda: pair_table(results, candidate, reference)).copy()
 
 
 def _expected(spec) -> tuple[list, int]:
@@ -182,14 +130,59 @@ def effects(out_dir, candidate: str = "radimagenet", reference: str = "imagenet"
     """Per grid and scenario, and overall: the mean paired AUC difference (candidate − reference) over the runs of
     the same scenario, fold and repeat, with its interval over folds (the t interval on the folds, F − 1 degrees of
     freedom; with one fold, a bootstrap of the test patients, ``covers`` saying so) and the win count; see
-    ``grid.effects.paired_effects``."""
-    return grid_effects.paired_effects(load_records(out_dir), candidate, reference, n=n, seed=seed)
+    ``grid.effects.paired_effects``. ``out_dir``: a grid folder, a folder of grids, or their ``GridResults`` (each
+    grid's effect is then computed once, whichever table asks for it)."""
+    return grid_effects.paired_effects(GridResults.of(out_dir), candidate, reference, n=n, seed=seed)
 
 
 def _has_statsmodels() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("statsmodels") is not None
+
+
+# The summary's columns (diff_vs_{reference} named by the reference), then TOST's with a margin.
+SUMMARY_COLUMNS = [
+    "grid",
+    "task",
+    "source",
+    "n_runs",
+    "n_expected",
+    "n_scenarios",
+    "min_folds",
+    "n_diverged",
+    "n_failed",
+    "n_missing_class",
+    "complete",
+    "mean_auc",
+    "sd_auc",
+    "diff_vs_{reference}",
+    "n_pairs",
+    "n_pairs_dropped",
+    "wilcoxon_p",
+    "ttest_p",
+    "run_pairs",
+    "run_pairs_better",
+    "run_pairs_worse",
+    "paper_gain",
+    "practitioner_auc",
+    "practitioner_diff",
+    "paired_diff",
+    "paired_low",
+    "paired_high",
+    "paired_wins",
+    "paired_losses",
+    "paired_covers",
+    "mixed_effect",
+    "mixed_se",
+    "mixed_low",
+    "mixed_high",
+    "mixed_p",
+    "preprocessing",
+    "frozen_auc",
+    "frozen_collapse",
+]
+TOST_COLUMNS = ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
 
 
 def summarize(
@@ -224,14 +217,15 @@ def summarize(
     folds; with a single split, a bootstrap of the test patients only: ``paired_covers`` says what the interval
     holds) and the paired runs it won and lost; the mixed model's source effect (``mixed_*``: the paired differences
     ~ scenario + a random intercept per fold, t interval with F − 1 degrees of freedom); and, with
-    ``equivalence_margin``, TOST of the overall paired difference (``grid.effects.equivalence``): ``tost_*`` from
+    ``equivalence_margin``, TOST of the overall paired difference (``grid.equivalence.equivalence``): ``tost_*`` from
     the bootstrap-t replicates (the 95% interval must lie within ±margin: each one-sided test at 2.5%, see
-    ``grid.effects.equivalence``; the verdict printed), and
+    ``grid.equivalence.equivalence``; the verdict printed), and
     ``tost_t_p``/``tost_t_verdict`` from t tests on the folds (not available with one fold). Each grid's
     replicates are seeded from (``seed``, the grid's name): its numbers do not depend on the other grids beside it.
 
     Args:
-        out_dir: a grid folder, or a folder of grids.
+        out_dir: a grid folder, a folder of grids, or their ``GridResults`` (read once; each paired effect computed
+            once, whichever table asks for it).
         reference, candidate: the weight sources compared.
         equivalence_margin: the TOST margin m in AUC points (e.g. 0.01); None: no TOST columns.
         mixed: fit the mixed model (needs statsmodels, the ``stats`` extra); None: when statsmodels is installed.
@@ -250,109 +244,91 @@ def summarize(
     """
     import pandas as pd
 
-    records = load_records(out_dir)
-    columns = [
-        "grid",
-        "task",
-        "source",
-        "n_runs",
-        "n_expected",
-        "n_scenarios",
-        "min_folds",
-        "n_diverged",
-        "n_failed",
-        "n_missing_class",
-        "complete",
-        "mean_auc",
-        "sd_auc",
-        f"diff_vs_{reference}",
-        "n_pairs",
-        "n_pairs_dropped",
-        "wilcoxon_p",
-        "ttest_p",
-        "run_pairs",
-        "run_pairs_better",
-        "run_pairs_worse",
-        "paper_gain",
-        "practitioner_auc",
-        "practitioner_diff",
-        "paired_diff",
-        "paired_low",
-        "paired_high",
-        "paired_wins",
-        "paired_losses",
-        "paired_covers",
-        "mixed_effect",
-        "mixed_se",
-        "mixed_low",
-        "mixed_high",
-        "mixed_p",
-        "preprocessing",
-        "frozen_auc",
-        "frozen_collapse",
-    ]
-    if equivalence_margin is not None:
-        columns += ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
+    results = GridResults.of(out_dir)
+    records = results.records
+    columns = [c.format(reference=reference) for c in SUMMARY_COLUMNS]
+    columns += TOST_COLUMNS if equivalence_margin is not None else []
     if records.empty:
         return pd.DataFrame(columns=columns)
     means = scenario_means(records)
-    specs = grid_specs(out_dir)
-    pairs = paired_comparisons(out_dir, candidate, reference)
-    practitioner = grid_effects.practitioner(records).set_index(["grid", "source"])["auc"]
-    selections = grid_effects.practitioner_selections(records)
-    matched_runs, dropped = matched_pairs(records, candidate, reference)
-    effect_table, draws = grid_effects.paired_effects(
-        records, candidate, reference, n=n_boot, seed=seed, return_draws=True
-    )
+    practitioner = grid_effects.practitioner(results).set_index(["grid", "source"])["auc"]
     fit_mixed = _has_statsmodels() if mixed is None else mixed
+    compared = _Compared(results, candidate, reference, equivalence_margin, fit_mixed, n_boot, seed)
     sanity = frozen_sanity(records).set_index(["grid", "source"])
     for message in sanity["message"]:
         if message:
             warnings.warn(message, stacklevel=2)
     rows = []
     for (grid, source), runs in records.groupby(["grid", "source"], dropna=False):
-        spec = specs.get(grid)
-        task = runs["task"].iloc[0]
-        scenario_ids, n_folds = _expected(spec)
+        spec = results.specs.get(grid)
         group = means[(means["grid"] == grid) & (means["source"] == source)]
-        whole = group[group["n_folds"] >= n_folds]
-        mean, sd = _mean_sd(group["auc"])
-        row = {
-            "grid": grid,
-            "task": task,
-            "source": source,
-            "n_runs": len(runs),
-            "n_expected": len(scenario_ids) * n_folds * max(1, getattr(spec, "repeats", 1) or 1),
-            "n_scenarios": len(group),
-            "min_folds": int(group["n_folds"].min()) if len(group) else 0,
-            "n_diverged": int((runs["status"] == "diverged").sum()),
-            "n_failed": int((runs["status"] == "failed").sum()),
-            "n_missing_class": int((runs["missing_classes"].fillna("") != "").sum()),
-            "complete": set(scenario_ids) <= set(whole["scenario"]),
-            "mean_auc": mean,
-            "sd_auc": sd,
-            "preprocessing": runs["preprocessing"].iloc[0],
-            "frozen_auc": sanity["frozen_auc"].get((grid, source), np.nan),
-            "frozen_collapse": bool(sanity["collapsed"].get((grid, source), False)),
-        }
+        row = {**_source_columns(runs, spec, group), "grid": grid, "source": source}
+        row["frozen_auc"] = sanity["frozen_auc"].get((grid, source), np.nan)
+        row["frozen_collapse"] = bool(sanity["collapsed"].get((grid, source), False))
         if source == candidate:
-            matched = _matched_difference(matched_runs[matched_runs["grid"] == grid], dropped[dropped["grid"] == grid])
-            row[f"diff_vs_{reference}"] = matched.pop("diff")
-            row.update(matched)
-            mine = pairs[pairs["grid"] == grid]
-            row["run_pairs"] = len(mine)
-            row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
-            row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
-            paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
-            row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
-            row["practitioner_diff"] = _practitioner_diff(selections[selections["grid"] == grid], candidate, reference)
-            row.update(_paired_columns(effect_table, draws, grid, equivalence_margin))
-            if fit_mixed:
-                fit = grid_effects.mixed_model(records[records["grid"] == grid], candidate, reference)
-                row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p")})
+            row.update(compared.columns(grid, spec, row["task"]))
         row["practitioner_auc"] = practitioner.get((grid, source), np.nan)
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def _source_columns(runs, spec, group) -> dict:
+    """A source's row of the summary in one grid: its runs' counts, completeness against the grid's scenarios and
+    folds, and its mean ± SD over its scenario means (``group``, the grid's and source's rows of
+    ``scenario_means``)."""
+    scenario_ids, n_folds = _expected(spec)
+    whole = group[group["n_folds"] >= n_folds]
+    mean, sd = _mean_sd(group["auc"])
+    return {
+        "task": runs["task"].iloc[0],
+        "n_runs": len(runs),
+        "n_expected": len(scenario_ids) * n_folds * max(1, getattr(spec, "repeats", 1) or 1),
+        "n_scenarios": len(group),
+        "min_folds": int(group["n_folds"].min()) if len(group) else 0,
+        "n_diverged": int((runs["status"] == "diverged").sum()),
+        "n_failed": int((runs["status"] == "failed").sum()),
+        "n_missing_class": int((runs["missing_classes"].fillna("") != "").sum()),
+        "complete": set(scenario_ids) <= set(whole["scenario"]),
+        "mean_auc": mean,
+        "sd_auc": sd,
+        "preprocessing": runs["preprocessing"].iloc[0],
+    }
+
+
+class _Compared:
+    """The candidate's comparisons with the reference over a GridResults, computed once for all its grids (the run
+    pairs' tests, the practitioner's choices, the matched pairs, the paired effects), and one grid's columns of the
+    candidate's summary row from them (``columns``)."""
+
+    def __init__(self, results, candidate, reference, margin, fit_mixed, n_boot, seed):
+        self.results, self.candidate, self.reference = results, candidate, reference
+        self.margin, self.fit_mixed = margin, fit_mixed
+        self.pairs = paired_comparisons(results, candidate, reference)
+        self.selections = grid_effects.practitioner_selections(results)
+        self.matched, self.dropped = matched_pairs(results.records, candidate, reference)
+        self.effects, self.draws = grid_effects.paired_effects(
+            results, candidate, reference, n=n_boot, seed=seed, return_draws=True
+        )
+
+    def columns(self, grid, spec, task) -> dict:
+        """The candidate row's difference from the reference in ``grid``: over the matched runs, the run pairs'
+        tests, the paper's gain, the practitioner's difference, the paired effect (with TOST) and the mixed model."""
+        matched = self.matched[self.matched["grid"] == grid]
+        row = _matched_difference(matched, self.dropped[self.dropped["grid"] == grid])
+        row[f"diff_vs_{self.reference}"] = row.pop("diff")
+        mine = self.pairs[self.pairs["grid"] == grid]
+        row["run_pairs"] = len(mine)
+        row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
+        row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
+        paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
+        row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
+        selections = self.selections[self.selections["grid"] == grid]
+        row["practitioner_diff"] = _practitioner_diff(selections, self.candidate, self.reference)
+        row.update(_paired_columns(self.effects, self.draws, grid, self.margin))
+        if self.fit_mixed:
+            fit = grid_effects.mixed_model(self.results.grid(grid).records, self.candidate, self.reference)
+            row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p")})
+        return row
 
 
 def _practitioner_diff(selections, candidate, reference) -> float:
@@ -378,7 +354,7 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
         "paired_covers": overall["covers"],
     }
     if margin is not None:
-        both = grid_effects.equivalence(overall, draws[(grid, "overall")], margin)
+        both = grid_equivalence.equivalence(overall, draws[(grid, "overall")], margin)
         boot, by_t = both["bootstrap"], both["t"]
         row.update(
             {
@@ -430,7 +406,7 @@ def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 
     ``equivalence_margin``, the TOST columns too.
 
     Args:
-        out_dir: a grid folder, or a folder of grids.
+        out_dir: a grid folder, a folder of grids, or their ``GridResults``.
         equivalence_margin: the TOST margin in AUC points; None: no TOST columns.
         n_boot: bootstrap replicates of each paired effect.
         seed: the bootstrap's seed.
@@ -440,16 +416,14 @@ def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 
     """
     import pandas as pd
 
-    records = load_records(out_dir)
-    columns = list(COMPARISON_COLUMNS)
-    if equivalence_margin is not None:
-        columns += ["tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict", "tost_t_p", "tost_t_verdict"]
+    results = GridResults.of(out_dir)
+    records = results.records
+    columns = COMPARISON_COLUMNS + (TOST_COLUMNS if equivalence_margin is not None else [])
     if records.empty:
         return pd.DataFrame(columns=columns)
-    specs = grid_specs(out_dir)
     rows = []
     for grid, runs in records.groupby("grid"):
-        spec = specs.get(grid)
+        spec = results.specs.get(grid)
         sources = list(spec.sources) if spec is not None else list(dict.fromkeys(runs["source"]))
         faithful = bool(spec.faithful) if spec is not None else bool(runs["faithful"].iloc[0])
         for candidate, reference, factor in arm_comparisons(sources, faithful):
@@ -466,7 +440,7 @@ def comparisons(out_dir, equivalence_margin: float | None = None, n_boot: int = 
                 **_matched_difference(pairs, dropped),
             }
             table, draws = grid_effects.paired_effects(
-                runs, candidate, reference, n=n_boot, seed=seed, return_draws=True
+                results.grid(grid), candidate, reference, n=n_boot, seed=seed, return_draws=True
             )
             row.update(_paired_columns(table, draws, grid, equivalence_margin))
             rows.append(row)
@@ -482,13 +456,13 @@ def breakdown(out_dir, by: str, candidate: str = "radimagenet", reference: str =
     (``n_pairs``: the scenarios; ``n_pairs_dropped``: the run pairs left out because one run failed or has no AUC).
 
     Args:
-        out_dir: a grid folder, or a folder of grids.
+        out_dir: a grid folder, a folder of grids, or their ``GridResults``.
         by: "backbone" or "strategy".
         candidate, reference: the weight sources whose difference is given.
     """
     import pandas as pd
 
-    records = load_records(out_dir)
+    records = GridResults.of(out_dir).records
     means = scenario_means(records)
     columns = ["grid", "task", "source", by, "n_scenarios", "mean_auc", "sd_auc"]
     columns += [f"diff_vs_{reference}", "n_pairs", "n_pairs_dropped"]
@@ -569,15 +543,17 @@ def to_markdown(frame) -> str:
 
 
 def tables(out_dir, equivalence_margin=None) -> dict:
-    """The report's tables by name (see ``write``), computed once."""
+    """The report's tables by name (see ``write``), computed once: the grid folder read once (``GridResults``; pass
+    one to share it with ``plots.grid_figures``), and each paired effect computed once."""
+    results = GridResults.of(out_dir)
     return {
-        "summary": summarize(out_dir, equivalence_margin=equivalence_margin),
-        "by_backbone": breakdown(out_dir, "backbone"),
-        "by_strategy": breakdown(out_dir, "strategy"),
-        "pairs": paired_comparisons(out_dir),
-        "effects": effects(out_dir),
-        "comparisons": comparisons(out_dir, equivalence_margin=equivalence_margin),
-        "runs": load_records(out_dir).drop(columns=["path"]),
+        "summary": summarize(results, equivalence_margin=equivalence_margin),
+        "by_backbone": breakdown(results, "backbone"),
+        "by_strategy": breakdown(results, "strategy"),
+        "pairs": paired_comparisons(results),
+        "effects": effects(results),
+        "comparisons": comparisons(results, equivalence_margin=equivalence_margin),
+        "runs": results.records.drop(columns=["path"]),
     }
 
 
@@ -588,13 +564,14 @@ def write(out_dir, formats=("md", "csv", "tex"), report_dir=None, equivalence_ma
     corrected preprocessing) and runs (every record). Returns the paths written.
 
     Args:
-        out_dir: the grid folder.
+        out_dir: the grid folder (or a folder of grids), or its ``GridResults``.
         formats: any of "md", "csv", "tex".
         report_dir: where to write (default ``out_dir/report``).
         equivalence_margin: as ``summarize``'s (the summary then carries the TOST result).
         computed: the tables, when ``tables(out_dir, equivalence_margin)`` already made them.
     """
-    report_dir = Path(report_dir or Path(out_dir) / "report")
+    folder = out_dir.folder if isinstance(out_dir, GridResults) else Path(out_dir)
+    report_dir = Path(report_dir or folder / "report")
     report_dir.mkdir(parents=True, exist_ok=True)
     computed = computed if computed is not None else tables(out_dir, equivalence_margin)
     written = {}

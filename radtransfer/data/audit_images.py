@@ -98,7 +98,7 @@ def _grey(array: np.ndarray) -> np.ndarray:
 def _spread(array: np.ndarray, grey: np.ndarray, in_memory: bool, sixteen_bit: str) -> float:
     """The SD of the grey levels on the 0-255 scale the pipeline gives the image: 8-bit as stored; a 16-bit file
     stretched from its own min..max (``sixteen_bit="range"``) or divided by 257 ("full"); an in-memory image of a
-    wider type stretched from its own range, else clipped to 0..255 (data/pipeline.py's ``_as_uint8``)."""
+    wider type stretched from its own range, else clipped to 0..255 (data/intensity.py's ``as_uint8``)."""
     from .intensity import to_uint8
 
     if array.dtype == np.uint8:

@@ -1,6 +1,6 @@
 """Paired effects of one weight source over another across a grid: the mean paired AUC difference with an interval
-that follows the grid's design, equivalence tests (TOST), a mixed model of the paired differences, and the
-practitioner's estimate.
+that follows the grid's design, a mixed model of the paired differences, and the practitioner's estimate (the
+equivalence tests of the effect, TOST, are in ``grid.equivalence``).
 
 Runs are paired when they share the grid, scenario, fold and repeat (records without a ``repeat`` column count as
 repeat 0). Only pairs whose two runs have a finite AUC (finished, or diverged with a checkpoint) count.
@@ -28,7 +28,7 @@ import numpy as np
 from ..evaluation.stats import _units, auc_score
 from ..utils.optional import require
 from ..utils.seeding import derive_seed
-from .records import PREDICTIONS, RECORD_FILE, RunRecord
+from .records import RECORD_FILE, GridResults, RunRecord, read_predictions
 
 PAIR_KEYS = ["grid", "scenario", "fold", "repeat"]
 CHUNK = 2_000_000  # resampled image weights held at once per test set (bounds the bootstrap's memory)
@@ -38,9 +38,14 @@ COVERS_FOLDS = "training sets, seeds and test patients"
 COVERS_PATIENTS = "test patients only (one fold: the training set's and the seeds' variation not included)"
 
 
+def _table(records):
+    """The records table of ``records``: a DataFrame as given, a GridResults' ``records``."""
+    return records.records if isinstance(records, GridResults) else records
+
+
 def _with_repeat(records):
     """The records with a ``repeat`` column (0 where the grid has none, or a cell is empty)."""
-    records = records.copy()
+    records = _table(records).copy()
     if "repeat" not in records.columns:
         records["repeat"] = 0
     records["repeat"] = records["repeat"].fillna(0).astype(int)
@@ -50,7 +55,9 @@ def _with_repeat(records):
 def paired_runs(records, candidate: str = "radimagenet", reference: str = "imagenet"):
     """One row per pair of runs of the two sources with the same grid, scenario, fold and repeat, both with a
     finite AUC: grid, task, backbone, strategy, learning_rate, scenario, fold, repeat, auc_candidate,
-    auc_reference, diff (candidate − reference), path_candidate, path_reference."""
+    auc_reference, diff (candidate − reference), path_candidate, path_reference.
+
+    ``records``: ``load_records``'s table, or a ``GridResults``."""
     records = _with_repeat(records)
     valid = records[records["status"].isin(("finished", "diverged")) & np.isfinite(records["auc"].astype(float))]
     keep = [*PAIR_KEYS, "task", "backbone", "strategy", "learning_rate", "auc", "path"]
@@ -110,9 +117,7 @@ def _weighted_auc_score(y_true, probabilities, weights, positive_class=1):
 class _PairData:
     """A pair's test predictions: labels, both sources' probabilities and the patient ids (None without)."""
 
-    def __init__(self, candidate_dir, reference_dir):
-        a = np.load(Path(candidate_dir) / PREDICTIONS)
-        b = np.load(Path(reference_dir) / PREDICTIONS)
+    def __init__(self, a, b, candidate_dir, reference_dir):
         if not np.array_equal(a["y_true"], b["y_true"]):
             raise ValueError(
                 f"The runs in {candidate_dir} and {reference_dir} were not scored on the same test images."
@@ -120,7 +125,7 @@ class _PairData:
         self.y = np.asarray(a["y_true"])
         self.p_a = np.asarray(a["probabilities"], dtype=np.float64)
         self.p_b = np.asarray(b["probabilities"], dtype=np.float64)
-        groups = a["patient_ids"] if "patient_ids" in a.files and len(a["patient_ids"]) else None
+        groups = a["patient_ids"] if "patient_ids" in a and len(a["patient_ids"]) else None
         self.groups = None if groups is None else np.asarray([str(g) for g in groups])
         # Runs scored on the same test images (labels and patients, in order) share their resampling units.
         self.test_key = (self.y.tobytes(), None if self.groups is None else "\x1f".join(self.groups))
@@ -133,12 +138,15 @@ class _PairData:
         return _weighted_auc_score(self.y, self.p_a, weights) - _weighted_auc_score(self.y, self.p_b, weights)
 
 
-def _read_pair(folders) -> "_PairData | None":
-    """A pair's predictions, or None (with a warning when they exist but do not match) to keep its recorded AUCs."""
-    if not all((Path(f) / PREDICTIONS).exists() for f in folders):
+def _read_pair(folders, read) -> "_PairData | None":
+    """A pair's predictions (each run's read by ``read``, ``read_predictions`` or ``GridResults.predictions``), or
+    None (with a warning when they exist but do not match) to keep its recorded AUCs."""
+    a = read(folders[0])
+    b = read(folders[1]) if a is not None else None
+    if a is None or b is None:
         return None
     try:
-        return _PairData(*folders)
+        return _PairData(a, b, *folders)
     except ValueError as exc:
         import warnings
 
@@ -170,13 +178,13 @@ class _Fold:
     """The pairs of one fold: their observed differences, and resampled differences in which every pair scored on
     the fold's test images (every scenario and repeat) is rescored on the same draw of its patients."""
 
-    def __init__(self, scenarios, diffs, candidate_dirs, reference_dirs):
+    def __init__(self, scenarios, diffs, candidate_dirs, reference_dirs, read):
         self.scenarios = np.asarray(scenarios)
         self.observed = np.array(diffs, dtype=float)
         self.data, self.tests = [], {}
         self.units = [None] * len(self.observed)  # each pair's resampling unit (None: no predictions)
         for i, (candidate_dir, reference_dir) in enumerate(zip(candidate_dirs, reference_dirs)):
-            pair = _read_pair((Path(candidate_dir), Path(reference_dir)))
+            pair = _read_pair((candidate_dir, reference_dir), read)
             self.data.append(pair)
             if pair is None:
                 continue
@@ -327,9 +335,9 @@ def paired_effects(
     carrying all its scenarios, repeats and both sources, and each drawn fold's test patients once, shared by all of
     its runs. With two or more folds they are studentized (bootstrap-t: θ* and its fold-level SE* per replicate)
     and given on the estimate's scale, estimate − SE · (θ* − estimate) / SE*, so their percentile interval is the
-    bootstrap-t interval (what ``tost(method="bootstrap")`` reads); with one fold they are the patient bootstrap's
-    estimates. The draws are seeded from (``seed``, grid name), so a grid's numbers do not depend on the other grids
-    in ``records``.
+    bootstrap-t interval (what ``grid.equivalence.tost(method="bootstrap")`` reads); with one fold they are the
+    patient bootstrap's estimates. The draws are seeded from (``seed``, grid name), so a grid's numbers do not depend
+    on the other grids in ``records``.
 
     Args:
         records: ``load_records``'s DataFrame (a ``repeat`` column is optional).
@@ -349,53 +357,75 @@ def paired_effects(
     """
     import pandas as pd
 
+    results = records if isinstance(records, GridResults) else None
+    read = results.predictions if results is not None else read_predictions
     pairs = paired_runs(records, candidate, reference)
     rows, draws = [], {}
     for grid, in_grid in pairs.groupby("grid", sort=True):
-        grid_rows, grid_draws = _grid_effects(grid, in_grid, n, seed, level)
+
+        def compute(grid=grid, in_grid=in_grid):
+            return _grid_effects(grid, in_grid, n, seed, level, read)
+
+        key = ("paired_effects", grid, candidate, reference, n, seed, level)
+        grid_rows, grid_draws = compute() if results is None else results.cached(key, compute)
         rows += grid_rows
         draws.update(grid_draws)
     table = pd.DataFrame(rows, columns=EFFECT_COLUMNS)
     return (table, draws) if return_draws else table
 
 
-def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
+class _GridPairs:
+    """One grid's pairs, fold by fold, with each pair's scenario indicators, and the per-(fold, scenario) sums and
+    counts of their observed differences."""
+
+    def __init__(self, in_grid, read):
+        names = ("scenario", "diff", "path_candidate", "path_reference")
+        column = {name: in_grid[name].to_numpy() for name in ("fold", *names)}
+        self.scenarios = sorted(set(column["scenario"]))
+        self.folds = []
+        for fold in np.unique(column["fold"]):
+            mine = np.flatnonzero(column["fold"] == fold)
+            self.folds.append(_Fold(*(column[name][mine] for name in names), read))
+        # Which scenario each pair of a fold belongs to, as (pairs, scenarios) indicators.
+        wanted = np.array(self.scenarios)[None, :]
+        self.indicators = [(fold.scenarios[:, None] == wanted).astype(float) for fold in self.folds]
+        self.sums = np.stack([fold.observed @ m for fold, m in zip(self.folds, self.indicators)])  # (folds, scenarios)
+        self.counts = np.stack([m.sum(axis=0) for m in self.indicators])
+        first_rows = {s: i for i, s in reversed(list(enumerate(column["scenario"])))}
+        described = ["task", "backbone", "strategy", "learning_rate"]
+        self.firsts = {s: {name: in_grid[name].iloc[i] for name in described} for s, i in first_rows.items()}
+
+    def bootstrap(self, n: int, rng):
+        """The replicates: ``n`` draws of F folds with replacement (each drawn fold rescored on one draw of its test
+        patients). Returns (occurrences (n, folds, scenarios) sums, drawn (n, folds) fold indices, per_fold: each
+        fold's own (n, scenarios) estimates)."""
+        n_folds = len(self.folds)
+        drawn = rng.integers(0, n_folds, (n, n_folds)) if n_folds > 1 else np.zeros((n, 1), dtype=np.int64)
+        resampled = []  # per fold: (draws, scenarios) sums of resampled differences, one row per draw of its patients
+        for f, (fold, m) in enumerate(zip(self.folds, self.indicators)):
+            resampled.append(fold.resampled(max(n, int((drawn == f).sum())), rng) @ m)
+        occurrences = np.empty((n, n_folds, len(self.scenarios)))
+        for f in range(n_folds):
+            slots = drawn == f
+            occurrences[slots] = resampled[f][: int(slots.sum())]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_fold = [r[:n] / c for r, c in zip(resampled, self.counts)]
+        return occurrences, drawn, per_fold
+
+
+def _grid_effects(grid, in_grid, n: int, seed: int, level: float, read):
     """``paired_effects``' rows and replicates of one grid."""
-    column = {
-        name: in_grid[name].to_numpy() for name in ("scenario", "fold", "diff", "path_candidate", "path_reference")
-    }
-    scenarios = sorted(set(column["scenario"]))
-    folds = []
-    for fold in np.unique(column["fold"]):
-        mine = np.flatnonzero(column["fold"] == fold)
-        folds.append(_Fold(*(column[name][mine] for name in ("scenario", "diff", "path_candidate", "path_reference"))))
-    n_folds = len(folds)
-    # Which scenario each pair of a fold belongs to, as (pairs, scenarios) indicators.
-    indicators = [(fold.scenarios[:, None] == np.array(scenarios)[None, :]).astype(float) for fold in folds]
-    sums = np.stack([fold.observed @ m for fold, m in zip(folds, indicators)])  # (folds, scenarios)
-    counts = np.stack([m.sum(axis=0) for m in indicators])
-
+    data = _GridPairs(in_grid, read)
+    folds, counts = data.folds, data.counts
     rng = np.random.default_rng(derive_seed(seed, "paired_effects", grid))
-    drawn = rng.integers(0, n_folds, (n, n_folds)) if n_folds > 1 else np.zeros((n, 1), dtype=np.int64)
-    resampled = []  # per fold: (draws, scenarios) sums of resampled differences, one row per draw of its patients
-    for f, (fold, m) in enumerate(zip(folds, indicators)):
-        resampled.append(fold.resampled(max(n, int((drawn == f).sum())), rng) @ m)
-    occurrences = np.empty((n, n_folds, len(scenarios)))
-    for f in range(n_folds):
-        slots = drawn == f
-        occurrences[slots] = resampled[f][: int(slots.sum())]
-    by_scenario, se_s, folds_s, overall, se, _ = _fold_statistics(sums, counts)
+    occurrences, drawn, per_fold = data.bootstrap(n, rng)
+    by_scenario, se_s, folds_s, overall, se, _ = _fold_statistics(data.sums, counts)
     boot_s, boot_se_s, _, boot, boot_se, _ = _fold_statistics(occurrences, counts[drawn])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_fold = [r[:n] / c for r, c in zip(resampled, counts)]  # (n, scenarios) per fold: one fold's estimates
 
-    described = ["task", "backbone", "strategy", "learning_rate"]
-    first_rows = {s: i for i, s in reversed(list(enumerate(column["scenario"])))}
-    firsts = {s: {name: in_grid[name].iloc[i] for name in described} for s, i in first_rows.items()}
     rows, draws = [], {}
-    for j, scenario in enumerate(scenarios):
+    for j, scenario in enumerate(data.scenarios):
         observed = np.concatenate([fold.observed[fold.scenarios == scenario] for fold in folds])
-        only = [f for f in range(n_folds) if counts[f, j] > 0]
+        only = [f for f in range(len(folds)) if counts[f, j] > 0]
         replicate, interval = _interval(
             by_scenario[j],
             se_s[j],
@@ -408,15 +438,11 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
         )
         draws[(grid, scenario)] = replicate
         units = [u for fold in folds for u in fold.units_of(scenario)]
-        first = firsts[scenario]
         rows.append(
             {
                 "grid": grid,
-                "task": first["task"],
+                **data.firsts[scenario],
                 "scenario": scenario,
-                "backbone": first["backbone"],
-                "strategy": first["strategy"],
-                "learning_rate": first["learning_rate"],
                 "n_pairs": len(observed),
                 "n_with_predictions": len(units),
                 "diff": float(by_scenario[j]),
@@ -427,15 +453,9 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
                 "unit": ", ".join(sorted(set(units))) or None,
             }
         )
+    resampled = any(fold.tests for fold in folds)
     replicate, interval = _interval(
-        overall,
-        se,
-        n_folds,
-        boot,
-        boot_se,
-        per_fold[0].mean(axis=1),
-        level,
-        resampled=any(fold.tests for fold in folds),
+        overall, se, len(folds), boot, boot_se, per_fold[0].mean(axis=1), level, resampled=resampled
     )
     draws[(grid, "overall")] = replicate
     rows.append(
@@ -457,148 +477,6 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float):
         }
     )
     return rows, draws
-
-
-# -- equivalence -----------------------------------------------------------------------------------------
-
-
-def tost(
-    values,
-    margin: float,
-    alpha: float = 0.05,
-    method: str = "t",
-    estimate: float | None = None,
-    se: float | None = None,
-    df: float | None = None,
-    alpha_difference: float | None = None,
-) -> dict:
-    """Two one-sided tests (TOST) of equivalence of a mean paired difference within ±``margin``.
-
-    H0 is |δ| ≥ m; equivalence is claimed when both one-sided nulls, δ ≤ −m and δ ≥ m, are rejected at
-    ``alpha``, which is the same as the (1 − 2·alpha) interval (90% by default) lying inside (−m, m).
-
-    Two forms:
-
-    - ``method="t"``: t tests of the estimate against −m (alternative "greater") and +m (alternative "less"), the
-      90% t interval, and the two-sided t test against 0 for "different". Either from ``values``, independent
-      observations of the difference (one-sample t tests of their mean, n − 1 degrees of freedom), or from
-      ``estimate``, its ``se`` and ``df`` (``values`` then unused), as ``paired_effects`` gives them on the folds:
-      the t form of a grid is on its folds (F − 1 degrees of freedom), not on scenario means, which share the
-      folds' patients and are not independent.
-    - ``method="bootstrap"``: ``values`` are bootstrap replicates of the estimate (``paired_effects``'s draws)
-      and ``estimate`` the point estimate; the one-sided P values are the shares of replicates at or below −m
-      and at or above +m, the 90% interval their percentile interval (equivalent iff it lies within (−m, m)),
-      and "different" means the two-sided (1 − alpha) percentile interval excludes 0.
-
-    "Different" is the two-sided test of 0 at ``alpha_difference`` (default ``alpha``).
-
-    The verdict: "equivalent within m" when TOST rejects (even if the difference is also nonzero: it is then a
-    real but smaller-than-m difference); else "different" when the two-sided test rejects 0; else "inconclusive".
-
-    Returns:
-        {"method", "estimate", "margin", "n", "p_lower" (H0 δ ≤ −m), "p_upper" (H0 δ ≥ m), "p" (the larger),
-        "low", "high" (the 1 − 2·alpha interval), "p_difference" (two-sided, t form; NaN for the bootstrap),
-        "equivalent", "verdict"}.
-    """
-    from scipy import stats
-
-    if not margin > 0:
-        raise ValueError(f"The equivalence margin must be positive. Received: margin={margin!r}")
-    if method == "t" and se is not None:
-        return _tost_t(estimate, se, df, margin, alpha, alpha_difference or alpha)
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if method == "t":
-        if len(values) < 2 or np.all(values == values[0]):
-            mean = float(values.mean()) if len(values) else math.nan
-            result = _tost_t(mean, math.nan, math.nan, margin, alpha, alpha_difference or alpha)
-            return {**result, "n": int(len(values))}
-        estimate = float(values.mean())
-        return _tost_t(estimate, stats.sem(values), len(values) - 1, margin, alpha, alpha_difference or alpha)
-    if method != "bootstrap":
-        raise ValueError(f"Unknown TOST method. Expected 't' or 'bootstrap'. Received: method={method!r}")
-    if estimate is None:
-        raise ValueError("tost(method='bootstrap') needs the point estimate: estimate=...")
-    if not len(values):
-        p_lower = p_upper = low = high = math.nan
-        different = False
-    else:
-        p_lower = float(np.mean(values <= -margin))
-        p_upper = float(np.mean(values >= margin))
-        low, high = (float(q) for q in np.quantile(values, [alpha, 1 - alpha]))
-        two_sided = alpha_difference or alpha
-        two_low, two_high = np.quantile(values, [two_sided / 2, 1 - two_sided / 2])
-        different = bool(two_low > 0 or two_high < 0)
-    result = {"method": method, "margin": float(margin), "n": int(len(values)), "p_difference": math.nan}
-    return _verdict(result, estimate, p_lower, p_upper, low, high, different, alpha)
-
-
-def _tost_t(estimate, se, df, margin, alpha, alpha_difference) -> dict:
-    """The t form of ``tost`` from an estimate, its SE and degrees of freedom (NaN when they give no test)."""
-    from scipy import stats
-
-    result = {"method": "t", "margin": float(margin), "p_difference": math.nan}
-    usable = all(v is not None and math.isfinite(v) for v in (estimate, se, df)) and se > 0 and df >= 1
-    result["n"] = int(df) + 1 if df is not None and math.isfinite(df) else 0
-    if not usable:
-        nan = math.nan
-        return _verdict(result, math.nan if estimate is None else estimate, nan, nan, nan, nan, False, alpha)
-    p_lower = float(stats.t.sf((estimate + margin) / se, df))  # H0 δ ≤ −m
-    p_upper = float(stats.t.cdf((estimate - margin) / se, df))  # H0 δ ≥ m
-    half = float(stats.t.ppf(1 - alpha, df)) * se
-    result["p_difference"] = float(2 * stats.t.sf(abs(estimate) / se, df))
-    different = result["p_difference"] < alpha_difference
-    return _verdict(result, estimate, p_lower, p_upper, estimate - half, estimate + half, different, alpha)
-
-
-def _verdict(result, estimate, p_lower, p_upper, low, high, different, alpha) -> dict:
-    p = max(p_lower, p_upper) if math.isfinite(p_lower) and math.isfinite(p_upper) else math.nan
-    equivalent = bool(math.isfinite(p) and p < alpha)
-    verdict = "equivalent within m" if equivalent else ("different" if different else "inconclusive")
-    result.update(
-        {
-            "estimate": float(estimate),
-            "p_lower": p_lower,
-            "p_upper": p_upper,
-            "p": p,
-            "low": float(low),
-            "high": float(high),
-            "equivalent": equivalent,
-            "verdict": verdict,
-        }
-    )
-    return result
-
-
-def equivalence(row, draws, margin: float, alpha: float = 0.025) -> dict:
-    """Both forms of TOST for one row of ``paired_effects`` (a scenario's, or a grid's "overall"), as the report
-    gives them: equivalence within ±m when the 95% interval lies inside (−m, m) (each one-sided test at
-    ``alpha`` = 2.5%), "different" when it excludes 0.
-
-    Why 2.5% and not the common 5% (the 90% interval): the spread of a paired AUC difference grows with the
-    difference itself, so the fold-level SE is smallest where the estimate falls low, and the one-sided test at the
-    upper margin rejects too often: at 5% it said "equivalent" 5.2–6.3% of the time with the margin at the true
-    difference (3, 5 and 10 folds × 1, 3 and 5 repeats; 4,000 simulated grids each), at 2.5% 2.7–3.5%
-    (docs/reproduce.md).
-
-    Args:
-        row: the row (a mapping with diff, se, df).
-        draws: its replicates (``paired_effects(..., return_draws=True)``).
-        margin: the equivalence margin m.
-        alpha: each one-sided test's level (the 1 − 2·alpha interval must lie within ±m); "different" is the
-            two-sided test at 2·alpha.
-
-    Returns:
-        {"bootstrap": ``tost`` of the replicates (the bootstrap-t interval with two or more folds; the patient
-        bootstrap's percentile interval with one), "t": ``tost``'s t form on the folds (estimate, fold-level SE,
-        F − 1 degrees of freedom; no test with one fold: NaN P, verdict "not available (one fold)")}.
-    """
-    common = {"alpha": alpha, "alpha_difference": 2 * alpha, "estimate": float(row["diff"])}
-    boot = tost(draws, margin, method="bootstrap", **common)
-    by_t = tost(None, margin, method="t", se=row["se"], df=row["df"], **common)
-    if not (by_t["n"] >= 2):
-        by_t["verdict"] = "not available (one fold)"
-    return {"bootstrap": boot, "t": by_t}
 
 
 # -- the mixed model and the practitioner's estimate -----------------------------------------------------
@@ -695,7 +573,10 @@ def _fit_mixed(model):
 
 
 def best_val_losses(records):
-    """The records with ``best_val_loss`` read from each run's record.json (NaN where not recorded)."""
+    """The records with ``best_val_loss`` read from each run's record.json (NaN where not recorded); of a
+    ``GridResults``, from the records it holds (``GridResults.with_val_losses``)."""
+    if isinstance(records, GridResults):
+        return records.with_val_losses()
     records = records.copy()
     if "best_val_loss" not in records.columns:
         losses = []
@@ -716,7 +597,7 @@ def practitioner_selections(records):
     """
     import pandas as pd
 
-    records = best_val_losses(_with_repeat(records))
+    records = _with_repeat(best_val_losses(records))
     valid = records[
         records["status"].isin(("finished", "diverged"))
         & np.isfinite(records["auc"].astype(float))

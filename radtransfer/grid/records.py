@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..data.fingerprint import COLUMNS as DATA_COLUMNS
+from ..data.fingerprint import manifest_differences
+from ..errors import RunMismatchError
 from ..utils.io import write_json_atomic, write_text_atomic
 from .arms import parse_arm
 from .paper import Scenario
@@ -279,47 +282,55 @@ def load_records(out_dir):
     pooled, even when their tasks share a name. ``repeat`` is the run's repeat of its (source, scenario, fold)
     (0 in grids without repeats). ``status`` is "finished", "diverged" (metrics of the last good
     checkpoint) or "failed" (no metrics); ``missing_classes`` names classes absent from the run's test images
-    (its AUC is then NaN).
+    (its AUC is then NaN). ``GridResults(out_dir).records`` is the same table, read with the rest of the grid.
     """
+    return _read_runs(out_dir)[1]
+
+
+def _read_runs(out_dir):
+    """({run folder: RunRecord}, ``load_records``'s table), every record.json and timing.json read once."""
     import pandas as pd
 
-    rows = []
+    runs, rows = {}, []
     for path in sorted(Path(out_dir).rglob(RECORD_FILE)):
         record = RunRecord.read(path)
-        metrics = record.metrics or {}
-        ci = metrics.get("auc_ci") or (None, None)
-        timing = path.parent / TIMING_FILE
-        seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
-        auc = metrics.get("auc")
-        rows.append(
-            {
-                "grid": grid_name(_grid_dir(path), out_dir),
-                "task": record.task,
-                "source": record.source,
-                "backbone": record.backbone,
-                "strategy": record.strategy,
-                "learning_rate": record.learning_rate,
-                "scenario": record.scenario,
-                "fold": record.fold,
-                "repeat": record.repeat,
-                "status": record.status,
-                "auc": _num(auc),
-                "auc_low": _num(ci[0]),
-                "auc_high": _num(ci[1]),
-                "auc_ci_unit": metrics.get("auc_ci_unit"),
-                "accuracy": metrics.get("accuracy"),
-                "balanced_accuracy": metrics.get("balanced_accuracy"),
-                "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
-                "best_epoch": record.best_epoch,
-                "diverged_epoch": record.diverged_epoch,
-                "epochs_run": record.epochs_run,
-                "seconds": seconds,
-                "faithful": record.faithful,
-                "preprocessing": parse_arm(record.source).label(record.faithful),
-                "path": str(path.parent),
-            }
-        )
-    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+        runs[str(path.parent)] = record
+        rows.append(_record_row(record, path, out_dir))
+    return runs, pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def _record_row(record: RunRecord, path: Path, out_dir) -> dict:
+    """A run's row of ``load_records``'s table."""
+    metrics = record.metrics or {}
+    ci = metrics.get("auc_ci") or (None, None)
+    timing = path.parent / TIMING_FILE
+    seconds = json.loads(timing.read_text()).get("seconds") if timing.exists() else None
+    return {
+        "grid": grid_name(_grid_dir(path), out_dir),
+        "task": record.task,
+        "source": record.source,
+        "backbone": record.backbone,
+        "strategy": record.strategy,
+        "learning_rate": record.learning_rate,
+        "scenario": record.scenario,
+        "fold": record.fold,
+        "repeat": record.repeat,
+        "status": record.status,
+        "auc": _num(metrics.get("auc")),
+        "auc_low": _num(ci[0]),
+        "auc_high": _num(ci[1]),
+        "auc_ci_unit": metrics.get("auc_ci_unit"),
+        "accuracy": metrics.get("accuracy"),
+        "balanced_accuracy": metrics.get("balanced_accuracy"),
+        "missing_classes": ", ".join(record.missing_classes or metrics.get("missing_classes") or []),
+        "best_epoch": record.best_epoch,
+        "diverged_epoch": record.diverged_epoch,
+        "epochs_run": record.epochs_run,
+        "seconds": seconds,
+        "faithful": record.faithful,
+        "preprocessing": parse_arm(record.source).label(record.faithful),
+        "path": str(path.parent),
+    }
 
 
 def _grid_dir(record_path) -> Path:
@@ -329,3 +340,124 @@ def _grid_dir(record_path) -> Path:
 
 def _num(value):
     return np.nan if value is None else float(value)
+
+
+def read_predictions(run_folder) -> dict | None:
+    """A run's test predictions (``y_true``, ``probabilities``, ``patient_ids`` where saved) as arrays, or None when
+    the run kept none."""
+    path = Path(run_folder) / PREDICTIONS
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return {name: data[name] for name in data.files}
+
+
+class GridResults:
+    """A grid folder, or a folder of grids, read once: what the report's tables and figures are made from.
+
+    Made, it holds every run's record (``runs``, and ``records``: ``load_records``'s table) and every grid's
+    ``GridSpec`` (``specs``). A run's test predictions, a PairRecord and a grid's data manifest are read on first
+    use, once; and what is computed from them can be kept on it (``cached``), so that each paired effect is computed
+    once however many tables read it. ``grid(name)`` is one grid's view, sharing all of that.
+
+    Args:
+        folder: a grid folder, or a folder of grids (searched recursively for record.json and grid.json).
+
+    Attributes:
+        folder: the folder read.
+        records: one row per run (``load_records``'s columns).
+        runs: {run folder: RunRecord}, the run folder as in ``records["path"]``.
+        specs: {grid name: GridSpec}, grid names as in ``records["grid"]``.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.runs, self.records = _read_runs(folder)
+        self.specs = grid_specs(folder)
+        self._predictions, self._pairs, self._manifests, self._cache = {}, {}, {}, {}
+
+    @classmethod
+    def of(cls, value) -> "GridResults":
+        """``value`` itself when it is a GridResults, else the GridResults of the folder ``value``."""
+        return value if isinstance(value, cls) else cls(value)
+
+    def __repr__(self) -> str:
+        return f"GridResults('{self.folder}', {len(self.records)} runs, grids {self.grids})"
+
+    @property
+    def grids(self) -> list[str]:
+        """The names of the grids with records, sorted."""
+        return sorted(self.records["grid"].unique())
+
+    def grid(self, name: str) -> "GridResults":
+        """One grid's view: its records (the rows of ``records`` whose grid is ``name``, index kept) and spec, with
+        the predictions, pairs and cached results shared with this one."""
+        view = object.__new__(type(self))
+        view.__dict__.update(self.__dict__)
+        view.records = self.records[self.records["grid"] == name]
+        view.specs = {name: self.specs[name]} if name in self.specs else {}
+        view.runs = {path: self.runs[path] for path in view.records["path"]}
+        return view
+
+    def with_val_losses(self):
+        """``records`` with ``best_val_loss`` from each run's record (NaN where not recorded)."""
+        losses = [self.runs[path].best_val_loss for path in self.records["path"]]
+        return self.records.assign(best_val_loss=[np.nan if loss is None else float(loss) for loss in losses])
+
+    def predictions(self, run_folder) -> dict | None:
+        """A run's test predictions (``read_predictions``), read on first use, once."""
+        key = str(run_folder)
+        if key not in self._predictions:
+            self._predictions[key] = read_predictions(run_folder)
+        return self._predictions[key]
+
+    def pair(self, path) -> PairRecord | None:
+        """The PairRecord at ``path`` (``pair_path``), or None where the grid wrote none; read once."""
+        key = str(path)
+        if key not in self._pairs:
+            exists = Path(path).exists()
+            self._pairs[key] = PairRecord.from_dict(json.loads(Path(path).read_text())) if exists else None
+        return self._pairs[key]
+
+    def data_manifest(self, grid: str = ".") -> list[tuple] | None:
+        """A grid's data manifest rows (``read_data_manifest``), read on first use, once."""
+        if grid not in self._manifests:
+            self._manifests[grid] = read_data_manifest(self.folder / grid)
+        return self._manifests[grid]
+
+    def cached(self, key, compute):
+        """``compute()``, computed once per ``key`` for this folder and its grid views, then kept."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+
+def check_same_grid(folder, spec: GridSpec, manifest) -> None:
+    """Refuses a grid folder that holds a grid with other settings than ``spec``, or one made on other data (its
+    data.csv rows against ``manifest``, ``data.fingerprint.data_manifest``'s rows)."""
+    stored = GridSpec.read(folder)
+    if stored is None or stored.schema_version < 2:
+        return
+    if stored.data and stored.data.get("sha256") != spec.data["sha256"]:
+        lines = manifest_differences(read_data_manifest(folder) or [], manifest) or ["the data's digest differs"]
+        raise RunMismatchError(
+            f"'{folder}' holds a grid made on other data; its records would mix two data sets.\n  "
+            + "\n  ".join(lines)
+            + "\nUse another out_dir for this data, or restore the data the "
+            "grid was made on.",
+            ["data"],
+        )
+    keys = ("config", "sources", "folds", "faithful", "class_names", "n_images", "train_fraction")
+    changed = [k for k in keys if stored.to_dict()[k] != spec.to_dict()[k]]
+    if changed:
+        raise RunMismatchError(
+            f"'{folder}' holds a grid with other settings ({', '.join(changed)} differ); its records "
+            "would mix two grids. Use another out_dir, or delete that one.",
+            changed,
+        )
+    if not stored.data:
+        warnings.warn(
+            f"'{folder}' was written before grids recorded their data (radtransfer ≤ 0.1), so its records "
+            "cannot be checked against this data; from now on it is bound to this data.",
+            stacklevel=3,
+        )
