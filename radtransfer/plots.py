@@ -340,7 +340,7 @@ def reliability_by_source(records, path) -> list[str]:
     Returns:
         The files written (none when no run kept its predictions).
     """
-    from .evaluation.calibration import expected_calibration_error
+    from .stats.calibration import expected_calibration_error
 
     panels = {}
     for source, group in records.groupby("source"):

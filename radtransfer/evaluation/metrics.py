@@ -17,12 +17,13 @@ import numpy as np
 from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
 from ..errors import ClassMismatchError
-from ..models.temperature import apply_temperature, scale_threshold
 from ..models.trained import temperature_of
-from ..training.thresholds import predict_with_labels, youden_threshold
-from .calibration import brier_score, expected_calibration_error
+from ..stats.auc import auc_score, bootstrap_auc_ci, small_sample_note, units_per_class
+from ..stats.calibration import brier_score, expected_calibration_error
+from ..stats.temperature import apply_temperature, scale_threshold
+from ..stats.thresholds import youden_threshold
+from ..training.thresholds import predict_with_labels
 from .external import check_disjoint, check_site, operating_point_intervals, recalibration
-from .stats import auc_score, bootstrap_auc_ci, small_sample_note, units_per_class
 
 
 def read_settings_of(model) -> ReadSettings | None:

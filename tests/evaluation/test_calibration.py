@@ -6,13 +6,8 @@ import pytest
 from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 
 import radtransfer as rt
-from radtransfer.evaluation.calibration import (
-    apply_temperature,
-    brier_score,
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-)
+from radtransfer.stats.calibration import brier_score, expected_calibration_error, negative_log_likelihood
+from radtransfer.stats.temperature import apply_temperature, fit_temperature
 
 
 def _softmax(logits):
@@ -100,7 +95,7 @@ def _by_hand(raw, temperature):
 
 
 def test_a_threshold_maps_through_the_temperature_so_no_decision_changes():
-    from radtransfer.models.temperature import scale_threshold
+    from radtransfer.stats.temperature import scale_threshold
 
     y, p = _sample(2000, 2, 3.0, 6)
     for temperature in (0.4, 2.5):
@@ -124,7 +119,7 @@ def test_k_classes_keep_the_predicted_class_and_accuracy_but_not_necessarily_the
     assert scaled["accuracy"] == raw["accuracy"] and scaled["confusion_matrix"] == raw["confusion_matrix"]
     np.testing.assert_allclose(scaled["predictions"]["probabilities"], _by_hand(p, 2.0), atol=1e-12)
     assert scaled["temperature"] == 2.0 and raw["temperature"] is None
-    assert scaled["ece"] != raw["ece"]  # the macro one-vs-rest AUC may move too: see models/temperature.py
+    assert scaled["ece"] != raw["ece"]  # the macro one-vs-rest AUC may move too: see stats/temperature.py
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +132,7 @@ def tiny():
 
     from radtransfer.data import ImageSet
     from radtransfer.models.trained import set_trained_info
-    from radtransfer.training.thresholds import youden_threshold
+    from radtransfer.stats.thresholds import youden_threshold
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
@@ -172,8 +167,8 @@ def test_calibrate_lowers_the_nll_keeps_auc_and_decisions_and_predict_applies_it
     tests/test_cli_calibration.py's."""
     from PIL import Image
 
-    from radtransfer.models.temperature import scale_threshold
     from radtransfer.models.trained import set_temperature, trained_info
+    from radtransfer.stats.temperature import scale_threshold
 
     model, x, y, raw, sets = tiny
     set_temperature(model, None)
@@ -227,9 +222,9 @@ def test_calibrate_refits_from_the_raw_outputs_and_names_its_methods(tiny):
 
 
 def test_external_site_reports_both_operating_points_with_patient_intervals(tiny):
-    from radtransfer.evaluation.calibration import fit_temperature
     from radtransfer.models.trained import set_temperature
-    from radtransfer.training.thresholds import youden_threshold
+    from radtransfer.stats.temperature import fit_temperature
+    from radtransfer.stats.thresholds import youden_threshold
 
     model, x, y, raw, sets = tiny
     set_temperature(model, None)

@@ -11,6 +11,7 @@ from scipy import stats as sps
 
 from radtransfer import stats
 from radtransfer.evaluation import metrics_from_predictions
+from radtransfer.stats import auc
 
 
 def _clustered(rng, patients=30, slices=20, effect=1.0, patient_sd=1.0, slice_sd=0.5):
@@ -147,6 +148,6 @@ def test_the_bootstraps_ranks_equal_scipys_rankdata_with_ties_and_nan():
         n = int(rng.integers(1, 200))
         x = rng.integers(0, int(rng.integers(1, 30)), n).astype(float) if i % 3 == 0 else rng.random(n)
         x = x.astype(np.float32) if i % 3 == 1 else x
-        np.testing.assert_array_equal(stats._average_ranks(x), rankdata(x))
+        np.testing.assert_array_equal(auc._average_ranks(x), rankdata(x))
     y = np.array([1, 0, 1, 0])
     assert math.isnan(stats.auc_score(y, np.array([[0.9, 0.1], [0.5, np.nan], [0.2, 0.8], [0.6, 0.4]])))

@@ -14,8 +14,6 @@ import warnings
 
 import numpy as np
 
-from ..training.thresholds import youden_threshold  # noqa: F401  (chosen on validation by fine_tune)
-
 BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, percentile intervals
 # Fewer resampled units (patients, or images without ids) than this in the class an interval rests on, and the
 # bootstrap intervals here cover less than 95% in simulation (docs/training.md, benchmarks/interval_coverage.py).
@@ -64,10 +62,16 @@ def auc_score(y_true, probabilities, positive_class=1) -> float:
     return float(np.mean([_binary_auc(y_true == c, probabilities[:, c]) for c in range(num_classes)]))
 
 
-def _units(y_true, groups):
-    """Resampling units (patients, or images) grouped into strata by majority class.
+def resampling_units(y_true, groups):
+    """The units a bootstrap resamples (patients, or images without ``groups``), in strata by majority class.
 
-    Returns (unit -> image indices list, strata as arrays of unit indices, unit name, number of units).
+    Args:
+        y_true: integer labels per image.
+        groups: patient id per image, or None (each image is its own unit).
+
+    Returns:
+        (members, strata, unit, n_units): per unit the array of its image indices; per class present, the array of
+        the units whose majority class it is; "patient" or "image"; the number of units.
     """
     y_true = np.asarray(y_true)
     if groups is None:
@@ -186,7 +190,7 @@ def stratified_bootstrap_ci(y_true, statistic, groups=None, n: int = 1000, seed:
     has no value) percentile. Returns what ``bootstrap_auc_ci`` returns."""
     from scipy import stats
 
-    members, strata, unit, n_units = _units(y_true, groups)
+    members, strata, unit, n_units = resampling_units(y_true, groups)
     single = unit == "image"
     # A stratum of one unit is the same in every stratified resample: hold it fixed.
     fixed = np.concatenate([s for s in strata if len(s) < 2] or [np.zeros(0, dtype=np.int64)])
@@ -314,7 +318,7 @@ def paired_bootstrap_test(
     y_true = np.asarray(y_true)
     a = np.asarray(probabilities_a, dtype=np.float64)
     b = np.asarray(probabilities_b, dtype=np.float64)
-    members, strata, unit, n_units = _units(y_true, groups)
+    members, strata, unit, n_units = resampling_units(y_true, groups)
     rng = np.random.default_rng(seed)
     diffs = []
     for _ in range(n):
