@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..stats.auc import bootstrap_operating_point_ci, small_sample_note, units_per_class
+from ..stats.bootstrap import bootstrap_operating_point_ci, small_sample_note, units_per_class
 from ..stats.temperature import fit_temperature
 from ..stats.thresholds import youden_threshold
 

@@ -18,7 +18,8 @@ from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
 from ..errors import ClassMismatchError
 from ..models.trained import temperature_of
-from ..stats.auc import auc_score, bootstrap_auc_ci, small_sample_note, units_per_class
+from ..stats.auc import auc_score, bootstrap_auc_ci
+from ..stats.bootstrap import small_sample_note, units_per_class
 from ..stats.calibration import brier_score, expected_calibration_error
 from ..stats.temperature import apply_temperature, scale_threshold
 from ..stats.thresholds import youden_threshold

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats.auc import auc_score, resampling_units
+from ..stats.auc import auc_score
+from ..stats.bootstrap import resampling_units
 from ..utils.optional import require
 from ..utils.seeding import derive_seed
 from .records import PREDICTIONS, RECORD_FILE, RunRecord

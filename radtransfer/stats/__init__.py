@@ -1,8 +1,9 @@
 """The numbers on the ground floor: pure functions of labels, scores and patient ids (NumPy, SciPy, scikit-learn), no
 model and no Keras, as keras ``metrics/`` and MONAI ``metrics/`` are leaves.
 
-- ``auc``: the AUC, its patient-level (BCa) interval and the small-sample notes, DeLong's test and paired
-  comparisons of two models.
+- ``auc``: the AUC (rank form), its patient-level interval, DeLong's test and paired comparisons of two models.
+- ``bootstrap``: the stratified bootstrap of patients (BCa or percentile intervals of any statistic, of a fixed
+  decision's sensitivity and specificity) and the small-sample notes on what a sample can carry.
 - ``calibration``: Brier score, expected calibration error and its reliability bins, negative log-likelihood.
 - ``temperature``: softmax(log p / T), where a threshold goes under T, and fitting T.
 - ``thresholds``: Youden's J threshold.
@@ -11,16 +12,12 @@ Every name is importable from here (``radtransfer.stats.auc_score``): the names 
 offered before, and those of calibration, temperature scaling and thresholds.
 """
 
-from .auc import (
+from .auc import auc_score, bootstrap_auc_ci, compare_aucs, delong_test, paired_bootstrap_test
+from .bootstrap import (
     BCA_MAX_UNITS,
     SMALL_SAMPLE_RARER,
     SMALL_SAMPLE_UNITS,
-    auc_score,
-    bootstrap_auc_ci,
     bootstrap_operating_point_ci,
-    compare_aucs,
-    delong_test,
-    paired_bootstrap_test,
     resampling_units,
     small_sample_note,
     stratified_bootstrap_ci,

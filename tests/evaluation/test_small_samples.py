@@ -16,7 +16,7 @@ from radtransfer.card import write_model_card
 from radtransfer.evaluation import metrics_from_predictions
 from radtransfer.evaluation.external import side_by_side
 from radtransfer.evaluation.metrics import describe_interval
-from radtransfer.stats.auc import SMALL_SAMPLE_UNITS, bootstrap_operating_point_ci, small_sample_note
+from radtransfer.stats.bootstrap import SMALL_SAMPLE_UNITS, bootstrap_operating_point_ci, small_sample_note
 from radtransfer.utils.io import write_json_atomic
 
 
