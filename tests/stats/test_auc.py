@@ -1,5 +1,5 @@
-"""Intervals that respect patients, thresholds from validation, DeLong's test: checked against analytic
-truths and direct textbook implementations, not against radtransfer's own output."""
+"""The AUC: intervals that respect patients, DeLong's test, the paired comparison, the rank form: checked against
+analytic truths and direct textbook implementations, not against radtransfer's own output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from scipy import stats as sps
 
 from radtransfer import stats
-from radtransfer.evaluation import metrics_from_predictions
 from radtransfer.stats import auc
 
 
@@ -48,15 +47,6 @@ def test_patient_level_intervals_cover_the_true_auc():
         covered_image += image["low"] <= truth <= image["high"]
     assert covered_patient / sims >= 0.85
     assert covered_image / sims <= 0.70
-
-
-def test_evaluate_metrics_say_which_unit_was_resampled():
-    labels, probabilities, groups, _ = _clustered(np.random.default_rng(2), patients=12, slices=5)
-    with_patients = metrics_from_predictions(labels, probabilities, bootstrap=200, patient_ids=groups)
-    without = metrics_from_predictions(labels, probabilities, bootstrap=200)
-    assert with_patients["auc_ci_unit"] == "patient" and with_patients["n_patients"] == 12
-    assert without["auc_ci_unit"] == "image" and without["n_patients"] is None
-    assert with_patients["auc_ci_method"] in ("BCa", "percentile")
 
 
 def _delong_direct(positives, a, b):
@@ -100,28 +90,6 @@ def test_compare_aucs_uses_a_patient_bootstrap_for_multislice_data():
     clustered = stats.compare_aucs(labels, probabilities, other, groups=groups, n=300)
     assert clustered["method"] == "paired_bootstrap" and clustered["unit"] == "patient"
     assert 0 <= clustered["p"] <= 1
-
-
-def test_operating_point_uses_the_given_threshold_not_the_test_set():
-    from sklearn.metrics import confusion_matrix, roc_curve
-
-    rng = np.random.default_rng(6)
-    y_val, y_test = rng.integers(0, 2, 120), rng.integers(0, 2, 120)
-    p_val = np.clip(0.3 * y_val + rng.uniform(0, 0.7, 120), 0, 1)
-    p_test = np.clip(0.3 * y_test + rng.uniform(0, 0.7, 120), 0, 1)
-    fpr, tpr, thresholds = roc_curve(y_val, p_val)
-    threshold = float(thresholds[np.argmax(tpr - fpr)])
-    assert stats.youden_threshold(y_val == 1, p_val) == pytest.approx(threshold)
-    result = metrics_from_predictions(
-        y_test, np.stack([1 - p_test, p_test], 1), bootstrap=0, threshold=threshold, threshold_source="validation"
-    )
-    tn, fp, fn, tp = confusion_matrix(y_test, p_test >= threshold).ravel()
-    point = result["operating_point"]
-    assert point["chosen_on"] == "validation" and point["threshold"] == threshold
-    assert point["sensitivity"] == pytest.approx(tp / (tp + fn)) and point["specificity"] == pytest.approx(
-        tn / (tn + fp)
-    )
-    assert "youden" not in result  # no threshold is chosen on the test set any more
 
 
 def test_auc_equals_scikit_learn_with_ties_and_more_classes():
