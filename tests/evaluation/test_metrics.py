@@ -4,6 +4,7 @@ unit, the operating point at a threshold chosen on validation data."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import keras
@@ -93,3 +94,29 @@ def test_multiclass_auc_is_macro_one_vs_rest():
     assert result["auc"] == pytest.approx(roc_auc_score(y, probabilities, multi_class="ovr", average="macro"))
     for c in range(4):
         assert result["per_class_auc"][str(c)] == pytest.approx(roc_auc_score(y == c, probabilities[:, c]))
+
+
+def test_an_operating_threshold_object_and_the_threshold_keywords_give_the_same_operating_point():
+    """``threshold=OperatingThreshold(value, source, threshold_class)`` or the value with ``threshold_source=`` and
+    ``threshold_class=`` (the keywords of before): one operating point, the calls of class 0's threshold converted
+    for class 1 by hand; any other keyword is refused as Python refuses one."""
+    from radtransfer.evaluation import OperatingThreshold
+
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 150)
+    p1 = np.clip(0.3 * y + rng.uniform(0, 0.7, 150), 0, 1)
+    probabilities = np.stack([1 - p1, p1], 1)
+    by_keywords = metrics_from_predictions(
+        y, probabilities, bootstrap=0, threshold=0.6, threshold_source="validation", threshold_class=0
+    )
+    by_object = metrics_from_predictions(
+        y, probabilities, bootstrap=0, threshold=OperatingThreshold(0.6, "validation", threshold_class=0)
+    )
+    assert json.dumps(by_object, sort_keys=True) == json.dumps(by_keywords, sort_keys=True)  # NaN bins too
+    point = by_object["operating_point"]
+    called = ~(probabilities[:, 0] >= 0.6)  # class 1 is called where class 0 is not
+    assert point["threshold_class"] == "0" and point["chosen_on"] == "validation"
+    assert point["sensitivity"] == pytest.approx(called[y == 1].mean())
+    assert point["specificity"] == pytest.approx((~called[y == 0]).mean())
+    with pytest.raises(TypeError, match="unexpected keyword argument 'threshold_sourc'"):
+        metrics_from_predictions(y, probabilities, bootstrap=0, threshold_sourc="validation")
