@@ -4,7 +4,14 @@ model's temperature (``temperature_scaling``: ``calibrate``) and external valida
 
 from ..utils.lazy import lazy_exports
 
-_METRICS = ["OperatingThreshold", "check_classes", "evaluate", "metrics_from_predictions", "model_read_kwargs"]
+_METRICS = [
+    "DatasetInfo",
+    "OperatingThreshold",
+    "check_classes",
+    "evaluate",
+    "metrics_from_predictions",
+    "model_read_kwargs",
+]
 __all__ = [*_METRICS, "calibrate", "Calibration"]
 __getattr__, __dir__ = lazy_exports(
     __name__,

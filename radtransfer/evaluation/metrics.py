@@ -77,6 +77,25 @@ class OperatingThreshold:
 _THRESHOLD_KEYWORDS = {"threshold_source": "source", "threshold_class": "threshold_class"}
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What ``evaluate`` needs to know of a dataset that does not bring it, and how an ImageSet is read.
+
+    Attributes:
+        class_names: names of the classes (taken from an ImageSet when given one).
+        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then resamples
+            patients, not images.
+        batch_size: batch size when the dataset is an ImageSet.
+    """
+
+    class_names: list | tuple | None = None
+    patient_ids: list | tuple | None = None
+    batch_size: int = 32
+
+
+_DATASET_KEYWORDS = {name: name for name in ("class_names", "patient_ids", "batch_size")}
+
+
 def metrics_from_predictions(
     y_true,
     probabilities,
@@ -410,13 +429,12 @@ def evaluate(
     positive_class=None,
     bootstrap: int = 1000,
     seed: int = 0,
-    class_names=None,
-    batch_size: int = 32,
-    patient_ids=None,
     threshold=None,
     val=None,
     site=None,
     recalibrate=None,
+    dataset_info: DatasetInfo | None = None,
+    **dataset_keywords,
 ) -> dict:
     """Evaluates a classifier on a test set, or (with ``site``) validates it externally.
 
@@ -430,10 +448,6 @@ def evaluate(
         positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
         bootstrap: resamples for ``auc_ci`` (0 to skip).
         seed: the bootstrap's seed.
-        class_names: names of the classes (taken from an ImageSet when given one).
-        batch_size: batch size when ``dataset`` is an ImageSet.
-        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then
-            resamples patients, not images.
         threshold: two classes: the operating threshold on the positive class's probability (as the model
             reports it). Default: the one fine_tune chose on the validation set for the positive class
             (``model.radtransfer_thresholds``), else chosen on ``val`` if given, else 0.5.
@@ -443,6 +457,10 @@ def evaluate(
             the external validation's, with both arms' operating points given patient-level intervals.
         recalibrate: with ``site``: a small labelled local set of that site (patients apart from ``dataset``'s)
             on which the temperature and (two classes) the threshold are refit.
+        dataset_info: a ``DatasetInfo``: the class names and patient ids of a dataset that does not bring its own,
+            and the batch size an ImageSet is read in (default: none, none, 32). Its fields are also taken as
+            keywords of their own, as before: ``class_names=``, ``patient_ids=``, ``batch_size=`` (over
+            ``dataset_info``'s).
 
     Returns:
         Without ``site``: a dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro
@@ -468,7 +486,12 @@ def evaluate(
     Raises:
         ClassMismatchError: the data's classes differ from the model's.
         ValueError: ``recalibrate`` without ``site``, or a local set sharing patients with ``dataset``.
+        TypeError: a keyword ``evaluate`` does not take.
     """
+    if dataset_info is not None and not isinstance(dataset_info, DatasetInfo):
+        raise TypeError(f"dataset_info= takes a DatasetInfo, not {type(dataset_info).__name__}.")
+    info = _with_keywords(dataset_info or DatasetInfo(), dataset_keywords, _DATASET_KEYWORDS, "evaluate")
+    class_names, patient_ids, batch_size = info.class_names, info.patient_ids, info.batch_size
     if recalibrate is not None and site is None:
         raise ValueError("recalibrate= needs site= (the external site the local set comes from).")
     if site is not None:

@@ -5,6 +5,8 @@ given predictions test_metrics.py's."""
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -267,3 +269,40 @@ def test_evaluate_keeps_patient_ids_with_their_images_on_a_shuffled_augmented_da
     plain = tf.data.Dataset.from_tensor_slices((images, np.eye(2)[test.labels])).shuffle(64).batch(4)
     with pytest.raises(ValueError, match="shuffles"):
         rt.evaluate(model, plain, patient_ids=list(test.patient_ids))
+
+
+def test_the_dataset_keywords_of_before_give_what_a_dataset_info_gives():
+    """``class_names=``, ``patient_ids=`` and ``batch_size=`` (evaluate's parameters before ``DatasetInfo``) give the
+    same result as the ``DatasetInfo`` holding them, and that result is the model's own predictions scored by
+    scikit-learn; a keyword overrides ``dataset_info``'s field; an unknown keyword is refused by name."""
+    from sklearn.metrics import roc_auc_score
+
+    from radtransfer.evaluation import DatasetInfo
+
+    model = _model(classes=2)
+    rng = np.random.default_rng(3)
+    images, labels = rng.integers(0, 256, (24, 32, 32, 3)).astype("uint8"), np.arange(24) % 2
+    patients = [f"p{i // 2}" for i in range(24)]
+    expected = np.asarray(model.predict(images, verbose=0), dtype=np.float64)
+    for keywords in (
+        {"class_names": ["benign", "malignant"]},
+        {"patient_ids": patients},
+        {"batch_size": 5},
+        {"class_names": ["benign", "malignant"], "patient_ids": patients, "batch_size": 7},
+    ):
+        by_keywords = rt.evaluate(model, (images, labels), bootstrap=50, **keywords)
+        by_info = rt.evaluate(model, (images, labels), bootstrap=50, dataset_info=DatasetInfo(**keywords))
+        assert json.dumps(by_keywords, sort_keys=True) == json.dumps(by_info, sort_keys=True)
+        np.testing.assert_allclose(by_info["predictions"]["probabilities"], expected, rtol=1e-5, atol=1e-6)
+        assert by_info["auc"] == pytest.approx(roc_auc_score(labels, expected[:, 1]), abs=1e-6)
+        assert by_info["class_names"] == keywords.get("class_names", ["0", "1"])
+        assert by_info["n_patients"] == (12 if "patient_ids" in keywords else None)
+        assert by_info["auc_ci_unit"] == ("patient" if "patient_ids" in keywords else "image")
+    overridden = rt.evaluate(
+        model, (images, labels), bootstrap=0, dataset_info=DatasetInfo(class_names=["a", "b"]), class_names=["c", "d"]
+    )
+    assert overridden["class_names"] == ["c", "d"]
+    with pytest.raises(TypeError, match=r"^evaluate\(\) got an unexpected keyword argument 'patient_id'$"):
+        rt.evaluate(model, (images, labels), patient_id=patients)
+    with pytest.raises(TypeError, match="dataset_info= takes a DatasetInfo, not dict"):
+        rt.evaluate(model, (images, labels), dataset_info={"batch_size": 5})
