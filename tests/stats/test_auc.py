@@ -83,13 +83,39 @@ def test_delong_matches_the_direct_definition_with_ties():
     assert result["auc_a"] == pytest.approx(roc_auc_score(y, a))
 
 
+def _paired_patient_bootstrap(labels, a, b, groups, n, seed):
+    """AUC(a) − AUC(b) over resampled patients, written from the definition with scikit-learn's AUC: patients in
+    sorted id order, one stratum per class (a synthetic patient has one label), each resampled with replacement
+    by ``rng.choice`` in that order; P is twice the smaller share of differences on either side of zero."""
+    from sklearn.metrics import roc_auc_score
+
+    patients = sorted(set(groups))
+    images = {patient: np.flatnonzero(groups == patient) for patient in patients}
+    label = np.array([labels[images[patient][0]] for patient in patients])
+    strata = [np.flatnonzero(label == c) for c in sorted(set(label))]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        chosen = np.concatenate([rng.choice(stratum, size=len(stratum), replace=True) for stratum in strata])
+        index = np.concatenate([images[patients[u]] for u in chosen])
+        diffs.append(roc_auc_score(labels[index], a[index, 1]) - roc_auc_score(labels[index], b[index, 1]))
+    diffs = np.array(diffs)
+    return min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))), np.quantile(diffs, [0.025, 0.975])
+
+
 def test_compare_aucs_uses_a_patient_bootstrap_for_multislice_data():
     labels, probabilities, groups, _ = _clustered(np.random.default_rng(4), patients=16, slices=4)
     other = np.clip(probabilities + np.random.default_rng(5).normal(0, 0.1, probabilities.shape), 0, 1)
     assert stats.compare_aucs(labels, probabilities, other)["method"] == "delong"
     clustered = stats.compare_aucs(labels, probabilities, other, groups=groups, n=300)
     assert clustered["method"] == "paired_bootstrap" and clustered["unit"] == "patient"
-    assert 0 <= clustered["p"] <= 1
+    worse = np.clip(probabilities + np.random.default_rng(5).normal(0, 0.5, probabilities.shape), 0, 1)
+    for candidate in (other, worse):  # P is 1 (capped) for the first, about 0.33 for the second
+        result = stats.compare_aucs(labels, probabilities, candidate, groups=groups, n=300)
+        p, ci = _paired_patient_bootstrap(labels, probabilities, candidate, groups, n=300, seed=0)
+        assert result["p"] == pytest.approx(p, abs=1e-12) and result["resamples"] == 300
+        np.testing.assert_allclose(result["ci"], ci, atol=1e-12)
+    assert 0.2 < result["p"] < 0.5
 
 
 def test_auc_equals_scikit_learn_with_ties_and_more_classes():
