@@ -85,7 +85,7 @@ def clustered(rng, patients, slices, effect=EFFECT):
 def simulate(task):
     """One simulation: (covered, width, BCa) for the patient-level and (unless patient-level only) the
     image-level AUC interval."""
-    from radtransfer.evaluation.stats import bootstrap_auc_ci
+    from radtransfer.stats import bootstrap_auc_ci
 
     per_class, slices, effect, resamples, image_level, seed = task
     truth = true_auc(effect)
@@ -101,7 +101,7 @@ def simulate(task):
 def simulate_operating_point(task):
     """One simulation: (covered, width, BCa, all called, noted) for the sensitivity's and the specificity's
     patient-level interval at the threshold effect / 2 (noted: ``evaluate`` gives it the small-sample note)."""
-    from radtransfer.evaluation.stats import bootstrap_operating_point_ci, small_sample_note
+    from radtransfer.stats import bootstrap_operating_point_ci, small_sample_note
 
     per_class, slices, effect, resamples, _, seed = task
     truth = true_sensitivity(effect)

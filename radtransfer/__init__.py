@@ -62,7 +62,7 @@ _EXPORTS = {
     "backend": ".backend:",
     "errors": ".errors:",
     "gradcam": ".evaluation.gradcam:",
-    "stats": ".evaluation.stats:",
+    "stats": ".stats:",
     "records": ".grid.records:",
     "datasets": ".data.synthetic:",
     "weights": ".models.weights:",

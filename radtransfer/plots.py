@@ -351,7 +351,7 @@ def reliability_by_source(records, path) -> list[str]:
     Returns:
         The files written (none when no run kept its predictions).
     """
-    from .evaluation.calibration import expected_calibration_error
+    from .stats.calibration import expected_calibration_error
 
     records, read = _records_and_reader(records)
     panels = {}

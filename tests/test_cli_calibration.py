@@ -50,7 +50,7 @@ def test_calibrate_then_validate_at_an_external_site_with_recalibration(cli_run,
     # predict applies the temperature to a four-class model (no threshold) and changes no decision
     import numpy as np
 
-    from radtransfer.evaluation.calibration import apply_temperature
+    from radtransfer.stats.temperature import apply_temperature
 
     for name, folder in (("before", cli_run), ("after", run)):
         assert main(["predict", str(folder), str(cli_data / "images"), "--out", str(tmp_path / f"{name}.csv")]) == 0

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..training.thresholds import youden_threshold
-from .calibration import fit_temperature
-from .stats import bootstrap_operating_point_ci, small_sample_note, units_per_class
+from ..stats.bootstrap import bootstrap_operating_point_ci, small_sample_note, units_per_class
+from ..stats.temperature import fit_temperature
+from ..stats.thresholds import youden_threshold
 
 EXTERNAL_FILE = "external-{site}.json"  # a run folder's record of one external site's evaluation
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -17,12 +17,14 @@ import numpy as np
 from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
 from ..errors import ClassMismatchError
-from ..models.temperature import apply_temperature, scale_threshold
 from ..models.trained import temperature_of
-from ..training.thresholds import predict_with_labels, youden_threshold
-from .calibration import brier_score, expected_calibration_error
+from ..stats.auc import auc_score, bootstrap_auc_ci
+from ..stats.bootstrap import small_sample_note, units_per_class
+from ..stats.calibration import brier_score, expected_calibration_error
+from ..stats.temperature import apply_temperature, scale_threshold
+from ..stats.thresholds import youden_threshold
+from ..training.thresholds import predict_with_labels
 from .external import check_disjoint, check_site, operating_point_intervals, recalibration
-from .stats import auc_score, bootstrap_auc_ci, small_sample_note, units_per_class
 
 
 def model_read_kwargs(model) -> dict:
@@ -45,6 +47,46 @@ def _resolve_positive(positive_class, class_names, num_classes):
     return int(positive_class)
 
 
+@dataclasses.dataclass(frozen=True)
+class OperatingThreshold:
+    """The threshold a two-class operating point is taken at.
+
+    Attributes:
+        value: the probability of ``threshold_class`` from which an image is called that class (chosen beforehand,
+            e.g. on validation data), on the probabilities as given; None: 0.5.
+        source: where it came from ("validation", "given", "local"); recorded as the operating point's
+            ``chosen_on`` (None: "default" without a value, else "given").
+        threshold_class: the class whose probability ``value`` applies to (default: the positive class). For the
+            other class, an image is called positive when it is not called ``threshold_class``.
+    """
+
+    value: float | None = None
+    source: str | None = None
+    threshold_class: int | str | None = None
+
+
+_THRESHOLD_KEYWORDS = {"threshold_source": "source", "threshold_class": "threshold_class"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What ``evaluate`` needs to know of a dataset that does not bring it, and how an ImageSet is read.
+
+    Attributes:
+        class_names: names of the classes (taken from an ImageSet when given one).
+        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then resamples
+            patients, not images.
+        batch_size: batch size when the dataset is an ImageSet.
+    """
+
+    class_names: list | tuple | None = None
+    patient_ids: list | tuple | None = None
+    batch_size: int = 32
+
+
+_DATASET_KEYWORDS = {name: name for name in ("class_names", "patient_ids", "batch_size")}
+
+
 def metrics_from_predictions(
     y_true,
     probabilities,
@@ -54,9 +96,9 @@ def metrics_from_predictions(
     seed: int = 0,
     patient_ids=None,
     threshold=None,
-    threshold_source=None,
-    threshold_class=None,
+    *,
     temperature=None,
+    **threshold_keywords,
 ) -> dict:
     """All of evaluate()'s metrics from labels and predicted probabilities.
 
@@ -68,11 +110,9 @@ def metrics_from_predictions(
         bootstrap: resamples of the AUC's interval (0: none).
         seed: the bootstrap's seed.
         patient_ids: one id per image; the AUC interval then resamples patients.
-        threshold: two classes: the probability of ``threshold_class`` from which an image is called that
-            class (chosen beforehand, e.g. on validation data), on ``probabilities`` as given; None: 0.5.
-        threshold_source: where the threshold came from ("validation", "given"); recorded.
-        threshold_class: the class whose probability ``threshold`` applies to (default: the positive class).
-            For the other class, an image is called positive when it is not called ``threshold_class``.
+        threshold: two classes: an ``OperatingThreshold``, or its value alone (a probability, on ``probabilities``
+            as given; None: 0.5). ``threshold_source=`` and ``threshold_class=`` keywords set its other fields, as
+            they did when they were parameters of their own.
         temperature: a temperature T to report the probabilities at: every figure is of softmax(log p / T)
             (two classes: the AUC is unchanged; more: one-vs-rest AUCs may move a little), while the threshold
             stays applied to ``probabilities`` as given, where it was chosen, so the decisions are the same; the
@@ -80,6 +120,74 @@ def metrics_from_predictions(
     """
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
+    threshold = _operating_threshold_of(threshold, threshold_keywords)
+    y_true, raw, class_names, positive_class, missing = _checked_predictions(
+        y_true, probabilities, class_names, positive_class, patient_ids
+    )
+    num_classes = raw.shape[1]
+    probabilities = raw if temperature is None else apply_temperature(raw, temperature)
+    predicted = probabilities.argmax(axis=1)
+    matrix = confusion_matrix(y_true, predicted, labels=list(range(num_classes)))
+    result = {
+        "n": int(len(y_true)),
+        "n_patients": int(len(set(map(str, patient_ids)))) if patient_ids is not None else None,
+        "class_names": class_names,
+        "missing_classes": missing,
+        "auc": auc_score(y_true, probabilities, positive_class if positive_class is not None else 1),
+        "accuracy": float(accuracy_score(y_true, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
+        "confusion_matrix": matrix.tolist(),
+    }
+    if num_classes == 2:
+        result["positive_class"] = class_names[positive_class]
+    result["temperature"] = None if temperature is None else float(temperature)
+    result["brier"] = brier_score(y_true, probabilities)
+    result["ece"], bins = expected_calibration_error(y_true, probabilities)
+    result["calibration_bins"] = [dataclasses.asdict(b) for b in bins]
+    result.update(_per_class(y_true, probabilities, matrix, class_names))
+    if num_classes == 2:
+        result["operating_point"] = _operating_point(
+            y_true,
+            raw,
+            class_names,
+            positive_class,
+            threshold.value,
+            threshold.source,
+            threshold.threshold_class,
+            temperature,
+        )
+    interval_class = positive_class if positive_class is not None else 1
+    result.update(_auc_interval(y_true, probabilities, interval_class, patient_ids, bootstrap, seed, result["auc"]))
+    result["predictions"] = {
+        "y_true": y_true.tolist(),
+        "probabilities": probabilities.tolist(),
+        "patient_ids": None if patient_ids is None else [str(p) for p in patient_ids],
+    }
+    return result
+
+
+def _operating_threshold_of(threshold, keywords: dict) -> OperatingThreshold:
+    """``metrics_from_predictions``' threshold as an ``OperatingThreshold``: given whole, or its value with the
+    ``threshold_source=``/``threshold_class=`` keywords (a TypeError names any other keyword)."""
+    if not isinstance(threshold, OperatingThreshold):
+        threshold = OperatingThreshold(threshold)
+    return _with_keywords(threshold, keywords, _THRESHOLD_KEYWORDS, "metrics_from_predictions")
+
+
+def _with_keywords(settings, keywords: dict, fields: dict, function: str):
+    """``settings`` (a frozen dataclass) with the fields that the keywords of before (``fields``: keyword → field)
+    set; an unknown keyword is refused in one line, as Python refuses one."""
+    unknown = sorted(set(keywords) - set(fields))
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    return dataclasses.replace(settings, **{fields[k]: v for k, v in keywords.items()})
+
+
+def _checked_predictions(y_true, probabilities, class_names, positive_class, patient_ids):
+    """(labels, probabilities, class names, the positive class's index, names of the classes absent from the
+    labels), or a one-line error for names that do not match the outputs, patient ids that do not match the images,
+    an unknown positive class, predictions that are not finite, or labels of one class; a warning names absent
+    classes."""
     y_true = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     num_classes = probabilities.shape[1]
@@ -109,59 +217,35 @@ def metrics_from_predictions(
         warnings.warn(
             f"The evaluation set has no images of class(es) {missing}: the macro AUC is undefined "
             "(reported as NaN) and per-class figures for them are NaN.",
-            stacklevel=3,
+            stacklevel=4,  # the caller of metrics_from_predictions' caller, as before this helper
         )
-    raw = probabilities
-    if temperature is not None:
-        probabilities = apply_temperature(raw, temperature)
-    predicted = probabilities.argmax(axis=1)
-    matrix = confusion_matrix(y_true, predicted, labels=list(range(num_classes)))
-    result = {
-        "n": int(len(y_true)),
-        "n_patients": int(len(set(map(str, patient_ids)))) if patient_ids is not None else None,
-        "class_names": class_names,
-        "missing_classes": missing,
-        "auc": auc_score(y_true, probabilities, positive_class if positive_class is not None else 1),
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, predicted)),
-        "confusion_matrix": matrix.tolist(),
+    return y_true, probabilities, class_names, positive_class, missing
+
+
+def _auc_interval(y_true, probabilities, positive_class, patient_ids, bootstrap, seed, auc) -> dict:
+    """The AUC interval's fields of the metrics: the bootstrap interval with its unit, method, units, resamples,
+    seed and small-sample note, or none (no resamples, or an AUC that is not finite)."""
+    if not (bootstrap and math.isfinite(auc)):
+        return {
+            "auc_ci": (math.nan, math.nan),
+            "auc_ci_unit": None,
+            "auc_ci_method": None,
+            "auc_ci_units": None,
+            "auc_ci_resamples": 0,
+            "auc_ci_seed": seed,
+            "auc_ci_note": None,
+        }
+    ci = bootstrap_auc_ci(y_true, probabilities, positive_class, groups=patient_ids, n=bootstrap, seed=seed)
+    smallest = min(units_per_class(y_true, patient_ids).values())
+    return {
+        "auc_ci": (ci["low"], ci["high"]),
+        "auc_ci_unit": ci["unit"],
+        "auc_ci_method": ci["method"],
+        "auc_ci_units": ci["n_units"],
+        "auc_ci_resamples": bootstrap,
+        "auc_ci_seed": seed,
+        "auc_ci_note": small_sample_note(smallest, ci["unit"], where="in the smallest class"),
     }
-    if num_classes == 2:
-        result["positive_class"] = class_names[positive_class]
-    result["temperature"] = None if temperature is None else float(temperature)
-    result["brier"] = brier_score(y_true, probabilities)
-    result["ece"], bins = expected_calibration_error(y_true, probabilities)
-    result["calibration_bins"] = [dataclasses.asdict(b) for b in bins]
-    result.update(_per_class(y_true, probabilities, matrix, class_names))
-    if num_classes == 2:
-        result["operating_point"] = _operating_point(
-            y_true, raw, class_names, positive_class, threshold, threshold_source, threshold_class, temperature
-        )
-    if bootstrap and math.isfinite(result["auc"]):
-        ci = bootstrap_auc_ci(
-            y_true,
-            probabilities,
-            positive_class if positive_class is not None else 1,
-            groups=patient_ids,
-            n=bootstrap,
-            seed=seed,
-        )
-        result["auc_ci"] = (ci["low"], ci["high"])
-        result["auc_ci_unit"], result["auc_ci_method"] = ci["unit"], ci["method"]
-        result["auc_ci_units"], result["auc_ci_resamples"], result["auc_ci_seed"] = ci["n_units"], bootstrap, seed
-        smallest = min(units_per_class(y_true, patient_ids).values())
-        result["auc_ci_note"] = small_sample_note(smallest, ci["unit"], where="in the smallest class")
-    else:
-        result["auc_ci"] = (math.nan, math.nan)
-        result["auc_ci_unit"] = result["auc_ci_method"] = None
-        result["auc_ci_units"], result["auc_ci_resamples"], result["auc_ci_seed"] = None, 0, seed
-        result["auc_ci_note"] = None
-    result["predictions"] = {
-        "y_true": y_true.tolist(),
-        "probabilities": probabilities.tolist(),
-        "patient_ids": None if patient_ids is None else [str(p) for p in patient_ids],
-    }
-    return result
 
 
 def _per_class(y_true, probabilities, matrix, class_names) -> dict:
@@ -336,13 +420,12 @@ def evaluate(
     positive_class=None,
     bootstrap: int = 1000,
     seed: int = 0,
-    class_names=None,
-    batch_size: int = 32,
-    patient_ids=None,
     threshold=None,
     val=None,
     site=None,
     recalibrate=None,
+    dataset_info: DatasetInfo | None = None,
+    **dataset_keywords,
 ) -> dict:
     """Evaluates a classifier on a test set, or (with ``site``) validates it externally.
 
@@ -356,10 +439,6 @@ def evaluate(
         positive_class: for two classes, the class whose ROC AUC is reported (index or name; default 1).
         bootstrap: resamples for ``auc_ci`` (0 to skip).
         seed: the bootstrap's seed.
-        class_names: names of the classes (taken from an ImageSet when given one).
-        batch_size: batch size when ``dataset`` is an ImageSet.
-        patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then
-            resamples patients, not images.
         threshold: two classes: the operating threshold on the positive class's probability (as the model
             reports it). Default: the one fine_tune chose on the validation set for the positive class
             (``model.radtransfer_thresholds``), else chosen on ``val`` if given, else 0.5.
@@ -369,6 +448,10 @@ def evaluate(
             the external validation's, with both arms' operating points given patient-level intervals.
         recalibrate: with ``site``: a small labelled local set of that site (patients apart from ``dataset``'s)
             on which the temperature and (two classes) the threshold are refit.
+        dataset_info: a ``DatasetInfo``: the class names and patient ids of a dataset that does not bring its own,
+            and the batch size an ImageSet is read in (default: none, none, 32). Its fields are also taken as
+            keywords of their own, as before: ``class_names=``, ``patient_ids=``, ``batch_size=`` (over
+            ``dataset_info``'s).
 
     Returns:
         Without ``site``: a dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro
@@ -394,7 +477,12 @@ def evaluate(
     Raises:
         ClassMismatchError: the data's classes differ from the model's.
         ValueError: ``recalibrate`` without ``site``, or a local set sharing patients with ``dataset``.
+        TypeError: a keyword ``evaluate`` does not take.
     """
+    if dataset_info is not None and not isinstance(dataset_info, DatasetInfo):
+        raise TypeError(f"dataset_info= takes a DatasetInfo, not {type(dataset_info).__name__}.")
+    info = _with_keywords(dataset_info or DatasetInfo(), dataset_keywords, _DATASET_KEYWORDS, "evaluate")
+    class_names, patient_ids, batch_size = info.class_names, info.patient_ids, info.batch_size
     if recalibrate is not None and site is None:
         raise ValueError("recalibrate= needs site= (the external site the local set comes from).")
     if site is not None:
@@ -417,9 +505,7 @@ def evaluate(
         y_true,
         raw,
         **arm,
-        threshold=threshold,
-        threshold_source=source,
-        threshold_class=threshold_class,
+        threshold=OperatingThreshold(threshold, source, threshold_class),
         temperature=temperature_of(model),
     )
     if site is None:
@@ -436,8 +522,7 @@ def evaluate(
         y_true,
         raw,
         **arm,
-        threshold=refit.threshold,
-        threshold_source=None if refit.threshold is None else "local",
+        threshold=OperatingThreshold(refit.threshold, None if refit.threshold is None else "local"),
         temperature=refit.temperature,
     )
     operating_point_intervals(recalibrated, y_true, raw, patient_ids, n=bootstrap, seed=seed)

@@ -9,8 +9,8 @@ import numpy as np
 from ..data.adapters import for_prediction, read_in_order
 from ..data.decode import ReadSettings
 from ..data.failures import check_images, readable_pipeline_errors
-from ..models.temperature import scale_threshold
 from ..models.trained import probabilities_of, temperature_of
+from ..stats.temperature import scale_threshold
 from ..training.run_folder import load_trained
 from ..utils.progress import progress
 from .gradcam import gradcam, save_overlays, unique_names

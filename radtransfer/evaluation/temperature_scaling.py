@@ -4,7 +4,7 @@
 The temperature is fit on the model's own softmax outputs (a temperature fitted before is replaced, never
 stacked); thresholds stay where fine_tune chose them, on those outputs, so no decision changes. With two classes the
 AUC is unchanged too; with more, the predicted class and accuracy are, while one-vs-rest AUCs may move a little
-(models/temperature.py says why).
+(stats/temperature.py says why).
 """
 
 from __future__ import annotations
@@ -14,14 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..models.trained import set_temperature, update_trained_info
+from ..stats.calibration import expected_calibration_error, negative_log_likelihood
+from ..stats.temperature import TEMPERATURE_BOUNDS, apply_temperature, fit_temperature
 from ..utils.choices import check_choice
-from .calibration import (
-    TEMPERATURE_BOUNDS,
-    apply_temperature,
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-)
 from .metrics import raw_predictions
 
 METHODS = ("temperature",)

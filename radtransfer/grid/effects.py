@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.stats import _units, auc_score
+from ..stats.auc import auc_score
+from ..stats.bootstrap import resampling_units
 from ..utils.optional import require
 from ..utils.seeding import derive_seed
 from .records import RECORD_FILE, GridResults, RunRecord, read_predictions
@@ -160,7 +161,7 @@ class _TestSet:
     as in ``stats.bootstrap_auc_ci``)."""
 
     def __init__(self, y, groups):
-        members, self.strata, self.unit, self.n_units = _units(y, groups)
+        members, self.strata, self.unit, self.n_units = resampling_units(y, groups)
         self.n_images = len(y)
         self.unit_of_image = np.empty(len(y), dtype=np.int64)
         for u, images in enumerate(members):

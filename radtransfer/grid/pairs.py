@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.stats import compare_aucs
+from ..stats.auc import compare_aucs
 from ..utils.io import write_json_atomic
 from .records import PREDICTIONS, RECORD_FILE, GridResults, PairRecord, RunRecord, pair_path, run_dir
 

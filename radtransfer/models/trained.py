@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RadtransferError
+from ..stats.temperature import apply_temperature, check_temperature
 from ..utils.io import dumps_strict, replace_atomic
-from .temperature import apply_temperature, check_temperature
 
 METADATA = "radtransfer.json"
 SCHEMA_VERSION = 1

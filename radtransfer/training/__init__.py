@@ -13,4 +13,17 @@ __all__ = [
     "resolve_precision",
     "write_json_atomic",
 ]
-__getattr__, __dir__ = lazy_exports(__name__, {name: ".fine_tuning" for name in __all__})
+# Each name from the module that defines it (not through fine_tuning's own imports).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "FineTuneResult": ".run_folder",
+        "TrainingDivergedError": "..errors",
+        "compile_model": ".epoch_loop",
+        "fine_tune": ".fine_tuning",
+        "make_metrics": ".epoch_loop",
+        "resolve_jit_compile": ".runtime",
+        "resolve_precision": ".runtime",
+        "write_json_atomic": "..utils.io",
+    },
+)

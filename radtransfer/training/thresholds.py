@@ -1,4 +1,5 @@
-"""Operating thresholds, chosen on validation data as fine_tune finishes: Youden's J of each class's probability."""
+"""Operating thresholds, chosen on validation data as fine_tune finishes: Youden's J of each class's probability
+(the number itself: ``stats.thresholds.youden_threshold``), and scoring a model on labelled batches."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 
 from ..data.failures import readable_pipeline_errors
 from ..models.trained import probabilities_of
+from ..stats.thresholds import youden_threshold
 from ..utils.progress import progress
 
 
@@ -38,15 +40,6 @@ def _batches(dataset) -> int | None:
     if count is None and hasattr(dataset, "cardinality"):
         count = int(dataset.cardinality())
     return count if count is not None and count >= 0 else None
-
-
-def youden_threshold(positives, scores) -> float:
-    """The score threshold that maximises sensitivity + specificity − 1 (Youden's J)."""
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, thresholds = roc_curve(np.asarray(positives, dtype=bool), np.asarray(scores, dtype=np.float64))
-    best = int(np.argmax(tpr - fpr))
-    return float(min(thresholds[best], 1.0))
 
 
 def validation_thresholds(model, val, num_classes: int) -> dict | None:

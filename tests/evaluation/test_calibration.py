@@ -1,18 +1,14 @@
-"""Calibration figures against independent computations: scikit-learn, a formula by hand, and what temperature
-scaling must and must not change."""
+"""Calibration on models: evaluate's calibration figures, ``calibrate`` fitting a model's temperature and every scoring
+path applying it, the external site's recalibration; against independent computations (scikit-learn, a formula by
+hand). The numbers themselves (Brier, ECE, the temperature's fit and threshold mapping): tests/stats/."""
 
 import numpy as np
 import pytest
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import brier_score_loss, log_loss
 
 import radtransfer as rt
-from radtransfer.evaluation.calibration import (
-    apply_temperature,
-    brier_score,
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-)
+from radtransfer.stats.calibration import expected_calibration_error
+from radtransfer.stats.temperature import fit_temperature
 
 
 def _softmax(logits):
@@ -27,57 +23,6 @@ def _sample(n, k, sharpness, seed):
     truth = _softmax(z)
     y = np.array([rng.choice(k, p=row) for row in truth])
     return y, _softmax(sharpness * z)
-
-
-def test_brier_equals_scikit_learn_on_two_classes_and_the_definition_on_four():
-    y, p = _sample(500, 2, 2.0, 0)
-    assert brier_score(y, p) == pytest.approx(brier_score_loss(y, p[:, 1]), abs=1e-12)
-    y4, p4 = _sample(400, 4, 1.0, 1)
-    by_hand = sum(sum((p4[i, k] - (y4[i] == k)) ** 2 for k in range(4)) for i in range(len(y4))) / len(y4)
-    assert brier_score(y4, p4) == pytest.approx(by_hand, abs=1e-12)
-
-
-def test_ece_equals_a_direct_computation_and_a_hand_example():
-    y, p = _sample(1000, 3, 2.5, 2)
-    conf, pred = p.max(axis=1), p.argmax(axis=1)
-    ece_by_hand = 0.0
-    for m in range(15):
-        lo, hi = m / 15, (m + 1) / 15
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            ece_by_hand += inside.mean() * abs((pred[inside] == y[inside]).mean() - conf[inside].mean())
-    ece, table = expected_calibration_error(y, p)
-    assert ece == pytest.approx(ece_by_hand, abs=1e-12)
-    assert sum(b.count for b in table) == 1000 and len(table) == 15
-    # Four images at confidence 0.9, three right: |0.75 - 0.9| = 0.15; exact ties at a bin edge go to the lower bin.
-    p_hand = np.array([[0.9, 0.1]] * 4)
-    assert expected_calibration_error([0, 0, 0, 1], p_hand)[0] == pytest.approx(0.15)
-    edge = expected_calibration_error([0], np.array([[2 / 3, 1 / 3]]))[1]
-    assert edge[9].count == 1  # 2/3 = 10/15 lies in (9/15, 10/15]
-
-
-def test_temperature_scaling_lowers_the_nll_recovers_the_sharpness_and_keeps_the_ranking():
-    y, p = _sample(4000, 4, 3.0, 3)
-    t = fit_temperature(y, p)
-    assert t == pytest.approx(3.0, rel=0.1)  # the model was three times too sharp
-    scaled = apply_temperature(p, t)
-    assert negative_log_likelihood(y, scaled) < negative_log_likelihood(y, p) - 0.05
-    assert negative_log_likelihood(y, scaled) == pytest.approx(log_loss(y, scaled), abs=1e-9)
-    assert (scaled.argmax(axis=1) == p.argmax(axis=1)).all()
-    assert expected_calibration_error(y, scaled)[0] < expected_calibration_error(y, p)[0]
-    # One-vs-rest AUC with four classes is NOT invariant (class k's probability depends on the other logits) ...
-    assert roc_auc_score(y, scaled, multi_class="ovr") != roc_auc_score(y, p, multi_class="ovr")
-    # ... while with two classes the ranking of images, hence AUC, is exactly kept.
-    y2, p2 = _sample(2000, 2, 3.0, 4)
-    scaled2 = apply_temperature(p2, fit_temperature(y2, p2))
-    assert roc_auc_score(y2, scaled2[:, 1]) == pytest.approx(roc_auc_score(y2, p2[:, 1]), abs=1e-12)
-
-
-def test_bad_inputs_say_what_was_expected():
-    with pytest.raises(ValueError, match="shape"):
-        brier_score([0, 1], np.ones((3, 2)) / 2)
-    with pytest.raises(ValueError, match="temperature > 0"):
-        apply_temperature(np.ones((1, 2)) / 2, 0.0)
 
 
 def test_evaluate_reports_brier_and_ece_of_its_own_predictions():
@@ -99,22 +44,6 @@ def _by_hand(raw, temperature):
     return powered / powered.sum(axis=1, keepdims=True)
 
 
-def test_a_threshold_maps_through_the_temperature_so_no_decision_changes():
-    from radtransfer.models.temperature import scale_threshold
-
-    y, p = _sample(2000, 2, 3.0, 6)
-    for temperature in (0.4, 2.5):
-        scaled = apply_temperature(p, temperature)
-        np.testing.assert_allclose(scaled, _by_hand(p, temperature), atol=1e-12)
-        for t in (0.1, 0.37, 0.5, 0.9):
-            mapped = scale_threshold(t, temperature)
-            assert mapped == pytest.approx(
-                t ** (1 / temperature) / (t ** (1 / temperature) + (1 - t) ** (1 / temperature))
-            )
-            assert ((scaled[:, 1] >= mapped) == (p[:, 1] >= t)).all()
-            assert scale_threshold(mapped, 1 / temperature) == pytest.approx(t, abs=1e-12)
-
-
 def test_k_classes_keep_the_predicted_class_and_accuracy_but_not_necessarily_the_ovr_auc():
     from radtransfer.evaluation.metrics import metrics_from_predictions
 
@@ -124,7 +53,7 @@ def test_k_classes_keep_the_predicted_class_and_accuracy_but_not_necessarily_the
     assert scaled["accuracy"] == raw["accuracy"] and scaled["confusion_matrix"] == raw["confusion_matrix"]
     np.testing.assert_allclose(scaled["predictions"]["probabilities"], _by_hand(p, 2.0), atol=1e-12)
     assert scaled["temperature"] == 2.0 and raw["temperature"] is None
-    assert scaled["ece"] != raw["ece"]  # the macro one-vs-rest AUC may move too: see models/temperature.py
+    assert scaled["ece"] != raw["ece"]  # the macro one-vs-rest AUC may move too: see stats/temperature.py
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +66,7 @@ def tiny():
 
     from radtransfer.data import ImageSet
     from radtransfer.models.trained import set_trained_info
-    from radtransfer.training.thresholds import youden_threshold
+    from radtransfer.stats.thresholds import youden_threshold
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
@@ -172,8 +101,8 @@ def test_calibrate_lowers_the_nll_keeps_auc_and_decisions_and_predict_applies_it
     tests/test_cli_calibration.py's."""
     from PIL import Image
 
-    from radtransfer.models.temperature import scale_threshold
     from radtransfer.models.trained import set_temperature, trained_info
+    from radtransfer.stats.temperature import scale_threshold
 
     model, x, y, raw, sets = tiny
     set_temperature(model, None)
@@ -227,9 +156,8 @@ def test_calibrate_refits_from_the_raw_outputs_and_names_its_methods(tiny):
 
 
 def test_external_site_reports_both_operating_points_with_patient_intervals(tiny):
-    from radtransfer.evaluation.calibration import fit_temperature
     from radtransfer.models.trained import set_temperature
-    from radtransfer.training.thresholds import youden_threshold
+    from radtransfer.stats.thresholds import youden_threshold
 
     model, x, y, raw, sets = tiny
     set_temperature(model, None)

@@ -116,7 +116,7 @@ def test_a_run_builds_its_arms_weights_with_its_arms_preprocessing(monkeypatch, 
 def _write_grid(root, seed=0):
     """Four arms × 2 scenarios × 3 folds on the same test patients; imagenet@faithful's frozen runs near chance
     (the input-scale mismatch), the other arms' scores following the label with their own strength."""
-    from radtransfer.evaluation.stats import auc_score
+    from radtransfer.stats import auc_score
 
     strength = {"radimagenet@corrected": 0.35, "imagenet@corrected": 0.3, "radimagenet@faithful": 0.35}
     rng = np.random.default_rng(seed)

@@ -28,7 +28,7 @@ FOLDS = 3
 
 
 def _write_run(root, source, scenario, fold, y, patients, scores, val_loss, repeat=0):
-    from radtransfer.evaluation.stats import auc_score
+    from radtransfer.stats import auc_score
 
     name = f"fold{fold}" if repeat == 0 else f"fold{fold}-r{repeat}"
     folder = root / "task" / "runs" / source / scenario.id / name
@@ -95,7 +95,7 @@ def test_weighted_aucs_equal_sklearn_with_sample_weights():
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert np.isnan(effects.weighted_aucs(y, scores, (~y)[None].astype(float)))[0]  # no positive weight
     # More classes: the macro one-vs-rest AUC, as stats.auc_score, under unit weights.
-    from radtransfer.evaluation.stats import auc_score
+    from radtransfer.stats import auc_score
 
     labels = rng.integers(0, 3, 60)
     probabilities = rng.dirichlet(np.ones(3), 60)

@@ -1,4 +1,4 @@
-"""Calibration: how far predicted probabilities are from observed frequencies, and temperature scaling.
+"""Calibration: how far predicted probabilities are from observed frequencies.
 
 - ``brier_score``: two classes, the mean squared difference between the positive class's probability and the
   0/1 label (scikit-learn's ``brier_score_loss``); more classes, the mean over images of the sum over classes of
@@ -6,16 +6,11 @@
 - ``expected_calibration_error``: top-label ECE with equal-width bins (Guo et al. 2017): images binned by their
   largest probability into ((m-1)/M, m/M], and the bins' |accuracy - mean confidence| averaged, weighted by
   their share of images; the bin table is returned with it for a reliability diagram.
-- ``fit_temperature``: the one temperature T that minimises the negative log-likelihood of
-  softmax(log p / T) on validation data (Guo et al. 2017). Dividing every logit by one T > 0 keeps each image's
-  ranking of classes, so the predicted class and accuracy are unchanged. With two classes it also keeps the
-  ranking of images (p1 = sigmoid((z1 - z0) / T) is monotone in z1 - z0), so AUC is unchanged. With more
-  classes it does not: an image's probability of class k depends on its other logits too, so one-vs-rest AUCs
-  can move a little (0.850 to 0.851 in the tests); a report must not promise them unchanged.
-- ``apply_temperature``: softmax(log p / T), defined in ``models/temperature.py`` (where the saved model's
-  temperature is applied) and re-exported here.
+- ``negative_log_likelihood``: the mean over images of −log p(true class), what ``temperature.fit_temperature``
+  minimises.
 
-A trained model's temperature is fitted and saved by ``calibrate`` (``temperature_scaling.py``).
+Temperature scaling (fitting and applying T) is ``temperature.py``; a trained model's temperature is fitted and saved
+by ``calibrate`` (``evaluation/temperature_scaling.py``).
 """
 
 from __future__ import annotations
@@ -24,24 +19,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.temperature import apply_temperature, log_probabilities
-
 __all__ = [
     "BINS",
     "CalibrationBin",
-    "TEMPERATURE_BOUNDS",
-    "apply_temperature",
     "brier_score",
+    "checked_probabilities",
     "expected_calibration_error",
-    "fit_temperature",
+    "log_probabilities",
     "negative_log_likelihood",
 ]
 
 BINS = 15
-TEMPERATURE_BOUNDS = (0.05, 20.0)  # where fit_temperature searches
+_FLOOR = 1e-12  # log(0) guard: a probability below it counts as this
 
 
-def _checked(y_true, probabilities) -> tuple[np.ndarray, np.ndarray]:
+def checked_probabilities(y_true, probabilities) -> tuple[np.ndarray, np.ndarray]:
+    """Labels as int64 and (images, classes) probabilities as float64, or ValueError naming the shape or the labels
+    that do not fit."""
     y = np.asarray(y_true, dtype=np.int64).ravel()
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(y):
@@ -56,7 +50,7 @@ def _checked(y_true, probabilities) -> tuple[np.ndarray, np.ndarray]:
 def brier_score(y_true, probabilities) -> float:
     """The Brier score: two classes as scikit-learn's ``brier_score_loss`` on class 1's probability; more
     classes, the mean over images of the sum over classes of (p - y)^2."""
-    y, p = _checked(y_true, probabilities)
+    y, p = checked_probabilities(y_true, probabilities)
     if p.shape[1] == 2:
         return float(np.mean((p[:, 1] - (y == 1)) ** 2))
     onehot = np.eye(p.shape[1])[y]
@@ -77,7 +71,7 @@ class CalibrationBin:
 
 def expected_calibration_error(y_true, probabilities, bins: int = BINS) -> tuple[float, list]:
     """Top-label ECE with ``bins`` equal-width bins, and the bins (for a reliability diagram)."""
-    y, p = _checked(y_true, probabilities)
+    y, p = checked_probabilities(y_true, probabilities)
     confidence = p.max(axis=1)
     correct = (p.argmax(axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -95,24 +89,13 @@ def expected_calibration_error(y_true, probabilities, bins: int = BINS) -> tuple
     return float(ece), table
 
 
+def log_probabilities(probabilities) -> np.ndarray:
+    """log p, with p floored at 1e-12 (float64)."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _FLOOR, 1.0))
+
+
 def negative_log_likelihood(y_true, probabilities) -> float:
     """The mean over images of −log p(true class) (probabilities floored at 1e-12): scikit-learn's ``log_loss``
     on probabilities that sum to one."""
-    y, p = _checked(y_true, probabilities)
+    y, p = checked_probabilities(y_true, probabilities)
     return float(-np.mean(log_probabilities(p)[np.arange(len(y)), y]))
-
-
-def fit_temperature(y_true, probabilities, bounds=TEMPERATURE_BOUNDS) -> float:
-    """The temperature that minimises the validation negative log-likelihood of softmax(log p / T)."""
-    from scipy.optimize import minimize_scalar
-
-    y, p = _checked(y_true, probabilities)
-    if len(y) == 0:
-        raise ValueError("fit_temperature needs at least one labelled image.")
-    found = minimize_scalar(
-        lambda log_t: negative_log_likelihood(y, apply_temperature(p, float(np.exp(log_t)))),
-        bounds=(np.log(bounds[0]), np.log(bounds[1])),
-        method="bounded",
-        options={"xatol": 1e-6},
-    )
-    return float(np.exp(found.x))

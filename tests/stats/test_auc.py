@@ -1,5 +1,5 @@
-"""Intervals that respect patients, thresholds from validation, DeLong's test: checked against analytic
-truths and direct textbook implementations, not against radtransfer's own output."""
+"""The AUC: intervals that respect patients, DeLong's test, the paired comparison, the rank form: checked against
+analytic truths and direct textbook implementations, not against radtransfer's own output."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from radtransfer import stats
-from radtransfer.evaluation import metrics_from_predictions
+from radtransfer.stats import auc
 
 
 def _clustered(rng, patients=30, slices=20, effect=1.0, patient_sd=1.0, slice_sd=0.5):
@@ -49,15 +49,6 @@ def test_patient_level_intervals_cover_the_true_auc():
     assert covered_image / sims <= 0.70
 
 
-def test_evaluate_metrics_say_which_unit_was_resampled():
-    labels, probabilities, groups, _ = _clustered(np.random.default_rng(2), patients=12, slices=5)
-    with_patients = metrics_from_predictions(labels, probabilities, bootstrap=200, patient_ids=groups)
-    without = metrics_from_predictions(labels, probabilities, bootstrap=200)
-    assert with_patients["auc_ci_unit"] == "patient" and with_patients["n_patients"] == 12
-    assert without["auc_ci_unit"] == "image" and without["n_patients"] is None
-    assert with_patients["auc_ci_method"] in ("BCa", "percentile")
-
-
 def _delong_direct(positives, a, b):
     """DeLong et al. (1988) from the definition: placement values by O(m·n) comparison."""
     pos, neg = np.flatnonzero(positives), np.flatnonzero(~positives)
@@ -92,35 +83,39 @@ def test_delong_matches_the_direct_definition_with_ties():
     assert result["auc_a"] == pytest.approx(roc_auc_score(y, a))
 
 
+def _paired_patient_bootstrap(labels, a, b, groups, n, seed):
+    """AUC(a) − AUC(b) over resampled patients, written from the definition with scikit-learn's AUC: patients in
+    sorted id order, one stratum per class (a synthetic patient has one label), each resampled with replacement
+    by ``rng.choice`` in that order; P is twice the smaller share of differences on either side of zero."""
+    from sklearn.metrics import roc_auc_score
+
+    patients = sorted(set(groups))
+    images = {patient: np.flatnonzero(groups == patient) for patient in patients}
+    label = np.array([labels[images[patient][0]] for patient in patients])
+    strata = [np.flatnonzero(label == c) for c in sorted(set(label))]
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        chosen = np.concatenate([rng.choice(stratum, size=len(stratum), replace=True) for stratum in strata])
+        index = np.concatenate([images[patients[u]] for u in chosen])
+        diffs.append(roc_auc_score(labels[index], a[index, 1]) - roc_auc_score(labels[index], b[index, 1]))
+    diffs = np.array(diffs)
+    return min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))), np.quantile(diffs, [0.025, 0.975])
+
+
 def test_compare_aucs_uses_a_patient_bootstrap_for_multislice_data():
     labels, probabilities, groups, _ = _clustered(np.random.default_rng(4), patients=16, slices=4)
     other = np.clip(probabilities + np.random.default_rng(5).normal(0, 0.1, probabilities.shape), 0, 1)
     assert stats.compare_aucs(labels, probabilities, other)["method"] == "delong"
     clustered = stats.compare_aucs(labels, probabilities, other, groups=groups, n=300)
     assert clustered["method"] == "paired_bootstrap" and clustered["unit"] == "patient"
-    assert 0 <= clustered["p"] <= 1
-
-
-def test_operating_point_uses_the_given_threshold_not_the_test_set():
-    from sklearn.metrics import confusion_matrix, roc_curve
-
-    rng = np.random.default_rng(6)
-    y_val, y_test = rng.integers(0, 2, 120), rng.integers(0, 2, 120)
-    p_val = np.clip(0.3 * y_val + rng.uniform(0, 0.7, 120), 0, 1)
-    p_test = np.clip(0.3 * y_test + rng.uniform(0, 0.7, 120), 0, 1)
-    fpr, tpr, thresholds = roc_curve(y_val, p_val)
-    threshold = float(thresholds[np.argmax(tpr - fpr)])
-    assert stats.youden_threshold(y_val == 1, p_val) == pytest.approx(threshold)
-    result = metrics_from_predictions(
-        y_test, np.stack([1 - p_test, p_test], 1), bootstrap=0, threshold=threshold, threshold_source="validation"
-    )
-    tn, fp, fn, tp = confusion_matrix(y_test, p_test >= threshold).ravel()
-    point = result["operating_point"]
-    assert point["chosen_on"] == "validation" and point["threshold"] == threshold
-    assert point["sensitivity"] == pytest.approx(tp / (tp + fn)) and point["specificity"] == pytest.approx(
-        tn / (tn + fp)
-    )
-    assert "youden" not in result  # no threshold is chosen on the test set any more
+    worse = np.clip(probabilities + np.random.default_rng(5).normal(0, 0.5, probabilities.shape), 0, 1)
+    for candidate in (other, worse):  # P is 1 (capped) for the first, about 0.33 for the second
+        result = stats.compare_aucs(labels, probabilities, candidate, groups=groups, n=300)
+        p, ci = _paired_patient_bootstrap(labels, probabilities, candidate, groups, n=300, seed=0)
+        assert result["p"] == pytest.approx(p, abs=1e-12) and result["resamples"] == 300
+        np.testing.assert_allclose(result["ci"], ci, atol=1e-12)
+    assert 0.2 < result["p"] < 0.5
 
 
 def test_auc_equals_scikit_learn_with_ties_and_more_classes():
@@ -147,6 +142,6 @@ def test_the_bootstraps_ranks_equal_scipys_rankdata_with_ties_and_nan():
         n = int(rng.integers(1, 200))
         x = rng.integers(0, int(rng.integers(1, 30)), n).astype(float) if i % 3 == 0 else rng.random(n)
         x = x.astype(np.float32) if i % 3 == 1 else x
-        np.testing.assert_array_equal(stats._average_ranks(x), rankdata(x))
+        np.testing.assert_array_equal(auc._average_ranks(x), rankdata(x))
     y = np.array([1, 0, 1, 0])
     assert math.isnan(stats.auc_score(y, np.array([[0.9, 0.1], [0.5, np.nan], [0.2, 0.8], [0.6, 0.4]])))

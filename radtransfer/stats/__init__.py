@@ -1,0 +1,65 @@
+"""The numbers on the ground floor: pure functions of labels, scores and patient ids (NumPy, SciPy, scikit-learn), no
+model and no Keras, as keras ``metrics/`` and MONAI ``metrics/`` are leaves.
+
+- ``auc``: the AUC (rank form), its patient-level interval, DeLong's test and paired comparisons of two models.
+- ``bootstrap``: the stratified bootstrap of patients (BCa or percentile intervals of any statistic, of a fixed
+  decision's sensitivity and specificity) and the small-sample notes on what a sample can carry.
+- ``calibration``: Brier score, expected calibration error and its reliability bins, negative log-likelihood.
+- ``temperature``: softmax(log p / T), where a threshold goes under T, and fitting T.
+- ``thresholds``: Youden's J threshold.
+
+Every name is importable from here (``radtransfer.stats.auc_score``): the names the module ``radtransfer.stats``
+offered before, and those of calibration, temperature scaling and thresholds.
+"""
+
+from .auc import auc_score, bootstrap_auc_ci, compare_aucs, delong_test, paired_bootstrap_test
+from .bootstrap import (
+    BCA_MAX_UNITS,
+    SMALL_SAMPLE_RARER,
+    SMALL_SAMPLE_UNITS,
+    bootstrap_operating_point_ci,
+    resampling_units,
+    small_sample_note,
+    stratified_bootstrap_ci,
+    units_per_class,
+)
+from .calibration import (
+    BINS,
+    CalibrationBin,
+    brier_score,
+    checked_probabilities,
+    expected_calibration_error,
+    log_probabilities,
+    negative_log_likelihood,
+)
+from .temperature import TEMPERATURE_BOUNDS, apply_temperature, check_temperature, fit_temperature, scale_threshold
+from .thresholds import youden_threshold
+
+__all__ = [
+    "BCA_MAX_UNITS",
+    "BINS",
+    "CalibrationBin",
+    "SMALL_SAMPLE_RARER",
+    "SMALL_SAMPLE_UNITS",
+    "TEMPERATURE_BOUNDS",
+    "apply_temperature",
+    "auc_score",
+    "bootstrap_auc_ci",
+    "bootstrap_operating_point_ci",
+    "brier_score",
+    "check_temperature",
+    "checked_probabilities",
+    "compare_aucs",
+    "delong_test",
+    "expected_calibration_error",
+    "fit_temperature",
+    "log_probabilities",
+    "negative_log_likelihood",
+    "paired_bootstrap_test",
+    "resampling_units",
+    "scale_threshold",
+    "small_sample_note",
+    "stratified_bootstrap_ci",
+    "units_per_class",
+    "youden_threshold",
+]

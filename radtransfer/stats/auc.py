@@ -1,0 +1,193 @@
+"""The AUC: its rank (Mann-Whitney) form, its patient-level interval, and paired comparisons of two models on the
+same test images (DeLong's test, or a paired bootstrap of patients when patients have several images).
+
+The intervals resample patients whenever patient ids are known (``bootstrap.py`` says why).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .bootstrap import resampling_units, stratified_bootstrap_ci
+
+
+def _average_ranks(x) -> np.ndarray:
+    """1-based ranks with ties given their mean rank: scipy.stats.rankdata(x), without its per-call overhead
+    (a bootstrap ranks a thousand resamples)."""
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    counts = np.diff(np.r_[starts, len(x)])
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(starts + (counts + 1) / 2, counts)
+    return ranks
+
+
+def _binary_auc(positives, scores) -> float:
+    """ROC AUC by the Mann-Whitney rank form (ties count one half), the same number as
+    sklearn.metrics.roc_auc_score at a fraction of its cost inside a bootstrap."""
+    m = int(positives.sum())
+    n = len(positives) - m
+    if m == 0 or n == 0:
+        return math.nan
+    scores = np.asarray(scores)
+    if scores.dtype.kind == "f" and np.isnan(scores).any():
+        return math.nan  # as scipy's rankdata propagates NaN
+    ranks = _average_ranks(scores)
+    return float((ranks[positives].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def auc_score(y_true, probabilities, positive_class=1) -> float:
+    """Two classes: the positive class's ROC AUC. More: the macro one-vs-rest AUC (the mean of each
+    class's AUC against the rest, as scikit-learn's ``multi_class="ovr"``). NaN when a class is absent."""
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    num_classes = probabilities.shape[1]
+    if num_classes == 2:
+        return _binary_auc(y_true == positive_class, probabilities[:, positive_class])
+    if len(np.unique(y_true)) < num_classes:
+        return math.nan
+    return float(np.mean([_binary_auc(y_true == c, probabilities[:, c]) for c in range(num_classes)]))
+
+
+def bootstrap_auc_ci(
+    y_true, probabilities, positive_class=1, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Confidence interval of the AUC by a stratified bootstrap of patients (or of images without groups).
+
+    Args:
+        y_true: integer labels per image.
+        probabilities: (images, classes) predicted probabilities.
+        positive_class: the class whose AUC is taken (two classes).
+        groups: patient id per image (None: resample images).
+        n: bootstrap resamples.
+        seed: the resampling seed.
+        level: the confidence level.
+
+    Returns:
+        The interval as ``stratified_bootstrap_ci`` returns it: {"low", "high", "unit" ("patient" or "image"),
+        "n_units", "method" ("BCa" or "percentile"), "resamples", "level"}.
+    """
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    return stratified_bootstrap_ci(
+        y_true, lambda index: auc_score(y_true[index], probabilities[index], positive_class), groups, n, seed, level
+    )
+
+
+# -- comparing two models on the same images ----------------------------------------------------
+
+
+def _midranks(x):
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    n = len(x)
+    ranks = np.empty(n, dtype=np.float64)
+    i = 0
+    while i < n:
+        j = i
+        while j < n and sorted_x[j] == sorted_x[i]:
+            j += 1
+        ranks[i:j] = 0.5 * (i + j - 1) + 1
+        i = j
+    out = np.empty(n, dtype=np.float64)
+    out[order] = ranks
+    return out
+
+
+def delong_test(positives, scores_a, scores_b) -> dict:
+    """DeLong's test (DeLong et al. 1988, in Sun & Xu's 2014 fast form) of two correlated ROC AUCs on the
+    same cases: the difference, its standard error and the two-sided P value."""
+    from scipy import stats
+
+    positives = np.asarray(positives, dtype=bool)
+    m, n = int(positives.sum()), int((~positives).sum())
+    if m < 2 or n < 2:
+        raise ValueError("DeLong's test needs at least two positive and two negative cases.")
+    scores = np.vstack([np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)])
+    order = np.concatenate([np.flatnonzero(positives), np.flatnonzero(~positives)])
+    scores = scores[:, order]
+    aucs, v10, v01 = [], [], []
+    for row in scores:
+        tx, ty, tz = _midranks(row[:m]), _midranks(row[m:]), _midranks(row)
+        aucs.append(tz[:m].sum() / (m * n) - (m + 1) / (2 * n))
+        v10.append((tz[:m] - tx) / n)
+        v01.append(1 - (tz[m:] - ty) / m)
+    covariance = np.cov(np.array(v10)) / m + np.cov(np.array(v01)) / n
+    variance = covariance[0, 0] + covariance[1, 1] - 2 * covariance[0, 1]
+    diff = aucs[0] - aucs[1]
+    se = math.sqrt(max(variance, 0.0))
+    z = diff / se if se > 0 else (0.0 if diff == 0 else math.copysign(math.inf, diff))
+    p = float(2 * stats.norm.sf(abs(z))) if math.isfinite(z) else 0.0
+    return {
+        "method": "delong",
+        "auc_a": float(aucs[0]),
+        "auc_b": float(aucs[1]),
+        "diff": float(diff),
+        "se": se,
+        "z": float(z),
+        "p": p,
+        "unit": "image",
+    }
+
+
+def paired_bootstrap_test(
+    y_true,
+    probabilities_a,
+    probabilities_b,
+    positive_class=1,
+    groups=None,
+    n: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """Paired bootstrap of AUC(a) − AUC(b): both models scored on the same resampled patients (or images).
+    The P value is twice the smaller share of resampled differences on either side of zero."""
+    y_true = np.asarray(y_true)
+    a = np.asarray(probabilities_a, dtype=np.float64)
+    b = np.asarray(probabilities_b, dtype=np.float64)
+    members, strata, unit, n_units = resampling_units(y_true, groups)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        chosen = np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata])
+        index = np.concatenate([members[u] for u in chosen])
+        diff = auc_score(y_true[index], a[index], positive_class) - auc_score(y_true[index], b[index], positive_class)
+        if math.isfinite(diff):
+            diffs.append(diff)
+    diffs = np.asarray(diffs)
+    auc_a, auc_b = auc_score(y_true, a, positive_class), auc_score(y_true, b, positive_class)
+    tail = (1 - level) / 2
+    p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))) if len(diffs) else math.nan
+    return {
+        "method": "paired_bootstrap",
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "diff": auc_a - auc_b,
+        "ci": [float(np.quantile(diffs, tail)), float(np.quantile(diffs, 1 - tail))] if len(diffs) else [math.nan] * 2,
+        "p": p,
+        "unit": unit,
+        "n_units": int(n_units),
+        "resamples": int(len(diffs)),
+    }
+
+
+def compare_aucs(
+    y_true, probabilities_a, probabilities_b, positive_class=1, groups=None, n: int = 2000, seed: int = 0
+) -> dict:
+    """The right paired test of two models' AUCs on the same test images.
+
+    DeLong's test for two classes when each patient contributes one image (or patients are unknown);
+    a paired patient-level bootstrap when patients have several images (DeLong assumes independent
+    cases) or for more than two classes.
+    """
+    y_true = np.asarray(y_true)
+    a = np.asarray(probabilities_a)
+    clustered = groups is not None and len(set(map(str, groups))) < len(y_true)
+    if a.shape[1] == 2 and not clustered:
+        positives = y_true == positive_class
+        if 2 <= positives.sum() <= len(y_true) - 2:
+            return delong_test(positives, a[:, positive_class], np.asarray(probabilities_b)[:, positive_class])
+    return paired_bootstrap_test(y_true, a, probabilities_b, positive_class, groups if clustered else None, n, seed)

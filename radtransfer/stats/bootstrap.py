@@ -1,0 +1,189 @@
+"""The patient-level bootstrap: resampling units (patients, or images without patient ids) stratified by class,
+the interval of any statistic over them (BCa, or percentile), the intervals of a fixed decision's sensitivity and
+specificity, and what a sample can carry (the small-sample notes).
+
+Slices of one patient are not independent: resampling images treats 30 patients × 20 slices as 600
+independent cases and gives intervals several times too narrow. Whenever patient ids are known, the
+bootstrap here resamples patients (stratified by each patient's majority class), through
+``scipy.stats.bootstrap`` with bias-corrected and accelerated (BCa) intervals.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, percentile intervals
+# Fewer resampled units (patients, or images without ids) than this in the class an interval rests on, and the
+# bootstrap intervals here cover less than 95% in simulation (docs/training.md, benchmarks/interval_coverage.py).
+SMALL_SAMPLE_UNITS = 20
+# A share (sensitivity, specificity) whose rarer outcome holds fewer units' worth than this, units × min(share,
+# 1 − share), also under-covers, whatever the count: 82% with 20 patients at 0.95 (same sources).
+SMALL_SAMPLE_RARER = 5
+
+
+def resampling_units(y_true, groups):
+    """The units a bootstrap resamples (patients, or images without ``groups``), in strata by majority class.
+
+    Args:
+        y_true: integer labels per image.
+        groups: patient id per image, or None (each image is its own unit).
+
+    Returns:
+        (members, strata, unit, n_units): per unit the array of its image indices; per class present, the array of
+        the units whose majority class it is; "patient" or "image"; the number of units.
+    """
+    y_true = np.asarray(y_true)
+    if groups is None:
+        members = [np.array([i]) for i in range(len(y_true))]
+        labels = y_true
+        unit = "image"
+    else:
+        groups = np.asarray([str(g) for g in groups])
+        unique, inverse = np.unique(groups, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=len(unique)))[:-1]
+        members = np.split(order, bounds)
+        labels = np.array([np.bincount(y_true[m]).argmax() for m in members])
+        unit = "patient"
+    strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    return members, [s for s in strata if len(s)], unit, len(members)
+
+
+def units_per_class(y_true, groups=None) -> dict:
+    """Per class present, how many resampling units have an image of it: patients with ``groups``, else images."""
+    y_true = np.asarray(y_true)
+    if groups is None:
+        return {int(c): int((y_true == c).sum()) for c in np.unique(y_true)}
+    groups = np.asarray([str(g) for g in groups])
+    return {int(c): len(set(groups[y_true == c])) for c in np.unique(y_true)}
+
+
+def small_sample_note(units, unit: str = "patient", which: str = "", where: str = "", share=None) -> str | None:
+    """The note a 95% bootstrap interval carries where it covers less than 95% in simulation, else None: when the
+    class it rests on has fewer than ``SMALL_SAMPLE_UNITS`` resampled units ("only 10 positive patients (under
+    20): ..."), and, for a share, when its rarer outcome holds fewer than ``SMALL_SAMPLE_RARER`` units' worth
+    ("1.5 of 30 positive patients on the rarer side ...": a sensitivity of 0.95, or of 1, the interval then 1–1).
+
+    Args:
+        units: the number of units in that class (None: unknown, no note).
+        unit: "patient" or "image".
+        which: a word before the unit ("positive"); where: words after it ("in the smallest class").
+        share: the estimate, for a share of that class's images (sensitivity, specificity); None for an AUC.
+    """
+    if units is None:
+        return None
+    counted = " ".join(part for part in (which, unit if units == 1 else f"{unit}s", where) if part)
+    see = "such intervals cover less than 95%, see docs/training.md"
+    if units < SMALL_SAMPLE_UNITS:
+        return f"only {units} {counted} (under {SMALL_SAMPLE_UNITS}): {see}"
+    if share is None or not math.isfinite(share):
+        return None
+    rarer = min(share, 1.0 - share)
+    if units * rarer >= SMALL_SAMPLE_RARER - 1e-9:  # 50 × (1 − 0.9) is 4.9999999999999991
+        return None
+    return (
+        f"{units * rarer:.1f} of {units} {counted} on the rarer side (a share of {rarer:.3f}; under "
+        f"{SMALL_SAMPLE_RARER}): {see}"
+    )
+
+
+def bootstrap_operating_point_ci(
+    y_true, called, positive_class=1, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """Confidence intervals of the sensitivity and specificity of fixed decisions (e.g. a threshold chosen
+    beforehand), by the same stratified bootstrap of patients (or images) as ``stratified_bootstrap_ci`` (and the AUC's
+    ``bootstrap_auc_ci``), with the same resamples for a given seed.
+
+    Args:
+        y_true: integer labels per image.
+        called: per image, whether it was called ``positive_class``.
+        positive_class: the class whose sensitivity is taken.
+        groups: patient id per image (None: resample images).
+        n, seed, level: resamples, their seed and the confidence level.
+
+    Returns:
+        {"sensitivity": interval, "specificity": interval}, each as ``stratified_bootstrap_ci`` returns it.
+    """
+    y_true = np.asarray(y_true)
+    truth = y_true == positive_class
+    called = np.asarray(called, dtype=bool)
+
+    def share(selected, index):
+        chosen = selected[index]
+        return float(called[index][chosen].mean()) if chosen.any() else math.nan
+
+    return {
+        "sensitivity": stratified_bootstrap_ci(y_true, lambda i: share(truth, i), groups, n, seed, level),
+        "specificity": stratified_bootstrap_ci(y_true, lambda i: 1.0 - share(~truth, i), groups, n, seed, level),
+    }
+
+
+def stratified_bootstrap_ci(y_true, statistic, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The interval of ``statistic(image indices)`` over a bootstrap of patients (or images without groups),
+    stratified by each patient's majority class: BCa up to 2000 units, else (or when BCa fails because a resample
+    has no value) percentile.
+
+    Returns:
+        {"low", "high", "unit" ("patient" or "image"), "n_units", "method" ("BCa" or "percentile"),
+        "resamples", "level"}.
+    """
+    from scipy import stats
+
+    members, strata, unit, n_units = resampling_units(y_true, groups)
+    single = unit == "image"
+    # A stratum of one unit is the same in every stratified resample: hold it fixed.
+    fixed = np.concatenate([s for s in strata if len(s) < 2] or [np.zeros(0, dtype=np.int64)])
+    strata = [s for s in strata if len(s) >= 2]
+    if not strata:
+        return {
+            "low": math.nan,
+            "high": math.nan,
+            "unit": unit,
+            "n_units": int(n_units),
+            "method": None,
+            "resamples": 0,
+            "level": level,
+        }
+
+    def resampled(*samples):
+        chosen = np.concatenate([*samples, fixed])
+        return statistic(chosen if single else np.concatenate([members[u] for u in chosen]))
+
+    method = "BCa" if n_units <= BCA_MAX_UNITS else "percentile"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.bootstrap(
+            tuple(strata),
+            resampled,
+            n_resamples=n,
+            vectorized=False,
+            paired=False,
+            confidence_level=level,
+            method=method,
+            random_state=seed,
+        )
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        # A resample without one of the classes has no AUC; BCa then fails as a whole. Fall back to the
+        # percentile interval of the resamples that have one.
+        values = np.asarray(result.bootstrap_distribution)
+        values = values[np.isfinite(values)]
+        tail = (1 - level) / 2
+        low, high = (
+            (float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail)))
+            if len(values)
+            else (math.nan, math.nan)
+        )
+        method = "percentile"
+    return {
+        "low": low,
+        "high": high,
+        "unit": unit,
+        "n_units": int(n_units),
+        "method": method,
+        "resamples": int(n),
+        "level": level,
+    }
