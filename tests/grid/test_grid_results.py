@@ -25,7 +25,7 @@ FOLDS = 3
 def _write_grid(root: Path) -> Path:
     """One grid (grid.json, 2 scenarios × 3 folds × 2 sources with predictions), PairRecords for fold 0 only (the
     report computes the others from the predictions) and one timing.json."""
-    from radtransfer.evaluation.stats import auc_score
+    from radtransfer.stats.auc import auc_score
 
     grid = root / "task"
     grid.mkdir(parents=True)
