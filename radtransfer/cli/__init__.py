@@ -4,9 +4,6 @@
 ``grid_commands`` (one handler per subcommand).
 """
 
-from .commands import check_parts as check_parts
-from .commands import load_data as load_data
-from .commands import train_val_test as train_val_test
 from .main import _show_data_log as _show_data_log
 from .main import main
 from .options import EXIT_FAILURE, EXIT_USAGE, UsageError, build_parser

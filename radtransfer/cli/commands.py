@@ -6,134 +6,48 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import EXIT_FAILURE, UsageError
+from .options import EXIT_FAILURE, UsageError, in_flags
 
 
-def load_data(
-    spec: str, image_col="path", label_col="label", patient_col="auto", tfds_split=None, missing_labels="raise"
-):
-    """DATA: a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]. Patient ids come from
-    ``patient_col`` ("auto": a column named like PatientID, or the DICOM PatientID tag; "none": no ids)."""
+def say(line: str) -> None:
+    """Prints a note of the library (what a split goes by, a split folder's parts) in the command's words."""
+    print(in_flags(line), file=sys.stderr)
+
+
+def load_spec(spec: str, args):
+    """A data spec read with DATA's options (``data.load``); a spec that names no data is a usage mistake."""
     from .. import data
+    from ..data.loading import DataSpecError
 
-    patients = None if patient_col in (None, "none") else patient_col
-    if spec.startswith("tfds:"):
-        parts = spec.split(":")
-        name = parts[1]
-        split = parts[2] if len(parts) > 2 else (tfds_split or "train")
-        return data.from_tfds(name, split=split)
-    path = Path(spec).expanduser()
-    if path.is_dir() and data.is_split_directory(path):
-        parts = sorted(p.name for p in path.iterdir() if p.is_dir())
-        example = next((p for p in parts if p.lower() in ("test", "testing")), parts[-1])
-        raise UsageError(
-            f"DATA '{spec}' is split already ({', '.join(f'{p}/' for p in parts)}), and this command reads one set "
-            f"of images: give one part (e.g. '{path / example}') or a CSV manifest listing every part's files "
-            "(train takes a split folder whole)."
-        )
-    if path.is_dir():
-        manifest = path / "manifest.csv"
-        if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv
-            return data.from_csv(
-                manifest, image_col=image_col, label_col=label_col, patient_col=patients, missing_labels=missing_labels
-            )
-        return data.from_directory(path, patient_ids="auto" if patients else None)
-    if path.suffix.lower() == ".csv":
-        _refuse_volume_manifest(path)
-        return data.from_csv(
-            path, image_col=image_col, label_col=label_col, patient_col=patients, missing_labels=missing_labels
-        )
-    if not path.exists():
-        raise UsageError(
-            f"DATA not found: '{spec}'. Expected a class-folder directory, a CSV manifest, or tfds:NAME[:SPLIT]."
-        )
-    raise UsageError(f"DATA '{spec}' is neither a folder nor a .csv file (nor tfds:NAME).")
-
-
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".mnc")
-
-
-def _refuse_volume_manifest(path: Path) -> None:
-    """A CSV listing 3D volumes is refused in one line: the command reads 2D images, the library reads volumes."""
-    import pandas as pd
-
+    columns = {"image_col": args.image_col, "label_col": args.label_col, "patient_col": args.patient_col}
     try:
-        frame = pd.read_csv(path, dtype=str, nrows=50)
-    except Exception:  # from_csv says what is wrong with the file
-        return
-    for column in frame.columns:
-        values = frame[column].dropna().str.strip().str.lower()
-        if len(values) and values.str.endswith(VOLUME_SUFFIXES).all():
-            raise UsageError(
-                f"DATA '{path}' lists NIfTI volumes (column '{column}'), and the command reads 2D images: read their "
-                "slices in Python with radtransfer.data.from_volumes and pass that ImageSet to fine_tune, run_grid or "
-                "predict (docs/data.md, 'Volumes')."
-            )
+        return data.load(spec, **columns, missing_labels=args.missing_labels)
+    except DataSpecError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def _say_patients(image_set, args) -> None:
-    """One line on what the split goes by, so a split by image is never silent."""
-    if image_set.patient_ids is not None:
-        print(
-            f"DATA: {len(image_set)} images of {len(set(image_set.patient_ids))} patients; parts are split by patient.",
-            file=sys.stderr,
-        )
-    elif getattr(args, "patient_col", "auto") in (None, "none"):
-        print(f"DATA: {len(image_set)} images; --patient-col none: parts are split by image.", file=sys.stderr)
-    else:
-        print(
-            f"DATA: {len(image_set)} images and no patient ids found (no column named like PatientID, no DICOM "
-            "PatientID): parts are split by image, so one patient's images may fall in two parts. Name the "
-            "column with --patient-col.",
-            file=sys.stderr,
-        )
-
-
-def train_val_test(spec: str, args):
-    """DATA's (train, val, test): its own parts when the folder is split already (Training/ and Testing/,
-    train/val/test; --test is then ignored, and val comes from train when there is no val part), else a
-    patient-level split by --val and --test."""
+def load_parts(args) -> tuple:
+    """DATA's (train, val, test) by --val, --test and --seed (``data.load_parts``: a split folder's own parts, else
+    a split by patient), saying what the split goes by."""
     from .. import data
+    from ..data.loading import DataSpecError
 
-    path = Path(spec).expanduser()
-    if not spec.startswith("tfds:") and data.is_split_directory(path):
-        parts = data.from_split_directory(path)
-        if "test" not in parts:
-            raise UsageError(f"'{path}' is split already but has no test part (test/ or Testing/).")
-        train = parts["train"]
-        if "val" in parts:
-            return train, parts["val"], parts["test"]
-        train, val, _ = train.split(val=args.val, test=0.0, seed=args.seed)
-        print(
-            f"DATA is split already: training on {path}/…train part, validation from it ({len(val)} images), "
-            f"test on its test part ({len(parts['test'])} images).",
-            file=sys.stderr,
+    columns = {"image_col": args.image_col, "label_col": args.label_col, "patient_col": args.patient_col}
+    try:
+        return data.load_parts(
+            args.data, args.val, args.test, args.seed, **columns, missing_labels=args.missing_labels, note=say
         )
-        return train, val, parts["test"]
-    image_set = load_data(spec, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels)
-    _say_patients(image_set, args)
-    by = "patient" if image_set.patient_ids is not None else "image"  # a split by image was said above
-    return image_set.split(val=args.val, test=args.test, seed=args.seed, by=by)
+    except DataSpecError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_parts(parts: dict, on_bad: str, out=None) -> dict:
-    """Checks every part's files before anything is trained; with on_bad="skip", leaves the bad ones out of
-    their part (the split of the others is unchanged, so a rerun is the same run) and lists them in
-    ``out/skipped_files.csv``."""
-    import warnings
-
-    from ..data import check_images
+    """Checks every part's files (``data.check_parts``); with --on-bad skip, lists the files left out on stderr and
+    in ``out/skipped_files.csv``."""
+    from .. import data
     from ..training.run_folder import SKIPPED_FILES
 
-    checked, skipped = {}, []
-    for name, part in parts.items():
-        if len(part) == 0:
-            checked[name] = part
-            continue
-        with warnings.catch_warnings():  # listed below, once
-            warnings.simplefilter("ignore", UserWarning)
-            checked[name], bad = check_images(part, on_bad, part=name)
-        skipped += [(name, path, reason) for path, reason in bad]
+    checked, skipped = data.check_parts(parts, on_bad)
     if skipped:
         print(
             f"radtransfer: warning: skipped {len(skipped)} unreadable file(s) (--on-bad skip)"
@@ -348,9 +262,7 @@ def _read_local_data(args):
     """evaluate's --recalibrate set (None without one), read with DATA's options."""
     if args.recalibrate is None:
         return None
-    local = load_data(
-        args.recalibrate, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
-    )
+    local = load_spec(args.recalibrate, args)
     print(f"--recalibrate: {len(local)} local images to refit the temperature and threshold on.", file=sys.stderr)
     return local
 
@@ -595,18 +507,13 @@ def read_data(args) -> None:
     """DATA's file names, labels and patients, read before TensorFlow starts, so a wrong layout or column is
     answered at once; the commands take them from ``args``."""
     if args.command == "train" or (args.command == "audit" and not args.folds):
-        args.parts = train_val_test(args.data, args)
+        args.parts = load_parts(args)
         if args.command == "train" and not args.no_audit:  # before TensorFlow starts: --strict refuses at once
             _audit_parts(dict(zip(("train", "val", "test"), args.parts)), Path(args.out), args)
-    elif args.command == "audit":
-        args.image_set = load_data(
-            args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
-        )
-        _say_patients(args.image_set, args)
-    elif args.command in ("evaluate", "calibrate", "grid", "curve"):
-        args.image_set = load_data(
-            args.data, args.image_col, args.label_col, args.patient_col, missing_labels=args.missing_labels
-        )
-        _say_patients(args.image_set, args)
+    elif args.command in ("audit", "evaluate", "calibrate", "grid", "curve"):
+        from ..data.loading import split_note
+
+        args.image_set = load_spec(args.data, args)
+        say(split_note(args.image_set, args.patient_col))
     if args.command == "evaluate":
         args.recalibrate_set = _read_local_data(args)

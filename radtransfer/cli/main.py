@@ -11,7 +11,16 @@ from pathlib import Path
 
 from . import commands, grid_commands
 from .commands import check_run_dir, check_site_options, read_data
-from .options import EXIT_FAILURE, EXIT_USAGE, UsageError, _config_defaults, _load_config, build_parser, train_config_of
+from .options import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    UsageError,
+    build_parser,
+    config_defaults,
+    in_flags,
+    load_config,
+    train_config_of,
+)
 
 HANDLERS = {
     "audit": commands.cmd_audit,
@@ -67,10 +76,10 @@ def main(argv=None) -> int:
     _show_warnings(parser.commands[args.command])
     show(True)  # a progress bar for every long loop, in a terminal and in a log
     try:
-        config = _load_config(getattr(args, "config", None))
+        config = load_config(getattr(args, "config", None))
         if config:  # the second stage of the parse: the file's values as defaults, the flags over them
             subparser = parser.commands[args.command]
-            subparser.set_defaults(**_config_defaults(subparser, config))
+            subparser.set_defaults(**config_defaults(subparser, config))
             args = parser.parse_args(argv)
         try:
             _check_arguments(args)
@@ -180,33 +189,10 @@ def _show_warnings(subparser) -> None:
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = _in_flags(str(message), subparser)
+        text = in_flags(str(message), subparser)
         print(f"radtransfer: warning: {text}", file=sys.stderr)
 
     warnings.showwarning = show
-
-
-def _in_flags(message: str, subparser) -> str:
-    """A library message in the command's words: "missing_labels='drop' (command line: --missing-labels drop)"
-    becomes "--missing-labels drop", and a keyword argument of this command, ``weights_dir=`` or
-    ``on_bad='skip'``, becomes its flag."""
-    import re
-
-    message = re.sub(r"\S+=\S+ \((?:command line|CLI): ([^)]+)\)", r"\1", message)
-    message = re.sub(r"data\.from_(?:split_)?directory\(('[^']*')\)", r"DATA \1", message)
-    for action in getattr(subparser, "_actions", ()):
-        flags = [o for o in action.option_strings if o.startswith("--")]
-        if not flags or action.dest in ("help", "config"):
-            continue
-        value = r"(?:'([^']*)'|\"([^\"]*)\"|(None|True|False|[\w./~-]+))"
-        message = re.sub(
-            rf"\b{re.escape(action.dest)}={value}",
-            lambda m: f"{flags[0]} {(m.group(1) or m.group(2) or m.group(3) or '').replace('None', 'none')}",
-            message,
-        )
-        message = re.sub(rf"\b{re.escape(action.dest)}=(?=[\s,.)]|$)", flags[0], message)
-        message = re.sub(rf"\({re.escape(action.dest)}\)", f"({flags[0]})", message)
-    return message
 
 
 def _report_error(exc, args, parser=None) -> None:
@@ -214,7 +200,7 @@ def _report_error(exc, args, parser=None) -> None:
         traceback.print_exc()
     message = str(exc).strip() or type(exc).__name__
     if parser is not None and getattr(args, "command", None) in getattr(parser, "commands", {}):
-        message = _in_flags(message, parser.commands[args.command])
+        message = in_flags(message, parser.commands[args.command])
     lines = message.splitlines()
     first = lines[0]
     more = "" if len(lines) == 1 else "\n" + "\n".join(lines[1:])

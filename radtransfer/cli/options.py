@@ -17,7 +17,7 @@ class UsageError(Exception):
     """A command-line mistake (exit code 2)."""
 
 
-def _load_config(path):
+def load_config(path):
     if path is None:
         return {}
     path = Path(path)
@@ -39,7 +39,7 @@ def _load_config(path):
     return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
-def _config_defaults(subparser, config: dict) -> dict:
+def config_defaults(subparser, config: dict) -> dict:
     """A --config file's values by option: its keys may be an option's name with or without dashes
     ("learning-rate", "lr", "batch_size")."""
     from ..utils.choices import did_you_mean
@@ -505,3 +505,26 @@ def _version() -> str:
     from ..version import __version__
 
     return f"radtransfer {__version__}"
+
+
+def in_flags(message: str, subparser=None) -> str:
+    """A library message in the command's words: "missing_labels='drop' (command line: --missing-labels drop)"
+    becomes "--missing-labels drop", and a keyword argument of this command, ``weights_dir=`` or
+    ``on_bad='skip'``, becomes its flag (without a subparser, only the first)."""
+    import re
+
+    message = re.sub(r"\S+=\S+ \((?:command line|CLI): ([^)]+)\)", r"\1", message)
+    message = re.sub(r"data\.from_(?:split_)?directory\(('[^']*')\)", r"DATA \1", message)
+    for action in getattr(subparser, "_actions", ()):
+        flags = [o for o in action.option_strings if o.startswith("--")]
+        if not flags or action.dest in ("help", "config"):
+            continue
+        value = r"(?:'([^']*)'|\"([^\"]*)\"|(None|True|False|[\w./~-]+))"
+        message = re.sub(
+            rf"\b{re.escape(action.dest)}={value}",
+            lambda m: f"{flags[0]} {(m.group(1) or m.group(2) or m.group(3) or '').replace('None', 'none')}",
+            message,
+        )
+        message = re.sub(rf"\b{re.escape(action.dest)}=(?=[\s,.)]|$)", flags[0], message)
+        message = re.sub(rf"\({re.escape(action.dest)}\)", f"({flags[0]})", message)
+    return message
