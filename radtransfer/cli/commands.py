@@ -71,7 +71,7 @@ def write_resolved(out_dir, args) -> None:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    values = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "debug", "grid_options")}
     write_json_atomic(out / CLI_CONFIG, values)
 
 

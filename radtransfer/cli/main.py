@@ -17,6 +17,7 @@ from .options import (
     UsageError,
     build_parser,
     config_defaults,
+    grid_options_of,
     in_flags,
     load_config,
     train_config_of,
@@ -126,35 +127,14 @@ def _check_arguments(args) -> None:
         args.train_config = train_config_of(args)  # every TrainConfig option checked here
         if args.weights not in ("radimagenet", "imagenet", "none") and not Path(args.weights).expanduser().is_file():
             raise UsageError(f"--weights {args.weights}: expected radimagenet, imagenet, none or an existing .h5 file.")
-    if args.command == "grid":
+    if args.command in ("grid", "curve"):
         from ..grid.arms import check_arms
-        from ..grid.plan import resolve_shard
         from ..models.presets import WEIGHT_SOURCES
 
-        for backbone in args.backbones or ():
+        for backbone in getattr(args, "backbones", None) or ():
             get_backbone(backbone)
         check_arms(args.sources, WEIGHT_SOURCES)
-        if args.executor != "ray" and any(
-            getattr(args, option) is not None for option in ("address", "gpus_per_run", "cpus_per_run")
-        ):
-            raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
-        resolve_shard(args.shard, args.shard_count)
-    if args.command == "curve":
-        from ..grid.arms import check_arms
-        from ..grid.curve import check_fractions
-        from ..grid.plan import resolve_shard
-        from ..models.presets import WEIGHT_SOURCES
-
-        get_backbone(args.backbone)
-        check_fractions(args.fractions)
-        check_arms(args.sources, WEIGHT_SOURCES)
-        if args.repeats < 1:
-            raise UsageError(f"--repeats must be 1 or more. Received: {args.repeats}.")
-        if args.executor != "ray" and any(
-            getattr(args, option) is not None for option in ("address", "gpus_per_run", "cpus_per_run")
-        ):
-            raise UsageError("--address, --gpus-per-run and --cpus-per-run need --executor ray.")
-        resolve_shard(args.shard, args.shard_count)
+        args.grid_options = grid_options_of(args)  # every other grid option checked here, once
 
 
 def _start_tensorflow(quiet: bool) -> None:

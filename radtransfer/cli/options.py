@@ -284,21 +284,71 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
 
 
-def _add_grid(sub) -> None:
-    p = sub.add_parser("grid", help="run the paper's 24-scenario grid per weight source on DATA")
+def _field_option(parser, config_class, name: str) -> None:
+    """The option of one field of ``GridOptions`` or ``CurveOptions``: its flag, help, type, choices, default and
+    argparse extras (nargs, metavar, action) come from the field's metadata."""
+    import dataclasses
+
+    field = next(f for f in dataclasses.fields(config_class) if f.name == name)
+    meta = dict(field.metadata)
+    flag, help_text, kind, choices, cli_default = (
+        meta.pop(k) for k in ("flag", "help", "type", "choices", "cli_default")
+    )
+    if meta.get("action") == "store_true":
+        parser.add_argument(flag, dest=name, help=help_text, **meta)
+        return
+    default = cli_default if cli_default is not dataclasses.MISSING else field.default
+    default = list(default) if isinstance(default, tuple) else default
+    kind = None if kind is str else kind
+    parser.add_argument(flag, dest=name, type=kind, choices=choices, default=default, help=help_text, **meta)
+
+
+def grid_options_of(args):
+    """The GridOptions (``grid``) or CurveOptions (``curve``) of the command's options: every field with a flag,
+    and --on-bad, --strict and --no-audit; one check of them all, before TensorFlow starts."""
+    import dataclasses
+
+    from ..grid.arms import with_preprocessings
+    from ..grid.options import CurveOptions, GridOptions
+
+    config_class = GridOptions if args.command == "grid" else CurveOptions
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if "flag" in f.metadata}
+    if getattr(args, "preprocessings", None):
+        values["sources"] = with_preprocessings(args.sources, args.preprocessings)
+    audit = "off" if args.no_audit else "strict" if args.strict else "warn"
+    return config_class(**values, on_bad=args.on_bad, audit=audit, verbose=1)
+
+
+def _run_options(p, config_class, names) -> None:
+    """Options of a grid's runs, in this order, from ``config_class``'s fields."""
+    for name in names:
+        _field_option(p, config_class, name)
+
+
+def _protocol_options(p, cache_help: str, seed_help: str) -> None:
+    """The ProtocolConfig settings a grid or a curve may change (the paper's by default)."""
     from ..grid.paper import RADIMAGENET
 
+    p.add_argument("--cache", default=RADIMAGENET.cache, help=cache_help)
+    p.add_argument("--epochs", type=int, default=RADIMAGENET.epochs, help="epochs per run (the paper's)")
+    p.add_argument("--image-size", type=int, default=RADIMAGENET.image_size, help="input size (the paper's)")
+    p.add_argument("--batch-size", type=int, default=RADIMAGENET.batch_size, help="images per batch (the paper's)")
+    p.add_argument("--seed", type=int, default=RADIMAGENET.seed, help=seed_help)
+    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
+
+
+_EXECUTION = ("shard", "shard_count", "executor", "address", "gpus_per_run", "cpus_per_run", "faithful", "weights_dir")
+
+
+def _add_grid(sub) -> None:
+    from ..grid.options import GridOptions
+
+    p = sub.add_parser("grid", help="run the paper's 24-scenario grid per weight source on DATA")
     p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
     _config_option(p)
     p.add_argument("--out", required=True, help="grid folder")
-    p.add_argument(
-        "--sources",
-        nargs="+",
-        default=["radimagenet", "imagenet"],
-        help="the weight sources to compare; SOURCE@faithful or SOURCE@corrected feeds that source the reference's or "
-        "its own preprocessing, as an arm of its own",
-    )
+    _field_option(p, GridOptions, "sources")
     p.add_argument(
         "--preprocessings",
         nargs="+",
@@ -310,112 +360,31 @@ def _add_grid(sub) -> None:
     p.add_argument(
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
     )
-    p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        metavar="R",
-        help="runs per source, scenario and fold (default 1), each with its own seed on the fold's split; the "
-        "sources share each repeat's seed, so they stay paired. Rerun with a larger R to add repeats",
-    )
+    _run_options(p, GridOptions, ("folds", "repeats"))
     _audit_options(p, "run the grid")
-    p.add_argument(
-        "--shard",
-        help="k/n: run a disjoint share of the runs; auto: this SLURM array task's or "
-        "Kubernetes Indexed Job pod's share",
+    _run_options(p, GridOptions, (*_EXECUTION, "task", "paper_task"))
+    _protocol_options(
+        p,
+        "auto (memory if it fits, else a file per split, else none), memory, none, or a file path prefix for a disk "
+        "cache",
+        "the grid's seed (the paper's)",
     )
-    p.add_argument("--shard-count", type=int, help="with --shard auto on Kubernetes: the Job's completions")
-    p.add_argument(
-        "--executor",
-        choices=("sequential", "ray"),
-        default="sequential",
-        help="sequential (default): one run after another here; ray: each run a Ray task, one per GPU "
-        "(needs radtransfer[ray])",
-    )
-    p.add_argument(
-        "--address",
-        help="with --executor ray: the cluster (auto, head:6379 or ray://head:10001); "
-        "default $RAY_ADDRESS, else Ray started on this machine",
-    )
-    p.add_argument("--gpus-per-run", type=float, help="with --executor ray (default 1 where there are GPUs)")
-    p.add_argument("--cpus-per-run", type=float, help="with --executor ray (default: CPUs per GPU, or a whole node)")
-    p.add_argument(
-        "--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm"
-    )
-    _weights_dir_option(p)
-    p.add_argument("--task", help="task name for the report (default: the out folder's name)")
-    p.add_argument(
-        "--paper-task",
-        default="auto",
-        help="the paper's task to compare with (thyroid, breast, acl, meniscus, pneumonia, covid19, "
-        "sars_cov_2, haemorrhage), 'none', or 'auto' (a word of the task name; default)",
-    )
-    p.add_argument(
-        "--cache",
-        default=RADIMAGENET.cache,
-        help="auto (memory if it fits, else a file per split, else none), memory, none, or a file path prefix for "
-        "a disk cache",
-    )
-    p.add_argument("--epochs", type=int, default=RADIMAGENET.epochs, help="epochs per run (the paper's)")
-    p.add_argument("--image-size", type=int, default=RADIMAGENET.image_size, help="input size (the paper's)")
-    p.add_argument("--batch-size", type=int, default=RADIMAGENET.batch_size, help="images per batch (the paper's)")
-    p.add_argument("--seed", type=int, default=RADIMAGENET.seed, help="the grid's seed (the paper's)")
-    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
 
 
 def _add_curve(sub) -> None:
+    from ..grid.options import CurveOptions
+
     p = sub.add_parser(
         "curve", help="learning curve: test AUC against nested shares of the training patients, per weight source"
     )
-    from ..grid.curve import DEFAULT_FRACTIONS
-    from ..grid.paper import RADIMAGENET
-
     p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
     _config_option(p)
     p.add_argument("--out", required=True, help="the curve's folder (one grid per share in fraction<f>/)")
-    p.add_argument(
-        "--fractions",
-        nargs="+",
-        type=float,
-        default=list(DEFAULT_FRACTIONS),
-        help="shares of the training patients, increasing, each in (0, 1]; val and test stay whole",
-    )
-    p.add_argument(
-        "--sources",
-        nargs="+",
-        default=["radimagenet", "imagenet", "none"],
-        help="weight sources; none: random initialisation (full training)",
-    )
-    p.add_argument("--backbone", default="resnet50", help=f"the network ({', '.join(_backbones())})")
-    p.add_argument(
-        "--strategy",
-        default="unfreeze_all",
-        choices=("unfreeze_all", "unfreeze_top10", "freeze_all"),
-        help="the pretrained sources' strategy (random initialisation always trains every layer)",
-    )
-    p.add_argument("--learning-rate", type=float, help="default: the paper's first rate for the strategy")
-    p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation instead of the 75/10/15 split")
-    p.add_argument("--repeats", type=int, default=1, metavar="R", help="runs per source, share and fold")
+    _run_options(p, CurveOptions, ("fractions", "sources", "backbone", "strategy", "learning_rate", "folds", "repeats"))
     _audit_options(p, "run the curve")
-    p.add_argument("--shard", help="k/n: a disjoint share of every grid's runs; auto: from SLURM or Kubernetes")
-    p.add_argument("--shard-count", type=int, help="with --shard auto on Kubernetes: the Job's completions")
-    p.add_argument("--executor", choices=("sequential", "ray"), default="sequential", help="as for grid")
-    p.add_argument("--address", help="with --executor ray: the cluster")
-    p.add_argument("--gpus-per-run", type=float, help="with --executor ray")
-    p.add_argument("--cpus-per-run", type=float, help="with --executor ray")
-    p.add_argument(
-        "--faithful", action="store_true", help="reproduce the reference's preprocessing, resizing, BatchNorm"
-    )
-    _weights_dir_option(p)
-    p.add_argument("--task", help="task name stored with the records (default: the out folder's name)")
-    p.add_argument("--cache", default=RADIMAGENET.cache, help="as for grid")
-    p.add_argument("--epochs", type=int, default=RADIMAGENET.epochs, help="epochs per run (the paper's)")
-    p.add_argument("--image-size", type=int, default=RADIMAGENET.image_size, help="input size (the paper's)")
-    p.add_argument("--batch-size", type=int, default=RADIMAGENET.batch_size, help="images per batch (the paper's)")
-    p.add_argument("--seed", type=int, default=RADIMAGENET.seed, help="the split's and runs' seed (the paper's)")
-    p.add_argument("--run-eagerly", action="store_true", help="no graph tracing (tiny smoke tests only)")
+    _run_options(p, CurveOptions, (*_EXECUTION, "task"))
+    _protocol_options(p, "as for grid", "the split's and runs' seed (the paper's)")
 
 
 def _add_report(sub) -> None:
@@ -510,7 +479,7 @@ def _version() -> str:
 def in_flags(message: str, subparser=None) -> str:
     """A library message in the command's words: "missing_labels='drop' (command line: --missing-labels drop)"
     becomes "--missing-labels drop", and a keyword argument of this command, ``weights_dir=`` or
-    ``on_bad='skip'``, becomes its flag (without a subparser, only the first)."""
+    ``on_bad='skip'``, or ``Expected repeats to be``, becomes its flag (without a subparser, only the first)."""
     import re
 
     message = re.sub(r"\S+=\S+ \((?:command line|CLI): ([^)]+)\)", r"\1", message)
@@ -526,5 +495,6 @@ def in_flags(message: str, subparser=None) -> str:
             message,
         )
         message = re.sub(rf"\b{re.escape(action.dest)}=(?=[\s,.)]|$)", flags[0], message)
+        message = re.sub(rf"\bExpected {re.escape(action.dest)} to be\b", f"Expected {flags[0]} to be", message)
         message = re.sub(rf"\({re.escape(action.dest)}\)", f"({flags[0]})", message)
     return message

@@ -1,10 +1,11 @@
 """GridOptions and CurveOptions: each bad value refused in one line; a keyword call and an options call plan the same
-grid."""
+grid; the commands build the options the API call builds."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from radtransfer import protocol
 from radtransfer.grid.options import CurveOptions, GridOptions
@@ -133,3 +134,78 @@ def test_a_keyword_curve_and_an_options_curve_run_the_same_grids(tmp_path, monke
     assert all(o.paper_task is None and o.task == "curve" and o.repeats == 2 for _, o, _ in first)
     scenarios = first[0][2]["scenarios"]  # freeze_all, and unfreeze_all for random initialisation
     assert [s.strategy for s in scenarios] == ["freeze_all", "unfreeze_all"]
+
+
+def _images(root):
+    for name in ("a", "b"):
+        for k in range(2):
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(root / name / f"{k}.png")
+    return root
+
+
+def test_the_commands_build_the_options_the_api_builds(tmp_path, monkeypatch):
+    from radtransfer.cli import main
+
+    seen = []
+    monkeypatch.setattr(protocol, "run_grid", lambda images, out, options, **kw: seen.append(options) or [])
+    monkeypatch.setattr(protocol, "learning_curve", lambda images, out, options, **kw: seen.append(options) or _Table())
+    data = str(_images(tmp_path / "data"))
+    argv = [
+        "grid",
+        data,
+        "--out",
+        str(tmp_path / "g"),
+        "--sources",
+        "imagenet",
+        "none",
+        "--folds",
+        "3",
+        "--repeats",
+        "2",
+    ]
+    argv += ["--faithful", "--task", "t", "--paper-task", "none", "--strict", "--on-bad", "skip", "--shard", "1/2"]
+    assert main(argv) == 0
+    assert seen[-1] == GridOptions(
+        sources=("imagenet", None),
+        folds=3,
+        repeats=2,
+        faithful=True,
+        task="t",
+        paper_task=None,
+        audit="strict",
+        on_bad="skip",
+        shard="1/2",
+        verbose=1,
+    )
+    assert main(["grid", data, "--out", str(tmp_path / "g2"), "--preprocessings", "corrected", "faithful"]) == 0
+    assert seen[-1] == GridOptions(sources=protocol.with_preprocessings(["radimagenet", "imagenet"]))
+    argv = ["curve", data, "--out", str(tmp_path / "c"), "--fractions", "0.5", "1", "--strategy", "freeze_all"]
+    assert main(argv + ["--learning-rate", "0.01", "--no-audit", "--executor", "ray", "--gpus-per-run", "0.5"]) == 0
+    assert seen[-1] == CurveOptions(
+        fractions=(0.5, 1.0),
+        strategy="freeze_all",
+        learning_rate=0.01,
+        audit="off",
+        executor="ray",
+        gpus_per_run=0.5,
+        sources=("radimagenet", "imagenet", "none"),
+    )
+
+
+class _Table:
+    def to_string(self, **kwargs):
+        return ""
+
+
+def test_the_commands_list_every_field_with_a_flag(capsys):
+    import dataclasses
+
+    from radtransfer.cli import build_parser
+
+    parser = build_parser()
+    for command, config_class in (("grid", GridOptions), ("curve", CurveOptions)):
+        sub = parser.commands[command]
+        dests = {action.dest for action in sub._actions}
+        flagged = [f.name for f in dataclasses.fields(config_class) if "flag" in f.metadata]
+        assert set(flagged) <= dests, command
