@@ -1,7 +1,7 @@
 """The `radtransfer` command (also `python -m radtransfer`): ``main`` runs it, ``build_parser`` is its parser.
 
-``main`` (the process: logging, errors, TensorFlow's start), ``options`` (the parser), ``commands`` and
-``grid_commands`` (one handler per subcommand).
+``main`` (the process: logging, errors, TensorFlow's start), ``options`` (the parser), ``commands`` (one
+handler per subcommand).
 """
 
 from .main import _show_data_log as _show_data_log

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import commands, grid_commands
+from . import commands
 from .commands import check_run_dir, check_site_options, read_data
 from .options import (
     EXIT_FAILURE,
@@ -28,8 +28,8 @@ HANDLERS = {
     "train": commands.cmd_train,
     "evaluate": commands.cmd_evaluate,
     "calibrate": commands.cmd_calibrate,
-    "grid": grid_commands.cmd_grid,
-    "curve": grid_commands.cmd_curve,
+    "grid": commands.cmd_grid,
+    "curve": commands.cmd_curve,
     "report": commands.cmd_report,
     "gradcam": commands.cmd_gradcam,
     "predict": commands.cmd_predict,
