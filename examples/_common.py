@@ -25,9 +25,7 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 def load_images(args, quick_patients=12, patients=48):
     """The user's data, or the synthetic brain-MRI set written next to the outputs."""
     if args.data:
-        from radtransfer.cli import load_data
-
-        return load_data(args.data, args.image_col, args.label_col, args.patient_col)
+        return rt.data.load(args.data, image_col=args.image_col, label_col=args.label_col, patient_col=args.patient_col)
     folder = Path(args.out) / "synthetic_data"
     return rt.datasets.load_synthetic_brain_mri(
         folder,

@@ -17,35 +17,14 @@ QUICK = {"patients": 12, "slices": 2, "source_size": 48, "image_size": 32, "epoc
 
 def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=print) -> Path:
     """Runs the demo and returns the path of its markdown report."""
-    from . import build_model, evaluate, fine_tune, plots
-    from .data.synthetic import load_synthetic_brain_mri
-    from .models.weights import best_available_weights
+    from . import evaluate, fine_tune, plots
 
     settings = QUICK if quick else FULL
     out = Path(out_dir)
     start = time.perf_counter()
-    log(f"[demo] writing synthetic brain-MRI data ({settings['patients']} patients × {settings['slices']} slices)")
-    image_set = load_synthetic_brain_mri(
-        out / "data",
-        n_patients=settings["patients"],
-        slices_per_patient=settings["slices"],
-        image_size=settings["source_size"],
-        seed=0,
-    )
-    train, val, test = image_set.split(val=0.10, test=0.15, by="patient", seed=726)
-    source, path, notice = best_available_weights("densenet121", weights_dir)
-    if notice:
-        banner = "!" * 100
-        log(f"\n{banner}\n{notice}\n{banner}\n")
-    else:
-        log(f"[demo] using {source} weights: {path}")
+    image_set, (train, val, test) = _demo_data(out, settings, log)
+    model, source, path, notice = _demo_model(image_set, settings, weights_dir, log)
     size = settings["image_size"]
-    model = build_model(
-        "densenet121",
-        weights=None if path is None else str(path),
-        num_classes=image_set.num_classes,
-        input_shape=(size, size, 3),
-    )
     learning_rate = 1e-3 if path is None else 1e-4
     log(
         f"[demo] fine-tuning DenseNet121 at {size}×{size}: {len(train)} training, {len(val)} validation, "
@@ -105,6 +84,43 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
     log(f"[demo] report: {report}")
     log(f"[demo] figures: {figures}")
     return report
+
+
+def _demo_data(out: Path, settings: dict, log):
+    """The synthetic brain-MRI set written under ``out/data``, and its patient-level (train, val, test) split."""
+    from .data.synthetic import load_synthetic_brain_mri
+
+    log(f"[demo] writing synthetic brain-MRI data ({settings['patients']} patients × {settings['slices']} slices)")
+    image_set = load_synthetic_brain_mri(
+        out / "data",
+        n_patients=settings["patients"],
+        slices_per_patient=settings["slices"],
+        image_size=settings["source_size"],
+        seed=0,
+    )
+    return image_set, image_set.split(val=0.10, test=0.15, by="patient", seed=726)
+
+
+def _demo_model(image_set, settings: dict, weights_dir, log):
+    """DenseNet121 with the best weights found (RadImageNet, else ImageNet, else random, with a notice), and
+    (model, source, path, notice)."""
+    from . import build_model
+    from .models.weights import best_available_weights
+
+    source, path, notice = best_available_weights("densenet121", weights_dir)
+    if notice:
+        banner = "!" * 100
+        log(f"\n{banner}\n{notice}\n{banner}\n")
+    else:
+        log(f"[demo] using {source} weights: {path}")
+    size = settings["image_size"]
+    model = build_model(
+        "densenet121",
+        weights=None if path is None else str(path),
+        num_classes=image_set.num_classes,
+        input_shape=(size, size, 3),
+    )
+    return model, source, path, notice
 
 
 def _gradcam_examples(model, test, size: int, figures: Path):

@@ -21,9 +21,10 @@ from .data.fingerprint import data_manifest, manifest_digest
 from .errors import GridRunsFailedError, WeightsNotFoundError
 from .grid import curve as grid_curve
 from .grid import runs as grid_runs
-from .grid.arms import arm_name, parse_arm, with_preprocessings
+from .grid.arms import parse_arm, with_preprocessings
 from .grid.claims import new_token
 from .grid.executors import RayExecutor, resolve_executor
+from .grid.options import RAY_OPTIONS, CurveOptions, GridOptions
 from .grid.pairs import compare_runs
 from .grid.paper import (
     BACKBONE_ORDER,
@@ -35,15 +36,17 @@ from .grid.paper import (
     radimagenet_scenarios,
 )
 from .grid.paper import paper_task as match_paper_task
-from .grid.plan import Run, check_repeats, parse_shard, plan_runs, resolve_shard, run_seed
+from .grid.plan import Run, parse_shard, plan_runs, resolve_shard, run_seed
 from .grid.progress import GridProgress
 from .grid.records import RECORD_FILE, GridSpec, check_same_grid, load_records, write_data_manifest
 from .grid.runs import GridJob
+from .models.backbones import get_backbone
 from .models.weights import resolve_weights
-from .utils.choices import check_choice
 
 __all__ = [
     "BACKBONE_ORDER",
+    "CurveOptions",
+    "GridOptions",
     "GridRunsFailedError",
     "PAPER_TASKS",
     "RADIMAGENET",
@@ -80,24 +83,11 @@ def _audit(splits, out: Path, mode: str, verbose: int, log) -> None:
 def run_grid(
     image_set,
     out_dir,
+    options: GridOptions | None = None,
     *,
     config: ProtocolConfig = RADIMAGENET,
-    sources=("radimagenet", "imagenet"),
-    folds=None,
     scenarios=None,
-    repeats: int = 1,
-    shard=None,
-    shard_count: int | None = None,
-    executor="sequential",
-    weights_dir=None,
-    faithful: bool = False,
-    task: str | None = None,
-    paper_task="auto",
-    verbose: int = 1,
-    log=None,
-    on_bad: str = "raise",
-    audit: str = "warn",
-    train_fraction: float = 1.0,
+    **keywords,
 ):
     """Runs (or resumes) the RadImageNet grid on an image set and records every run.
 
@@ -109,50 +99,57 @@ def run_grid(
     workers): a run's folder is claimed before the run is trained, so no run is trained or recorded twice,
     and a run whose process died is taken over and resumed from its last finished epoch.
 
+    The options come as one ``GridOptions`` or as its fields' keywords (``run_grid(images, out, folds=5)`` is
+    ``run_grid(images, out, GridOptions(folds=5))``; keywords given with ``options`` replace its fields).
+
     Args:
         image_set: the task's images (an ImageSet with patient ids, ideally).
         out_dir: the grid folder; records go to ``out_dir/runs/<source>/<scenario>/fold<k>/record.json``.
+        options: a ``GridOptions`` (default: its defaults), checked when it is made.
         config: the protocol settings (``RADIMAGENET`` or a copy with changes).
-        sources: weight sources to compare (the first is the candidate of the paired comparisons); None,
-            "none" or "random" is random initialisation (recorded as "random"; only its unfreeze_all runs).
-            A source may carry the preprocessing its runs are fed, as an arm of its own (``grid.arms``):
-            "imagenet@faithful" (the reference scripts' input, whatever the weights expect) or
-            "imagenet@corrected" (the weights' own normalization); a bare source is fed the grid's
-            (``faithful``). ``with_preprocessings(sources)`` lists both arms of every source, so one grid
-            tests the reference's preprocessing against the corrected one on the same seeds.
-        folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
         scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
-        repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and the
-            fold's split; repeat r of every source shares that seed, so the sources stay paired per repeat.
-            Repeat 0 is the run of a grid without repeats (its seed, its folder ``fold<k>``); repeat r ≥ 1
-            goes to ``fold<k>-r<r>``. Restarting a grid with more repeats adds the new runs; with fewer, its
-            records are kept (grid.json keeps the most repeats asked for).
-        shard: "k/n" to run a disjoint, stable share of the runs (n machines can fill one out_dir), or
-            "auto": the share of this SLURM array task (``$SLURM_ARRAY_TASK_ID``) or Kubernetes Indexed Job
-            pod (``$JOB_COMPLETION_INDEX``, with ``shard_count``).
-        shard_count: the number of shards for shard="auto" where the environment does not say it (Kubernetes).
-        executor: "sequential" (one run after another in this process), "ray" (each run a Ray task on the
-            cluster of ``$RAY_ADDRESS``, or on this machine: one run per GPU), or a ``RayExecutor`` with
-            its address and resources per run. Ray needs ``pip install 'radtransfer[ray]'``.
-        weights_dir: a folder searched first for weight files.
-        faithful: reproduce the reference where radtransfer's defaults differ: "radimagenet"
-            preprocessing also for ImageNet weights, nearest-neighbour resizing, BatchNorm following the
-            layer flags. The default gives each source its own preprocessing, resizes bilinearly and
-            freezes BatchNorm statistics.
-        task: a task name stored with every record; default: the out_dir's name.
-        paper_task: the paper's task to compare with in the report ("thyroid", "breast", "acl", "meniscus",
-            "pneumonia", "covid19", "sars_cov_2", "haemorrhage"), None for none, or "auto": the task name
-            if one of its words names a paper task.
-        verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
-        log: where progress is printed (default stderr).
-        on_bad: "raise" (default: unreadable files stop the grid before anything is trained, listed) or
-            "skip" (they are left out before the data is split, listed in the progress and in grid.json).
-        audit: "warn" (default: the data audit of every fold's parts is written to ``out_dir/audit.json`` and
-            its summary printed), "strict" (its errors, such as a patient or a duplicate image in two parts,
-            refuse the grid before anything is trained) or "off".
-        train_fraction: train on this share of each split's training patients only (in (0, 1]; drawn by
-            ``ImageSet.nested_subset`` with the grid's seed, so the shares of one data set are nested); the
-            validation and test parts stay whole. ``learning_curve`` runs one grid per share.
+        **keywords: ``GridOptions`` fields:
+
+            sources: weight sources to compare (the first is the candidate of the paired comparisons); None,
+                "none" or "random" is random initialisation (recorded as "random"; only its unfreeze_all runs).
+                A source may carry the preprocessing its runs are fed, as an arm of its own (``grid.arms``):
+                "imagenet@faithful" (the reference scripts' input, whatever the weights expect) or
+                "imagenet@corrected" (the weights' own normalization); a bare source is fed the grid's
+                (``faithful``). ``with_preprocessings(sources)`` lists both arms of every source, so one grid
+                tests the reference's preprocessing against the corrected one on the same seeds.
+            folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
+            repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and
+                the fold's split; repeat r of every source shares that seed, so the sources stay paired per
+                repeat. Repeat 0 is the run of a grid without repeats (its seed, its folder ``fold<k>``);
+                repeat r ≥ 1 goes to ``fold<k>-r<r>``. Restarting a grid with more repeats adds the new runs;
+                with fewer, its records are kept (grid.json keeps the most repeats asked for).
+            shard: "k/n" to run a disjoint, stable share of the runs (n machines can fill one out_dir), or
+                "auto": the share of this SLURM array task (``$SLURM_ARRAY_TASK_ID``) or Kubernetes Indexed
+                Job pod (``$JOB_COMPLETION_INDEX``, with ``shard_count``).
+            shard_count: the number of shards for shard="auto" where the environment does not say it.
+            executor: "sequential" (one run after another in this process), "ray" (each run a Ray task on the
+                cluster of ``$RAY_ADDRESS``, or on this machine: one run per GPU), or a ``RayExecutor`` with
+                its address and resources per run. Ray needs ``pip install 'radtransfer[ray]'``.
+            address, gpus_per_run, cpus_per_run: with executor="ray", the ``RayExecutor``'s.
+            weights_dir: a folder searched first for weight files.
+            faithful: reproduce the reference where radtransfer's defaults differ: "radimagenet"
+                preprocessing also for ImageNet weights, nearest-neighbour resizing, BatchNorm following the
+                layer flags. The default gives each source its own preprocessing, resizes bilinearly and
+                freezes BatchNorm statistics.
+            task: a task name stored with every record; default: the out_dir's name.
+            paper_task: the paper's task to compare with in the report ("thyroid", "breast", "acl",
+                "meniscus", "pneumonia", "covid19", "sars_cov_2", "haemorrhage"), None for none, or "auto":
+                the task name if one of its words names a paper task.
+            verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
+            log: where progress is printed (default stderr).
+            on_bad: "raise" (default: unreadable files stop the grid before anything is trained, listed) or
+                "skip" (they are left out before the data is split, listed in the progress and in grid.json).
+            audit: "warn" (default: the data audit of every fold's parts is written to ``out_dir/audit.json``
+                and its summary printed), "strict" (its errors, such as a patient or a duplicate image in two
+                parts, refuse the grid before anything is trained) or "off".
+            train_fraction: train on this share of each split's training patients only (in (0, 1]; drawn by
+                ``ImageSet.nested_subset`` with the grid's seed, so the shares of one data set are nested);
+                the validation and test parts stay whole. ``learning_curve`` runs one grid per share.
 
     The grid folder is bound to its data: ``data.csv`` lists every image (path, class, patient, sha256 of
     the file) and grid.json its digest. Restarting on data that differs in any of them is refused, naming
@@ -160,29 +157,64 @@ def run_grid(
 
     Returns:
         A pandas DataFrame with one row per recorded run of this grid (all shards).
+
+    Raises:
+        TypeError: a keyword that is not a ``GridOptions`` field.
+        ValueError: an option's value (one line naming it).
     """
+    options = GridOptions.build(options, keywords, "run_grid")
     require_image_set(image_set, "image_set", "run_grid")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    task = task or out.name
-    paper_task = (
-        match_paper_task(task)
-        if paper_task == "auto"
-        else check_choice("paper_task", paper_task, (*PAPER_TASKS, None, "auto"))
-    )
+    task = options.task or out.name
     scenarios = list(scenarios) if scenarios is not None else radimagenet_scenarios()
-    n_folds = folds if folds is not None else config.folds
-    bn = "protocol" if faithful else "frozen"
-    interpolation = "nearest" if faithful else "bilinear"
-    repeats = check_repeats(repeats)
-    sources = tuple(dict.fromkeys(arm_name(s) for s in sources))
-    if isinstance(train_fraction, bool) or not 0 < train_fraction <= 1:
-        raise ValueError(f"Expected 0 < train_fraction ≤ 1. Received: train_fraction={train_fraction!r}")
-    resolved_shard = resolve_shard(shard, shard_count)
-    runs = plan_runs(sources, scenarios, n_folds or 1, resolved_shard, repeats=repeats)
-    runner = resolve_executor(executor)
+    n_folds = options.folds if options.folds is not None else config.folds
+    resolved_shard = resolve_shard(options.shard, options.shard_count)
+    runs = plan_runs(options.sources, scenarios, n_folds or 1, resolved_shard, repeats=options.repeats)
+    runner = _executor(options)
+    weights = _find_weights(runs, options.weights_dir)
+    image_set, skipped = check_images(image_set, options.on_bad)
+    manifest = data_manifest(image_set)
+    spec = _grid_spec(image_set, manifest, skipped, out, task, config, scenarios, n_folds, options)
+    check_same_grid(out, spec, manifest)
+    write_data_manifest(out, manifest)
+    spec.write(out)
 
-    # Every weight file the share needs, found before anything is trained.
+    splits = grid_splits(image_set, config, n_folds, options.train_fraction)
+    _audit(splits, out, options.audit, options.verbose, options.log)
+    job = GridJob(out, spec, config, splits, weights, options.faithful, spec.interpolation, spec.bn, options.verbose)
+    todo = [r for r in runs if not (job.run_dir(r) / RECORD_FILE).exists()]
+    share = "grid"
+    if resolved_shard:
+        share = f"shard {resolved_shard}" + (f" (from {options.shard!r})" if options.shard == "auto" else "")
+    token = new_token()
+    try:
+        progress = GridProgress(
+            task,
+            todo,
+            done_before=len(runs) - len(todo),
+            total=len(runs),
+            parallel=runner.parallelism() if todo else 1,
+            log=options.log,
+            verbose=options.verbose,
+        )
+        outcomes = runner.run(job, todo, progress, token) if todo else []
+        _wait_for_held_runs(job, runner, outcomes, {r.id: r for r in todo}, progress, token)
+    finally:
+        runner.close()
+    progress.say(f"done {progress.done}/{len(runs)} runs of this {share}.")
+    return load_records(out)
+
+
+def _executor(options: GridOptions):
+    """The executor of the options: a ``RayExecutor`` with their Ray options for executor="ray", else as given."""
+    if options.executor == "ray":
+        return RayExecutor(**{name: getattr(options, name) for name in RAY_OPTIONS})
+    return resolve_executor(options.executor)
+
+
+def _find_weights(runs, weights_dir) -> dict:
+    """Every weight file the share needs, by (source, backbone), found before anything is trained."""
     weights, missing = {}, []
     for source, backbone in sorted({(r.source, r.scenario.backbone) for r in runs}):
         arm = parse_arm(source)
@@ -195,55 +227,32 @@ def run_grid(
             missing.append(str(exc))
     if missing:
         raise WeightsNotFoundError("The grid needs weight files that were not found:\n" + "\n".join(missing))
-    image_set, skipped = check_images(image_set, on_bad)
-    manifest = data_manifest(image_set)
-    data = {
-        "n_images": len(image_set),
-        "sha256": manifest_digest(manifest),
-        "skipped": [list(entry) for entry in skipped],
-    }
-    spec = GridSpec(
+    return weights
+
+
+def _grid_spec(image_set, manifest, skipped, out: Path, task, config, scenarios, n_folds, options) -> GridSpec:
+    """The grid's grid.json: its settings, its data's digest, and the most repeats asked for."""
+    paper_task = options.paper_task
+    return GridSpec(
         task=task,
         config=config.to_dict(),
-        sources=list(sources),
+        sources=list(options.sources),
         folds=n_folds,
         scenarios=[s.to_dict() for s in scenarios],
-        faithful=faithful,
-        bn=bn,
-        interpolation=interpolation,
+        faithful=options.faithful,
+        bn="protocol" if options.faithful else "frozen",
+        interpolation="nearest" if options.faithful else "bilinear",
         n_images=len(image_set),
         class_names=list(image_set.class_names),
-        paper_task=paper_task,
-        data=data,
-        repeats=max(repeats, _stored_repeats(out)),
-        train_fraction=float(train_fraction),
+        paper_task=match_paper_task(task) if paper_task == "auto" else paper_task,
+        data={
+            "n_images": len(image_set),
+            "sha256": manifest_digest(manifest),
+            "skipped": [list(entry) for entry in skipped],
+        },
+        repeats=max(options.repeats, _stored_repeats(out)),
+        train_fraction=float(options.train_fraction),
     )
-    check_same_grid(out, spec, manifest)
-    write_data_manifest(out, manifest)
-    spec.write(out)
-
-    splits = grid_splits(image_set, config, n_folds, train_fraction)
-    _audit(splits, out, check_choice("audit", audit, ("warn", "strict", "off")), verbose, log)
-    job = GridJob(out, spec, config, splits, weights, faithful, interpolation, bn, verbose)
-    todo = [r for r in runs if not (job.run_dir(r) / RECORD_FILE).exists()]
-    share = f"shard {resolved_shard}" + (f" (from {shard!r})" if shard == "auto" else "") if resolved_shard else "grid"
-    token = new_token()
-    try:
-        progress = GridProgress(
-            task,
-            todo,
-            done_before=len(runs) - len(todo),
-            total=len(runs),
-            parallel=runner.parallelism() if todo else 1,
-            log=log,
-            verbose=verbose,
-        )
-        outcomes = runner.run(job, todo, progress, token) if todo else []
-        _wait_for_held_runs(job, runner, outcomes, {r.id: r for r in todo}, progress, token)
-    finally:
-        runner.close()
-    progress.say(f"done {progress.done}/{len(runs)} runs of this {share}.")
-    return load_records(out)
 
 
 def grid_splits(image_set, config: ProtocolConfig, n_folds: int | None, train_fraction: float = 1.0) -> list:
@@ -262,25 +271,10 @@ def grid_splits(image_set, config: ProtocolConfig, n_folds: int | None, train_fr
 def learning_curve(
     image_set,
     out_dir,
+    options: CurveOptions | None = None,
     *,
-    fractions=grid_curve.DEFAULT_FRACTIONS,
-    sources=("radimagenet", "imagenet", None),
-    backbone: str = "resnet50",
-    strategy: str = "unfreeze_all",
-    learning_rate: float | None = None,
     config: ProtocolConfig = RADIMAGENET,
-    folds=None,
-    repeats: int = 1,
-    shard=None,
-    shard_count: int | None = None,
-    executor="sequential",
-    weights_dir=None,
-    faithful: bool = False,
-    task: str | None = None,
-    verbose: int = 1,
-    log=None,
-    on_bad: str = "raise",
-    audit: str = "warn",
+    **keywords,
 ):
     """Test AUC against training-set size per weight source (Tajbakhsh et al. 2016): full training from random
     initialisation against fine-tuning, on nested shares of the training patients.
@@ -295,85 +289,62 @@ def learning_curve(
     Args:
         image_set: the task's images (an ImageSet with patient ids, ideally).
         out_dir: the curve's folder.
-        fractions: the shares of the training patients, in (0, 1] and increasing.
-        sources: weight sources; None (or "none", "random") is random initialisation, which trains every layer
-            (with a ``strategy`` other than unfreeze_all, the curve adds the unfreeze_all scenario, which the
-            pretrained sources run too, so full training is compared with fine-tuning of the whole network
-            as well).
-        backbone: the network.
-        strategy: the pretrained sources' strategy (default unfreeze_all: fine-tuning every layer).
-        learning_rate: default: the paper's first rate for the strategy.
+        options: a ``CurveOptions`` (default: its defaults); its fields may come as keywords instead, as in
+            ``run_grid``.
         config: the protocol settings (epochs, image size, batch size, seed, ...).
-        folds: None (the 75/10/15 split) or k folds.
-        repeats: runs per (source, share, fold), each with its own seed.
-        shard: "k/n" or "auto", as in ``run_grid``: a stable share of every share's runs.
-        shard_count: as in ``run_grid``.
-        executor: "sequential", "ray" or a ``RayExecutor``, as in ``run_grid``.
-        weights_dir: a folder searched first for weight files.
-        faithful: as in ``run_grid``.
-        task: the task name stored with every record; default: out_dir's name.
-        verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
-        log: where progress is printed (default stderr).
-        on_bad: as in ``run_grid``.
-        audit: as in ``run_grid``.
+        **keywords: ``CurveOptions`` fields: those of ``run_grid``'s ``GridOptions`` but ``paper_task`` and
+            ``train_fraction`` (sources, folds, repeats, shard, shard_count, executor and its Ray options,
+            weights_dir, faithful, task, verbose, log, on_bad, audit), and
+
+            fractions: the shares of the training patients, in (0, 1] and increasing.
+            sources: weight sources (default radimagenet, imagenet and None); None (or "none", "random") is
+                random initialisation, which trains every layer (with a ``strategy`` other than unfreeze_all,
+                the curve adds the unfreeze_all scenario, which the pretrained sources run too, so full
+                training is compared with fine-tuning of the whole network as well).
+            backbone: the network.
+            strategy: the pretrained sources' strategy (default unfreeze_all: fine-tuning every layer).
+            learning_rate: default: the paper's first rate for the strategy.
 
     Returns:
         The table (a pandas DataFrame): one row per (source, strategy, fraction) with the mean training images
         and patients over the splits, the number of runs, the mean test AUC and its 95% interval.
     """
-    from .models.backbones import get_backbone
     from .plots import learning_curve as plot_curve
 
+    options = CurveOptions.build(options, keywords, "learning_curve")
     require_image_set(image_set, "image_set", "learning_curve")
     out = Path(out_dir).expanduser().resolve()
-    fractions = grid_curve.check_fractions(fractions)
-    name = get_backbone(backbone).name
+    name = get_backbone(options.backbone).name
     rates = dict(STRATEGY_RATES)
-    strategy = check_choice("strategy", strategy, tuple(rates))
-    scenarios = [Scenario(name, strategy, learning_rate if learning_rate is not None else rates[strategy][0])]
-    if any(parse_arm(s).is_random for s in sources) and strategy != "unfreeze_all":
+    rate = options.learning_rate if options.learning_rate is not None else rates[options.strategy][0]
+    scenarios = [Scenario(name, options.strategy, rate)]
+    if any(parse_arm(s).is_random for s in options.sources) and options.strategy != "unfreeze_all":
         scenarios.append(Scenario(name, "unfreeze_all", rates["unfreeze_all"][0]))
     out.mkdir(parents=True, exist_ok=True)
-    sizes = {}
-    for fraction in fractions:
-        parts = grid_splits(image_set, config, folds if folds is not None else config.folds, fraction)
-        trains = [train for train, _, _ in parts]
-        sizes[fraction] = {
-            "n_train_images": float(np.mean([len(t) for t in trains])),
-            "n_train_patients": float(
-                np.mean([len(set(t.patient_ids)) if t.patient_ids is not None else len(t) for t in trains])
-            ),
-        }
-    grid_curve.write_curve(out, sizes)
-    for fraction in fractions:
-        if verbose:
-            print(f"learning curve: fraction {fraction:g} of the training patients", file=log or sys.stderr)
-        run_grid(
-            image_set,
-            grid_curve.fraction_dir(out, fraction),
-            config=config,
-            sources=sources,
-            folds=folds,
-            scenarios=scenarios,
-            repeats=repeats,
-            shard=shard,
-            shard_count=shard_count,
-            executor=executor,
-            weights_dir=weights_dir,
-            faithful=faithful,
-            task=task or out.name,
-            paper_task=None,
-            verbose=verbose,
-            log=log,
-            on_bad=on_bad,
-            audit=audit,
-            train_fraction=fraction,
-        )
+    folds = options.folds if options.folds is not None else config.folds
+    grid_curve.write_curve(out, {f: _train_sizes(grid_splits(image_set, config, folds, f)) for f in options.fractions})
+    shared = {**options.shared(), "task": options.task or out.name}
+    for fraction in options.fractions:
+        if options.verbose:
+            print(f"learning curve: fraction {fraction:g} of the training patients", file=options.log or sys.stderr)
+        grid_options = GridOptions(**shared, paper_task=None, train_fraction=fraction)
+        run_grid(image_set, grid_curve.fraction_dir(out, fraction), grid_options, config=config, scenarios=scenarios)
     table = grid_curve.curve_table(out)
     grid_curve.write_table(table, out)
     if len(table):
         plot_curve(table, out / grid_curve.FIGURE)
     return table
+
+
+def _train_sizes(parts) -> dict:
+    """The mean training images and patients over a share's splits."""
+    trains = [train for train, _, _ in parts]
+    return {
+        "n_train_images": float(np.mean([len(t) for t in trains])),
+        "n_train_patients": float(
+            np.mean([len(set(t.patient_ids)) if t.patient_ids is not None else len(t) for t in trains])
+        ),
+    }
 
 
 def _wait_for_held_runs(job, runner, outcomes, by_id, progress, token) -> None:

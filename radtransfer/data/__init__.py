@@ -13,9 +13,10 @@ from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
 from .decode import ReadSettings, check_files
 from .dicom import read_dicom
-from .failures import check_images, readable_pipeline_errors, validate_images
+from .failures import check_images, check_parts, readable_pipeline_errors, validate_images
 from .fingerprint import data_manifest
 from .imageset import ImageSet, check_no_leakage
+from .loading import load, load_parts
 from .py_dataset.numpy_read import read_image_uint8
 from .sources import from_csv, from_directory, from_split_directory, from_tfds, is_split_directory
 from .tf_data.pipeline import make_dataset
@@ -42,6 +43,7 @@ __all__ = [
     "LeakageError",
     "check_files",
     "check_images",
+    "check_parts",
     "check_no_leakage",
     "data_manifest",
     "from_csv",
@@ -50,6 +52,8 @@ __all__ = [
     "from_tfds",
     "from_volumes",
     "is_split_directory",
+    "load",
+    "load_parts",
     "make_dataset",
     "read_dicom",
     "read_image_uint8",

@@ -195,3 +195,29 @@ def find_undecodable(paths, workers: int = 8):
             if reason is not None:
                 return str(path), reason
     return None
+
+
+def check_parts(parts: dict, on_bad: str = "raise") -> tuple[dict, list]:
+    """Checks every part's files before anything is trained (``check_images`` on each non-empty part).
+
+    With ``on_bad="skip"`` the bad files are left out of their part, and the split of the others is unchanged,
+    so a rerun is the same run.
+
+    Args:
+        parts: ImageSets by part name, e.g. ``{"train": train, "val": val, "test": test}``.
+        on_bad: "raise" (a ``BadImagesError`` listing the bad files of the first part that has any) or "skip".
+
+    Returns:
+        (checked, skipped): the parts by name, without their bad files, and a list of (part, path, reason) of
+        the files left out (empty with ``on_bad="raise"``).
+    """
+    checked, skipped = {}, []
+    for name, part in parts.items():
+        if len(part) == 0:
+            checked[name] = part
+            continue
+        with warnings.catch_warnings():  # returned in ``skipped``, for the caller to say once
+            warnings.simplefilter("ignore", UserWarning)
+            checked[name], bad = check_images(part, on_bad, part=name)
+        skipped += [(name, path, reason) for path, reason in bad]
+    return checked, skipped

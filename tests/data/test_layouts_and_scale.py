@@ -63,17 +63,11 @@ def test_class_folders_nested_one_level_deeper_are_detected(tmp_path):
 
 
 def test_cli_trains_on_the_test_part_of_a_pre_split_folder(tmp_path):
-    from radtransfer.cli import train_val_test
-
-    class Args:
-        val, test, seed = 0.25, 0.3, 0
-        image_col, label_col, patient_col = "path", "label", None
-
     root = _kaggle(tmp_path / "brain", classes=("a", "b"))
     for k in range(2, 8):
         for name in ("a", "b"):
             _png(root / "Training" / name / f"{k}.png")
-    train, val, test = train_val_test(str(root), Args)
+    train, val, test = data.load_parts(str(root), val=0.25, test=0.3, seed=0, patient_col=None)
     assert len(test) == 4 and all("/Testing/" in p for p in test.paths)
     assert len(train) + len(val) == 16 and len(val) > 0
 

@@ -134,5 +134,5 @@ def test_the_cli_refuses_fewer_than_one_repeat_in_one_line(tmp_path, capsys):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / name / "x.png")
     assert main(["grid", str(tmp_path / "data"), "--out", str(tmp_path / "grid"), "--repeats", "0"]) == 2
     error = capsys.readouterr().err
-    assert "error: --repeats must be 1 or more" in error and "Traceback" not in error
+    assert "error: Expected --repeats to be an integer ≥ 1. Received: --repeats 0" in error and "Traceback" not in error
     assert not (tmp_path / "grid").exists()  # refused before anything was written
