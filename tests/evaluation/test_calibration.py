@@ -4,6 +4,7 @@ hand). The numbers themselves (Brier, ECE, the temperature's fit and threshold m
 
 import numpy as np
 import pytest
+from simulated import overconfident
 from sklearn.metrics import brier_score_loss, log_loss
 
 import radtransfer as rt
@@ -11,24 +12,10 @@ from radtransfer.stats.calibration import expected_calibration_error
 from radtransfer.stats.temperature import fit_temperature
 
 
-def _softmax(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sample(n, k, sharpness, seed):
-    """Labels drawn from softmax(z), and a model reporting softmax(sharpness * z): over-confident when > 1."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, k)) * 1.5
-    truth = _softmax(z)
-    y = np.array([rng.choice(k, p=row) for row in truth])
-    return y, _softmax(sharpness * z)
-
-
 def test_evaluate_reports_brier_and_ece_of_its_own_predictions():
     from radtransfer.evaluation.metrics import metrics_from_predictions
 
-    y, p = _sample(300, 2, 2.0, 5)
+    y, p = overconfident(300, 2, 2.0, 5)
     metrics = metrics_from_predictions(y, p, ["a", "b"], bootstrap=0)
     assert metrics["brier"] == pytest.approx(brier_score_loss(y, p[:, 1]), abs=1e-12)
     assert metrics["ece"] == pytest.approx(expected_calibration_error(y, p)[0], abs=1e-12)
@@ -47,7 +34,7 @@ def _by_hand(raw, temperature):
 def test_k_classes_keep_the_predicted_class_and_accuracy_but_not_necessarily_the_ovr_auc():
     from radtransfer.evaluation.metrics import metrics_from_predictions
 
-    y, p = _sample(600, 4, 3.0, 7)
+    y, p = overconfident(600, 4, 3.0, 7)
     raw = metrics_from_predictions(y, p, bootstrap=0)
     scaled = metrics_from_predictions(y, p, bootstrap=0, temperature=2.0)
     assert scaled["accuracy"] == raw["accuracy"] and scaled["confusion_matrix"] == raw["confusion_matrix"]

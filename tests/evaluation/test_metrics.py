@@ -5,32 +5,19 @@ unit, the operating point at a threshold chosen on validation data."""
 from __future__ import annotations
 
 import json
-import math
 
 import keras
 import numpy as np
 import pytest
-from scipy import stats as sps
+from simulated import clustered
 
 import radtransfer as rt
 from radtransfer import stats
 from radtransfer.evaluation import metrics_from_predictions
 
 
-def _clustered(rng, patients=30, slices=20, effect=1.0, patient_sd=1.0, slice_sd=0.5):
-    """Multi-slice data: each patient has one label, a random effect shared by its slices, and slice noise.
-    The image-level AUC of this model is Φ(effect / √(2 (patient_sd² + slice_sd²)))."""
-    labels = np.repeat(rng.permutation(np.arange(patients) % 2), slices)
-    patient_effect = np.repeat(rng.normal(0, patient_sd, patients), slices)
-    score = effect * labels + patient_effect + rng.normal(0, slice_sd, patients * slices)
-    p = 1 / (1 + np.exp(-score))
-    groups = np.repeat([f"p{i}" for i in range(patients)], slices)
-    truth = sps.norm.cdf(effect / math.sqrt(2 * (patient_sd**2 + slice_sd**2)))
-    return labels, np.stack([1 - p, p], axis=1), groups, truth
-
-
 def test_evaluate_metrics_say_which_unit_was_resampled():
-    labels, probabilities, groups, _ = _clustered(np.random.default_rng(2), patients=12, slices=5)
+    labels, probabilities, groups, _ = clustered(np.random.default_rng(2), patients=12, slices=5)
     with_patients = metrics_from_predictions(labels, probabilities, bootstrap=200, patient_ids=groups)
     without = metrics_from_predictions(labels, probabilities, bootstrap=200)
     assert with_patients["auc_ci_unit"] == "patient" and with_patients["n_patients"] == 12

@@ -8,25 +8,14 @@ import math
 import numpy as np
 import pytest
 from scipy import stats as sps
+from simulated import clustered
 
 from radtransfer import stats
 from radtransfer.stats import auc
 
 
-def _clustered(rng, patients=30, slices=20, effect=1.0, patient_sd=1.0, slice_sd=0.5):
-    """Multi-slice data: each patient has one label, a random effect shared by its slices, and slice noise.
-    The image-level AUC of this model is Φ(effect / √(2 (patient_sd² + slice_sd²)))."""
-    labels = np.repeat(rng.permutation(np.arange(patients) % 2), slices)
-    patient_effect = np.repeat(rng.normal(0, patient_sd, patients), slices)
-    score = effect * labels + patient_effect + rng.normal(0, slice_sd, patients * slices)
-    p = 1 / (1 + np.exp(-score))
-    groups = np.repeat([f"p{i}" for i in range(patients)], slices)
-    truth = sps.norm.cdf(effect / math.sqrt(2 * (patient_sd**2 + slice_sd**2)))
-    return labels, np.stack([1 - p, p], axis=1), groups, truth
-
-
 def test_patient_bootstrap_is_wider_than_image_bootstrap_on_multislice_data():
-    labels, probabilities, groups, _ = _clustered(np.random.default_rng(0))
+    labels, probabilities, groups, _ = clustered(np.random.default_rng(0))
     by_image = stats.bootstrap_auc_ci(labels, probabilities, groups=None, n=300)
     by_patient = stats.bootstrap_auc_ci(labels, probabilities, groups=groups, n=300)
     assert by_image["unit"] == "image" and by_patient["unit"] == "patient" and by_patient["n_units"] == 30
@@ -40,7 +29,7 @@ def test_patient_level_intervals_cover_the_true_auc():
     rng = np.random.default_rng(1)
     covered_patient, covered_image, sims = 0, 0, 60
     for _ in range(sims):
-        labels, probabilities, groups, truth = _clustered(rng)
+        labels, probabilities, groups, truth = clustered(rng)
         patient = stats.bootstrap_auc_ci(labels, probabilities, groups=groups, n=200, seed=int(rng.integers(1e9)))
         image = stats.bootstrap_auc_ci(labels, probabilities, groups=None, n=200, seed=int(rng.integers(1e9)))
         covered_patient += patient["low"] <= truth <= patient["high"]
@@ -104,11 +93,11 @@ def _paired_patient_bootstrap(labels, a, b, groups, n, seed):
 
 
 def test_compare_aucs_uses_a_patient_bootstrap_for_multislice_data():
-    labels, probabilities, groups, _ = _clustered(np.random.default_rng(4), patients=16, slices=4)
+    labels, probabilities, groups, _ = clustered(np.random.default_rng(4), patients=16, slices=4)
     other = np.clip(probabilities + np.random.default_rng(5).normal(0, 0.1, probabilities.shape), 0, 1)
     assert stats.compare_aucs(labels, probabilities, other)["method"] == "delong"
-    clustered = stats.compare_aucs(labels, probabilities, other, groups=groups, n=300)
-    assert clustered["method"] == "paired_bootstrap" and clustered["unit"] == "patient"
+    by_patient = stats.compare_aucs(labels, probabilities, other, groups=groups, n=300)
+    assert by_patient["method"] == "paired_bootstrap" and by_patient["unit"] == "patient"
     worse = np.clip(probabilities + np.random.default_rng(5).normal(0, 0.5, probabilities.shape), 0, 1)
     for candidate in (other, worse):  # P is 1 (capped) for the first, about 0.33 for the second
         result = stats.compare_aucs(labels, probabilities, candidate, groups=groups, n=300)

@@ -3,36 +3,23 @@ the ECE against a direct computation and a hand example, and bad inputs refused 
 
 import numpy as np
 import pytest
+from simulated import overconfident
 from sklearn.metrics import brier_score_loss
 
 from radtransfer.stats.calibration import brier_score, expected_calibration_error
 from radtransfer.stats.temperature import apply_temperature
 
 
-def _softmax(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sample(n, k, sharpness, seed):
-    """Labels drawn from softmax(z), and a model reporting softmax(sharpness * z): over-confident when > 1."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, k)) * 1.5
-    truth = _softmax(z)
-    y = np.array([rng.choice(k, p=row) for row in truth])
-    return y, _softmax(sharpness * z)
-
-
 def test_brier_equals_scikit_learn_on_two_classes_and_the_definition_on_four():
-    y, p = _sample(500, 2, 2.0, 0)
+    y, p = overconfident(500, 2, 2.0, 0)
     assert brier_score(y, p) == pytest.approx(brier_score_loss(y, p[:, 1]), abs=1e-12)
-    y4, p4 = _sample(400, 4, 1.0, 1)
+    y4, p4 = overconfident(400, 4, 1.0, 1)
     by_hand = sum(sum((p4[i, k] - (y4[i] == k)) ** 2 for k in range(4)) for i in range(len(y4))) / len(y4)
     assert brier_score(y4, p4) == pytest.approx(by_hand, abs=1e-12)
 
 
 def test_ece_equals_a_direct_computation_and_a_hand_example():
-    y, p = _sample(1000, 3, 2.5, 2)
+    y, p = overconfident(1000, 3, 2.5, 2)
     conf, pred = p.max(axis=1), p.argmax(axis=1)
     ece_by_hand = 0.0
     for m in range(15):

@@ -4,28 +4,15 @@ through T by its formula so no decision changes."""
 
 import numpy as np
 import pytest
+from simulated import overconfident
 from sklearn.metrics import log_loss, roc_auc_score
 
 from radtransfer.stats.calibration import expected_calibration_error, negative_log_likelihood
 from radtransfer.stats.temperature import apply_temperature, fit_temperature
 
 
-def _softmax(logits):
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _sample(n, k, sharpness, seed):
-    """Labels drawn from softmax(z), and a model reporting softmax(sharpness * z): over-confident when > 1."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, k)) * 1.5
-    truth = _softmax(z)
-    y = np.array([rng.choice(k, p=row) for row in truth])
-    return y, _softmax(sharpness * z)
-
-
 def test_temperature_scaling_lowers_the_nll_recovers_the_sharpness_and_keeps_the_ranking():
-    y, p = _sample(4000, 4, 3.0, 3)
+    y, p = overconfident(4000, 4, 3.0, 3)
     t = fit_temperature(y, p)
     assert t == pytest.approx(3.0, rel=0.1)  # the model was three times too sharp
     scaled = apply_temperature(p, t)
@@ -36,7 +23,7 @@ def test_temperature_scaling_lowers_the_nll_recovers_the_sharpness_and_keeps_the
     # One-vs-rest AUC with four classes is NOT invariant (class k's probability depends on the other logits) ...
     assert roc_auc_score(y, scaled, multi_class="ovr") != roc_auc_score(y, p, multi_class="ovr")
     # ... while with two classes the ranking of images, hence AUC, is exactly kept.
-    y2, p2 = _sample(2000, 2, 3.0, 4)
+    y2, p2 = overconfident(2000, 2, 3.0, 4)
     scaled2 = apply_temperature(p2, fit_temperature(y2, p2))
     assert roc_auc_score(y2, scaled2[:, 1]) == pytest.approx(roc_auc_score(y2, p2[:, 1]), abs=1e-12)
 
@@ -50,7 +37,7 @@ def _by_hand(raw, temperature):
 def test_a_threshold_maps_through_the_temperature_so_no_decision_changes():
     from radtransfer.stats.temperature import scale_threshold
 
-    y, p = _sample(2000, 2, 3.0, 6)
+    y, p = overconfident(2000, 2, 3.0, 6)
     for temperature in (0.4, 2.5):
         scaled = apply_temperature(p, temperature)
         np.testing.assert_allclose(scaled, _by_hand(p, temperature), atol=1e-12)
