@@ -6,7 +6,7 @@ threshold (``bootstrap_operating_point_ci``, what ``evaluate(..., site=...)`` re
         [--slices 20 1] [--auc 0.7365] [--patient-level-only] [--seed 0] [--workers 2]
     python benchmarks/interval_coverage.py --statistic operating-point [--sensitivity 0.8 0.9 0.95] ...
 
-Each simulation draws multi-slice data as ``_clustered`` in ``tests/test_statistics.py`` does: every patient has
+Each simulation draws multi-slice data as ``clustered`` in ``tests/simulated.py`` does: every patient has
 one label (half the patients per class), a random effect shared by its slices (sd 1), and slice noise (sd 0.5), on
 top of ``effect`` × label. The true image-level AUC is Φ(effect / √(2 (1² + 0.5²))); ``--auc`` sets the effect that
 gives each AUC asked for (the default, effect 1, is AUC 0.7365). On the same data it takes the interval that
@@ -73,7 +73,7 @@ def effect_for_sensitivity(sensitivity: float) -> float:
 
 
 def clustered(rng, patients, slices, effect=EFFECT):
-    """tests/test_statistics.py's ``_clustered``: labels, (images, 2) probabilities, patient ids."""
+    """tests/simulated.py's ``clustered``: labels, (images, 2) probabilities, patient ids."""
     labels = np.repeat(rng.permutation(np.arange(patients) % 2), slices)
     patient_effect = np.repeat(rng.normal(0, PATIENT_SD, patients), slices)
     score = effect * labels + patient_effect + rng.normal(0, SLICE_SD, patients * slices)
