@@ -155,6 +155,23 @@ def keras2_files(tmp_path_factory):
 
 
 @pytest.fixture
+def tiny_for(monkeypatch):
+    """``tiny_for("densenet121", ...)``: for this test, the names (and aliases) of those real backbones look up
+    the test_tiny entry, so a script or command that names a real backbone (the demo, the examples) runs its
+    whole path on the test backbone; for tests where the architecture is not what is tested (the real networks
+    have their own tests in tests/models)."""
+    from radtransfer.models import backbones
+
+    def alias(*names):
+        for name in names:
+            spec = backbones.get_backbone(name)
+            for key in (spec.name, spec.display_name, *spec.aliases):
+                monkeypatch.setitem(backbones._LOOKUP, key.lower(), "test_tiny")
+
+    return alias
+
+
+@pytest.fixture
 def isolated_dirs(tmp_path, monkeypatch):
     """An empty working folder and Keras home, and no $RADTRANSFER_WEIGHTS_DIR."""
     work = tmp_path / "work"
