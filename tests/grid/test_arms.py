@@ -205,7 +205,8 @@ def test_a_grid_with_faithful_and_corrected_arms_from_the_command_line(cli_data,
     keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
     keras2_files.place("test_tiny", weights, get_preset("test_tiny", "imagenet").files[0], kind="weights")
     grid = tmp_path / "grid"
-    common = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--weights-dir", str(weights)]
+    common = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--run-eagerly"]
+    common += ["--weights-dir", str(weights)]
     argv = ["grid", str(cli_data), "--out", str(grid), "--preprocessings", "corrected", "faithful"]
     argv += ["--backbones", "test_tiny", "--max-scenarios", "1", "--no-audit", *common]
     assert main(argv) == 0
