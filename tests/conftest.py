@@ -8,18 +8,61 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # warnings on: tests check what TensorFlow logs
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SMALL = {"resnet50": 32, "densenet121": 32, "inception_v3": 75, "inception_resnet_v2": 75}
-TF_KERAS_NAMES = {
-    "resnet50": "ResNet50",
-    "densenet121": "DenseNet121",
-    "inception_v3": "InceptionV3",
-    "inception_resnet_v2": "InceptionResNetV2",
-}
+
+class _FromRegistry(Mapping):
+    """A backbone's field, read from the registry (models/backbones.py) on each look-up, so a new entry (or one a
+    test registers) is served with no change here."""
+
+    def __init__(self, field: str):
+        self.field = field
+
+    def _specs(self) -> dict:
+        from radtransfer.models import backbones
+
+        return backbones._ALL
+
+    def __getitem__(self, name):
+        from radtransfer.models.backbones import get_backbone
+
+        try:
+            spec = get_backbone(name)
+        except ValueError:
+            raise KeyError(name) from None
+        return getattr(spec, self.field)
+
+    def __iter__(self):
+        return iter(self._specs())
+
+    def __len__(self) -> int:
+        return len(self._specs())
+
+
+SMALL = _FromRegistry("min_size")  # the smallest input each backbone builds at
+TF_KERAS_NAMES = _FromRegistry("constructor")  # keras.applications and tf_keras.applications spell it alike
+
+
+def tf_keras_backbone(backbone: str, include_top: bool = False):
+    """The backbone built by tf-keras (Keras 2, the published files' format) at its minimum size, with random
+    weights: the keras.applications network, or a test backbone's builder run in tf-keras; notop and average-pooled
+    unless ``include_top`` (a 1000-class top)."""
+    import tf_keras
+
+    from radtransfer.models.backbones import get_backbone
+
+    spec = get_backbone(backbone)
+    shape = (SMALL[backbone],) * 2 + (3,)
+    if spec.builder is not None and not include_top:
+        return spec.builder(shape, spec.name, keras_module=tf_keras)
+    ctor = getattr(tf_keras.applications, TF_KERAS_NAMES[backbone])
+    if include_top:
+        return ctor(include_top=True, weights=None, input_shape=shape, classes=1000)
+    return ctor(include_top=False, weights=None, input_shape=shape, pooling="avg")
 
 
 def weight_arrays(model) -> list:
@@ -28,7 +71,7 @@ def weight_arrays(model) -> list:
 
 
 class Keras2Files:
-    """Makes and caches Keras 2 .h5 files for the four backbones."""
+    """Makes and caches Keras 2 .h5 files for every backbone of the registry, test backbones included."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -39,10 +82,8 @@ class Keras2Files:
         if backbone not in self._models:
             import tf_keras
 
-            size = SMALL[backbone]
-            ctor = getattr(tf_keras.applications, TF_KERAS_NAMES[backbone])
             tf_keras.utils.set_random_seed(len(backbone))
-            model = ctor(include_top=False, weights=None, input_shape=(size, size, 3), pooling="avg")
+            model = tf_keras_backbone(backbone)
             # Random BatchNorm parameters and statistics (their initial values are constants), so a load
             # that skipped or swapped them would be caught; kernels keep their random initialisation.
             rng = np.random.default_rng(len(backbone))
@@ -80,11 +121,7 @@ class Keras2Files:
     def with_top(self, backbone: str = "resnet50") -> Path:
         key = (backbone, "top")
         if key not in self._files:
-            import tf_keras
-
-            size = SMALL[backbone]
-            ctor = getattr(tf_keras.applications, TF_KERAS_NAMES[backbone])
-            model = ctor(include_top=True, weights=None, input_shape=(size, size, 3), classes=1000)
+            model = tf_keras_backbone(backbone, include_top=True)
             path = self.root / f"{backbone}_top.h5"
             model.save(path)
             self._files[key] = path
@@ -115,6 +152,23 @@ class Keras2Files:
 @pytest.fixture(scope="session")
 def keras2_files(tmp_path_factory):
     return Keras2Files(tmp_path_factory.mktemp("keras2_h5"))
+
+
+@pytest.fixture
+def tiny_for(monkeypatch):
+    """``tiny_for("densenet121", ...)``: for this test, the names (and aliases) of those real backbones look up
+    the test_tiny entry, so a script or command that names a real backbone (the demo, the examples) runs its
+    whole path on the test backbone; for tests where the architecture is not what is tested (the real networks
+    have their own tests in tests/models)."""
+    from radtransfer.models import backbones
+
+    def alias(*names):
+        for name in names:
+            spec = backbones.get_backbone(name)
+            for key in (spec.name, spec.display_name, *spec.aliases):
+                monkeypatch.setitem(backbones._LOOKUP, key.lower(), "test_tiny")
+
+    return alias
 
 
 @pytest.fixture

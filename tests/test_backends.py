@@ -150,7 +150,7 @@ JAX_DATA_PARALLEL = textwrap.dedent("""
     root = tempfile.mkdtemp()
     images = rt.datasets.load_synthetic_brain_mri(root, n_patients=8, slices_per_patient=2, image_size=40, seed=2)
     train, val, _ = images.split(val=0.25, test=0.0, seed=0)
-    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    model = rt.build_model("test_tiny", weights=None, num_classes=4, input_shape=(32, 32, 3))
     before = [np.array(w) for w in model.get_weights()]
     result = rt.fine_tune(model, train, val, strategy="unfreeze_top10", learning_rate=1e-2, epochs=1,
                           batch_size=4, seed=0, verbose=0, distribute="data_parallel", out_dir=root + "/run")
@@ -182,7 +182,7 @@ ARRAYS = textwrap.dedent("""
     x = rng.integers(0, 256, (12, 32, 32, 3)).astype(np.uint8)
     y = np.arange(12) % 2
     x[y == 1, 8:24, 8:24] = 255
-    model = rt.build_model("resnet50", weights=None, num_classes=2, input_shape=(32, 32, 3))
+    model = rt.build_model("test_tiny", weights=None, num_classes=2, input_shape=(32, 32, 3))
     start = [np.array(w) for w in model.get_weights()]
     histories = []
     for _ in range(2):
@@ -248,7 +248,7 @@ IMAGE_PATH = textwrap.dedent("""
     root = tempfile.mkdtemp()
     images = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=1, image_size=40, seed=2)
     train, val, test = images.split(val=0.25, test=0.25, seed=0)
-    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    model = rt.build_model("test_tiny", weights=None, num_classes=4, input_shape=(32, 32, 3))
     rt.fine_tune(model, train, val, strategy="unfreeze_top10", learning_rate=1e-3, epochs=1, batch_size=4,
                  seed=0, verbose=0, out_dir=root + "/run")
     metrics = rt.evaluate(model, test, bootstrap=0)
@@ -372,7 +372,7 @@ FILES_WITHOUT_TF = WITHOUT_TF + textwrap.dedent("""
 
     def trained(out, epochs, callbacks=()):
         keras.utils.set_random_seed(1)
-        model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+        model = rt.build_model("test_tiny", weights=None, num_classes=4, input_shape=(32, 32, 3))
         start = [np.array(w) for w in model.get_weights()]
         result = rt.fine_tune(model, train, val, epochs=epochs, out_dir=out, callbacks=callbacks, **settings)
         changed = sum(not np.array_equal(a, np.asarray(b)) for a, b in zip(start, model.get_weights()))
@@ -449,7 +449,7 @@ def test_a_model_trained_on_tensorflow_predicts_the_same_on_jax_from_the_same_fi
     images = rt.datasets.load_synthetic_brain_mri(image_files)
     train, val, test = images.split(val=0.25, test=0.25, seed=0)
     keras.utils.set_random_seed(0)
-    model = rt.build_model("resnet50", weights=None, num_classes=4, input_shape=(32, 32, 3))
+    model = rt.build_model("test_tiny", weights=None, num_classes=4, input_shape=(32, 32, 3))
     rt.fine_tune(
         model,
         train,

@@ -30,7 +30,6 @@ def sites(cli_data, tmp_path_factory):
     return written
 
 
-@pytest.mark.slow  # make test under 10 minutes: make test-slow runs it (CI does)
 def test_calibrate_then_validate_at_an_external_site_with_recalibration(cli_run, cli_data, sites, tmp_path, capsys):
     from radtransfer.models.trained import read_trained_info
 

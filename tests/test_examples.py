@@ -1,4 +1,6 @@
-"""Every example script in --quick mode (tiny data, one epoch)."""
+"""Every example script in --quick mode (tiny data, one epoch), on the test backbone: the scripts name real
+backbones, which build as test_tiny here (the ``tiny_for`` fixture); the real networks have their own tests in
+tests/models."""
 
 from __future__ import annotations
 
@@ -15,17 +17,19 @@ def _main(name):
 
 
 @pytest.fixture
-def weights_dir(tmp_path, keras2_files, monkeypatch):
+def weights_dir(tmp_path, keras2_files, monkeypatch, tiny_for):
+    from radtransfer.models.presets import get_preset
+
+    tiny_for("resnet50", "densenet121")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.delenv("RADTRANSFER_WEIGHTS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "weights_in"
-    keras2_files.place("resnet50", folder, "RadImageNet-ResNet50_notop.h5")
-    keras2_files.place("resnet50", folder, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", kind="weights")
+    keras2_files.place("test_tiny", folder, "RadImageNet-TestTiny_notop.h5")
+    keras2_files.place("test_tiny", folder, get_preset("test_tiny", "imagenet").files[0], kind="weights")
     return folder
 
 
-@pytest.mark.slow  # about 20 s; the command's demo test covers the same path; make test-slow runs it
 def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
     assert _main("brain_mri_densenet121.py")(["--quick", "--out", str(tmp_path / "brain")]) == 0
     out = capsys.readouterr().out
@@ -33,7 +37,6 @@ def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
     assert (tmp_path / "brain" / "test_metrics.json").exists()
 
 
-@pytest.mark.slow  # about 60 s (four runs of protocol.learning_curve); make test-slow runs it
 def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "curve"
     assert (
@@ -48,7 +51,6 @@ def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     assert (out / "learning_curve.png").stat().st_size > 5000
 
 
-@pytest.mark.slow  # layer-wise search itself is tested in tests/training; make test-slow runs the example
 def test_full_training_vs_fine_tuning_layerwise_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "layerwise"
     argv = ["--quick", "--layerwise", "--out", str(out), "--weights-dir", str(weights_dir)]
@@ -59,7 +61,6 @@ def test_full_training_vs_fine_tuning_layerwise_quick(tmp_path, weights_dir, cap
     assert (out / "layerwise.png").exists()
 
 
-@pytest.mark.slow  # about 45 s; make test-slow runs it (tests/grid and the command's grid test cover the grid)
 def test_radimagenet_grid_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "grid"
     assert _main("radimagenet_grid.py")(["--quick", "--out", str(out), "--weights-dir", str(weights_dir)]) == 0

@@ -31,8 +31,9 @@ class BackboneSpec:
         relative_cost: the time of one fully fine-tuned run relative to ResNet50's: a prior the grid uses to
             balance shards, start long runs first and estimate its end before any run of the backbone has
             finished. Measured: training steps at 256 px, batch 256, bf16, on an H100 (docs/performance.md).
-        builder: ``(input_shape, name) -> keras.Model`` for a network that is not in keras.applications (the
-            test backbones); None builds ``keras.applications.<constructor>``.
+        builder: ``(input_shape, name, keras_module=None) -> keras.Model`` for a network that is not in
+            keras.applications (the test backbones; ``keras_module=tf_keras`` builds the same network in Keras 2);
+            None builds ``keras.applications.<constructor>``.
     """
 
     name: str
@@ -48,7 +49,7 @@ class BackboneSpec:
     builder: Callable | None = None
 
     def build(self, input_shape=(256, 256, 3), name: str = "backbone"):
-        """Builds the keras.applications network, notop and average-pooled, with random weights."""
+        """Builds the network, notop and average-pooled, with random weights."""
         if self.builder is not None:
             return self.builder(tuple(input_shape), name)
         from keras import applications
@@ -120,14 +121,22 @@ _BACKBONES = (
 )
 
 
-def _build_test_tiny(input_shape, name: str):
+def _build_test_tiny(input_shape, name: str, keras_module=None):
     """A notop, average-pooled network of 12 layers (6 with weights) in the shape of the real ones (a stem ending in
     ``pool1``, two stages, ``avg_pool``): it builds and trains in well under a second, for tests of loops, grids,
-    commands and input kinds, where the architecture is not what is tested."""
-    import keras
-    from keras import layers
+    commands and input kinds, where the architecture is not what is tested.
 
-    inputs = keras.Input(shape=input_shape)
+    Args:
+        input_shape: (height, width, channels).
+        name: the model's name.
+        keras_module: the Keras that builds it: Keras 3 (None), or ``tf_keras``, which writes the same network's
+            weights as a Keras 2 ``.h5`` file, the format of the published weight files.
+    """
+    if keras_module is None:
+        import keras as keras_module
+    layers = keras_module.layers
+
+    inputs = keras_module.Input(shape=input_shape)
     x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
@@ -137,10 +146,11 @@ def _build_test_tiny(input_shape, name: str):
         x = layers.BatchNormalization(name=f"block{block}_bn")(x)
         x = layers.Activation("relu", name=f"block{block}_out")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    return keras.Model(inputs, x, name=name)
+    return keras_module.Model(inputs, x, name=name)
 
 
-# Test backbones (timm's ``test_*`` models): found by name, never listed, without weight presets (weights=None).
+# Test backbones (timm's ``test_*`` models): found by name, never listed; their weight presets (presets.py) are
+# found by name too, so a test writes a Keras 2 file of random weights and a grid runs on it as on a real backbone.
 _TEST_BACKBONES = (
     BackboneSpec(
         name="test_tiny",

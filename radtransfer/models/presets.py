@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..utils.choices import check_choice
-from .backbones import BACKBONES, get_backbone
+from .backbones import _TEST_BACKBONES, BACKBONES, get_backbone
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 RADIMAGENET_URL = "https://github.com/BMEII-AI/RadImageNet"
@@ -99,6 +99,38 @@ PRESETS: dict[str, WeightPreset] = {p.name: p for b in BACKBONES for p in (_radi
 WEIGHT_SOURCES = tuple(dict.fromkeys(p.source for p in PRESETS.values()))  # in order of preference
 
 
+def _test_presets(backbone: str, display_name: str) -> tuple[WeightPreset, ...]:
+    """A test backbone's presets: the two sources, under file names of the published pattern, with the
+    preprocessing of ResNet50's (caffe for ImageNet, so a grid's ImageNet arms differ from RadImageNet's). Nothing
+    to download: a test writes the files (Keras 2 ``.h5``, random weights)."""
+    return (
+        WeightPreset(
+            backbone,
+            "radimagenet",
+            "RadImageNet",
+            tuple(f"RadImageNet-{display_name}{sep}notop.h5" for sep in ("_", "-")),
+            None,
+            RADIMAGENET_URL,
+            "radimagenet",
+        ),
+        WeightPreset(
+            backbone, "imagenet", "ImageNet", (f"{backbone}_imagenet_notop.h5",), None, "written by the tests", "caffe"
+        ),
+    )
+
+
+# Found by name (get_preset, presets_of), never listed: PRESETS, WEIGHT_SOURCES and `radtransfer weights` hold
+# the real backbones' only.
+_TEST_PRESETS: dict[str, WeightPreset] = {
+    p.name: p for spec in _TEST_BACKBONES for p in _test_presets(spec.name, spec.display_name)
+}
+
+
+def _preset(backbone: str, source: str) -> WeightPreset:
+    key = f"{backbone}.{source}"
+    return PRESETS[key] if key in PRESETS else _TEST_PRESETS[key]
+
+
 def get_preset(backbone, source: str) -> WeightPreset:
     """The preset of a backbone (name, alias or registry entry) and a weight source.
 
@@ -107,13 +139,13 @@ def get_preset(backbone, source: str) -> WeightPreset:
     """
     spec = get_backbone(backbone)
     source = check_choice("weights", source, WEIGHT_SOURCES, fold_case=True)
-    return PRESETS[f"{spec.name}.{source}"]
+    return _preset(spec.name, source)
 
 
 def presets_of(backbone) -> list[WeightPreset]:
     """A backbone's presets, in order of preference (RadImageNet first)."""
     spec = get_backbone(backbone)
-    return [PRESETS[f"{spec.name}.{source}"] for source in WEIGHT_SOURCES]
+    return [_preset(spec.name, source) for source in WEIGHT_SOURCES]
 
 
 def preset_of_file(filename: str, backbone=None) -> WeightPreset | None:

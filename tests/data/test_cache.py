@@ -144,7 +144,6 @@ def test_a_writer_killed_mid_fill_leaves_nothing_that_breaks_a_later_run(image_s
     _assert_same(_read(image_set, **_disk(folder)), uncached)  # and once more, from the published cache
 
 
-@pytest.mark.slow  # make test under 10 minutes: make test-slow runs it (CI does)
 def test_two_processes_filling_one_cache_at_once_both_succeed(image_set, uncached, tmp_path, monkeypatch, caplog):
     """A worker fills the cache slowly; this process fills the same one meanwhile (more slowly, so the worker
     publishes first and this one finds a complete cache when it is done)."""

@@ -96,7 +96,6 @@ def test_two_class_threshold_is_chosen_on_validation(splits):
     assert result["auc_ci_unit"] is None or result["n_patients"] == len(set(test.patient_ids))
 
 
-@pytest.mark.slow  # make test-slow (CI runs it): make test stays under 10 minutes
 def test_predict_reads_new_images_as_training_did_and_matches_the_model(first_run, splits, tmp_path):
     """best.keras carries the read settings; predict on a folder gives the probabilities of the model on
     images read independently (PIL, then TensorFlow's antialiased bilinear resize to the trained size)."""

@@ -1,6 +1,6 @@
 """Preprocessing as a factor: arms (a weight source fed the faithful or the corrected preprocessing), planned,
 trained, paired and reported as sources are; checked against scikit-learn and scipy on records written by hand, and
-(make test-slow) from the command line."""
+from the command line (the test backbone)."""
 
 from __future__ import annotations
 
@@ -197,22 +197,23 @@ def test_report_writes_the_comparisons_and_effects_tables(tmp_path):
     assert len(frame) == 4 and set(frame["factor"]) == {"source", "preprocessing"}
 
 
-@pytest.mark.slow  # four ResNet50 runs from the command line, about 40 s: make test-slow (CI runs it)
 def test_a_grid_with_faithful_and_corrected_arms_from_the_command_line(cli_data, tmp_path, keras2_files, capsys):
     from radtransfer.cli import main
     from radtransfer.models.presets import get_preset
 
     weights = tmp_path / "weights"
-    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
-    keras2_files.place("resnet50", weights, get_preset("resnet50", "imagenet").files[0], kind="weights")
+    keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
+    keras2_files.place("test_tiny", weights, get_preset("test_tiny", "imagenet").files[0], kind="weights")
     grid = tmp_path / "grid"
-    common = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--weights-dir", str(weights)]
+    common = ["--epochs", "1", "--image-size", "32", "--batch-size", "16", "--run-eagerly"]
+    common += ["--weights-dir", str(weights)]
     argv = ["grid", str(cli_data), "--out", str(grid), "--preprocessings", "corrected", "faithful"]
-    argv += ["--backbones", "resnet50", "--max-scenarios", "1", "--no-audit", *common]
+    argv += ["--backbones", "test_tiny", "--max-scenarios", "1", "--no-audit", *common]
     assert main(argv) == 0
     records = {p.parent.parent.parent.name: RunRecord.read(p) for p in grid.rglob("record.json")}
     assert set(records) == set(ARMS)
-    # The arm decides the input: ImageNet's ResNet50 expects "caffe"; the faithful arm is fed the reference's.
+    # The arm decides the input: ImageNet's test_tiny expects "caffe" (as ResNet50's); the faithful arm is fed the
+    # reference's.
     assert records["imagenet@corrected"].preprocessing == "caffe"
     assert records["imagenet@faithful"].preprocessing == "radimagenet"
     assert records["radimagenet@corrected"].preprocessing == records["radimagenet@faithful"].preprocessing

@@ -135,7 +135,6 @@ def test_curve_command_refuses_bad_arguments(cli_data, tmp_path, capsys, argv, m
     assert not (tmp_path / "curve").exists()
 
 
-@pytest.mark.slow  # four tiny ResNet50 runs and a restart, about 45 s
 def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
     import pandas as pd
 
@@ -146,11 +145,11 @@ def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
     data = tmp_path / "data"  # 24 patients: about 4 training patients per class, so half is fewer
     rt.datasets.synthetic_brain_mri(data, n_patients=24, slices_per_patient=1, image_size=40, seed=5)
     weights = tmp_path / "weights"
-    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
+    keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
     out = tmp_path / "curve"
     argv = ["curve", str(data), "--out", str(out), "--fractions", "0.5", "1", "--sources", "radimagenet", "none"]
     argv += ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--run-eagerly", "--no-audit"]
-    argv += ["--weights-dir", str(weights)]
+    argv += ["--weights-dir", str(weights), "--backbone", "test_tiny"]
     assert main(argv) == 0
     records = sorted(out.rglob("record.json"))
     assert [p.relative_to(out).parts[:3] for p in records] == [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -76,9 +77,17 @@ os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import radtransfer as rt
 from radtransfer import protocol
 data_dir, grid_dir, weights_dir, shard = sys.argv[1:5]
+if os.environ.get("PAUSE_AFTER_FIRST_RECORD"):  # the process the test kills: killed after its first record
+    import time
+    from radtransfer.grid.records import RunRecord
+    write = RunRecord.write
+    def write_then_wait(self, folder):
+        write(self, folder)
+        time.sleep(600)
+    RunRecord.write = write_then_wait
 image_set = rt.datasets.load_synthetic_brain_mri(data_dir)
-scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3),
-             protocol.Scenario("resnet50", "unfreeze_all", 1e30)]  # the second one diverges
+scenarios = [protocol.Scenario("test_tiny", "freeze_all", 1e-3),
+             protocol.Scenario("test_tiny", "unfreeze_all", 1e30)]  # the second one diverges
 config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True, bootstrap=50)
 protocol.run_grid(image_set, grid_dir, config=config, sources=("radimagenet", "imagenet"), scenarios=scenarios,
                   weights_dir=weights_dir, task="brain_mri", verbose=1, shard=None if shard == "none" else shard)
@@ -109,16 +118,15 @@ def _assert_same(a, b, where=""):
         assert a == b, where
 
 
-@pytest.mark.slow
 def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_path, keras2_files, monkeypatch):
     """Each run is a pure function of (grid seed, scenario, fold, source): the grid run whole, and the same
-    grid as two shards (the first killed mid-run and restarted, the second as a SLURM array task with
+    grid as two shards (the first killed after its first record and restarted, the second as a SLURM array task with
     shard="auto"), record the same numbers. A diverging
     scenario is recorded and the grid goes on; the two sources of a scenario are paired."""
     data_dir, weights_dir = tmp_path / "data", tmp_path / "weights"
     rt.datasets.synthetic_brain_mri(data_dir, n_patients=12, slices_per_patient=2, image_size=40, seed=4)
-    keras2_files.place("resnet50", weights_dir, "RadImageNet-ResNet50_notop.h5")
-    keras2_files.place("resnet50", weights_dir, get_preset("resnet50", "imagenet").files[0], kind="weights")
+    keras2_files.place("test_tiny", weights_dir, "RadImageNet-TestTiny_notop.h5")
+    keras2_files.place("test_tiny", weights_dir, get_preset("test_tiny", "imagenet").files[0], kind="weights")
     script = tmp_path / "grid.py"
     script.write_text(GRID_SCRIPT)
 
@@ -130,6 +138,7 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
         [sys.executable, str(script), str(data_dir), str(sharded), str(weights_dir), "1/2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env={**os.environ, "PAUSE_AFTER_FIRST_RECORD": "1"},
     )
     deadline = time.time() + 240
     while time.time() < deadline and not list(sharded.rglob("record.json")):
@@ -165,13 +174,13 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
 def test_runs_of_two_sources_start_from_the_same_head(keras2_files, tmp_path):
     from radtransfer.models import init_head
 
-    scenario = protocol.Scenario("resnet50", "freeze_all", 1e-3)
+    scenario = protocol.Scenario("test_tiny", "freeze_all", 1e-3)
     seed = protocol.run_seed(726, scenario, 0)
     assert seed == protocol.run_seed(726, scenario, 0) != protocol.run_seed(726, scenario, 1)
     heads = []
-    for name, kind in (("RadImageNet-ResNet50_notop.h5", "full"), ("imagenet.h5", "weights")):
-        path = keras2_files.place("resnet50", tmp_path, name, kind=kind)
-        model = rt.build_model("resnet50", weights=str(path), num_classes=2, input_shape=(32, 32, 3))
+    for name, kind in (("RadImageNet-TestTiny_notop.h5", "full"), ("imagenet.h5", "weights")):
+        path = keras2_files.place("test_tiny", tmp_path, name, kind=kind)
+        model = rt.build_model("test_tiny", weights=str(path), num_classes=2, input_shape=(32, 32, 3))
         init_head(model, seed)
         heads.append(model.get_layer("predictions").get_weights())
     for a, b in zip(*heads):
@@ -385,8 +394,11 @@ def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_i
         )
     )
     weights = tmp_path / "weights"
-    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
-    scenarios = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_all", 1e30)]
+    keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
+    scenarios = [
+        protocol.Scenario("test_tiny", "freeze_all", 1e-3),
+        protocol.Scenario("test_tiny", "unfreeze_all", 1e30),
+    ]
     config = protocol.RADIMAGENET.replace(
         image_size=32, batch_size=8, augment=None, epochs=1, run_eagerly=True, bootstrap=50
     )

@@ -58,7 +58,6 @@ def test_records_and_pairs_written_before_repeats_read_as_repeat_zero():
     assert GridSpec.from_dict({"task": "t"}).repeats == 1
 
 
-@pytest.mark.slow  # four ResNet50 runs, about 40 s: make test-slow (CI runs it)
 def test_a_tiny_grid_with_two_repeats_gives_two_paired_records_per_cell(tmp_path, keras2_files):
     from conftest import two_class
 
@@ -68,9 +67,9 @@ def test_a_tiny_grid_with_two_repeats_gives_two_paired_records_per_cell(tmp_path
         )
     )
     weights = tmp_path / "weights"
-    keras2_files.place("resnet50", weights, "RadImageNet-ResNet50_notop.h5")
-    keras2_files.place("resnet50", weights, get_preset("resnet50", "imagenet").files[0], kind="weights")
-    scenario = protocol.Scenario("resnet50", "freeze_all", 1e-3)
+    keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
+    keras2_files.place("test_tiny", weights, get_preset("test_tiny", "imagenet").files[0], kind="weights")
+    scenario = protocol.Scenario("test_tiny", "freeze_all", 1e-3)
     config = protocol.RADIMAGENET.replace(
         image_size=32, batch_size=32, augment=None, epochs=1, run_eagerly=True, bootstrap=50
     )

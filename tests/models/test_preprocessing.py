@@ -73,5 +73,5 @@ def test_auto_follows_the_weight_source(backbone, source, mode):
 
 
 def test_explicit_mode_overrides_auto():
-    model = build_model("resnet50", weights=None, input_shape=(32, 32, 3), preprocessing="tf")
+    model = build_model("test_tiny", weights=None, input_shape=(32, 32, 3), preprocessing="tf")
     assert model.get_layer("preprocess").mode == "tf"

@@ -47,8 +47,42 @@ def test_resnet_top_block_is_exactly_conv5_block3(models):
     assert summary.trainable_layers and all(n.startswith("conv5_block3_") for n in summary.trainable_layers)
 
 
+# test_tiny by hand: Input, stem_conv (3·3·3·8 = 216), stem_bn (γ, β: 16; moving statistics: 16), stem_relu, pool1,
+# block1_conv (3·3·8·16 = 1,152), block1_bn (32 + 32), block1_out, block2_conv (3·3·16·16 = 2,304), block2_bn
+# (32 + 32), block2_out, avg_pool: 12 layers; the head a Dense(16 → 2), 34 parameters.
+TINY_HEAD = 16 * 2 + 2
+TINY_TRAINABLE = {
+    "freeze_all": 0,
+    "unfreeze_all": 216 + 16 + 1152 + 32 + 2304 + 32,
+    "unfreeze_top10": 16 + 1152 + 32 + 2304 + 32,  # layers[2:]: stem_conv (layer 1) stays frozen
+    "unfreeze_blocks:1": 2304 + 32,  # block2 (stage starts after pool1 and after block1_out)
+    "unfreeze_blocks:2": 1152 + 32 + 2304 + 32,
+}
+
+
+@pytest.mark.parametrize("strategy", list(TINY_TRAINABLE))
+def test_strategies_on_the_test_backbone_leave_what_a_hand_count_gives(models, strategy):
+    summary = rt.apply_strategy(_model(models, "test_tiny"), strategy)
+    assert summary.trainable_params == TINY_TRAINABLE[strategy] + TINY_HEAD
+    assert summary.total_params == TINY_TRAINABLE["unfreeze_all"] + TINY_HEAD + 2 * (8 + 16 + 16)
+    assert summary.non_trainable_params == summary.total_params - summary.trainable_params
+    assert not summary.warnings
+    frozen = rt.apply_strategy(_model(models, "test_tiny"), strategy, bn="frozen")
+    assert (
+        frozen.trainable_params
+        == summary.trainable_params
+        - {
+            "freeze_all": 0,
+            "unfreeze_all": 16 + 32 + 32,
+            "unfreeze_top10": 16 + 32 + 32,
+            "unfreeze_blocks:1": 32,
+            "unfreeze_blocks:2": 32 + 32,
+        }[strategy]
+    )
+
+
 def test_bn_frozen_freezes_every_batchnorm(models):
-    model = _model(models, "resnet50")
+    model = _model(models, "test_tiny")
     protocol = rt.apply_strategy(model, "unfreeze_all")
     frozen = rt.apply_strategy(model, "unfreeze_all", bn="frozen")
     layers = model.get_layer("backbone").layers
@@ -58,16 +92,15 @@ def test_bn_frozen_freezes_every_batchnorm(models):
     assert protocol.trainable_params - frozen.trainable_params == gamma_beta
 
 
-@pytest.mark.slow  # 16 s
 def test_bn_frozen_keeps_moving_statistics_during_fit():
     """DESIGN.md §4: trainable=False, not training=False, keeps BN in inference mode in Keras 3."""
     x = np.random.default_rng(0).uniform(0, 255, size=(4, 32, 32, 3)).astype("float32")
     y = keras.utils.to_categorical([0, 1, 0, 1], 2)
 
     def moving_mean_change(bn):
-        model = rt.build_model("resnet50", weights=None, input_shape=(32, 32, 3))
+        model = rt.build_model("test_tiny", weights=None, input_shape=(32, 32, 3))
         rt.apply_strategy(model, "unfreeze_all", bn=bn)
-        layer = model.get_layer("backbone").get_layer("conv1_bn")
+        layer = model.get_layer("backbone").get_layer("stem_bn")
         before = keras.ops.convert_to_numpy(layer.moving_mean).copy()
         model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="categorical_crossentropy")
         model.fit(x, y, epochs=1, batch_size=4, verbose=0)
@@ -82,9 +115,9 @@ def test_bn_frozen_keeps_moving_statistics_during_fit():
 )
 def test_unknown_strategy(bad, message, models):
     with pytest.raises(ValueError, match=message):
-        rt.apply_strategy(_model(models, "resnet50"), bad)
+        rt.apply_strategy(_model(models, "test_tiny"), bad)
 
 
 def test_bad_bn_mode(models):
     with pytest.raises(ValueError, match="Expected bn to be one of 'protocol', 'frozen'"):
-        rt.apply_strategy(_model(models, "resnet50"), "freeze_all", bn="inference")
+        rt.apply_strategy(_model(models, "test_tiny"), "freeze_all", bn="inference")
