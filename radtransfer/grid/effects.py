@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..stats.auc import auc_score
+from ..stats.auc import auc_score, weighted_auc_score
 from ..stats.bootstrap import resampling_units
 from ..utils.optional import require
 from ..utils.seeding import derive_seed
@@ -69,52 +69,6 @@ def paired_runs(records, candidate: str = "radimagenet", reference: str = "image
     return pairs.sort_values(PAIR_KEYS, kind="stable").reset_index(drop=True)
 
 
-# -- AUCs of weighted (resampled) test sets ----------------------------------------------------------------
-
-
-def weighted_aucs(positives, scores, weights):
-    """Binary ROC AUCs of one test set under many weightings (ties count one half), vectorised.
-
-    A bootstrap resample of images or patients is a weighting of the original images by how often each was drawn;
-    the AUC of the resample (its Mann-Whitney statistic) equals the weighted AUC, as
-    ``sklearn.metrics.roc_auc_score(..., sample_weight=w)`` computes it.
-
-    Args:
-        positives: (images,) booleans.
-        scores: (images,) scores.
-        weights: (resamples, images) non-negative weights.
-
-    Returns:
-        (resamples,) AUCs, NaN where a resample has no positive or no negative weight.
-    """
-    positives = np.asarray(positives, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # tie groups
-    w = weights[:, order]
-    pos = positives[order]
-    w_pos = np.add.reduceat(w * pos, starts, axis=1)
-    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
-    below = np.cumsum(w_neg, axis=1) - w_neg  # negative weight strictly below each tie group
-    total_pos, total_neg = w_pos.sum(axis=1), w_neg.sum(axis=1)
-    numerator = (w_pos * (below + 0.5 * w_neg)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        aucs = numerator / (total_pos * total_neg)
-    aucs[(total_pos <= 0) | (total_neg <= 0)] = np.nan
-    return aucs
-
-
-def _weighted_auc_score(y_true, probabilities, weights, positive_class=1):
-    """``stats.auc_score`` (positive-class AUC, or macro one-vs-rest for more classes) under each weighting."""
-    num_classes = probabilities.shape[1]
-    if num_classes == 2:
-        return weighted_aucs(y_true == positive_class, probabilities[:, positive_class], weights)
-    per_class = [weighted_aucs(y_true == c, probabilities[:, c], weights) for c in range(num_classes)]
-    return np.mean(per_class, axis=0)
-
-
 class _PairData:
     """A pair's test predictions: labels, both sources' probabilities and the patient ids (None without)."""
 
@@ -136,7 +90,7 @@ class _PairData:
 
     def resampled_diffs(self, weights) -> np.ndarray:
         """AUC(candidate) − AUC(reference) under each row of image weights (both sources on the same resample)."""
-        return _weighted_auc_score(self.y, self.p_a, weights) - _weighted_auc_score(self.y, self.p_b, weights)
+        return weighted_auc_score(self.y, self.p_a, weights) - weighted_auc_score(self.y, self.p_b, weights)
 
 
 def _read_pair(folders, read) -> "_PairData | None":

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .bootstrap import resampling_units, stratified_bootstrap_ci
+from .bootstrap import WEIGHT_CELLS, resampling_units, stratified_bootstrap_ci, unit_weights
 
 
 def _average_ranks(x) -> np.ndarray:
@@ -52,6 +52,51 @@ def auc_score(y_true, probabilities, positive_class=1) -> float:
     return float(np.mean([_binary_auc(y_true == c, probabilities[:, c]) for c in range(num_classes)]))
 
 
+def weighted_aucs(positives, scores, weights):
+    """Binary ROC AUCs of one test set under many weightings (ties count one half), vectorised.
+
+    A bootstrap resample of images or patients is a weighting of the original images by how often each was drawn;
+    the AUC of the resample (its Mann-Whitney statistic) equals the weighted AUC, as
+    ``sklearn.metrics.roc_auc_score(..., sample_weight=w)`` computes it.
+
+    Args:
+        positives: (images,) booleans.
+        scores: (images,) scores.
+        weights: (resamples, images) non-negative weights.
+
+    Returns:
+        (resamples,) AUCs, NaN where a resample has no positive or no negative weight.
+    """
+    positives = np.asarray(positives, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])  # tie groups
+    w = weights[:, order]
+    pos = positives[order]
+    w_pos = np.add.reduceat(w * pos, starts, axis=1)
+    w_neg = np.add.reduceat(w * ~pos, starts, axis=1)
+    below = np.cumsum(w_neg, axis=1) - w_neg  # negative weight strictly below each tie group
+    total_pos, total_neg = w_pos.sum(axis=1), w_neg.sum(axis=1)
+    numerator = (w_pos * (below + 0.5 * w_neg)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aucs = numerator / (total_pos * total_neg)
+    aucs[(total_pos <= 0) | (total_neg <= 0)] = np.nan
+    return aucs
+
+
+def weighted_auc_score(y_true, probabilities, weights, positive_class=1):
+    """``auc_score`` (positive-class AUC, or macro one-vs-rest for more classes) under each weighting (rows of
+    ``weights``, one weight per image): with a resample's draw counts as weights, the AUC of that resample, to the
+    last bit (both are the rational U / (m n) rounded once)."""
+    num_classes = probabilities.shape[1]
+    if num_classes == 2:
+        return weighted_aucs(y_true == positive_class, probabilities[:, positive_class], weights)
+    per_class = [weighted_aucs(y_true == c, probabilities[:, c], weights) for c in range(num_classes)]
+    return np.mean(per_class, axis=0)
+
+
 def bootstrap_auc_ci(
     y_true, probabilities, positive_class=1, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict:
@@ -73,8 +118,18 @@ def bootstrap_auc_ci(
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     return stratified_bootstrap_ci(
-        y_true, lambda index: auc_score(y_true[index], probabilities[index], positive_class), groups, n, seed, level
+        y_true,
+        lambda index: auc_score(y_true[index], probabilities[index], positive_class),
+        groups,
+        n,
+        seed,
+        level,
+        of_weights=None if np.isnan(probabilities).any() else _auc_of_weights(y_true, probabilities, positive_class),
     )
+
+
+def _auc_of_weights(y_true, probabilities, positive_class):
+    return lambda weights: weighted_auc_score(y_true, probabilities, weights, positive_class)
 
 
 # -- comparing two models on the same images ----------------------------------------------------
@@ -150,14 +205,18 @@ def paired_bootstrap_test(
     b = np.asarray(probabilities_b, dtype=np.float64)
     members, strata, unit, n_units = resampling_units(y_true, groups)
     rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        chosen = np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata])
-        index = np.concatenate([members[u] for u in chosen])
-        diff = auc_score(y_true[index], a[index], positive_class) - auc_score(y_true[index], b[index], positive_class)
-        if math.isfinite(diff):
-            diffs.append(diff)
-    diffs = np.asarray(diffs)
+    draws = [np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata]) for _ in range(n)]
+    if not draws:
+        diffs = np.zeros(0)
+    elif np.isnan(a).any() or np.isnan(b).any():
+        diffs = np.array([_resampled_diff(y_true, a, b, positive_class, members, chosen) for chosen in draws])
+    else:
+        draws = np.stack(draws)
+        rows = max(1, WEIGHT_CELLS // len(y_true))
+        diffs = np.concatenate(
+            [_weighted_diffs(y_true, a, b, positive_class, members, draws[k : k + rows]) for k in range(0, n, rows)]
+        )
+    diffs = diffs[np.isfinite(diffs)]
     auc_a, auc_b = auc_score(y_true, a, positive_class), auc_score(y_true, b, positive_class)
     tail = (1 - level) / 2
     p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))) if len(diffs) else math.nan
@@ -172,6 +231,18 @@ def paired_bootstrap_test(
         "n_units": int(n_units),
         "resamples": int(len(diffs)),
     }
+
+
+def _weighted_diffs(y_true, a, b, positive_class, members, draws) -> np.ndarray:
+    weights = unit_weights(draws, members, len(y_true))
+    return weighted_auc_score(y_true, a, weights, positive_class) - weighted_auc_score(
+        y_true, b, weights, positive_class
+    )
+
+
+def _resampled_diff(y_true, a, b, positive_class, members, chosen) -> float:
+    index = np.concatenate([members[u] for u in chosen])
+    return auc_score(y_true[index], a[index], positive_class) - auc_score(y_true[index], b[index], positive_class)
 
 
 def compare_aucs(

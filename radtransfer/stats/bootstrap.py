@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+WEIGHT_CELLS = 4_000_000  # resamples × images per vectorised call (32 MB of weights)
 BCA_MAX_UNITS = 2000  # BCa's jackknife costs one AUC per unit; above this, percentile intervals
 # Fewer resampled units (patients, or images without ids) than this in the class an interval rests on, and the
 # bootstrap intervals here cover less than 95% in simulation (docs/training.md, benchmarks/interval_coverage.py).
@@ -50,6 +51,19 @@ def resampling_units(y_true, groups):
         unit = "patient"
     strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     return members, [s for s in strata if len(s)], unit, len(members)
+
+
+def unit_weights(draws, members, n_images: int) -> np.ndarray:
+    """Per resample (a row of ``draws``, the units drawn), how often each image was drawn: the (resamples, images)
+    weights under which a statistic of the images equals that statistic of the resample's images."""
+    draws = np.asarray(draws, dtype=np.intp)
+    unit_of = np.empty(n_images, dtype=np.intp)
+    for unit, images in enumerate(members):
+        unit_of[images] = unit
+    rows, n_units = len(draws), len(members)
+    offsets = (draws + np.arange(rows, dtype=np.intp)[:, None] * n_units).ravel()
+    counts = np.bincount(offsets, minlength=rows * n_units).reshape(rows, n_units)
+    return counts[:, unit_of].astype(np.float64)
 
 
 def units_per_class(y_true, groups=None) -> dict:
@@ -115,16 +129,35 @@ def bootstrap_operating_point_ci(
         chosen = selected[index]
         return float(called[index][chosen].mean()) if chosen.any() else math.nan
 
+    def share_of_weights(selected):
+        def shares(weights):
+            total = weights[:, selected].sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(total > 0, weights[:, selected & called].sum(axis=1) / total, math.nan)
+
+        return shares
+
+    sensitivity, specificity = share_of_weights(truth), share_of_weights(~truth)
     return {
-        "sensitivity": stratified_bootstrap_ci(y_true, lambda i: share(truth, i), groups, n, seed, level),
-        "specificity": stratified_bootstrap_ci(y_true, lambda i: 1.0 - share(~truth, i), groups, n, seed, level),
+        "sensitivity": stratified_bootstrap_ci(
+            y_true, lambda i: share(truth, i), groups, n, seed, level, of_weights=sensitivity
+        ),
+        "specificity": stratified_bootstrap_ci(
+            y_true, lambda i: 1.0 - share(~truth, i), groups, n, seed, level, of_weights=lambda w: 1.0 - specificity(w)
+        ),
     }
 
 
-def stratified_bootstrap_ci(y_true, statistic, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+def stratified_bootstrap_ci(
+    y_true, statistic, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95, *, of_weights=None
+) -> dict:
     """The interval of ``statistic(image indices)`` over a bootstrap of patients (or images without groups),
     stratified by each patient's majority class: BCa up to 2000 units, else (or when BCa fails because a resample
     has no value) percentile.
+
+    ``of_weights``, if given, is the same statistic computed for many resamples at once from their images' draw
+    counts (``(resamples, images)`` weights to ``(resamples,)`` values, as ``unit_weights`` makes them): the same
+    resamples and values (to the last bit, for the AUC and shares here), without a Python call per resample.
 
     Returns:
         {"low", "high", "unit" ("patient" or "image"), "n_units", "method" ("BCa" or "percentile"),
@@ -132,6 +165,7 @@ def stratified_bootstrap_ci(y_true, statistic, groups=None, n: int = 1000, seed:
     """
     from scipy import stats
 
+    y_true = np.asarray(y_true)
     members, strata, unit, n_units = resampling_units(y_true, groups)
     single = unit == "image"
     # A stratum of one unit is the same in every stratified resample: hold it fixed.
@@ -152,14 +186,24 @@ def stratified_bootstrap_ci(y_true, statistic, groups=None, n: int = 1000, seed:
         chosen = np.concatenate([*samples, fixed])
         return statistic(chosen if single else np.concatenate([members[u] for u in chosen]))
 
+    def resampled_batch(*samples, axis=-1):
+        lead = np.broadcast_shapes(*(np.shape(s)[:-1] for s in samples))
+        parts = [np.broadcast_to(s, lead + np.shape(s)[-1:]) for s in (*samples, fixed)]
+        draws = np.concatenate(parts, axis=-1).reshape(-1, sum(np.shape(p)[-1] for p in parts))
+        rows = max(1, WEIGHT_CELLS // max(len(y_true), 1))  # resamples per call, so each weights array stays small
+        values = [
+            of_weights(unit_weights(draws[k : k + rows], members, len(y_true))) for k in range(0, len(draws), rows)
+        ]
+        return np.concatenate(values).astype(np.float64).reshape(lead)
+
     method = "BCa" if n_units <= BCA_MAX_UNITS else "percentile"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = stats.bootstrap(
             tuple(strata),
-            resampled,
+            resampled if of_weights is None else resampled_batch,
             n_resamples=n,
-            vectorized=False,
+            vectorized=of_weights is not None,
             paired=False,
             confidence_level=level,
             method=method,

@@ -85,25 +85,6 @@ def _load(path):
     return data["y_true"], data["probabilities"], data["patient_ids"]
 
 
-def test_weighted_aucs_equal_sklearn_with_sample_weights():
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 50).astype(bool)
-    scores = np.round(rng.uniform(0, 1, 50), 1)  # many ties
-    weights = rng.integers(0, 4, (20, 50)).astype(float)
-    got = effects.weighted_aucs(y, scores, weights)
-    expected = [roc_auc_score(y, scores, sample_weight=w) for w in weights]
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
-    assert np.isnan(effects.weighted_aucs(y, scores, (~y)[None].astype(float)))[0]  # no positive weight
-    # More classes: the macro one-vs-rest AUC, as stats.auc_score, under unit weights.
-    from radtransfer.stats import auc_score
-
-    labels = rng.integers(0, 3, 60)
-    probabilities = rng.dirichlet(np.ones(3), 60)
-    got = effects._weighted_auc_score(labels, probabilities, np.ones((1, 60)))[0]
-    assert got == pytest.approx(auc_score(labels, probabilities), rel=1e-12)
-    assert got == pytest.approx(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"), rel=1e-12)
-
-
 def test_point_estimates_and_wins_by_hand(grid):
     root, records = grid
     table = effects.paired_effects(records, n=50).set_index("scenario")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 from simulated import clustered
+from sklearn.metrics import roc_auc_score
 
 from radtransfer import stats
 from radtransfer.stats import auc
@@ -134,3 +135,47 @@ def test_the_bootstraps_ranks_equal_scipys_rankdata_with_ties_and_nan():
         np.testing.assert_array_equal(auc._average_ranks(x), rankdata(x))
     y = np.array([1, 0, 1, 0])
     assert math.isnan(stats.auc_score(y, np.array([[0.9, 0.1], [0.5, np.nan], [0.2, 0.8], [0.6, 0.4]])))
+
+
+def test_weighted_aucs_equal_sklearn_with_sample_weights():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 50).astype(bool)
+    scores = np.round(rng.uniform(0, 1, 50), 1)  # many ties
+    weights = rng.integers(0, 4, (20, 50)).astype(float)
+    got = auc.weighted_aucs(y, scores, weights)
+    expected = [roc_auc_score(y, scores, sample_weight=w) for w in weights]
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert np.isnan(auc.weighted_aucs(y, scores, (~y)[None].astype(float)))[0]  # no positive weight
+    # More classes: the macro one-vs-rest AUC, as stats.auc_score, under unit weights.
+    labels = rng.integers(0, 3, 60)
+    probabilities = rng.dirichlet(np.ones(3), 60)
+    got = auc.weighted_auc_score(labels, probabilities, np.ones((1, 60)))[0]
+    assert got == pytest.approx(auc.auc_score(labels, probabilities), rel=1e-12)
+    assert got == pytest.approx(roc_auc_score(labels, probabilities, multi_class="ovr", average="macro"), rel=1e-12)
+
+
+def test_the_vectorised_bootstrap_is_the_resample_by_resample_bootstrap():
+    """bootstrap_auc_ci and the operating point's intervals compute every resample at once from draw counts; the
+    same interval comes from scipy's bootstrap calling the AUC's definition (pairs counted, ties one half) or the share
+    on each resample's images. BCa counts resamples equal to the estimate, so the values must agree to the last bit:
+    the definition gives the same rational, rounded once (scikit-learn's trapezoids differ in the last bits)."""
+
+    def by_pairs(index):
+        scores, positive = probabilities[index, 1], labels[index] == 1
+        above = scores[positive][:, None] - scores[~positive][None, :]
+        return ((above > 0).sum() + 0.5 * (above == 0).sum()) / (positive.sum() * (~positive).sum())
+
+    from radtransfer.stats.bootstrap import bootstrap_operating_point_ci, stratified_bootstrap_ci
+
+    rng = np.random.default_rng(8)
+    labels, probabilities, groups, _ = clustered(rng, patients=24, slices=3)
+    labels[:3] = 1 - labels[:3]  # a patient of mixed labels
+    for unit_groups in (groups, None):
+        fast = stats.bootstrap_auc_ci(labels, probabilities, groups=unit_groups, n=300, seed=4)
+        slow = stratified_bootstrap_ci(labels, by_pairs, unit_groups, 300, 4)
+        assert fast["method"] == slow["method"] == "BCa"
+        assert (fast["low"], fast["high"]) == (slow["low"], slow["high"])
+        called = probabilities[:, 1] >= 0.5
+        fast = bootstrap_operating_point_ci(labels, called, groups=unit_groups, n=300, seed=4)["specificity"]
+        slow = stratified_bootstrap_ci(labels, lambda i: 1.0 - np.mean(called[i][labels[i] == 0]), unit_groups, 300, 4)
+        assert (fast["low"], fast["high"]) == (slow["low"], slow["high"])
