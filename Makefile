@@ -22,15 +22,18 @@ lint: $(STAMP)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 
-# Two processes, one test file each (module fixtures are built once): make test on 2 cores in about 7 minutes
-# instead of 11. TEST_WORKERS=0 runs it in one process.
+# Two processes, one test file each (module fixtures are built once). TEST_WORKERS=0 runs it in one process.
+# Loops, grids, commands and the input-kind battery run on the test backbone (test_tiny); make test-slow keeps
+# only what must build or train a real network at length (Grad-CAM localisation on DenseNet121,
+# InceptionResNetV2's file loads and round trip) and the multi-worker cluster test.
 TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=10
+	$(PY) -m pytest $(PYTEST_PARALLEL) --durations=10
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -m "slow"
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m "slow"
 
 # The model side on JAX and PyTorch: the backend-independent tests under KERAS_BACKEND=jax, and the
 # cross-backend equality and JAX data-parallel tests. PyTorch's CPU build is pinned (plain `torch` would
@@ -43,8 +46,8 @@ $(VENV)/.radtransfer-backends: $(STAMP)
 	touch $@
 
 test-backends: $(VENV)/.radtransfer-backends
-	KERAS_BACKEND=jax $(PY) -m pytest $(BACKEND_TESTS)
-	$(PY) -m pytest -m backends tests/test_backends.py tests/data/test_numpy_pipeline.py
+	KERAS_BACKEND=jax $(PY) -m pytest $(PYTEST_PARALLEL) $(BACKEND_TESTS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) -m backends tests/test_backends.py tests/data/test_numpy_pipeline.py
 
 # The grid on a local two-worker Ray cluster (the ray extra is installed only for this).
 $(VENV)/.radtransfer-ray: $(STAMP)
