@@ -3,7 +3,8 @@ grid, and a worker killed mid-run is retried, resumes from its checkpoint, and n
 twice.
 
 Marked ``ray`` (run by ``make test-ray``, which installs the ``ray`` extra): each test trains a tiny grid
-(2 scenarios × 2 folds of ResNet50 at 32 px, 2 epochs) and starts Ray, about a minute each on 2 cores.
+(2 scenarios × 2 folds of the test backbone at 32 px, 2 epochs, eagerly: each epoch lasts long enough to be
+killed in) and starts Ray.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from radtransfer import protocol
 
 pytestmark = pytest.mark.ray
 
-SCENARIOS = [protocol.Scenario("resnet50", "freeze_all", 1e-3), protocol.Scenario("resnet50", "unfreeze_top10", 1e-2)]
-CONFIG = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=2, bootstrap=50)
+SCENARIOS = [protocol.Scenario("test_tiny", "freeze_all", 1e-3), protocol.Scenario("test_tiny", "unfreeze_top10", 1e-2)]
+CONFIG = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=2, bootstrap=50, run_eagerly=True)
 
 
 @pytest.fixture(scope="module")
 def grid_inputs(tmp_path_factory, keras2_files):
     root = tmp_path_factory.mktemp("ray_grid")
     rt.datasets.synthetic_brain_mri(root / "data", n_patients=12, slices_per_patient=2, image_size=40, seed=4)
-    keras2_files.place("resnet50", root / "weights", "RadImageNet-ResNet50_notop.h5")
+    keras2_files.place("test_tiny", root / "weights", "RadImageNet-TestTiny_notop.h5")
     image_set = rt.datasets.load_synthetic_brain_mri(root / "data")
     return root, image_set
 
@@ -129,8 +130,8 @@ def test_a_killed_worker_is_retried_and_its_run_resumes(grid_inputs, sequential)
 def test_a_run_that_raises_does_not_stop_the_others_and_is_named(grid_inputs):
     root, image_set = grid_inputs
     scenarios = [
-        protocol.Scenario("resnet50", "freeze_all", 1e-3),
-        protocol.Scenario("resnet50", "no_such_strategy", 1e-3),
+        protocol.Scenario("test_tiny", "freeze_all", 1e-3),
+        protocol.Scenario("test_tiny", "no_such_strategy", 1e-3),
     ]
     with pytest.raises(protocol.GridRunsFailedError, match="1 run.* failed on Ray") as caught:
         protocol.run_grid(
@@ -145,10 +146,10 @@ def test_a_run_that_raises_does_not_stop_the_others_and_is_named(grid_inputs):
             log=io.StringIO(),
         )
     message = str(caught.value)
-    assert "radimagenet/resnet50__no_such_strategy__lr0.001/fold0" in message and "no_such_strategy" in message
+    assert "radimagenet/test_tiny__no_such_strategy__lr0.001/fold0" in message and "no_such_strategy" in message
     assert len(caught.value.failures) == 1
     records = _records(root / "ray_error")
-    assert list(records) == ["runs/radimagenet/resnet50__freeze_all__lr0.001/fold0/record.json"]
+    assert list(records) == ["runs/radimagenet/test_tiny__freeze_all__lr0.001/fold0/record.json"]
     assert not list((root / "ray_error").rglob("claim.json"))  # the failed run's claim was released
 
 
@@ -164,6 +165,7 @@ def test_a_learning_curve_on_ray_records_what_the_sequential_curve_records(grid_
             root / f"curve_{name}",
             fractions=(0.5, 1.0),
             sources=("radimagenet", None),
+            backbone="test_tiny",
             config=CONFIG.replace(epochs=1),
             weights_dir=root / "weights",
             task="brain_mri",
