@@ -226,3 +226,60 @@ def two_class(image_set, negative: str = "no_tumor", positive: str = "glioma"):
         images=part.images,
         extras=part.extras,
     )
+
+
+# -- the small training runs tests/training and tests/evaluation share (each module trains its own) --------------
+
+EPOCHS = 2
+
+
+def tiny_model(seed=0, classes=4, backbone="test_tiny"):
+    """The test backbone at 32 px (the loop or the evaluation is tested, not the architecture; tests/models/ test
+    the real ones)."""
+    import keras
+
+    import radtransfer as rt
+
+    keras.utils.set_random_seed(seed)
+    return rt.build_model(backbone, weights=None, num_classes=classes, input_shape=(32, 32, 3))
+
+
+def train_tiny(model, splits, out_dir=None, **kwargs):
+    """``fine_tune`` of ``model`` on ``splits``' train and val parts: unfreeze_top10, 2 epochs, batch 8, seed 0,
+    unless ``kwargs`` say otherwise."""
+    import radtransfer as rt
+
+    train, val, _ = splits
+    arguments = dict(
+        strategy="unfreeze_top10", learning_rate=1e-3, epochs=EPOCHS, out_dir=out_dir, seed=0, batch_size=8, verbose=0
+    )
+    arguments.update(kwargs)
+    return rt.fine_tune(model, train, val, **arguments)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    """Four classes of synthetic brain MRI, 12 patients × 2 slices, split 60/20/20 by patient."""
+    import radtransfer as rt
+
+    root = tmp_path_factory.mktemp("brain_train")
+    image_set = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=2)
+    return image_set.split(val=0.2, test=0.2, seed=726)
+
+
+@pytest.fixture(scope="module")
+def first_run(splits, tmp_path_factory):
+    """A four-class run of the test backbone on ``splits``, with its folder: (model, result, folder)."""
+    out = tmp_path_factory.mktemp("run1")
+    model = tiny_model()
+    return model, train_tiny(model, splits, out), out
+
+
+@pytest.fixture(scope="module")
+def two_class_splits(tmp_path_factory):
+    """Two classes (no tumour, glioma) of 40 patients × 2 slices, split 50/25/25 by patient."""
+    import radtransfer as rt
+
+    root = tmp_path_factory.mktemp("brain_two_class")
+    images = rt.datasets.load_synthetic_brain_mri(root, n_patients=40, slices_per_patient=2, image_size=40, seed=3)
+    return two_class(images).split(val=0.25, test=0.25, seed=726)

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from ..errors import GridRunsFailedError, RadtransferError
 from ..utils.choices import check_choice
 from ..utils.optional import require
+from .options import EXECUTORS
 from .plan import longest_first
 from .progress import GridProgress
 from .runs import GridJob, RunOutcome, execute_claimed
-
-EXECUTORS = ("sequential", "ray")
 
 
 class SequentialExecutor:

@@ -19,7 +19,7 @@ from .curve import DEFAULT_FRACTIONS, check_fractions
 from .paper import PAPER_TASKS, STRATEGY_RATES
 from .plan import check_repeats, resolve_shard
 
-EXECUTORS = ("sequential", "ray")  # grid.executors' names (imported by run_grid: it starts TensorFlow)
+EXECUTORS = ("sequential", "ray")  # the executors' names (grid.executors imports them from here)
 RAY_OPTIONS = ("address", "gpus_per_run", "cpus_per_run")  # the RayExecutor's, for executor="ray"
 
 

@@ -7,44 +7,13 @@ from __future__ import annotations
 
 import json
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import radtransfer as rt
 
-EPOCHS = 2
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("brain_train")
-    image_set = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=2)
-    return image_set.split(val=0.2, test=0.2, seed=726)
-
-
-def _model(seed=0, classes=4, backbone="test_tiny"):
-    """The test backbone (what is evaluated, not the architecture, is tested here; tests/models/ test the four)."""
-    keras.utils.set_random_seed(seed)
-    return rt.build_model(backbone, weights=None, num_classes=classes, input_shape=(32, 32, 3))
-
-
-def _train(model, splits, out_dir=None, **kwargs):
-    train, val, _ = splits
-    arguments = dict(
-        strategy="unfreeze_top10", learning_rate=1e-3, epochs=EPOCHS, out_dir=out_dir, seed=0, batch_size=8, verbose=0
-    )
-    arguments.update(kwargs)
-    return rt.fine_tune(model, train, val, **arguments)
-
-
-@pytest.fixture(scope="module")
-def first_run(splits, tmp_path_factory):
-    """A four-class run of the test backbone (as tests/training/test_training.py trains it), with its folder."""
-    out = tmp_path_factory.mktemp("run1")
-    model = _model()
-    return model, _train(model, splits, out), out
+from conftest import tiny_model, train_tiny
 
 
 def test_evaluate_on_a_model_and_test_set(first_run, splits):
@@ -85,7 +54,7 @@ def test_two_class_threshold_is_chosen_on_validation(splits):
         )
 
     train, val, test = (binary(p) for p in splits)
-    model = _model(classes=2)
+    model = tiny_model(classes=2)
     val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
     p_val = model.predict(val_ds, verbose=0)[:, 1]
     fpr, tpr, thresholds = roc_curve(val.labels, p_val)
@@ -151,7 +120,7 @@ def test_predict_on_a_dicom_series_uses_the_trained_window_and_patient_ids(tmp_p
 
     from radtransfer.models.trained import save_trained, set_trained_info
 
-    model = _model(classes=2)
+    model = tiny_model(classes=2)
     set_trained_info(
         model,
         ["normal", "lesion"],
@@ -187,19 +156,10 @@ def test_predict_on_a_dicom_series_uses_the_trained_window_and_patient_ids(tmp_p
 
 
 @pytest.fixture(scope="module")
-def two_class_splits(tmp_path_factory):
-    from conftest import two_class
-
-    root = tmp_path_factory.mktemp("brain_two_class")
-    images = rt.datasets.load_synthetic_brain_mri(root, n_patients=40, slices_per_patient=2, image_size=40, seed=3)
-    return two_class(images).split(val=0.25, test=0.25, seed=726)
-
-
-@pytest.fixture(scope="module")
 def two_class_run(two_class_splits, tmp_path_factory):
     out = tmp_path_factory.mktemp("two_class_run")
-    model = _model(classes=2, backbone="resnet50")  # one that learns in an epoch: its thresholds mean something
-    result = _train(model, two_class_splits, out, learning_rate=1e-3, epochs=1, run_eagerly=True)
+    model = tiny_model(classes=2, backbone="resnet50")  # one that learns in an epoch: its thresholds mean something
+    result = train_tiny(model, two_class_splits, out, learning_rate=1e-3, epochs=1, run_eagerly=True)
     return model, result, out
 
 
@@ -278,7 +238,7 @@ def test_the_dataset_keywords_of_before_give_what_a_dataset_info_gives():
 
     from radtransfer.evaluation import DatasetInfo
 
-    model = _model(classes=2)
+    model = tiny_model(classes=2)
     rng = np.random.default_rng(3)
     images, labels = rng.integers(0, 256, (24, 32, 32, 3)).astype("uint8"), np.arange(24) % 2
     patients = [f"p{i // 2}" for i in range(24)]

@@ -20,36 +20,7 @@ import tensorflow as tf
 import radtransfer as rt
 from radtransfer import training
 
-EPOCHS = 2
-
-
-@pytest.fixture(scope="module")
-def splits(tmp_path_factory):
-    root = tmp_path_factory.mktemp("brain_train")
-    image_set = rt.datasets.load_synthetic_brain_mri(root, n_patients=12, slices_per_patient=2, image_size=40, seed=2)
-    return image_set.split(val=0.2, test=0.2, seed=726)
-
-
-def _model(seed=0, classes=4, backbone="test_tiny"):
-    """The test backbone (the training loop, not the architecture, is tested here; tests/models/ test the four)."""
-    keras.utils.set_random_seed(seed)
-    return rt.build_model(backbone, weights=None, num_classes=classes, input_shape=(32, 32, 3))
-
-
-def _train(model, splits, out_dir=None, **kwargs):
-    train, val, _ = splits
-    arguments = dict(
-        strategy="unfreeze_top10", learning_rate=1e-3, epochs=EPOCHS, out_dir=out_dir, seed=0, batch_size=8, verbose=0
-    )
-    arguments.update(kwargs)
-    return rt.fine_tune(model, train, val, **arguments)
-
-
-@pytest.fixture(scope="module")
-def first_run(splits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run1")
-    model = _model()
-    return model, _train(model, splits, out), out
+from conftest import EPOCHS, tiny_model, train_tiny
 
 
 def test_outputs_written(first_run):
@@ -72,7 +43,7 @@ def test_outputs_written(first_run):
 
 def test_model_holds_the_best_weights(first_run):
     model, result, out = first_run
-    best = _model(seed=9)
+    best = tiny_model(seed=9)
     best.load_weights(out / "best.weights.h5")
     for a, b in zip(model.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -80,13 +51,13 @@ def test_model_holds_the_best_weights(first_run):
 
 def test_finished_run_is_not_trained_again(first_run, splits):
     model, result, out = first_run
-    again = _train(_model(seed=5), splits, out)
+    again = train_tiny(tiny_model(seed=5), splits, out)
     assert again.history == result.history and again.best_epoch == result.best_epoch
 
 
 def test_same_seed_same_history(first_run, splits):
     _, result, _ = first_run
-    second = _train(_model(), splits)
+    second = train_tiny(tiny_model(), splits)
     for key in ("loss", "val_loss", "accuracy"):
         assert second.history[key] == result.history[key], key
 
@@ -96,14 +67,14 @@ def test_changed_settings_in_a_finished_out_dir_are_refused_with_the_differences
 
     _, _, out = first_run
     with pytest.raises(rt.RunMismatchError) as caught:
-        _train(_model(), splits, out, strategy="freeze_all", learning_rate=1e-2, run_eagerly=True)
+        train_tiny(tiny_model(), splits, out, strategy="freeze_all", learning_rate=1e-2, run_eagerly=True)
     message = str(caught.value)
     assert "config.strategy: 'unfreeze_top:10' → 'freeze_all'" in message
     assert "config.learning_rate: 0.001 → 0.01" in message and "resume=False" in message
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    result = _train(
-        _model(), splits, copy, strategy="freeze_all", learning_rate=1e-2, epochs=1, resume=False, run_eagerly=True
+    result = train_tiny(
+        tiny_model(), splits, copy, strategy="freeze_all", learning_rate=1e-2, epochs=1, resume=False, run_eagerly=True
     )
     assert result.settings["strategy"] == "freeze_all" and result.epochs_run == 1
 
@@ -178,8 +149,8 @@ def test_without_out_dir_the_model_keeps_the_best_epoch_not_the_last(splits):
                 head = self.model.get_layer("predictions")
                 head.kernel.assign(np.random.default_rng(0).normal(0, 50, head.kernel.shape).astype("float32"))
 
-    model = _model()
-    result = _train(model, splits, callbacks=[SpoilLastEpoch()], run_eagerly=True)
+    model = tiny_model()
+    result = train_tiny(model, splits, callbacks=[SpoilLastEpoch()], run_eagerly=True)
     assert result.best_epoch == 1 and result.history["val_loss"][1] > result.history["val_loss"][0]
     val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
     assert model.evaluate(val_ds, verbose=0, return_dict=True)["loss"] == pytest.approx(
@@ -202,15 +173,15 @@ def _nan_from_epoch(epoch_going_bad):
 
 def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_path):
     loss, switch = _nan_from_epoch(1)
-    model = _model()
+    model = tiny_model()
     with pytest.raises(
         rt.TrainingDivergedError, match=r"NaN at epoch 2.*best checkpoint \(epoch 1.*e\.g\. 0\.0001"
     ) as caught:
-        _train(model, splits, tmp_path, loss=loss, callbacks=[switch], run_eagerly=True)
+        train_tiny(model, splits, tmp_path, loss=loss, callbacks=[switch], run_eagerly=True)
     result = caught.value.result
     assert result.status == "diverged" and result.diverged_epoch == 2 and result.best_epoch == 1
     assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
-    best = _model(seed=9)
+    best = tiny_model(seed=9)
     best.load_weights(tmp_path / "best.weights.h5")
     for a, b in zip(model.get_weights(), best.get_weights()):
         np.testing.assert_array_equal(a, b)  # the caller's model holds the last good checkpoint
@@ -220,7 +191,7 @@ def test_divergence_keeps_the_last_good_epoch_and_is_not_retrained(splits, tmp_p
             raise AssertionError("a diverged run was trained again")
 
     with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 2"):
-        _train(_model(), splits, tmp_path, loss=loss, callbacks=[MustNotTrain()], run_eagerly=True)
+        train_tiny(tiny_model(), splits, tmp_path, loss=loss, callbacks=[MustNotTrain()], run_eagerly=True)
 
 
 def test_xla_resolves_off_on_cpu_and_fallback_warns():
@@ -261,9 +232,9 @@ def test_mixed_precision_trains_the_callers_model(splits, tmp_path):
             seen["variable"] = backbone.layers[2].variable_dtype
             seen["head"] = self.model.get_layer("predictions").compute_dtype
 
-    model = _model()
+    model = tiny_model()
     before = [w.copy() for w in model.get_weights()]
-    result = _train(
+    result = train_tiny(
         model,
         splits,
         tmp_path,
@@ -287,7 +258,7 @@ def test_mixed_precision_trains_the_callers_model(splits, tmp_path):
 def test_mixed_precision_rebuild_keeps_weights_and_float32_head():
     from radtransfer.training import runtime
 
-    model = _model()
+    model = tiny_model()
     mixed, rebuilt = runtime.working_model(model, "mixed_float16", None)
     assert rebuilt and keras.mixed_precision.dtype_policy().name == "float32"  # the global policy is restored
     assert mixed.get_layer("backbone").dtype_policy.name == "mixed_float16"
@@ -332,7 +303,7 @@ def test_mirrored_strategy_on_two_logical_cpus(splits, tmp_path):
 @pytest.mark.parametrize("rate", [0, -1e-3, float("nan"), "0.001", None])
 def test_bad_learning_rate(rate, splits):
     with pytest.raises(ValueError, match="learning rate > 0"):
-        _train(_model(), splits, learning_rate=rate)
+        train_tiny(tiny_model(), splits, learning_rate=rate)
 
 
 @pytest.mark.parametrize(
@@ -347,12 +318,12 @@ def test_bad_learning_rate(rate, splits):
 )
 def test_bad_names(kwargs, message, splits):
     with pytest.raises(ValueError, match=message):
-        _train(_model(), splits, **kwargs)
+        train_tiny(tiny_model(), splits, **kwargs)
 
 
 def test_label_width_must_match_the_model(splits):
     with pytest.raises(ValueError, match="labels for 4 classes but the model predicts 2"):
-        _train(_model(classes=2), splits)
+        train_tiny(tiny_model(classes=2), splits)
 
 
 def test_empty_dataset(splits):
@@ -361,14 +332,14 @@ def test_empty_dataset(splits):
         (np.zeros((0, 32, 32, 3), np.uint8), np.zeros((0, 4), np.float32))
     ).batch(4)
     with pytest.raises(ValueError, match="training dataset is empty"):
-        rt.fine_tune(_model(), empty, val, strategy="freeze_all", learning_rate=1e-3, epochs=1, verbose=0)
+        rt.fine_tune(tiny_model(), empty, val, strategy="freeze_all", learning_rate=1e-3, epochs=1, verbose=0)
 
 
 def test_unwritable_out_dir(splits, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     with pytest.raises(rt.RadtransferError, match="Cannot write to out_dir"):
-        _train(_model(), splits, out_dir=blocker / "run")
+        train_tiny(tiny_model(), splits, out_dir=blocker / "run")
 
 
 # -- layer-wise search, several workers --------------------------------------------------------------
@@ -376,7 +347,7 @@ def test_unwritable_out_dir(splits, tmp_path):
 
 def test_layerwise_search_table(splits):
     train, val, _ = splits
-    build = lambda: _model()
+    build = lambda: tiny_model()
     table = rt.layerwise_search(
         build,
         train,
@@ -445,28 +416,24 @@ def test_multiworker_two_processes_on_localhost(splits, tmp_path):
 # -- two classes: the shape of every task of the paper --------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_class_splits(tmp_path_factory):
-    from conftest import two_class
-
-    root = tmp_path_factory.mktemp("brain_two_class")
-    images = rt.datasets.load_synthetic_brain_mri(root, n_patients=40, slices_per_patient=2, image_size=40, seed=3)
-    return two_class(images).split(val=0.25, test=0.25, seed=726)
-
-
 def test_a_two_class_run_diverging_in_its_first_epoch_raises_diverged_with_its_result(two_class_splits, tmp_path):
     """Before: scikit-learn's "Input contains NaN" from the validation threshold, so no TrainingDivergedError and a
     grid that stops at this run on every restart."""
-    model = _model(classes=2)
+    model = tiny_model(classes=2)
     with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 1.*no epoch finished") as caught:
-        _train(model, two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True)
+        train_tiny(model, two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True)
     result = caught.value.result
     assert result.best_epoch == -1 and result.diverged_epoch == 1 and result.status == "diverged"
     assert result.threshold is None and result.thresholds is None
     assert json.loads((tmp_path / "state.json").read_text())["status"] == "diverged"
     with pytest.raises(rt.TrainingDivergedError, match="NaN at epoch 1"):  # called again: the same answer
-        _train(
-            _model(classes=2), two_class_splits, tmp_path, strategy="unfreeze_all", learning_rate=1e30, run_eagerly=True
+        train_tiny(
+            tiny_model(classes=2),
+            two_class_splits,
+            tmp_path,
+            strategy="unfreeze_all",
+            learning_rate=1e30,
+            run_eagerly=True,
         )
 
 
@@ -476,7 +443,7 @@ def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that
     train_ds = rt.data.make_dataset(train, image_size=(32, 32), batch_size=8, augment=None, seed=0)
     val_ds = rt.data.make_dataset(val, image_size=(32, 32), batch_size=8, shuffle=False)
     result = rt.fine_tune(
-        _model(classes=2),
+        tiny_model(classes=2),
         train_ds,
         val_ds,
         strategy="freeze_all",
@@ -492,19 +459,26 @@ def test_the_config_records_the_batch_size_and_augmentation_of_the_datasets_that
         assert recorded["batch_size"] == 8 and recorded["augment"] is None
     assert config["identity"]["data"]["train"]["batch_size"] == 8  # the dataset's own description agrees
     with pytest.raises(ValueError, match="batch_size=16 was given, but the training dataset has batches of 8"):
-        rt.fine_tune(_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, batch_size=16)
+        rt.fine_tune(tiny_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, batch_size=16)
     with pytest.raises(ValueError, match="augment='radimagenet' was given"):
         rt.fine_tune(
-            _model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, augment="radimagenet"
+            tiny_model(classes=2), train_ds, val_ds, strategy="freeze_all", learning_rate=1e-3, augment="radimagenet"
         )
     from_sets = rt.fine_tune(
-        _model(classes=2), train, val, strategy="freeze_all", learning_rate=1e-3, epochs=1, verbose=0, run_eagerly=True
+        tiny_model(classes=2),
+        train,
+        val,
+        strategy="freeze_all",
+        learning_rate=1e-3,
+        epochs=1,
+        verbose=0,
+        run_eagerly=True,
     )  # ImageSets: the defaults, recorded
     assert from_sets.settings["batch_size"] == 32 and from_sets.settings["augment"] == "radimagenet"
     with pytest.raises(TypeError, match='Did you mean "learning_rate"'):
-        rt.fine_tune(_model(classes=2), train, val, strategy="freeze_all", learning_rte=1e-3)
+        rt.fine_tune(tiny_model(classes=2), train, val, strategy="freeze_all", learning_rte=1e-3)
     config = rt.TrainConfig("freeze_all", 1e-3, epochs=1, seed=0, run_eagerly=True)  # one object, as the grid passes
-    again = rt.fine_tune(_model(classes=2), train_ds, val_ds, config, out_dir=tmp_path / "ds", verbose=0)
+    again = rt.fine_tune(tiny_model(classes=2), train_ds, val_ds, config, out_dir=tmp_path / "ds", verbose=0)
     assert again.fingerprint == result.fingerprint and again.history == result.history  # the same run, finished
 
 
