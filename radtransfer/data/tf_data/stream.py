@@ -101,9 +101,9 @@ class DataStream:
 
         dataset = dataset.batch(self.batch_size, drop_remainder=self.drop_remainder)
         if self.augmenting:
-            params = self.params
+            augment = _augmentation(self.params)
             dataset = tf.data.Dataset.zip((dataset, augment_seeds)).map(
-                lambda batch, s: (to_rgb_batch(augment_batch(batch[0], params, s)), batch[1]),
+                lambda batch, s: (augment(batch[0], s), batch[1]),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )
@@ -146,6 +146,21 @@ class DataStream:
         base_seed = seed if seed is not None else (self.seed if self.seed is not None else fresh_seed())
         seeds = tf.data.Dataset.random(seed=derive_seed(base_seed, "augment", epoch)).batch(2)
         return self._finish(self._elements(derive_seed(base_seed, "shuffle", epoch), False), seeds)
+
+
+_AUGMENTATIONS: dict = {}
+
+
+def _augmentation(params):
+    """(images, seed) -> augmented 3-channel images under ``params``, as one ``tf.function`` per process: each
+    epoch's dataset (and each run's) calls the graph traced for the first instead of tracing it again."""
+    if params not in _AUGMENTATIONS:
+        import tensorflow as tf
+
+        _AUGMENTATIONS[params] = tf.function(
+            lambda images, seed: to_rgb_batch(augment_batch(images, params, seed)), reduce_retracing=True
+        )
+    return _AUGMENTATIONS[params]
 
 
 def stream_of(dataset) -> DataStream | None:
