@@ -71,14 +71,19 @@ def weight_arrays(model) -> list:
 
 
 class Keras2Files:
-    """Makes and caches Keras 2 .h5 files for every backbone of the registry, test backbones included."""
+    """Makes and caches Keras 2 .h5 files for every backbone of the registry, test backbones included.
+
+    The files (and the reference's weight arrays) are kept in ``root``, which the test processes of one session
+    share: the first process to need a file writes it under a lock, the others read it."""
 
     def __init__(self, root: Path):
         self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
         self._models = {}
-        self._files = {}
+        self._arrays = {}
 
     def reference(self, backbone: str):
+        """The tf-keras network the files are saved from (built in this process on first use)."""
         if backbone not in self._models:
             import tf_keras
 
@@ -100,46 +105,52 @@ class Keras2Files:
             self._models[backbone] = model
         return self._models[backbone]
 
+    def reference_arrays(self, backbone: str) -> list:
+        """``weight_arrays`` of the reference, as tf-keras held them when it wrote the files."""
+        if backbone not in self._arrays:
+            write = lambda path: np.savez(path, *weight_arrays(self.reference(backbone)))  # noqa: E731
+            path = self._made(f"{backbone}_reference.npz", write)
+            with np.load(path) as stored:
+                self._arrays[backbone] = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        return self._arrays[backbone]
+
+    def _made(self, name: str, write) -> Path:
+        """``root/name``, written by ``write(path)`` once per session (under a lock; atomically)."""
+        import fcntl
+
+        path = self.root / name
+        if path.exists():
+            return path
+        with open(self.root / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                partial = path.with_name(f"partial-{os.getpid()}-{name}")
+                write(partial)
+                partial.replace(path)
+        return path
+
     def full_model(self, backbone: str) -> Path:
         """A full-model save (``model_weights`` group), as RadImageNet publishes."""
-        key = (backbone, "full")
-        if key not in self._files:
-            path = self.root / f"{backbone}_full.h5"
-            self.reference(backbone).save(path)
-            self._files[key] = path
-        return self._files[key]
+        return self._made(f"{backbone}_full.h5", lambda p: self.reference(backbone).save(p))
 
     def weights_only(self, backbone: str) -> Path:
         """A save_weights file, as Keras's ImageNet cache holds."""
-        key = (backbone, "weights")
-        if key not in self._files:
-            path = self.root / f"{backbone}_weights.h5"
-            self.reference(backbone).save_weights(path)
-            self._files[key] = path
-        return self._files[key]
+        return self._made(f"{backbone}_weights.h5", lambda p: self.reference(backbone).save_weights(p))
 
     def with_top(self, backbone: str = "resnet50") -> Path:
-        key = (backbone, "top")
-        if key not in self._files:
-            model = tf_keras_backbone(backbone, include_top=True)
-            path = self.root / f"{backbone}_top.h5"
-            model.save(path)
-            self._files[key] = path
-        return self._files[key]
+        return self._made(f"{backbone}_top.h5", lambda p: tf_keras_backbone(backbone, include_top=True).save(p))
 
     def nested(self, backbone: str = "densenet121") -> Path:
         """The backbone nested as one layer of a model (weights stored under one entry)."""
-        key = (backbone, "nested")
-        if key not in self._files:
+
+        def write(path):
             import tf_keras
 
             base = self.reference(backbone)
             inputs = tf_keras.Input(base.input_shape[1:])
-            outer = tf_keras.Model(inputs, base(inputs))
-            path = self.root / f"{backbone}_nested.h5"
-            outer.save(path)
-            self._files[key] = path
-        return self._files[key]
+            tf_keras.Model(inputs, base(inputs)).save(path)
+
+        return self._made(f"{backbone}_nested.h5", write)
 
     def place(self, backbone: str, folder: Path, name: str, kind: str = "full") -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -151,6 +162,9 @@ class Keras2Files:
 
 @pytest.fixture(scope="session")
 def keras2_files(tmp_path_factory):
+    """The session's Keras 2 files, in one folder every test process of the session shares (pytest-xdist)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return Keras2Files(tmp_path_factory.getbasetemp().parent / "keras2_h5")
     return Keras2Files(tmp_path_factory.mktemp("keras2_h5"))
 
 

@@ -32,7 +32,9 @@ SCRIPT = textwrap.dedent("""
                                input_shape=(case["size"], case["size"], 3))
         rt.models.init_head(model, seed=0)
         images = np.load(case["images"])
-        probabilities = np.asarray(model.predict(images, verbose=0), dtype=np.float64)
+        # called eagerly: predict would compile each real network first (XLA on JAX: minutes on a CPU); predict
+        # itself is compared across backends on the test backbone (test_image_files_train_evaluate_and_predict_...)
+        probabilities = np.asarray(keras.ops.convert_to_numpy(model(images, training=False)), dtype=np.float64)
         counts = {}
         for strategy in ("freeze_all", "unfreeze_top10", "unfreeze_all"):
             counts[strategy] = rt.apply_strategy(model, strategy, bn="protocol").trainable_params

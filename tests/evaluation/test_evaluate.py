@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -181,8 +182,8 @@ def test_the_operating_point_of_each_class_uses_that_class_s_validation_threshol
     val_images = np.concatenate([b[0] for b in rt.data.make_dataset(val, image_size=(32, 32), shuffle=False)])
     test_images = np.concatenate([b[0] for b in rt.data.make_dataset(test, image_size=(32, 32), shuffle=False)])
     for trained in (model, rt.load_trained(out)):  # in memory, and as saved in best.keras
-        p_val = model.predict(val_images, verbose=0).astype(np.float64)
-        p_test = model.predict(test_images, verbose=0).astype(np.float64)
+        p_val = keras.ops.convert_to_numpy(trained(val_images, training=False)).astype(np.float64)
+        p_test = keras.ops.convert_to_numpy(trained(test_images, training=False)).astype(np.float64)
         for positive in (0, 1):
             t = _youden(val.labels == positive, p_val[:, positive])
             called, truth = p_test[:, positive] >= t, test.labels == positive

@@ -83,7 +83,7 @@ def test_a_keras2_file_of_the_test_backbone_loads_through_the_search_and_the_che
         resolved = resolve_weights("test_tiny", source, weights_dir=tmp_path, download=False)
         assert resolved.path.parent == tmp_path and resolved.source == source
         model = rt.build_model("test_tiny", weights=source, weights_dir=tmp_path, input_shape=(16, 16, 3))
-        ours, reference = weight_arrays(get_backbone_model(model)), weight_arrays(keras2_files.reference("test_tiny"))
+        ours, reference = weight_arrays(get_backbone_model(model)), keras2_files.reference_arrays("test_tiny")
         assert len(ours) == 15 and all(np.array_equal(a, b) for a, b in zip(ours, reference))
     import tf_keras
 
