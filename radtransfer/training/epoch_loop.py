@@ -216,9 +216,7 @@ class EpochLoop:
         for tracker in (self.early, self.plateau):  # strict JSON writes a best not yet seen (infinite) as null
             tracker["best"] = math.inf if tracker.get("best") is None else float(tracker["best"])
         self.history = self.folder.history()
-        if self.last_file and self.folder.file(self.last_file).exists():
-            with self.runtime.scope():
-                self.model.optimizer.build(self.model.trainable_variables)
+        if self.last_file and self.folder.file(self.last_file).exists():  # the optimizer was built at compile
             path = self.folder.file(self.last_file)
             if path.suffix == ".npz":
                 load_snapshot(self.model, path)

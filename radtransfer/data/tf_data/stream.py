@@ -3,6 +3,7 @@ from (seed, epoch) alone, so a resumed run sees what an uninterrupted one saw.""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,19 +149,13 @@ class DataStream:
         return self._finish(self._elements(derive_seed(base_seed, "shuffle", epoch), False), seeds)
 
 
-_AUGMENTATIONS: dict = {}
-
-
+@functools.cache
 def _augmentation(params):
     """(images, seed) -> augmented 3-channel images under ``params``, as one ``tf.function`` per process: each
     epoch's dataset (and each run's) calls the graph traced for the first instead of tracing it again."""
-    if params not in _AUGMENTATIONS:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        _AUGMENTATIONS[params] = tf.function(
-            lambda images, seed: to_rgb_batch(augment_batch(images, params, seed)), reduce_retracing=True
-        )
-    return _AUGMENTATIONS[params]
+    return tf.function(lambda images, seed: to_rgb_batch(augment_batch(images, params, seed)), reduce_retracing=True)
 
 
 def stream_of(dataset) -> DataStream | None:
