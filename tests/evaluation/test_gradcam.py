@@ -12,8 +12,9 @@ from radtransfer import gradcam as gc
 
 @pytest.fixture(scope="module")
 def model():
+    """The test backbone (each real backbone's last spatial layer and maps: tests/models/test_backbone_contract.py)."""
     keras.utils.set_random_seed(0)
-    return rt.build_model("resnet50", weights=None, num_classes=3, input_shape=(64, 64, 3))
+    return rt.build_model("test_tiny", weights=None, num_classes=3, input_shape=(64, 64, 3))
 
 
 IMAGES = np.random.default_rng(0).uniform(0, 255, size=(3, 64, 64, 3)).astype("float32")
@@ -23,8 +24,8 @@ def test_heatmaps_at_input_resolution_in_unit_range(model):
     heatmaps = gc.gradcam(model, IMAGES)
     assert heatmaps.shape == (3, 64, 64) and heatmaps.dtype == np.float32
     assert heatmaps.min() >= 0 and heatmaps.max() <= 1 + 1e-6
-    assert gc.last_conv_layer(model.get_layer("backbone")) == "conv5_block3_out"
-    earlier = gc.gradcam(model, IMAGES, layer="conv4_block6_out", class_index=[0, 1, 2])
+    assert gc.last_conv_layer(model.get_layer("backbone")) == "block2_out"
+    earlier = gc.gradcam(model, IMAGES, layer="block1_out", class_index=[0, 1, 2])
     assert earlier.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="not in the backbone"):
         gc.gradcam(model, IMAGES, layer="nope")
@@ -36,7 +37,7 @@ def test_a_confident_model_still_gets_a_map():
     import tensorflow as tf
 
     keras.utils.set_random_seed(1)
-    confident = rt.build_model("resnet50", weights=None, num_classes=2, input_shape=(32, 32, 3))
+    confident = rt.build_model("test_tiny", weights=None, num_classes=2, input_shape=(32, 32, 3))
     head = confident.get_layer("predictions")
     kernel = np.zeros(head.kernel.shape, dtype="float32")
     kernel[:, 1] = 1e4  # class 1's score is huge for any image with a positive pooled feature
@@ -45,7 +46,7 @@ def test_a_confident_model_still_gets_a_map():
     assert np.all(confident.predict(images, verbose=0)[:, 1] == 1.0)
     # The softmax's own gradient vanishes here (what the old code differentiated):
     backbone, preprocess = confident.get_layer("backbone"), confident.get_layer("preprocess")
-    features = keras.Model(backbone.inputs, [backbone.get_layer("conv5_block3_out").output, backbone.output])
+    features = keras.Model(backbone.inputs, [backbone.get_layer("block2_out").output, backbone.output])
     with tf.GradientTape() as tape:
         activations, pooled = features(preprocess(tf.constant(images)), training=False)
         tape.watch(activations)
@@ -58,7 +59,7 @@ def test_a_confident_model_still_gets_a_map():
 def test_works_in_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        mixed = rt.build_model("densenet121", weights=None, num_classes=2, input_shape=(32, 32, 3))
+        mixed = rt.build_model("test_tiny", weights=None, num_classes=2, input_shape=(32, 32, 3))
     finally:
         keras.mixed_precision.set_global_policy("float32")
     heatmaps = gc.gradcam(mixed, IMAGES[:, :32, :32], class_index=1)

@@ -32,6 +32,14 @@ DESIGN_COUNTS = {
     "inception_resnet_v2": (3_074, 4_133_666, 54_279_266),
 }
 
+# The last layer with a spatial output (Grad-CAM's default), by the published architectures.
+LAST_SPATIAL = {
+    "resnet50": "conv5_block3_out",
+    "densenet121": "relu",
+    "inception_v3": "mixed10",
+    "inception_resnet_v2": "conv_7b_ac",
+}
+
 
 @pytest.fixture(scope="module")
 def built():
@@ -88,6 +96,19 @@ def test_builds_at_its_minimum_size_with_the_named_layers(backbone, built):
     np.testing.assert_allclose(_probabilities(model, images).sum(axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match=f"at least {spec.min_size}×{spec.min_size}"):
         rt.build_model(backbone, weights=None, input_shape=(spec.min_size - 1, spec.min_size - 1, 3))
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_gradcam_explains_its_last_spatial_layer(backbone, built):
+    from radtransfer.evaluation.gradcam import gradcam, last_conv_layer
+
+    spec, model = get_backbone(backbone), built(backbone)
+    nested = model.get_layer("backbone")
+    assert last_conv_layer(nested) == LAST_SPATIAL.get(backbone, nested.layers[-2].name)
+    images = np.random.default_rng(1).integers(0, 256, (2, spec.min_size, spec.min_size, 3), dtype=np.uint8)
+    heatmaps = gradcam(model, images, class_index=[0, 1])
+    assert heatmaps.shape == (2, spec.min_size, spec.min_size) and heatmaps.dtype == np.float32
+    assert np.isfinite(heatmaps).all() and heatmaps.min() >= 0 and heatmaps.max() <= 1 + 1e-6
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
