@@ -25,7 +25,8 @@ def test_named_layers_and_nested_backbone(densenet):
 
 
 def test_predicts_probabilities_from_uint8_and_one_channel():
-    model = rt.build_model("resnet50", weights=None, input_shape=(32, 32, 1), num_classes=3)
+    model = rt.build_model("test_tiny", weights=None, input_shape=(32, 32, 1), num_classes=3)  # backbones: 3 channels
+    assert model.get_layer("backbone").input.shape[-1] == 3
     images = np.random.default_rng(1).integers(0, 256, size=(2, 32, 32, 1), dtype=np.uint8)
     probabilities = model.predict(images, verbose=0)
     assert probabilities.shape == (2, 3)
