@@ -62,6 +62,14 @@ class RunMismatchError(RadtransferError, ValueError):
         self.differences = list(differences)
 
 
+class RunFolderInUseError(RadtransferError, RuntimeError):
+    """Another live process is training into the same run folder (its claim names it)."""
+
+    def __init__(self, message, holder=None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
 class TrainingDivergedError(RadtransferError, RuntimeError):
     """The loss became NaN or infinite. ``.result`` describes the run up to then (its ``best_epoch`` is
     the last good checkpoint, -1 if none); the model holds that checkpoint's weights when there is one."""

@@ -42,8 +42,12 @@ def load_parts(args) -> tuple:
 
 
 def check_parts(parts: dict, on_bad: str, out=None) -> dict:
-    """Checks every part's files (``data.check_parts``); with --on-bad skip, lists the files left out on stderr and
-    in ``out/skipped_files.csv``."""
+    """Checks every part's files (``data.check_parts``); with --on-bad skip, lists the files left out on stderr
+    (and names ``out/skipped_files.csv``, which ``train`` writes once its run starts)."""
+    return _checked_parts(parts, on_bad, out)[0]
+
+
+def _checked_parts(parts: dict, on_bad: str, out=None) -> tuple[dict, list]:
     from .. import data
     from ..training.run_folder import SKIPPED_FILES
 
@@ -56,13 +60,16 @@ def check_parts(parts: dict, on_bad: str, out=None) -> dict:
             + "\n".join(f"  {n}: {p}: {r}" for n, p, r in skipped[:20]),
             file=sys.stderr,
         )
-        if out is not None:
-            import csv
+    return checked, skipped
 
-            Path(out).mkdir(parents=True, exist_ok=True)
-            with open(Path(out) / SKIPPED_FILES, "w", newline="") as handle:
-                csv.writer(handle).writerows([("part", "path", "reason"), *skipped])
-    return checked
+
+def _write_skipped(out: Path, skipped: list) -> None:
+    import csv
+
+    from ..training.run_folder import SKIPPED_FILES
+
+    with open(out / SKIPPED_FILES, "w", newline="") as handle:
+        csv.writer(handle).writerows([("part", "path", "reason"), *skipped])
 
 
 def write_resolved(out_dir, args) -> None:
@@ -104,14 +111,28 @@ def _summary_metrics(metrics: dict) -> dict:
 
 
 def cmd_train(args) -> int:
+    """Trains into ``--out``. Nothing in the folder changes until ``fine_tune`` has accepted the run (claimed the
+    folder, and found it new, or an interrupted run with the same settings, or ``--restart`` given): the command's
+    own files are written then, so a refused command leaves a finished run's folder as it was."""
     from .. import build_model, evaluate, fine_tune
-    from ..training.run_folder import SPLIT_FILES, TEST_METRICS
+    from ..training.run_folder import SPLIT_FILES, TEST_METRICS, RunFolder
 
     train, val, test = args.parts
     out = Path(args.out)
-    write_resolved(out, args)
-    parts = check_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
     train, val, test = parts["train"], parts["val"], parts["test"]
+
+    def write_command_files() -> None:
+        from ..data.audit import AUDIT_FILE
+
+        write_resolved(out, args)
+        for name, part in parts.items():
+            _write_split(out / SPLIT_FILES[name], part)
+        if skipped:
+            _write_skipped(out, skipped)
+        if getattr(args, "audit_report", None) is not None:
+            args.audit_report.write_json(out / AUDIT_FILE)
+
     image_set = train
     size = args.image_size
     model = build_model(
@@ -123,14 +144,22 @@ def cmd_train(args) -> int:
         preprocessing=args.preprocessing,
         weights_dir=args.weights_dir,
     )
-    for name, part in (("train", train), ("val", val), ("test", test)):
-        _write_split(out / SPLIT_FILES[name], part)
-    result = fine_tune(model, train, val, args.train_config, out_dir=out, verbose=args.verbose, resume=not args.restart)
-    metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
-    if metrics:
-        from ..utils.io import write_json_atomic
+    with RunFolder.claimed(out):  # held from here to the test metrics; fine_tune holds it too
+        result = fine_tune(
+            model,
+            train,
+            val,
+            args.train_config,
+            out_dir=out,
+            verbose=args.verbose,
+            resume=not args.restart,
+            callbacks=[_when_accepted(write_command_files)],
+        )
+        metrics = evaluate(model, test, seed=args.seed) if len(test) else {}
+        if metrics:
+            from ..utils.io import write_json_atomic
 
-        write_json_atomic(out / TEST_METRICS, metrics)
+            write_json_atomic(out / TEST_METRICS, metrics)
     print_json(
         {
             "out_dir": str(out),
@@ -142,18 +171,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _when_accepted(write):
+    """A Keras callback that calls ``write()`` once, when training begins: after fine_tune has claimed the folder
+    and accepted the run, before the first epoch."""
+    import keras
+
+    class WhenAccepted(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            nonlocal write
+            if write is not None:
+                pending, write = write, None
+                pending()
+
+    return WhenAccepted()
+
+
 def _audit_parts(parts: dict, out: Path, args) -> None:
-    """The data audit of train's parts: its summary and errors printed, its findings in the run folder; with
-    --strict, its errors refuse the run."""
+    """The data audit of train's parts: its summary and errors printed, kept in ``args.audit_report`` for the run
+    folder (written once the run is accepted); with --strict, its errors refuse the run."""
     from ..data.audit import AUDIT_FILE, audit
 
     report = audit(parts)
-    report.write_json(out / AUDIT_FILE)
-    print(f"radtransfer: data audit: {report.summary()} ({out / AUDIT_FILE})", file=sys.stderr)
+    args.audit_report = report
+    print(f"radtransfer: data audit: {report.summary()} (all findings: {out / AUDIT_FILE})", file=sys.stderr)
     for line in report.finding_lines(max_rows=10):
         print(f"  {line}", file=sys.stderr)
     if args.strict:
-        report.raise_if_errors(f"DATA '{args.data}'", out / AUDIT_FILE)
+        report.raise_if_errors(f"DATA '{args.data}'", listed=f"`radtransfer audit {args.data}` lists them all")
 
 
 def cmd_audit(args) -> int:

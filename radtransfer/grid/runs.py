@@ -21,6 +21,7 @@ from ..errors import RadtransferError, TrainingDivergedError
 from ..evaluation.metrics import evaluate
 from ..models.classifier import build_model, init_head
 from ..training.fine_tuning import fine_tune
+from ..utils.claims import claiming_as
 from ..utils.io import replace_atomic, write_json_atomic
 from ..utils.seeding import derive_seed, set_global_seed
 from .arms import parse_arm
@@ -256,7 +257,8 @@ def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
         if on_start is not None:
             on_start(run)
         start = time.perf_counter()
-        record, predictions = job.train_and_evaluate(run)
+        with claiming_as(token):  # the run folder's own claim (fine_tune's) is this claim's: a retry takes both
+            record, predictions = job.train_and_evaluate(run)
         seconds = time.perf_counter() - start
         if not claim.still_held():
             return RunOutcome(state="lost", status=record.status, seconds=seconds, **common)

@@ -114,11 +114,20 @@ def fine_tune(
     Raises:
         ValueError: a bad learning rate, strategy, optimizer, precision, dataset or epochs.
         RunMismatchError: out_dir holds a run with other settings (the message lists them).
+        RunFolderInUseError: another live process is training into out_dir (the message names it).
         TrainingDivergedError: the loss became NaN (the model holds the last good checkpoint).
     """
     config = TrainConfig.from_settings(config, **settings)
     runtime = Runtime.resolve(config)
-    folder = RunFolder.open(out_dir, resume)
+    with RunFolder.claimed(out_dir, resume) as folder:  # held until the run's files are written
+        return _train(model, train, val, config, runtime, folder, callbacks, verbose, class_names)
+
+
+# -- the steps ----------------------------------------------------------------------------------------------
+
+
+def _train(model, train, val, config: TrainConfig, runtime: Runtime, folder, callbacks, verbose, class_names):
+    """fine_tune's steps, in the run folder this process holds (None without out_dir)."""
     if config.deterministic:
         backend.enable_determinism()
     state = folder.state() if folder is not None else None
@@ -171,9 +180,6 @@ def fine_tune(
     if target is not None:
         copy_weights(working, target)
     return _finish(loop, public, working, data, num_classes, summary, recorded, fingerprint(identity), folder)
-
-
-# -- the steps ----------------------------------------------------------------------------------------------
 
 
 def _class_names(given, from_data, num_classes: int):

@@ -14,6 +14,8 @@ Layout::
     best.weights.h5       the model's weights at the best epoch (lowest val_loss)
     best.keras            the best model, float32, with the class names and the validation thresholds
     result.json           the FineTuneResult of a finished run
+    lock.json             while a process trains into the folder: its claim (utils/claims.py); a second
+                          process is refused, and the claim of a process that died is taken over
 
 and, in the folder of ``radtransfer train`` (which writes them; named here so each name has one owner)::
 
@@ -29,12 +31,15 @@ import json
 import math
 import os
 import shutil
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.decode import READ_SETTING_FIELDS
-from ..errors import RadtransferError, RunMismatchError
+from ..errors import RadtransferError, RunFolderInUseError, RunMismatchError
 from ..models.trained import load_trained_file
+from ..utils.claims import FolderClaim, current_token
 from ..utils.io import write_json_atomic, write_text_atomic
 from .config import differences, fingerprint
 
@@ -44,6 +49,7 @@ HISTORY = "history.csv"
 BEST_WEIGHTS = "best.weights.h5"
 BEST_MODEL = "best.keras"
 RESULT = "result.json"
+LOCK = "lock.json"
 CLI_CONFIG = "cli_config.json"
 TEST_METRICS = "test_metrics.json"
 SKIPPED_FILES = "skipped_files.csv"
@@ -53,6 +59,7 @@ IDENTITY_SCHEMA = 2  # 2: the identity carries its schema version
 _FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
 _LEGACY_FILES = ("last.weights.h5",)  # radtransfer 0.1
 _LEGACY_DIRS = ("backup",)  # BackupAndRestore's folder (radtransfer 0.1 runs)
+_HELD: dict[Path, list] = {}  # the run folders this process holds: folder -> [claim, depth]
 
 
 def checkpoint(kind: str, epoch: int) -> str:
@@ -139,14 +146,52 @@ class RunFolder:
     """
 
     @classmethod
-    def open(cls, out_dir, resume: bool = True) -> "RunFolder | None":
-        """The folder of ``out_dir`` (None when there is none), emptied of any run first unless ``resume``."""
+    @contextmanager
+    def claimed(cls, out_dir, resume: bool = True):
+        """The folder of ``out_dir`` (None when there is none), held by this process while the block runs, and
+        emptied of any run first unless ``resume``.
+
+        Raises:
+            RunFolderInUseError: another live process holds it.
+        """
         if out_dir is None:
-            return None
+            yield None
+            return
         folder = cls(out_dir)
-        if not resume:
-            folder.reset()
-        return folder
+        with folder.claim():
+            if not resume:
+                folder.reset()
+            yield folder
+
+    @contextmanager
+    def claim(self):
+        """Holds the folder for this process while the block runs (again inside a block that holds it already);
+        raises RunFolderInUseError, naming the holder, when another live process holds it."""
+        key = self.path.resolve()
+        if key in _HELD:
+            _HELD[key][1] += 1
+            try:
+                yield self
+            finally:
+                _HELD[key][1] -= 1
+            return
+        claim = FolderClaim(self.file(LOCK), current_token())
+        if not claim.acquire():
+            holder = claim.holder or {}
+            since = holder.get("claimed_at")
+            since = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if since else ""
+            raise RunFolderInUseError(
+                f"'{self.path}' is being trained into by another process (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', 'an unknown host')}{since}): wait for it to end, or choose another out_dir "
+                "(command line: --out).",
+                holder,
+            )
+        _HELD[key] = [claim, 1]
+        try:
+            yield self
+        finally:
+            del _HELD[key]
+            claim.release()
 
     def __init__(self, path):
         self.path = Path(path).expanduser()
