@@ -62,6 +62,10 @@ class RunMismatchError(RadtransferError, ValueError):
         self.differences = list(differences)
 
 
+class HeldOutDataError(RadtransferError, ValueError):
+    """Data meant to be held out (a temperature's) holds images of the run's test split."""
+
+
 class RunFolderInUseError(RadtransferError, RuntimeError):
     """Another live process is training into the same run folder (its claim names it)."""
 

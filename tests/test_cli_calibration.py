@@ -35,13 +35,16 @@ def test_calibrate_then_validate_at_an_external_site_with_recalibration(cli_run,
 
     run = tmp_path / "run"
     shutil.copytree(cli_run, run)  # the session's run is shared: calibrate rewrites best.keras
-    assert main(["calibrate", str(run), str(cli_data)]) == 0
+    assert main(["calibrate", str(run), str(cli_data)]) == 1  # the folder holds the run's test images too
+    assert "--allow-test" in capsys.readouterr().err
+    assert main(["calibrate", str(run), str(cli_data), "--allow-test"]) == 0
     captured = capsys.readouterr()
     fitted = json.loads(captured.out)
     assert fitted["method"] == "temperature" and fitted["nll_after"] <= fitted["nll_before"]
     assert fitted["n"] == 24 and fitted["n_patients"] == 12 and fitted["fitted_on"] == str(cli_data)
     assert "NLL" in captured.err and "→" in captured.err
     assert "in the run's train split" in captured.err  # the whole folder holds training images: said
+    assert "in the run's test split" in captured.err and fitted["test_images"] + fitted["train_images"] < 24
     saved = read_trained_info(run / "best.keras")
     assert saved["temperature"] == fitted["temperature"] and saved["calibration"]["n"] == 24
     assert saved["class_names"] == read_trained_info(cli_run / "best.keras")["class_names"]

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from radtransfer.card import MODEL_CARD
 from radtransfer.cli import main
 
 
@@ -105,3 +106,47 @@ def test_a_second_train_into_a_folder_in_use_is_refused_and_a_killed_holder_s_cl
     assert (run / "best.keras").exists() and not (run / "lock.json").exists()
     assert json.loads((run / "state.json").read_text())["status"] == "finished"
 
+
+def test_a_run_s_split_files_resolve_from_another_working_directory(cli_data, tmp_path, monkeypatch, capsys):
+    """Before: docs/cli.md's ``radtransfer calibrate RUN RUN/split_val.csv`` found none of the images, since the
+    split files held paths relative to where ``train`` ran and a CSV's paths are read relative to its folder."""
+    from radtransfer.training.run_folder import split_paths
+
+    project = tmp_path / "project"
+    shutil.copytree(cli_data, project / "data")
+    monkeypatch.chdir(project)
+    argv = ["train", "data", "--backbone", "test_tiny", "--weights", "none", "--image-size", "32", "--epochs", "1"]
+    assert main([*argv, "--batch-size", "4", "--run-eagerly", "--verbose", "0", "--out", "runs/a"]) == 0
+    run = project / "runs" / "a"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for part in ("train", "val", "test"):
+        listed = split_paths(run, part)
+        assert listed and all(path.is_file() for path in listed), part
+    capsys.readouterr()
+    assert main(["calibrate", str(run), str(run / "split_val.csv")]) == 0, capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # a relative run folder, and its test split: those images are recognised
+    assert main(["calibrate", "project/runs/a", "project/runs/a/split_test.csv"]) == 1
+    assert "are in the run's test split" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_the_run_s_test_images_unless_allowed_and_the_card_flags_them(cli_run, tmp_path, capsys):
+    """Before: a temperature fitted on the test split was saved after a warning, and the card said "fitted on
+    split_test.csv" beside a text saying it was fitted on validation."""
+    run = tmp_path / "run"
+    shutil.copytree(cli_run, run)
+    before = _hashes(run)
+    capsys.readouterr()
+    assert main(["calibrate", str(run), str(run / "split_test.csv")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    error = [line for line in lines if line.startswith("radtransfer: error: ")]
+    assert len(error) == 1 and "in the run's test split" in error[0] and "--allow-test" in error[0], lines
+    assert _hashes(run) == before  # nothing saved
+    assert main(["calibrate", str(run), str(run / "split_test.csv"), "--allow-test"]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("radtransfer: warning:")]
+    assert any("in the run's test split" in line and "test's calibration is flattered" in line for line in warning)
+    tested = len((run / "split_test.csv").read_text().splitlines()) - 1
+    assert main(["card", str(run)]) == 0
+    card = (run / MODEL_CARD).read_text()
+    assert f"**Fitted on {tested} images of the run's test split** (allowed with --allow-test)" in card

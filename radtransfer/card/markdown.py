@@ -323,6 +323,16 @@ def _calibration(card) -> list[str]:
             f"NLL {_fmt(fit.get('nll_before'), 4)} → {_fmt(fit.get('nll_after'), 4)}, "
             f"ECE {_fmt(fit.get('ece_before'), 4)} → {_fmt(fit.get('ece_after'), 4)}."
         ]
+        if fit.get("test_images"):
+            lines += [
+                f"**Fitted on {fit['test_images']} images of the run's test split** (allowed with --allow-test): "
+                "the test part's calibration above is not measured on data the temperature did not see."
+            ]
+        if fit.get("train_images"):
+            lines += [
+                f"Fitted on {fit['train_images']} images of the run's training split: the temperature is likely "
+                "too low (the model is more confident on images it trained on)."
+            ]
     return lines + [""]
 
 

@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
     folder, and found it new, or an interrupted run with the same settings, or ``--restart`` given): the command's
     own files are written then, so a refused command leaves a finished run's folder as it was."""
     from .. import build_model, evaluate, fine_tune
-    from ..training.run_folder import SPLIT_FILES, TEST_METRICS, RunFolder
+    from ..training.run_folder import TEST_METRICS, RunFolder, write_split
 
     train, val, test = args.parts
     out = Path(args.out)
@@ -127,7 +127,7 @@ def cmd_train(args) -> int:
 
         write_resolved(out, args)
         for name, part in parts.items():
-            _write_split(out / SPLIT_FILES[name], part)
+            write_split(out, name, part)
         if skipped:
             _write_skipped(out, skipped)
         if getattr(args, "audit_report", None) is not None:
@@ -213,16 +213,6 @@ def cmd_audit(args) -> int:
         report.write_json(args.json)
         print(f"findings written to {args.json}")
     return EXIT_FAILURE if report.errors else 0
-
-
-def _write_split(path, image_set) -> None:
-    import pandas as pd
-
-    names = image_set.image_names()  # paths; in-memory images (tfds) by their names
-    frame = pd.DataFrame({"path": names, "label": [image_set.class_names[i] for i in image_set.labels]})
-    if image_set.patient_ids is not None:
-        frame["patient_id"] = image_set.patient_ids
-    frame.to_csv(path, index=False)
 
 
 def check_run_dir(run_dir) -> None:
@@ -366,9 +356,10 @@ def cmd_calibrate(args) -> int:
 
     _check_data_classes(args.run_dir, {"data": args.image_set})
     image_set = check_parts({"data": args.image_set}, args.on_bad)["data"]
-    _warn_if_not_held_out(args.run_dir, image_set)
     try:
-        fitted = calibrate(Path(args.run_dir), image_set, batch_size=args.batch_size, fitted_on=args.data)
+        fitted = calibrate(
+            Path(args.run_dir), image_set, batch_size=args.batch_size, fitted_on=args.data, allow_test=args.allow_test
+        )
     except ClassMismatchError as exc:
         raise UsageError(str(exc)) from None
     print(
@@ -378,30 +369,6 @@ def cmd_calibrate(args) -> int:
     )
     print_json({"run_dir": str(args.run_dir), **fitted.to_dict()})
     return 0
-
-
-def _warn_if_not_held_out(run_dir, image_set) -> None:
-    """Warns when DATA holds images of the run's training or test split (its split_*.csv): a temperature fitted on
-    them is too sharp (training images) or flatters the test's calibration (test images)."""
-    import warnings
-
-    folder = _run_folder_of(run_dir)
-    paths = image_set.paths if image_set.paths is not None else ()
-    given = {str(Path(p).expanduser().resolve()) for p in paths}
-    for part in ("train", "test"):
-        split = folder / f"split_{part}.csv"
-        if not given or not split.exists():
-            continue
-        import pandas as pd
-
-        listed = {str(Path(p).expanduser().resolve()) for p in pd.read_csv(split)["path"]}
-        shared = len(given & listed)
-        if shared:
-            warnings.warn(
-                f"{shared} of DATA's {len(given)} images are in the run's {part} split ({split.name}): calibrate on "
-                f"held-out data, e.g. the run's validation split ({folder / 'split_val.csv'}).",
-                stacklevel=2,
-            )
 
 
 def _protocol_config(args):

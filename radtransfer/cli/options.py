@@ -282,6 +282,12 @@ def _add_calibrate(sub) -> None:
     _data_options(p)
     _config_option(p)
     p.add_argument("--batch-size", type=int, default=32, help="images per batch")
+    p.add_argument(
+        "--allow-test",
+        action="store_true",
+        help="fit on DATA even where it holds images of the run's test split (refused otherwise; the model card "
+        "flags it)",
+    )
 
 
 def _field_option(parser, config_class, name: str) -> None:

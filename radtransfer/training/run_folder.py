@@ -20,7 +20,9 @@ Layout::
 and, in the folder of ``radtransfer train`` (which writes them; named here so each name has one owner)::
 
     cli_config.json       the command's resolved options
-    split_<part>.csv      the train / val / test parts (path, label, patient_id)
+    split_<part>.csv      the train / val / test parts (path, label, patient_id); image paths absolute, so they
+                          resolve from any working directory (a relative path is read relative to the file's
+                          folder, as ``data.from_csv`` reads a manifest)
     skipped_files.csv     --on-bad skip: the unreadable files left out (part, path, reason)
     test_metrics.json     evaluate()'s metrics on the test part
 """
@@ -310,6 +312,36 @@ class RunFolder:
         for name in _LEGACY_DIRS:
             if self.file(name).is_dir():
                 shutil.rmtree(self.file(name))
+
+
+def write_split(folder, part: str, image_set) -> Path:
+    """Writes ``image_set`` as the run folder's ``split_<part>.csv`` (path, label, patient_id): image files by their
+    absolute paths (a path relative to the working directory would not resolve from elsewhere), in-memory images by
+    their names (``ImageSet.image_names``)."""
+    import pandas as pd
+
+    folder = Path(folder)
+    names = image_set.image_names()
+    if image_set.paths is not None:
+        names = [os.path.abspath(os.path.expanduser(name)) for name in names]
+    frame = pd.DataFrame({"path": names, "label": [image_set.class_names[i] for i in image_set.labels]})
+    if image_set.patient_ids is not None:
+        frame["patient_id"] = image_set.patient_ids
+    path = folder / SPLIT_FILES[part]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def split_paths(folder, part: str) -> list[Path] | None:
+    """The image files a run folder's ``split_<part>.csv`` lists, as absolute paths (None without the file); a
+    relative path is read relative to the file's folder, as ``data.from_csv`` reads it."""
+    import pandas as pd
+
+    path = Path(folder) / SPLIT_FILES[part]
+    if not path.is_file():
+        return None
+    here = Path(os.path.abspath(path.parent))
+    return [Path(os.path.abspath(here / Path(str(p)).expanduser())) for p in pd.read_csv(path)["path"]]
 
 
 def _csv(value) -> str:
