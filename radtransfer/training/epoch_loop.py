@@ -124,16 +124,27 @@ class Heartbeat(keras.callbacks.Callback):
         now = time.perf_counter()
         if self._start is None:  # from the first step on: graph building is announced apart
             self._start = self._last = now
-            self._first = batch
+            self._first = self._last_batch = batch
             return
         if now - self._last < self.interval:
             return
-        self._last = now
+        # The rate since the last line: the epoch's first steps also read and cache the images, or wait for the
+        # pipeline to fill, and a rate over the whole epoch so far put the end minutes too late.
+        rate = (batch - self._last_batch) / (now - self._last)
+        self._last, self._last_batch = now, batch
         steps = (self.params or {}).get("steps")
-        rate = (batch - self._first) / (now - self._start)
         left = f", about {format_seconds((steps - batch) / rate)} left in this epoch" if steps and rate else ""
         total = f"/{steps}" if steps else ""
         print(f"epoch {self._epoch + 1}/{self.epochs}: step {batch + 1}{total}, {rate:.2f} steps/s{left}", flush=True)
+
+
+class EpochBar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar (verbose 1) without its "Epoch k/n" line: the loop runs fit one epoch at a time, where
+    Keras would print "Epoch 2/2" in epoch 2 of 30, and prints "epoch k/N" itself."""
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = 1
 
 
 class _RetraceNote:
@@ -251,6 +262,10 @@ class EpochLoop:
     def _run(self) -> None:
         _quiet_retracing()
         epochs = self.config.epochs
+        if self.verbose and self.resumed_from and self.next_epoch < epochs and not self.early["stopped"]:
+            where = f" ({self.folder.path})" if self.folder is not None else ""
+            done = "epoch 1 was" if self.resumed_from == 1 else f"epochs 1–{self.resumed_from} were"
+            print(f"resuming from epoch {self.next_epoch + 1}/{epochs}: {done} trained before{where}", flush=True)
         if self.verbose and self.next_epoch < epochs:
             print(
                 f"epoch {self.next_epoch + 1}/{epochs}: building the training graph and reading the images (this "
@@ -271,9 +286,10 @@ class EpochLoop:
                     validation_data=self.data.val if self.data.fit_val is None else self.data.fit_val,
                     initial_epoch=epoch,
                     epochs=epoch + 1,
-                    callbacks=[  # none with a per-batch hook (but Heartbeat, verbose=2): steps stay asynchronous
+                    callbacks=[  # none with a per-batch hook (but the bars): steps stay asynchronous
                         self.throughput,
                         *([Heartbeat(epochs)] if self.verbose == 2 else []),
+                        *([EpochBar()] if self.verbose == 1 else []),
                         *self.callbacks,
                     ],
                     class_weight=self.class_weight,
@@ -320,8 +336,8 @@ class EpochLoop:
         if improved:
             self.best_val_loss, self.best_epoch = value, epoch + 1
             self._save_best(epoch)
-        self._early_stopping(value)
-        self._reduce_lr(value)
+        self._early_stopping(value, epoch)
+        self._reduce_lr(value, epoch)
         self.next_epoch = epoch + 1
         if self.folder is not None:
             self.writer.wait()  # one state in flight at a time: memory for one copy, and FIFO order on disk
@@ -352,7 +368,7 @@ class EpochLoop:
         previous, self.best_file = self.best_file, name
         self._stale_best = previous
 
-    def _early_stopping(self, value) -> None:
+    def _early_stopping(self, value, epoch) -> None:
         if not self.config.early_stopping:
             return
         if math.isfinite(value) and value < self.early["best"]:
@@ -361,8 +377,15 @@ class EpochLoop:
             self.early["wait"] += 1
             if self.early["wait"] >= self.config.early_stopping:
                 self.early["stopped"] = True
+                if self.verbose:
+                    print(
+                        f"early stopping after epoch {epoch + 1}/{self.config.epochs}: val_loss has not improved for "
+                        f"{self.early['wait']} epoch(s) (early_stopping={self.config.early_stopping}); the best "
+                        f"epoch, {self.best_epoch}, is kept",
+                        flush=True,
+                    )
 
-    def _reduce_lr(self, value) -> None:
+    def _reduce_lr(self, value, epoch) -> None:
         if not self.config.reduce_lr:
             return
         if math.isfinite(value) and value < self.plateau["best"] - 1e-4:
@@ -372,6 +395,13 @@ class EpochLoop:
         if self.plateau["wait"] >= self.config.reduce_lr:
             rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             self.model.optimizer.learning_rate.assign(rate * 0.1)
+            if self.verbose and not self.early["stopped"]:
+                print(
+                    f"learning rate {rate:.3g} → {rate * 0.1:.3g} after epoch {epoch + 1}/{self.config.epochs}: "
+                    f"val_loss has not improved for {self.plateau['wait']} epoch(s) "
+                    f"(reduce_lr={self.config.reduce_lr})",
+                    flush=True,
+                )
             self.plateau["wait"] = 0
 
     def restore_best(self) -> None:

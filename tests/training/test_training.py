@@ -495,3 +495,67 @@ def test_a_long_epoch_says_how_far_it_is_in_a_log(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch 1/3: step")]
     assert len(lines) == 9  # every step after the first (the first builds the graph)
     assert lines[-1].startswith("epoch 1/3: step 10/10,") and "steps/s, about 0m00s left in this epoch" in lines[-1]
+
+
+def test_the_loop_says_when_it_resumes_stops_early_and_lowers_the_learning_rate(splits, tmp_path, capsys):
+    """Before: early stopping and each learning-rate reduction happened without a word, a rerun did not say that it
+    resumed, and with verbose 1 Keras printed "Epoch 2/2" under the loop's own "epoch 2/4"."""
+
+    class InterruptEpoch2(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    class WreckFromEpoch2(keras.callbacks.Callback):
+        """From epoch 2 on, the head is wrecked during the epoch: every later val_loss is worse than epoch 1's."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch >= 1:
+                head = self.model.get_layer("predictions")
+                noise = np.random.default_rng(self.epoch).normal(0, 50, head.kernel.shape)
+                head.kernel.assign(noise.astype("float32"))
+
+    settings = dict(epochs=4, early_stopping=2, reduce_lr=1, run_eagerly=True, verbose=1)
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(tiny_model(), splits, tmp_path / "run", callbacks=[InterruptEpoch2()], **settings)
+    capsys.readouterr()
+    result = train_tiny(tiny_model(), splits, tmp_path / "run", callbacks=[WreckFromEpoch2()], **settings)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert result.resumed_from == 1 and result.stopped_early and result.best_epoch == 1
+    assert result.history["epoch"] == [1, 2, 3] and result.history["learning_rate"][-1] == pytest.approx(1e-4)
+    assert f"resuming from epoch 2/4: epoch 1 was trained before ({tmp_path / 'run'})" in lines, out
+    assert any(
+        line.startswith("learning rate 0.001 → 0.0001 after epoch 2/4: val_loss has not improved") for line in lines
+    )
+    stop = [line for line in lines if line.startswith("early stopping after epoch 3/4:")]
+    assert len(stop) == 1 and stop[0].endswith("the best epoch, 1, is kept"), out
+    assert not [line for line in lines if line.startswith("Epoch ")], out  # Keras's own epoch lines
+    assert [line for line in lines if line.startswith("epoch ")][-2:] == ["epoch 2/4", "epoch 3/4"], out
+
+
+def test_the_heartbeat_s_time_left_follows_the_current_rate(monkeypatch, capsys):
+    """An epoch whose first 10 steps take 10 s each (reading images into the cache) and the other 90 take 1 s: the
+    time left said 30 s after the slow steps is the truth within 20%. Before, the rate since the epoch's start put
+    it 2.5 times too late (seen: "about 7m22s left", then the epoch ended 68 s later)."""
+    from radtransfer.training import epoch_loop
+
+    clock = [0.0]
+    monkeypatch.setattr(epoch_loop.time, "perf_counter", lambda: clock[0])
+    heartbeat = epoch_loop.Heartbeat(epochs=1, interval=30.0)
+    heartbeat.set_params({"steps": 100})
+    heartbeat.on_epoch_begin(0)
+    said = {}
+    for step in range(100):
+        heartbeat.on_train_batch_begin(step)
+        line = capsys.readouterr().out.strip()
+        if line:
+            minutes, seconds = line.rsplit("about ", 1)[1].split(" left")[0].rstrip("s").split("m")
+            said[step] = 60 * int(minutes) + int(seconds)
+        clock[0] += 10.0 if step < 10 else 1.0
+    truth = {step: 100 - step for step in said}  # the 1 s steps left, from a step after the slow ones
+    late = [step for step in said if step >= 40]
+    assert late and all(abs(said[s] - truth[s]) <= 0.2 * truth[s] for s in late), (said, truth)
