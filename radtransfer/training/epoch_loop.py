@@ -124,7 +124,7 @@ class Heartbeat(keras.callbacks.Callback):
         now = time.perf_counter()
         if self._start is None:  # from the first step on: graph building is announced apart
             self._start = self._last = now
-            self._first = self._last_batch = batch
+            self._last_batch = batch
             return
         if now - self._last < self.interval:
             return

@@ -61,7 +61,7 @@ IDENTITY_SCHEMA = 2  # 2: the identity carries its schema version
 _FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
 _LEGACY_FILES = ("last.weights.h5",)  # radtransfer 0.1
 _LEGACY_DIRS = ("backup",)  # BackupAndRestore's folder (radtransfer 0.1 runs)
-_HELD: dict[Path, list] = {}  # the run folders this process holds: folder -> [claim, depth]
+_HELD: set[Path] = set()  # the run folders this process holds (a block inside one that holds it holds it too)
 
 
 def checkpoint(kind: str, epoch: int) -> str:
@@ -170,12 +170,8 @@ class RunFolder:
         """Holds the folder for this process while the block runs (again inside a block that holds it already);
         raises RunFolderInUseError, naming the holder, when another live process holds it."""
         key = self.path.resolve()
-        if key in _HELD:
-            _HELD[key][1] += 1
-            try:
-                yield self
-            finally:
-                _HELD[key][1] -= 1
+        if key in _HELD:  # the outer block releases it
+            yield self
             return
         claim = FolderClaim(self.file(LOCK), current_token())
         if not claim.acquire():
@@ -188,11 +184,11 @@ class RunFolder:
                 "(command line: --out).",
                 holder,
             )
-        _HELD[key] = [claim, 1]
+        _HELD.add(key)
         try:
             yield self
         finally:
-            del _HELD[key]
+            _HELD.discard(key)
             claim.release()
 
     def __init__(self, path):
