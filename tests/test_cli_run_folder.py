@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
+import warm_python
 
 from radtransfer.card import MODEL_CARD
 from radtransfer.cli import main
@@ -77,16 +76,11 @@ def test_a_second_train_into_a_folder_in_use_is_refused_and_a_killed_holder_s_cl
 ):
     """Before: two trainings into one --out both ran to the end, the last writer's files winning."""
     run = tmp_path / "run"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "radtransfer", *_train(cli_data, cli_run, run, "--epochs", "200")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    first = warm_python.Popen([sys.executable, "-m", "radtransfer", *_train(cli_data, cli_run, run, "--epochs", "200")])
     try:
         deadline = time.time() + 240
         while not (run / "history.csv").exists():  # the first has claimed the folder and is training
-            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            assert first.poll() is None, first.stderr.read()[-2000:]
             assert time.time() < deadline, "the first training did not start"
             time.sleep(0.2)
         holder = json.loads((run / "lock.json").read_text())

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+import warm_python
 from PIL import Image
 
 from radtransfer import data
@@ -100,14 +100,7 @@ def _start(image_set, tmp_path, kwargs, pause=0.05, name="worker"):
         "out": str(tmp_path / f"{name}.npz"),
         "kwargs": {"image_size": list(SIZE), "batch_size": 8, "shuffle": False, **kwargs},
     }
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, json.dumps(args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return warm_python.Popen([sys.executable, "-c", WORKER, json.dumps(args)])
 
 
 def _wait_for_fill(process, folder):

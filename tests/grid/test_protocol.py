@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import warm_python
 
 import radtransfer as rt
 from radtransfer import protocol, report
@@ -134,15 +134,13 @@ def test_grid_whole_and_as_killed_restarted_shards_give_identical_records(tmp_pa
     _run_script(GRID_SCRIPT, data_dir, whole, weights_dir, "none")
 
     sharded = tmp_path / "sharded"
-    process = subprocess.Popen(
+    process = warm_python.Popen(
         [sys.executable, str(script), str(data_dir), str(sharded), str(weights_dir), "1/2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         env={**os.environ, "PAUSE_AFTER_FIRST_RECORD": "1"},
     )
     deadline = time.time() + 240
     while time.time() < deadline and not list(sharded.rglob("record.json")):
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert process.poll() is None, process.stderr.read()[-2000:]
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import warm_python
 
 import radtransfer as rt
 from radtransfer import training
@@ -118,15 +119,11 @@ def test_run_killed_mid_epoch_resumes_to_the_uninterrupted_history(splits, tmp_p
     manifest = Path(splits[0].paths[0]).parents[2] / "manifest.csv"
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
-    killed = subprocess.run(
-        [sys.executable, str(script), str(manifest), str(tmp_path), "1"], capture_output=True, text=True, timeout=400
-    )
+    killed = warm_python.run([sys.executable, str(script), str(manifest), str(tmp_path), "1"], timeout=400)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     state = json.loads((tmp_path / "killed" / "state.json").read_text())
     assert state["next_epoch"] == 1 and state["status"] == "running"
-    resumed = subprocess.run(
-        [sys.executable, str(script), str(manifest), str(tmp_path), "-1"], capture_output=True, text=True, timeout=400
-    )
+    resumed = warm_python.run([sys.executable, str(script), str(manifest), str(tmp_path), "-1"], timeout=400)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     report = json.loads(resumed.stdout.strip().splitlines()[-1])
     reference = json.loads((tmp_path / "reference.json").read_text())
@@ -290,7 +287,7 @@ def test_mirrored_strategy_on_two_logical_cpus(splits, tmp_path):
         print(json.dumps({{"replicas": result.settings["replicas"], "loss": result.history["loss"],
                            "caller_trained": changed, "same_object": result.model is model}}))
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    done = warm_python.run([sys.executable, "-c", script], timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2 and math.isfinite(report["loss"][0])
