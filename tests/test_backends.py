@@ -1,7 +1,9 @@
 """One answer per Keras backend: the same Keras 2 ``.h5`` file and input give the same predictions and the
-same trainable counts under TensorFlow, JAX and PyTorch. Each backend runs in its own process (Keras picks
-its backend once, at import); a backend that is not installed is skipped. The subprocess tests are marked
-``backends`` and run by ``make test-backends`` (CI), which installs JAX and PyTorch's CPU build."""
+same trainable counts under TensorFlow, JAX and PyTorch. Keras picks its backend once, at import, so each backend
+runs in a process of its own: one process per backend runs every script of this file for it (the three processes
+at once, one after another within each), and each test reads its script's result. A backend that is not installed
+is skipped. These tests are marked ``backends`` and run by ``make test-backends`` (CI), which installs JAX and
+PyTorch's CPU build."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,19 +54,74 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _result(script: str, backend: str, *args, **env) -> dict:
-    """Runs ``script`` under KERAS_BACKEND=backend and returns what it printed after "RESULT "."""
+# Runs the jobs listed in a JSON file one after another in this process, each as ``python -c SCRIPT ARGS`` or
+# ``python PATH ARGS`` would (its own ``__main__`` namespace and argv, its stdout captured), and prints one JOB line
+# per job. The scripts that make TensorFlow unimportable run last (a later script could not import it either).
+RUNNER = textwrap.dedent("""
+    import contextlib, io, json, os, runpy, sys, traceback
+    for job in json.load(open(sys.argv[1])):
+        out, status = io.StringIO(), "ok"
+        sys.argv = [job.get("path") or "-c", *job["args"]]
+        try:
+            with contextlib.redirect_stdout(out):
+                if job.get("path"):
+                    os.chdir(job["cwd"])
+                    runpy.run_path(job["path"], run_name="__main__")
+                else:
+                    exec(compile(job["script"], job["name"], "exec"), {"__name__": "__main__"})
+        except SystemExit as exit:
+            if exit.code not in (0, None):
+                status = f"exit {exit.code}: " + traceback.format_exc()[-3000:]
+        except BaseException:
+            status = "error: " + traceback.format_exc()[-3000:]
+        print("JOB " + json.dumps({"name": job["name"], "status": status, "stdout": out.getvalue()}), flush=True)
+""")
+
+
+def _start(backend: str, jobs: list, folder, **env):
+    """Starts one process for ``backend`` running ``jobs`` (dicts: name, script or path, args)."""
+    listing = folder / f"jobs_{backend}.json"
+    listing.write_text(json.dumps(jobs))
     environment = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu", **env)
-    done = subprocess.run(
-        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=900, env=environment
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(listing)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
 
 
-def _run(backend: str, cases: list) -> dict:
-    return _result(SCRIPT, backend, json.dumps(cases))
+def _finish(process) -> dict:
+    """Each job's outcome by name: {"status", "stdout", "result" (what it printed after "RESULT ")}."""
+    stdout, stderr = process.communicate(timeout=1500)
+    outcomes = {}
+    for line in stdout.splitlines():
+        if line.startswith("JOB "):
+            job = json.loads(line[len("JOB ") :])
+            results = [x for x in job["stdout"].splitlines() if x.startswith("RESULT ")]
+            job["result"] = json.loads(results[-1][len("RESULT ") :]) if results else None
+            outcomes[job["name"]] = job
+    outcomes["_stderr"] = stderr[-3000:]
+    outcomes["_returncode"] = process.returncode
+    return outcomes
+
+
+def _installed(backend: str) -> bool:
+    return importlib.util.find_spec(MODULE[backend]) is not None
+
+
+def _job(runs: dict, backend: str, name: str) -> dict:
+    """The outcome of script ``name`` in ``backend``'s process (skipped where the backend is not installed)."""
+    if not _installed(backend):
+        pytest.skip(f"{backend} is not installed (pip install 'radtransfer[{backend}]')")
+    outcomes = runs[backend]
+    job = outcomes.get(name)
+    assert job is not None, (
+        f"{backend}'s process ended before {name} (exit {outcomes['_returncode']}):\n" + (outcomes["_stderr"])
+    )
+    assert job["status"] == "ok", job["status"]
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -86,17 +144,11 @@ def cases(keras2_files, tmp_path_factory):
     return result
 
 
-@pytest.fixture(scope="module")
-def reference(cases):
-    return _run("tensorflow", cases)
-
-
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_same_h5_same_input_same_predictions_on_every_backend(backend, cases, reference):
-    if importlib.util.find_spec(MODULE[backend]) is None:
-        pytest.skip(f"{backend} is not installed (pip install 'radtransfer[{backend}]')")
-    other = _run(backend, cases)
+def test_same_h5_same_input_same_predictions_on_every_backend(backend, cases, runs):
+    other = _job(runs, backend, "same_h5")["result"]
+    reference = _job(runs, "tensorflow", "same_h5")["result"]
     assert other["backend"] == backend
     assert not other["tensorflow_imported"]  # the model side needs no TensorFlow on jax or torch
     for case in cases:
@@ -166,9 +218,8 @@ JAX_DATA_PARALLEL = textwrap.dedent("""
 
 
 @pytest.mark.backends
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_jax_data_parallel_over_two_virtual_devices_trains_the_callers_model():
-    result = _result(JAX_DATA_PARALLEL, "jax", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+def test_jax_data_parallel_over_two_virtual_devices_trains_the_callers_model(runs):
+    result = _job(runs, "jax", "data_parallel")["result"]
     assert result["backend"] == result["recorded_backend"] == "jax"
     assert result["devices"] == 2 and result["replicas"] == 2
     assert result["jit"] is True and result["precision"] == "float32"
@@ -208,10 +259,8 @@ ARRAYS = textwrap.dedent("""
 
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_training_on_arrays_needs_no_tensorflow_and_repeats_exactly(backend):
-    if importlib.util.find_spec(MODULE[backend]) is None:
-        pytest.skip(f"{backend} is not installed")
-    result = _result(ARRAYS, backend)
+def test_training_on_arrays_needs_no_tensorflow_and_repeats_exactly(backend, runs):
+    result = _job(runs, backend, "arrays")["result"]
     assert result["backend"] == result["recorded"] == backend
     assert not result["tensorflow_imported"]
     assert result["changed"] > 0
@@ -220,25 +269,10 @@ def test_training_on_arrays_needs_no_tensorflow_and_repeats_exactly(backend):
 
 
 @pytest.mark.backends
-@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-def test_radimagenet_in_a_plain_pytorch_loop_example(keras2_files, tmp_path):
-    from pathlib import Path
-
-    weights = tmp_path / "weights"
-    keras2_files.place("densenet121", weights, "RadImageNet-DenseNet121_notop.h5")
-    example = Path(__file__).resolve().parents[1] / "examples" / "radimagenet_pytorch.py"
-    env = dict(os.environ, KERAS_BACKEND="torch")
-    done = subprocess.run(
-        [sys.executable, str(example), "--quick", "--weights-dir", str(weights), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "is a torch.nn.Module" in done.stdout and "(radimagenet)" in done.stdout
-    assert "epoch 1/1: train loss" in done.stdout
+def test_radimagenet_in_a_plain_pytorch_loop_example(runs):
+    stdout = _job(runs, "torch", "pytorch_example")["stdout"]
+    assert "is a torch.nn.Module" in stdout and "(radimagenet)" in stdout
+    assert "epoch 1/1: train loss" in stdout
 
 
 IMAGE_PATH = textwrap.dedent("""
@@ -266,12 +300,10 @@ IMAGE_PATH = textwrap.dedent("""
 
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_image_files_train_evaluate_and_predict_on_every_backend(backend):
+def test_image_files_train_evaluate_and_predict_on_every_backend(backend, runs):
     """ImageSets go through the numpy path (data.py_dataset.sequence; TensorFlow installed but not used for images) into
     the JAX or PyTorch model; Grad-CAM works on it."""
-    if importlib.util.find_spec(MODULE[backend]) is None:
-        pytest.skip(f"{backend} is not installed")
-    result = _result(IMAGE_PATH, backend)
+    result = _job(runs, backend, "image_path")["result"]
     assert result["backend"] == backend and result["n"] > 0
     assert result["predict_matches_evaluate"] and result["cam"] == [1, 32, 32]
 
@@ -311,29 +343,18 @@ DEVICE_AUGMENT = textwrap.dedent("""
 
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, tmp_path):
+def test_device_augment_equals_the_tensorflow_warp_on_other_backends(backend, runs, warp_cases):
     """Uncompiled, the warp equals TensorFlow's ImageProjectiveTransformV3 kernel to 1e-4 on every backend.
     Jitted on JAX, it differs from the tf.data path's XLA gather only by the float32 rounding of the sampling
     coordinate (the two XLA compilers fuse multiply-adds differently), and its uint8 results are the same
     except for rare near-ties one grey level apart."""
-    if importlib.util.find_spec(MODULE[backend]) is None:
-        pytest.skip(f"{backend} is not installed")
     import tensorflow as tf
 
     from radtransfer.data.augment import Augment
-    from radtransfer.data.py_dataset.device_augment import random_transforms_np
     from radtransfer.data.tf_data.augment import apply_transforms
 
-    rng = np.random.default_rng(0)
-    strong = Augment(rotation=30, width_shift=0.3, height_shift=0.3, shear=10, zoom=(0.7, 1.3), vertical_flip=True)
-    cases = {}
-    for key, shape in (("small", (2, 32, 32, 3)), ("gray", (2, 75, 75, 1))):
-        cases[key] = rng.uniform(0, 255, shape).astype(np.float32)
-        cases[key + "_uint8"] = cases[key].round().astype(np.uint8)
-        cases[key + "_t"] = random_transforms_np(shape[0], shape[1], shape[2], strong, rng)
-    path = tmp_path / "cases.npz"
-    np.savez(path, **cases)
-    result = _result(DEVICE_AUGMENT, backend, str(path))
+    path, cases = warp_cases
+    result = _job(runs, backend, "device_augment")["result"]
     assert result["backend"] == backend and not result["tensorflow_imported"]
     assert result["changed"]  # training the wrapper trained the caller's model
     got = np.load(str(path) + f".{backend}.npz")
@@ -414,12 +435,10 @@ def image_files(tmp_path_factory):
 
 @pytest.mark.backends
 @pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_image_files_to_a_trained_model_without_tensorflow(backend, image_files):
+def test_image_files_to_a_trained_model_without_tensorflow(backend, runs):
     """TensorFlow unimportable: files → fine_tune with the RadImageNet augmentation (drawn on the host, warped on
     the device) → evaluate → predict, and a run stopped after one epoch continues to the uninterrupted history."""
-    if importlib.util.find_spec(MODULE[backend]) is None:
-        pytest.skip(f"{backend} is not installed")
-    result = _result(FILES_WITHOUT_TF, backend, str(image_files))
+    result = _job(runs, backend, "files_without_tf")["result"]
     assert result["backend"] == backend and not result["tensorflow_loaded"]
     assert result["augment"] is not None and result["changed"] > 0 and result["n"] > 0
     assert result["predict_matches_evaluate"]
@@ -439,33 +458,106 @@ PREDICT_WITHOUT_TF = WITHOUT_TF + textwrap.dedent("""
 """)
 
 
-@pytest.mark.backends
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-def test_a_model_trained_on_tensorflow_predicts_the_same_on_jax_from_the_same_files(image_files, tmp_path):
-    """Trained here (TensorFlow, tf.data), predicted on JAX without TensorFlow (Pillow, NumPy resizing): the same
-    probabilities within 2e-3."""
+@pytest.fixture(scope="module")
+def tensorflow_run(image_files, tmp_path_factory):
+    """Trained here (TensorFlow, tf.data): its run folder and its predictions of every image."""
     import keras
 
     import radtransfer as rt
 
+    folder = tmp_path_factory.mktemp("tensorflow_run")
     images = rt.datasets.load_synthetic_brain_mri(image_files)
     train, val, test = images.split(val=0.25, test=0.25, seed=0)
     keras.utils.set_random_seed(0)
     model = rt.build_model("test_tiny", weights=None, num_classes=4, input_shape=(32, 32, 3))
-    rt.fine_tune(
-        model,
-        train,
-        val,
-        strategy="unfreeze_top10",
-        learning_rate=1e-3,
-        epochs=1,
-        batch_size=4,
-        seed=0,
-        verbose=0,
-        out_dir=tmp_path / "run",
-    )
-    frame = rt.predict(tmp_path / "run", images)
-    here = frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy()
-    result = _result(PREDICT_WITHOUT_TF, "jax", str(tmp_path / "run"), str(image_files), str(tmp_path / "jax.npy"))
-    assert result["backend"] == "jax" and not result["tensorflow_loaded"]
-    np.testing.assert_allclose(np.load(tmp_path / "jax.npy"), here, atol=2e-3)
+    settings = dict(strategy="unfreeze_top10", learning_rate=1e-3, epochs=1, batch_size=4, seed=0, verbose=0)
+    rt.fine_tune(model, train, val, out_dir=folder / "run", **settings)
+    frame = rt.predict(folder / "run", images)
+    return folder / "run", frame[[c for c in frame.columns if c.startswith("p_")]].to_numpy()
+
+
+@pytest.mark.backends
+def test_a_model_trained_on_tensorflow_predicts_the_same_on_jax_from_the_same_files(runs, tensorflow_run):
+    """Trained here (TensorFlow, tf.data), predicted on JAX without TensorFlow (Pillow, NumPy resizing): the same
+    probabilities within 2e-3."""
+    job = _job(runs, "jax", "predict_without_tf")
+    assert job["result"]["backend"] == "jax" and not job["result"]["tensorflow_loaded"]
+    np.testing.assert_allclose(np.load(runs["_predicted_on_jax"]), tensorflow_run[1], atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def warp_cases(tmp_path_factory):
+    """Images and random RadImageNet-style transforms for the warp, in a file: (path, arrays)."""
+    from radtransfer.data.augment import Augment
+    from radtransfer.data.py_dataset.device_augment import random_transforms_np
+
+    rng = np.random.default_rng(0)
+    strong = Augment(rotation=30, width_shift=0.3, height_shift=0.3, shear=10, zoom=(0.7, 1.3), vertical_flip=True)
+    cases = {}
+    for key, shape in (("small", (2, 32, 32, 3)), ("gray", (2, 75, 75, 1))):
+        cases[key] = rng.uniform(0, 255, shape).astype(np.float32)
+        cases[key + "_uint8"] = cases[key].round().astype(np.uint8)
+        cases[key + "_t"] = random_transforms_np(shape[0], shape[1], shape[2], strong, rng)
+    path = tmp_path_factory.mktemp("warp") / "cases.npz"
+    np.savez(path, **cases)
+    return path, cases
+
+
+@pytest.fixture(scope="module")
+def runs(cases, image_files, tensorflow_run, warp_cases, keras2_files, tmp_path_factory):
+    """Every script of this file, run once per backend: TensorFlow, JAX and PyTorch in three processes at once.
+
+    JAX's process sees two virtual CPU devices (XLA_FLAGS), for the data-parallel script; every other script runs
+    on one device, as without the flag."""
+    folder = tmp_path_factory.mktemp("runs")
+    weights = folder / "weights"
+    keras2_files.place("densenet121", weights, "RadImageNet-DenseNet121_notop.h5")
+    example = Path(__file__).resolve().parents[1] / "examples" / "radimagenet_pytorch.py"
+    on_jax = folder / "jax.npy"
+
+    def job(name, script, *args, **more):
+        return {"name": name, "script": script, "args": [str(a) for a in args], **more}
+
+    common = [
+        job("same_h5", SCRIPT, json.dumps(cases)),
+        job("device_augment", DEVICE_AUGMENT, warp_cases[0]),
+        job("arrays", ARRAYS),
+        job("image_path", IMAGE_PATH),
+    ]
+    without_tf = [job("files_without_tf", FILES_WITHOUT_TF, image_files)]  # last: TensorFlow stays unimportable
+    plans = {
+        "tensorflow": ([job("same_h5", SCRIPT, json.dumps(cases))], {}),
+        "jax": (
+            [
+                *common,
+                job("data_parallel", JAX_DATA_PARALLEL),
+                *without_tf,
+                job("predict_without_tf", PREDICT_WITHOUT_TF, tensorflow_run[0], image_files, on_jax),
+            ],
+            {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        ),
+        "torch": (
+            [
+                *common,
+                job(
+                    "pytorch_example",
+                    None,
+                    "--quick",
+                    "--weights-dir",
+                    weights,
+                    "--out",
+                    folder / "out",
+                    path=str(example),
+                    cwd=str(folder),
+                ),
+                *without_tf,
+            ],
+            {},
+        ),
+    }
+    started = {
+        backend: _start(backend, jobs, folder, **env) for backend, (jobs, env) in plans.items() if _installed(backend)
+    }
+    outcomes = {backend: _finish(process) for backend, process in started.items()}
+    outcomes["_predicted_on_jax"] = on_jax
+    return outcomes

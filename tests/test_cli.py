@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import warm_python
 
 import radtransfer as rt
 from radtransfer.cli import main
@@ -409,18 +410,11 @@ def test_gradcam_outputs_are_keyed_by_their_relative_paths(trained, data_dir, tm
 
 def test_an_example_without_weights_ends_in_one_line(tmp_path):
     example = Path(__file__).resolve().parents[1] / "examples" / "radimagenet_grid.py"
-    done = subprocess.run(
+    done = warm_python.run(
         [sys.executable, str(example), "--quick", "--out", str(tmp_path / "g")],
-        capture_output=True,
-        text=True,
         timeout=300,
         cwd=tmp_path,
-        env={
-            **__import__("os").environ,
-            "KERAS_HOME": str(tmp_path / "k"),
-            "RADTRANSFER_WEIGHTS_DIR": "",
-            "TF_CPP_MIN_LOG_LEVEL": "3",
-        },
+        env={**__import__("os").environ, "KERAS_HOME": str(tmp_path / "k"), "RADTRANSFER_WEIGHTS_DIR": ""},
     )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "radimagenet_grid.py: error: The grid needs weight files that were not found" in done.stderr

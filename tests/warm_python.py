@@ -37,8 +37,9 @@ PRELOAD = [
     "radtransfer.data.tf_data",
 ]
 # Read when TensorFlow, Keras, JAX or the interpreter starts: a child could not change them. (TensorFlow's C++ log
-# level, TF_CPP_*, is the fork server's too; the command sets it in the test process, and a child may set it.)
-_READ_AT_IMPORT = ("KERAS_BACKEND", "KERAS_HOME", "TF_ENABLE_", "TF_USE_", "JAX_", "XLA_", "CUDA_", "OMP_", "MKL_")
+# level, TF_CPP_*, is the fork server's too; the command sets it in the test process, and a child may set it.
+# KERAS_HOME passes: radtransfer reads it at each weight search, which is what tests set it for.)
+_READ_AT_IMPORT = ("KERAS_BACKEND", "TF_ENABLE_", "TF_USE_", "JAX_", "XLA_", "CUDA_", "OMP_", "MKL_")
 _READ_AT_IMPORT += ("LD_", "PYTHONHASHSEED", "PYTHONPATH")
 
 _SERVER_ENV = dict(os.environ)  # the environment the fork server starts with (the test session's, at import)

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -397,11 +396,7 @@ def test_multiworker_two_processes_on_localhost(splits, tmp_path):
             os.environ,
             TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
         )
-        processes.append(
-            subprocess.Popen(
-                [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-        )
+        processes.append(warm_python.Popen([sys.executable, "-c", script], env=env))
     outputs = [process.communicate(timeout=400) for process in processes]
     for process, (stdout, stderr) in zip(processes, outputs):
         assert process.returncode == 0, stderr[-2000:]
