@@ -433,7 +433,7 @@ def _external(card) -> list[str]:
     lines = []
     for external in card["external"]:
         lines += [f"### Site: {external['site']} ({external['file']})", ""]
-        lines += ["At the model's own temperature and development threshold:", ""]
+        lines += ["As developed (the temperature and threshold the model carried when evaluated, in the table):", ""]
         lines += _metric_lines(external["development"], full=True)
         if external["recalibrated"]:
             refit = external["recalibration"] or {}

@@ -1,6 +1,8 @@
-"""A model card's policy: the only fixed text in a card. The intended use and its limits, the names of the CLAIM
-checklist's items (Mongan, Moy and Kahn, Radiology: Artificial Intelligence 2020; 42 items), and the items a card
-marks as left to the author whatever the records hold.
+"""A model card's policy: the only fixed text in a card. The intended use, what a model's test figures say of it
+(the verdict's wording; ``reading.model_fit`` reads the figures), the sentences its limitations are made of (those
+about the temperature, the threshold and the test figures composed from what the records hold), the names of the
+CLAIM checklist's items (Mongan, Moy and Kahn, Radiology: Artificial Intelligence 2020; 42 items), and the items a
+card marks as left to the author whatever the records hold.
 """
 
 from __future__ import annotations

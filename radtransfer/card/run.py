@@ -396,10 +396,12 @@ def _run_answers(card: dict) -> dict:
             + (f"; {CLI_CONFIG}: val, test, seed" if data["requested_split"] else ""),
         )
         answers[21] = _disjoint_answer(data)
-        answers[34] = ("partly", "split CSVs: images, patients and classes per part")
+        without = data["parts_without_patient_ids"]
+        patients = f"patients unknown in {', '.join(without)} (no patient_id column)" if without else "patients"
+        answers[34] = ("partly", f"split CSVs: images, classes and {patients} per part")
         answers[33] = (
             "partly",
-            "split CSVs: images and patients per part" + (f"; {AUDIT_FILE}" if card["audit"]["recorded"] else ""),
+            f"split CSVs: images and {patients} per part" + (f"; {AUDIT_FILE}" if card["audit"]["recorded"] else ""),
         )
     if model["backbone"]:
         answers[22] = ("answered", f"{model['recorded_in']}: backbone, input_shape, dropout, num_classes")

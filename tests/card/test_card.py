@@ -622,6 +622,8 @@ def test_claim_21_says_patient_disjointness_is_unknown_without_patient_ids(tmp_p
     item = next(i for i in card["claim"] if i["item"] == 21)
     assert item["status"] == "partly" and unknown in item["where"]
     assert card["data"]["patient_disjoint"] is None and card["data"]["disjoint_level"] == "image"
+    item = next(i for i in card["claim"] if i["item"] == 34)
+    assert "patients unknown in train, val, test (no patient_id column)" in item["where"]
 
     # Patients in two parts: answered, and said.
     for part, rows in splits.items():
