@@ -236,6 +236,7 @@ def _grid_answers(card: dict) -> dict:
         else:
             first = f"{problems[0]['run_id']}: {problems[0]['interval_problem']}"
             status = "not answered" if len(problems) == len(card["runs"]) else "partly"
-            answers[29] = (status, f"{RECORD_FILE}: metrics.auc_ci; {len(problems)} runs without an interval ({first})")
+            missing = f"{len(problems)} runs' interval missing or degenerate ({first})"
+            answers[29] = (status, f"{RECORD_FILE}: metrics.auc_ci; {missing}")
     answers.update(POLICY_STARTS)
     return answers

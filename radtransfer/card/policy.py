@@ -180,7 +180,7 @@ def grid_limitations(temperatures: list, chosen_on: Counter, degenerate: int, ru
         text = f"The runs' thresholds were chosen on: {where}"
         if degenerate:
             text += f"; at {degenerate} runs' thresholds every test image is called one class"
-        texts.append(text + f"; {CHECK_LOCALLY}.")
+        texts.append(text + "; check them on local data before use.")
     return texts
 
 
