@@ -4,9 +4,12 @@ out_dir) or a grid folder (``radtransfer grid``), made only from what the folder
 Every number, setting and name in a card is read from the folder's files (config.json, state.json, result.json,
 history.csv, best.keras's ``radtransfer.json`` member, test_metrics.json, the split CSVs, audit.json,
 external-<site>.json; grid.json and the runs' record.json for a grid); what the files do not hold is said to be
-"not recorded", never filled in. The only fixed text is policy: the intended use and its limits, and the names of
-the CLAIM checklist's items (Mongan, Moy and Kahn, Radiology: Artificial Intelligence 2020; 42 items), each marked
-as answered by the records (and where), partly answered, or to be completed by the author.
+"not recorded", never filled in; degenerate evidence (a zero-width or missing interval, a test performance at
+chance, a threshold that calls every image one class) is named as such. The only fixed text is policy: the intended
+use, the sentences its limitations are made of, and the names of the CLAIM checklist's items (Mongan, Moy and Kahn,
+Radiology: Artificial Intelligence 2020; 42 items), each marked as answered by the records (and where), partly
+answered, not answered (the records hold its evidence, missing or degenerate: why), or to be completed by the
+author.
 
 The markdown is rendered from the JSON card alone, so the two never disagree. No Keras or TensorFlow is imported:
 the ``.keras`` file's metadata is read as a zip member (``models.trained.read_trained_info``).
@@ -81,7 +84,8 @@ def model_card(run_or_grid_dir) -> dict:
         the sections (run: ``model``, ``intended_use``, ``training``, ``data``, ``audit``, ``evaluation``,
         ``calibration``, ``threshold``, ``external``, ``software``; grid: ``audit``, ``grid``, ``weights``,
         ``runs``, ``scenario_means``, ``intended_use``, ``software``) and ``claim``, the 42 CLAIM items each with
-        its ``status`` ("answered", "partly" or "author") and ``where`` the records answer it.
+        its ``status`` ("answered", "partly", "not answered" or "author") and ``where`` the records answer it (or, not
+        answered, why not).
 
     Raises:
         RadtransferError: the path is neither a run nor a grid folder.

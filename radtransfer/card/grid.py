@@ -24,8 +24,8 @@ from ..grid.records import (
 )
 from ..training.run_folder import CONFIG
 from ..version import __version__
-from .policy import CARD_SCHEMA, POLICY_STARTS, claim, intended_use
-from .reading import Reader, audit_section, finite
+from .policy import CARD_SCHEMA, POLICY_STARTS, claim, grid_limitations, intended_use
+from .reading import Reader, audit_section, finite, interval_problem, model_fit, operating_point_note
 
 RUN_FOLDERS = f"{RUNS_DIR}/<source>/<scenario>/fold<k>"  # a grid's run folders, as the card names them
 
@@ -89,8 +89,8 @@ def grid_card(folder: Path) -> dict:
         "grid": _grid_section(spec, records, files.manifest),
         "weights": _weights(records),
         "runs": runs,
-        "scenario_means": _scenario_means(runs) if spec.n_folds > 1 else [],
-        "intended_use": intended_use(),
+        "scenario_means": _scenario_means(runs) if spec.n_folds > 1 or _has_repeats(runs) else [],
+        "intended_use": _grid_intended_use(records),
         "software": {"versions": versions[0] if len(versions) == 1 else (versions or None)},
         "not_recorded": missing,
     }
@@ -154,10 +154,12 @@ def _runs(records: list) -> list[dict]:
                 "scenario": r.scenario,
                 "fold": r.fold,
                 "repeat": r.repeat,
+                "run_id": r.run_id,
                 "status": r.status,
                 "auc": metrics.get("auc"),
                 "auc_ci": metrics.get("auc_ci"),
                 "interval": describe_interval(metrics) if metrics else None,
+                "interval_problem": interval_problem(metrics) if metrics else "no test metrics",
                 "accuracy": metrics.get("accuracy"),
                 "n_test": r.n_test,
                 "best_epoch": r.best_epoch,
@@ -167,16 +169,51 @@ def _runs(records: list) -> list[dict]:
     return runs
 
 
+def _has_repeats(runs: list[dict]) -> bool:
+    """Whether any run is a repeat (repeat ≥ 1) of a (source, scenario, fold)."""
+    return any(run["repeat"] for run in runs)
+
+
 def _scenario_means(runs: list[dict]) -> list[dict]:
-    """Folds averaged per scenario, as the report does (finished or diverged runs with an AUC)."""
-    folds_auc: dict = {}
+    """Runs (folds and repeats) averaged per scenario, as the report does (finished or diverged runs with an AUC);
+    ``runs`` counts them, ``folds`` the distinct folds among them."""
+    aucs: dict = {}
     for run in runs:
         if run["status"] in ("finished", "diverged") and finite(run["auc"]):
-            folds_auc.setdefault((run["source"], run["scenario"]), []).append(run["auc"])
+            aucs.setdefault((run["source"], run["scenario"]), []).append((run["fold"], run["auc"]))
     return [
-        {"source": source, "scenario": scenario, "folds": len(values), "mean_auc": sum(values) / len(values)}
-        for (source, scenario), values in sorted(folds_auc.items())
+        {
+            "source": source,
+            "scenario": scenario,
+            "runs": len(values),
+            "folds": len({fold for fold, _ in values}),
+            "mean_auc": sum(auc for _, auc in values) / len(values),
+        }
+        for (source, scenario), values in sorted(aucs.items())
     ]
+
+
+def _grid_intended_use(records: list) -> dict:
+    """The grid's intended use: what each run's test figures show of it (``reading.model_fit``), summed up, and the
+    limitations its records give."""
+    tested = [r for r in records if r.metrics]
+    fits = [(r.run_id, model_fit(r.metrics, RECORD_FILE)) for r in tested]
+    statuses = Counter(fit["status"] for _, fit in fits)
+    if not fits:
+        fit = model_fit(None, None)
+    else:
+        because = [f"{n} of {len(fits)} runs {status}" for status, n in sorted(statuses.items())]
+        because += [f"{run_id}: {fit['because'][0]}" for run_id, fit in fits if fit["status"] == "not fit"][:3]
+        fit = {"status": next(iter(statuses)) if len(statuses) == 1 else "mixed", "because": because}
+    points = [(r.metrics.get("operating_point"), r.metrics.get("positive_class")) for r in tested]
+    points = [(p, positive) for p, positive in points if p]
+    limitations = grid_limitations(
+        [r.metrics.get("temperature") for r in tested],
+        Counter(p.get("chosen_on") for p, _ in points),
+        sum(operating_point_note(p, positive) is not None for p, positive in points),
+        len(tested),
+    )
+    return intended_use(fit, limitations)
 
 
 def _grid_answers(card: dict) -> dict:
@@ -193,6 +230,13 @@ def _grid_answers(card: dict) -> dict:
     if card["runs"]:
         answers[26] = ("answered", f"{RECORD_FILE}: best_epoch (lowest val_loss)")
         answers[28] = ("answered", f"{RECORD_FILE}: metrics")
-        answers[29] = ("answered", f"{RECORD_FILE}: metrics.auc_ci")
+        problems = [r for r in card["runs"] if r["interval_problem"]]
+        if not problems:
+            answers[29] = ("answered", f"{RECORD_FILE}: metrics.auc_ci")
+        else:
+            first = f"{problems[0]['run_id']}: {problems[0]['interval_problem']}"
+            status = "not answered" if len(problems) == len(card["runs"]) else "partly"
+            missing = f"{len(problems)} runs' interval missing or degenerate ({first})"
+            answers[29] = (status, f"{RECORD_FILE}: metrics.auc_ci; {missing}")
     answers.update(POLICY_STARTS)
     return answers

@@ -67,7 +67,9 @@ def _settings_table(settings: dict) -> list[str]:
 
 def _ci(ci) -> str:
     low, high = (ci or [None, None])[:2]
-    return f"{_fmt(low)}–{_fmt(high)}" if finite(low) and finite(high) else "none"
+    if not (finite(low) and finite(high)):
+        return "none"
+    return f"{_fmt(low)}–{_fmt(high)}" + (" (zero width: no evidence of precision)" if high <= low else "")
 
 
 def _noted_ci(point: dict, name: str) -> str:
@@ -86,6 +88,8 @@ def _claim_mark(item: dict) -> str:
         return f"answered by the records: {item['where']}"
     if item["status"] == "partly":
         return f"partly answered by the records: {item['where']}; the rest {AUTHOR}"
+    if item["status"] == "not answered":
+        return f"not answered: {item['where']}"
     return f"{AUTHOR} ({item['where']})" if item.get("where") else AUTHOR
 
 
@@ -132,6 +136,7 @@ def _full_metric_rows(metrics: dict) -> list[tuple]:
     if point:
         rows += [
             (f"threshold on P({point.get('threshold_class')})", _fmt(point.get("threshold"), 4)),
+            *([("what it calls", metrics["operating_point_note"])] if metrics.get("operating_point_note") else []),
             ("threshold chosen on", _fmt(point.get("chosen_on"))),
             ("sensitivity at the threshold", _fmt(point.get("sensitivity"))),
             *([("its 95% CI", _noted_ci(point, "sensitivity"))] if "sensitivity_ci" in point else []),
@@ -145,7 +150,17 @@ def _full_metric_rows(metrics: dict) -> list[tuple]:
 
 
 def _intended(card) -> list[str]:
-    return [card["intended_use"]["use"], "", *(f"- {text}" for text in card["intended_use"]["limitations"]), ""]
+    section = card["intended_use"]
+    fit = section["fit"]
+    verdict = f"{fit['text']}: " + "; ".join(fit["because"]) + "."
+    return [
+        f"Intended use (policy): {section['use']}",
+        "",
+        f"**{verdict}**" if fit["status"] == "not fit" else verdict,
+        "",
+        *(f"- {text}" for text in section["limitations"]),
+        "",
+    ]
 
 
 def _audit(card) -> list[str]:
@@ -180,7 +195,9 @@ def _claim_lines(card) -> list[str]:
     lines = [
         "Checklist for Artificial Intelligence in Medical Imaging (Mongan, Moy, Kahn; Radiology: Artificial "
         f"Intelligence 2020). Of its {len(claim)} items the records answer {counts['answered']}, answer "
-        f"{counts['partly']} in part, and leave {counts['author']} to the author.",
+        f"{counts['partly']} in part, "
+        + (f"hold only missing or degenerate evidence for {counts['not answered']}, " if counts["not answered"] else "")
+        + f"and leave {counts['author']} to the author.",
         "",
     ]
     return lines + _table(
@@ -197,7 +214,8 @@ def _run_heading(card) -> list[str]:
         "",
         f"Made by {card['written_by']} from the run folder `{card['folder']}`, from these files only: "
         + ", ".join(f"`{f}`" for f in card["files_read"])
-        + ". Nothing here is hand-written but the intended use, its limitations and the CLAIM items' names.",
+        + ". Nothing here is hand-written but the intended use, the fixed sentences of its limitations and the CLAIM "
+        "items' names.",
         "",
     ]
 
@@ -219,7 +237,12 @@ def _model_details(card) -> list[str]:
             ("preprocessing", _fmt(model["preprocessing"])),
             ("input size", _setting_text(model["input_shape"]) if model["input_shape"] else NOT_RECORDED),
             ("classes", ", ".join(model["class_names"]) if model["class_names"] else NOT_RECORDED),
-            ("head", f"Dropout({_setting_text(model['dropout'])}) → Dense({_fmt(model['num_classes'])}, softmax)"),
+            (
+                "head",
+                f"Dropout({_setting_text(model['dropout'])}) → Dense({_fmt(model['num_classes'])}, softmax)"
+                if model["recorded_in"]
+                else NOT_RECORDED,
+            ),
             (
                 "trainable / total parameters",
                 f"{trainable} / {total}" if trainable is not None and total is not None else NOT_RECORDED,
@@ -227,7 +250,7 @@ def _model_details(card) -> list[str]:
             ("settings fingerprint", _fmt(model["fingerprint"])),
         ],
     )
-    lines += [f"Recorded in {_fmt(model['recorded_in'])}.", ""]
+    lines += [f"Recorded in {model['recorded_in']}." if model["recorded_in"] else f"Build info: {NOT_RECORDED}.", ""]
     if model["read_settings"]:
         lines += [f"How image files become inputs ({model['read_settings_from']}):", ""]
         lines += _settings_table(model["read_settings"])
@@ -264,10 +287,20 @@ def _data(card) -> list[str]:
                 for name, p in data["parts"].items()
             ),
         )
-        level = data["disjoint_level"]
+        level, by_patient = data["disjoint_level"], data.get("patient_disjoint")
+        if by_patient is None and level is not None:
+            patients = (
+                "; by patient: unknown (no patient_id column in "
+                + ", ".join(data.get("parts_without_patient_ids") or [])
+                + ")"
+            )
+        elif by_patient is False:
+            patients = "; not by patient"
+        else:
+            patients = ""
         lines += [
             f"Parts disjoint by: {_fmt(level)}"
-            + (" (no patient id in two parts)." if level == "patient" else ".")
+            + (" (no patient id in two parts)." if level == "patient" else f"{patients}.")
             + (f" Patients in two parts: {data['patients_in_two_parts']}." if data["patients_in_two_parts"] else "")
             + (f" Images in two parts: {data['images_in_two_parts']}." if data["images_in_two_parts"] else ""),
             "",
@@ -296,14 +329,18 @@ def _evaluation(card) -> list[str]:
 def _calibration(card) -> list[str]:
     calibration, lines = card["calibration"], []
     if calibration["file"]:
-        at = calibration["test_temperature"]
         lines += [
-            f"On the test part ({calibration['file']}): Brier score {_fmt(calibration['brier'])}, expected "
-            f"calibration error {_fmt(calibration['ece'])} (top-label, {calibration['n_bins']} equal-width bins)"
-            + (f", at temperature {_fmt(at, 4)}" if at is not None else "")
-            + ".",
+            f"On the test part ({calibration['file']}), {_measured_at(calibration)}: Brier score "
+            f"{_fmt(calibration['brier'])}, expected calibration error {_fmt(calibration['ece'])} (top-label, "
+            f"{calibration['n_bins']} equal-width bins).",
             "",
         ]
+        if calibration.get("measured_at") in ("before the temperature", "at another temperature", "unknown"):
+            lines += [
+                f"The calibrated model's Brier score and expected calibration error on the test part are {NOT_RECORDED}"
+                f" (`radtransfer evaluate` on the test part measures them at the model's temperature).",
+                "",
+            ]
         if calibration["bins"]:
             lines += _table(
                 ("bin", "images", "accuracy", "mean confidence"),
@@ -319,14 +356,19 @@ def _calibration(card) -> list[str]:
     lines += [f"Temperature: {_fmt(temperature, 4)} ({BEST_MODEL}, {METADATA})."]
     if fit:
         lines += [
-            f"Fitted by {_fmt(fit.get('method'))} on {_fmt(fit.get('fitted_on'))} ({_fmt(fit.get('n'))} images): "
-            f"NLL {_fmt(fit.get('nll_before'), 4)} → {_fmt(fit.get('nll_after'), 4)}, "
-            f"ECE {_fmt(fit.get('ece_before'), 4)} → {_fmt(fit.get('ece_after'), 4)}."
+            f"Fitted by {_fmt(fit.get('method'))} on {_fmt(fit.get('fitted_on'))} ({_fmt(fit.get('n'))} images); on "
+            f"those images, before → after the temperature: NLL {_fmt(fit.get('nll_before'), 4)} → "
+            f"{_fmt(fit.get('nll_after'), 4)}, ECE {_fmt(fit.get('ece_before'), 4)} → {_fmt(fit.get('ece_after'), 4)}."
         ]
         if fit.get("test_images"):
+            measured_after = calibration.get("measured_at") == "at the model's temperature"
             lines += [
                 f"**Fitted on {fit['test_images']} images of the run's test split** (allowed with --allow-test): "
-                "the test part's calibration above is not measured on data the temperature did not see."
+                + (
+                    "the test part's calibration above is not measured on data the temperature did not see."
+                    if measured_after
+                    else "calibration measured on the test part at this temperature would not be independent of it."
+                )
             ]
         if fit.get("train_images"):
             lines += [
@@ -334,6 +376,19 @@ def _calibration(card) -> list[str]:
                 "too low (the model is more confident on images it trained on)."
             ]
     return lines + [""]
+
+
+def _measured_at(calibration: dict) -> str:
+    """Which model the test part's Brier score and ECE are of, as the calibration section says it."""
+    at, model = calibration.get("test_temperature"), calibration.get("model_temperature")
+    return {
+        "no temperature": "of the softmax as trained (no temperature)",
+        "before the temperature": f"measured before the temperature (the softmax as trained; {TEST_METRICS}: "
+        "temperature null)",
+        "at the model's temperature": f"measured after the temperature (at the model's {_fmt(at, 4)})",
+        "at another temperature": f"measured at temperature {_fmt(at, 4)}, not the model's {_fmt(model, 4)}",
+        "unknown": "measured at a temperature the file does not record",
+    }.get(calibration.get("measured_at"), "at a temperature not recorded")
 
 
 def _threshold(card) -> list[str]:
@@ -352,7 +407,8 @@ def _threshold(card) -> list[str]:
             + (f" (95% CI {_ci(threshold['sensitivity_ci'])})" if threshold["sensitivity_ci"] else "")
             + f", specificity {_fmt(threshold['specificity'])}"
             + (f" (95% CI {_ci(threshold['specificity_ci'])})" if threshold["specificity_ci"] else "")
-            + ".",
+            + "."
+            + (f" **Degenerate: {threshold['calls_note']}.**" if threshold.get("calls_note") else ""),
             "",
         ]
     else:
@@ -360,7 +416,11 @@ def _threshold(card) -> list[str]:
     if threshold["validation_thresholds"]:
         lines += [
             f"Thresholds chosen on the validation part ({threshold['stored_in']}; class index: threshold): "
-            + ", ".join(f"{k}: {_fmt(v, 4)}" for k, v in threshold["validation_thresholds"].items())
+            + ", ".join(
+                f"{k}: {_fmt(v, 4)}"
+                + (f" ({note})" if (note := (threshold.get("validation_threshold_notes") or {}).get(k)) else "")
+                for k, v in threshold["validation_thresholds"].items()
+            )
             + ".",
             "",
         ]
@@ -373,14 +433,16 @@ def _external(card) -> list[str]:
     lines = []
     for external in card["external"]:
         lines += [f"### Site: {external['site']} ({external['file']})", ""]
-        lines += ["At the model's own temperature and development threshold:", ""]
+        lines += ["As developed (the temperature and threshold the model carried when evaluated, in the table):", ""]
         lines += _metric_lines(external["development"], full=True)
         if external["recalibrated"]:
             refit = external["recalibration"] or {}
             lines += [
                 f"Recalibrated on a local set of the site ({_fmt(refit.get('n'))} images, "
                 f"{_fmt(refit.get('n_patients'))} patients): temperature {_fmt(refit.get('temperature'), 4)}, "
-                f"threshold {_fmt(refit.get('threshold'), 4)}.",
+                f"threshold {_fmt(refit.get('threshold'), 4)}"
+                + (f" ({external['recalibration_note']})" if external.get("recalibration_note") else "")
+                + ".",
                 "",
             ]
             lines += _metric_lines(external["recalibrated"], full=True)
@@ -443,14 +505,17 @@ def _weights(card) -> list[str]:
 
 
 def _grid_runs(card) -> list[str]:
+    repeats = any(r["repeat"] for r in card["runs"]) or (card["grid"].get("repeats") or 1) > 1
     if card["runs"]:
         lines = _table(
-            ("source", "scenario", "fold", "status", "AUC", "95% CI", "interval", "test images"),
+            ("source", "scenario", "fold", *(("repeat",) if repeats else ()), "status", "AUC", "95% CI", "interval")
+            + ("test images",),
             (
                 (
                     r["source"],
                     r["scenario"],
                     r["fold"],
+                    *((r["repeat"],) if repeats else ()),
                     r["status"],
                     _fmt(r["auc"]),
                     _ci(r["auc_ci"]),
@@ -463,10 +528,13 @@ def _grid_runs(card) -> list[str]:
     else:
         lines = _not_recorded_line("no run recorded")
     if card["scenario_means"]:
-        lines += ["Mean test AUC per scenario over its folds with an AUC:", ""]
+        lines += [
+            "Mean test AUC per scenario over its runs with an AUC (folds" + (" and repeats" if repeats else "") + "):",
+            "",
+        ]
         lines += _table(
-            ("source", "scenario", "folds", "mean AUC"),
-            ((m["source"], m["scenario"], m["folds"], _fmt(m["mean_auc"])) for m in card["scenario_means"]),
+            ("source", "scenario", "runs", "folds", "mean AUC"),
+            ((m["source"], m["scenario"], m["runs"], m["folds"], _fmt(m["mean_auc"])) for m in card["scenario_means"]),
         )
     return lines
 

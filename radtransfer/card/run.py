@@ -27,8 +27,26 @@ from ..training.run_folder import (
     TEST_METRICS,
 )
 from ..version import __version__
-from .policy import CARD_SCHEMA, NOT_RECORDED, POLICY_STARTS, claim, intended_use
-from .reading import Reader, audit_section, finite, number, shown_metrics
+from .policy import (
+    CARD_SCHEMA,
+    NOT_RECORDED,
+    POLICY_STARTS,
+    TESTED,
+    UNTESTED,
+    calibration_limitation,
+    claim,
+    intended_use,
+    threshold_limitation,
+)
+from .reading import (
+    Reader,
+    audit_section,
+    model_fit,
+    number,
+    operating_point_note,
+    shown_metrics,
+    threshold_note,
+)
 
 EXTERNAL_GLOB = EXTERNAL_FILE.format(site="*")  # evaluate(..., site=) on other sites' data
 EXTERNAL_NAME = EXTERNAL_FILE.format(site="<site>")  # the external files' name, as the card says it
@@ -78,7 +96,7 @@ def run_card(folder: Path) -> dict:
         "written_by": f"radtransfer {__version__}",
         "files_read": None,  # filled below
         "model": _model_section(config, identity, trained, result, missing, (folder / BEST_MODEL).is_file()),
-        "intended_use": intended_use(),
+        "intended_use": None,  # filled below, from the test figures, the temperature and the threshold
         "training": _training_section(config, identity, state, result, history, missing),
         "data": _data_section(splits, cli, skipped, config, identity, missing),
         "audit": audit_section(audit),
@@ -96,6 +114,15 @@ def run_card(folder: Path) -> dict:
         missing.append(f"external validation (no {EXTERNAL_NAME})")
     if not config.get("versions"):
         missing.append(f"software versions ({CONFIG} has none)")
+    calibration = card["calibration"]
+    card["intended_use"] = intended_use(
+        model_fit(test, test_source),
+        [
+            TESTED if test else UNTESTED,
+            calibration_limitation(calibration["model_temperature"], calibration["fit"]),
+            threshold_limitation(card["threshold"]),
+        ],
+    )
     card["not_recorded"] = missing
     card["files_read"] = list(reader.read)
     card["claim"] = claim(_run_answers(card))
@@ -221,16 +248,23 @@ def _data_section(splits, cli, skipped, config, identity, missing) -> dict:
     path_sets = {name: {row["path"] for row in rows} for name, rows in splits.items() if rows}
     shared_patients = _overlaps(patient_sets)
     shared_images = _overlaps(path_sets)
+    patient_disjoint = None  # unknown: a part without a patient_id column, or one part only
     if len(patient_sets) == len(parts) and len(parts) > 1:
-        level = "patient" if not any(shared_patients.values()) else "image"
+        patient_disjoint = not any(shared_patients.values())
+    if len(parts) < 2:
+        level = None
+    elif patient_disjoint:
+        level = "patient"
     else:
-        level = "image" if parts else None
+        level = "image" if not any(shared_images.values()) else "none"
     total = sum(p["images"] for p in parts.values())
     skipped_parts = Counter(row.get("part", "?") for row in skipped) if skipped is not None else None
     return {
         "parts": parts,
         "share_of_images": {name: p["images"] / total for name, p in parts.items()} if total else {},
         "disjoint_level": level,
+        "patient_disjoint": patient_disjoint,
+        "parts_without_patient_ids": [name for name in parts if name not in patient_sets],
         "patients_in_two_parts": {k: v for k, v in shared_patients.items() if v},
         "images_in_two_parts": {k: v for k, v in shared_images.items() if v},
         "class_names": (identity.get("class_names") or config.get("class_names")),
@@ -248,6 +282,11 @@ def _overlaps(sets: dict) -> dict:
 
 
 def _calibration_section(test, test_source, trained, missing) -> dict:
+    fit = trained.get("calibration") or None
+    model_temperature = trained.get("temperature")
+    if model_temperature is None and fit:
+        model_temperature = fit.get("temperature")
+    measured_at = _measured_at(test, model_temperature)
     section = {
         "brier": (test or {}).get("brier"),
         "ece": (test or {}).get("ece"),
@@ -255,14 +294,37 @@ def _calibration_section(test, test_source, trained, missing) -> dict:
         "n_bins": len((test or {}).get("calibration_bins") or []),
         "file": test_source if test else None,
         "temperature": trained.get("temperature"),
-        "fit": trained.get("calibration"),
+        "fit": fit,
+        "model_temperature": model_temperature,
         "test_temperature": (test or {}).get("temperature"),
+        "measured_at": measured_at,
     }
     if test and "brier" not in test and "ece" not in test:
         missing.append(f"calibration on the test part ({test_source} has no brier/ece)")
     if section["temperature"] is None and not section["fit"]:
         missing.append(f"a temperature ({BEST_MODEL} holds none: the probabilities are the softmax's as trained)")
+    if measured_at in ("before the temperature", "at another temperature", "unknown"):
+        missing.append(
+            f"the calibrated model's Brier score and ECE on the test part ({test_source} was measured "
+            + ("at a temperature it does not record)" if measured_at == "unknown" else f"{measured_at})")
+        )
     return section
+
+
+def _measured_at(test, model_temperature) -> str | None:
+    """Which model the test part's Brier score and ECE are of: "no temperature" (the model has none, nor had the
+    one measured), "before the temperature" (measured on the softmax as trained; the model now has one), "at the
+    model's temperature", "at another temperature", or "unknown" (the file does not record its temperature)."""
+    if not test or ("brier" not in test and "ece" not in test):
+        return None
+    if "temperature" not in test:
+        return "unknown"
+    at = test["temperature"]
+    if at is None:
+        return "no temperature" if model_temperature is None else "before the temperature"
+    if model_temperature is not None and abs(at - model_temperature) <= 1e-9 * max(1.0, abs(at)):
+        return "at the model's temperature"
+    return "at another temperature"
 
 
 def _threshold_section(test, test_source, trained, result, class_names) -> dict:
@@ -287,6 +349,12 @@ def _threshold_section(test, test_source, trained, result, class_names) -> dict:
         if trained.get("thresholds") or trained.get("threshold")
         else (RESULT if stored or single is not None else None),
         "num_classes": n_classes,
+        "calls_note": None if point is None else operating_point_note(point, (test or {}).get("positive_class")),
+        "validation_threshold_notes": {
+            k: note
+            for k, v in (stored or {}).items()
+            if (note := threshold_note(v, _class_name(class_names, k))) is not None
+        },
     }
     if point is None:
         section["note"] = (
@@ -295,6 +363,14 @@ def _threshold_section(test, test_source, trained, result, class_names) -> dict:
             else NOT_RECORDED
         )
     return section
+
+
+def _class_name(class_names, index) -> str:
+    """The name of class ``index`` (a key of best.keras's thresholds: a class index, as a string in JSON)."""
+    try:
+        return str(class_names[int(index)])
+    except (TypeError, ValueError, IndexError):
+        return f"class {index}"
 
 
 def _run_answers(card: dict) -> dict:
@@ -319,16 +395,13 @@ def _run_answers(card: dict) -> dict:
             ", ".join(SPLIT_FILES[p] for p in data["parts"])
             + (f"; {CLI_CONFIG}: val, test, seed" if data["requested_split"] else ""),
         )
-        answers[21] = (
-            "answered",
-            "split CSVs (patient_id column: no patient in two parts)"
-            if data["disjoint_level"] == "patient"
-            else "split CSVs (no patient ids: disjoint by image)",
-        )
-        answers[34] = ("partly", "split CSVs: images, patients and classes per part")
+        answers[21] = _disjoint_answer(data)
+        without = data["parts_without_patient_ids"]
+        patients = f"patients unknown in {', '.join(without)} (no patient_id column)" if without else "patients"
+        answers[34] = ("partly", f"split CSVs: images, classes and {patients} per part")
         answers[33] = (
             "partly",
-            "split CSVs: images and patients per part" + (f"; {AUDIT_FILE}" if card["audit"]["recorded"] else ""),
+            f"split CSVs: images and {patients} per part" + (f"; {AUDIT_FILE}" if card["audit"]["recorded"] else ""),
         )
     if model["backbone"]:
         answers[22] = ("answered", f"{model['recorded_in']}: backbone, input_shape, dropout, num_classes")
@@ -342,13 +415,19 @@ def _run_answers(card: dict) -> dict:
         answers[27] = ("answered", f"one model ({BEST_MODEL}); no ensembling in the run")
     if evaluation:
         answers[28] = ("answered", evaluation["file"])
-        ci = evaluation.get("auc_ci") or [None, None]
-        has_ci = all(finite(v) for v in ci)
-        answers[29] = ("answered" if has_ci else "partly", f"{evaluation['file']}: auc_ci ({evaluation['interval']})")
-        answers[36] = (
-            "partly",
-            f"{evaluation['file']}: AUC with its interval; sensitivity and specificity without intervals",
-        )
+        problem = evaluation.get("interval_problem")
+        if problem:
+            answers[29] = answers[36] = ("not answered", f"{evaluation['file']}: the AUC has {problem}")
+        else:
+            answers[29] = ("answered", f"{evaluation['file']}: auc_ci ({evaluation['interval']})")
+            point = evaluation.get("operating_point") or {}
+            with_ci = "sensitivity_ci" in point and "specificity_ci" in point
+            answers[36] = (
+                "answered" if with_ci else "partly",
+                f"{evaluation['file']}: AUC with its interval; sensitivity and specificity "
+                + ("with" if with_ci else "without")
+                + " intervals",
+            )
         answers[37] = ("partly", f"{evaluation['file']}: confusion_matrix (the cases themselves are not analysed)")
         answers[35] = (
             "partly" if training["history_at_best_epoch"] is None else "answered",
@@ -356,11 +435,42 @@ def _run_answers(card: dict) -> dict:
             + (f"; {HISTORY} at the best epoch (train, val)" if training["history_at_best_epoch"] else ""),
         )
     if card["external"]:
-        answers[32] = ("answered", ", ".join(e["file"] for e in card["external"]))
+        answers[32] = _external_answer(card["external"])
     if data["source"]:
         answers[7] = ("partly", f"{CLI_CONFIG}: data (the path read)")
     answers.update(POLICY_STARTS)
     return answers
+
+
+def _disjoint_answer(data: dict) -> tuple[str, str]:
+    """CLAIM item 21 (the level at which the parts are disjoint) from the split CSVs."""
+    level, shared = data["disjoint_level"], data["patients_in_two_parts"]
+    images = (
+        "no image in two parts"
+        if level in ("image", "patient")
+        else f"images in two parts: {data['images_in_two_parts']}"
+    )
+    if data["patient_disjoint"]:
+        return "answered", "split CSVs (patient_id column: no patient in two parts)"
+    if data["patient_disjoint"] is False:
+        return "answered", f"split CSVs (patient_id column: patients in two parts: {shared}; {images})"
+    if level is None:
+        return "not answered", "one split CSV only: no parts to compare"
+    without = ", ".join(data["parts_without_patient_ids"])
+    return "partly", f"split CSVs ({images}); by patient: unknown (no patient_id column in {without})"
+
+
+def _external_answer(externals: list[dict]) -> tuple[str, str]:
+    """CLAIM item 32 (external validation): answered by the sites whose AUC has an interval."""
+    good = [e["file"] for e in externals if not e["development"].get("interval_problem")]
+    bad = [
+        f"{e['file']}: the AUC has {e['development']['interval_problem']}" for e in externals if e["file"] not in good
+    ]
+    if not bad:
+        return "answered", ", ".join(good)
+    if not good:
+        return "not answered", "; ".join(bad)
+    return "partly", ", ".join(good) + "; " + "; ".join(bad)
 
 
 def _external(name: str, payload: dict) -> dict:
@@ -371,10 +481,14 @@ def _external(name: str, payload: dict) -> dict:
         development, recalibrated = payload["development"], payload.get("recalibrated")
     else:
         development, recalibrated = payload, None
+    refit = payload.get("recalibration") or {}
+    classes = (recalibrated or development).get("class_names")
+    on = ((recalibrated or {}).get("operating_point") or {}).get("threshold_class") or _class_name(classes, 1)
     return {
         "site": site,
         "file": name,
         "development": shown_metrics(development, name),
         "recalibrated": shown_metrics(recalibrated, name) if recalibrated else None,
         "recalibration": payload.get("recalibration"),
+        "recalibration_note": threshold_note(refit.get("threshold"), on),
     }

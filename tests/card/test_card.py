@@ -206,15 +206,18 @@ def test_run_card_states_only_what_the_run_recorded(cli_run, tmp_path):
     assert [item["item"] for item in claim] == list(range(1, 43))
     for item in claim:
         assert re.search(
-            rf"^\| {item['item']} \| .* \| (answered by the records: |partly answered|to complete)", md, re.M
+            rf"^\| {item['item']} \| .* \| (answered by the records: |partly answered|not answered: |to complete)",
+            md,
+            re.M,
         )
     status = {item["item"]: item["status"] for item in claim}
     assert status[20] == status[21] == status[23] == status[25] == status[28] == "answered"
-    assert status[29] == "partly"  # no interval on 4 test patients
+    assert status[29] == status[36] == "not answered"  # no interval on 4 test patients
     for item in (1, 2, 4, 5, 8, 12, 14, 16, 19, 30, 31, 32, 39, 40, 41, 42):
         assert status[item] == "author", item
     counts = Counter(status.values())
     assert f"the records answer {counts['answered']}, answer {counts['partly']} in part" in md
+    assert f"hold only missing or degenerate evidence for {counts['not answered']}, and leave" in md
 
     # Nothing contradicts the files: every decimal the markdown prints is one of the files' numbers, as printed.
     recorded = set()
@@ -309,7 +312,11 @@ def test_card_command_shows_the_audit_external_sites_and_the_temperature(cli_run
     assert card["calibration"]["temperature"] == fit["temperature"] and card["calibration"]["fit"] == fit
     assert "Temperature: 1.2346 (best.keras, radtransfer.json)." in md
     assert "NLL 1.5000 → 1.2500, ECE 0.2000 → 0.0500" in md and "on validation part (8 images)" in md
-    assert not [text for text in card["not_recorded"] if "audit" in text or "external" in text or "temperature" in text]
+    missing = card["not_recorded"]
+    assert not [text for text in missing if "audit" in text or "external" in text or "a temperature" in text]
+    # test_metrics.json was written by train, before calibrate: its Brier and ECE are the uncalibrated model's.
+    assert "On the test part (test_metrics.json), measured before the temperature" in md
+    assert [text for text in card["not_recorded"] if "calibrated model's Brier score" in text]
 
 
 def test_a_two_class_run_card_gives_its_threshold_where_it_was_chosen_and_the_weight_file(tmp_path):
@@ -441,7 +448,8 @@ def test_grid_card_gives_each_runs_test_auc_with_its_interval(tmp_path):
         metrics = written[(run["source"], run["scenario"])]
         assert run["auc"] == metrics["auc"] and run["auc_ci"] == metrics["auc_ci"]
         low, high = metrics["auc_ci"]
-        cells = [run["source"], run["scenario"], "0", "finished", _f(metrics["auc"]), f"{_f(low)}–{_f(high)}"]
+        ci = f"{_f(low)}–{_f(high)}" + (" (zero width: no evidence of precision)" if high == low else "")
+        cells = [run["source"], run["scenario"], "0", "finished", _f(metrics["auc"]), ci]
         assert "| " + " | ".join(cells) + f" | {describe_interval(metrics)} | 20 |" in md
     assert {(w["source"], w["weights_sha256"]) for w in card["weights"]} == {
         ("radimagenet", "0" * 64),
@@ -451,7 +459,9 @@ def test_grid_card_gives_each_runs_test_auc_with_its_interval(tmp_path):
     assert card["software"]["versions"]["keras"] == "3.15.1" and "| keras | 3.15.1 |" in md
     assert "Decision support" in md and len(card["claim"]) == 42
     status = {item["item"]: item["status"] for item in card["claim"]}
-    assert status[24] == status[28] == status[29] == "answered" and status[1] == status[32] == "author"
+    assert status[24] == status[28] == "answered" and status[1] == status[32] == "author"
+    zero = [r for r in card["runs"] if r["auc_ci"][0] == r["auc_ci"][1]]  # a perfect AUC on 10 patients
+    assert status[29] == ("partly" if zero else "answered")
 
 
 # -- the package --------------------------------------------------------------------------------------------------
@@ -481,3 +491,252 @@ def test_the_card_spells_no_file_name_of_a_run_or_a_grid():
             if name.search(node.value)
         ]
     assert sorted(found) == [("__init__.py", "MODEL_CARD.md"), ("__init__.py", "model_card.json")]
+
+
+# -- what the records do not support (issue 30, item 5) -----------------------------------------------------------
+
+
+def _hand_run(root: Path, metrics: dict | None, *, meta: dict | None = None, splits: dict | None = None) -> Path:
+    """A minimal run folder written by hand: config.json, test_metrics.json (``metrics``), a best.keras holding
+    only its radtransfer.json member (``meta``), and the split CSVs (``splits``: part -> rows)."""
+    root.mkdir(parents=True)
+    classes = (metrics or {}).get("class_names") or ["normal", "tumour"]
+    (root / "config.json").write_text(json.dumps({"class_names": classes, "seed": 7}))
+    if metrics is not None:
+        (root / "test_metrics.json").write_text(json.dumps(metrics))
+    if meta is not None:
+        with zipfile.ZipFile(root / "best.keras", "w") as archive:
+            archive.writestr("radtransfer.json", json.dumps({"class_names": classes, **meta}))
+    for part, rows in (splits or {}).items():
+        with open(root / f"split_{part}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return root
+
+
+def _predicted(y, p, classes=("normal", "tumour"), threshold=None, source=None, n_patients=None):
+    """evaluate()'s metrics of given predictions, as read back from a file (one patient per image)."""
+    metrics = metrics_from_predictions(
+        np.asarray(y),
+        np.asarray(p, dtype=float),
+        list(classes),
+        bootstrap=200,
+        seed=0,
+        patient_ids=[f"P{i}" for i in range(len(y))],
+        threshold=threshold,
+        threshold_source=source,
+    )
+    metrics.pop("predictions")
+    return json.loads(json.dumps(metrics))
+
+
+def _section(md: str, title: str) -> str:
+    """A markdown section's text, from its title to the next."""
+    return md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_test_brier_and_ece_are_said_to_be_of_the_model_before_its_temperature(tmp_path):
+    """Defect: test_metrics.json (written by train, temperature null) was printed beside the temperature calibrate
+    fitted afterwards, as if of the calibrated model. The card says which model each figure belongs to."""
+    metrics = _metrics(24, ["normal", "tumour"], seed=9)
+    assert metrics["temperature"] is None  # measured on the softmax as trained
+    fit = {"method": "temperature", "temperature": 1.8, "nll_before": 0.9, "nll_after": 0.6, "ece_before": 0.2}
+    fit |= {"ece_after": 0.04, "n": 30, "n_patients": 15, "fitted_on": "run/split_val.csv"}
+    fit |= {"train_images": 0, "test_images": 0}
+    run = _hand_run(tmp_path / "run", metrics, meta={"temperature": 1.8, "calibration": fit})
+    card, md = model_card(run), write_model_card(run)[0].read_text()
+    calibration = _section(md, "Calibration")
+    assert (
+        "On the test part (test_metrics.json), measured before the temperature (the softmax as trained; "
+        f"test_metrics.json: temperature null): Brier score {_f(metrics['brier'])}" in calibration
+    )
+    assert card["calibration"]["measured_at"] == "before the temperature"
+    assert "The calibrated model's Brier score and expected calibration error on the test part are not recorded" in md
+    assert any("calibrated model's Brier score" in text for text in card["not_recorded"])
+    assert "on those images, before → after the temperature: NLL 0.9000 → 0.6000, ECE 0.2000 → 0.0400" in md
+
+    # Measured again at the model's temperature: said to be after it, and nothing is missing.
+    after = dict(metrics, temperature=1.8)
+    run = _hand_run(tmp_path / "after", after, meta={"temperature": 1.8, "calibration": fit})
+    card, md = model_card(run), write_model_card(run)[0].read_text()
+    assert card["calibration"]["measured_at"] == "at the model's temperature"
+    assert "measured after the temperature (at the model's 1.8000): Brier score" in md
+    assert "are not recorded" not in _section(md, "Calibration")
+
+    # A model without a temperature: of the softmax as trained, with no after-figure implied.
+    run = _hand_run(tmp_path / "none", metrics, meta={})
+    md = write_model_card(run)[0].read_text()
+    assert "of the softmax as trained (no temperature): Brier score" in md and "after the temperature" not in md
+
+
+def test_intended_use_says_a_model_at_chance_is_not_fit_for_it(tmp_path):
+    """Defect: "decision support for trained readers" was printed for a model with test accuracy 0.000."""
+    y = np.array([0, 1] * 12)
+    inverted = np.stack([y, 1 - y], axis=1) * 0.8 + 0.1  # every image's probability on the wrong class
+    metrics = _predicted(y, inverted)
+    assert metrics["accuracy"] == 0.0 and metrics["auc"] == 0.0  # by construction
+    card = model_card(_hand_run(tmp_path / "run", metrics))
+    md = write_model_card(tmp_path / "run")[0].read_text()
+    intended = _section(md, "Intended use and limitations")
+    assert "**This model is not fit for that use: its recorded test performance is degenerate or at chance:" in intended
+    assert "test accuracy 0.000" in intended and "test AUC 0.000" in intended
+    fit = card["intended_use"]["fit"]
+    assert fit["status"] == "not fit"
+    assert "test accuracy 0.000 (test_metrics.json): no test image classified correctly" in fit["because"]
+    assert "test AUC 0.000 (test_metrics.json): at or below chance (0.5)" in fit["because"]
+
+    # AUC below chance with some correct calls: at chance too; a good model with an interval above 0.5 is not.
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 30)
+    good = np.clip(np.stack([1 - y, y], axis=1) * 0.6 + rng.uniform(0, 0.4, size=(60, 2)), 0.01, None)
+    good = good / good.sum(1, keepdims=True)
+    metrics = _predicted(y, good)
+    assert metrics["auc_ci"][0] > 0.5 and metrics["auc_ci_units"] == 60
+    card = model_card(_hand_run(tmp_path / "good", metrics))
+    assert card["intended_use"]["fit"]["status"] == "above chance"
+    # The same separation on 10 patients: a zero-width interval with evaluate's small-sample note shows nothing.
+    metrics = _predicted(y[:10], good[:10])
+    assert metrics["auc_ci"][0] == metrics["auc_ci"][1] and metrics["auc_ci_note"]
+    assert model_card(_hand_run(tmp_path / "few", metrics))["intended_use"]["fit"]["status"] == "not shown"
+    metrics = _predicted(y, good[:, ::-1])
+    assert metrics["auc"] < 0.5 and metrics["accuracy"] < 0.5
+    card = model_card(_hand_run(tmp_path / "worse", metrics))
+    assert card["intended_use"]["fit"]["status"] == "not fit"
+
+    # No test metrics: nothing shows it fit.
+    card = model_card(_hand_run(tmp_path / "untested", None))
+    assert card["intended_use"]["fit"]["status"] == "not shown"
+
+
+def test_claim_21_says_patient_disjointness_is_unknown_without_patient_ids(tmp_path):
+    """Defect: item 21 was "answered: disjoint by image" when the split CSVs hold no patient column."""
+    splits = {
+        part: [{"path": f"/d/{part}{i}.png", "label": label} for i, label in enumerate(["normal", "tumour"] * 3)]
+        for part in ("train", "val", "test")
+    }
+    card = model_card(_hand_run(tmp_path / "run", None, splits=splits))
+    md = write_model_card(tmp_path / "run")[0].read_text()
+    unknown = "by patient: unknown (no patient_id column in train, val, test)"
+    assert f"Parts disjoint by: image; {unknown}." in md
+    item = next(i for i in card["claim"] if i["item"] == 21)
+    assert item["status"] == "partly" and unknown in item["where"]
+    assert card["data"]["patient_disjoint"] is None and card["data"]["disjoint_level"] == "image"
+    item = next(i for i in card["claim"] if i["item"] == 34)
+    assert "patients unknown in train, val, test (no patient_id column)" in item["where"]
+
+    # Patients in two parts: answered, and said.
+    for part, rows in splits.items():
+        for i, row in enumerate(rows):
+            row["patient_id"] = f"P{i}"  # the same ids in every part
+    card = model_card(_hand_run(tmp_path / "shared", None, splits=splits))
+    item = next(i for i in card["claim"] if i["item"] == 21)
+    assert card["data"]["patient_disjoint"] is False and "patients in two parts" in item["where"]
+
+
+def test_claim_items_on_a_degenerate_or_missing_interval_are_not_answered(tmp_path):
+    """Defect: items 32 and 36 were answered on a 0.000–0.000 interval or none."""
+    metrics = _metrics(24, ["normal", "tumour"], seed=9)
+    metrics["auc_ci"] = [0.0, 0.0]  # a zero-width interval, as a record of 2 patients held
+    site = _metrics(24, ["normal", "tumour"], seed=3)
+    site["auc_ci"] = [None, None]
+    run = _hand_run(tmp_path / "run", metrics)
+    (run / "external-b.json").write_text(json.dumps({**site, "site": "b"}))
+    card, md = model_card(run), write_model_card(run)[0].read_text()
+    status = {item["item"]: item for item in card["claim"]}
+    for number in (29, 32, 36):
+        assert status[number]["status"] == "not answered", number
+    assert "zero-width interval 0.000–0.000" in status[36]["where"]
+    assert "external-b.json: the AUC has no interval" in status[32]["where"]
+    assert re.search(r"^\| 36 \| .* \| not answered: test_metrics.json: the AUC has a zero-width", md, re.M)
+    assert "| AUC 95% CI | 0.000–0.000 (zero width: no evidence of precision) |" in md
+    assert "hold only missing or degenerate evidence for 3" in md
+
+
+def test_a_threshold_that_calls_no_image_positive_is_named(tmp_path):
+    """Defect: a threshold of 1.0000 (nothing called positive) was shown without comment."""
+    rng = np.random.default_rng(4)
+    y = np.array([0, 1] * 12)
+    p1 = rng.uniform(0.05, 0.95, size=24)
+    metrics = _predicted(y, np.stack([1 - p1, p1], axis=1), threshold=1.0, source="validation")
+    assert not (p1 >= 1.0).any()  # so no image is called tumour
+    point = metrics["operating_point"]
+    assert (point["sensitivity"], point["specificity"]) == (0.0, 1.0)
+    site = {**metrics, "site": "b"}
+    run = _hand_run(tmp_path / "run", metrics, meta={"thresholds": {"1": 1.0}})
+    (run / "external-b.json").write_text(json.dumps(site))
+    card, md = model_card(run), write_model_card(run)[0].read_text()
+    threshold = _section(md, "Operating threshold")
+    assert "Threshold 1.0000 on the probability of tumour" in threshold
+    assert "**Degenerate: at 1.0000 no image is called tumour (no probability exceeds 1); no test image was called" in (
+        threshold
+    )
+    assert "1: 1.0000 (no image is called tumour at it)" in threshold
+    assert "| what it calls | at 1.0000 no image is called tumour" in _section(md, "External validation")
+    assert card["intended_use"]["fit"]["status"] == "not fit"  # sensitivity 0 + specificity 1: chance decisions
+    limits = card["intended_use"]["limitations"]
+    chosen = "The threshold 1.0000 on the probability of tumour was chosen on the validation part"
+    degenerate = ". Degenerate: at 1.0000 no image is called tumour"
+    assert any(text.startswith(chosen) and degenerate in text for text in limits)
+
+
+def test_grid_card_tells_repeats_apart(tmp_path):
+    """Defect: a grid with repeats listed each scenario twice under fold 0, without a repeat column."""
+    from radtransfer.grid.paper import RADIMAGENET, radimagenet_scenarios
+    from radtransfer.grid.records import GridSpec, RunRecord, run_dir
+
+    (scenario,) = radimagenet_scenarios(["resnet50"])[:1]
+    grid = tmp_path / "grid"
+    grid.mkdir()
+    GridSpec(
+        task="breast_us",
+        config=RADIMAGENET.to_dict(),
+        sources=["radimagenet"],
+        scenarios=[scenario.to_dict()],
+        folds=None,
+        faithful=False,
+        bn="frozen",
+        interpolation="bilinear",
+        repeats=2,
+        n_images=40,
+        class_names=["benign", "malignant"],
+    ).write(grid)
+    aucs = {}
+    for repeat in (0, 1):
+        metrics = _metrics(10, ["benign", "malignant"], seed=20 + repeat)
+        aucs[repeat] = metrics["auc"]
+        folder = run_dir(grid, "radimagenet", scenario.id, 0, repeat)
+        folder.mkdir(parents=True)
+        fields = dict(scenario.to_dict(), scenario=scenario.id, fold=0, repeat=repeat, metrics=metrics, n_test=20)
+        RunRecord(run_id=f"r{repeat}", task="breast_us", source="radimagenet", **fields).write(folder)
+    card, md = model_card(grid), write_model_card(grid)[0].read_text()
+    assert "| source | scenario | fold | repeat | status | AUC |" in md
+    for repeat, auc in aucs.items():
+        assert f"| radimagenet | {scenario.id} | 0 | {repeat} | finished | {_f(auc)} |" in md
+    (mean,) = card["scenario_means"]
+    assert mean["runs"] == 2 and mean["folds"] == 1 and mean["mean_auc"] == pytest.approx(sum(aucs.values()) / 2)
+    assert f"| radimagenet | {scenario.id} | 2 | 1 | {_f(mean['mean_auc'])} |" in md
+
+
+def test_limitations_say_where_the_temperature_was_fitted(tmp_path):
+    """Defect: the limitations said the temperature was fitted on validation when calibrate --allow-test fitted it
+    on test images (the record's test_images), and said so of a model without a temperature."""
+    metrics = _metrics(24, ["normal", "tumour"], seed=9, threshold=0.4, source="validation")
+    fit = {"method": "temperature", "temperature": 0.7, "nll_before": 0.9, "nll_after": 0.6, "ece_before": 0.2}
+    fit |= {"ece_after": 0.04, "n": 12, "n_patients": 6, "fitted_on": "run/split_test.csv"}
+    fit |= {"train_images": 0, "test_images": 12}
+    run = _hand_run(tmp_path / "run", metrics, meta={"temperature": 0.7, "calibration": fit})
+    card, md = model_card(run), write_model_card(run)[0].read_text()
+    limits = card["intended_use"]["limitations"]
+    assert not any("fitted on it" in t or "temperature fitted on" in t for t in limits)
+    assert (
+        "The temperature (0.7000) was fitted on run/split_test.csv (12 images), 12 of them images of the run's test "
+        "split (--allow-test): calibration figures measured on the test part at this temperature are not "
+        "independent of it" in " ".join(limits)
+    )
+    assert "12 of them images of the run's test split" in _section(md, "Intended use and limitations")
+
+    run = _hand_run(tmp_path / "plain", metrics, meta={})
+    limits = " ".join(model_card(run)["intended_use"]["limitations"])
+    assert "No temperature is saved with the model" in limits and "temperature was fitted" not in limits
+    assert "The threshold 0.4000 on the probability of tumour was chosen on the validation part" in limits
