@@ -567,3 +567,16 @@ def test_the_data_log_writes_to_stderr_as_it_is_now(monkeypatch, capsys):
     logger.info("cached in memory")
     err = capsys.readouterr().err
     assert err.count("radtransfer: cached in memory") == 1 and "Logging error" not in err
+
+
+def test_predict_says_what_it_is_doing(trained, data_dir, tmp_path, capsys):
+    """Before: 64 s of silence on 4 images (the model loading, the images read, the first batch's graph)."""
+    images = sorted((data_dir / "images").rglob("*.png"))[:5]
+    argv = ["predict", str(trained), *map(str, images), "--batch-size", "2", "--out", str(tmp_path / "p.csv")]
+    assert main(argv) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("radtransfer: ")]
+    assert said[-3:] == [
+        f"radtransfer: loading the model from {trained}",
+        "radtransfer: reading and checking 5 image(s)",
+        "radtransfer: predicting 5 image(s) in 3 batch(es) of up to 2 (the first builds the model's graph)",
+    ]

@@ -504,15 +504,16 @@ def cmd_gradcam(args) -> int:
 def cmd_predict(args) -> int:
     from ..evaluation.prediction import predict
 
-    model = _load_run_model(args.run_dir)
+    check_run_dir(args.run_dir)
     frame = predict(
-        model,
+        args.run_dir,
         args.images,
         batch_size=args.batch_size,
         image_col=args.image_col,
         patient_col=args.patient_col,
         gradcam_dir=args.gradcam,
         on_bad=args.on_bad,
+        note=lambda line: say(f"radtransfer: {line}"),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
