@@ -10,7 +10,6 @@ validation loss. Reports accuracy, per-class metrics and the confusion matrix on
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
+from radtransfer.evaluation.metrics import describe_interval  # noqa: E402
+from radtransfer.utils.io import write_json_atomic  # noqa: E402
 
 from _common import base_parser, load_images, one_line_errors, pretrained  # noqa: E402
 
@@ -63,13 +64,13 @@ def main(argv=None) -> int:
     )
     metrics = rt.evaluate(model, test, bootstrap=200 if args.quick else 1000)
     metrics.pop("predictions")
-    (out / "test_metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json_atomic(out / "test_metrics.json", metrics)
 
     names = metrics["class_names"]
-    print(f"\nweights: {source}; best epoch {result.best_epoch + 1} of {result.epochs_run}")
+    print(f"\nweights: {source}; best epoch {result.best_epoch} of {result.epochs_run}")  # both count from 1
     print(
         f"test accuracy {metrics['accuracy']:.3f}, balanced accuracy {metrics['balanced_accuracy']:.3f}, "
-        f"macro AUC {metrics['auc']:.3f} (95% CI {metrics['auc_ci'][0]:.3f}–{metrics['auc_ci'][1]:.3f})"
+        f"macro AUC {metrics['auc']:.3f} ({describe_interval(metrics)})"
     )
     print(f"\n{'class':12s} {'AUC':>6s} {'sensitivity':>12s} {'specificity':>12s}")
     for name in names:

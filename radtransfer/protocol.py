@@ -38,6 +38,7 @@ from .grid.paper import (
 from .grid.paper import paper_task as match_paper_task
 from .grid.plan import Run, parse_shard, plan_runs, resolve_shard, run_seed
 from .grid.progress import GridProgress
+from .grid.progress import summary as grid_summary
 from .grid.records import RECORD_FILE, GridSpec, check_same_grid, load_records, write_data_manifest
 from .grid.runs import GridJob
 from .models.backbones import get_backbone
@@ -202,8 +203,9 @@ def run_grid(
         _wait_for_held_runs(job, runner, outcomes, {r.id: r for r in todo}, progress, token)
     finally:
         runner.close()
-    progress.say(f"done {progress.done}/{len(runs)} runs of this {share}.")
-    return load_records(out)
+    records = load_records(out)
+    progress.say(f"done {progress.done}/{len(runs)} runs of this {share}; {grid_summary(records)}")
+    return records
 
 
 def _executor(options: GridOptions):

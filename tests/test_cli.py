@@ -54,6 +54,37 @@ def test_train_writes_run_and_resolved_config(trained, capsys):
     )
 
 
+def test_train_ends_in_one_line(trained, data_dir, tmp_path, capsys):
+    """Before: train ended in a 51-line JSON dump. Now one line: the test AUC with its interval (here none: 4 test
+    patients), the accuracy, the best epoch of the epochs run, the run folder."""
+    import shutil
+
+    import pandas as pd
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)  # the finished run: the command returns it and evaluates it again
+    defaults = trained.parent / "defaults.json"
+    argv = ["train", str(data_dir), "--config", str(defaults), "--batch-size", "4", "--out", str(run)]
+    argv += ["--run-eagerly", "--verbose", "0"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1, lines
+    history = pd.read_csv(run / "history.csv")
+    best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    test = pd.read_csv(run / "split_test.csv")
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    patients = test["patient_id"].nunique()
+    accuracy = (rt.predict(run, test["path"].tolist())["predicted"] == test["label"]).mean()  # four classes: argmax
+    assert patients < 5  # too few to resample: the line says so instead of an interval
+    expected = (
+        f"test AUC {metrics['auc']:.3f}, no interval ({patients} test patients: too few to resample); "
+        f"accuracy {accuracy:.3f} on {len(test)} images; "
+        f"best epoch {best} of {len(history)}; run folder {run} (test_metrics.json, result.json)"
+    )
+    assert lines[0] == expected  # --json prints the JSON instead: the test of a PatientID column reads it
+
+
 def test_evaluate(trained, data_dir, capsys, tmp_path):
     assert main(["evaluate", str(trained), str(data_dir), "--bootstrap", "50", "--out", str(tmp_path / "m.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -224,7 +255,7 @@ def test_train_splits_by_the_patient_column_and_checks_every_part_before_trainin
     assert "of the test part cannot be read" in error and broken in error and "--on-bad skip" in error
     assert not (out / "history.csv").exists()  # refused before anything was trained
 
-    assert main([*argv, "--on-bad", "skip"]) == 0
+    assert main([*argv, "--on-bad", "skip", "--json"]) == 0
     captured = capsys.readouterr()
     assert "images of 16 patients; parts are split by patient" in captured.err
     skipped = pd.read_csv(out / "skipped_files.csv")
@@ -234,9 +265,10 @@ def test_train_splits_by_the_patient_column_and_checks_every_part_before_trainin
     assert broken not in set(pd.read_csv(out / "split_test.csv")["path"])
     first = json.loads(captured.out)
 
-    assert main([*argv, "--on-bad", "skip"]) == 0  # the same call again: the same run, finished, not retrained
+    assert main([*argv, "--on-bad", "skip", "--json"]) == 0  # the same call again: the same run, not retrained
     again = json.loads(capsys.readouterr().out)
     assert again["best_epoch"] == first["best_epoch"] and again["best_val_loss"] == first["best_val_loss"]
+    assert again["epochs_run"] == 1 and again["test"]["n"] == len(pd.read_csv(out / "split_test.csv"))
 
 
 def test_an_empty_label_cell_is_refused_on_the_command_line(study, tmp_path, capsys):
@@ -529,3 +561,16 @@ def test_the_data_log_writes_to_stderr_as_it_is_now(monkeypatch, capsys):
     logger.info("cached in memory")
     err = capsys.readouterr().err
     assert err.count("radtransfer: cached in memory") == 1 and "Logging error" not in err
+
+
+def test_predict_says_what_it_is_doing(trained, data_dir, tmp_path, capsys):
+    """Before: 64 s of silence on 4 images (the model loading, the images read, the first batch's graph)."""
+    images = sorted((data_dir / "images").rglob("*.png"))[:5]
+    argv = ["predict", str(trained), *map(str, images), "--batch-size", "2", "--out", str(tmp_path / "p.csv")]
+    assert main(argv) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("radtransfer: ")]
+    assert said[-3:] == [
+        f"radtransfer: loading the model from {trained}",
+        "radtransfer: reading and checking 5 image(s)",
+        "radtransfer: predicting 5 image(s) in 3 batch(es) of up to 2 (the first builds the model's graph)",
+    ]

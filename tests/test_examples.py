@@ -35,6 +35,11 @@ def test_brain_mri_densenet121_quick(tmp_path, weights_dir, capsys):
     out = capsys.readouterr().out
     assert "confusion matrix" in out and "sensitivity" in out and "FROM RANDOM INITIALISATION" in out
     assert (tmp_path / "brain" / "test_metrics.json").exists()
+    import pandas as pd
+
+    history = pd.read_csv(tmp_path / "brain" / "run" / "history.csv")  # epochs count from 1 there
+    best = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    assert f"best epoch {best} of {len(history)}" in out  # before: "best epoch 2 of 1"
 
 
 def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):

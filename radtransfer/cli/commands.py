@@ -160,15 +160,47 @@ def cmd_train(args) -> int:
             from ..utils.io import write_json_atomic
 
             write_json_atomic(out / TEST_METRICS, metrics)
-    print_json(
-        {
-            "out_dir": str(out),
-            "best_epoch": result.best_epoch,
-            "best_val_loss": result.best_val_loss,
-            "test": _summary_metrics(metrics),
-        }
-    )
+    if args.json:
+        print_json(
+            {
+                "out_dir": str(out),
+                "best_epoch": result.best_epoch,
+                "best_val_loss": result.best_val_loss,
+                "epochs_run": result.epochs_run,
+                "stopped_early": result.stopped_early,
+                "test": _summary_metrics(metrics),
+            }
+        )
+    else:
+        print(train_summary(out, result, metrics, args.train_config.epochs))
     return 0
+
+
+def train_summary(out, result, metrics: dict, epochs: int) -> str:
+    """train's last line: the test AUC with its interval (or why there is none), the accuracy, the best epoch of
+    the epochs run, and the run folder with the files that hold the rest."""
+    import math
+
+    from ..evaluation.metrics import describe_interval
+    from ..training.run_folder import RESULT, TEST_METRICS
+
+    if metrics:
+        auc = metrics.get("auc")
+        shown = f"{auc:.3f}" if auc is not None and math.isfinite(auc) else "not defined"
+        test = (
+            f"test AUC {shown}, {describe_interval(metrics)}; accuracy {metrics['accuracy']:.3f} on "
+            f"{metrics['n']} images"
+        )
+        files = f"{TEST_METRICS}, {RESULT}"
+    else:
+        test, files = "no test part (--test 0)", RESULT
+    if result.best_epoch >= 1:
+        best = f"best epoch {result.best_epoch} of {result.epochs_run}"
+        if result.stopped_early:
+            best += f" (early stopping; {epochs} set)"
+    else:
+        best = f"no epoch of {result.epochs_run} kept"
+    return f"{test}; {best}; run folder {out} ({files})"
 
 
 def _when_accepted(write):
@@ -472,15 +504,16 @@ def cmd_gradcam(args) -> int:
 def cmd_predict(args) -> int:
     from ..evaluation.prediction import predict
 
-    model = _load_run_model(args.run_dir)
+    check_run_dir(args.run_dir)
     frame = predict(
-        model,
+        args.run_dir,
         args.images,
         batch_size=args.batch_size,
         image_col=args.image_col,
         patient_col=args.patient_col,
         gradcam_dir=args.gradcam,
         on_bad=args.on_bad,
+        note=lambda line: say(f"radtransfer: {line}"),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

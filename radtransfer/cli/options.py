@@ -210,6 +210,12 @@ def _add_train(sub) -> None:
         help="0 quiet, 1 a progress bar per epoch, 2 a line per epoch (and a line every 30 s inside a long one), "
         "auto: 1 on a terminal, 2 in a log",
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="end with the summary as JSON on stdout (out_dir, best_epoch, best_val_loss, epochs_run, stopped_early, "
+        "test) instead of one line; the run folder keeps it all in result.json and test_metrics.json",
+    )
     p.add_argument("--out", required=True, help="output folder")
 
 

@@ -26,6 +26,7 @@ def predict(
     gradcam_dir=None,
     layer=None,
     on_bad: str = "raise",
+    note=None,
 ):
     """Class probabilities and the predicted class of new images, read exactly as in training.
 
@@ -44,6 +45,8 @@ def predict(
         layer: the Grad-CAM layer (default: the backbone's last convolutional output).
         on_bad: "raise" (default: unreadable files stop the call, all listed, before any prediction) or
             "skip" (they keep their row, with empty probabilities and the reason in ``error``).
+        note: called with a line as each step begins (loading the model, reading and checking the images,
+            predicting), e.g. ``print``; the command prints them on stderr. None: silent.
 
     Returns:
         A pandas DataFrame with one row per input image, in the order given: ``path``, ``patient_id`` (when
@@ -59,9 +62,15 @@ def predict(
     """
     import pandas as pd
 
-    model = load_trained(model_or_run_dir) if isinstance(model_or_run_dir, (str, Path)) else model_or_run_dir
+    note = note or (lambda line: None)
+    if isinstance(model_or_run_dir, (str, Path)):
+        note(f"loading the model from {model_or_run_dir}")
+        model = load_trained(model_or_run_dir)
+    else:
+        model = model_or_run_dir
     image_set, names = for_prediction(images, image_col=image_col, patient_col=patient_col)
     read = ReadSettings.of_model(model)
+    note(f"reading and checking {len(names)} image(s)")
     readable, bad = check_images(image_set, on_bad, frame=read.frame)
     dataset = read_in_order(readable, batch_size, read)
     # One row per input: the images read take their predictions in order, the others stay empty.
@@ -84,6 +93,10 @@ def predict(
     raw_batches, overlays = [], []
     with readable_pipeline_errors(dataset):
         batches = -(-len(readable) // batch_size)
+        note(
+            f"predicting {len(readable)} image(s) in {batches} batch(es) of up to {batch_size}"
+            + (" (the first builds the model's graph)" if batches else "")
+        )
         for images_batch, _ in progress(dataset, total=batches, desc="predicting", unit="batch", min_items=4):
             images_batch = np.asarray(images_batch)  # any backend takes NumPy; JAX refuses TF tensors
             batch = np.asarray(model.predict_on_batch(images_batch), dtype=np.float64)

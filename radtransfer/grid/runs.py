@@ -236,6 +236,7 @@ class RunOutcome:
     seconds: float = 0.0
     worker: str = ""
     holder: dict | None = None
+    auc: float | None = None  # the run's test AUC (None: not trained here, or no metrics)
 
 
 def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
@@ -264,5 +265,10 @@ def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
             return RunOutcome(state="lost", status=record.status, seconds=seconds, **common)
         job.commit(run, record, predictions, seconds)
     return RunOutcome(
-        state="recorded", status=record.status, diverged_epoch=record.diverged_epoch, seconds=seconds, **common
+        state="recorded",
+        status=record.status,
+        diverged_epoch=record.diverged_epoch,
+        seconds=seconds,
+        auc=(record.metrics or {}).get("auc"),
+        **common,
     )

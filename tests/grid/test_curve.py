@@ -3,6 +3,8 @@ source, and ``radtransfer curve`` end to end on tiny data."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -151,7 +153,22 @@ def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
     argv += ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--run-eagerly", "--no-audit"]
     argv += ["--weights-dir", str(weights), "--backbone", "test_tiny"]
     assert main(argv) == 0
+    printed = capsys.readouterr().err
     records = sorted(out.rglob("record.json"))
+    for path in records:  # each run says, as it ends, its test AUC (recomputed by scikit-learn from its predictions)
+        from sklearn.metrics import roc_auc_score
+
+        run_id = RunRecord.read(path).run_id
+        saved = np.load(path.parent / "predictions.npz")
+        y_true, probabilities = saved["y_true"], saved["probabilities"]
+        auc = (
+            roc_auc_score(y_true, probabilities, multi_class="ovr", labels=range(4))
+            if len(set(y_true)) == 4
+            else None  # a class missing from the test images: no AUC
+        )
+        said = f"test AUC {auc:.3f}" if auc is not None else "test AUC not defined"
+        assert re.search(rf"finished {re.escape(run_id)} in \d+m\d\ds: {said}; done \d/2", printed), printed
+    assert printed.count("test AUC by source (mean, min–max over runs): radimagenet ") == 2, printed  # per share
     assert [p.relative_to(out).parts[:3] for p in records] == [
         (fraction, "runs", source) for fraction in ("fraction0.5", "fraction1") for source in ("radimagenet", "random")
     ]

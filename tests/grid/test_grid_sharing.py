@@ -25,7 +25,7 @@ from radtransfer.grid.runs import execute_claimed
 
 
 class _FakeRecord:
-    status, diverged_epoch = "finished", None
+    status, diverged_epoch, metrics = "finished", None, {"auc": 0.75}
 
 
 class _FakeJob:
@@ -423,3 +423,22 @@ def test_the_eta_weighs_the_runs_left_by_their_kind():
     assert progress.eta() == pytest.approx((2 * 60.0 + 2 * 500.0) / 2)
     progress.finished(RunOutcome(run_id=runs[2].id, state="held", holder={"pid": 1}))
     assert len(progress.left) == 4 and progress.done == 2  # a held run is still to be waited for
+
+
+def test_each_finished_run_says_its_test_auc_with_one_worker_and_with_many():
+    """Before: one worker said nothing when a run ended (46–146 s after its start line), many workers no AUC."""
+    import io
+
+    from radtransfer.grid.progress import GridProgress
+    from radtransfer.grid.runs import RunOutcome
+
+    runs, log = _runs(3), io.StringIO()
+    progress = GridProgress("t", runs, done_before=0, total=3, log=log)
+    progress.finished(RunOutcome(run_id=runs[0].id, state="recorded", status="finished", seconds=46.0, auc=0.8125))
+    failed = RunOutcome(run_id=runs[1].id, state="recorded", status="failed", diverged_epoch=1, seconds=5.0)
+    progress.finished(failed, running=1)
+    progress.finished(RunOutcome(run_id=runs[2].id, state="recorded", status="finished", auc=float("nan")), running=0)
+    lines = log.getvalue().splitlines()
+    assert lines[0] == f"[grid t] finished {runs[0].id} in 0m46s: test AUC 0.812; done 1/3, left 2, ETA 1m32s"
+    assert f"finished {runs[1].id} in 0m05s on ; failed, no test AUC; running 1" in lines[1]
+    assert "; test AUC not defined; running 0, left 0" in lines[3]  # lines[2]: the failed run's loss

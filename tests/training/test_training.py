@@ -551,3 +551,34 @@ def test_the_heartbeat_s_time_left_follows_the_current_rate(monkeypatch, capsys)
     truth = {step: 100 - step for step in said}  # the 1 s steps left, from a step after the slow ones
     late = [step for step in said if step >= 40]
     assert late and all(abs(said[s] - truth[s]) <= 0.2 * truth[s] for s in late), (said, truth)
+
+
+def test_the_heartbeat_says_no_time_left_from_the_step_that_builds_the_graph(monkeypatch, capsys):
+    """The demo's first epoch: 9 steps, the first 137 s (it builds the training graph), the others about 1 s. Before,
+    the line after the first step said "about 18m14s left" (8 steps at 137 s each) and the epoch ended 9 s later;
+    now that line gives no time left, and the lines after it give the truth within 20%."""
+    from radtransfer.training import epoch_loop
+
+    clock = [0.0]
+    monkeypatch.setattr(epoch_loop.time, "perf_counter", lambda: clock[0])
+    heartbeat = epoch_loop.Heartbeat(epochs=12, interval=30.0)
+    for steps in (9, 100):
+        heartbeat.set_params({"steps": steps})
+        heartbeat.on_epoch_begin(0)
+        said = {}
+        for step in range(steps):
+            heartbeat.on_train_batch_begin(step)
+            said[step] = capsys.readouterr().out.strip()
+            clock[0] += 137.0 if step == 0 else 1.1
+        lines = {step: line for step, line in said.items() if line}
+        assert lines[1] == (
+            f"epoch 1/12: step 2/{steps} begins; the first took 2m17s (building the graph, starting the input "
+            "pipeline), so the time left is said from the next steps' rate"
+        )
+        for step, line in lines.items():
+            if step > 1:
+                left = line.rsplit("about ", 1)[1].split(" left")[0]
+                minutes, seconds = left.rstrip("s").split("m")
+                truth = (steps - step) * 1.1
+                assert abs(60 * int(minutes) + int(seconds) - truth) <= 0.2 * truth + 1, (line, truth)
+        assert len(lines) == (1 if steps == 9 else 4), lines  # the demo's epoch: that line only; then every 30 s
