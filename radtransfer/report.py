@@ -19,6 +19,7 @@ from .grid.pairs import pair_table
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
 from .grid.records import GridResults, load_records  # noqa: F401  (report.load_records, report.GridResults)
 from .grid.sanity import frozen_sanity
+from .stats.bootstrap import too_few
 from .utils.choices import check_choice
 
 VALID_STATUSES = ("finished", "diverged")
@@ -48,12 +49,13 @@ def _mean_sd(values) -> tuple[float, float]:
 
 
 def paired_tests(a, b) -> dict:
-    """Wilcoxon signed-rank and paired t test of a − b over matched pairs (scipy)."""
+    """Wilcoxon signed-rank and paired t test of a − b over matched pairs (scipy); NaN under the minimum-units rule
+    (``stats.too_few``: fewer than 3 pairs) or when a and b are equal."""
     from scipy import stats
 
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     result = {"n_pairs": int(len(a)), "wilcoxon_p": np.nan, "ttest_p": np.nan}
-    if len(a) >= 2 and np.any(a != b):
+    if not too_few(len(a), "scenario") and np.any(a != b):  # the minimum-units rule: no P under 3 scenarios
         result["wilcoxon_p"] = float(stats.wilcoxon(a, b).pvalue)
         result["ttest_p"] = float(stats.ttest_rel(a, b).pvalue)
     return result
@@ -164,6 +166,7 @@ SUMMARY_COLUMNS = [
     "run_pairs",
     "run_pairs_better",
     "run_pairs_worse",
+    "run_pairs_untested",
     "paper_gain",
     "practitioner_auc",
     "practitioner_diff",
@@ -173,11 +176,13 @@ SUMMARY_COLUMNS = [
     "paired_wins",
     "paired_losses",
     "paired_covers",
+    "paired_no_interval",
     "mixed_effect",
     "mixed_se",
     "mixed_low",
     "mixed_high",
     "mixed_p",
+    "mixed_no_interval",
     "preprocessing",
     "frozen_auc",
     "frozen_collapse",
@@ -236,9 +241,11 @@ def summarize(
         A pandas DataFrame with columns grid, task, source, n_runs, n_expected, n_scenarios, min_folds,
         n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
         diff_vs_<reference>, n_pairs (the scenarios the tests pair), n_pairs_dropped, wilcoxon_p, ttest_p,
-        run_pairs, run_pairs_better, run_pairs_worse,
+        run_pairs, run_pairs_better, run_pairs_worse (pairs with P < .05 either way), run_pairs_untested (pairs
+        without a test under the minimum-units rule, ``stats.too_few``: counted in neither),
         paper_gain, then practitioner_auc (all rows), practitioner_diff, paired_diff, paired_low, paired_high,
-        paired_wins, paired_losses, paired_covers, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p,
+        paired_wins, paired_losses, paired_covers, paired_no_interval (why paired_low/high are empty, or None),
+        mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p, mixed_no_interval (the same for the mixed model),
         preprocessing, frozen_auc, frozen_collapse, and with a margin
         tost_margin, tost_low, tost_high, tost_p, tost_verdict, tost_t_p, tost_t_verdict.
     """
@@ -320,6 +327,8 @@ class _Compared:
         row["run_pairs"] = len(mine)
         row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
         row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
+        # Pairs under the minimum-units rule have no P (NaN): neither a win nor a loss, counted here.
+        row["run_pairs_untested"] = int(mine["no_interval"].notna().sum()) if "no_interval" in mine else 0
         paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
         row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
         selections = self.selections[self.selections["grid"] == grid]
@@ -327,7 +336,7 @@ class _Compared:
         row.update(_paired_columns(self.effects, self.draws, grid, self.margin))
         if self.fit_mixed:
             fit = grid_effects.mixed_model(self.results.grid(grid).records, self.candidate, self.reference)
-            row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p")})
+            row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p", "no_interval")})
         return row
 
 
@@ -352,6 +361,7 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
         "paired_wins": overall["wins"],
         "paired_losses": overall["losses"],
         "paired_covers": overall["covers"],
+        "paired_no_interval": overall.get("no_interval"),
     }
     if margin is not None:
         both = grid_equivalence.equivalence(overall, draws[(grid, "overall")], margin)
@@ -389,6 +399,7 @@ COMPARISON_COLUMNS = [
     "paired_wins",
     "paired_losses",
     "paired_covers",
+    "paired_no_interval",
 ]
 
 
@@ -514,6 +525,7 @@ COUNT_COLUMNS = (
     "run_pairs",
     "run_pairs_better",
     "run_pairs_worse",
+    "run_pairs_untested",
     "best_epoch",
     "diverged_epoch",
     "epochs_run",
