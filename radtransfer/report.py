@@ -164,6 +164,7 @@ SUMMARY_COLUMNS = [
     "run_pairs",
     "run_pairs_better",
     "run_pairs_worse",
+    "run_pairs_untested",
     "paper_gain",
     "practitioner_auc",
     "practitioner_diff",
@@ -173,11 +174,13 @@ SUMMARY_COLUMNS = [
     "paired_wins",
     "paired_losses",
     "paired_covers",
+    "paired_no_interval",
     "mixed_effect",
     "mixed_se",
     "mixed_low",
     "mixed_high",
     "mixed_p",
+    "mixed_no_interval",
     "preprocessing",
     "frozen_auc",
     "frozen_collapse",
@@ -236,9 +239,11 @@ def summarize(
         A pandas DataFrame with columns grid, task, source, n_runs, n_expected, n_scenarios, min_folds,
         n_diverged, n_failed, n_missing_class, complete, mean_auc, sd_auc, and (candidate rows)
         diff_vs_<reference>, n_pairs (the scenarios the tests pair), n_pairs_dropped, wilcoxon_p, ttest_p,
-        run_pairs, run_pairs_better, run_pairs_worse,
+        run_pairs, run_pairs_better, run_pairs_worse (pairs with P < .05 either way), run_pairs_untested (pairs
+        without a test under the minimum-units rule, ``stats.too_few``: counted in neither),
         paper_gain, then practitioner_auc (all rows), practitioner_diff, paired_diff, paired_low, paired_high,
-        paired_wins, paired_losses, paired_covers, mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p,
+        paired_wins, paired_losses, paired_covers, paired_no_interval (why paired_low/high are empty, or None),
+        mixed_effect, mixed_se, mixed_low, mixed_high, mixed_p, mixed_no_interval (the same for the mixed model),
         preprocessing, frozen_auc, frozen_collapse, and with a margin
         tost_margin, tost_low, tost_high, tost_p, tost_verdict, tost_t_p, tost_t_verdict.
     """
@@ -320,6 +325,8 @@ class _Compared:
         row["run_pairs"] = len(mine)
         row["run_pairs_better"] = int(((mine["p"] < 0.05) & (mine["diff"] > 0)).sum())
         row["run_pairs_worse"] = int(((mine["p"] < 0.05) & (mine["diff"] < 0)).sum())
+        # Pairs under the minimum-units rule have no P (NaN): neither a win nor a loss, counted here.
+        row["run_pairs_untested"] = int(mine["no_interval"].notna().sum()) if "no_interval" in mine else 0
         paper = spec.paper_task if spec is not None and spec.schema_version >= 2 else paper_task(task)
         row["paper_gain"] = PAPER_IMPROVEMENTS[paper] / 100 if paper in PAPER_IMPROVEMENTS else np.nan
         selections = self.selections[self.selections["grid"] == grid]
@@ -327,7 +334,7 @@ class _Compared:
         row.update(_paired_columns(self.effects, self.draws, grid, self.margin))
         if self.fit_mixed:
             fit = grid_effects.mixed_model(self.results.grid(grid).records, self.candidate, self.reference)
-            row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p")})
+            row.update({f"mixed_{k}": fit[k] for k in ("effect", "se", "low", "high", "p", "no_interval")})
         return row
 
 
@@ -352,6 +359,7 @@ def _paired_columns(paired, draws, grid, margin) -> dict:
         "paired_wins": overall["wins"],
         "paired_losses": overall["losses"],
         "paired_covers": overall["covers"],
+        "paired_no_interval": overall.get("no_interval"),
     }
     if margin is not None:
         both = grid_equivalence.equivalence(overall, draws[(grid, "overall")], margin)
@@ -389,6 +397,7 @@ COMPARISON_COLUMNS = [
     "paired_wins",
     "paired_losses",
     "paired_covers",
+    "paired_no_interval",
 ]
 
 
@@ -514,6 +523,7 @@ COUNT_COLUMNS = (
     "run_pairs",
     "run_pairs_better",
     "run_pairs_worse",
+    "run_pairs_untested",
     "best_epoch",
     "diverged_epoch",
     "epochs_run",

@@ -109,7 +109,9 @@ def operating_point_intervals(metrics: dict, y_true, raw, patient_ids=None, n: i
     ``ci_seed``; and per figure the units its interval rests on (``sensitivity_ci_units``: positive patients, or
     images without ids; ``specificity_ci_units``: negative ones) with the small-sample note the AUC's interval
     carries (``sensitivity_ci_note``, ``specificity_ci_note``): under 20 units, or under 5 units' worth of the rarer
-    outcome (units × min(share, 1 − share)); else None."""
+    outcome (units × min(share, 1 − share)); else None. Under the minimum-units rule (``stats.too_few``: fewer than
+    3 positive units for the sensitivity, negative for the specificity) there is no interval (NaN, null in the JSON)
+    and the note is why ("no interval (2 positive patients: fewer than 3)")."""
     point = metrics.get("operating_point")
     if point is None or not n:
         return
@@ -128,7 +130,7 @@ def operating_point_intervals(metrics: dict, y_true, raw, patient_ids=None, n: i
         point[f"{name}_ci_units"] = units
         which = "positive" if name == "sensitivity" else "negative"
         note = small_sample_note(units, ci["unit"], which, share=point[name]) if ci["method"] else None
-        point[f"{name}_ci_note"] = note
+        point[f"{name}_ci_note"] = ci["no_interval"] or note
     any_ci = intervals["sensitivity"]
     point.update(ci_unit=any_ci["unit"], ci_units=any_ci["n_units"], ci_method=any_ci["method"], ci_seed=seed)
 
@@ -146,7 +148,7 @@ def interval_notes(result: dict) -> list:
             ("sensitivity", point.get("sensitivity_ci_note")),
             ("specificity", point.get("specificity_ci_note")),
         ):
-            if note:
+            if note and not note.startswith("no interval"):  # the missing interval's reason is in its cell
                 notes.setdefault(figure, note)
     return [f"{figure} interval: {note}" for figure, note in notes.items()]
 
@@ -157,10 +159,12 @@ def _fmt(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _interval(pair) -> str:
+def _interval(pair, note=None) -> str:
+    """An interval's cell text after its estimate: " (low–high)", or the reason there is none (the minimum-units
+    rule's "no interval (N patients...)")."""
     low, high = pair if pair else (None, None)
-    if low is None or not (math.isfinite(low) and math.isfinite(high)):
-        return ""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f", {note}" if note and note.startswith("no interval") else ""
     return f" ({low:.3f}–{high:.3f})"
 
 
@@ -172,7 +176,7 @@ def side_by_side(result: dict) -> str:
         arms.append(("recalibrated on local", result["recalibrated"]))
     rows = [
         ("temperature", lambda m: _fmt(m.get("temperature") or 1.0)),
-        ("AUC (95% CI)", lambda m: _fmt(m["auc"]) + _interval(m.get("auc_ci"))),
+        ("AUC (95% CI)", lambda m: _fmt(m["auc"]) + _interval(m.get("auc_ci"), m.get("auc_ci_note"))),
         ("accuracy", lambda m: _fmt(m["accuracy"])),
         ("Brier", lambda m: _fmt(m["brier"])),
         ("ECE", lambda m: _fmt(m["ece"])),
@@ -183,13 +187,19 @@ def side_by_side(result: dict) -> str:
             (
                 "sensitivity (95% CI)",
                 lambda m: (
-                    _fmt(m["operating_point"]["sensitivity"]) + _interval(m["operating_point"].get("sensitivity_ci"))
+                    _fmt(m["operating_point"]["sensitivity"])
+                    + _interval(
+                        m["operating_point"].get("sensitivity_ci"), m["operating_point"].get("sensitivity_ci_note")
+                    )
                 ),
             ),
             (
                 "specificity (95% CI)",
                 lambda m: (
-                    _fmt(m["operating_point"]["specificity"]) + _interval(m["operating_point"].get("specificity_ci"))
+                    _fmt(m["operating_point"]["specificity"])
+                    + _interval(
+                        m["operating_point"].get("specificity_ci"), m["operating_point"].get("specificity_ci_note")
+                    )
                 ),
             ),
         ]

@@ -242,9 +242,10 @@ def _auc_interval(y_true, probabilities, positive_class, patient_ids, bootstrap,
         "auc_ci_unit": ci["unit"],
         "auc_ci_method": ci["method"],
         "auc_ci_units": ci["n_units"],
-        "auc_ci_resamples": bootstrap,
+        "auc_ci_resamples": ci["resamples"] and bootstrap,
         "auc_ci_seed": seed,
-        "auc_ci_note": small_sample_note(smallest, ci["unit"], where="in the smallest class"),
+        # Under the minimum-units rule (stats.too_few) the note is why there is no interval.
+        "auc_ci_note": ci["no_interval"] or small_sample_note(smallest, ci["unit"], where="in the smallest class"),
     }
 
 
@@ -298,6 +299,8 @@ def describe_interval(metrics: dict) -> str:
     low, high = (math.nan if v is None else v for v in (metrics.get("auc_ci") or (None, None)))  # null in JSON
     units, unit = metrics.get("auc_ci_units"), metrics.get("auc_ci_unit") or "image"
     if not (math.isfinite(low) and math.isfinite(high)):
+        if str(metrics.get("auc_ci_note") or "").startswith("no interval"):  # the minimum-units rule's reason
+            return metrics["auc_ci_note"]
         count = metrics.get("n_patients") or metrics.get("n")
         return (
             f"no interval ({count} test {'patients' if metrics.get('n_patients') else 'images'}: too few to resample)"

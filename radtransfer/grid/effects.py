@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..stats.auc import auc_score, weighted_auc_score
-from ..stats.bootstrap import resampling_units
+from ..stats.bootstrap import no_spread, resampling_units, too_few, units_by_stratum
 from ..utils.optional import require
 from ..utils.seeding import derive_seed
 from .records import RECORD_FILE, GridResults, RunRecord, read_predictions
@@ -116,6 +116,7 @@ class _TestSet:
 
     def __init__(self, y, groups):
         members, self.strata, self.unit, self.n_units = resampling_units(y, groups)
+        self.smallest = min(units_by_stratum(y, groups).values())  # units of its smallest class (stats.too_few)
         self.n_images = len(y)
         self.unit_of_image = np.empty(len(y), dtype=np.int64)
         for u, images in enumerate(members):
@@ -149,6 +150,16 @@ class _Fold:
             test, members = self.tests[pair.test_key]
             members.append(i)
             self.units[i] = test.unit
+
+    def smallest_units(self, scenario=None) -> tuple:
+        """(units, unit) of the smallest class over the test sets its pairs (of one scenario, or all) are scored on:
+        what the minimum-units rule judges a bootstrap of its test patients by; (None, None) without predictions."""
+        found = [
+            (test.smallest, test.unit)
+            for test, members in self.tests.values()
+            if any(scenario in (None, self.scenarios[i]) for i in members)
+        ]
+        return min(found) if found else (None, None)
 
     def units_of(self, scenario=None) -> list:
         """The resampling units of the pairs with predictions (of one scenario, or all)."""
@@ -193,18 +204,27 @@ def _fold_statistics(sums, counts):
     return by_scenario, se_s, folds_s, overall, se, folds
 
 
-def _interval(estimate, se, n_folds, boot_estimate, boot_se, patient_draws, level, resampled):
-    """One row's interval and replicates.
+def _interval(estimate, se, n_folds, boot_estimate, boot_se, patient_draws, level, resampled, smallest=(None, None)):
+    """One row's interval and replicates, with ``no_interval`` (None, or why there is none).
 
     With two or more folds: the t interval on the folds (estimate ± t(F−1) · SE); the replicates are the
     studentized bootstrap's, on the estimate's scale: estimate − SE · (θ* − estimate) / SE*, so that their
     percentile interval is the bootstrap-t interval. With one fold: the percentile interval of the replicates
     over the test patients (NaN without predictions to resample).
+
+    The minimum-units rule (``stats.too_few``): no interval and no replicates (NaN) with fewer than ``MIN_UNITS``
+    folds (two or more), or, with one fold, fewer than ``MIN_UNITS`` test patients (``smallest``: units and unit of
+    the test set's smallest class); nor with folds whose differences agree exactly (a zero SE).
     """
     from scipy import stats
 
     tail = (1 - level) / 2
     if n_folds >= 2:
+        reason = too_few(int(n_folds), "fold") or (no_spread(int(n_folds), "fold") if not se > 0 else None)
+        if reason:
+            row = {"low": math.nan, "high": math.nan, "se": float(se), "n_folds": int(n_folds)}
+            row.update(df=float(n_folds - 1), method=T_OVER_FOLDS, covers=COVERS_FOLDS, no_interval=reason)
+            return np.full(len(boot_estimate), np.nan), row
         with np.errstate(invalid="ignore", divide="ignore"):
             pivots = (boot_estimate - estimate) / boot_se
         draws = np.where(np.isfinite(pivots), estimate - se * pivots, np.nan)
@@ -217,15 +237,23 @@ def _interval(estimate, se, n_folds, boot_estimate, boot_se, patient_draws, leve
             "df": float(n_folds - 1),
             "method": T_OVER_FOLDS,
             "covers": COVERS_FOLDS,
+            "no_interval": None,
         }
     draws = np.asarray(patient_draws, dtype=float)
     finite = draws[np.isfinite(draws)]
     row = {"n_folds": int(n_folds), "df": math.nan, "method": PATIENT_BOOTSTRAP, "covers": COVERS_PATIENTS}
-    if not resampled or not len(finite):
-        return np.full(len(draws), np.nan), {**row, "low": math.nan, "high": math.nan, "se": math.nan}
+    units, unit = smallest
+    reason = NO_PREDICTIONS if not resampled or units is None else too_few(units, unit, where="in the smallest class")
+    if reason or not len(finite):
+        nan = math.nan
+        row.update(low=nan, high=nan, se=nan, no_interval=reason or NO_PREDICTIONS)
+        return np.full(len(draws), np.nan), row
     low, high = np.quantile(finite, [tail, 1 - tail])
     sd = float(finite.std(ddof=1)) if len(finite) > 1 else math.nan
-    return draws, {**row, "low": float(low), "high": float(high), "se": sd}
+    return draws, {**row, "low": float(low), "high": float(high), "se": sd, "no_interval": None}
+
+
+NO_PREDICTIONS = "no interval (1 fold, and no predictions to resample its test patients)"
 
 
 EFFECT_COLUMNS = [
@@ -249,6 +277,7 @@ EFFECT_COLUMNS = [
     "df",
     "method",
     "covers",
+    "no_interval",
 ]
 
 
@@ -308,7 +337,10 @@ def paired_effects(
         scenario, backbone, strategy, learning_rate, n_pairs, n_with_predictions, diff, low, high, se (the
         fold-level SE; with one fold, the replicates' SD), wins (pairs where the candidate's AUC is higher),
         losses, ties, unit (patient or image), n_folds, df (F − 1; NaN with one fold), method ("t over folds" or
-        "bootstrap over test patients") and covers (what variation the interval holds); and the draws when asked.
+        "bootstrap over test patients"), covers (what variation the interval holds) and no_interval (None, or why
+        there is no interval: the minimum-units rule, ``stats.too_few``, fewer than 3 folds or, with one fold,
+        fewer than 3 test patients in a class; or folds that agree exactly; low, high and the draws are then NaN);
+        and the draws when asked.
     """
     import pandas as pd
 
@@ -390,6 +422,7 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float, read):
             per_fold[only[0]][:, j],
             level,
             resampled=bool(folds[only[0]].units_of(scenario)),
+            smallest=folds[only[0]].smallest_units(scenario),
         )
         draws[(grid, scenario)] = replicate
         units = [u for fold in folds for u in fold.units_of(scenario)]
@@ -410,7 +443,15 @@ def _grid_effects(grid, in_grid, n: int, seed: int, level: float, read):
         )
     resampled = any(fold.tests for fold in folds)
     replicate, interval = _interval(
-        overall, se, len(folds), boot, boot_se, per_fold[0].mean(axis=1), level, resampled=resampled
+        overall,
+        se,
+        len(folds),
+        boot,
+        boot_se,
+        per_fold[0].mean(axis=1),
+        level,
+        resampled=resampled,
+        smallest=folds[0].smallest_units(),
     )
     draws[(grid, "overall")] = replicate
     rows.append(
@@ -465,11 +506,13 @@ def mixed_model(records, candidate: str = "radimagenet", reference: str = "image
     folds: the between-fold information the SE rests on), not the normal ones, which under-cover with 5 folds.
     Fitted by REML (statsmodels' default). With a single split (one fold) the fold's shared error cannot be
     separated from the effect: no interval (NaN; ``paired_effects``' interval over the test patients is then the
-    one to read).
+    one to read). The minimum-units rule (``stats.too_few``) holds for it as for every interval: with fewer than 3
+    folds, no fit, no interval and no P value (NaN, null in a file), and ``no_interval`` says why; so with a zero SE.
 
     Returns:
         {"effect" (AUC points), "se", "low", "high" (t interval at ``level``), "p" (two-sided, effect = 0), "df",
-        "n_pairs", "n_runs" (2 per pair), "n_groups" (folds), "formula", "converged"}.
+        "n_pairs", "n_runs" (2 per pair), "n_groups" (folds), "formula", "converged", "no_interval" (None, or why
+        there is no interval and no P value)}.
     """
     smf = require("statsmodels.formula.api", "stats", "The mixed-effects model of the grid", package="statsmodels")
     from scipy import stats
@@ -483,12 +526,21 @@ def mixed_model(records, candidate: str = "radimagenet", reference: str = "image
         "n_groups": int(frame["group"].nunique()),
         "formula": formula,
     }
-    if base["n_groups"] < 2:
-        return {**empty, **base, "converged": False}
+    reason = too_few(base["n_groups"], "fold")
+    if reason:
+        return {**empty, **base, "converged": False, "no_interval": reason}
     fit = _fit_mixed(smf.mixedlm(formula, frame, groups=frame["group"]))
     if fit is None or not np.isfinite(fit.bse["Intercept"]):
-        return {**empty, **base, "converged": False}
+        return {**empty, **base, "converged": False, "no_interval": "no interval (the mixed model did not fit)"}
     effect, se = float(fit.params["Intercept"]), float(fit.bse["Intercept"])
+    if not se > 0:
+        return {
+            **empty,
+            "effect": effect,
+            **base,
+            "converged": bool(fit.converged),
+            "no_interval": no_spread(base["n_groups"], "fold"),
+        }
     df = base["n_groups"] - 1
     half = float(stats.t.ppf(1 - (1 - level) / 2, df)) * se
     p = float(2 * stats.t.sf(abs(effect) / se, df)) if se > 0 else math.nan
@@ -501,6 +553,7 @@ def mixed_model(records, candidate: str = "radimagenet", reference: str = "image
         "df": float(df),
         **base,
         "converged": bool(fit.converged),
+        "no_interval": None,
     }
 
 

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from ..stats.bootstrap import no_spread, too_few
+
 
 def tost(
     values,
@@ -18,6 +20,7 @@ def tost(
     se: float | None = None,
     df: float | None = None,
     alpha_difference: float | None = None,
+    no_interval: str | None = None,
 ) -> dict:
     """Two one-sided tests (TOST) of equivalence of a mean paired difference within ±``margin``.
 
@@ -42,30 +45,41 @@ def tost(
     The verdict: "equivalent within m" when TOST rejects (even if the difference is also nonzero: it is then a
     real but smaller-than-m difference); else "different" when the two-sided test rejects 0; else "inconclusive".
 
+    No verdict, under the minimum-units rule (``stats.too_few``): with fewer than 3 folds (t form: ``values`` or
+    ``df`` + 1), with folds or replicates that agree exactly (no spread), or when ``no_interval`` (the estimate's
+    own reason, e.g. ``paired_effects``' row's) is given: every P value and the interval NaN, ``equivalent``
+    False, ``no_interval`` the reason and ``verdict`` it in words ("no verdict (2 folds: fewer than 3)").
+
     Returns:
         {"method", "estimate", "margin", "n", "p_lower" (H0 δ ≤ −m), "p_upper" (H0 δ ≥ m), "p" (the larger),
         "low", "high" (the 1 − 2·alpha interval), "p_difference" (two-sided, t form; NaN for the bootstrap),
-        "equivalent", "verdict"}.
+        "equivalent", "verdict", "no_interval" (None, or why there is no verdict)}.
     """
     from scipy import stats
 
     if not margin > 0:
         raise ValueError(f"The equivalence margin must be positive. Received: margin={margin!r}")
+    if method not in ("t", "bootstrap"):
+        raise ValueError(f"Unknown TOST method. Expected 't' or 'bootstrap'. Received: method={method!r}")
     if method == "t" and se is not None:
-        return _tost_t(estimate, se, df, margin, alpha, alpha_difference or alpha)
+        result = _tost_t(estimate, se, df, margin, alpha, alpha_difference or alpha)
+        return _no_verdict(result, no_interval) if no_interval else result
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if method == "t":
         if len(values) < 2 or np.all(values == values[0]):
             mean = float(values.mean()) if len(values) else math.nan
             result = _tost_t(mean, math.nan, math.nan, margin, alpha, alpha_difference or alpha)
-            return {**result, "n": int(len(values))}
+            result["n"] = int(len(values))
+            reason = too_few(len(values), "fold") or no_spread(len(values), "fold")
+            return _no_verdict(result, no_interval or reason)
         estimate = float(values.mean())
-        return _tost_t(estimate, stats.sem(values), len(values) - 1, margin, alpha, alpha_difference or alpha)
-    if method != "bootstrap":
-        raise ValueError(f"Unknown TOST method. Expected 't' or 'bootstrap'. Received: method={method!r}")
+        result = _tost_t(estimate, stats.sem(values), len(values) - 1, margin, alpha, alpha_difference or alpha)
+        return _no_verdict(result, no_interval) if no_interval else result
     if estimate is None:
         raise ValueError("tost(method='bootstrap') needs the point estimate: estimate=...")
+    if len(values) and np.all(values == values[0]) and not no_interval:
+        no_interval = "no interval (the replicates agree exactly: no spread to estimate from)"
     if not len(values):
         p_lower = p_upper = low = high = math.nan
         different = False
@@ -77,19 +91,35 @@ def tost(
         two_low, two_high = np.quantile(values, [two_sided / 2, 1 - two_sided / 2])
         different = bool(two_low > 0 or two_high < 0)
     result = {"method": method, "margin": float(margin), "n": int(len(values)), "p_difference": math.nan}
-    return _verdict(result, estimate, p_lower, p_upper, low, high, different, alpha)
+    result = _verdict(result, estimate, p_lower, p_upper, low, high, different, alpha)
+    return _no_verdict(result, no_interval) if no_interval else result
+
+
+def _no_verdict(result: dict, reason: str) -> dict:
+    """``result`` without a test: its P values and interval NaN, not equivalent, and why ("no verdict (...)")."""
+    nan = math.nan
+    result.update(p_lower=nan, p_upper=nan, p=nan, low=nan, high=nan, p_difference=nan, equivalent=False)
+    result["no_interval"] = reason
+    result["verdict"] = reason.replace("no interval", "no verdict", 1)
+    return result
 
 
 def _tost_t(estimate, se, df, margin, alpha, alpha_difference) -> dict:
-    """The t form of ``tost`` from an estimate, its SE and degrees of freedom (NaN when they give no test)."""
+    """The t form of ``tost`` from an estimate, its SE and degrees of freedom (NaN when they give no test; no
+    verdict under the minimum-units rule: fewer than 3 folds, or a zero SE)."""
     from scipy import stats
 
     result = {"method": "t", "margin": float(margin), "p_difference": math.nan}
     usable = all(v is not None and math.isfinite(v) for v in (estimate, se, df)) and se > 0 and df >= 1
     result["n"] = int(df) + 1 if df is not None and math.isfinite(df) else 0
+    estimate = math.nan if estimate is None else estimate
+    if df is not None and math.isfinite(df) and too_few(int(df) + 1, "fold"):
+        return _no_verdict(_verdict(result, estimate, *[math.nan] * 4, False, alpha), too_few(int(df) + 1, "fold"))
+    if se is not None and se == 0 and df is not None and math.isfinite(df):
+        return _no_verdict(_verdict(result, estimate, *[math.nan] * 4, False, alpha), no_spread(int(df) + 1, "fold"))
     if not usable:
         nan = math.nan
-        return _verdict(result, math.nan if estimate is None else estimate, nan, nan, nan, nan, False, alpha)
+        return _verdict(result, estimate, nan, nan, nan, nan, False, alpha)
     p_lower = float(stats.t.sf((estimate + margin) / se, df))  # H0 δ ≤ −m
     p_upper = float(stats.t.cdf((estimate - margin) / se, df))  # H0 δ ≥ m
     half = float(stats.t.ppf(1 - alpha, df)) * se
@@ -112,6 +142,7 @@ def _verdict(result, estimate, p_lower, p_upper, low, high, different, alpha) ->
             "high": float(high),
             "equivalent": equivalent,
             "verdict": verdict,
+            "no_interval": None,
         }
     )
     return result
@@ -138,11 +169,15 @@ def equivalence(row, draws, margin: float, alpha: float = 0.025) -> dict:
     Returns:
         {"bootstrap": ``tost`` of the replicates (the bootstrap-t interval with two or more folds; the patient
         bootstrap's percentile interval with one), "t": ``tost``'s t form on the folds (estimate, fold-level SE,
-        F − 1 degrees of freedom; no test with one fold: NaN P, verdict "not available (one fold)")}.
+        F − 1 degrees of freedom; no test with one fold: NaN P, verdict "no verdict (one fold: ...)")}; neither
+        gives a verdict under the minimum-units rule (``stats.too_few``: the row's ``no_interval``, or fewer than 3
+        folds for the t form), and both then say why (``no_interval``, and the verdict).
     """
+    reason = row.get("no_interval") if hasattr(row, "get") else None
+    reason = reason if isinstance(reason, str) and reason else None  # a NaN cell of a table: none
     common = {"alpha": alpha, "alpha_difference": 2 * alpha, "estimate": float(row["diff"])}
-    boot = tost(draws, margin, method="bootstrap", **common)
+    boot = tost(draws, margin, method="bootstrap", no_interval=reason, **common)
     by_t = tost(None, margin, method="t", se=row["se"], df=row["df"], **common)
     if not (by_t["n"] >= 2):
-        by_t["verdict"] = "not available (one fold)"
+        by_t = _no_verdict(by_t, "no interval (one fold: no t test on the folds)")
     return {"bootstrap": boot, "t": by_t}

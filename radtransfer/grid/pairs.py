@@ -53,6 +53,8 @@ def _compare(a, b, folders, seed, **names) -> PairRecord:
         diff=test["diff"],
         p=test["p"],
         ci=test.get("ci"),
+        n_units=test.get("n_units"),
+        no_interval=test.get("no_interval"),
     )
 
 
@@ -89,7 +91,7 @@ def write_pairs(grid_dir, spec, run, seed: int) -> None:
         write_json_atomic(path, pair.to_dict())
 
 
-PAIR_COLUMNS = ["grid", "task", "scenario", "fold", "repeat", "method", "unit", "diff", "p"]
+PAIR_COLUMNS = ["grid", "task", "scenario", "fold", "repeat", "method", "unit", "diff", "p", "no_interval"]
 
 
 def pair_table(results: GridResults, candidate: str = "radimagenet", reference: str = "imagenet"):
@@ -98,7 +100,9 @@ def pair_table(results: GridResults, candidate: str = "radimagenet", reference: 
     predictions (each read once, through ``results``). Pairs whose runs failed, or lack a partner, are left out.
 
     Returns:
-        A DataFrame with grid, task, scenario, fold, repeat, method, unit, auc_<candidate>, auc_<reference>, diff, p.
+        A DataFrame with grid, task, scenario, fold, repeat, method, unit, auc_<candidate>, auc_<reference>, diff, p,
+        no_interval (why a pair has no test under the minimum-units rule, ``stats.too_few``: its p is then NaN and
+        it counts as neither source's win; None where it has one).
     """
     import pandas as pd
 
@@ -128,7 +132,8 @@ def pair_table(results: GridResults, candidate: str = "radimagenet", reference: 
                 f"auc_{candidate}": pair.auc_candidate,
                 f"auc_{reference}": pair.auc_reference,
                 "diff": pair.diff,
-                "p": pair.p,
+                "p": np.nan if pair.p is None else pair.p,  # null in the file: no test (stats.too_few)
+                "no_interval": pair.no_interval,
             }
         )
     return pd.DataFrame(rows, columns=columns)

@@ -175,9 +175,11 @@ class PairRecord:
     auc_candidate: float
     auc_reference: float
     diff: float
-    p: float
+    p: float  # NaN (null in the file) under the minimum-units rule: no test
     ci: list | None = None
     repeat: int = 0
+    n_units: int | None = None  # the test images' resampling units (patients, or images): None in older files
+    no_interval: str | None = None  # why there is no interval and no P value (stats.too_few); None: there is
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:

@@ -3,7 +3,8 @@ model and no Keras, as keras ``metrics/`` and MONAI ``metrics/`` are leaves.
 
 - ``auc``: the AUC (rank form), its patient-level interval, DeLong's test and paired comparisons of two models.
 - ``bootstrap``: the stratified bootstrap of patients (BCa or percentile intervals of any statistic, of a fixed
-  decision's sensitivity and specificity) and the small-sample notes on what a sample can carry.
+  decision's sensitivity and specificity), the small-sample notes on what a sample can carry, and the one
+  minimum-units rule of every interval and test (``too_few``, ``MIN_UNITS``).
 - ``calibration``: Brier score, expected calibration error and its reliability bins, negative log-likelihood.
 - ``temperature``: softmax(log p / T), where a threshold goes under T, and fitting T.
 - ``thresholds``: Youden's J threshold.
@@ -15,12 +16,16 @@ offered before, and those of calibration, temperature scaling and thresholds.
 from .auc import auc_score, bootstrap_auc_ci, compare_aucs, delong_test, paired_bootstrap_test
 from .bootstrap import (
     BCA_MAX_UNITS,
+    MIN_UNITS,
     SMALL_SAMPLE_RARER,
     SMALL_SAMPLE_UNITS,
     bootstrap_operating_point_ci,
+    no_spread,
     resampling_units,
     small_sample_note,
     stratified_bootstrap_ci,
+    too_few,
+    units_by_stratum,
     units_per_class,
 )
 from .calibration import (
@@ -39,6 +44,7 @@ __all__ = [
     "BCA_MAX_UNITS",
     "BINS",
     "CalibrationBin",
+    "MIN_UNITS",
     "SMALL_SAMPLE_RARER",
     "SMALL_SAMPLE_UNITS",
     "TEMPERATURE_BOUNDS",
@@ -55,11 +61,14 @@ __all__ = [
     "fit_temperature",
     "log_probabilities",
     "negative_log_likelihood",
+    "no_spread",
     "paired_bootstrap_test",
     "resampling_units",
     "scale_threshold",
     "small_sample_note",
     "stratified_bootstrap_ci",
+    "too_few",
+    "units_by_stratum",
     "units_per_class",
     "youden_threshold",
 ]

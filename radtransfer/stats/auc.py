@@ -10,7 +10,15 @@ import math
 
 import numpy as np
 
-from .bootstrap import WEIGHT_CELLS, resampling_units, stratified_bootstrap_ci, unit_weights
+from .bootstrap import (
+    MIN_UNITS,
+    WEIGHT_CELLS,
+    resampling_units,
+    stratified_bootstrap_ci,
+    too_few,
+    unit_weights,
+    units_by_stratum,
+)
 
 
 def _average_ranks(x) -> np.ndarray:
@@ -113,7 +121,8 @@ def bootstrap_auc_ci(
 
     Returns:
         The interval as ``stratified_bootstrap_ci`` returns it: {"low", "high", "unit" ("patient" or "image"),
-        "n_units", "method" ("BCa" or "percentile"), "resamples", "level"}.
+        "n_units", "method" ("BCa" or "percentile"), "resamples", "level", "no_interval", "units_rested_on"}; none
+        (NaN, ``no_interval`` saying why) when a class has fewer than ``MIN_UNITS`` units (``bootstrap.too_few``).
     """
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -159,8 +168,11 @@ def delong_test(positives, scores_a, scores_b) -> dict:
 
     positives = np.asarray(positives, dtype=bool)
     m, n = int(positives.sum()), int((~positives).sum())
-    if m < 2 or n < 2:
-        raise ValueError("DeLong's test needs at least two positive and two negative cases.")
+    if m < MIN_UNITS or n < MIN_UNITS:
+        raise ValueError(
+            f"DeLong's test needs at least {MIN_UNITS} positive and {MIN_UNITS} negative cases (bootstrap.too_few); "
+            f"got {m} and {n}."
+        )
     scores = np.vstack([np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)])
     order = np.concatenate([np.flatnonzero(positives), np.flatnonzero(~positives)])
     scores = scores[:, order]
@@ -185,6 +197,8 @@ def delong_test(positives, scores_a, scores_b) -> dict:
         "z": float(z),
         "p": p,
         "unit": "image",
+        "n_units": m + n,
+        "no_interval": None,
     }
 
 
@@ -199,11 +213,22 @@ def paired_bootstrap_test(
     level: float = 0.95,
 ) -> dict:
     """Paired bootstrap of AUC(a) − AUC(b): both models scored on the same resampled patients (or images).
-    The P value is twice the smaller share of resampled differences on either side of zero."""
+    The P value is twice the smaller share of resampled differences on either side of zero.
+
+    Under the minimum-units rule (``bootstrap.too_few``: fewer than ``MIN_UNITS`` units in a class) there is no
+    interval and no P value (NaN; on 1 + 1 patients every resampled difference is the observed one, which gave
+    P = 0): ``no_interval`` says why, ``resamples`` is 0.
+
+    Returns:
+        {"method", "auc_a", "auc_b", "diff", "ci", "p", "unit", "n_units", "resamples", "no_interval"}.
+    """
     y_true = np.asarray(y_true)
     a = np.asarray(probabilities_a, dtype=np.float64)
     b = np.asarray(probabilities_b, dtype=np.float64)
     members, strata, unit, n_units = resampling_units(y_true, groups)
+    reason = too_few(min(units_by_stratum(y_true, groups).values()), unit, where="in the smallest class")
+    if reason:
+        n, strata = 0, []
     rng = np.random.default_rng(seed)
     draws = [np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata]) for _ in range(n)]
     if not draws:
@@ -230,6 +255,7 @@ def paired_bootstrap_test(
         "unit": unit,
         "n_units": int(n_units),
         "resamples": int(len(diffs)),
+        "no_interval": reason,
     }
 
 
@@ -252,13 +278,14 @@ def compare_aucs(
 
     DeLong's test for two classes when each patient contributes one image (or patients are unknown);
     a paired patient-level bootstrap when patients have several images (DeLong assumes independent
-    cases) or for more than two classes.
+    cases) or for more than two classes. Under the minimum-units rule (``bootstrap.too_few``) neither: no interval,
+    no P value, and ``no_interval`` says why (every result carries ``no_interval``: None when there is a test).
     """
     y_true = np.asarray(y_true)
     a = np.asarray(probabilities_a)
     clustered = groups is not None and len(set(map(str, groups))) < len(y_true)
     if a.shape[1] == 2 and not clustered:
         positives = y_true == positive_class
-        if 2 <= positives.sum() <= len(y_true) - 2:
+        if MIN_UNITS <= positives.sum() <= len(y_true) - MIN_UNITS:
             return delong_test(positives, a[:, positive_class], np.asarray(probabilities_b)[:, positive_class])
     return paired_bootstrap_test(y_true, a, probabilities_b, positive_class, groups if clustered else None, n, seed)

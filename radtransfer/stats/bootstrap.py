@@ -23,6 +23,9 @@ SMALL_SAMPLE_UNITS = 20
 # A share (sensitivity, specificity) whose rarer outcome holds fewer units' worth than this, units × min(share,
 # 1 − share), also under-covers, whatever the count: 82% with 20 patients at 0.95 (same sources).
 SMALL_SAMPLE_RARER = 5
+# The one minimum-units rule (``too_few``): fewer independent units than this on a side a statistic's variation is
+# estimated from, and it gets no interval, no P value and no verdict.
+MIN_UNITS = 3
 
 
 def resampling_units(y_true, groups):
@@ -75,6 +78,52 @@ def units_per_class(y_true, groups=None) -> dict:
     return {int(c): len(set(groups[y_true == c])) for c in np.unique(y_true)}
 
 
+def too_few(units, unit: str = "patient", which: str = "", where: str = "") -> str | None:
+    """The one minimum-units rule of every interval and test: with fewer than ``MIN_UNITS`` (3) independent units on
+    a side the statistic's variation is estimated from, the reason it has no interval, no P value and no verdict
+    ("no interval (2 positive patients: fewer than 3)"); else None.
+
+    The units: for a bootstrap of one test set, the resampling units (patients, or images without ids) of each class
+    the statistic rests on (every class for an AUC or a paired comparison of AUCs; the positive class for a
+    sensitivity, the negative one for a specificity); for a between-run statistic (the t interval on the folds, the
+    mixed model, TOST on the folds, tests over scenarios), the folds or scenarios.
+
+    Why 3. A class of one unit is the same in every stratified resample: its sampling error is absent, and a paired
+    bootstrap of two runs on 1 + 1 test patients has every resampled difference equal to the observed one (a
+    zero-width interval, P = 0). With two units a class has three distinct resamples, half of its draws repeat one
+    unit, and the stratified bootstrap's 95% interval of the AUC covered the true AUC 56% of the time with 2 patients
+    per class (44% of those intervals of zero width), 78% with 3, 85% with 4, 91% with 5 (binormal scores, true AUC
+    0.76, 300 test sets each; benchmarks/minimum_units.py). Between runs, two folds leave the fold-level SE one
+    degree of freedom (a t quantile of 12.7) and a zero SE, a zero-width interval, whenever the two folds' AUC
+    differences coincide, as they often do on small test sets. From 3 units on, the interval is given, with the
+    small-sample note under ``SMALL_SAMPLE_UNITS``.
+
+    Args:
+        units: the number of units (None: unknown, no refusal).
+        unit: "patient", "image", "fold", "scenario".
+        which: a word before the unit ("positive"); where: words after it ("in the smallest class").
+    """
+    if units is None or units >= MIN_UNITS:
+        return None
+    counted = " ".join(part for part in (which, unit if units == 1 else f"{unit}s", where) if part)
+    return f"no interval ({units} {counted}: fewer than {MIN_UNITS})"
+
+
+def no_spread(units: int, unit: str = "fold") -> str:
+    """The reason a between-run interval is not given when its units agree exactly (a zero SE: the interval would
+    have zero width), however many they are."""
+    return f"no interval (the {units} {unit}s agree exactly: no spread to estimate from)"
+
+
+def units_by_stratum(y_true, groups=None) -> dict:
+    """Per class, how many resampling units a stratified bootstrap draws from its stratum (patients by their
+    majority class, as ``resampling_units``; images without ``groups``); 0 for a class without units."""
+    y_true = np.asarray(y_true)
+    members, _, _, _ = resampling_units(y_true, groups)
+    majority = [int(np.bincount(y_true[m]).argmax()) for m in members]
+    return {int(c): majority.count(int(c)) for c in np.unique(y_true)}
+
+
 def small_sample_note(units, unit: str = "patient", which: str = "", where: str = "", share=None) -> str | None:
     """The note a 95% bootstrap interval carries where it covers less than 95% in simulation, else None: when the
     class it rests on has fewer than ``SMALL_SAMPLE_UNITS`` resampled units ("only 10 positive patients (under
@@ -119,7 +168,9 @@ def bootstrap_operating_point_ci(
         n, seed, level: resamples, their seed and the confidence level.
 
     Returns:
-        {"sensitivity": interval, "specificity": interval}, each as ``stratified_bootstrap_ci`` returns it.
+        {"sensitivity": interval, "specificity": interval}, each as ``stratified_bootstrap_ci`` returns it (none, with
+        ``no_interval`` saying why, under ``MIN_UNITS`` positive units for the sensitivity, negative for the
+        specificity).
     """
     y_true = np.asarray(y_true)
     truth = y_true == positive_class
@@ -138,18 +189,44 @@ def bootstrap_operating_point_ci(
         return shares
 
     sensitivity, specificity = share_of_weights(truth), share_of_weights(~truth)
+    negatives = [int(c) for c in np.unique(y_true) if c != positive_class]
     return {
         "sensitivity": stratified_bootstrap_ci(
-            y_true, lambda i: share(truth, i), groups, n, seed, level, of_weights=sensitivity
+            y_true,
+            lambda i: share(truth, i),
+            groups,
+            n,
+            seed,
+            level,
+            of_weights=sensitivity,
+            rests_on=[positive_class],
+            which="positive",
         ),
         "specificity": stratified_bootstrap_ci(
-            y_true, lambda i: 1.0 - share(~truth, i), groups, n, seed, level, of_weights=lambda w: 1.0 - specificity(w)
+            y_true,
+            lambda i: 1.0 - share(~truth, i),
+            groups,
+            n,
+            seed,
+            level,
+            of_weights=lambda w: 1.0 - specificity(w),
+            rests_on=negatives,
+            which="negative",
         ),
     }
 
 
 def stratified_bootstrap_ci(
-    y_true, statistic, groups=None, n: int = 1000, seed: int = 0, level: float = 0.95, *, of_weights=None
+    y_true,
+    statistic,
+    groups=None,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    *,
+    of_weights=None,
+    rests_on=None,
+    which: str = "",
 ) -> dict:
     """The interval of ``statistic(image indices)`` over a bootstrap of patients (or images without groups),
     stratified by each patient's majority class: BCa up to 2000 units, else (or when BCa fails because a resample
@@ -159,19 +236,29 @@ def stratified_bootstrap_ci(
     counts (``(resamples, images)`` weights to ``(resamples,)`` values, as ``unit_weights`` makes them): the same
     resamples and values (to the last bit, for the AUC and shares here), without a Python call per resample.
 
+    The minimum-units rule (``too_few``): when a class the statistic rests on (``rests_on``, a list of classes;
+    None: every class present) has fewer than ``MIN_UNITS`` units, there is no interval: NaN ends, no method, 0
+    resamples, and ``no_interval`` says why (``which`` is the word before the unit in it, e.g. "positive"; without
+    ``rests_on`` the smallest class is named).
+
     Returns:
-        {"low", "high", "unit" ("patient" or "image"), "n_units", "method" ("BCa" or "percentile"),
-        "resamples", "level"}.
+        {"low", "high", "unit" ("patient" or "image"), "n_units", "method" ("BCa" or "percentile"; None without an
+        interval), "resamples", "level", "no_interval" (None, or why there is none), "units_rested_on" (the units of
+        the smallest class it rests on)}.
     """
     from scipy import stats
 
     y_true = np.asarray(y_true)
     members, strata, unit, n_units = resampling_units(y_true, groups)
     single = unit == "image"
+    per_class = units_by_stratum(y_true, groups)
+    classes = list(per_class) if rests_on is None else [int(c) for c in rests_on]
+    smallest = min((per_class.get(c, 0) for c in classes), default=0)
+    reason = too_few(smallest, unit, which, "" if rests_on is not None else "in the smallest class")
     # A stratum of one unit is the same in every stratified resample: hold it fixed.
     fixed = np.concatenate([s for s in strata if len(s) < 2] or [np.zeros(0, dtype=np.int64)])
     strata = [s for s in strata if len(s) >= 2]
-    if not strata:
+    if reason or not strata:
         return {
             "low": math.nan,
             "high": math.nan,
@@ -180,6 +267,8 @@ def stratified_bootstrap_ci(
             "method": None,
             "resamples": 0,
             "level": level,
+            "no_interval": reason or too_few(0, unit, which),
+            "units_rested_on": int(smallest),
         }
 
     def resampled(*samples):
@@ -230,4 +319,6 @@ def stratified_bootstrap_ci(
         "method": method,
         "resamples": int(n),
         "level": level,
+        "no_interval": None,
+        "units_rested_on": int(smallest),
     }
