@@ -305,7 +305,8 @@ def test_external_site(kind, world, parts, trained_run, reference_external):
         _model(trained_run), parts[kind]["test"], site="site_b", bootstrap=200, **_evaluate_kwargs(kind, world)
     )
     assert got["development"]["auc"] == pytest.approx(expected["development"]["auc"], abs=1e-9)
-    np.testing.assert_allclose(got["development"]["auc_ci"], expected["development"]["auc_ci"], atol=1e-9)
+    if kind in WITH_PATIENTS or kind in DATASET_KINDS:  # patient ids: the same patient-level interval (or refusal)
+        np.testing.assert_allclose(got["development"]["auc_ci"], expected["development"]["auc_ci"], atol=1e-9)
 
 
 # -- predict ------------------------------------------------------------------------------------------------------

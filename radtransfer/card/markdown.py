@@ -74,8 +74,10 @@ def _ci(ci) -> str:
 
 def _noted_ci(point: dict, name: str) -> str:
     """An operating point's interval of ``name`` with its small-sample note, if it has one."""
-    note = point.get(f"{name}_ci_note")
-    return _ci(point[f"{name}_ci"]) + (f" ({note})" if note else "")
+    note, shown = point.get(f"{name}_ci_note"), _ci(point[f"{name}_ci"])
+    if shown == "none" and note:  # the minimum-units rule's reason says it: "no interval (2 positive patients: ...)"
+        return note
+    return shown + (f" ({note})" if note else "")
 
 
 def _not_recorded_line(what: str) -> list[str]:
