@@ -197,7 +197,10 @@ def _audit_parts(parts: dict, out: Path, args) -> None:
     for line in report.finding_lines(max_rows=10):
         print(f"  {line}", file=sys.stderr)
     if args.strict:
-        report.raise_if_errors(f"DATA '{args.data}'", listed=f"`radtransfer audit {args.data}` lists them all")
+        skipped = ("unreadable",) if args.on_bad == "skip" else ()  # left out by --on-bad skip, and listed
+        report.raise_if_errors(
+            f"DATA '{args.data}'", listed=f"`radtransfer audit {args.data}` lists them all", ignore=skipped
+        )
 
 
 def cmd_audit(args) -> int:
