@@ -89,13 +89,16 @@ def _manifest(cli_data, keep) -> pd.DataFrame:
     return frame[["path", "label", "patient_id"]]
 
 
-def test_evaluate_reads_data_lacking_a_class_in_the_models_class_order(cli_run, cli_data, tmp_path, capsys):
+def test_evaluate_refuses_data_lacking_a_class_pointing_at_data_that_works(cli_run, cli_data, tmp_path, capsys):
     data = tmp_path / "three.csv"
     _manifest(cli_data, ["glioma", "meningioma", "no_tumor"]).to_csv(data, index=False)
-    assert main(["evaluate", str(cli_run), str(data), "--bootstrap", "0"]) == 0
-    captured = capsys.readouterr()
-    assert "pituitary" in captured.err and "model's class order" in captured.err
-    assert json.loads(captured.out)["n"] == 18
+    assert main(["evaluate", str(cli_run), str(data)]) == 2
+    error = _error(capsys)
+    assert "['pituitary']" in error and "Evaluate on data with the training classes" not in error
+    split = cli_run / "split_test.csv"
+    assert str(split) in error
+    assert main(["evaluate", str(cli_run), str(split), "--bootstrap", "0"]) == 0  # the data it points at work
+    capsys.readouterr()
 
 
 def test_evaluate_refuses_an_unknown_class_pointing_at_data_that_works(cli_run, cli_data, tmp_path, capsys):
