@@ -120,6 +120,7 @@ def _sixteen_bit(seed=0, size=24):
     return rng.integers(1000, 40000, (size, size)).astype(np.uint16)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 30 item 10.4 (TIFF read, skipped files counted) is not done yet")
 def test_a_16_bit_grey_tiff_reads_as_the_same_16_bit_png_in_both_paths(tmp_path):
     from radtransfer.data.decode import ReadSettings
     from radtransfer.data.py_dataset.numpy_read import read_image_uint8
@@ -140,6 +141,7 @@ def test_a_16_bit_grey_tiff_reads_as_the_same_16_bit_png_in_both_paths(tmp_path)
         assert np.array_equal(tiff[..., 0], tiff[..., 2])
 
 
+@pytest.mark.xfail(strict=True, reason="issue 30 item 10.4 (TIFF read, skipped files counted) is not done yet")
 def test_a_folder_of_tiffs_trains_through_tf_data_as_its_pngs(tmp_path):
     import radtransfer as rt
     from radtransfer.data import from_directory
@@ -159,6 +161,7 @@ def test_a_folder_of_tiffs_trains_through_tf_data_as_its_pngs(tmp_path):
     np.testing.assert_array_equal(np.asarray(batches[0]), np.asarray(batches[1]))
 
 
+@pytest.mark.xfail(strict=True, reason="issue 30 item 10.4 (TIFF read, skipped files counted) is not done yet")
 def test_files_a_folder_does_not_read_are_counted_in_one_line(tmp_path):
     _pngs(tmp_path / "a", ["1.png", "2.png"])
     _pngs(tmp_path / "b", ["1.png"])
