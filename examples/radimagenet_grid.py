@@ -61,9 +61,10 @@ def main(argv=None) -> int:
     if args.shard:
         print("Shard done; run the report once every shard has finished: radtransfer report", args.out)
         return 0
-    written = report.write(args.out)
+    computed = report.tables(args.out)  # once: the summary's warnings (a frozen collapse) are said once
+    written = report.write(args.out, computed=computed)
     figures = plots.grid_figures(args.out)
-    print(report.to_markdown(report.summarize(args.out)))
+    print(report.to_markdown(computed["summary"]))
     print("\nwritten:\n  " + "\n  ".join(list(written.values()) + figures))
     return 0
 

@@ -229,7 +229,10 @@ def _audit_parts(parts: dict, out: Path, args) -> None:
     for line in report.finding_lines(max_rows=10):
         print(f"  {line}", file=sys.stderr)
     if args.strict:
-        report.raise_if_errors(f"DATA '{args.data}'", listed=f"`radtransfer audit {args.data}` lists them all")
+        skipped = ("unreadable",) if args.on_bad == "skip" else ()  # left out by --on-bad skip, and listed
+        report.raise_if_errors(
+            f"DATA '{args.data}'", listed=f"`radtransfer audit {args.data}` lists them all", ignore=skipped
+        )
 
 
 def cmd_audit(args) -> int:
@@ -335,10 +338,10 @@ def _read_local_data(args):
 
 def _check_data_classes(run_dir, parts: dict) -> None:
     """Refuses data whose classes differ from those the model was trained on (read from its file's metadata,
-    before the model is loaded)."""
+    before the model is loaded), pointing at data that works: the run's own test split."""
     from ..evaluation.metrics import class_mismatch
     from ..models.trained import read_trained_info
-    from ..training.run_folder import BEST_MODEL
+    from ..training.run_folder import BEST_MODEL, SPLIT_FILES
 
     path = Path(run_dir)
     trained = read_trained_info(path / BEST_MODEL if path.is_dir() else path).get("class_names")
@@ -346,7 +349,12 @@ def _check_data_classes(run_dir, parts: dict) -> None:
         mismatch = class_mismatch(trained, image_set.class_names)
         if mismatch:
             flag = "DATA" if name == "data" else "--recalibrate LOCAL_DATA"
-            raise UsageError(f"{flag}: {mismatch}")
+            split = _run_folder_of(run_dir) / SPLIT_FILES["test"]
+            mismatch = mismatch.split(" Leave out")[0].split(" Read the data")[0]  # the API's advice, not a flag's
+            raise UsageError(
+                f"{flag}: {mismatch} Give data labelled with exactly the model's classes (class folders or CSV "
+                f"labels {[str(c) for c in trained]}), such as the run's own test split '{split}'."
+            )
 
 
 def _run_folder_of(run_dir) -> Path:

@@ -122,11 +122,18 @@ def _check_arguments(args) -> None:
             raise UsageError(f"Image file or folder not found: '{image}'.")
     if args.command == "evaluate":
         check_site_options(args)
+    weights_dir = getattr(args, "weights_dir", None)
+    if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
+        raise UsageError(f"--weights-dir '{weights_dir}' is not a folder: pass the folder that holds the .h5 files.")
     if args.command == "train":
         get_backbone(args.backbone)
         args.train_config = train_config_of(args)  # every TrainConfig option checked here
         if args.weights not in ("radimagenet", "imagenet", "none") and not Path(args.weights).expanduser().is_file():
             raise UsageError(f"--weights {args.weights}: expected radimagenet, imagenet, none or an existing .h5 file.")
+        if args.weights == "radimagenet":  # found now, not after the audit and TensorFlow's start
+            from ..models.weights import resolve_weights
+
+            resolve_weights(args.backbone, "radimagenet", weights_dir, download=False)
     if args.command in ("grid", "curve"):
         from ..grid.arms import check_arms
         from ..models.presets import WEIGHT_SOURCES

@@ -33,10 +33,11 @@ source no better than two different patients' slices do; finding crops needs loc
 under a geometric model), which this module does not do.
 
 Findings (``Finding.kind``): ``duplicate``, ``near_duplicate``, ``label_conflict``, ``patient_leak``,
-``empty_image`` and ``unreadable`` (files only). Duplicates and near duplicates across parts, label conflicts and
-patient leaks are errors; the rest warnings. Near duplicates within one part and one class are not findings: a
-patient's neighbouring slices look alike, and a split by patient keeps them together. Findings name files by path
-and in-memory images by ``ImageSet.image_names``.
+``empty_image`` and ``unreadable`` (files only). Duplicates and near duplicates across parts, label conflicts,
+patient leaks and unreadable (or missing) files are errors; the rest warnings. An audit is a gate: one whose files
+cannot be read has audited nothing, so it must not pass (``radtransfer audit`` exits 1). Near duplicates within one
+part and one class are not findings: a patient's neighbouring slices look alike, and a split by patient keeps them
+together. Findings name files by path and in-memory images by ``ImageSet.image_names``.
 """
 
 from __future__ import annotations
@@ -370,13 +371,14 @@ class _Entries:
 
 
 def _unreadable(entries: _Entries, facts: ImageFacts) -> list:
-    """A warning per file that cannot be read, and a duplicate finding when it is listed more than once."""
+    """An error per file that cannot be read (or is missing), and a duplicate finding when it is listed more than
+    once."""
     findings = []
     for key, reason in facts.bad.items():
         where = entries.listed.get(key, [])
         if where:
             parts, classes = _unique(entries.part_of[where]), _unique(entries.class_of[where])
-            findings.append(Finding("unreadable", WARNING, (entries.names[where[0]],), parts, classes, reason))
+            findings.append(Finding("unreadable", ERROR, (entries.names[where[0]],), parts, classes, reason))
             if len(where) > 1:  # listed twice, whatever its pixels
                 findings += _duplicate_findings(where, entries.keys, entries.names, entries.part_of, entries.class_of)
     return findings

@@ -71,10 +71,11 @@ class AuditReport:
         write_json_atomic(path, self.to_json())
         return path
 
-    def raise_if_errors(self, where: str, written=None, listed: str | None = None) -> None:
+    def raise_if_errors(self, where: str, written=None, listed: str | None = None, ignore=()) -> None:
         """Raises DataAuditError when the audit found errors; ``where`` names the data, ``written`` its JSON (or
-        ``listed`` says where the findings are listed)."""
-        if self.errors:
+        ``listed`` says where the findings are listed); errors of the kinds in ``ignore`` do not count (train's
+        unreadable files under ``on_bad="skip"``, left out by the user's choice)."""
+        if any(f.kind not in ignore for f in self.errors):
             listed = listed or (f"listed in {written}" if written else "listed by report.table()")
             raise DataAuditError(
                 f"The data audit found {self.summary()} in {where} ({listed}): fix the data, or train without "

@@ -318,9 +318,10 @@ def from_csv(
         *(("extra_cols", c) for c in extra_cols),
     ):
         if column is not None and column not in frame.columns:
+            hint = _file_columns_hint(frame, base) if argument == "image_col" else None
             raise DataSourceError(
                 f"Column {column!r} ({argument}) not found in {where}; its columns are {list(frame.columns)}."
-                f"{did_you_mean(column, list(frame.columns))}"
+                f"{did_you_mean(column, list(frame.columns)) if hint is None else hint}"
             )
     if frame.empty:
         raise DataSourceError(f"{where} has no rows.")
@@ -354,6 +355,32 @@ def from_csv(
         patient_ids=patients,
         extras=extras,
     )
+
+
+def _file_columns_hint(frame, base: Path, sample: int = 20) -> str:
+    """For a missing image column: the columns whose values are files here (resolved against ``base`` as the
+    reader resolves them: most of their first ``sample`` non-empty cells exist), or, when none is, that no column
+    is. A column whose name is close but whose values are not files here (``source_path`` for ``path``) is never
+    suggested: it would send the user to a column that cannot be read."""
+    found = []
+    for column in frame.columns:
+        cells = [str(v).strip() for v in frame[column].head(sample * 5) if str(v).strip()][:sample]
+        exist = sum(_is_file_here(c, base) for c in cells)
+        if cells and exist * 2 > len(cells):
+            found.append(column)
+    if found:
+        return f" Its column(s) {found} hold paths of files here: pass image_col={found[0]!r}."
+    return (
+        f" None of its columns holds paths of files here (relative to '{base}', or absolute): pass the column of "
+        "image paths as image_col=, with paths relative to the CSV's folder or absolute."
+    )
+
+
+def _is_file_here(cell: str, base: Path) -> bool:
+    try:
+        return (Path(cell) if Path(cell).is_absolute() else base / cell).is_file()
+    except (OSError, ValueError):  # a cell too long for a file name, or with a NUL byte
+        return False
 
 
 def _read_manifest(path_or_dataframe, root):

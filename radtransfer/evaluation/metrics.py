@@ -336,10 +336,11 @@ def class_mismatch(trained, class_names) -> str | None:
         + (f" Classes only the data has: {only_data}." if only_data else "")
         + (" Same classes in another order." if not only_model and not only_data else "")
     )
-    return (
-        f"The model was trained on classes {trained} but the data has {class_names}."
-        f"{detail} Evaluate on data with the training classes (same folder names)."
-    )
+    if only_data:
+        fix = f" Leave out the images of {only_data}; read the rest with data.from_csv(..., class_names={trained})."
+    else:  # the model's classes, in another order or some without images: read in the model's order
+        fix = f" Read the data in the model's class order: data.from_csv(..., class_names={trained})."
+    return f"The model was trained on classes {trained} but the data has {class_names}.{detail}{fix}"
 
 
 def check_classes(model, class_names) -> None:

@@ -273,6 +273,8 @@ RECORD_COLUMNS = [
     "seconds",
     "faithful",
     "preprocessing",
+    "n_test",
+    "n_test_patients",
     "path",
 ]
 
@@ -331,6 +333,8 @@ def _record_row(record: RunRecord, path: Path, out_dir) -> dict:
         "seconds": seconds,
         "faithful": record.faithful,
         "preprocessing": parse_arm(record.source).label(record.faithful),
+        "n_test": record.n_test or metrics.get("n") or None,
+        "n_test_patients": metrics.get("n_patients"),
         "path": str(path.parent),
     }
 

@@ -377,7 +377,7 @@ def _not_found_message(spec: BackboneSpec, preset: WeightPreset, searched) -> st
         f"No {preset.source} weights found for {spec.display_name}. Looked for "
         f"{' or '.join(repr(n) for n in preset.files)} in: {'; '.join(searched)}. {where}, and put the file "
         f"in one of those folders, or pass weights_dir= or weights='/path/to/file.h5' "
-        f"(or set ${ENV_WEIGHTS_DIR})."
+        f"(or set ${ENV_WEIGHTS_DIR}); or pass weights=None to train from random initialisation."
     )
 
 

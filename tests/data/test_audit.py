@@ -123,7 +123,7 @@ def test_each_planted_finding_is_found_exactly(clean, tmp_path):
     conflict = found["label_conflict"][0]
     assert str(planted / "relabelled.bmp") in conflict.paths and len(conflict.classes) == 2
     assert found["patient_leak"][0].parts == ("test", "val") and leaked != rows["test"][0][2]
-    assert found["empty_image"][0].severity == "warning" and found["unreadable"][0].severity == "warning"
+    assert found["empty_image"][0].severity == "warning" and found["unreadable"][0].severity == "error"
     assert by_file  # every finding names its files
     # the JSON: exactly the keys and kind names
     written = json.loads(report.write_json(tmp_path / "audit.json").read_text())
