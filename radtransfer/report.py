@@ -510,6 +510,8 @@ def _fmt(value, digits=3):
 
 COUNT_COLUMNS = (
     "fold",
+    "repeat",
+    "runs",
     "min_folds",
     "run_pairs",
     "run_pairs_better",
@@ -526,7 +528,16 @@ def _is_count(column: str) -> bool:
     return column.startswith("n_") or column in COUNT_COLUMNS
 
 
+def learning_rate_text(value) -> str:
+    """A learning rate in its shortest form: 0.001, 0.0001, 3e-05 (never 0.000)."""
+    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
+        return "–"
+    return f"{float(value):.4g}"
+
+
 def _cell(value, column: str) -> str:
+    if column in ("learning_rate", "lr") and isinstance(value, (int, float, np.integer, np.floating)):
+        return learning_rate_text(value)
     whole = isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer()
     if whole and _is_count(column):
         return str(int(value))
