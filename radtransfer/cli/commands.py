@@ -415,11 +415,7 @@ def cmd_report(args) -> int:
     )
     table = computed["summary"]
     written_figures = plots.grid_figures(args.grid_dir) if not table.empty else []
-    print(report.to_markdown(table))
-    arms = computed["comparisons"]
-    if (arms["factor"] == "preprocessing").any():
-        print("\nfaithful and corrected preprocessing, paired:\n" + report.to_markdown(arms))
-    print("\nwritten:\n  " + "\n  ".join(list(written.values()) + written_figures))
+    print(report.terminal_summary(computed, written, written_figures))  # the wide tables: files only
     return 0
 
 

@@ -260,3 +260,27 @@ def test_tables_print_learning_rates_and_counts_as_what_they_are(grid):
     frame = pd.DataFrame({"learning_rate": [1e-4, 3e-5], "repeat": [1.0, np.nan], "seconds": [12.0, 3.25]})
     assert report.to_markdown(frame).splitlines()[2:] == ["| 0.0001 | 1 | 12.000 |", "| 3e-05 | – | 3.250 |"]
     assert "0.0001" in report._to_latex(frame) and "1.000" not in report._to_latex(frame)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
+def test_report_prints_a_summary_that_fits_80_columns(grid, tmp_path, monkeypatch, capsys):
+    """`radtransfer report` printed the 43-column summary (and the comparisons) as markdown to the terminal."""
+    from radtransfer.cli import main
+
+    monkeypatch.setattr(Figure, "savefig", _keeping_figures({}))  # the figures' files are not what is tested
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(grid), "--formats", "md"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    folder = str(grid / "report")
+    assert all(len(line) <= 80 for line in lines if folder not in line), [line for line in lines if len(line) > 80]
+    assert not any(line.startswith("| ") for line in lines)  # no markdown table
+    assert f"\n{folder}:\n" in out and "summary.md" in out and "heatmap.png" in out
+    header = Path(folder, "summary.md").read_text().splitlines()[0]
+    assert header.count(" | ") + 1 >= 38  # the wide table (38 columns; 45 with a TOST margin), in the file
+    records = _records(grid)
+    for source in SOURCES:
+        mean = records[records["source"] == source].groupby("scenario")["auc"].mean()
+        line = next(line for line in lines if line.strip().startswith(source))
+        assert f"{mean.mean():.3f} ± {mean.std(ddof=1):.3f}" in line, line
+        assert f"{len(records[records['source'] == source])}/{len(SCENARIOS) * FOLDS * REPEATS}" in line
