@@ -430,11 +430,13 @@ def cmd_card(args) -> int:
 
 
 def cmd_gradcam(args) -> int:
+    import warnings
+
     import numpy as np
 
     from .. import data
     from ..data.adapters import for_prediction
-    from ..evaluation.gradcam import gradcam, save_overlays, unique_names
+    from ..evaluation.gradcam import gradcam, performance_title, run_test_metrics, save_overlays, unique_names
     from ..evaluation.metrics import model_read_kwargs
     from ..models.trained import probabilities_of
     from ..utils.progress import progress
@@ -456,8 +458,11 @@ def cmd_gradcam(args) -> int:
         probabilities.append(probabilities_of(model, model.predict(batch, verbose=0)))  # its temperature, if any
     images, heatmaps, probabilities = (np.concatenate(parts) for parts in (images, heatmaps, probabilities))
     class_names = getattr(model, "radtransfer_class_names", None)
+    performance, warning = performance_title(run_test_metrics(args.run_dir))
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     titles = [
-        f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})"
+        f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})\n{performance}"
         for p, i in zip(probabilities, probabilities.argmax(1))
     ]
     written = save_overlays(images, heatmaps, args.out, names=unique_names(paths), titles=titles)
