@@ -400,8 +400,10 @@ def cmd_curve(args) -> int:
     from .. import protocol
 
     write_resolved(args.out, args)
+    from ..grid.curve import table_text
+
     table = protocol.learning_curve(args.image_set, args.out, args.grid_options, config=_protocol_config(args))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(table_text(table))
     print(f"learning curve in {args.out} (learning_curve.csv, .md, .png)")
     return 0
 
