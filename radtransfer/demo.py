@@ -54,6 +54,7 @@ def run_demo(out_dir="demo_output", quick: bool = False, weights_dir=None, log=p
         metrics["predictions"]["probabilities"],
         metrics["class_names"],
         figures / "roc_test",
+        patient_ids=metrics["predictions"].get("patient_ids"),
     )
     curves = plots.training_curves(run_dir, figures / "training_curves")
 

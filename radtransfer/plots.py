@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .grid.records import GridResults, read_predictions
-from .report import scenario_means
+from .report import _fmt, scenario_means
 from .training.run_folder import HISTORY, RESULT
 
 SOURCE_COLORS = {"radimagenet": "#c0392b", "imagenet": "#2471a3", "random": "#7f8c8d"}
@@ -49,6 +49,46 @@ def _color(source):
     return SOURCE_COLORS.get(source, "#555555")
 
 
+def _test_sets(group, read) -> dict:
+    """What a source's runs were tested on: ``runs`` (with predictions), ``predictions`` (their sum), ``images`` and
+    ``patients`` (distinct: the runs of one fold, its scenarios and repeats, share that fold's test images, so each
+    fold's images count once; ``patients`` None when a run kept no patient ids)."""
+    runs = predictions = images = 0
+    patients: set | None = set()
+    seen_folds = set()
+    for folder, fold in zip(group["path"], group["fold"] if "fold" in group else [0] * len(group)):
+        data = read(folder)
+        if data is None:
+            continue
+        runs += 1
+        predictions += len(data["y_true"])
+        if fold in seen_folds:
+            continue
+        seen_folds.add(fold)
+        images += len(data["y_true"])
+        ids = data.get("patient_ids")
+        patients = None if patients is None or ids is None else patients | {(fold, str(p)) for p in ids}
+    return {
+        "runs": runs,
+        "predictions": predictions,
+        "images": images,
+        "patients": None if patients is None else len({p for _, p in patients}),
+    }
+
+
+def _tested_on(counts: dict) -> str:
+    """ "24 test images, 12 patients" (or "patients unknown")."""
+    patients = "patients unknown" if counts["patients"] is None else f"{counts['patients']} patients"
+    return f"{counts['images']} test images, {patients}"
+
+
+def _mean_auc(records) -> float:
+    """A source's mean AUC as the report's summary computes it (``mean_auc``: the mean over its scenarios of each
+    scenario's mean over its valid runs)."""
+    means = scenario_means(records)["auc"]
+    return float(means.mean()) if len(means) else float("nan")
+
+
 def _records_and_reader(records):
     """(records table, a run folder's predictions reader) of ``load_records``'s table or a ``GridResults`` (whose
     reader reads each run's predictions once)."""
@@ -59,7 +99,10 @@ def _records_and_reader(records):
 
 def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     """Mean ROC curve per weight source over its runs (vertical averaging), with a 95% bootstrap band
-    over runs. Two-class tasks use the positive class; more classes, the macro one-vs-rest curve.
+    over runs. Two-class tasks use the positive class; more classes, the macro one-vs-rest curve. Each legend entry
+    gives the source's mean AUC as the report's summary computes and prints it (``mean_auc``, 3 decimals; not the
+    area under the averaged curve, which differs in the third decimal), its runs, and the distinct test images and
+    patients they were tested on.
 
     Args:
         records: the DataFrame of ``report.load_records`` (each run's folder holds its test predictions), or a
@@ -94,8 +137,11 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
         mean = curves.mean(axis=0)
         boots = np.array([curves[rng.integers(0, len(curves), len(curves))].mean(axis=0) for _ in range(n_boot)])
         low, high = np.percentile(boots, [2.5, 97.5], axis=0)
-        auc = float(np.trapezoid(mean, grid)) if hasattr(np, "trapezoid") else float(np.trapz(mean, grid))
-        ax.plot(grid, mean, color=_color(source), label=f"{source} (mean of {len(curves)} runs, AUC {auc:.3f})")
+        counts = _test_sets(group, read)
+        valid = int(np.isfinite(group["auc"].astype(float)).sum()) if "auc" in group else len(curves)
+        runs = f"{valid} runs" if valid == len(curves) else f"{valid} runs (curve: {len(curves)} with predictions)"
+        label = f"{source}: mean AUC {_fmt(_mean_auc(group))}, {runs}\n{_tested_on(counts)}"
+        ax.plot(grid, mean, color=_color(source), label=label)
         ax.fill_between(grid, low, high, color=_color(source), alpha=0.2)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     ax.set(
@@ -109,8 +155,9 @@ def roc_curves(records, path, n_boot: int = 200, seed: int = 0) -> list[str]:
     return _save(fig, path)
 
 
-def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
-    """ROC curves of one evaluation: the positive class for two classes, one-vs-rest per class for more."""
+def roc_from_predictions(y_true, probabilities, class_names, path, patient_ids=None) -> list[str]:
+    """ROC curves of one evaluation: the positive class for two classes, one-vs-rest per class for more; the
+    legend's title gives n (images, and patients when ``patient_ids`` are given)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
@@ -140,7 +187,8 @@ def roc_from_predictions(y_true, probabilities, class_names, path) -> list[str]:
         xlim=(0, 1),
         ylim=(0, 1.01),
     )
-    ax.legend(loc="lower right", fontsize=8)
+    patients = "" if patient_ids is None else f", {len(set(map(str, patient_ids)))} patients"
+    ax.legend(loc="lower right", fontsize=8, title=f"n = {len(y_true)} images{patients}", title_fontsize=8)
     return _save(fig, path)
 
 
@@ -151,7 +199,9 @@ def reliability_diagram(metrics_or_bins, path, title: str | None = None) -> list
     Args:
         metrics_or_bins: ``evaluate``'s metrics (its ``calibration_bins`` and ``ece``), a list of bins (dicts or
             ``CalibrationBin``), or a mapping of panel names to metrics, drawn side by side (e.g. an external
-            site's ``{"development": ..., "recalibrated": ...}``).
+            site's ``{"development": ..., "recalibrated": ...}``). Metrics pooled over runs may carry ``pooled``
+            (``_test_sets``'s counts): the panel then names the distinct images and the runs pooled, not the
+            predictions as images.
         path: output path without suffix (a PNG and a PDF are written).
         title: the figure's title (default "Reliability diagram").
 
@@ -161,7 +211,7 @@ def reliability_diagram(metrics_or_bins, path, title: str | None = None) -> list
     plt = _pyplot()
     panels = _reliability_panels(metrics_or_bins)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
-    for ax, (name, bins, ece) in zip(axes[0], panels):
+    for ax, (name, bins, ece, pooled) in zip(axes[0], panels):
         lower = np.array([b["lower"] for b in bins])
         width = np.array([b["upper"] for b in bins]) - lower
         counts = np.array([b["count"] for b in bins])
@@ -184,7 +234,11 @@ def reliability_diagram(metrics_or_bins, path, title: str | None = None) -> list
         for x, w, count in zip(lower[filled], width[filled], counts[filled]):
             ax.text(x + w / 2, 0.02, str(int(count)), ha="center", va="bottom", fontsize=6, rotation=90, color="white")
         ece_text = "" if ece is None else f"ECE {ece:.3f}"
-        heading = ", ".join(part for part in (name, ece_text, f"{int(counts.sum())} images") if part)
+        if pooled:
+            size = f"{int(counts.sum())} predictions:\n{_tested_on(pooled)}, {pooled['runs']} runs pooled"
+        else:
+            size = f"{int(counts.sum())} images"
+        heading = ", ".join(part for part in (name, ece_text, size) if part)
         ax.set(xlabel="Confidence (largest probability)", ylabel="Accuracy", xlim=(0, 1), ylim=(0, 1), title=heading)
         ax.legend(loc="upper left", fontsize=7)
     fig.suptitle(title or "Reliability diagram")
@@ -193,16 +247,21 @@ def reliability_diagram(metrics_or_bins, path, title: str | None = None) -> list
 
 
 def _reliability_panels(value) -> list:
-    """[(panel name, bins as dicts, ECE or None)] from metrics, a list of bins, or {name: metrics}."""
+    """[(panel name, bins as dicts, ECE or None, pooled counts or None)] from metrics, a list of bins, or
+    {name: metrics}."""
     import dataclasses
 
     def bins_of(bins):
         return [dataclasses.asdict(b) if dataclasses.is_dataclass(b) else dict(b) for b in bins]
 
     if isinstance(value, dict) and "calibration_bins" in value:
-        return [("", bins_of(value["calibration_bins"]), value.get("ece"))]
+        return [("", bins_of(value["calibration_bins"]), value.get("ece"), value.get("pooled"))]
     if isinstance(value, dict):
-        panels = [(str(k), bins_of(m["calibration_bins"]), m.get("ece")) for k, m in value.items() if m is not None]
+        panels = [
+            (str(k), bins_of(m["calibration_bins"]), m.get("ece"), m.get("pooled"))
+            for k, m in value.items()
+            if m is not None
+        ]
         if panels:
             return panels
     elif isinstance(value, (list, tuple)) and value:
@@ -213,25 +272,52 @@ def _reliability_panels(value) -> list:
             if total
             else None
         )
-        return [("", bins, ece)]
+        return [("", bins, ece, None)]
     raise ValueError(
         "reliability_diagram takes evaluate's metrics (with calibration_bins), a list of calibration bins, or "
         f"{{panel name: metrics}}. Received: {type(value).__name__}"
     )
 
 
+def _runs_per_scenario(records) -> tuple[object, str]:
+    """Each (source, scenario)'s valid runs: their mean AUC, SD (ddof 1; NaN for one run) and count, and what a
+    point is the mean of ("2 folds × 3 repeats", or "1 to 4 runs" where scenarios differ)."""
+    from .report import _valid
+
+    valid = _valid(records).assign(auc=lambda t: t["auc"].astype(float))
+    if "repeat" not in valid:
+        valid = valid.assign(repeat=0)
+    table = valid.groupby(["source", "scenario"])["auc"].agg(["mean", "std", "size"]).reset_index()
+    folds, repeats = valid["fold"].nunique(), valid["repeat"].nunique()
+    sizes = table["size"]
+    if len(sizes) and sizes.min() == sizes.max() == folds * repeats:
+        what = f"{folds} {'fold' if folds == 1 else 'folds'} × {repeats} {'repeat' if repeats == 1 else 'repeats'}"
+    else:
+        what = f"{sizes.min()} to {sizes.max()} runs" if len(sizes) else "no runs"
+    return table, what
+
+
 def auc_by_scenario(records, path) -> list[str]:
-    """AUC per scenario (folds averaged), RadImageNet and ImageNet side by side, pairs joined by a line."""
+    """Test AUC per scenario: each source's mean over the scenario's runs (its folds × repeats) with error bars of
+    ±1 SD over those runs (a spread, not a confidence interval), a scenario's sources joined by a grey line; beside
+    it, a box plot of the sources' scenario means. Every colour drawn is in a legend."""
+    from matplotlib.lines import Line2D
+
     plt = _pyplot()
-    means = scenario_means(records)
-    scenarios = sorted(means["scenario"].unique())
+    table, what = _runs_per_scenario(records)
+    scenarios = sorted(table["scenario"].unique())
     fig, (ax, box) = plt.subplots(
-        1, 2, figsize=(max(8, 0.45 * len(scenarios) + 5), 5), gridspec_kw={"width_ratios": [max(len(scenarios), 2), 4]}
+        1,
+        2,
+        figsize=(max(8, 0.45 * len(scenarios) + 5), 5.4),
+        gridspec_kw={"width_ratios": [max(len(scenarios), 2), 4]},
+        layout="constrained",
     )
     x = {s: i for i, s in enumerate(scenarios)}
-    sources = sorted(means["source"].unique())
+    sources = sorted(table["source"].unique())
     offsets = {s: (i - (len(sources) - 1) / 2) * 0.2 for i, s in enumerate(sources)}
-    pivot = means.pivot_table(index="scenario", columns="source", values="auc")
+    pivot = table.pivot_table(index="scenario", columns="source", values="mean")
+    joined = False
     for scenario, row in pivot.iterrows():
         present = [s for s in sources if np.isfinite(row.get(s, np.nan))]
         if len(present) > 1:
@@ -241,35 +327,62 @@ def auc_by_scenario(records, path) -> list[str]:
                 color="#999999",
                 linewidth=0.8,
                 zorder=1,
+                label="_" if joined else "one scenario's sources",
             )
+            joined = True
     for source in sources:
-        group = means[means["source"] == source]
-        ax.scatter(
+        group = table[table["source"] == source]
+        ax.errorbar(
             [x[s] + offsets[source] for s in group["scenario"]],
-            group["auc"],
+            group["mean"],
+            yerr=group["std"].fillna(0.0),
+            fmt="o",
+            markersize=4.5,
             color=_color(source),
-            label=source,
+            ecolor=_color(source),
+            elinewidth=1,
+            capsize=2,
+            label=f"{source}: mean ± SD over runs",
             zorder=2,
-            s=22,
         )
     ax.set_xticks(range(len(scenarios)))
     ax.set_xticklabels([s.replace("__", "\n") for s in scenarios], rotation=90, fontsize=6)
-    low, high, note = auc_axis(means["auc"])
-    ax.set(ylabel="Test AUC (mean over folds)", title=f"AUC per scenario{note}", ylim=(low, high + 0.01))
-    ax.legend(fontsize=8)
-    box.boxplot([means[means["source"] == s]["auc"].dropna() for s in sources], tick_labels=sources)
+    spread = np.concatenate([table["mean"] - table["std"].fillna(0), table["mean"] + table["std"].fillna(0)])
+    low, high, note = auc_axis(spread)
+    top = max(high + 0.01, float(np.nanmax(spread)) + 0.01) if len(spread) else high + 0.01
+    ax.set(
+        ylabel=f"Test AUC: mean ± SD over {what}",
+        title=f"AUC per scenario ({what} each){note}",
+        ylim=(low, top),
+    )
+    ax.legend(fontsize=7)
+    means = scenario_means(records)
+    box.boxplot(
+        [means[means["source"] == s]["auc"].dropna() for s in sources],
+        tick_labels=sources,
+        patch_artist=True,
+        boxprops={"facecolor": "none", "edgecolor": "black"},
+        medianprops={"color": "black"},
+        flierprops={"markeredgecolor": "black"},
+    )
     box.tick_params(axis="x", labelrotation=30)
-    box.set(ylabel="Test AUC", title="Over scenarios", ylim=(low, high + 0.01))
-    fig.tight_layout()
+    box.set(ylabel="Test AUC (scenario means)", title="Over scenarios", ylim=(low, top))
+    box.legend(
+        handles=[Line2D([], [], color="black", label="median; box: quartiles;\nwhiskers: 1.5 IQR")],
+        fontsize=7,
+        loc="lower right",
+    )
     return _save(fig, path)
 
 
 def heatmap(records, path) -> list[str]:
-    """Mean AUC per backbone × strategy, one panel per weight source."""
+    """Mean AUC per backbone × strategy (each cell the mean over the scenario's runs), one panel per weight
+    source; the panels laid out so that no title runs into another (constrained layout; the axis note is the
+    figure's title, not each panel's)."""
     plt = _pyplot()
     means = scenario_means(records)
     sources = sorted(means["source"].unique())
-    fig, axes = plt.subplots(1, len(sources), figsize=(4.8 * len(sources), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.8 * len(sources), 4.0), squeeze=False, layout="constrained")
     low, high, note = auc_axis(means["auc"])
     for ax, source in zip(axes[0], sources):
         table = means[means["source"] == source].pivot_table(index="backbone", columns="strategy", values="auc")
@@ -286,9 +399,9 @@ def heatmap(records, path) -> list[str]:
                     ax.text(
                         j, i, f"{value:.3f}", ha="center", va="center", fontsize=8, color="black" if bright else "white"
                     )
-        ax.set_title(f"{source}: mean AUC{note}")
+        ax.set_title(source)
         fig.colorbar(image, ax=ax, label="AUC")
-    fig.tight_layout()
+    fig.suptitle(f"Mean test AUC over each scenario's runs{note}")
     return _save(fig, path)
 
 
@@ -307,13 +420,13 @@ def training_curves(run_dir, path=None) -> list[str]:
         if f"val_{metric}" in history:
             ax.plot(epochs, history[f"val_{metric}"], marker="o", label=f"validation {metric}")
         ax.set(xlabel="Epoch", ylabel=label, title=f"{label} per epoch")
-        ax.legend()
     result = run_dir / RESULT
-    if result.exists():
-        best = json.loads(result.read_text()).get("best_epoch")
-        if best is not None and best >= 1:
-            for ax in axes:
-                ax.axvline(best, color="grey", linestyle=":", label="best epoch")
+    best = json.loads(result.read_text()).get("best_epoch") if result.exists() else None
+    for ax in axes:
+        if best is not None and best >= 1:  # before the legend, so that the legend names it
+            ax.axvline(best, color="grey", linestyle=":", label=f"best epoch ({best})")
+        if ax.lines:
+            ax.legend()
     fig.suptitle(run_dir.name)
     fig.tight_layout()
     return _save(fig, path or run_dir / "training_curves")
@@ -364,11 +477,13 @@ def reliability_by_source(records, path) -> list[str]:
                 probabilities.append(data["probabilities"])
         if labels:
             ece, bins = expected_calibration_error(np.concatenate(labels), np.concatenate(probabilities))
-            panels[f"{source} ({len(labels)} runs)"] = {"ece": ece, "calibration_bins": bins}
+            panels[source] = {"ece": ece, "calibration_bins": bins, "pooled": _test_sets(group, read)}
     if not panels:
         return []
     return reliability_diagram(
-        panels, path, title="Reliability by weight source (test predictions of its runs, pooled)"
+        panels,
+        path,
+        title="Reliability by weight source (test predictions of its runs, pooled; bar labels: predictions per bin)",
     )
 
 

@@ -519,6 +519,8 @@ def _fmt(value, digits=3):
 
 COUNT_COLUMNS = (
     "fold",
+    "repeat",
+    "runs",
     "min_folds",
     "run_pairs",
     "run_pairs_better",
@@ -536,7 +538,16 @@ def _is_count(column: str) -> bool:
     return column.startswith("n_") or column in COUNT_COLUMNS
 
 
+def learning_rate_text(value) -> str:
+    """A learning rate in its shortest form: 0.001, 0.0001, 3e-05 (never 0.000)."""
+    if value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value)):
+        return "–"
+    return f"{float(value):.4g}"
+
+
 def _cell(value, column: str) -> str:
+    if column in ("learning_rate", "lr") and isinstance(value, (int, float, np.integer, np.floating)):
+        return learning_rate_text(value)
     whole = isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer()
     if whole and _is_count(column):
         return str(int(value))
@@ -550,6 +561,52 @@ def to_markdown(frame) -> str:
     rows = frame.itertuples(index=False)
     lines = ["| " + " | ".join(_cell(v, c) for v, c in zip(row, frame.columns)) + " |" for row in rows]
     return "\n".join([header, rule, *lines])
+
+
+def terminal_summary(computed: dict, written: dict, figures=(), width: int = 80) -> str:
+    """What ``radtransfer report`` prints: per grid and source, its runs, mean AUC ± SD over scenarios and the paired
+    difference from the reference with its interval, in lines of at most ``width`` characters; then the folder the
+    wide tables (the summary's 40-odd columns) and the figures were written to, and their file names.
+
+    Args:
+        computed: ``tables``'s tables (its "summary" is read).
+        written: ``write``'s {name: path}.
+        figures: the figure files written.
+        width: the terminal's columns.
+    """
+    import os
+    import textwrap
+
+    summary = computed["summary"]
+    reference = next((c[len("diff_vs_") :] for c in summary.columns if c.startswith("diff_vs_")), "reference")
+    lines = []
+    for grid, rows in summary.groupby("grid", sort=False):
+        task = rows["task"].iloc[0]
+        lines.append(f"{task}:" if grid in (".", task) else f"{task} (grid {grid}):")
+        lines.append(f"  {'source':<14} {'runs':>7}  {'mean AUC ± SD':<15}  paired diff vs {reference}"[:width])
+        for row in rows.itertuples(index=False):
+            runs = f"{_cell(row.n_runs, 'n_runs')}/{_cell(row.n_expected, 'n_expected')}"
+            auc = f"{_fmt(row.mean_auc)} ± {_fmt(row.sd_auc)}"
+            diff = ""
+            if np.isfinite(float(getattr(row, "paired_diff", np.nan))):
+                low, high = float(row.paired_low), float(row.paired_high)
+                none = getattr(row, "paired_no_interval", None)
+                if isinstance(none, str) and none:
+                    interval = none
+                elif np.isfinite(low) and np.isfinite(high):
+                    interval = f"95% interval {low:.3f} to {high:.3f}"
+                else:
+                    interval = "no interval"
+                diff = f"{row.paired_diff:+.3f} ({interval})"
+            lines.append(f"  {str(row.source)[:14]:<14} {runs:>7}  {auc:<15}  {diff}".rstrip()[:width])
+    paths = [*written.values(), *figures]
+    if paths:
+        folder = os.path.commonpath([str(Path(p).parent) for p in paths])
+        columns = len(summary.columns)
+        lines += [f"\nThe full tables (summary: {columns} columns) and the figures, in", f"{folder}:"]
+        names = ", ".join(str(Path(p).relative_to(folder)) for p in paths)
+        lines += textwrap.wrap(names, width=width, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def tables(out_dir, equivalence_margin=None) -> dict:

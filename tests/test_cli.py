@@ -100,6 +100,29 @@ def test_gradcam(trained, data_dir, tmp_path, capsys):
     assert len(written) == 1 and written[0].stat().st_size > 5000
 
 
+def test_gradcam_title_gives_the_models_test_performance(trained, data_dir, tmp_path, capsys, monkeypatch):
+    """A model at chance was drawn as a confident lesion map, with no word of its test performance."""
+    import shutil
+
+    from matplotlib.figure import Figure
+
+    titles = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: titles.append(fig.axes[1].get_title()))
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    metrics.update(auc=0.45, auc_ci=[None, None], n_patients=4)
+    (run / "test_metrics.json").write_text(json.dumps(metrics))
+    image = next((data_dir / "images" / "glioma").glob("*.png"))
+    assert main(["gradcam", str(run), str(image), "--out", str(tmp_path / "cams")]) == 0
+    assert "test AUC 0.450 (no interval (4 test patients))" in titles[-1] and "CHANCE" in titles[-1], titles[-1]
+    assert "at or below chance" in capsys.readouterr().err
+    (run / "test_metrics.json").unlink()
+    assert main(["gradcam", str(run / "best.keras"), str(image), "--out", str(tmp_path / "cams")]) == 0
+    assert "test performance unknown" in titles[-1]
+    assert "performance is unknown" in capsys.readouterr().err
+
+
 def test_grid_and_report(data_dir, tmp_path, keras2_files, capsys):
     weights = tmp_path / "weights"
     keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
@@ -136,7 +159,7 @@ def test_grid_and_report(data_dir, tmp_path, keras2_files, capsys):
     assert config["identity"]["data"]["train"]["batch_size"] == 8
     assert main(["report", str(grid), "--equivalence-margin", "0.05"]) == 0  # one source: nothing to pair
     out = capsys.readouterr().out
-    assert "| task |" in out
+    assert "mean AUC ± SD" in out and "| task |" not in out  # a short summary; the wide tables in files
     for name in ("summary.md", "summary.csv", "summary.tex", "roc_curves.png", "heatmap.png", "auc_by_scenario.pdf"):
         assert (grid / "report" / name).exists(), name
 

@@ -440,8 +440,10 @@ def cmd_curve(args) -> int:
     from .. import protocol
 
     write_resolved(args.out, args)
+    from ..grid.curve import table_text
+
     table = protocol.learning_curve(args.image_set, args.out, args.grid_options, config=_protocol_config(args))
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(table_text(table))
     print(f"learning curve in {args.out} (learning_curve.csv, .md, .png)")
     return 0
 
@@ -455,11 +457,7 @@ def cmd_report(args) -> int:
     )
     table = computed["summary"]
     written_figures = plots.grid_figures(args.grid_dir) if not table.empty else []
-    print(report.to_markdown(table))
-    arms = computed["comparisons"]
-    if (arms["factor"] == "preprocessing").any():
-        print("\nfaithful and corrected preprocessing, paired:\n" + report.to_markdown(arms))
-    print("\nwritten:\n  " + "\n  ".join(list(written.values()) + written_figures))
+    print(report.terminal_summary(computed, written, written_figures))  # the wide tables: files only
     return 0
 
 
@@ -474,11 +472,13 @@ def cmd_card(args) -> int:
 
 
 def cmd_gradcam(args) -> int:
+    import warnings
+
     import numpy as np
 
     from .. import data
     from ..data.adapters import for_prediction
-    from ..evaluation.gradcam import gradcam, save_overlays, unique_names
+    from ..evaluation.gradcam import gradcam, performance_title, run_test_metrics, save_overlays, unique_names
     from ..evaluation.metrics import model_read_kwargs
     from ..models.trained import probabilities_of
     from ..utils.progress import progress
@@ -500,8 +500,11 @@ def cmd_gradcam(args) -> int:
         probabilities.append(probabilities_of(model, model.predict(batch, verbose=0)))  # its temperature, if any
     images, heatmaps, probabilities = (np.concatenate(parts) for parts in (images, heatmaps, probabilities))
     class_names = getattr(model, "radtransfer_class_names", None)
+    performance, warning = performance_title(run_test_metrics(args.run_dir))
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     titles = [
-        f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})"
+        f"Grad-CAM: {class_names[i] if class_names else i} ({p[i]:.2f})\n{performance}"
         for p, i in zip(probabilities, probabilities.argmax(1))
     ]
     written = save_overlays(images, heatmaps, args.out, names=unique_names(paths), titles=titles)

@@ -146,6 +146,61 @@ def unique_names(paths) -> list[str]:
     return names
 
 
+def run_test_metrics(run) -> dict | None:
+    """The test metrics of the model at ``run`` (a run folder, or its ``best.keras``): the folder's
+    test_metrics.json (``radtransfer train``), else its record.json's metrics (a grid run); None when it has none."""
+    import json
+
+    from ..training.run_folder import BEST_MODEL, TEST_METRICS
+
+    path = Path(run)
+    folder = path if path.is_dir() else path.parent if path.name == BEST_MODEL else None
+    if folder is None:
+        return None
+    for name, key in ((TEST_METRICS, None), ("record.json", "metrics")):
+        file = folder / name
+        if file.is_file():
+            values = json.loads(file.read_text())
+            values = values.get(key) if key else values
+            if isinstance(values, dict) and values.get("auc") is not None:
+                return values
+    return None
+
+
+def performance_title(metrics: dict | None) -> tuple[str, str | None]:
+    """What a Grad-CAM's title says of its model: its test AUC with the 95% interval (or "no interval", and why), and
+    a warning when the AUC is at or below chance (0.5) or its interval reaches chance: a map of such a model shows
+    where it looked, not a finding. Returns (the title line, the warning or None).
+
+    Args:
+        metrics: the run's test metrics (``run_test_metrics``), or None: "test performance unknown".
+    """
+    import math
+
+    auc = None if not metrics else metrics.get("auc")
+    if auc is None or not math.isfinite(float(auc)):
+        return "model's test performance unknown: no test metrics beside it", (
+            "the model's test performance is unknown (no test_metrics.json or record.json beside it): "
+            "a Grad-CAM map shows where a model looked, not whether it can tell the classes apart"
+        )
+    auc = float(auc)
+    low, high = (math.nan if v is None else float(v) for v in (metrics.get("auc_ci") or (None, None)))
+    if math.isfinite(low) and math.isfinite(high):
+        interval = f"95% CI {low:.3f}–{high:.3f}"
+    else:
+        count = metrics.get("n_patients") or metrics.get("n")
+        unit = "patients" if metrics.get("n_patients") else "images"
+        interval = f"no interval ({count} test {unit})" if count else "no interval"
+    line = f"model test AUC {auc:.3f} ({interval})"
+    if auc <= 0.5:
+        warning = f"the model's test AUC {auc:.3f} is at or below chance: this map shows no learned finding"
+        return f"{line}\nAT OR BELOW CHANCE: not a lesion map", warning
+    if math.isfinite(low) and low <= 0.5:
+        warning = f"the model's test AUC interval ({interval}) reaches chance: read this map as unconfirmed"
+        return f"{line}\ninterval reaches chance: not a confirmed lesion map", warning
+    return line, None
+
+
 def save_overlays(images, heatmaps, out_dir, names=None, alpha: float = 0.45, titles=None) -> list[str]:
     """Writes one PNG per image: the image, and the heatmap over it (jet colour map, with a colour bar; a map
     that is zero everywhere is said to be empty instead)."""

@@ -13,7 +13,7 @@ from ..models.trained import probabilities_of, temperature_of
 from ..stats.temperature import scale_threshold
 from ..training.run_folder import load_trained
 from ..utils.progress import progress
-from .gradcam import gradcam, save_overlays, unique_names
+from .gradcam import gradcam, performance_title, run_test_metrics, save_overlays, unique_names
 
 
 def predict(
@@ -78,6 +78,10 @@ def predict(
     read_rows = np.array([name not in reasons for name in names], dtype=bool)
     kept = [name for name, ok in zip(names, read_rows) if ok]
     overlay_names = unique_names(kept) if gradcam_dir is not None else None
+    performance = None
+    if gradcam_dir is not None:  # each overlay's title gives the model's test performance, or says it is unknown
+        run = model_or_run_dir if isinstance(model_or_run_dir, (str, Path)) else None
+        performance = performance_title(None if run is None else run_test_metrics(run))[0]
     num_classes = int(model.output_shape[-1])
     class_names = list(getattr(model, "radtransfer_class_names", None) or [str(i) for i in range(num_classes)])
     threshold = getattr(model, "radtransfer_threshold", None) if num_classes == 2 else None
@@ -111,6 +115,7 @@ def predict(
                     layer,
                     gradcam_dir,
                     overlay_names[done : done + len(batch)],
+                    performance,
                 )
             raw_batches.append(batch)
     raw = np.concatenate(raw_batches)
@@ -146,7 +151,7 @@ def predict(
     return frame
 
 
-def _overlays(model, images, probabilities, predicted, class_names, layer, out_dir, names):
+def _overlays(model, images, probabilities, predicted, class_names, layer, out_dir, names, performance):
     maps = gradcam(model, images, layer=layer, class_index=[int(c) for c in predicted])
-    titles = [f"{class_names[c]} ({p[c]:.2f})" for p, c in zip(probabilities, predicted)]
+    titles = [f"{class_names[c]} ({p[c]:.2f})\n{performance}" for p, c in zip(probabilities, predicted)]
     return save_overlays(images, maps, out_dir, names=names, titles=titles)

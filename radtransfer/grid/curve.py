@@ -116,6 +116,18 @@ def curve_table(out_dir):
     return table.sort_values(["source", "strategy", "fraction"], kind="stable").reset_index(drop=True)
 
 
+def table_text(table) -> str:
+    """The learning-curve table as ``radtransfer curve`` prints it: AUCs to 3 decimals, fractions and the mean
+    training images and patients in their shortest form (12, 12.5; never 12.000), runs as integers."""
+    shown = table.copy()
+    for column in ("fraction", "n_train_images", "n_train_patients"):
+        shown[column] = [f"{float(v):g}" for v in shown[column]]
+    shown["runs"] = [str(int(v)) for v in shown["runs"]]
+    for column in ("auc", "auc_low", "auc_high"):
+        shown[column] = ["–" if not np.isfinite(float(v)) else f"{float(v):.3f}" for v in shown[column]]
+    return shown.to_string(index=False)
+
+
 def write_table(table, out_dir) -> list[str]:
     """Writes the table as ``learning_curve.csv`` and ``learning_curve.md``; returns their paths."""
     out = Path(out_dir)

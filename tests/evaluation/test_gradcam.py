@@ -157,3 +157,14 @@ def test_overlay_names_never_collide():
     assert unique_names(["/d/a/x/img.png", "/d/b/x/img.png"]) == ["a__x__img", "b__x__img"]
     names = unique_names(["/d/img.png", "/d/img.jpg", "/d/img.png", "/d/other.png"])
     assert len(set(names)) == 4 and names[3] == "other"
+
+
+def test_performance_title_names_the_interval_and_chance():
+    """The Grad-CAM title's line on its model (the command's path: tests/test_cli.py)."""
+    good = {"auc": 0.91, "auc_ci": [0.84, 0.97]}
+    assert gc.performance_title(good) == ("model test AUC 0.910 (95% CI 0.840–0.970)", None)
+    line, warning = gc.performance_title({"auc": 0.62, "auc_ci": [0.41, 0.80]})
+    assert "reaches chance" in line and "reaches chance" in warning
+    line, warning = gc.performance_title({"auc": 0.5, "auc_ci": [None, None], "n": 6})
+    assert line.startswith("model test AUC 0.500 (no interval (6 test images))") and "CHANCE" in line
+    assert "unknown" in gc.performance_title(None)[0]

@@ -235,3 +235,29 @@ def test_curve_table_pools_folds_and_repeats_per_source_and_share(tmp_path):
         assert row["runs"] == 4 and row["auc"] == pytest.approx(np.mean(values))
         assert (row["auc_low"], row["auc_high"]) == pytest.approx((low, high))
         assert row["n_train_patients"] == (5 if fraction == 0.5 else 10)
+
+
+def test_curve_table_text_prints_counts_as_counts():
+    """`radtransfer curve` printed the table with one float format: 12 training images as 12.000, a share as 0.500."""
+    import pandas as pd
+
+    from radtransfer.grid.curve import table_text
+
+    table = pd.DataFrame(
+        {
+            "source": ["radimagenet", "random"],
+            "backbone": ["test_tiny"] * 2,
+            "strategy": ["unfreeze_all"] * 2,
+            "fraction": [0.5, 1.0],
+            "n_train_images": [12.0, 24.5],
+            "n_train_patients": [6.0, 12.0],
+            "runs": [3, 3],
+            "auc": [0.8125, 0.5],
+            "auc_low": [0.7, np.nan],
+            "auc_high": [0.9, np.nan],
+            "interval": ["t over folds", "t over folds"],
+        }
+    )
+    rows = [line.split() for line in table_text(table).splitlines()[1:]]
+    assert rows[0][3:10] == ["0.5", "12", "6", "3", "0.812", "0.700", "0.900"]
+    assert rows[1][3:10] == ["1", "24.5", "12", "3", "0.500", "–", "–"]
