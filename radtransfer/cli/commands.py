@@ -430,11 +430,20 @@ def cmd_grid(args) -> int:
 
 def cmd_curve(args) -> int:
     from .. import protocol
+    from ..grid import curve as grid_curve
 
     write_resolved(args.out, args)
     table = protocol.learning_curve(args.image_set, args.out, args.grid_options, config=_protocol_config(args))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"learning curve in {args.out} (learning_curve.csv, .md, .png)")
+    effects = Path(args.out) / f"{grid_curve.EFFECTS}.csv"
+    if effects.exists():
+        import pandas as pd
+
+        paired = pd.read_csv(effects)
+        if len(paired):
+            print("\nfine-tuning − training from scratch, paired test AUC difference:")
+            print(grid_curve.effects_summary(paired))
+    print(f"learning curve in {args.out} (learning_curve.csv, .md, .png; learning_curve_effects.csv, .md)")
     return 0
 
 
