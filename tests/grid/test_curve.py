@@ -304,3 +304,31 @@ def test_curve_effects_pair_fine_tuning_with_training_from_scratch_per_share(tmp
     assert f"{whole['diff']:+.3f} ({low:+.3f} to {high:+.3f}), t over folds" in shown
     assert f"{half['diff']:+.3f}, no interval (2 folds: fewer than 3)" in shown
     assert len(pd.read_csv(tmp_path / f"{EFFECTS}.csv")) == 2 and (tmp_path / f"{EFFECTS}.md").exists()
+
+
+def test_curve_plot_does_not_clip_intervals(tmp_path, monkeypatch):
+    """A t interval over 3 folds easily passes 1 or falls below 0.5 while the mean AUC does not; the axis used to be
+    0.5–1.01 from the means alone, cutting the bands. Now its limits hold every band drawn."""
+    import pandas as pd
+
+    from radtransfer import plots
+
+    table = pd.DataFrame(
+        {
+            "source": ["radimagenet", "radimagenet", "random", "random"],
+            "strategy": ["unfreeze_all"] * 4,
+            "n_train_images": [10, 20, 10, 20],
+            "auc": [0.80, 0.95, 0.60, 0.70],
+            "auc_low": [0.55, 0.82, 0.31, 0.52],
+            "auc_high": [1.07, 1.12, 0.88, 0.90],
+        }
+    )
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or [])
+    plots.learning_curve(table, tmp_path / "curve")
+    ax = figures[0].axes[0]
+    bottom, top = ax.get_ylim()
+    drawn = np.concatenate([c.get_paths()[0].vertices[:, 1] for c in ax.collections])
+    assert bottom <= drawn.min() and drawn.max() <= top
+    assert bottom <= table["auc_low"].min() and table["auc_high"].max() <= top  # the table's own extents
+    assert "below chance" in ax.get_title()
