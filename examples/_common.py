@@ -22,6 +22,28 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def apply_quick(parser, args, argv, **values) -> None:
+    """--quick's sizes, each set only where its flag was not given, and one line saying what --quick changed and
+    what it kept (so it never swaps a backbone or a size behind the user's back)."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    flags = {a.dest: a.option_strings for a in parser._actions}
+    changed, kept = [], []
+    for name, value in values.items():
+        given = any(t == o or t.startswith(o + "=") for t in tokens for o in flags[name])
+        flag = flags[name][0]
+        if given:
+            kept.append(f"{flag} {_shown(getattr(args, name))}")
+        else:
+            setattr(args, name, value)
+            changed.append(f"{flag} {_shown(value)}")
+    line = "--quick: " + (", ".join(changed) if changed else "nothing changed")
+    print(line + (f" (given, kept: {', '.join(kept)})" if kept else ""))
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def load_images(args, quick_patients=12, patients=48):
     """The user's data, or the synthetic brain-MRI set written next to the outputs."""
     if args.data:

@@ -20,7 +20,7 @@ import radtransfer as rt  # noqa: E402
 from radtransfer.evaluation.metrics import describe_interval  # noqa: E402
 from radtransfer.utils.io import write_json_atomic  # noqa: E402
 
-from _common import base_parser, load_images, one_line_errors, pretrained  # noqa: E402
+from _common import apply_quick, base_parser, load_images, one_line_errors, pretrained  # noqa: E402
 
 
 @one_line_errors
@@ -32,8 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args(argv)
     args.out = args.out or "runs/brain_mri_densenet121"
-    if args.quick:
-        args.epochs, args.image_size, args.batch_size = 1, 32, 8
+    if args.quick:  # sizes given are kept; one line says what --quick changed
+        apply_quick(parser, args, argv, epochs=1, image_size=32, batch_size=8)
     out = Path(args.out)
 
     images = load_images(args)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
 
-from _common import base_parser, load_images, one_line_errors, pretrained  # noqa: E402
+from _common import apply_quick, base_parser, load_images, one_line_errors, pretrained  # noqa: E402
 
 
 def learning_curve(args, images, out):
@@ -105,9 +105,9 @@ def main(argv=None) -> int:
     parser.add_argument("--layerwise", action="store_true", help="run layerwise_search instead")
     args = parser.parse_args(argv)
     args.out = args.out or "runs/full_training_vs_fine_tuning"
-    if args.quick:
-        args.backbone, args.epochs, args.image_size, args.batch_size = "resnet50", 1, 32, 8
-        args.fractions = [0.5, 1.0]
+    if args.quick:  # a backbone or size given is kept, and the line printed says what --quick changed
+        sizes = {"epochs": 1, "image_size": 32, "batch_size": 8, "fractions": [0.5, 1.0]}
+        apply_quick(parser, args, argv, backbone="resnet50", **sizes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = load_images(args, quick_patients=20)  # 20: about 3 training patients per class, so half is fewer

@@ -43,6 +43,10 @@ def main(argv=None) -> int:
         config = config.replace(image_size=32, batch_size=8, epochs=1, run_eagerly=True, bootstrap=100)
         scenarios = [protocol.Scenario("resnet50", "unfreeze_top10", 1e-3)]
         args.folds = args.folds or 2
+        print(
+            f"--quick: one scenario (resnet50, unfreeze_top10, lr 1e-3) instead of the paper's 24, {args.folds} "
+            "folds, 32 px, batch 8, 1 epoch (--epochs and --batch-size, if given, still apply)"
+        )
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size)) if v is not None}
     config = config.replace(**overrides) if overrides else config
     images = load_images(args)

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import radtransfer as rt  # noqa: E402
 
-from _common import base_parser, load_images, pretrained  # noqa: E402
+from _common import apply_quick, base_parser, load_images, pretrained  # noqa: E402
 
 
 def read(image_set, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if keras.backend.backend() != "torch":
         raise SystemExit(f"This example needs KERAS_BACKEND=torch (Keras is on {keras.backend.backend()}).")
-    if args.quick:
-        args.epochs, args.image_size, args.batch_size = 1, 32, 8
+    if args.quick:  # sizes given are kept; one line says what --quick changed
+        apply_quick(parser, args, argv, epochs=1, image_size=32, batch_size=8)
 
     images = load_images(args)
     train, val, _ = images.split(val=0.15, test=0.15, by="patient", seed=726)

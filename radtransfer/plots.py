@@ -514,6 +514,13 @@ def learning_curve(table, path) -> list[str]:
     if len(table) and table["n_train_images"].nunique() > 1:
         ax.set_xscale("log")
     low, high, note = auc_axis(table["auc"] if len(table) else [])
+    bands = table[["auc_low", "auc_high"]].to_numpy(dtype=float) if len(table) else np.empty((0, 2))
+    bands = bands[np.isfinite(bands)]
+    if len(bands):  # the axis holds every interval drawn (a t interval over few folds may pass 1 or fall below 0.5)
+        if bands.min() < low:
+            low = float(np.floor(bands.min() * 20) / 20)
+            note = note or " (axis below 0.5: some intervals reach below chance)"
+        high = max(high, float(np.ceil(bands.max() * 20) / 20))
     ax.set(
         xlabel="Training images (mean over splits)",
         ylabel="Test AUC (mean over runs)",

@@ -309,7 +309,10 @@ def learning_curve(
 
     Returns:
         The table (a pandas DataFrame): one row per (source, strategy, fraction) with the mean training images
-        and patients over the splits, the number of runs, the mean test AUC and its 95% interval.
+        and patients over the splits, the number of runs, the mean test AUC and its 95% interval. The paired
+        difference of each pretrained source minus random initialisation per share, with its interval
+        (``grid.curve.curve_effects``), is written beside it (``learning_curve_effects.csv`` and ``.md``) and
+        shown in ``learning_curve.md``.
     """
     from .plots import learning_curve as plot_curve
 
@@ -332,7 +335,8 @@ def learning_curve(
         grid_options = GridOptions(**shared, paper_task=None, train_fraction=fraction)
         run_grid(image_set, grid_curve.fraction_dir(out, fraction), grid_options, config=config, scenarios=scenarios)
     table = grid_curve.curve_table(out)
-    grid_curve.write_table(table, out)
+    effects = grid_curve.curve_effects(out, seed=config.seed)
+    grid_curve.write_table(table, out, effects)
     if len(table):
         plot_curve(table, out / grid_curve.FIGURE)
     return table

@@ -49,6 +49,7 @@ def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
     )
     import pandas as pd
 
+    assert "--quick: --backbone resnet50, --epochs 1, --image-size 32, --batch-size 8" in capsys.readouterr().out
     table = pd.read_csv(out / "learning_curve.csv")
     assert list(table["source"]) == ["radimagenet", "radimagenet", "random", "random"]
     assert list(table["fraction"]) == [0.5, 1.0, 0.5, 1.0]
@@ -58,9 +59,13 @@ def test_full_training_vs_fine_tuning_quick(tmp_path, weights_dir, capsys):
 
 def test_full_training_vs_fine_tuning_layerwise_quick(tmp_path, weights_dir, capsys):
     out = tmp_path / "layerwise"
-    argv = ["--quick", "--layerwise", "--out", str(out), "--weights-dir", str(weights_dir)]
+    argv = ["--quick", "--layerwise", "--out", str(out), "--weights-dir", str(weights_dir), "--backbone=densenet121"]
     assert _main("full_training_vs_fine_tuning.py")(argv) == 0
     import pandas as pd
+
+    printed = capsys.readouterr().out  # --quick kept the backbone given (it swapped in resnet50, silently) and said so
+    said = "--quick: --epochs 1, --image-size 32, --batch-size 8, --fractions 0.5 1.0"
+    assert f"{said} (given, kept: --backbone densenet121)" in printed
 
     assert list(pd.read_csv(out / "layerwise.csv")["depth"]) == [0, 1]
     assert (out / "layerwise.png").exists()

@@ -438,13 +438,68 @@ def cmd_grid(args) -> int:
 
 def cmd_curve(args) -> int:
     from .. import protocol
+    from ..grid import curve as grid_curve
 
     write_resolved(args.out, args)
-    from ..grid.curve import table_text
-
     table = protocol.learning_curve(args.image_set, args.out, args.grid_options, config=_protocol_config(args))
-    print(table_text(table))
-    print(f"learning curve in {args.out} (learning_curve.csv, .md, .png)")
+    print(grid_curve.table_text(table))
+    effects = Path(args.out) / f"{grid_curve.EFFECTS}.csv"
+    if effects.exists():
+        import pandas as pd
+
+        paired = pd.read_csv(effects)
+        if len(paired):
+            print("\nfine-tuning − training from scratch, paired test AUC difference:")
+            print(grid_curve.effects_summary(paired))
+    print(f"learning curve in {args.out} (learning_curve.csv, .md, .png; learning_curve_effects.csv, .md)")
+    return 0
+
+
+def cmd_layerwise(args) -> int:
+    """The layer-wise search on DATA's train and validation parts (the test part is left untouched, and written
+    with the others): a run folder per depth in ``--out``, the table in ``layerwise.csv`` and ``.md``, one line
+    per depth as it ends, and a summary."""
+    from .. import build_model
+    from ..data.audit import AUDIT_FILE
+    from ..grid.layerwise import layerwise_search, summary, write_table
+    from ..training.run_folder import write_split
+
+    out = Path(args.out)
+    train, val, test = args.parts
+    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    write_resolved(out, args)
+    for name, part in parts.items():
+        write_split(out, name, part)
+    if skipped:
+        _write_skipped(out, skipped)
+    if getattr(args, "audit_report", None) is not None:
+        args.audit_report.write_json(out / AUDIT_FILE)
+
+    def build():
+        size = args.image_size
+        return build_model(
+            args.backbone,
+            weights=None if args.weights == "none" else args.weights,
+            num_classes=parts["train"].num_classes,
+            input_shape=(size, size, 3),
+            dropout=args.dropout,
+            preprocessing=args.preprocessing,
+            weights_dir=args.weights_dir,
+        )
+
+    table = layerwise_search(
+        build,
+        parts["train"],
+        parts["val"],
+        args.depths,
+        config=args.train_config,
+        out_dir=out,
+        verbose=args.verbose,
+        log=sys.stderr,
+    )
+    written = write_table(table, out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{summary(table)}; table: {', '.join(written)}")
     return 0
 
 
@@ -596,9 +651,9 @@ def cmd_demo(args) -> int:
 def read_data(args) -> None:
     """DATA's file names, labels and patients, read before TensorFlow starts, so a wrong layout or column is
     answered at once; the commands take them from ``args``."""
-    if args.command == "train" or (args.command == "audit" and not args.folds):
+    if args.command in ("train", "layerwise") or (args.command == "audit" and not args.folds):
         args.parts = load_parts(args)
-        if args.command == "train" and not args.no_audit:  # before TensorFlow starts: --strict refuses at once
+        if args.command in ("train", "layerwise") and not args.no_audit:  # before TensorFlow: --strict refuses at once
             _audit_parts(dict(zip(("train", "val", "test"), args.parts)), Path(args.out), args)
     elif args.command in ("audit", "evaluate", "calibrate", "grid", "curve"):
         from ..data.loading import split_note

@@ -30,6 +30,7 @@ HANDLERS = {
     "calibrate": commands.cmd_calibrate,
     "grid": commands.cmd_grid,
     "curve": commands.cmd_curve,
+    "layerwise": commands.cmd_layerwise,
     "report": commands.cmd_report,
     "gradcam": commands.cmd_gradcam,
     "predict": commands.cmd_predict,
@@ -125,9 +126,10 @@ def _check_arguments(args) -> None:
     weights_dir = getattr(args, "weights_dir", None)
     if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
         raise UsageError(f"--weights-dir '{weights_dir}' is not a folder: pass the folder that holds the .h5 files.")
-    if args.command == "train":
+    if args.command in ("train", "layerwise"):
         get_backbone(args.backbone)
-        args.train_config = train_config_of(args)  # every TrainConfig option checked here
+        # every TrainConfig option checked here; layerwise's strategy is each depth's own (this one is replaced)
+        args.train_config = train_config_of(args, **({"strategy": "freeze_all"} if args.command == "layerwise" else {}))
         if args.weights not in ("radimagenet", "imagenet", "none") and not Path(args.weights).expanduser().is_file():
             raise UsageError(f"--weights {args.weights}: expected radimagenet, imagenet, none or an existing .h5 file.")
         if args.weights == "radimagenet":  # found now, not after the audit and TensorFlow's start

@@ -57,15 +57,16 @@ def config_defaults(subparser, config: dict) -> dict:
 _WORDS = {None: "none", True: "on", False: "off"}  # how choices that are not strings are spelled on the command line
 
 
-def _train_config_options(parser) -> None:
-    """One option per TrainConfig field that has a flag: its help, choices and default come from the field."""
+def _train_config_options(parser, skip=()) -> None:
+    """One option per TrainConfig field that has a flag (but those in ``skip``): its help, choices and default come
+    from the field."""
     import dataclasses
 
     from ..training.config import TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
         meta = field.metadata
-        if "flag" not in meta:
+        if "flag" not in meta or field.name in skip:
             continue
         default = meta["cli_default"] if meta["cli_default"] is not dataclasses.MISSING else field.default
         if field.type in ("bool", bool) and meta["choices"] is None:
@@ -82,8 +83,9 @@ def _train_config_options(parser) -> None:
         )
 
 
-def train_config_of(args):
-    """The TrainConfig of ``radtransfer train``'s options."""
+def train_config_of(args, **fixed):
+    """The TrainConfig of ``radtransfer train``'s options (or ``layerwise``'s, with ``fixed`` for the fields it has
+    no option for)."""
     import dataclasses
 
     from ..training.config import TrainConfig
@@ -94,7 +96,7 @@ def train_config_of(args):
         if hasattr(args, field.name) and "flag" in field.metadata:
             value = getattr(args, field.name)
             values[field.name] = words.get(value, value) if field.metadata["choices"] is not None else value
-    return TrainConfig(**values)
+    return TrainConfig(**{**values, **fixed})
 
 
 def _data_options(parser) -> None:
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_calibrate(sub)
     _add_grid(sub)
     _add_curve(sub)
+    _add_layerwise(sub)
     _add_report(sub)
     _add_gradcam(sub)
     _add_predict(sub)
@@ -184,6 +187,28 @@ def _add_train(sub) -> None:
     p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
     _data_options(p)
     _config_option(p)
+    _model_options(p)
+    _train_config_options(p)
+    _split_options(p)
+    _audit_options(p, "train")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard a run already in --out and start over (otherwise it is resumed, or refused if its settings "
+        "differ)",
+    )
+    _verbose_option(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="end with the summary as JSON on stdout (out_dir, best_epoch, best_val_loss, epochs_run, stopped_early, "
+        "test) instead of one line; the run folder keeps it all in result.json and test_metrics.json",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def _model_options(p) -> None:
+    """The model a run builds: backbone, weights, input size, dropout, preprocessing (``train`` and ``layerwise``)."""
     p.add_argument("--backbone", default="densenet121", help=f"one of {', '.join(_backbones())} (or an alias)")
     p.add_argument("--weights", default="radimagenet", help="radimagenet, imagenet, none, or a .h5 file")
     _weights_dir_option(p)
@@ -192,16 +217,14 @@ def _add_train(sub) -> None:
     p.add_argument(
         "--preprocessing", default="auto", help="auto (the weight source's own), radimagenet, caffe, torch or tf"
     )
-    _train_config_options(p)
+
+
+def _split_options(p) -> None:
     p.add_argument("--val", type=float, default=0.10, help="the share of patients kept for validation")
     p.add_argument("--test", type=float, default=0.15, help="the share of patients kept for the test")
-    _audit_options(p, "train")
-    p.add_argument(
-        "--restart",
-        action="store_true",
-        help="discard a run already in --out and start over (otherwise it is resumed, or refused if its settings "
-        "differ)",
-    )
+
+
+def _verbose_option(p) -> None:
     p.add_argument(
         "--verbose",
         type=lambda text: text if text == "auto" else int(text),
@@ -210,13 +233,47 @@ def _add_train(sub) -> None:
         help="0 quiet, 1 a progress bar per epoch, 2 a line per epoch (and a line every 30 s inside a long one), "
         "auto: 1 on a terminal, 2 in a log",
     )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="end with the summary as JSON on stdout (out_dir, best_epoch, best_val_loss, epochs_run, stopped_early, "
-        "test) instead of one line; the run folder keeps it all in result.json and test_metrics.json",
+
+
+def _depth(text: str):
+    """A --depths value: a number of stages (0: the head only) or "all"."""
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of stages ≥ 0 or 'all', got {text!r}")
+    return value
+
+
+def _add_layerwise(sub) -> None:
+    p = sub.add_parser(
+        "layerwise",
+        help="layer-wise fine-tuning (Tajbakhsh et al. 2016): the head only, then one more stage at a time, up to "
+        "the whole network, each from the pretrained weights, scored on the validation split",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("data", metavar="DATA", help="class-folder directory, CSV manifest, or tfds:NAME[:SPLIT]")
+    _data_options(p)
+    _config_option(p)
+    _model_options(p)
+    p.add_argument(
+        "--depths",
+        nargs="+",
+        type=_depth,
+        help="stages unfrozen from the top, e.g. 0 1 2 all (0: the head only; all: every layer); default: 0, 1, … "
+        "every stage, then all",
+    )
+    _train_config_options(p, skip=("strategy",))
+    _split_options(p)
+    _audit_options(p, "search")
+    _verbose_option(p)
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: a run folder per depth (depth_<K>/), the table (layerwise.csv, .md) and the splits",
+    )
 
 
 def _audit_options(parser, what: str) -> None:

@@ -153,8 +153,10 @@ def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
     argv += ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--run-eagerly", "--no-audit"]
     argv += ["--weights-dir", str(weights), "--backbone", "test_tiny"]
     assert main(argv) == 0
-    printed = capsys.readouterr().err
+    captured = capsys.readouterr()
+    printed = captured.err
     records = sorted(out.rglob("record.json"))
+    recomputed = {}
     for path in records:  # each run says, as it ends, its test AUC (recomputed by scikit-learn from its predictions)
         from sklearn.metrics import roc_auc_score
 
@@ -166,6 +168,7 @@ def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
             if len(set(y_true)) == 4
             else None  # a class missing from the test images: no AUC
         )
+        recomputed[(path.relative_to(out).parts[0], RunRecord.read(path).source)] = auc
         said = f"test AUC {auc:.3f}" if auc is not None else "test AUC not defined"
         assert re.search(rf"finished {re.escape(run_id)} in \d+m\d\ds: {said}; done \d/2", printed), printed
     assert printed.count("test AUC by source (mean, min–max over runs): radimagenet ") == 2, printed  # per share
@@ -182,6 +185,20 @@ def test_curve_command_end_to_end(tmp_path, keras2_files, capsys):
     assert list(table["source"]) == ["radimagenet", "radimagenet", "random", "random"]
     assert table["n_train_patients"].iloc[0] < table["n_train_patients"].iloc[1]
     assert (out / "learning_curve.md").exists() and (out / "learning_curve.png").stat().st_size > 5000
+    # fine-tuning − training from scratch per share, paired on the same test images (the Tajbakhsh question)
+    effects = pd.read_csv(out / "learning_curve_effects.csv")
+    assert list(effects["fraction"]) == [0.5, 1.0] and set(effects["source"]) == {"radimagenet"}
+    shown = (out / "learning_curve.md").read_text()
+    assert "## Fine-tuning against training from scratch" in shown
+    assert "fine-tuning − training from scratch, paired test AUC difference:" in captured.out
+    for row, folder in zip(effects.itertuples(), ("fraction0.5", "fraction1")):
+        expected = recomputed[(folder, "radimagenet")], recomputed[(folder, RANDOM)]
+        assert None not in expected, expected  # every class in the test images (seed 5)
+        assert row.diff == pytest.approx(expected[0] - expected[1], abs=1e-9)
+        if isinstance(row.no_interval, str):  # the minimum-units rule: say why, no interval
+            assert np.isnan(row.low) and f"{row.diff:+.3f}, {row.no_interval}" in shown
+        else:
+            assert row.low <= row.diff <= row.high and f"{row.diff:+.3f} ({row.low:+.3f} to" in shown
     stamps = [p.stat().st_mtime_ns for p in records]
     capsys.readouterr()
     assert main(argv) == 0  # a restart trains nothing
@@ -261,3 +278,83 @@ def test_curve_table_text_prints_counts_as_counts():
     rows = [line.split() for line in table_text(table).splitlines()[1:]]
     assert rows[0][3:10] == ["0.5", "12", "6", "3", "0.812", "0.700", "0.900"]
     assert rows[1][3:10] == ["1", "24.5", "12", "3", "0.500", "–", "–"]
+
+
+def test_curve_effects_pair_fine_tuning_with_training_from_scratch_per_share(tmp_path):
+    """The Tajbakhsh question, per share: radimagenet − random on the same fold and repeat, with scipy's t interval
+    over the fold means of the paired differences (3 folds × 2 repeats); with 2 folds, the minimum-units rule
+    gives no interval and says why. Shown in learning_curve.md, written as learning_curve_effects.csv and .md."""
+    import pandas as pd
+    from scipy import stats
+
+    from radtransfer.grid.curve import EFFECTS, curve_effects, curve_table, fraction_dir, write_curve, write_table
+    from radtransfer.grid.records import RunRecord, run_dir
+
+    scenario = Scenario("resnet50", "unfreeze_all", 1e-3)
+    rng = np.random.default_rng(1)
+    sizes = {0.5: {"n_train_images": 10, "n_train_patients": 5}, 1.0: {"n_train_images": 20, "n_train_patients": 10}}
+    write_curve(tmp_path, sizes)
+    folds_of = {0.5: 2, 1.0: 3}
+    diffs = {}
+    for fraction, n_folds in folds_of.items():
+        for fold in range(n_folds):
+            for repeat in (0, 1):
+                aucs = {source: float(rng.uniform(0.6, 0.9)) for source in ("radimagenet", RANDOM)}
+                diffs.setdefault(fraction, {}).setdefault(fold, []).append(aucs["radimagenet"] - aucs[RANDOM])
+                for source, auc in aucs.items():
+                    folder = run_dir(fraction_dir(tmp_path, fraction), source, scenario.id, fold, repeat)
+                    folder.mkdir(parents=True)
+                    RunRecord(
+                        run_id=f"{source}/{scenario.id}/{fold}/{repeat}",
+                        task="t",
+                        source=source,
+                        **scenario.to_dict(),
+                        scenario=scenario.id,
+                        fold=fold,
+                        repeat=repeat,
+                        metrics={"auc": auc, "auc_ci": [0.5, 0.95]},
+                    ).write(folder)
+    effects = curve_effects(tmp_path, n=50).set_index("fraction")
+    assert list(effects["source"]) == ["radimagenet", "radimagenet"] and set(effects["reference"]) == {RANDOM}
+    fold_means = np.array([np.mean(d) for d in diffs[1.0].values()])
+    low, high = stats.t.interval(0.95, 2, loc=fold_means.mean(), scale=stats.sem(fold_means))
+    whole = effects.loc[1.0]
+    assert whole["n_pairs"] == 6 and whole["diff"] == pytest.approx(fold_means.mean())
+    assert (whole["low"], whole["high"]) == pytest.approx((low, high))
+    half = effects.loc[0.5]
+    assert half["diff"] == pytest.approx(np.mean([d for ds in diffs[0.5].values() for d in ds]))
+    assert np.isnan(half["low"]) and half["no_interval"] == "no interval (2 folds: fewer than 3)"
+    write_table(curve_table(tmp_path), tmp_path, curve_effects(tmp_path, n=50))
+    shown = (tmp_path / "learning_curve.md").read_text()
+    assert "## Fine-tuning against training from scratch" in shown
+    assert f"{whole['diff']:+.3f} ({low:+.3f} to {high:+.3f}), t over folds" in shown
+    assert f"{half['diff']:+.3f}, no interval (2 folds: fewer than 3)" in shown
+    assert len(pd.read_csv(tmp_path / f"{EFFECTS}.csv")) == 2 and (tmp_path / f"{EFFECTS}.md").exists()
+
+
+def test_curve_plot_does_not_clip_intervals(tmp_path, monkeypatch):
+    """A t interval over 3 folds easily passes 1 or falls below 0.5 while the mean AUC does not; the axis used to be
+    0.5–1.01 from the means alone, cutting the bands. Now its limits hold every band drawn."""
+    import pandas as pd
+
+    from radtransfer import plots
+
+    table = pd.DataFrame(
+        {
+            "source": ["radimagenet", "radimagenet", "random", "random"],
+            "strategy": ["unfreeze_all"] * 4,
+            "n_train_images": [10, 20, 10, 20],
+            "auc": [0.80, 0.95, 0.60, 0.70],
+            "auc_low": [0.55, 0.82, 0.31, 0.52],
+            "auc_high": [1.07, 1.12, 0.88, 0.90],
+        }
+    )
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or [])
+    plots.learning_curve(table, tmp_path / "curve")
+    ax = figures[0].axes[0]
+    bottom, top = ax.get_ylim()
+    drawn = np.concatenate([c.get_paths()[0].vertices[:, 1] for c in ax.collections])
+    assert bottom <= drawn.min() and drawn.max() <= top
+    assert bottom <= table["auc_low"].min() and table["auc_high"].max() <= top  # the table's own extents
+    assert "below chance" in ax.get_title()
