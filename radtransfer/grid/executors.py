@@ -144,6 +144,9 @@ class RayExecutor:
                     "with `ray start --head` (see docs/reproduce.md), or leave address out to "
                     "start Ray on this machine."
                 ) from None
+            except BaseException:
+                self._restore_auth_mode()
+                raise
             self._started_here = True
         return ray
 
@@ -267,10 +270,11 @@ def _refresh_ray_auth() -> None:
     process (ray._raylet's Config and AuthenticationTokenLoader, Ray >= 2.52; without them, nothing to do)."""
     try:
         from ray._raylet import AuthenticationTokenLoader, Config
-    except ImportError:
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError, TypeError):  # another Ray: its own reading of the environment holds
         return
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _refused_for_token(exc, auth_error) -> bool:
