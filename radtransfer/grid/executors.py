@@ -5,6 +5,12 @@ Both go through ``runs.execute_claimed``, so they train, record and claim runs t
 results folder with each other and with other shards. Ray is an optional extra (``pip install
 'radtransfer[ray]'``), imported only when the Ray executor runs; every node must have radtransfer installed and
 see the grid folder, the images and the weight files at the paths the driver uses (a shared filesystem).
+
+Ray's token authentication (Ray ≥ 2.52; on by default for clusters ``ray.init()`` starts from Ray 2.59, and for
+every cluster from Ray 2.61): joining a cluster, the executor uses the token this process has
+(``$RAY_AUTH_TOKEN``, the file ``$RAY_AUTH_TOKEN_PATH`` names, or ``~/.ray/auth_token``) and says in one line
+what to set when the cluster refuses it. The token is a node setting: each node's raylet has it and passes it
+to its workers, so it never travels in the job's ``runtime_env`` (which the cluster stores and shows).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import GridRunsFailedError, RadtransferError
 from ..utils.choices import check_choice
@@ -57,6 +64,9 @@ def resolve_executor(executor):
 
 # -- Ray ----------------------------------------------------------------------------------------------------
 
+# Set on the driver, sent to the workers in the job's runtime_env. Ray's own settings (RAY_AUTH_MODE,
+# RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) are not: workers take them from their node's raylet, and a token sent
+# here would be stored in the cluster's job table and shown on its dashboard.
 FORWARDED_ENV = (
     "KERAS_BACKEND",
     "TF_CPP_MIN_LOG_LEVEL",
@@ -64,6 +74,7 @@ FORWARDED_ENV = (
     "RADTRANSFER_CACHE_DIR",
     "RADTRANSFER_WEIGHTS_DIR",
 )
+AUTH_MODE, AUTH_TOKEN, AUTH_TOKEN_PATH = "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"
 _WORKER_JOBS: dict = {}  # per worker process: the grid job of its last task, with its cached fold
 
 
@@ -109,6 +120,7 @@ class RayExecutor:
     def __post_init__(self):
         self._started_here = False
         self._resources = None
+        self._set_auth_mode = False  # RAY_AUTH_MODE=token set by _connect, unset again by close()
 
     def _connect(self):
         ray = _import_ray()
@@ -117,16 +129,32 @@ class RayExecutor:
             kwargs = {"include_dashboard": False, **self.init_kwargs}
             if env:
                 kwargs.setdefault("runtime_env", {"env_vars": env})
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            auth_error = getattr(ray.exceptions, "AuthenticationError", None)  # Ray >= 2.52
+            if address is not None and auth_error is not None:
+                self._set_auth_mode = _use_token_if_any()
             try:
                 ray.init(address=self.address, **kwargs)
-            except ConnectionError as exc:
+            except (ConnectionError, *((auth_error,) if auth_error else ())) as exc:
+                self._restore_auth_mode()
+                if _refused_for_token(exc, auth_error):
+                    raise RadtransferError(_token_refused_message(address)) from None
                 raise RadtransferError(
                     f"Could not join the Ray cluster at address={self.address!r}: {exc}. Start it "
                     "with `ray start --head` (see docs/reproduce.md), or leave address out to "
                     "start Ray on this machine."
                 ) from None
+            except BaseException:
+                self._restore_auth_mode()
+                raise
             self._started_here = True
         return ray
+
+    def _restore_auth_mode(self):
+        if self._set_auth_mode:
+            os.environ.pop(AUTH_MODE, None)
+            _refresh_ray_auth()
+            self._set_auth_mode = False
 
     def resources(self) -> tuple[float, float]:
         """(GPUs, CPUs) per run, from the arguments or the cluster."""
@@ -207,6 +235,83 @@ class RayExecutor:
         if self._started_here:
             _import_ray().shutdown()
             self._started_here = False
+        self._restore_auth_mode()
+
+
+def _token_source() -> str | None:
+    """Where Ray finds this process's token, in Ray's order (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the default
+    file), or None when there is none."""
+    if os.environ.get(AUTH_TOKEN, "").strip():
+        return AUTH_TOKEN
+    named = os.environ.get(AUTH_TOKEN_PATH)
+    path = Path(named).expanduser() if named else Path.home() / ".ray" / "auth_token"
+    try:
+        has_token = bool(path.read_text().strip())
+    except OSError:
+        has_token = False
+    if not has_token:
+        return None
+    return f"{AUTH_TOKEN_PATH}={named}" if named else str(path)
+
+
+def _use_token_if_any() -> bool:
+    """Before joining a cluster: with a token at hand and RAY_AUTH_MODE unset, turn token mode on for this
+    process, as Ray >= 2.61 does by default (2.52-2.60 send no token to an explicit address without it; a
+    cluster without authentication ignores the token). Returns whether it set RAY_AUTH_MODE."""
+    set_here = AUTH_MODE not in os.environ and _token_source() is not None
+    if set_here:
+        os.environ[AUTH_MODE] = "token"
+    _refresh_ray_auth()
+    return set_here
+
+
+def _refresh_ray_auth() -> None:
+    """Makes Ray re-read RAY_AUTH_* from the environment: it caches them once a Ray session has run in the
+    process (ray._raylet's Config and AuthenticationTokenLoader, Ray >= 2.52; without them, nothing to do)."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError, TypeError):  # another Ray: its own reading of the environment holds
+        return
+
+
+def _refused_for_token(exc, auth_error) -> bool:
+    """Whether ray.init failed on the token: Ray raises AuthenticationError before connecting (token mode,
+    no token), or a ConnectionError whose cause names the refused token (the GCS answered Unauthenticated)."""
+    seen = exc
+    while seen is not None:
+        if auth_error is not None and isinstance(seen, auth_error):
+            return True
+        text = str(seen)
+        if "InvalidAuthToken" in text or "AuthenticationError" in text or "Unauthenticated" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _token_refused_message(address: str) -> str:
+    source, mode = _token_source(), os.environ.get(AUTH_MODE)
+    where = (
+        f"{AUTH_TOKEN}, ~/.ray/auth_token or the file {AUTH_TOKEN_PATH} names "
+        "(`ray get-auth-token` on the head node prints the cluster's token; see docs/reproduce.md)"
+    )
+    if mode is not None and mode.lower() != "token":
+        return (
+            f"The Ray cluster at address={address!r} requires token authentication, but {AUTH_MODE}={mode} "
+            f"here: unset it or set {AUTH_MODE}=token, with the cluster's token in {where}."
+        )
+    if source is None:
+        named = os.environ.get(AUTH_TOKEN_PATH)
+        missing = f" ({AUTH_TOKEN_PATH}={named} names no file with a token)" if named else ""
+        return (
+            f"The Ray cluster at address={address!r} requires token authentication and this process has no "
+            f"token{missing}: put the cluster's token in {where}."
+        )
+    return (
+        f"The Ray cluster at address={address!r} refused the token from {source}: put the cluster's token in {where}."
+    )
 
 
 def _first_line(exc) -> str:

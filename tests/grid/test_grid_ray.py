@@ -4,7 +4,8 @@ twice.
 
 Marked ``ray`` (run by ``make test-ray``, which installs the ``ray`` extra): each test trains a tiny grid
 (2 scenarios × 2 folds of the test backbone at 32 px, 2 epochs, eagerly: each epoch lasts long enough to be
-killed in) and starts Ray.
+killed in) and starts Ray. The last three join a cluster that ``ray start --head`` started with Ray's token
+authentication (started once, after the other tests' clusters are gone), as a multi-node grid does.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -176,3 +185,126 @@ def test_a_learning_curve_on_ray_records_what_the_sequential_curve_records(grid_
     assert len(expected) == 4 and got == expected
     assert {key.split("/")[0] for key in got} == {"fraction0.5", "fraction1"}
     assert tables["ray"].equals(tables["sequential"])
+
+
+# -- a cluster with token authentication, joined by address ------------------------------------------------
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def token_cluster():
+    """A two-CPU head node started by ``ray start --head --block`` with RAY_AUTH_MODE=token and its token only in
+    its own environment (this process's ~/.ray/auth_token is not its token), on its own ports and temp dir
+    (``ray.init()`` elsewhere on the machine does not find it). SIGTERM to the blocking ``ray start`` stops all
+    its processes; ``ray stop`` would stop every Ray on the machine."""
+    ray = pytest.importorskip("ray")
+    if not hasattr(ray.exceptions, "AuthenticationError"):
+        pytest.skip(f"Ray {ray.__version__} has no token authentication (Ray >= 2.52)")
+    token = secrets.token_hex(32)
+    temp_dir = Path(tempfile.mkdtemp(prefix="rt_ray_", dir="/tmp"))  # short: Ray's sockets live under it
+    port, client_port, dashboard_port = _free_ports(3)
+    repo = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_AUTH_", "RAY_ADDRESS"))}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))  # this checkout
+    command = [
+        str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", f"--port={port}",
+        "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+        f"--dashboard-port={dashboard_port}", f"--ray-client-server-port={client_port}", "--disable-usage-stats",
+    ]  # fmt: skip
+    log_path = temp_dir / "ray_start.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, cwd=repo, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 180
+        while "Ray runtime started" not in log_path.read_text():
+            if process.poll() is not None or time.time() > deadline:
+                pytest.fail(f"ray start --head did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield SimpleNamespace(address=f"127.0.0.1:{port}", token=token)
+    finally:
+        process.terminate()
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def no_token_here(monkeypatch, tmp_path):
+    """This process without Ray's auth settings, its home (~/.ray/auth_token) an empty folder."""
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_a_grid_joins_a_token_cluster_with_the_token_file(grid_inputs, sequential, token_cluster, no_token_here):
+    """The multi-node path: the driver joins by address with the cluster's token in ~/.ray/auth_token and
+    RAY_AUTH_MODE unset (Ray 2.60 sends no token to an explicit address then); the runs execute on the
+    cluster's workers, which authenticate with their raylet's token, and record what the sequential grid does."""
+    root, image_set = grid_inputs
+    (no_token_here / ".ray").mkdir(parents=True)
+    (no_token_here / ".ray" / "auth_token").write_text(token_cluster.token)
+    log = io.StringIO()
+    executor = rt.RayExecutor(address=token_cluster.address, cpus_per_run=1)
+    protocol.run_grid(
+        image_set, root / "ray_token", config=CONFIG, sources=("radimagenet",), scenarios=SCENARIOS[:1], folds=2,
+        weights_dir=root / "weights", task="brain_mri", executor=executor, log=log,
+    )  # fmt: skip
+    expected = {key: value for key, value in _records(sequential).items() if "/test_tiny__freeze_all__" in key}
+    assert len(expected) == 2 and _records(root / "ray_token") == expected
+    assert "2 runs submitted to Ray (0 GPU and 1 CPU per run, up to 2 at once)" in log.getvalue()
+    assert "RAY_AUTH_MODE" not in os.environ  # set for the connection, unset again by close()
+
+
+def test_the_token_from_the_environment_joins_and_stays_out_of_the_runtime_env(
+    token_cluster, no_token_here, monkeypatch
+):
+    import ray
+
+    monkeypatch.setenv("RADTRANSFER_CACHE_DIR", str(no_token_here))  # forwarded: the job has a runtime_env
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token_cluster.token)
+    executor = rt.RayExecutor(address=token_cluster.address, cpus_per_run=1)
+    try:
+        assert executor.parallelism() == 2
+        runtime_env = json.dumps(dict(ray.get_runtime_context().runtime_env))
+        assert str(no_token_here) in runtime_env and token_cluster.token not in runtime_env
+    finally:
+        executor.close()
+
+
+def test_joining_a_token_cluster_without_its_token_says_what_to_set(token_cluster, no_token_here, monkeypatch):
+    """Without a token, with a wrong one, and with RAY_AUTH_MODE=disabled: one line naming the address and where
+    the token goes, instead of Ray's ConnectionError."""
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "2")  # Ray retries the refused connection 20 s
+    address = token_cluster.address
+    cases = [
+        ({}, "requires token authentication and this process has no token: put the cluster's token in"),
+        ({"RAY_AUTH_TOKEN": "0" * 64}, "refused the token from RAY_AUTH_TOKEN: put the cluster's token in"),
+        ({"RAY_AUTH_MODE": "token"}, "requires token authentication and this process has no token"),
+        ({"RAY_AUTH_MODE": "disabled"}, "but RAY_AUTH_MODE=disabled here: unset it or set RAY_AUTH_MODE=token"),
+        ({"RAY_AUTH_TOKEN_PATH": "/nonexistent/token"}, "(RAY_AUTH_TOKEN_PATH=/nonexistent/token names no file"),
+    ]
+    for env, expected in cases:
+        with monkeypatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            with pytest.raises(rt.RadtransferError) as caught:
+                rt.RayExecutor(address=address).parallelism()
+            message = str(caught.value)
+            assert "\n" not in message and f"address={address!r}" in message, message
+            assert expected in message and "RAY_AUTH_TOKEN, ~/.ray/auth_token or the file" in message, message
+            assert "`ray get-auth-token` on the head node" in message
+        assert os.environ.get("RAY_AUTH_MODE") is None
