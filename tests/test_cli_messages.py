@@ -237,6 +237,19 @@ def test_tiffs_of_other_kinds_read_as_stated(tmp_path):
     assert reason is not None and "16-bit colour" in reason and "16-bit PNG" in reason
 
 
+def test_the_audit_finds_a_16_bit_png_and_its_big_endian_tiff_the_same_image(tmp_path):
+    from radtransfer import data
+
+    values = _sixteen_bit()
+    Image.fromarray(values).save(tmp_path / "a.png")
+    Image.frombytes("I;16B", (24, 24), values.astype(">u2").tobytes()).save(tmp_path / "b.tif")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.tif")), values)  # the same values, as Pillow reads
+    paths = [str(tmp_path / "a.png"), str(tmp_path / "b.tif")]
+    report = data.audit({"train": data.ImageSet(paths=paths, labels=[0, 1], class_names=("x", "y"))})
+    details = [f"{f.kind}: {f.detail}" for f in report.findings]
+    assert "duplicate: 2 files with the same decoded pixels" in details, details  # not only "near duplicates"
+
+
 def test_a_broken_tiff_inside_the_pipeline_is_named(tmp_path, capfd):
     from radtransfer import data
 
