@@ -120,7 +120,6 @@ def _sixteen_bit(seed=0, size=24):
     return rng.integers(1000, 40000, (size, size)).astype(np.uint16)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30 item 10.4 (TIFF read, skipped files counted) is not done yet")
 def test_a_16_bit_grey_tiff_reads_as_the_same_16_bit_png_in_both_paths(tmp_path):
     from radtransfer.data.decode import ReadSettings
     from radtransfer.data.py_dataset.numpy_read import read_image_uint8
@@ -141,7 +140,6 @@ def test_a_16_bit_grey_tiff_reads_as_the_same_16_bit_png_in_both_paths(tmp_path)
         assert np.array_equal(tiff[..., 0], tiff[..., 2])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30 item 10.4 (TIFF read, skipped files counted) is not done yet")
 def test_a_folder_of_tiffs_trains_through_tf_data_as_its_pngs(tmp_path):
     import radtransfer as rt
     from radtransfer.data import from_directory
@@ -161,7 +159,6 @@ def test_a_folder_of_tiffs_trains_through_tf_data_as_its_pngs(tmp_path):
     np.testing.assert_array_equal(np.asarray(batches[0]), np.asarray(batches[1]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 30 item 10.4 (TIFF read, skipped files counted) is not done yet")
 def test_files_a_folder_does_not_read_are_counted_in_one_line(tmp_path):
     _pngs(tmp_path / "a", ["1.png", "2.png"])
     _pngs(tmp_path / "b", ["1.png"])
@@ -177,6 +174,104 @@ def test_files_a_folder_does_not_read_are_counted_in_one_line(tmp_path):
     lines = [str(w.message) for w in caught if "not read" in str(w.message)]
     assert len(lines) == 1 and "\n" not in lines[0]
     assert "2 files" in lines[0] and "1 .gif" in lines[0] and "1 .txt" in lines[0]
+    with pytest.raises(Exception, match=r"no images .*found 2 files \(1 \.gif, 1 \.txt\)\)\. GIFs"):
+        (tmp_path / "b" / "1.png").unlink()
+        from_directory(tmp_path)
+    from radtransfer.data.sources import collect_images
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(collect_images(tmp_path)[0]) == 2  # predict's folder search says the same
+    assert [str(w.message) for w in caught if "not read" in str(w.message)][0].startswith("2 files")
+
+
+def _rgb16_tiff(path, height=4, width=5):
+    """A baseline TIFF of 16-bit RGB samples (TIFF 6.0, section 8), written by hand: Pillow cannot write one."""
+    import struct
+
+    data = np.arange(height * width * 3, dtype="<u2").tobytes()
+    # (tag, type, value): 3 is SHORT, 4 is LONG; BitsPerSample (258) holds three values, stored after the IFD.
+    tags = [(256, 3, width), (257, 3, height), (258, 3, None), (259, 3, 1), (262, 3, 2), (273, 4, 8)]
+    tags += [(277, 3, 3), (278, 3, height), (279, 4, len(data))]
+    ifd = 8 + len(data)
+    bits = ifd + 2 + 12 * len(tags) + 4
+    out = b"II*\x00" + struct.pack("<I", ifd) + data + struct.pack("<H", len(tags))
+    for tag, kind, value in tags:
+        if tag == 258:
+            out += struct.pack("<HHII", tag, kind, 3, bits)
+        else:
+            out += struct.pack("<HHI", tag, kind, 1) + (
+                struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0)
+            )
+    path.write_bytes(out + struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16))
+
+
+def test_tiffs_of_other_kinds_read_as_stated(tmp_path):
+    from radtransfer.data.decode import ReadSettings, check_file
+    from radtransfer.data.py_dataset.numpy_read import read_image_uint8
+    from radtransfer.errors import ImageReadError
+
+    values = _sixteen_bit()
+    settings = ReadSettings(image_size=(24, 24))
+    Image.fromarray(values).save(tmp_path / "16.png")
+    Image.fromarray((values // 257).astype(np.uint8)).save(tmp_path / "8.png")
+    Image.frombytes("I;16B", (24, 24), values.astype(">u2").tobytes()).save(tmp_path / "big_endian.tif")
+    Image.fromarray(values.astype(np.float32)).save(tmp_path / "float.tif")
+    Image.fromarray(values).save(
+        tmp_path / "pages.tif", save_all=True, append_images=[Image.fromarray(values.T.copy())]
+    )
+    Image.fromarray((values // 257).astype(np.uint8)).save(tmp_path / "8.tif", compression="tiff_lzw")
+    assert open(tmp_path / "big_endian.tif", "rb").read(4) == b"MM\x00*"
+    png16, png8 = (read_image_uint8(tmp_path / f"{n}.png", settings) for n in (16, 8))
+    for name in ("big_endian", "float", "pages"):  # pages: the first page
+        np.testing.assert_array_equal(read_image_uint8(tmp_path / f"{name}.tif", settings), png16, err_msg=name)
+    np.testing.assert_array_equal(read_image_uint8(tmp_path / "8.tif", settings), png8)
+    nan = values.astype(np.float32)
+    nan[0, 0] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageReadError, match=r"nan\.tif.*NaN or infinite"):
+        read_image_uint8(tmp_path / "nan.tif", settings)
+    _rgb16_tiff(tmp_path / "rgb16.tif")
+    assert Image.open(tmp_path / "rgb16.tif").mode == "RGB"  # Pillow reads it, keeping the high bytes
+    reason, _, _ = check_file(tmp_path / "rgb16.tif")
+    assert reason is not None and "16-bit colour" in reason and "16-bit PNG" in reason
+
+
+def test_the_audit_finds_a_16_bit_png_and_its_big_endian_tiff_the_same_image(tmp_path):
+    from radtransfer import data
+
+    values = _sixteen_bit()
+    Image.fromarray(values).save(tmp_path / "a.png")
+    Image.frombytes("I;16B", (24, 24), values.astype(">u2").tobytes()).save(tmp_path / "b.tif")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "b.tif")), values)  # the same values, as Pillow reads
+    paths = [str(tmp_path / "a.png"), str(tmp_path / "b.tif")]
+    report = data.audit({"train": data.ImageSet(paths=paths, labels=[0, 1], class_names=("x", "y"))})
+    details = [f"{f.kind}: {f.detail}" for f in report.findings]
+    assert "duplicate: 2 files with the same decoded pixels" in details, details  # not only "near duplicates"
+
+
+def test_a_broken_tiff_inside_the_pipeline_is_named(tmp_path, capfd):
+    from radtransfer import data
+
+    paths = []
+    for k in range(2):
+        Image.fromarray(_sixteen_bit(seed=k)).save(tmp_path / f"{k}.tif", compression="tiff_adobe_deflate")
+        paths.append(str(tmp_path / f"{k}.tif"))
+    raw = bytearray(open(paths[1], "rb").read())
+    strip = Image.open(paths[1]).tag_v2[273]
+    start = strip[0] if isinstance(strip, tuple) else strip
+    raw[start + 2 : start + 40] = b"\xde\xad\xbe\xef" * 9 + b"\x00\x11"  # the compressed pixels, not the header
+    open(paths[1], "wb").write(bytes(raw))
+    assert data.check_images(data.ImageSet(paths=paths, labels=[0, 1], class_names=("a", "b")))[1] == []
+    image_set = data.ImageSet(paths=paths, labels=[0, 1], class_names=("a", "b"))
+    dataset = data.make_dataset(image_set, image_size=(8, 8), shuffle=False, cache=False, batch_size=1)
+    with pytest.raises(data.ImageReadError) as caught:
+        with data.readable_pipeline_errors(dataset):
+            for _ in dataset:
+                pass
+    message = str(caught.value)
+    assert message.startswith(f"Cannot read '{paths[1]}': OSError") and "\n" not in message
+    assert "Traceback" not in capfd.readouterr().err
 
 
 # -- 5. and 6. paths first, and the way out when no weights exist -------------------------------------------------

@@ -541,7 +541,7 @@ def cmd_gradcam(args) -> int:
     model = _load_run_model(args.run_dir)
     image_set, paths = for_prediction(args.images)  # files and folders as predict reads them (DICOM series in order)
     if not paths:
-        raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.dcm).")
+        raise UsageError("No images given (files or folders of .png/.jpg/.bmp/.tif/.dcm).")
     batch_size = 16
     dataset = data.make_dataset(
         image_set, batch_size=batch_size, shuffle=False, cache=False, **model_read_kwargs(model)

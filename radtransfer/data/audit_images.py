@@ -78,6 +78,8 @@ def _pixels(source, reading: _Reading) -> np.ndarray:
             if image.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr", "1"):
                 image = image.convert("RGB")
             array = np.asarray(image)
+    if not array.dtype.isnative:  # a big-endian TIFF holds the same picture as a PNG of the same values
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     if (

@@ -2,9 +2,11 @@
 paths, and free of TensorFlow.
 
 PNG (8- and 16-bit), JPEG and BMP decode inside the TensorFlow graph (``tf_data/decode.py``) or with Pillow
-(``py_dataset/numpy_read.py``); DICOM goes through pydicom (the ``dicom`` extra, rendered by ``dicom.py``): every
-file whose ``pydicom.dcmread(path).pixel_array`` decodes is read. Grayscale becomes three identical channels, alpha
-is dropped, and 16-bit images are scaled from their own value range to 0–255 instead of being truncated.
+(``py_dataset/numpy_read.py``); TIFF decodes with Pillow in both paths (the first page; 16-bit, 32-bit and float
+grey mapped as 16-bit PNGs are; 16-bit colour refused, since Pillow keeps only its high bytes); DICOM goes through
+pydicom (the ``dicom`` extra, rendered by ``dicom.py``): every file whose ``pydicom.dcmread(path).pixel_array``
+decodes is read. Grayscale becomes three identical channels, alpha is dropped, and 16-bit images are scaled from
+their own value range to 0–255 instead of being truncated.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .dicom import (
 from .options import take_options
 
 PNG_MAGIC = b"\x89PNG"
+TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big endian, classic/BigTIFF
 JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 
@@ -115,8 +118,14 @@ def _inspect(path: Path) -> FileCheck:
 
         with Image.open(path) as image:
             image_format, mode = image.format, image.mode
-        if image_format not in ("PNG", "JPEG", "BMP", "MPO"):
+            wide = mode in ("I", "F") or mode.startswith("I;")  # read in full (grey)
+            truncated = image_format == "TIFF" and not wide and _tiff_bits(image) > 8
+        if image_format not in ("PNG", "JPEG", "BMP", "MPO", "TIFF"):
             return FileCheck(f"unsupported image format {image_format}")
+        if truncated:
+            return FileCheck(
+                "TIFF with 16-bit colour or alpha samples (Pillow keeps only their high byte); save it as a 16-bit PNG"
+            )
         if image_format == "PNG":
             with open(path, "rb") as handle:
                 handle.seek(max(size - 12, 0))
@@ -132,6 +141,12 @@ def _inspect(path: Path) -> FileCheck:
     except Exception as exc:  # PIL and pydicom raise many types for a broken header
         detail = str(exc).splitlines()[0] if str(exc) else ""
         return FileCheck(f"header does not decode ({type(exc).__name__}: {detail})")
+
+
+def _tiff_bits(image) -> int:
+    """The widest sample of a TIFF (its BitsPerSample tag), 8 when the tag is absent."""
+    bits = image.tag_v2.get(258, 8)
+    return max(bits) if isinstance(bits, tuple) else int(bits)
 
 
 def _jpeg_complete(path: Path) -> bool:

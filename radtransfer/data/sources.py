@@ -15,7 +15,7 @@ from .decode import is_dicom
 from .dicom import import_pydicom
 from .imageset import ImageSet
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
 
 def _is_image(path: Path) -> bool:
@@ -29,6 +29,51 @@ def _is_image(path: Path) -> bool:
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return path.is_file()
     return path.is_file() and is_dicom(path)  # reads 132 bytes (a regular file only: never blocks on a pipe)
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the image files under ``folder`` by ``_is_image``, sorted by path; the visible files it does not read).
+    Hidden files, files in hidden folders and DICOMDIR are neither."""
+    images, unread = [], []
+    for path in folder.rglob("*"):
+        if _is_image(path):
+            images.append(path)
+        elif (
+            path.name.upper() != "DICOMDIR"
+            and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+            and path.is_file()
+        ):
+            unread.append(path)
+    return sorted(images), unread
+
+
+def _warn_unread(folder: Path, unread: list[Path]) -> None:
+    """One warning that counts, by extension, the files a folder search did not read (none: no warning)."""
+    import warnings
+
+    if unread:
+        warnings.warn(
+            f"{_count_unread(unread)} in '{folder}' not read as images; read are {', '.join(IMAGE_EXTENSIONS)} and "
+            f"DICOM files by their content.{_gif_hint(unread)}",
+            stacklevel=3,
+        )
+
+
+def _count_unread(unread: list[Path]) -> str:
+    """'3 files (2 .gif, 1 .txt)': the files counted by extension, most common first."""
+    kinds: dict = {}
+    for path in unread:
+        kind = path.suffix.lower() or "without extension"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    ranked = sorted(kinds.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{n} {kind}" for kind, n in ranked[:8]) + (", ..." if len(ranked) > 8 else "")
+    return f"{len(unread)} file{'s' if len(unread) != 1 else ''} ({shown})"
+
+
+def _gif_hint(unread: list[Path]) -> str:
+    if any(path.suffix.lower() == ".gif" for path in unread):
+        return " GIFs (palette images, often cine loops) are not read: save their frames as PNG."
+    return ""
 
 
 SPLIT_NAMES = {
@@ -95,8 +140,10 @@ def _check_layout(root: Path, folders: list[str]) -> None:
 def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
     """Reads one sub-folder per class (e.g. ``root/glioma/*.png``); files are sorted by path.
 
-    Image files are found by extension (PNG, JPEG, BMP, ``.dcm``, ``.dicom``) and DICOM files also by their content,
-    whatever their name (no extension, ``.IMA``, numeric names); hidden files and DICOMDIR are skipped.
+    Image files are found by extension (PNG, JPEG, BMP, TIFF, ``.dcm``, ``.dicom``) and DICOM files also by their
+    content, whatever their name (no extension, ``.IMA``, numeric names); hidden files and DICOMDIR are skipped. Other
+    files (GIF, palette images that are often cine loops, among them) are not read, and one warning counts them by
+    extension.
 
     Args:
         root: the folder holding one sub-folder per class.
@@ -126,16 +173,19 @@ def from_directory(root, class_names=None, patient_ids="auto") -> ImageSet:
         raise DataSourceError(
             f"Class folder(s) {missing} not found in '{root}' (found {folders}).{did_you_mean(missing[0], folders)}"
         )
-    paths, labels = [], []
+    paths, labels, unread = [], [], []
     for label, name in enumerate(class_names):
-        files = sorted(p for p in (root / name).rglob("*") if _is_image(p))
+        files, others = _scan(root / name)
+        unread += others
         if not files:
             raise DataSourceError(
                 f"Class '{name}' has no images in '{root / name}' (looked for {', '.join(IMAGE_EXTENSIONS)} and "
-                "DICOM files by their content)."
+                f"DICOM files by their content{'; found ' + _count_unread(others) if others else ''})."
+                f"{_gif_hint(others)}"
             )
         paths += [str(p) for p in files]
         labels += [label] * len(files)
+    _warn_unread(root, unread)
     check_choice("patient_ids", patient_ids, ("auto", None))
     patients = dicom_patient_ids(paths, str(root)) if patient_ids == "auto" else None
     return ImageSet(
@@ -555,11 +605,13 @@ def collect_images(images, image_col: str = "path", patient_col: str | None = No
             paths += csv_paths
             patients += csv_patients
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if _is_image(p))
+            found, unread = _scan(path)
             if not found:
                 raise DataSourceError(
-                    f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM files)."
+                    f"No image files in '{path}' (looked for {', '.join(IMAGE_EXTENSIONS)} and DICOM files"
+                    f"{'; found ' + _count_unread(unread) if unread else ''}).{_gif_hint(unread)}"
                 )
+            _warn_unread(path, unread)
             found, ids = _series_order(found)
             paths += [str(p) for p in found]
             patients += ids

@@ -1,9 +1,11 @@
 """Reading one image file into a resized uint8 array without TensorFlow: the pixels the tf.data path gives.
 
-Files decode with Pillow (PNG, JPEG, BMP) and pydicom (DICOM, through ``dicom.read_dicom``) under the same
+Files decode with Pillow (PNG, JPEG, BMP, TIFF) and pydicom (DICOM, through ``dicom.read_dicom``) under the same
 ``ReadSettings`` as ``make_dataset``: 16-bit PNGs are scaled from their own value range ("range") or from
 0..65535 ("full"), grayscale becomes three identical channels, alpha is dropped. 16-bit colour and grey+alpha
-PNGs, which Pillow reads as 8 bits, are inflated and unfiltered here. JPEGs decode with libjpeg's accurate integer
+PNGs, which Pillow reads as 8 bits, are inflated and unfiltered here. TIFFs of 16-bit, 32-bit integer or
+floating-point grey map to 0..255 as 16-bit PNGs do ("full": from 0..65535), 8-bit TIFFs as 8-bit PNGs; a
+multi-page TIFF gives its first page. JPEGs decode with libjpeg's accurate integer
 IDCT in both paths (``tf_data.decode.decode_image_tf`` asks TensorFlow for it). Resizing replicates
 ``tf.image.resize`` as ``tf_data.decode.resize_image`` calls it, in float32 NumPy:
 
@@ -41,7 +43,7 @@ def read_image_uint8(path, settings: ReadSettings, image_size=None, interpolatio
     """Reads one image file as the tf.data path reads it: decoded, resized, uint8.
 
     Args:
-        path: a PNG, JPEG, BMP or DICOM file.
+        path: a PNG, JPEG, BMP, TIFF or DICOM file.
         settings: how files are read (``ReadSettings``: size, interpolation, antialias, 16-bit mapping, DICOM
             window and frame).
         image_size: (height, width) to resize to (default: ``settings.image_size``).
@@ -88,7 +90,9 @@ def decode_file(path, settings: ReadSettings, channels: int = 3) -> np.ndarray:
 
 
 def _decode_bytes(contents: bytes, sixteen_bit: str, path) -> np.ndarray:
-    """PNG/JPEG/BMP bytes → uint8 (H, W, C) with the file's own channels (as ``decode_image_tf`` before to_rgb)."""
+    """PNG/JPEG/BMP/TIFF bytes → uint8 (H, W, C) with the file's own channels (as ``decode_image_tf`` before
+    to_rgb). TIFFs with samples wider than 8 bits (16- and 32-bit integers, floats) map to 0..255 as 16-bit PNGs
+    do; a multi-page TIFF gives its first page."""
     import io
 
     from PIL import Image
@@ -101,6 +105,14 @@ def _decode_bytes(contents: bytes, sixteen_bit: str, path) -> np.ndarray:
                 wide = np.asarray(image, dtype=np.float32)[..., None]
             else:  # Pillow keeps only the high byte of 16-bit colour and grey+alpha
                 wide = _png16_samples(contents, path).astype(np.float32)
+            return _sixteen_to_uint8(wide, sixteen_bit)
+        if image.format == "TIFF" and (mode in ("I", "F") or mode.startswith("I;")):
+            wide = np.asarray(image, dtype=np.float32)[..., None]  # first page of a multi-page file
+            if not np.all(np.isfinite(wide)):
+                raise ImageReadError(
+                    f"Cannot read '{path}': a floating-point TIFF with NaN or infinite values. Replace them "
+                    "(e.g. by the image's minimum) and save it again."
+                )
             return _sixteen_to_uint8(wide, sixteen_bit)
         if mode in ("L", "RGB"):
             array = np.asarray(image)

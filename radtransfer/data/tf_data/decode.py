@@ -1,22 +1,56 @@
-"""The TensorFlow half of reading images: PNG, JPEG and BMP bytes decoded in the graph, resized, and grey batches made
-RGB. What is read, and how (``ReadSettings``), is decided in ``data/decode.py``; the TensorFlow-free twin is
-``py_dataset/numpy_read.py``."""
+"""The TensorFlow half of reading images: PNG, JPEG and BMP bytes decoded in the graph (TIFF through Pillow),
+resized, and grey batches made RGB. What is read, and how (``ReadSettings``), is decided in ``data/decode.py``; the
+TensorFlow-free twin is ``py_dataset/numpy_read.py``."""
 
 from __future__ import annotations
 
-from ..decode import JPEG_MAGIC, PNG_MAGIC, ReadSettings
+import numpy as np
+
+from ..decode import JPEG_MAGIC, PNG_MAGIC, TIFF_MAGICS, ReadSettings
+from ..failures import _MARK, _remember_failure
 
 
-def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
-    """Decodes PNG/JPEG/BMP bytes (a scalar string tensor) into a uint8 HxWxC tensor.
+def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3, path=None):
+    """Decodes PNG/JPEG/BMP/TIFF bytes (a scalar string tensor) into a uint8 HxWxC tensor.
+
+    TIFF, which TensorFlow does not decode, goes through Pillow in a ``numpy_function`` (``numpy_read``'s decoder,
+    so both paths give the same pixels): 16-bit, 32-bit and float grey map as 16-bit PNGs do; first page only.
 
     Args:
         contents: the file's bytes.
-        sixteen_bit: how 16-bit PNGs map to 0–255: "range" (the image's own min..max) or "full"
+        sixteen_bit: how 16-bit PNGs and TIFFs map to 0–255: "range" (the image's own min..max) or "full"
             (0..65535).
         channels: 3 (RGB; grayscale is repeated) or 1 (the first channel, for grayscale sets).
+        path: the file's path (a string tensor), named when a TIFF fails to decode.
     """
     import tensorflow as tf
+
+    name = tf.constant("a TIFF") if path is None else path
+
+    def tiff():
+        def decode(data, where):
+            from ...errors import ImageReadError
+            from ..py_dataset.numpy_read import _decode_bytes
+
+            where = where.decode()
+            try:
+                return _decode_bytes(data, sixteen_bit, where)
+            except Exception as exc:  # an empty image and the reason kept here: see readable_pipeline_errors
+                text = str(exc).splitlines()[0] if str(exc) else ""
+                reason = (
+                    text.split("': ", 1)[-1] if isinstance(exc, ImageReadError) else f"{type(exc).__name__}: {text}"
+                )
+                _remember_failure(where, reason)
+                return np.zeros((0, 0, 1), dtype=np.uint8)
+
+        image = tf.numpy_function(decode, [contents, name], tf.uint8, stateful=False)
+        image.set_shape([None, None, None])
+        # With its path, a failed TIFF stops the pipeline naming the file (as a DICOM does); without, the words
+        # "does not decode" let readable_pipeline_errors find it by decoding the set's files.
+        words = [_MARK, name, _MARK] if path is not None else [name, " does not decode"]
+        check = tf.debugging.Assert(tf.size(image) > 0, [tf.strings.join(words)])
+        with tf.control_dependencies([check]):
+            return tf.identity(image)
 
     def png():
         depth = tf.io.decode_raw(tf.strings.substr(contents, 24, 1), tf.uint8)[0]  # IHDR's bit depth
@@ -42,9 +76,11 @@ def decode_image_tf(contents, sixteen_bit: str = "range", channels: int = 3):
     def other():
         return tf.io.decode_image(contents, channels=0, expand_animations=False, dtype=tf.uint8)
 
-    is_png = tf.equal(tf.strings.substr(contents, 0, 4), PNG_MAGIC)
+    head = tf.strings.substr(contents, 0, 4)
+    is_png = tf.equal(head, PNG_MAGIC)
     is_jpeg = tf.equal(tf.strings.substr(contents, 0, 3), JPEG_MAGIC)
-    image = tf.cond(is_png, png, lambda: tf.cond(is_jpeg, jpeg, other))
+    is_tiff = tf.reduce_any(tf.equal(head, list(TIFF_MAGICS)))
+    image = tf.cond(is_png, png, lambda: tf.cond(is_jpeg, jpeg, lambda: tf.cond(is_tiff, tiff, other)))
     if channels == 1:
         image = image[..., :1]
         image.set_shape([None, None, 1])

@@ -195,7 +195,7 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
             image = tf.cond(
                 is_dicom[index],
                 lambda: read_dicom_checked(path),
-                lambda: decode_image_tf(tf.io.read_file(path), settings.sixteen_bit, channels),
+                lambda: decode_image_tf(tf.io.read_file(path), settings.sixteen_bit, channels, path),
             )
             image.set_shape([None, None, channels])
             return image
