@@ -141,7 +141,9 @@ def run_grid(
             paper_task: the paper's task to compare with in the report ("thyroid", "breast", "acl",
                 "meniscus", "pneumonia", "covid19", "sars_cov_2", "haemorrhage"), None for none, or "auto":
                 the task name if one of its words names a paper task.
-            verbose: 0 silent, 1 progress per run, 2 also each epoch's line.
+            verbose: 0 silent; 1 progress per run and, in this process (not on Ray), each epoch's short line and
+                a heartbeat every 10 s inside a long epoch, named by the run, in ``log``; 2 fine_tune's own lines
+                (every metric, on stdout) instead.
             log: where progress is printed (default stderr).
             on_bad: "raise" (default: unreadable files stop the grid before anything is trained, listed) or
                 "skip" (they are left out before the data is split, listed in the progress and in grid.json).

@@ -41,7 +41,7 @@ class SequentialExecutor:
     def run(self, job: GridJob, runs, progress: GridProgress, token: str) -> list[RunOutcome]:
         outcomes = []
         for run in runs:
-            outcome = execute_claimed(job, run, token, on_start=progress.starting)
+            outcome = execute_claimed(job, run, token, on_start=progress.starting, say=progress.say)
             progress.finished(outcome)
             outcomes.append(outcome)
         return outcomes

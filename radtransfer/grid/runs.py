@@ -20,6 +20,7 @@ from ..data.tf_data.pipeline import make_dataset
 from ..errors import RadtransferError, TrainingDivergedError
 from ..evaluation.metrics import evaluate
 from ..models.classifier import build_model, init_head
+from ..training.epoch_loop import RunLines
 from ..training.fine_tuning import fine_tune
 from ..utils.claims import claiming_as
 from ..utils.io import replace_atomic, write_json_atomic
@@ -118,8 +119,12 @@ class GridJob:
             self._fold = key
         return self._datasets
 
-    def train_and_evaluate(self, run):
+    def train_and_evaluate(self, run, say=None):
         """Trains and evaluates one run from nothing but (grid seed, scenario, fold, repeat, source).
+
+        ``say`` (the grid's progress lines, in this process): at verbose 1 each epoch says its line, and a long
+        epoch its heartbeat, through it, named by the run's id. Without it (a Ray worker, whose output goes to
+        the driver) a run says nothing below verbose 2; at verbose 2 fine_tune prints its own lines.
 
         Returns:
             (record, predictions): the RunRecord, and the test predictions (None for a failed run). Nothing
@@ -144,6 +149,9 @@ class GridJob:
         init_head(model, derive_seed(seed, "head"))
         directory = self.run_dir(run)
         status, diverged_epoch = "finished", None
+        lines = []
+        if say is not None and self.verbose == 1:
+            lines.append(RunLines(train_config.epochs, lambda text: say(f"{run.id}: {text}")))
         try:
             result = fine_tune(
                 model,
@@ -151,6 +159,7 @@ class GridJob:
                 val_ds,
                 train_config,
                 out_dir=directory,
+                callbacks=lines,
                 verbose=2 if self.verbose > 1 else 0,
                 class_names=list(self.spec.class_names),
             )
@@ -239,10 +248,11 @@ class RunOutcome:
     auc: float | None = None  # the run's test AUC (None: not trained here, or no metrics)
 
 
-def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
+def execute_claimed(job: GridJob, run, token: str, on_start=None, say=None) -> RunOutcome:
     """Claims a run's folder, trains and evaluates the run, and records it, unless a record exists or a live
     process holds the claim. A run interrupted before (its holder died) resumes from its checkpoint.
-    ``on_start(run)`` is called once the claim is held, before training."""
+    ``on_start(run)`` is called once the claim is held, before training; ``say`` writes the run's epoch lines
+    (``GridJob.train_and_evaluate``)."""
     directory = job.run_dir(run)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     if os.environ.get("CUDA_VISIBLE_DEVICES"):
@@ -259,7 +269,7 @@ def execute_claimed(job: GridJob, run, token: str, on_start=None) -> RunOutcome:
             on_start(run)
         start = time.perf_counter()
         with claiming_as(token):  # the run folder's own claim (fine_tune's) is this claim's: a retry takes both
-            record, predictions = job.train_and_evaluate(run)
+            record, predictions = job.train_and_evaluate(run, say=say)
         seconds = time.perf_counter() - start
         if not claim.still_held():
             return RunOutcome(state="lost", status=record.status, seconds=seconds, **common)

@@ -37,7 +37,7 @@ class _FakeJob:
     def run_dir(self, run):
         return self.root / run.id
 
-    def train_and_evaluate(self, run):
+    def train_and_evaluate(self, run, say=None):
         time.sleep(self.seconds * random.random())
         return _FakeRecord(), None
 
@@ -202,7 +202,7 @@ def test_a_run_whose_claim_was_taken_over_is_not_recorded_by_its_old_holder(tmp_
     records the run; the old one finishes without writing a second record."""
 
     class TakenOverMidRun(_FakeJob):
-        def train_and_evaluate(self, run):
+        def train_and_evaluate(self, run, say=None):
             claim_file = self.run_dir(run) / CLAIM_FILE
             info = json.loads(claim_file.read_text())
             claim_file.write_text(json.dumps({**info, "nonce": "someone-else", "token": "other"}))

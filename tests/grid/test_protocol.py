@@ -377,7 +377,7 @@ def test_latex_tables_escape_special_characters(tmp_path):
 
 
 def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_its_folder_to_the_data(
-    tmp_path, keras2_files, monkeypatch
+    tmp_path, keras2_files, monkeypatch, capsys
 ):
     """Before: the diverging run crashed the grid with scikit-learn's "Input contains NaN" on every restart; each
     run's config.json said batch_size 32 and augment "radimagenet" whatever ran; and a restart on relabelled data
@@ -417,7 +417,10 @@ def test_a_two_class_grid_records_a_run_diverging_in_its_first_epoch_and_binds_i
             verbose=0,
         )
 
+    capsys.readouterr()
     records = run(images).set_index("learning_rate")
+    printed = capsys.readouterr()
+    assert printed.out == "" and "epoch" not in printed.err and "[grid" not in printed.err, printed  # verbose 0
     assert records.loc[1e30, "status"] == "failed" and records.loc[1e30, "diverged_epoch"] == 1
     assert records.loc[1e-3, "status"] == "finished" and np.isfinite(records.loc[1e-3, "auc"])
     assert {(k["batch_size"], k.get("augment")) for k in built} == {(8, None)}  # the datasets that were built ...
@@ -507,3 +510,61 @@ def test_figures_and_tables_do_not_overstate(tmp_path):
     assert (low, high) == (0.4, 1.0) and "below chance" in note
     table = pd.DataFrame({"task": ["t"], "n_runs": [6.0], "mean_auc": [1.0], "run_pairs": [np.nan], "fold": [2.0]})
     assert report.to_markdown(table).splitlines()[-1] == "| t | 6 | 1.000 | – | 2 |"
+
+
+def test_a_grid_run_says_each_epoch_and_its_heartbeat_in_the_grid_log_named_by_its_run(
+    tmp_path, keras2_files, monkeypatch, capsys
+):
+    """Before: at verbose 1 a grid run (46–146 s each on a CPU) printed nothing between its "running" and its
+    "finished" line. Now each epoch says its line, and a long epoch its heartbeat, in the grid's log, named by the
+    run. (That verbose 0 stays silent is checked by the test above.)"""
+    import io
+
+    from radtransfer.grid.records import RunRecord
+    from radtransfer.training import epoch_loop
+
+    from conftest import two_class
+
+    images = two_class(
+        rt.datasets.load_synthetic_brain_mri(
+            tmp_path / "data", n_patients=16, slices_per_patient=2, image_size=40, seed=4
+        )
+    )
+    weights = tmp_path / "weights"
+    keras2_files.place("test_tiny", weights, "RadImageNet-TestTiny_notop.h5")
+    scenarios = [protocol.Scenario("test_tiny", "freeze_all", 1e-3)]
+    config = protocol.RADIMAGENET.replace(image_size=32, batch_size=4, augment=None, epochs=2, run_eagerly=True)
+    monkeypatch.setattr(epoch_loop, "RUN_HEARTBEAT_S", 0.0, raising=False)  # a heartbeat at every step
+
+    log = io.StringIO()
+    capsys.readouterr()
+    protocol.run_grid(
+        images,
+        tmp_path / "grid",
+        config=config,
+        sources=("radimagenet",),
+        scenarios=scenarios,
+        weights_dir=weights,
+        audit="off",
+        log=log,
+    )  # verbose 1, the default
+    lines = log.getvalue().splitlines()
+    record = next((tmp_path / "grid").rglob("record.json"))
+    run_id, history = RunRecord.read(record).run_id, pd.read_csv(record.parent / "history.csv")
+    running = lines.index(next(line for line in lines if f"running {run_id}" in line))
+    finished = lines.index(next(line for line in lines if f"finished {run_id}" in line))
+    between = lines[running + 1 : finished]
+    prefix = f"[grid grid] {run_id}: "
+    assert between and all(line.startswith(prefix) for line in between), lines
+    said = [line[len(prefix) :] for line in between]
+    assert said[0] == "epoch 1/2: building the training graph and reading the images"
+    epochs = [line for line in said if re.fullmatch(r"epoch \d/2 - \d+s - val_loss \S+ - val_auc \S+", line)]
+    assert len(epochs) == 2, said
+    for epoch, line in enumerate(epochs):  # the values the run folder's history holds
+        assert line.startswith(f"epoch {epoch + 1}/2 - ")
+        assert line.endswith(f"val_loss {history['val_loss'][epoch]:.3f} - val_auc {history['val_auc'][epoch]:.3f}")
+    beat = r"epoch [12]/2: step \d+/\d+(, \d+\.\d\d steps/s, about \d+m\d\ds left in this epoch| begins; the first .*)"
+    beats = [line for line in said if re.fullmatch(beat, line)]
+    assert {line[:9] for line in beats} == {"epoch 1/2", "epoch 2/2"}, said
+    assert len(said) == 1 + len(epochs) + len(beats), said  # nothing else
+    assert capsys.readouterr().out == ""  # fine_tune's own lines (stdout) stay for verbose 2
