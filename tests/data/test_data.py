@@ -90,7 +90,13 @@ def test_from_csv_reference_layout_relative_paths_and_patients(tmp_path):
 
 def test_from_csv_errors(tmp_path):
     pd.DataFrame({"img_dir": ["a.png"], "label": ["x"]}).to_csv(tmp_path / "m.csv", index=False)
-    with pytest.raises(data.DataSourceError, match=r"Column 'image' \(image_col\) not found.*Did you mean"):
+    with pytest.raises(data.DataSourceError, match=r"Column 'image' \(image_col\) not found.*None of its columns"):
+        data.from_csv(tmp_path / "m.csv", image_col="image", label_col="label")  # a.png is not here: no suggestion
+    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+    with pytest.raises(
+        data.DataSourceError,
+        match=r"Column 'image' \(image_col\) not found.*hold paths of files here: pass image_col='img_dir'",
+    ):
         data.from_csv(tmp_path / "m.csv", image_col="image", label_col="label")
     with pytest.raises(data.DataSourceError, match="not among the training classes"):
         data.from_csv(tmp_path / "m.csv", image_col="img_dir", label_col="label", class_names=["y", "z"])

@@ -124,7 +124,8 @@ def test_a_keyword_curve_and_an_options_curve_run_the_same_grids(tmp_path, monke
     monkeypatch.setattr(protocol, "_train_sizes", lambda parts: {})
     monkeypatch.setattr(protocol, "require_image_set", lambda *args: None)
     monkeypatch.setattr(protocol.grid_curve, "curve_table", lambda out: [])
-    monkeypatch.setattr(protocol.grid_curve, "write_table", lambda table, out: None)
+    monkeypatch.setattr(protocol.grid_curve, "curve_effects", lambda out, seed: None)
+    monkeypatch.setattr(protocol.grid_curve, "write_table", lambda table, out, effects: None)
     keywords = {"fractions": (0.5, 1.0), "backbone": "resnet50", "strategy": "freeze_all", "repeats": 2, "verbose": 0}
     protocol.learning_curve(None, tmp_path / "a" / "curve", **keywords)
     protocol.learning_curve(None, tmp_path / "b" / "curve", CurveOptions(**keywords))
@@ -193,9 +194,12 @@ def test_the_commands_build_the_options_the_api_builds(tmp_path, monkeypatch):
     )
 
 
-class _Table:
-    def to_string(self, **kwargs):
-        return ""
+def _Table():
+    """An empty learning-curve table, as the command prints it."""
+    import pandas as pd
+
+    columns = ["source", "backbone", "strategy", "fraction", "n_train_images", "n_train_patients", "runs", "auc"]
+    return pd.DataFrame(columns=[*columns, "auc_low", "auc_high", "interval"])
 
 
 def test_the_commands_list_every_field_with_a_flag(capsys):
