@@ -583,7 +583,8 @@ def terminal_summary(computed: dict, written: dict, figures=(), width: int = 80)
     for grid, rows in summary.groupby("grid", sort=False):
         task = rows["task"].iloc[0]
         lines.append(f"{task}:" if grid in (".", task) else f"{task} (grid {grid}):")
-        lines.append(f"  {'source':<14} {'runs':>7}  {'mean AUC ± SD':<15}  paired diff vs {reference}"[:width])
+        named = max(14, *(len(str(source)) for source in rows["source"]))  # arms are told apart by their suffix
+        lines.append(f"  {'source':<{named}} {'runs':>7}  {'mean AUC ± SD':<15}  paired diff vs {reference}")
         for row in rows.itertuples(index=False):
             runs = f"{_cell(row.n_runs, 'n_runs')}/{_cell(row.n_expected, 'n_expected')}"
             auc = f"{_fmt(row.mean_auc)} ± {_fmt(row.sd_auc)}"
@@ -598,7 +599,16 @@ def terminal_summary(computed: dict, written: dict, figures=(), width: int = 80)
                 else:
                     interval = "no interval"
                 diff = f"{row.paired_diff:+.3f} ({interval})"
-            lines.append(f"  {str(row.source)[:14]:<14} {runs:>7}  {auc:<15}  {diff}".rstrip()[:width])
+            line = f"  {str(row.source):<{named}} {runs:>7}  {auc:<15}"
+            if diff and len(line) + 2 + len(diff) > width:  # never cut: the difference goes on a line of its own
+                lines += [
+                    line,
+                    *textwrap.wrap(
+                        f"paired diff vs {reference}: {diff}", width, initial_indent=" " * 4, subsequent_indent=" " * 6
+                    ),
+                ]
+            else:
+                lines.append(f"{line}  {diff}".rstrip())
     paths = [*written.values(), *figures]
     if paths:
         folder = os.path.commonpath([str(Path(p).parent) for p in paths])
