@@ -106,16 +106,9 @@ def predict(
             batch = np.asarray(model.predict_on_batch(images_batch), dtype=np.float64)
             if gradcam_dir is not None:
                 done = sum(len(p) for p in raw_batches)
+                named = overlay_names[done : done + len(batch)]
                 overlays += _overlays(
-                    model,
-                    images_batch,
-                    probabilities_of(model, batch),
-                    decide(batch),
-                    class_names,
-                    layer,
-                    gradcam_dir,
-                    overlay_names[done : done + len(batch)],
-                    performance,
+                    model, images_batch, batch, decide(batch), class_names, layer, gradcam_dir, named, performance
                 )
             raw_batches.append(batch)
     raw = np.concatenate(raw_batches)
@@ -126,12 +119,12 @@ def predict(
         frame["patient_id"] = list(image_set.patient_ids)
     for index, name in enumerate(class_names):
         frame[f"p_{name}"] = all_probabilities[:, index]
+    scaled = threshold if temperature is None or threshold is None else scale_threshold(threshold, temperature)
     if threshold is not None:
         frame["positive_score"] = all_probabilities[:, positive]
-        frame["threshold"] = threshold if temperature is None else scale_threshold(threshold, temperature)
-    decided = decide(raw)
+        frame["threshold"] = scaled
     frame["predicted"] = None
-    frame.loc[read_rows, "predicted"] = [class_names[i] for i in decided]
+    frame.loc[read_rows, "predicted"] = [class_names[i] for i in decide(raw)]
     if gradcam_dir is not None:
         frame["gradcam"] = None
         frame.loc[read_rows, "gradcam"] = overlays
@@ -140,9 +133,7 @@ def predict(
     frame.attrs.update(
         {
             "class_names": class_names,
-            "threshold": threshold
-            if temperature is None or threshold is None
-            else scale_threshold(threshold, temperature),
+            "threshold": scaled,
             "threshold_unscaled": threshold,
             "temperature": temperature,
             "read_settings": read.dataset_kwargs(),
@@ -151,7 +142,8 @@ def predict(
     return frame
 
 
-def _overlays(model, images, probabilities, predicted, class_names, layer, out_dir, names, performance):
+def _overlays(model, images, raw, predicted, class_names, layer, out_dir, names, performance):
+    probabilities = probabilities_of(model, raw)
     maps = gradcam(model, images, layer=layer, class_index=[int(c) for c in predicted])
     titles = [f"{class_names[c]} ({p[c]:.2f})\n{performance}" for p, c in zip(probabilities, predicted)]
     return save_overlays(images, maps, out_dir, names=names, titles=titles)
