@@ -110,20 +110,14 @@ def _summary_metrics(metrics: dict) -> dict:
     return summary
 
 
-def cmd_train(args) -> int:
-    """Trains into ``--out``. Nothing in the folder changes until ``fine_tune`` has accepted the run (claimed the
-    folder, and found it new, or an interrupted run with the same settings, or ``--restart`` given): the command's
-    own files are written then, so a refused command leaves a finished run's folder as it was."""
-    from .. import build_model, evaluate, fine_tune
-    from ..training.run_folder import TEST_METRICS, RunFolder, write_split
+def _command_files(out: Path, args, parts: dict, skipped) -> callable:
+    """What writes the command's own files into ``out`` (``cli_config.json``, the split CSVs, ``skipped_files.csv``,
+    ``audit.json``), to be called when training begins (``_when_accepted``): a refused run leaves the folder as it
+    was."""
 
-    train, val, test = args.parts
-    out = Path(args.out)
-    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
-    train, val, test = parts["train"], parts["val"], parts["test"]
-
-    def write_command_files() -> None:
+    def write() -> None:
         from ..data.audit import AUDIT_FILE
+        from ..training.run_folder import write_split
 
         write_resolved(out, args)
         for name, part in parts.items():
@@ -133,17 +127,37 @@ def cmd_train(args) -> int:
         if getattr(args, "audit_report", None) is not None:
             args.audit_report.write_json(out / AUDIT_FILE)
 
-    image_set = train
-    size = args.image_size
-    model = build_model(
+    return write
+
+
+def _model_of(args, num_classes: int):
+    """The model the command's flags describe (backbone, weights, size, dropout, preprocessing)."""
+    from .. import build_model
+
+    return build_model(
         args.backbone,
         weights=None if args.weights == "none" else args.weights,
-        num_classes=image_set.num_classes,
-        input_shape=(size, size, 3),
+        num_classes=num_classes,
+        input_shape=(args.image_size, args.image_size, 3),
         dropout=args.dropout,
         preprocessing=args.preprocessing,
         weights_dir=args.weights_dir,
     )
+
+
+def cmd_train(args) -> int:
+    """Trains into ``--out``. Nothing in the folder changes until ``fine_tune`` has accepted the run (claimed the
+    folder, and found it new, or an interrupted run with the same settings, or ``--restart`` given): the command's
+    own files are written then, so a refused command leaves a finished run's folder as it was."""
+    from .. import evaluate, fine_tune
+    from ..training.run_folder import TEST_METRICS, RunFolder
+
+    train, val, test = args.parts
+    out = Path(args.out)
+    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    train, val, test = parts["train"], parts["val"], parts["test"]
+    write_command_files = _command_files(out, args, parts, skipped)
+    model = _model_of(args, train.num_classes)
     with RunFolder.claimed(out):  # held from here to the test metrics; fine_tune holds it too
         result = fine_tune(
             model,
@@ -459,36 +473,13 @@ def cmd_layerwise(args) -> int:
     """The layer-wise search on DATA's train and validation parts (the test part is left untouched, and written
     with the others): a run folder per depth in ``--out``, the table in ``layerwise.csv`` and ``.md``, one line
     per depth as it ends, and a summary."""
-    from .. import build_model
-    from ..data.audit import AUDIT_FILE
     from ..grid.layerwise import layerwise_search, summary, write_table
-    from ..training.run_folder import write_split
 
     out = Path(args.out)
     train, val, test = args.parts
     parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
-    write_resolved(out, args)
-    for name, part in parts.items():
-        write_split(out, name, part)
-    if skipped:
-        _write_skipped(out, skipped)
-    if getattr(args, "audit_report", None) is not None:
-        args.audit_report.write_json(out / AUDIT_FILE)
-
-    def build():
-        size = args.image_size
-        return build_model(
-            args.backbone,
-            weights=None if args.weights == "none" else args.weights,
-            num_classes=parts["train"].num_classes,
-            input_shape=(size, size, 3),
-            dropout=args.dropout,
-            preprocessing=args.preprocessing,
-            weights_dir=args.weights_dir,
-        )
-
     table = layerwise_search(
-        build,
+        lambda: _model_of(args, parts["train"].num_classes),
         parts["train"],
         parts["val"],
         args.depths,
@@ -496,6 +487,7 @@ def cmd_layerwise(args) -> int:
         out_dir=out,
         verbose=args.verbose,
         log=sys.stderr,
+        callbacks=[_when_accepted(_command_files(out, args, parts, skipped))],  # once, when the first depth begins
     )
     written = write_table(table, out)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

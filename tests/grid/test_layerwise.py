@@ -69,6 +69,11 @@ def test_layerwise_command_end_to_end(tmp_path, keras2_files, capsys, monkeypatc
     best = table[table["best"]].iloc[0]
     assert f"best depth {best['depth']} ({best['strategy']}): validation AUC {best['val_auc']:.3f}" in captured.out
     assert {"split_train.csv", "split_val.csv", "split_test.csv", "cli_config.json"} <= {p.name for p in out.iterdir()}
+    # Rerun with another seed: refused, and nothing in the folder changed (the command's files are written only
+    # once a depth's training is accepted, as train's are).
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert main([*argv, "--seed", "1"]) == 1
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
 
 
 def test_layerwise_command_refuses_a_bad_depth(cli_data, tmp_path, capsys):
