@@ -18,7 +18,7 @@ from .data.adapters import require_image_set
 from .data.audit import AUDIT_FILE, audit_splits
 from .data.failures import check_images
 from .data.fingerprint import data_manifest, manifest_digest
-from .errors import GridRunsFailedError, WeightsNotFoundError
+from .errors import DataSourceError, GridRunsFailedError, WeightsNotFoundError
 from .grid import curve as grid_curve
 from .grid import runs as grid_runs
 from .grid.arms import parse_arm, with_preprocessings
@@ -267,6 +267,15 @@ def grid_splits(image_set, config: ProtocolConfig, n_folds: int | None, train_fr
         if n_folds
         else [image_set.split(val=config.val, test=config.test, seed=config.seed)]
     )
+    for index, (_, _, test) in enumerate(splits):
+        present = sorted({int(label) for label in test.labels})
+        if len(test) and len(present) < 2:  # no AUC on it: every run of the fold would fail at its test
+            where = f"Fold {index}'s test part" if n_folds else "The test part"
+            cure = "use fewer folds (--folds)" if n_folds else "use a larger test share (--test)"
+            raise DataSourceError(
+                f"{where} holds only class {test.class_names[present[0]]!r} ({len(test)} images), so no test AUC: "
+                f"a class has too few patients to reach every test part; {cure} or give more patients of each class."
+            )
     if train_fraction < 1:
         splits = [(train.nested_subset(train_fraction, seed=config.seed), val, test) for train, val, test in splits]
     return splits

@@ -568,3 +568,31 @@ def test_a_grid_run_says_each_epoch_and_its_heartbeat_in_the_grid_log_named_by_i
     assert {line[:9] for line in beats} == {"epoch 1/2", "epoch 2/2"}, said
     assert len(said) == 1 + len(epochs) + len(beats), said  # nothing else
     assert capsys.readouterr().out == ""  # fine_tune's own lines (stdout) stay for verbose 2
+
+
+def test_a_fold_whose_test_part_would_hold_one_class_is_refused_before_any_run():
+    """Before: the grid trained the fold's runs and stopped at the first test AUC ("AUC needs at least two
+    classes ... only ['intact'] present"), naming neither the fold nor the cure."""
+    from radtransfer.data import ImageSet
+
+    patients = [f"P{i}" for i in range(8)]  # 7 patients of one class, 1 of the other: 3 folds cannot all get both
+    labels = [0] * 7 + [1]
+    image_set = ImageSet(
+        paths=[f"/nowhere/{p}.png" for p in patients],
+        labels=labels,
+        class_names=("intact", "torn"),
+        patient_ids=patients,
+    )
+    with pytest.raises(
+        rt.RadtransferError, match=r"^Fold \d's test part holds only class 'intact' .*--folds"
+    ) as caught:
+        protocol.grid_splits(image_set, protocol.RADIMAGENET, 3)
+    assert "\n" not in str(caught.value)
+    balanced = [f"B{i}" for i in range(12)]  # 6 patients of each class: every fold's test part gets both
+    both = ImageSet(
+        paths=[f"/nowhere/{p}.png" for p in balanced],
+        labels=[0, 1] * 6,
+        class_names=("intact", "torn"),
+        patient_ids=balanced,
+    )
+    assert len(protocol.grid_splits(both, protocol.RADIMAGENET, 3)) == 3
