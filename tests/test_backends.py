@@ -56,7 +56,9 @@ SCRIPT = textwrap.dedent("""
 
 # Runs the jobs listed in a JSON file one after another in this process, each as ``python -c SCRIPT ARGS`` or
 # ``python PATH ARGS`` would (its own ``__main__`` namespace and argv, its stdout captured), and prints one JOB line
-# per job. The scripts that make TensorFlow unimportable run last (a later script could not import it either).
+# per job. A job that made TensorFlow unimportable (sys.modules["tensorflow"] = None) has it importable again after
+# it. Jobs that check TensorFlow was never loaded run before those that may load it (the image-path, data-parallel
+# and PyTorch-example scripts, which import it where it is installed, as a user's would).
 RUNNER = textwrap.dedent("""
     import contextlib, io, json, os, runpy, sys, traceback
     for job in json.load(open(sys.argv[1])):
@@ -74,6 +76,8 @@ RUNNER = textwrap.dedent("""
                 status = f"exit {exit.code}: " + traceback.format_exc()[-3000:]
         except BaseException:
             status = "error: " + traceback.format_exc()[-3000:]
+        if "tensorflow" in sys.modules and sys.modules["tensorflow"] is None:
+            del sys.modules["tensorflow"]
         print("JOB " + json.dumps({"name": job["name"], "status": status, "stdout": out.getvalue()}), flush=True)
 """)
 
@@ -518,27 +522,30 @@ def runs(cases, image_files, tensorflow_run, warp_cases, keras2_files, tmp_path_
     def job(name, script, *args, **more):
         return {"name": name, "script": script, "args": [str(a) for a in args], **more}
 
-    common = [
+    common = [  # each checks that TensorFlow was never loaded
         job("same_h5", SCRIPT, json.dumps(cases)),
         job("device_augment", DEVICE_AUGMENT, warp_cases[0]),
         job("arrays", ARRAYS),
-        job("image_path", IMAGE_PATH),
     ]
-    without_tf = [job("files_without_tf", FILES_WITHOUT_TF, image_files)]  # last: TensorFlow stays unimportable
+    image_path = job("image_path", IMAGE_PATH)  # loads TensorFlow where it is installed (allowed): after the checks
+    without_tf = [job("files_without_tf", FILES_WITHOUT_TF, image_files)]  # before any job that may load TensorFlow
     plans = {
         "tensorflow": ([job("same_h5", SCRIPT, json.dumps(cases))], {}),
         "jax": (
             [
                 *common,
-                job("data_parallel", JAX_DATA_PARALLEL),
                 *without_tf,
                 job("predict_without_tf", PREDICT_WITHOUT_TF, tensorflow_run[0], image_files, on_jax),
+                image_path,
+                job("data_parallel", JAX_DATA_PARALLEL),
             ],
             {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
         ),
         "torch": (
             [
                 *common,
+                *without_tf,
+                image_path,
                 job(
                     "pytorch_example",
                     None,
@@ -550,7 +557,6 @@ def runs(cases, image_files, tensorflow_run, warp_cases, keras2_files, tmp_path_
                     path=str(example),
                     cwd=str(folder),
                 ),
-                *without_tf,
             ],
             {},
         ),

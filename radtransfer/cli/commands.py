@@ -495,6 +495,150 @@ def cmd_layerwise(args) -> int:
     return 0
 
 
+def cmd_layerwise(args) -> int:
+    """The layer-wise search on DATA's train and validation parts (the test part is left untouched, and written
+    with the others): a run folder per depth in ``--out``, the table in ``layerwise.csv`` and ``.md``, one line
+    per depth as it ends, and a summary."""
+    from .. import build_model
+    from ..data.audit import AUDIT_FILE
+    from ..grid.layerwise import layerwise_search, summary, write_table
+    from ..training.run_folder import write_split
+
+    out = Path(args.out)
+    train, val, test = args.parts
+    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    write_resolved(out, args)
+    for name, part in parts.items():
+        write_split(out, name, part)
+    if skipped:
+        _write_skipped(out, skipped)
+    if getattr(args, "audit_report", None) is not None:
+        args.audit_report.write_json(out / AUDIT_FILE)
+
+    def build():
+        size = args.image_size
+        return build_model(
+            args.backbone,
+            weights=None if args.weights == "none" else args.weights,
+            num_classes=parts["train"].num_classes,
+            input_shape=(size, size, 3),
+            dropout=args.dropout,
+            preprocessing=args.preprocessing,
+            weights_dir=args.weights_dir,
+        )
+
+    table = layerwise_search(
+        build,
+        parts["train"],
+        parts["val"],
+        args.depths,
+        config=args.train_config,
+        out_dir=out,
+        verbose=args.verbose,
+        log=sys.stderr,
+    )
+    written = write_table(table, out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{summary(table)}; table: {', '.join(written)}")
+    return 0
+
+
+def cmd_layerwise(args) -> int:
+    """The layer-wise search on DATA's train and validation parts (the test part is left untouched, and written
+    with the others): a run folder per depth in ``--out``, the table in ``layerwise.csv`` and ``.md``, one line
+    per depth as it ends, and a summary."""
+    from .. import build_model
+    from ..data.audit import AUDIT_FILE
+    from ..grid.layerwise import layerwise_search, summary, write_table
+    from ..training.run_folder import write_split
+
+    out = Path(args.out)
+    train, val, test = args.parts
+    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    write_resolved(out, args)
+    for name, part in parts.items():
+        write_split(out, name, part)
+    if skipped:
+        _write_skipped(out, skipped)
+    if getattr(args, "audit_report", None) is not None:
+        args.audit_report.write_json(out / AUDIT_FILE)
+
+    def build():
+        size = args.image_size
+        return build_model(
+            args.backbone,
+            weights=None if args.weights == "none" else args.weights,
+            num_classes=parts["train"].num_classes,
+            input_shape=(size, size, 3),
+            dropout=args.dropout,
+            preprocessing=args.preprocessing,
+            weights_dir=args.weights_dir,
+        )
+
+    table = layerwise_search(
+        build,
+        parts["train"],
+        parts["val"],
+        args.depths,
+        config=args.train_config,
+        out_dir=out,
+        verbose=args.verbose,
+        log=sys.stderr,
+    )
+    written = write_table(table, out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{summary(table)}; table: {', '.join(written)}")
+    return 0
+
+
+def cmd_layerwise(args) -> int:
+    """The layer-wise search on DATA's train and validation parts (the test part is left untouched, and written
+    with the others): a run folder per depth in ``--out``, the table in ``layerwise.csv`` and ``.md``, one line
+    per depth as it ends, and a summary."""
+    from .. import build_model
+    from ..data.audit import AUDIT_FILE
+    from ..grid.layerwise import layerwise_search, summary, write_table
+    from ..training.run_folder import write_split
+
+    out = Path(args.out)
+    train, val, test = args.parts
+    parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
+    write_resolved(out, args)
+    for name, part in parts.items():
+        write_split(out, name, part)
+    if skipped:
+        _write_skipped(out, skipped)
+    if getattr(args, "audit_report", None) is not None:
+        args.audit_report.write_json(out / AUDIT_FILE)
+
+    def build():
+        size = args.image_size
+        return build_model(
+            args.backbone,
+            weights=None if args.weights == "none" else args.weights,
+            num_classes=parts["train"].num_classes,
+            input_shape=(size, size, 3),
+            dropout=args.dropout,
+            preprocessing=args.preprocessing,
+            weights_dir=args.weights_dir,
+        )
+
+    table = layerwise_search(
+        build,
+        parts["train"],
+        parts["val"],
+        args.depths,
+        config=args.train_config,
+        out_dir=out,
+        verbose=args.verbose,
+        log=sys.stderr,
+    )
+    written = write_table(table, out)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"{summary(table)}; table: {', '.join(written)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .. import plots, report
 
