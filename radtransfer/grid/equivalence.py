@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..stats.bootstrap import no_spread, too_few
+from ..stats.bootstrap import bootstrap_p, no_spread, too_few
 
 
 def tost(
@@ -84,8 +84,8 @@ def tost(
         p_lower = p_upper = low = high = math.nan
         different = False
     else:
-        p_lower = float(np.mean(values <= -margin))
-        p_upper = float(np.mean(values >= margin))
+        p_lower = bootstrap_p(int(np.sum(values <= -margin)), len(values))
+        p_upper = bootstrap_p(int(np.sum(values >= margin)), len(values))
         low, high = (float(q) for q in np.quantile(values, [alpha, 1 - alpha]))
         two_sided = alpha_difference or alpha
         two_low, two_high = np.quantile(values, [two_sided / 2, 1 - two_sided / 2])

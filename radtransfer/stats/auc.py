@@ -13,6 +13,7 @@ import numpy as np
 from .bootstrap import (
     MIN_UNITS,
     WEIGHT_CELLS,
+    bootstrap_p,
     resampling_units,
     stratified_bootstrap_ci,
     too_few,
@@ -244,7 +245,8 @@ def paired_bootstrap_test(
     diffs = diffs[np.isfinite(diffs)]
     auc_a, auc_b = auc_score(y_true, a, positive_class), auc_score(y_true, b, positive_class)
     tail = (1 - level) / 2
-    p = float(min(1.0, 2 * min((diffs <= 0).mean(), (diffs >= 0).mean()))) if len(diffs) else math.nan
+    tail_count = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
+    p = float(min(1.0, 2 * bootstrap_p(tail_count, len(diffs)))) if len(diffs) else math.nan
     return {
         "method": "paired_bootstrap",
         "auc_a": auc_a,

@@ -115,6 +115,14 @@ def no_spread(units: int, unit: str = "fold") -> str:
     return f"no interval (the {units} {unit}s agree exactly: no spread to estimate from)"
 
 
+def bootstrap_p(extreme: int, resamples: int) -> float:
+    """A one-sided bootstrap P value from ``extreme`` of ``resamples`` replicates at or beyond the null:
+    (extreme + 1) / (resamples + 1) (Davison & Hinkley 1997, eq. 4.11; North et al. 2002), counting the observed
+    sample as one of the replicates. The plain share, extreme / resamples, says P = 0 when no replicate crosses the
+    null, a certainty that B resamples cannot give: the smallest P they can support is 1 / (B + 1)."""
+    return (int(extreme) + 1) / (int(resamples) + 1)
+
+
 def units_by_stratum(y_true, groups=None) -> dict:
     """Per class, how many resampling units a stratified bootstrap draws from its stratum (patients by their
     majority class, as ``resampling_units``; images without ``groups``); 0 for a class without units."""

@@ -323,7 +323,11 @@ def test_tost_bootstrap_form_is_the_90_percent_interval_inside_the_margin():
         result = tost_module.tost(draws, margin, method="bootstrap", estimate=center)
         low, high = np.quantile(draws, [0.05, 0.95])
         assert (result["low"], result["high"]) == (low, high)
-        assert result["p_lower"] == (draws <= -margin).mean() and result["p_upper"] == (draws >= margin).mean()
+        lower, upper = (
+            ((draws <= -margin).sum() + 1) / (len(draws) + 1),
+            ((draws >= margin).sum() + 1) / (len(draws) + 1),
+        )
+        assert result["p_lower"] == lower and result["p_upper"] == upper
         assert result["equivalent"] == (-margin < low and high < margin)
         assert result["verdict"] == verdict
     wide = tost_module.tost(rng.normal(0.0, 0.05, 5000), 0.02, method="bootstrap", estimate=0.0)

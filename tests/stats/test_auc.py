@@ -90,7 +90,9 @@ def _paired_patient_bootstrap(labels, a, b, groups, n, seed):
         index = np.concatenate([images[patients[u]] for u in chosen])
         diffs.append(roc_auc_score(labels[index], a[index, 1]) - roc_auc_score(labels[index], b[index, 1]))
     diffs = np.array(diffs)
-    return min(1.0, 2 * min(np.mean(diffs <= 0), np.mean(diffs >= 0))), np.quantile(diffs, [0.025, 0.975])
+    # Davison & Hinkley's (extreme + 1) / (B + 1), the observed sample counted as a replicate
+    extreme = min(np.sum(diffs <= 0), np.sum(diffs >= 0))
+    return min(1.0, 2 * (extreme + 1) / (len(diffs) + 1)), np.quantile(diffs, [0.025, 0.975])
 
 
 def test_compare_aucs_uses_a_patient_bootstrap_for_multislice_data():
@@ -179,3 +181,16 @@ def test_the_vectorised_bootstrap_is_the_resample_by_resample_bootstrap():
         fast = bootstrap_operating_point_ci(labels, called, groups=unit_groups, n=300, seed=4)["specificity"]
         slow = stratified_bootstrap_ci(labels, lambda i: 1.0 - np.mean(called[i][labels[i] == 0]), unit_groups, 300, 4)
         assert (fast["low"], fast["high"]) == (slow["low"], slow["high"])
+
+
+def test_a_bootstrap_p_is_never_zero_when_every_resample_favours_one_model():
+    # a ranks every case perfectly and b at chance: no resample's difference reaches 0, and B resamples can support
+    # at most P = 2 / (B + 1) two-sided (Davison & Hinkley 1997), not P = 0
+    rng = np.random.default_rng(0)
+    patients, y = np.repeat(np.arange(20), 2), np.repeat(np.arange(20) % 2, 2)
+    a = np.stack([1 - y * 0.9 - 0.05, y * 0.9 + 0.05], axis=1)
+    b = rng.uniform(0, 1, (40, 1)) * np.array([[-1, 1]]) + np.array([[1, 0]])
+    result = stats.paired_bootstrap_test(y, a, b, groups=patients, n=400, seed=1)
+    assert result["resamples"] == 400 and result["ci"][0] > 0
+    assert result["p"] == 2 / 401
+    assert stats.bootstrap_p(0, 400) == 1 / 401 and stats.bootstrap_p(400, 400) == 1.0
