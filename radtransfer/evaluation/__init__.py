@@ -14,7 +14,7 @@ _METRICS = [
     "metrics_from_predictions",
     "model_read_kwargs",
 ]
-_LEVELS = ["Aggregation", "Predictions"]
+_LEVELS = ["Aggregation", "Predictions", "unit_rows"]
 __all__ = [*_METRICS, *_LEVELS, "calibrate", "Calibration"]
 __getattr__, __dir__ = lazy_exports(
     __name__,

@@ -140,3 +140,47 @@ def _unit_keys(level: str, patients, exams, n: int) -> list:
     if patients is None:
         return [str(e) for e in exams]
     return [json.dumps([str(p), str(e)]) for p, e in zip(patients, exams)]
+
+
+def unit_rows(predictions, level: str = "patient", aggregate: str = "mean", exam_ids=None):
+    """``predict``'s table per patient or per exam: one row per unit, its images' probabilities aggregated.
+
+    Args:
+        predictions: the DataFrame ``predict`` returns (its ``patient_id`` column and ``p_<class>`` columns; images
+            that could not be read, with empty probabilities, are left out).
+        level: "patient" or "exam".
+        aggregate: "mean", "max" or "noisy_or" (``Aggregation``), the positive class being the second class.
+        exam_ids: one exam id per row of ``predictions`` (exam level).
+
+    Returns:
+        A DataFrame with ``patient_id`` (when known), ``exam_id`` (exam level), ``n_slices``, one ``p_<class>``
+        column per class and ``predicted`` (the class of the largest aggregated probability: the model's threshold
+        was chosen on images, not on units).
+
+    Raises:
+        ValueError: a level without its ids, or "max"/"noisy_or" with more than two classes.
+    """
+    import pandas as pd
+
+    aggregation = Aggregation(level, aggregate)
+    if aggregation.level == "image":
+        raise ValueError("unit_rows takes level='patient' or 'exam'; predict's own table is the image level.")
+    if exam_ids is not None and len(exam_ids) != len(predictions):
+        raise ValueError(f"exam_ids has {len(exam_ids)} entries for {len(predictions)} predictions.")
+    columns = [c for c in predictions.columns if str(c).startswith("p_")]
+    read = predictions[columns].notna().all(axis=1).to_numpy()
+    patients = predictions["patient_id"].to_numpy()[read] if "patient_id" in predictions else None
+    exams = None if exam_ids is None else np.asarray(list(exam_ids), dtype=object)[read]
+    probabilities = predictions[columns].to_numpy(dtype=np.float64)[read]
+    same_label = np.zeros(int(read.sum()), dtype=np.int64)
+    units = to_units(
+        Predictions(same_label, probabilities, patients, exams), aggregation, 1 if len(columns) == 2 else 0
+    )
+    frame = pd.DataFrame({} if units.patient_ids is None else {"patient_id": units.patient_ids})
+    if units.exam_ids is not None:
+        frame["exam_id"] = units.exam_ids
+    frame["n_slices"] = units.n_slices
+    for index, column in enumerate(columns):
+        frame[column] = units.probabilities[:, index]
+    frame["predicted"] = [columns[i][2:] for i in units.probabilities.argmax(axis=1)]
+    return frame

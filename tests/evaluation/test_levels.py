@@ -193,3 +193,20 @@ def test_command_line_exam_level(cli_run, cli_data, tmp_path, capsys):
     assert "--level exam needs exam ids: give the CSV column that holds them as --exam-col." in capsys.readouterr().err
     assert main([*argv, "--aggregate", "max"]) == 2
     assert "DATA: --aggregate max is defined for two classes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "noisy_or"])
+def test_unit_rows_of_predict_table(aggregate):
+    from radtransfer.evaluation import unit_rows
+
+    frame, predictions = _two_class(patients=4, exams=2, slices=2)
+    table = pd.DataFrame({"path": [f"x{i}.png" for i in range(len(frame))], "patient_id": frame["patient"]})
+    table["p_neg"], table["p_pos"] = predictions.probabilities[:, 0], predictions.probabilities[:, 1]
+    table.loc[0, ["p_neg", "p_pos"]] = np.nan  # an image that could not be read: left out
+    rows = unit_rows(table, "exam", aggregate, exam_ids=frame["exam"])
+    kept = frame.iloc[1:]
+    hand = kept.groupby(["patient", "exam"], sort=False).agg(n=("p1", "size"), score=("p1", HAND[aggregate]))
+    assert rows["n_slices"].tolist() == hand["n"].tolist() and rows["exam_id"].tolist() == ["E0", "E1"] * 4
+    assert np.allclose(rows["p_pos"], hand["score"]) and np.allclose(rows["p_neg"], 1 - hand["score"])
+    assert rows["predicted"].tolist() == ["pos" if s >= 0.5 else "neg" for s in hand["score"]]
+    assert len(unit_rows(table, "patient")) == 4
