@@ -20,6 +20,8 @@ def load_spec(spec: str, args):
     from ..data.loading import DataSpecError
 
     columns = {"image_col": args.image_col, "label_col": args.label_col, "patient_col": args.patient_col}
+    if getattr(args, "exam_col", None) is not None:
+        columns["exam_col"] = args.exam_col
     try:
         return data.load(spec, **columns, missing_labels=args.missing_labels)
     except DataSpecError as exc:
@@ -103,6 +105,10 @@ def _summary_metrics(metrics: dict) -> dict:
         "sensitivity",
         "specificity",
         "confusion_matrix",
+        "level",
+        "aggregate",
+        "n_units",
+        "threshold_level",
     )
     summary = {k: metrics[k] for k in keys if k in metrics}
     if metrics:
@@ -287,11 +293,13 @@ def cmd_evaluate(args) -> int:
     from ..evaluation.external import external_file, side_by_side
 
     parts = {"data": args.image_set}
-    if args.recalibrate_set is not None:
-        parts["recalibrate"] = args.recalibrate_set
+    for name, image_set in (("recalibrate", args.recalibrate_set), ("val", args.val_set)):
+        if image_set is not None:
+            parts[name] = image_set
     _check_data_classes(args.run_dir, parts)
     model = _load_run_model(args.run_dir)
     parts = check_parts(parts, args.on_bad)
+    level = {} if args.level == "image" else {"level": args.level, "aggregate": args.aggregate, "val": parts.get("val")}
     try:
         result = evaluate(
             model,
@@ -300,6 +308,7 @@ def cmd_evaluate(args) -> int:
             seed=args.seed,
             site=args.site,
             recalibrate=parts.get("recalibrate"),
+            **level,
         )
     except ClassMismatchError as exc:  # the data given do not fit the model: a usage mistake
         raise UsageError(str(exc)) from None
@@ -328,6 +337,12 @@ def check_site_options(args) -> None:
 
     if args.recalibrate is not None and args.site is None:
         raise UsageError("--recalibrate needs --site (the external site DATA and the local set come from).")
+    if args.level != "image" and args.site is not None:
+        raise UsageError(f"--level {args.level} is not available with --site yet: leave out --level there.")
+    if args.level == "exam" and args.exam_col is None:
+        raise UsageError("--level exam needs exam ids: give the CSV column that holds them as --exam-col.")
+    if args.level == "image" and (args.val_data is not None or args.aggregate != "mean"):
+        raise UsageError("--val-data and --aggregate go with --level patient or exam.")
     if args.site is not None:
         try:
             check_site(args.site)
@@ -339,6 +354,33 @@ def check_site_options(args) -> None:
             f"--recalibrate LOCAL_DATA not found: '{local}'. Expected a class-folder directory, a CSV manifest, or "
             "tfds:NAME[:SPLIT]."
         )
+
+
+def _check_level(args) -> None:
+    """--level's units of DATA (and VAL_DATA) made before TensorFlow starts: ids for the level, one label per unit,
+    an aggregate the classes allow."""
+    import re
+
+    import numpy as np
+
+    from ..evaluation.levels import Aggregation, Predictions, to_units
+
+    if args.level == "image":
+        return
+    aggregation = Aggregation(args.level, args.aggregate)
+    for flag, image_set in (("DATA", args.image_set), ("--val-data", args.val_set)):
+        if image_set is None:
+            continue
+        if args.level == "patient" and image_set.patient_ids is None:
+            raise UsageError(
+                f"{flag}: --level patient needs patient ids: give the column that holds them as --patient-col."
+            )
+        uniform = np.full((len(image_set), image_set.num_classes), 1 / image_set.num_classes)
+        ids = Predictions(image_set.labels, uniform, image_set.patient_ids, image_set.exam_ids)
+        try:
+            to_units(ids, aggregation, 1, image_set.class_names)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: " + re.sub(r"\b(level|aggregate)='(\w+)'", r"--\1 \2", str(exc))) from None
 
 
 def _read_local_data(args):
@@ -654,3 +696,5 @@ def read_data(args) -> None:
         say(split_note(args.image_set, args.patient_col))
     if args.command == "evaluate":
         args.recalibrate_set = _read_local_data(args)
+        args.val_set = None if args.val_data is None else load_spec(args.val_data, args)
+        _check_level(args)

@@ -329,6 +329,32 @@ def _add_evaluate(sub) -> None:
         "temperature and threshold on",
     )
     p.add_argument("--out", help="write all metrics as JSON here (and the reliability diagram beside it)")
+    _level_options(p)
+
+
+def _level_options(p) -> None:
+    """evaluate's level of scoring: images, or patients or exams made of their images' probabilities."""
+    p.add_argument(
+        "--level",
+        default="image",
+        choices=("image", "patient", "exam"),
+        help="score each image, or each patient or exam (its images' probabilities aggregated; the interval "
+        "resamples patients)",
+    )
+    p.add_argument(
+        "--aggregate",
+        default="mean",
+        choices=("mean", "max", "noisy_or"),
+        help="with --level patient|exam: a unit's probability of the positive class is the mean, max or noisy-or "
+        "(1 - prod(1 - p)) of its images' (max and noisy_or: two classes only)",
+    )
+    p.add_argument("--exam-col", help="CSV column of exam ids (for --level exam)")
+    p.add_argument(
+        "--val-data",
+        metavar="VAL_DATA",
+        help="with --level patient|exam: labelled validation data (e.g. RUN_DIR/split_val.csv) to choose the "
+        "threshold on at that level (else the model's image-level threshold is applied, with a warning)",
+    )
 
 
 def _add_calibrate(sub) -> None:

@@ -12,6 +12,8 @@ import numpy as np
 from ..errors import LeakageError
 from ..utils.choices import check_choice
 
+EXAM_ID = "exam_id"  # the extras column of exam ids
+
 
 @dataclass(frozen=True, eq=False)
 class ImageSet:
@@ -23,7 +25,8 @@ class ImageSet:
         class_names: the class names, in label order.
         patient_ids: one id per image, or None.
         images: in-memory uint8 images (a list of HxWxC arrays) when there are no paths.
-        extras: per-image columns carried along (e.g. lesion mask paths), as a dict of arrays.
+        extras: per-image columns carried along (e.g. lesion mask paths), as a dict of arrays. The column
+            ``exam_id`` (``from_csv(..., exam_col=)``) holds each image's exam (``exam_ids``).
     """
 
     paths: np.ndarray | None
@@ -64,6 +67,13 @@ class ImageSet:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def exam_ids(self) -> np.ndarray | None:
+        """One exam id per image (the extras column ``exam_id``, kept by ``split``, ``kfold`` and ``subset``), or
+        None. An exam id is taken within its patient: exam "1" of two patients is two exams."""
+        extras = self.extras or {}
+        return None if EXAM_ID not in extras else np.asarray([str(e) for e in extras[EXAM_ID]], dtype=object)
 
     def class_counts(self) -> list[int]:
         """Images per class, in class order."""

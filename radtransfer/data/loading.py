@@ -29,6 +29,7 @@ def load(
     patient_col: str | None = "auto",
     missing_labels: str = "raise",
     tfds_split: str | None = None,
+    exam_col: str | None = None,
 ) -> ImageSet:
     """Reads a data spec into one ImageSet.
 
@@ -41,6 +42,7 @@ def load(
             the DICOM PatientID tag); None or "none": no patient ids.
         missing_labels: rows of a CSV with an empty label: "raise" or "drop".
         tfds_split: the tfds split when the spec names none (default "train").
+        exam_col: the CSV column of exam ids (``from_csv``'s ``exam_col``); only a CSV manifest has one.
 
     Returns:
         The ImageSet.
@@ -50,6 +52,11 @@ def load(
             or neither a folder nor a CSV file.
     """
     patients = None if patient_col in (None, "none") else patient_col
+    csv = Path(spec).expanduser()
+    if exam_col is not None and not (csv.suffix.lower() == ".csv" or (csv / "manifest.csv").is_file()):
+        raise DataSpecError(
+            f"exam_col={exam_col!r} needs a CSV manifest with that column, but DATA '{spec}' is not one."
+        )
     if spec.startswith("tfds:"):
         parts = spec.split(":")
         return from_tfds(parts[1], split=parts[2] if len(parts) > 2 else (tfds_split or "train"))
@@ -62,7 +69,7 @@ def load(
             f"of images: give one part (e.g. '{path / example}') or a CSV manifest listing every part's files "
             "(train takes a split folder whole)."
         )
-    csv_options = {"image_col": image_col, "label_col": label_col, "patient_col": patients}
+    csv_options = {"image_col": image_col, "label_col": label_col, "patient_col": patients, "exam_col": exam_col}
     if path.is_dir():
         manifest = path / "manifest.csv"
         if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv

@@ -13,7 +13,7 @@ from ..utils.progress import progress
 from .cache import LOG
 from .decode import is_dicom
 from .dicom import import_pydicom
-from .imageset import ImageSet
+from .imageset import EXAM_ID, ImageSet
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
@@ -328,6 +328,7 @@ def from_csv(
     class_names=None,
     extra_cols=(),
     missing_labels: str = "raise",
+    exam_col=None,
 ) -> ImageSet:
     """Reads a CSV manifest (or a pandas DataFrame) with one row per image.
 
@@ -349,10 +350,12 @@ def from_csv(
         extra_cols: more columns to carry along (e.g. a mask path column).
         missing_labels: "raise" (default: rows with an empty label cell are an error naming them) or "drop"
             (leave those rows out, with a warning that counts them).
+        exam_col: column of exam ids (e.g. one MRI series per exam), for exam-level evaluation
+            (``evaluate(..., level="exam")``); kept as the extras column ``exam_id`` (``ImageSet.exam_ids``).
 
     Raises:
-        DataSourceError: the file is missing, a named column is missing, a label, image path or patient id
-            is empty, an image is listed on two rows, a label is unknown, or a class has no images.
+        DataSourceError: the file is missing, a named column is missing, a label, image path, patient id or
+            exam id is empty, an image is listed on two rows, a label is unknown, or a class has no images.
     """
     check_choice("missing_labels", missing_labels, MISSING_LABELS)
     frame, where, base, from_file = _read_manifest(path_or_dataframe, root)
@@ -365,6 +368,7 @@ def from_csv(
         ("image_col", image_col),
         ("label_col", label_col),
         ("patient_col", patient_col),
+        ("exam_col", exam_col),
         *(("extra_cols", c) for c in extra_cols),
     ):
         if column is not None and column not in frame.columns:
@@ -376,7 +380,7 @@ def from_csv(
     if frame.empty:
         raise DataSourceError(f"{where} has no rows.")
     frame, values = _labelled_rows(frame, label_col, missing_labels, where, from_file)
-    _refuse_empty_cells(frame, image_col, patient_col, where, from_file)
+    _refuse_empty_cells(frame, image_col, patient_col, where, from_file, exam_col)
     if class_names is None:
         class_names = sort_classes(set(values))
     else:
@@ -397,13 +401,15 @@ def from_csv(
     patients = frame[patient_col].astype(str).str.strip().to_numpy() if patient_col else None
     if patient_col is None and auto_patients:  # DICOM files bring their PatientID
         patients = dicom_patient_ids(paths, where)
-    extras = {c: frame[c].to_numpy(dtype=object) for c in extra_cols} or None
+    extras = {c: frame[c].to_numpy(dtype=object) for c in extra_cols}
+    if exam_col is not None:
+        extras[EXAM_ID] = frame[exam_col].astype(str).str.strip().to_numpy(dtype=object)
     return ImageSet(
         paths=np.array(paths, dtype=object),
         labels=labels,
         class_names=tuple(class_names),
         patient_ids=patients,
-        extras=extras,
+        extras=extras or None,
     )
 
 
@@ -469,14 +475,15 @@ def _labelled_rows(frame, label_col, missing_labels, where, from_file):
     return frame[~missing], [v for v, m in zip(values, missing) if not m]
 
 
-def _refuse_empty_cells(frame, image_col, patient_col, where, from_file) -> None:
-    """An empty image path or patient id is an error naming its rows (never a path "" or a patient "nan")."""
-    for argument, column in (("image_col", image_col), ("patient_col", patient_col)):
+def _refuse_empty_cells(frame, image_col, patient_col, where, from_file, exam_col=None) -> None:
+    """An empty image path, patient id or exam id is an error naming its rows (never a path "" or a patient
+    "nan")."""
+    for argument, column in (("image_col", image_col), ("patient_col", patient_col), ("exam_col", exam_col)):
         if column is None:
             continue
         empty = (frame[column].isna() | (frame[column].astype(str).str.strip() == "")).to_numpy()
         if empty.any():
-            fix = "" if argument == "image_col" else " or pass patient_col=None to split by image"
+            fix = {"image_col": "", "patient_col": " or pass patient_col=None to split by image"}.get(argument, "")
             raise DataSourceError(
                 f"{int(empty.sum())} row(s) of {where} have an empty {column!r} ({argument}), "
                 f"{_rows(frame, empty, from_file)}. Fill them in{fix}."

@@ -25,6 +25,7 @@ from ..stats.temperature import apply_temperature, scale_threshold
 from ..stats.thresholds import youden_threshold
 from ..training.thresholds import predict_with_labels
 from .external import check_disjoint, check_site, operating_point_intervals, recalibration
+from .levels import Aggregation, Predictions, aggregation_of, to_units
 
 
 def model_read_kwargs(model) -> dict:
@@ -77,14 +78,17 @@ class DatasetInfo:
         patient_ids: one id per image, for a dataset (an ImageSet brings its own); the interval then resamples
             patients, not images.
         batch_size: batch size when the dataset is an ImageSet.
+        exam_ids: one exam id per image, for a dataset (an ImageSet brings its own, ``ImageSet.exam_ids``), for
+            ``level="exam"``.
     """
 
     class_names: list | tuple | None = None
     patient_ids: list | tuple | None = None
     batch_size: int = 32
+    exam_ids: list | tuple | None = None
 
 
-_DATASET_KEYWORDS = {name: name for name in ("class_names", "patient_ids", "batch_size")}
+_DATASET_KEYWORDS = {name: name for name in ("class_names", "patient_ids", "batch_size", "exam_ids")}
 
 
 def metrics_from_predictions(
@@ -164,6 +168,103 @@ def metrics_from_predictions(
         "patient_ids": None if patient_ids is None else [str(p) for p in patient_ids],
     }
     return result
+
+
+def metrics_at_level(
+    predictions: Predictions,
+    aggregation: Aggregation,
+    *,
+    val: Predictions | None = None,
+    threshold=None,
+    temperature=None,
+    **metrics_keywords,
+) -> dict:
+    """``metrics_from_predictions``' metrics over patients or exams: each unit's images' probabilities aggregated.
+
+    The probabilities aggregated are those reported (softmax(log p / T) with a ``temperature``). Two classes: the
+    operating threshold is chosen on ``val`` at the same level and aggregate (Youden's J over its units), unless one
+    is given (``threshold_source="given"``); a threshold chosen on validation images (``threshold_source=
+    "validation"``) without ``val`` is applied as it is, with a warning and ``threshold_level`` "image".
+
+    Args:
+        predictions: the test set's labels, probabilities, patient ids and (exam level) exam ids, per image.
+        aggregation: the level ("patient" or "exam"; "image" gives ``metrics_from_predictions``' own result) and
+            the aggregate ("mean", "max", "noisy_or").
+        val: the validation set's, to choose the threshold on.
+        threshold: an ``OperatingThreshold`` (or its value) on the units' (reported, aggregated) probabilities.
+        temperature: the model's temperature, applied to every image's probabilities before they are aggregated.
+        **metrics_keywords: ``class_names``, ``positive_class``, ``bootstrap``, ``seed`` of
+            ``metrics_from_predictions``.
+
+    Returns:
+        ``metrics_from_predictions``' dict over the units (``n``: images; the interval resamples patients, each with
+        all their exams; without patient ids, exams), with ``level``, ``aggregate``, ``n_units``,
+        ``threshold_level`` (where the threshold was chosen: the level, "image", or None for a given one or 0.5)
+        and, in ``predictions``, ``exam_ids`` and ``n_slices`` per unit.
+
+    Raises:
+        ValueError: as ``levels.to_units``: no ids for the level, a unit whose images disagree on the label,
+            "max"/"noisy_or" with more than two classes.
+    """
+    threshold = threshold if isinstance(threshold, OperatingThreshold) else OperatingThreshold(threshold)
+    if aggregation.level == "image":
+        return metrics_from_predictions(
+            predictions.y_true,
+            predictions.probabilities,
+            **metrics_keywords,
+            patient_ids=predictions.patient_ids,
+            threshold=threshold,
+            temperature=temperature,
+        )
+    scaled = _reported(predictions, temperature)
+    num_classes = scaled.probabilities.shape[1]
+    class_names = metrics_keywords.get("class_names")
+    positive = _resolve_positive(metrics_keywords.get("positive_class"), class_names or ["0", "1"], num_classes)
+    units = to_units(scaled, aggregation, positive or 0, class_names)
+    threshold, threshold_level = _unit_threshold(threshold, val, aggregation, temperature, positive, class_names)
+    result = metrics_from_predictions(
+        units.y_true, units.probabilities, **metrics_keywords, patient_ids=units.patient_ids, threshold=threshold
+    )
+    result.update(temperature=None if temperature is None else float(temperature), n=int(len(scaled.y_true)))
+    if units.patient_ids is None and result["auc_ci_unit"] == "image":  # exams without patients: exams resampled
+        result["auc_ci_unit"] = "exam"
+        result["auc_ci_note"] = result["auc_ci_note"] and result["auc_ci_note"].replace("image", "exam")
+    result.update(
+        level=aggregation.level, aggregate=aggregation.aggregate, n_units=int(len(units.y_true)), threshold_level=None
+    )
+    if num_classes == 2:
+        result["threshold_level"] = threshold_level
+    result["predictions"]["exam_ids"] = None if units.exam_ids is None else [str(e) for e in units.exam_ids]
+    result["predictions"]["n_slices"] = units.n_slices.tolist()
+    return result
+
+
+def _reported(predictions: Predictions, temperature) -> Predictions:
+    """``predictions`` with the probabilities the model reports (at its temperature)."""
+    if temperature is None:
+        return dataclasses.replace(predictions, probabilities=np.asarray(predictions.probabilities, dtype=np.float64))
+    return dataclasses.replace(predictions, probabilities=apply_temperature(predictions.probabilities, temperature))
+
+
+def _unit_threshold(threshold, val, aggregation, temperature, positive, class_names):
+    """(the threshold on the units' probabilities, the level it was chosen at): chosen on ``val``'s units at the
+    same level and aggregate, unless given; an image-level one (chosen on validation images) is kept, with a
+    warning."""
+    if positive is None:  # more than two classes: no operating point
+        return threshold, None
+    if val is not None and threshold.source != "given":
+        units = to_units(_reported(val, temperature), aggregation, positive, class_names)
+        value = youden_threshold(units.y_true == positive, units.probabilities[:, positive])
+        return OperatingThreshold(value, "validation"), aggregation.level
+    if threshold.value is not None and threshold.source == "validation":
+        warnings.warn(
+            f"The operating threshold was chosen on validation images, not {aggregation.level}s: its sensitivity and "
+            f"specificity at level={aggregation.level!r} are at an image-level threshold. Give val= (command line: "
+            f"--val) to choose it on validation {aggregation.level}s.",
+            stacklevel=3,
+        )
+        return threshold, "image"
+    return threshold, None
 
 
 def _operating_threshold_of(threshold, keywords: dict) -> OperatingThreshold:
@@ -431,7 +532,8 @@ def evaluate(
     dataset_info: DatasetInfo | None = None,
     **dataset_keywords,
 ) -> dict:
-    """Evaluates a classifier on a test set, or (with ``site``) validates it externally.
+    """Evaluates a classifier on a test set, or (with ``site``) validates it externally; per image, or per patient
+    or exam (``level=``).
 
     Args:
         model: a trained Keras model with a softmax output (from ``fine_tune`` or ``load_trained``, which
@@ -456,6 +558,13 @@ def evaluate(
             and the batch size an ImageSet is read in (default: none, none, 32). Its fields are also taken as
             keywords of their own, as before: ``class_names=``, ``patient_ids=``, ``batch_size=`` (over
             ``dataset_info``'s).
+        **dataset_keywords: besides those, the level (``level="image"|"patient"|"exam"``) and the aggregate of a
+            unit's images' probabilities (``aggregate="mean"|"max"|"noisy_or"``), or both as
+            ``aggregation=Aggregation(level, aggregate)`` (``evaluation.levels``). At patient or exam level (exam
+            ids: ``data.from_csv(..., exam_col=)``, or ``exam_ids=``) every figure is over units (each unit's
+            images aggregated: ``metrics_at_level``), the interval resamples patients with all their exams, and the
+            threshold is chosen on ``val`` at the same level and aggregate; without ``val`` the model's image-level
+            threshold is applied, with a warning and ``threshold_level`` "image". Not with ``site`` (yet).
 
     Returns:
         Without ``site``: a dict with ``auc`` (two classes: the positive class's ROC AUC; more: macro
@@ -466,7 +575,8 @@ def evaluate(
         specificity on this data), ``per_class_auc``, ``confusion_matrix`` (rows: true class), ``brier``, ``ece``
         and ``calibration_bins`` (of the probabilities the model reports: scaled by its temperature, if any;
         ``temperature``), ``missing_classes``, ``n``, ``n_patients`` and ``predictions`` (``y_true``,
-        ``probabilities``, ``patient_ids``).
+        ``probabilities``, ``patient_ids``). At patient or exam level also ``level``, ``aggregate``, ``n_units``
+        (``n``: images) and ``threshold_level``, the figures being over units (``metrics_at_level``).
 
         With ``site``: ``{"site", "development", "recalibrated", "recalibration"}``: ``development`` is the
         dict above at the model's own temperature and development threshold; ``recalibrated`` the same
@@ -480,15 +590,23 @@ def evaluate(
 
     Raises:
         ClassMismatchError: the data's classes differ from the model's.
-        ValueError: ``recalibrate`` without ``site``, or a local set sharing patients with ``dataset``.
+        ValueError: ``recalibrate`` without ``site``, or a local set sharing patients with ``dataset``; at patient or
+            exam level, no ids for the level, a unit whose images disagree on the label, "max"/"noisy_or" with more
+            than two classes, or ``site``.
         TypeError: a keyword ``evaluate`` does not take.
     """
     if dataset_info is not None and not isinstance(dataset_info, DatasetInfo):
         raise TypeError(f"dataset_info= takes a DatasetInfo, not {type(dataset_info).__name__}.")
+    aggregation = aggregation_of(dataset_keywords)
     info = _with_keywords(dataset_info or DatasetInfo(), dataset_keywords, _DATASET_KEYWORDS, "evaluate")
     class_names, patient_ids, batch_size = info.class_names, info.patient_ids, info.batch_size
     if recalibrate is not None and site is None:
         raise ValueError("recalibrate= needs site= (the external site the local set comes from).")
+    if aggregation.level != "image":
+        if site is not None:
+            raise ValueError(f"level={aggregation.level!r} is not available with site= yet: use level='image' there.")
+        arm = dict(positive_class=positive_class, bootstrap=bootstrap, seed=seed)
+        return _evaluate_units(model, dataset, aggregation, info, (threshold, val), arm)
     if site is not None:
         site = check_site(site)
     y_true, raw, data_classes, patient_ids, paths = raw_predictions(
@@ -536,3 +654,35 @@ def evaluate(
         summary["threshold"] = scale_threshold(refit.threshold, refit.temperature)
     result.update(recalibrated=recalibrated, recalibration=summary)
     return result
+
+
+def _evaluate_units(model, dataset, aggregation, info, threshold_and_val, arm) -> dict:
+    """``evaluate`` at patient or exam level: the test set's and (two classes) ``val``'s predictions, and the
+    threshold the model carries (or the one given) on the probabilities it reports, to ``metrics_at_level``."""
+    threshold, val = threshold_and_val
+    y_true, raw, data_classes, patients, _ = raw_predictions(
+        model, dataset, info.batch_size, info.class_names, info.patient_ids
+    )
+    class_names = data_classes or (list(getattr(model, "radtransfer_class_names", None) or []) or None)
+    temperature = temperature_of(model)
+    value, source, on = _operating_threshold(
+        model, threshold, arm["positive_class"], class_names, None, info.batch_size
+    )
+    if source == "given":
+        value = threshold  # on the probabilities as reported, where the units' are aggregated
+    elif value is not None and temperature is not None:
+        value = scale_threshold(value, temperature)
+    validation = None
+    if val is not None and int(model.output_shape[-1]) == 2:
+        y_val, raw_val, _, val_patients, _ = raw_predictions(model, val, info.batch_size)
+        validation = Predictions(y_val, raw_val, val_patients, getattr(val, "exam_ids", None))
+    exams = info.exam_ids if info.exam_ids is not None else getattr(dataset, "exam_ids", None)
+    return metrics_at_level(
+        Predictions(y_true, raw, patients, exams),
+        aggregation,
+        val=validation,
+        threshold=OperatingThreshold(value, source, on),
+        temperature=temperature,
+        class_names=class_names,
+        **arm,
+    )

@@ -1,6 +1,7 @@
 """The numbers on the ground floor: pure functions of labels, scores and patient ids (NumPy, SciPy, scikit-learn), no
 model and no Keras, as keras ``metrics/`` and MONAI ``metrics/`` are leaves.
 
+- ``aggregation``: from slices to units (patients, exams): the mean, max or noisy-or of their probabilities.
 - ``auc``: the AUC (rank form), its patient-level interval, DeLong's test and paired comparisons of two models.
 - ``bootstrap``: the stratified bootstrap of patients (BCa or percentile intervals of any statistic, of a fixed
   decision's sensitivity and specificity), the small-sample notes on what a sample can carry, and the one
@@ -13,6 +14,7 @@ Every name is importable from here (``radtransfer.stats.auc_score``): the names 
 offered before, and those of calibration, temperature scaling and thresholds.
 """
 
+from .aggregation import AGGREGATES, aggregate_probabilities, unit_index, unit_labels
 from .auc import auc_score, bootstrap_auc_ci, compare_aucs, delong_test, paired_bootstrap_test
 from .bootstrap import (
     BCA_MAX_UNITS,
@@ -42,6 +44,7 @@ from .temperature import TEMPERATURE_BOUNDS, apply_temperature, check_temperatur
 from .thresholds import youden_threshold
 
 __all__ = [
+    "AGGREGATES",
     "BCA_MAX_UNITS",
     "BINS",
     "CalibrationBin",
@@ -49,6 +52,7 @@ __all__ = [
     "SMALL_SAMPLE_RARER",
     "SMALL_SAMPLE_UNITS",
     "TEMPERATURE_BOUNDS",
+    "aggregate_probabilities",
     "apply_temperature",
     "auc_score",
     "bootstrap_auc_ci",
@@ -70,6 +74,8 @@ __all__ = [
     "small_sample_note",
     "stratified_bootstrap_ci",
     "too_few",
+    "unit_index",
+    "unit_labels",
     "units_by_stratum",
     "units_per_class",
     "youden_threshold",
