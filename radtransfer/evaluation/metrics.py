@@ -260,7 +260,7 @@ def _unit_threshold(threshold, val, aggregation, temperature, positive, class_na
         warnings.warn(
             f"The operating threshold was chosen on validation images, not {aggregation.level}s: its sensitivity and "
             f"specificity at level={aggregation.level!r} are at an image-level threshold. Give val= (command line: "
-            f"--val) to choose it on validation {aggregation.level}s.",
+            f"--val-data) to choose it on validation {aggregation.level}s.",
             stacklevel=3,
         )
         return threshold, "image"
