@@ -178,3 +178,15 @@ def test_the_command_trains_with_llrd(cli_data, tmp_path, capsys):
     expected = "Expected 'llrd:D' with a decay 0 < D ≤ 1 (e.g. 'llrd:0.75'). Received: --strategy llrd:2"
     assert err[0] == f"radtransfer: error: {expected}", err
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+
+
+def test_a_grid_scenario_takes_llrd():
+    """The grid builds each run's TrainConfig from its scenario; llrd costs as a full fine-tune in the shard plan."""
+    from radtransfer import protocol
+    from radtransfer.grid.plan import Run, expected_cost
+
+    scenario = protocol.Scenario("resnet50", "llrd:0.75", 1e-4)
+    config = protocol.RADIMAGENET.train_config(scenario, seed=1, bn="protocol")
+    assert config.strategy == "llrd:0.75" and scenario.id == "resnet50__llrd:0.75__lr0.0001"
+    full = protocol.Scenario("resnet50", "unfreeze_all", 1e-4)
+    assert expected_cost(Run("imagenet", scenario, 0, 0)) == expected_cost(Run("imagenet", full, 0, 0))
