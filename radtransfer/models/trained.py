@@ -153,7 +153,7 @@ def load_trained_file(path, fallback: dict | None = None):
     ``class_names`` and ``read_settings``."""
     import keras
 
-    from . import _keras_compat, preprocessing  # noqa: F401  (register the classes .keras files need)
+    from . import _keras_compat, layer_rates, preprocessing  # noqa: F401  (register the classes .keras files need)
     from .classifier import BuildInfo
 
     model = keras.saving.load_model(path)

@@ -14,7 +14,7 @@ from ..data.adapters import IMAGE_SET_AUGMENT, IMAGE_SET_BATCH_SIZE, UNKNOWN
 from ..data.augment import PRESETS, get_augment
 from ..utils.choices import check_choice, did_you_mean
 from .runtime import PRECISIONS, resolve_precision
-from .strategies import BN_MODES, parse_strategy
+from .strategies import BN_MODES, canonical_strategy
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop", "nadam": "Nadam"}
 
@@ -89,7 +89,8 @@ class TrainConfig:
     strategy: str = field(
         metadata=_flag(
             "--strategy",
-            "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all or unfreeze_blocks:K",
+            "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all, unfreeze_blocks:K or llrd:D (every layer, "
+            "block k from the top at lr × D^k)",
             cli_default="unfreeze_all",
         )
     )
@@ -146,11 +147,7 @@ class TrainConfig:
     run_eagerly: bool = field(default=False, metadata=_flag("--run-eagerly", "no graph tracing (tiny smoke tests)"))
 
     def __post_init__(self):
-        kind, number = parse_strategy(self.strategy)
-        normalised = {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}.get(
-            kind, kind
-        )
-        object.__setattr__(self, "strategy", normalised)
+        object.__setattr__(self, "strategy", canonical_strategy(self.strategy))
         object.__setattr__(self, "learning_rate", _check_learning_rate(self.learning_rate))
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"Expected epochs ≥ 1. Received: epochs={self.epochs!r}")
@@ -240,9 +237,21 @@ class TrainConfig:
             batch_size=batch_size if batch_size is not None else self.batch_size, augment=augment_name(augment)
         )
 
-    def make_optimizer(self):
+    def make_optimizer(self, rate_factors: dict | None = None):
+        """The run's optimizer at ``learning_rate``.
+
+        Args:
+            rate_factors: None, or {variable path: factor} on the learning rate ("llrd:D": ``strategies.rate_factors``);
+                then the optimizer is ``models.layer_rates``'s variant of the same one (a given optimizer object is
+                copied from its configuration).
+        """
         import keras
 
+        if rate_factors is not None:
+            from ..models.layer_rates import with_layer_rates
+
+            given = self.optimizer if _is_optimizer(self.optimizer) else OPTIMIZERS[self.optimizer]
+            return with_layer_rates(given, self.learning_rate, rate_factors)
         if isinstance(self.optimizer, keras.optimizers.Optimizer):
             self.optimizer.learning_rate = self.learning_rate
             return self.optimizer

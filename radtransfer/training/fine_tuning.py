@@ -26,7 +26,7 @@ from .config import TrainConfig, fingerprint
 from .epoch_loop import EpochLoop, compile_model, load_model_weights, make_metrics, save_model_weights
 from .run_folder import BEST_MODEL, BEST_WEIGHTS, RESULT, FineTuneResult, RunFolder, run_identity, run_read_settings
 from .runtime import Runtime, copy_weights, resolve_jit_compile, resolve_precision, working_model
-from .strategies import apply_strategy
+from .strategies import apply_strategy, rate_factors
 from .thresholds import validation_thresholds
 
 __all__ = [
@@ -83,7 +83,9 @@ def fine_tune(
             with the trained model and checked by ``evaluate``.
         **settings: the ``TrainConfig`` fields:
 
-        strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all" or "unfreeze_blocks:K".
+        strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K" or
+            "llrd:D" (every layer trains; the head at learning_rate, the backbone's block k from the top at
+            learning_rate × D**k, its stem one step lower; see ``strategies.layer_factors``).
         learning_rate: the optimizer's learning rate.
         epochs: epochs to train (the reference: 30).
         bn: "protocol" or "frozen" (see ``apply_strategy``).
@@ -218,7 +220,7 @@ def _prepare_model(working, fitted, target, config: TrainConfig, runtime: Runtim
         summary = apply_strategy(working, config.strategy, bn=config.bn)
         resolved_jit = compile_model(
             fitted,
-            config.make_optimizer(),
+            config.make_optimizer(rate_factors(working, config.strategy)),
             config.make_loss(num_classes),
             make_metrics(num_classes),
             runtime.jit_compile and not config.run_eagerly,

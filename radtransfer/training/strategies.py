@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from ..utils.choices import check_choice, did_you_mean
 if TYPE_CHECKING:
     import keras
 
-STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K")
+STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K", "llrd:D")
 BN_MODES = ("protocol", "frozen")
 NEAR_NO_OP_FRACTION = 0.001
 
@@ -31,6 +32,8 @@ class StrategySummary:
         total_params: all parameters.
         trainable_layers: names of backbone layers with trainable weights, bottom to top.
         warnings: notes on strategies that are nearly no-ops.
+        lr_factors: "llrd:D" only: the learning-rate factor of each part, top down (the head, blocks 1, 2, … from
+            the top, the stem), each with its first layer; absent from ``to_dict`` for the other strategies.
     """
 
     strategy: str
@@ -40,15 +43,22 @@ class StrategySummary:
     total_params: int
     trainable_layers: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    lr_factors: list | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        values = dict(self.__dict__)
+        if values["lr_factors"] is None:  # the records of the other strategies stay as they were
+            del values["lr_factors"]
+        return values
 
 
-def parse_strategy(strategy: str) -> tuple[str, int | None]:
-    """Returns (kind, number) for a strategy name; kind is freeze_all, unfreeze_top, unfreeze_all
-    or unfreeze_blocks."""
+def parse_strategy(strategy: str) -> tuple[str, int | float | None]:
+    """Returns (kind, number) for a strategy name; kind is freeze_all, unfreeze_top, unfreeze_all,
+    unfreeze_blocks or llrd (whose number is the decay, a float in (0, 1])."""
     text = str(strategy).strip().lower()
+    match = re.fullmatch(r"llrd(?:[:_](.*))?", text)
+    if match:
+        return "llrd", _decay(match.group(1), strategy)
     if text in ("freeze_all", "unfreeze_all"):
         return text, None
     match = re.fullmatch(r"unfreeze_top(?::|_)?(\d+)", text)
@@ -57,11 +67,32 @@ def parse_strategy(strategy: str) -> tuple[str, int | None]:
     match = re.fullmatch(r"unfreeze_blocks?(?::|_)(\d+)", text)
     if match:
         return "unfreeze_blocks", int(match.group(1))
-    choices = ("freeze_all", "unfreeze_top10", "unfreeze_all", "unfreeze_top:N", "unfreeze_blocks:K")
+    choices = ("freeze_all", "unfreeze_top10", "unfreeze_all", "unfreeze_top:N", "unfreeze_blocks:K", "llrd:D")
     raise ValueError(
-        f"Unknown strategy {strategy!r}. Expected one of {', '.join(STRATEGIES)} (N layers, K blocks)."
+        f"Unknown strategy {strategy!r}. Expected one of {', '.join(STRATEGIES)} (N layers, K blocks, D a decay)."
         f"{did_you_mean(strategy, choices)} Received: strategy={strategy!r}"
     )
+
+
+def _decay(text, strategy) -> float:
+    try:
+        decay = float(text)
+    except (TypeError, ValueError):
+        decay = math.nan
+    if not 0 < decay <= 1:  # NaN fails too
+        raise ValueError(
+            f"Expected 'llrd:D' with a decay 0 < D ≤ 1 (e.g. 'llrd:0.75'). Received: strategy={strategy!r}"
+        )
+    return decay
+
+
+def canonical_strategy(strategy: str) -> str:
+    """The strategy's recorded name: "unfreeze_top:10" for "unfreeze_top10", "llrd:0.75" for "LLRD_0.750"."""
+    kind, number = parse_strategy(strategy)
+    if kind == "llrd":
+        short = f"{number:g}"
+        return f"llrd:{short if float(short) == number else repr(number)}"
+    return {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}.get(kind, kind)
 
 
 def block_starts(backbone_model: keras.Model, spec: BackboneSpec) -> list[int]:
@@ -95,26 +126,27 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
         strategy: "freeze_all" (head only); "unfreeze_top10", exactly the reference's
             ``for layer in base.layers[:-10]: layer.trainable = False`` on the pooled backbone (the 10
             include the weightless avg_pool layer); "unfreeze_top:N" for other N; "unfreeze_all";
-            "unfreeze_blocks:K", the top K stages of the architecture (see ``radtransfer.backbones``).
+            "unfreeze_blocks:K", the top K stages of the architecture (see ``radtransfer.backbones``);
+            "llrd:D", every layer, at layer-wise decayed learning rates (``layer_factors``; ``fine_tune`` gives the
+            optimizer the factors).
         bn: "protocol" leaves each BatchNormalization layer following its layer's flag, as the
             reference did; "frozen" makes every BatchNormalization layer non-trainable, which in
             Keras 3 also keeps it in inference mode during ``fit()``.
 
     Returns:
-        A StrategySummary (trainable parameter count, trainable layers, warnings).
+        A StrategySummary (trainable parameter count, trainable layers, warnings; for "llrd:D" the factors).
     """
     import keras
 
     kind, number = parse_strategy(strategy)
     bn = check_choice("bn", str(bn).lower(), BN_MODES)
     base = get_backbone_model(model)
-    info = getattr(model, "radtransfer_info", None)
-    spec = get_backbone(info.backbone) if info is not None else _spec_from_layers(base)
+    spec = _spec_of(model, base)
     layers = base.layers
 
     if kind == "freeze_all":
         first_trainable = len(layers)
-    elif kind == "unfreeze_all":
+    elif kind in ("unfreeze_all", "llrd"):
         first_trainable = 0
     elif kind == "unfreeze_top":
         if number < 0:
@@ -138,14 +170,14 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
         if layer is not base:
             layer.trainable = True
 
-    canonical = {"unfreeze_top": f"unfreeze_top:{number}", "unfreeze_blocks": f"unfreeze_blocks:{number}"}
     summary = StrategySummary(
-        strategy=canonical.get(kind, kind),
+        strategy=canonical_strategy(strategy),
         bn=bn,
         trainable_params=_count(model.trainable_weights),
         non_trainable_params=_count(model.non_trainable_weights),
         total_params=_count(model.weights),
         trainable_layers=[layer.name for layer in layers if layer.trainable_weights],
+        lr_factors=_factor_table(base, spec, number) if kind == "llrd" else None,
     )
     backbone_trainable = _count(base.trainable_weights)
     backbone_total = _count(base.weights)
@@ -159,6 +191,55 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
         summary.warnings.append(message)
         warnings.warn(message, stacklevel=2)
     return summary
+
+
+def layer_factors(n_layers: int, starts: list[int], decay: float) -> list[float]:
+    """The learning-rate factor of each backbone layer under "llrd:D", bottom to top.
+
+    The unit of depth is the stage of "unfreeze_blocks:K" (``block_starts``): the layers of block k from the top
+    (k = 1 for the top block, which runs to the backbone's last layer) get ``decay**k``; the stem (every layer below
+    the first block's start) gets the deepest block's factor times ``decay`` once more, ``decay**(len(starts) + 1)``.
+    The head (outside the backbone) keeps factor 1.
+
+    Args:
+        n_layers: the number of layers of the backbone model.
+        starts: the index of each block's first layer, bottom to top.
+        decay: D, in (0, 1].
+    """
+    factors = []
+    for index in range(n_layers):
+        above = sum(1 for start in starts if start <= index)  # the blocks starting at or below this layer
+        depth = len(starts) - above + 1  # 1 for the top block, len(starts) + 1 for the stem
+        factors.append(decay**depth)
+    return factors
+
+
+def rate_factors(model: keras.Model, strategy: str) -> dict[str, float] | None:
+    """{variable path: factor} of the trainable backbone variables under "llrd:D" (None for another strategy), for
+    ``radtransfer.models.layer_rates.with_layer_rates``. Call it after ``apply_strategy``: it names the variables
+    that train (with bn="frozen" the BatchNorm layers' are not among them)."""
+    kind, decay = parse_strategy(strategy)
+    if kind != "llrd":
+        return None
+    base = get_backbone_model(model)
+    factors = layer_factors(len(base.layers), block_starts(base, _spec_of(model, base)), decay)
+    return {v.path: factor for layer, factor in zip(base.layers, factors) for v in layer.trainable_weights}
+
+
+def _factor_table(base, spec: BackboneSpec, decay: float) -> list[dict]:
+    """The factor of each part, top down, with its first layer (the summary's ``lr_factors``)."""
+    starts = block_starts(base, spec)
+    factors = layer_factors(len(base.layers), starts, decay)
+    rows = [{"part": "head", "first_layer": "predictions", "factor": 1.0}]
+    for k, start in enumerate(reversed(starts), start=1):
+        rows.append({"part": f"block {k}", "first_layer": base.layers[start].name, "factor": factors[start]})
+    rows.append({"part": "stem", "first_layer": base.layers[0].name, "factor": factors[0]})
+    return rows
+
+
+def _spec_of(model, base) -> BackboneSpec:
+    info = getattr(model, "radtransfer_info", None)
+    return get_backbone(info.backbone) if info is not None else _spec_from_layers(base)
 
 
 def _count(weights) -> int:
