@@ -38,8 +38,8 @@ test-slow: $(STAMP)
 # The model side on JAX and PyTorch: the backend-independent tests under KERAS_BACKEND=jax, and the
 # cross-backend equality and JAX data-parallel tests. PyTorch's CPU build is pinned (plain `torch` would
 # pull a multi-GB CUDA build).
-BACKEND_TESTS := tests/models tests/training/test_strategies.py tests/stats/test_auc.py \
-	tests/test_backends.py
+BACKEND_TESTS := tests/models tests/training/test_strategies.py tests/training/test_llrd.py tests/stats/test_auc.py \
+	tests/evaluation/test_levels.py tests/test_backends.py
 
 $(VENV)/.radtransfer-backends: $(STAMP)
 	$(PY) -m pip install -q 'torch==2.13.0' 'jax>=0.4.34'
