@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 import warnings
 
@@ -107,26 +108,81 @@ class Throughput(keras.callbacks.Callback):
             self._start = None
 
 
+class _Waiting:
+    """A line every ``interval`` s from a daemon thread while a phase that calls no hook runs (an epoch's first step,
+    which builds the training graph in the first epoch; a validation), until ``stop``: ``text(seconds so far)``."""
+
+    def __init__(self, say, interval: float, text):
+        self.say, self.interval, self.text = say, interval, text
+        self._done = threading.Event()
+        self._began = time.monotonic()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="radtransfer-heartbeat")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.say(self.text(time.monotonic() - self._began))
+
+    def stop(self) -> None:
+        self._done.set()
+
+
 class Heartbeat(keras.callbacks.Callback):
     """A line now and then inside a long epoch, when the log has one line per epoch (verbose 2): which step,
-    at what rate, and how long this epoch has left, so a log is never silent for more than ``interval`` s.
-    ``say`` writes a line (default: print it on stdout)."""
+    at what rate, and how long this epoch has left, so a log is never silent for more than ``interval`` s; also
+    while the epoch's first step runs (building the graph) and while the validation runs, from a timer thread.
+    ``say`` writes a line (default: print it on stdout). ``steps=False`` (under a progress bar, which shows the
+    steps itself) keeps only the lines while the first step runs, before the bar is drawn."""
 
-    def __init__(self, epochs: int, interval: float = 30.0, say=None):
+    def __init__(self, epochs: int, interval: float = 30.0, say=None, steps: bool = True):
         super().__init__()
         self.epochs, self.interval = epochs, interval
         self.say = say or _print
+        self.steps = steps
         self._epoch, self._start, self._last = 0, None, 0.0
+        self._waiting = None
+
+    def _wait(self, text) -> None:
+        """Lines while a phase without hooks runs (none with interval 0, which asks for a line at every step)."""
+        self._stop_waiting()
+        if self.interval > 0:
+            self._waiting = _Waiting(self.say, self.interval, text)
+
+    def _stop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting.stop()
+            self._waiting = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._start = epoch, None
 
+    def on_test_begin(self, logs=None):
+        self._stop_waiting()
+        if self.steps:
+            where = f"epoch {self._epoch + 1}/{self.epochs}"
+            self._wait(lambda seconds: f"{where}: validating, {format_seconds(seconds)} so far")
+
+    def on_test_end(self, logs=None):
+        self._stop_waiting()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._stop_waiting()
+
+    def on_train_end(self, logs=None):
+        self._stop_waiting()
+
     def on_train_batch_begin(self, batch, logs=None):
         # A begin hook, which reads no loss: Keras keeps dispatching steps asynchronously (an end hook stops it).
         now = time.perf_counter()
+        self._stop_waiting()  # the step before has ended
         if self._start is None:  # from the first step on: graph building is announced apart
             self._start = self._last = now
             self._last_batch, self._measuring = batch, False
+            where = f"epoch {self._epoch + 1}/{self.epochs}: step {batch + 1}"
+            what = "building the training graph in a run's first epoch, starting the input pipeline"
+            self._wait(lambda seconds: f"{where} still running after {format_seconds(seconds)} ({what})")
+            return
+        if not self.steps:
             return
         steps = (self.params or {}).get("steps")
         total = f"/{steps}" if steps else ""
@@ -179,6 +235,7 @@ class RunLines(Heartbeat):
         self._began = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         logs = logs or {}
         shown = [k for k in ("val_loss", "val_auc") if k in logs] or [k for k in ("loss",) if k in logs]
         took = time.perf_counter() - self._began if self._began is not None else 0.0
@@ -337,7 +394,7 @@ class EpochLoop:
                     callbacks=[  # none with a per-batch hook (but the bars): steps stay asynchronous
                         self.throughput,
                         *([Heartbeat(epochs)] if self.verbose == 2 else []),
-                        *([EpochBar()] if self.verbose == 1 else []),
+                        *([Heartbeat(epochs, steps=False), EpochBar()] if self.verbose == 1 else []),
                         *self.callbacks,
                     ],
                     class_weight=self.class_weight,

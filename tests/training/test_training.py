@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import keras
@@ -527,6 +528,49 @@ def test_the_loop_says_when_it_resumes_stops_early_and_lowers_the_learning_rate(
     assert len(stop) == 1 and stop[0].endswith("the best epoch, 1, is kept"), out
     assert not [line for line in lines if line.startswith("Epoch ")], out  # Keras's own epoch lines
     assert [line for line in lines if line.startswith("epoch ")][-2:] == ["epoch 2/4", "epoch 3/4"], out
+
+
+def test_the_heartbeat_speaks_while_the_first_step_and_the_validation_run():
+    """The first step (building the training graph: a minute or more for a real network on a CPU) and a validation
+    call no hook while they run; a timer thread says they are still running every ``interval`` s, and stops when
+    they end. Under a progress bar (``steps=False``) only the first step is spoken for: the bar shows the rest."""
+    from radtransfer.training import epoch_loop
+
+    said = []
+    heartbeat = epoch_loop.Heartbeat(epochs=3, interval=0.1, say=said.append)
+    heartbeat.set_params({"steps": 4})
+    heartbeat.on_epoch_begin(0)
+    heartbeat.on_train_batch_begin(0)
+    time.sleep(0.35)
+    first = list(said)  # while the first step ran
+    heartbeat.on_train_batch_begin(1)  # it has ended: its lines stop, and the step after says how long it took
+    time.sleep(0.25)
+    assert len(first) >= 2 and len(said) == len(first) + 1 and said[-1].startswith("epoch 1/3: step 2/4 begins"), said
+    assert all(
+        line.startswith("epoch 1/3: step 1 still running after 0m00s (building the training graph") for line in first
+    )
+    first = list(said)
+    heartbeat.on_test_begin()
+    time.sleep(0.25)
+    heartbeat.on_test_end()
+    validating = said[len(first) :]
+    time.sleep(0.2)
+    assert validating and all(line == "epoch 1/3: validating, 0m00s so far" for line in validating)
+    assert said == first + validating  # stopped at the validation's end
+
+    under_bar = []
+    quiet = epoch_loop.Heartbeat(epochs=3, interval=0.1, say=under_bar.append, steps=False)
+    quiet.set_params({"steps": 4})
+    quiet.on_epoch_begin(1)
+    quiet.on_train_batch_begin(0)
+    time.sleep(0.25)
+    for step in (1, 2, 3):
+        quiet.on_train_batch_begin(step)
+    quiet.on_test_begin()
+    time.sleep(0.25)
+    quiet.on_test_end()
+    quiet.on_epoch_end(1)
+    assert under_bar and all(line.startswith("epoch 2/3: step 1 still running after") for line in under_bar)
 
 
 def test_the_heartbeat_s_time_left_follows_the_current_rate(monkeypatch, capsys):
