@@ -13,7 +13,14 @@ Every name is importable from here (``radtransfer.stats.auc_score``): the names 
 offered before, and those of calibration, temperature scaling and thresholds.
 """
 
-from .auc import auc_score, bootstrap_auc_ci, compare_aucs, delong_test, paired_bootstrap_test
+from .auc import (
+    auc_score,
+    bootstrap_auc_ci,
+    compare_aucs,
+    delong_test,
+    paired_bootstrap_test,
+    resampled_auc_differences,
+)
 from .bootstrap import (
     BCA_MAX_UNITS,
     MIN_UNITS,
@@ -63,6 +70,7 @@ __all__ = [
     "negative_log_likelihood",
     "no_spread",
     "paired_bootstrap_test",
+    "resampled_auc_differences",
     "resampling_units",
     "scale_threshold",
     "small_sample_note",
