@@ -165,7 +165,7 @@ def shortcut_table(rows: list[dict], resampled: dict, share: float):
     runs = pd.DataFrame(rows)
     table = []
     for (source, scenario), group in runs.groupby(["source", "scenario"], sort=False) if len(runs) else ():
-        reasons = [r for r in group["no_interval"] if r]
+        reasons = [r for r in group["no_interval"] if isinstance(r, str)]  # pandas may hold None as NaN
         row = {"source": source, "scenario": scenario, "runs": len(group), "share": float(share)}
         row.update({f"auc_{v}": float(group[f"auc_{v}"].mean()) for v in VERSIONS})
         for drop in DROPS:

@@ -199,3 +199,39 @@ def test_a_restart_scores_nothing_again_and_gives_the_same_table(grids):
     )
     assert npz.stat().st_mtime_ns == stamp
     pd.testing.assert_frame_equal(again, tables[1.0])
+
+
+def _run(path, fold, marked, clean, moved, reason=None):
+    return {
+        "source": "imagenet",
+        "scenario": "s",
+        "fold": fold,
+        "repeat": 0,
+        "auc_marked": marked,
+        "auc_clean": clean,
+        "auc_reversed": moved,
+        "drop_clean": marked - clean,
+        "drop_reversed": marked - moved,
+        "unit": "patient",
+        "no_interval": reason,
+        "path": path,
+    }
+
+
+def test_the_table_pools_the_runs_resample_by_resample_and_follows_the_minimum_units_rule():
+    from radtransfer.grid.shortcut import shortcut_table
+
+    rng = np.random.default_rng(0)
+    resampled = {(p, d): rng.normal(0.3, 0.1, 500) for p in ("a", "b") for d in ("drop_clean", "drop_reversed")}
+    resampled[("b", "drop_reversed")][:7] = np.nan  # resamples without an AUC are left out
+    table = shortcut_table([_run("a", 0, 0.9, 0.7, 0.5), _run("b", 1, 0.8, 0.7, 0.4)], resampled, share=1.0)
+    row = table.iloc[0]
+    assert (row.runs, row.auc_marked, row.drop_reversed) == (2, pytest.approx(0.85), pytest.approx(0.4))
+    mean = (resampled[("a", "drop_reversed")] + resampled[("b", "drop_reversed")]) / 2
+    expected = np.quantile(mean[7:], [0.025, 0.975])
+    assert (row.drop_reversed_low, row.drop_reversed_high) == pytest.approx(tuple(expected))
+    assert row.verdict == "relies on the marker"
+    reason = "no interval (2 patients in the smallest class: fewer than 3)"
+    few = shortcut_table([_run("a", 0, 0.9, 0.7, 0.5), _run("b", 1, 0.8, 0.7, 0.4, reason)], resampled, 1.0).iloc[0]
+    assert np.isnan(few.drop_reversed_low) and np.isnan(few.drop_clean_high)
+    assert few.verdict is None and few.no_interval == reason
