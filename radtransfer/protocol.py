@@ -16,11 +16,13 @@ import numpy as np
 
 from .data.adapters import require_image_set
 from .data.audit import AUDIT_FILE, audit_splits
+from .data.confounders import Marker
 from .data.failures import check_images
 from .data.fingerprint import data_manifest, manifest_digest
 from .errors import DataSourceError, GridRunsFailedError, WeightsNotFoundError
 from .grid import curve as grid_curve
 from .grid import runs as grid_runs
+from .grid import shortcut as grid_shortcut
 from .grid.arms import parse_arm, with_preprocessings
 from .grid.claims import new_token
 from .grid.executors import RayExecutor, resolve_executor
@@ -63,6 +65,7 @@ __all__ = [
     "radimagenet_scenarios",
     "run_grid",
     "run_seed",
+    "shortcut_test",
     "with_preprocessings",
 ]
 
@@ -350,6 +353,77 @@ def learning_curve(
     grid_curve.write_table(table, out, effects)
     if len(table):
         plot_curve(table, out / grid_curve.FIGURE)
+    return table
+
+
+def shortcut_test(
+    image_set,
+    out_dir,
+    options: GridOptions | None = None,
+    *,
+    config: ProtocolConfig = RADIMAGENET,
+    scenarios=None,
+    share: float = 1.0,
+    marker: Marker | None = None,
+    **keywords,
+):
+    """The shortcut test per weight source (Juodelyte et al. 2024): does a model learn a confounder that goes with
+    the label? Equal test AUCs can hide one that does.
+
+    A marker (``data.Marker``: by default a white square, 15% of the shorter side, top left) is drawn on ``share``
+    of the positive images (``data.plant_marker``, seeded by ``config.seed``), so train, val and test carry it with
+    the label; the grid runs on these images as ``run_grid`` runs any (resumable, shardable, Ray-able, bound to its
+    data). Then every recorded run's best model is scored on its fold's test images without the marker (clean) and
+    with it on every negative image instead (reversed), and the table is written: ``shortcut.csv`` and
+    ``shortcut.md`` (per source × scenario) and ``shortcut_runs.csv`` (per run), in ``out_dir``. Each run's three
+    versions' probabilities are kept in its folder (``shortcut.npz``), so a restart scores only new runs.
+
+    The images are decoded into memory (files by the NumPy path's reader, at their stored size), with the marker
+    drawn before resizing. The grid's augmentation (flips, rotations) moves the marker with the image.
+
+    Args:
+        image_set: a two-class ImageSet (files or in-memory), with patient ids ideally.
+        out_dir: the grid folder (the grid's records, and the tables).
+        options: a ``GridOptions``; its fields may come as keywords instead, as in ``run_grid`` (sources, folds,
+            repeats, shard, executor, weights_dir, faithful, task, verbose, log, on_bad, audit, ...).
+        config: the protocol settings; ``config.bootstrap`` resamples give the intervals, ``config.seed`` their
+            seed (``seed + fold``) and the marked images' choice.
+        scenarios: the scenarios to run (default: the 24 of ``radimagenet_scenarios()``).
+        share: the share of the positive images marked, in [0, 1] (0: the marker is absent from training and
+            only the reversed test images carry it).
+        marker: the ``Marker``.
+
+    Returns:
+        The table (a pandas DataFrame), one row per (source, scenario): ``runs``, ``share``, the mean
+        ``auc_marked`` (the runs' own test AUC), ``auc_clean``, ``auc_reversed``, the mean drops ``drop_clean``
+        (marked − clean) and ``drop_reversed`` (marked − reversed) with their 95% paired patient-level bootstrap
+        intervals (``_low``, ``_high``; the mean over runs, the folds' patients resampled independently),
+        ``unit``, ``no_interval`` (the minimum-units rule's reason, when a run's test part is under it: then no
+        interval and no verdict) and ``verdict`` ("relies on the marker" when the marked − reversed interval lies
+        above 0, else "not shown").
+
+    Raises:
+        ValueError: more than two classes, ``share`` outside [0, 1], or an option's value.
+    """
+    options = GridOptions.build(options, keywords, "shortcut_test")
+    require_image_set(image_set, "image_set", "shortcut_test")
+    image_set, _ = check_images(image_set, options.on_bad)
+    setup = grid_shortcut.ShortcutSetup(share, marker or Marker(), config.seed)
+    clean, marked = grid_shortcut.marked_sets(image_set, setup)
+    out = Path(out_dir).expanduser().resolve()
+    run_grid(marked, out, options, config=config, scenarios=scenarios)
+    setup.write(out)
+    folds = options.folds if options.folds is not None else config.folds
+    versions = grid_shortcut.test_versions(grid_splits(clean, config, folds, options.train_fraction), setup.marker)
+    scored = grid_shortcut.score_runs(out, versions, config.batch_size)
+    rows, resampled = grid_shortcut.run_rows(out, config.seed, config.bootstrap)
+    table = grid_shortcut.shortcut_table(rows, resampled, share)
+    written = grid_shortcut.write_table(table, rows, out, setup)
+    if options.verbose:
+        print(
+            f"shortcut test: {scored} run(s) scored now, {len(rows)} in the table ({written[1]})",
+            file=options.log or sys.stderr,
+        )
     return table
 
 

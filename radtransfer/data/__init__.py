@@ -11,6 +11,7 @@ from ..errors import BadImagesError, DataSourceError, DicomDecodeError, ImageRea
 from .audit import AuditReport, Finding, audit, audit_folds, audit_splits
 from .augment import PRESETS as AUGMENT_PRESETS
 from .augment import Augment
+from .confounders import Marker, marked_indices, plant_marker
 from .decode import ReadSettings, check_files
 from .dicom import read_dicom
 from .failures import check_images, check_parts, readable_pipeline_errors, validate_images
@@ -41,6 +42,7 @@ __all__ = [
     "ReadSettings",
     "ImageSet",
     "LeakageError",
+    "Marker",
     "check_files",
     "check_images",
     "check_parts",
@@ -55,6 +57,8 @@ __all__ = [
     "load",
     "load_parts",
     "make_dataset",
+    "marked_indices",
+    "plant_marker",
     "read_dicom",
     "read_image_uint8",
     "readable_pipeline_errors",

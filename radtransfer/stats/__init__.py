@@ -15,7 +15,14 @@ offered before, and those of calibration, temperature scaling and thresholds.
 """
 
 from .aggregation import AGGREGATES, aggregate_probabilities, unit_index, unit_labels
-from .auc import auc_score, bootstrap_auc_ci, compare_aucs, delong_test, paired_bootstrap_test
+from .auc import (
+    auc_score,
+    bootstrap_auc_ci,
+    compare_aucs,
+    delong_test,
+    paired_bootstrap_test,
+    resampled_auc_differences,
+)
 from .bootstrap import (
     BCA_MAX_UNITS,
     MIN_UNITS,
@@ -69,6 +76,7 @@ __all__ = [
     "negative_log_likelihood",
     "no_spread",
     "paired_bootstrap_test",
+    "resampled_auc_differences",
     "resampling_units",
     "scale_threshold",
     "small_sample_note",

@@ -226,22 +226,8 @@ def paired_bootstrap_test(
     y_true = np.asarray(y_true)
     a = np.asarray(probabilities_a, dtype=np.float64)
     b = np.asarray(probabilities_b, dtype=np.float64)
-    members, strata, unit, n_units = resampling_units(y_true, groups)
-    reason = too_few(min(units_by_stratum(y_true, groups).values()), unit, where="in the smallest class")
-    if reason:
-        n, strata = 0, []
-    rng = np.random.default_rng(seed)
-    draws = [np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata]) for _ in range(n)]
-    if not draws:
-        diffs = np.zeros(0)
-    elif np.isnan(a).any() or np.isnan(b).any():
-        diffs = np.array([_resampled_diff(y_true, a, b, positive_class, members, chosen) for chosen in draws])
-    else:
-        draws = np.stack(draws)
-        rows = max(1, WEIGHT_CELLS // len(y_true))
-        diffs = np.concatenate(
-            [_weighted_diffs(y_true, a, b, positive_class, members, draws[k : k + rows]) for k in range(0, n, rows)]
-        )
+    resampled = resampled_auc_differences(y_true, a, b, positive_class, groups, n, seed)
+    diffs, unit, n_units, reason = resampled["diffs"], resampled["unit"], resampled["n_units"], resampled["no_interval"]
     diffs = diffs[np.isfinite(diffs)]
     auc_a, auc_b = auc_score(y_true, a, positive_class), auc_score(y_true, b, positive_class)
     tail = (1 - level) / 2
@@ -259,6 +245,39 @@ def paired_bootstrap_test(
         "resamples": int(len(diffs)),
         "no_interval": reason,
     }
+
+
+def resampled_auc_differences(
+    y_true, probabilities_a, probabilities_b, positive_class=1, groups=None, n: int = 2000, seed: int = 0
+) -> dict:
+    """AUC(a) − AUC(b) on each of ``n`` stratified resamples of the units (patients, or images without ``groups``),
+    both AUCs on the same resample: the draws of ``paired_bootstrap_test``. The same (labels, groups, n, seed) give
+    the same draws, so the differences of several model pairs on one test set line up resample by resample.
+
+    Returns:
+        {"diffs": one difference per resample (NaN where a resample has no AUC; none under the minimum-units rule),
+        "unit", "n_units", "no_interval": ``bootstrap.too_few``'s reason, or None}.
+    """
+    y_true = np.asarray(y_true)
+    a = np.asarray(probabilities_a, dtype=np.float64)
+    b = np.asarray(probabilities_b, dtype=np.float64)
+    members, strata, unit, n_units = resampling_units(y_true, groups)
+    reason = too_few(min(units_by_stratum(y_true, groups).values()), unit, where="in the smallest class")
+    if reason:
+        n, strata = 0, []
+    rng = np.random.default_rng(seed)
+    draws = [np.concatenate([rng.choice(s, size=len(s), replace=True) for s in strata]) for _ in range(n)]
+    if not draws:
+        diffs = np.zeros(0)
+    elif np.isnan(a).any() or np.isnan(b).any():
+        diffs = np.array([_resampled_diff(y_true, a, b, positive_class, members, chosen) for chosen in draws])
+    else:
+        draws = np.stack(draws)
+        rows = max(1, WEIGHT_CELLS // len(y_true))
+        diffs = np.concatenate(
+            [_weighted_diffs(y_true, a, b, positive_class, members, draws[k : k + rows]) for k in range(0, n, rows)]
+        )
+    return {"diffs": diffs, "unit": unit, "n_units": int(n_units), "no_interval": reason}
 
 
 def _weighted_diffs(y_true, a, b, positive_class, members, draws) -> np.ndarray:
