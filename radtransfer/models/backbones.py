@@ -34,6 +34,8 @@ class BackboneSpec:
         builder: ``(input_shape, name, keras_module=None) -> keras.Model`` for a network that is not in
             keras.applications (the test backbones; ``keras_module=tf_keras`` builds the same network in Keras 2);
             None builds ``keras.applications.<constructor>``.
+        foundation: a foundation-model encoder through keras-hub (``models/foundation.py``): its weights are a
+            folder or a named preset (``presets.FOUNDATION_PRESETS``), not a Keras 2 ``.h5`` file.
     """
 
     name: str
@@ -47,6 +49,7 @@ class BackboneSpec:
     block_unit: str
     relative_cost: float = 1.0
     builder: Callable | None = None
+    foundation: bool = False
 
     def build(self, input_shape=(256, 256, 3), name: str = "backbone"):
         """Builds the network, notop and average-pooled, with random weights."""
@@ -167,13 +170,58 @@ _TEST_BACKBONES = (
     ),
 )
 
+
+def _build_foundation(family: str):
+    def build(input_shape, name: str, keras_module=None):
+        from .foundation import build_random  # keras-hub (an optional extra): imported when a model is made
+
+        return build_random(family, input_shape, name)
+
+    return build
+
+
+# Foundation-model encoders (the ``foundation`` extra): found by name, not listed among the four CNNs the grid and
+# `radtransfer weights` know. A ViT has no stages here: the nested model is [resize →] encoder → pooled vector, so
+# "unfreeze_top:N" counts those few layers and "unfreeze_blocks:K" is refused.
+FOUNDATION_BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in (
+        BackboneSpec(
+            name="dinov2",
+            display_name="DINOv2",
+            aliases=("dino_v2", "dinov2_vit"),
+            constructor="",
+            min_size=8,
+            weight_layers=0,
+            stem_end=None,
+            block_ends=(),
+            block_unit="transformer block",
+            builder=_build_foundation("dinov2"),
+            foundation=True,
+        ),
+        BackboneSpec(
+            name="siglip",
+            display_name="SigLIP",
+            aliases=("siglip_vision",),
+            constructor="",
+            min_size=8,
+            weight_layers=0,
+            stem_end=None,
+            block_ends=(),
+            block_unit="transformer block",
+            builder=_build_foundation("siglip"),
+            foundation=True,
+        ),
+    )
+}
+
 BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in _BACKBONES}
 _ALL: dict[str, BackboneSpec] = {spec.name: spec for spec in (*_BACKBONES, *_TEST_BACKBONES)}
 
 
 def _lookup_table() -> dict[str, str]:
     table = {}
-    for spec in (*_BACKBONES, *_TEST_BACKBONES):
+    for spec in (*_BACKBONES, *_TEST_BACKBONES, *FOUNDATION_BACKBONES.values()):
         for key in (spec.name, spec.display_name, *spec.aliases):
             table[key.lower()] = spec.name
     return table
@@ -192,13 +240,14 @@ def get_backbone(name) -> BackboneSpec:
         return name
     key = str(name).strip().lower()
     if key in _LOOKUP:
-        return _ALL[_LOOKUP[key]]
+        return _ALL.get(_LOOKUP[key]) or FOUNDATION_BACKBONES[_LOOKUP[key]]
     key2 = key.replace("-", "_").replace(" ", "_")
     if key2 in _LOOKUP:
-        return _ALL[_LOOKUP[key2]]
-    names = [s.name for s in _BACKBONES] + [s.display_name for s in _BACKBONES] + ["IRV2"]
+        return _ALL.get(_LOOKUP[key2]) or FOUNDATION_BACKBONES[_LOOKUP[key2]]
+    names = [s.name for s in _BACKBONES] + [s.display_name for s in _BACKBONES] + ["IRV2", *FOUNDATION_BACKBONES]
     raise ValueError(
-        f"Unknown backbone {name!r}. Expected one of {', '.join(BACKBONES)} "
+        f"Unknown backbone {name!r}. Expected one of {', '.join(BACKBONES)} (foundation encoders, with the "
+        f"'foundation' extra: {', '.join(FOUNDATION_BACKBONES)}) "
         f"(aliases: {', '.join(s.display_name for s in _BACKBONES)}, IRV2).{did_you_mean(name, names)} "
         f"Received: backbone={name!r}"
     )

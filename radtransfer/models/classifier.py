@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from .backbones import get_backbone
 from .presets import preprocessing_for
-from .weights import check_sha256, load_backbone_weights, resolve_weights, sha256sum
+from .weights import LoadedWeights, check_sha256, load_backbone_weights, resolve_weights, sha256sum
 
 if TYPE_CHECKING:
     import keras
@@ -115,16 +115,11 @@ def build_model(
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout!r}")
 
-    resolved = resolve_weights(spec, weights, weights_dir)
-    digest = None
-    if resolved.path is not None and weights_sha256:
-        digest = check_sha256(resolved.path, weights_sha256)
-    mode = resolve_preprocessing(preprocessing, spec, resolved.source)
-
-    base = spec.build((shape[0], shape[1], 3), name="backbone")
-    if resolved.path is not None:
-        load_backbone_weights(base, resolved.path, spec)
-        digest = digest or sha256sum(resolved.path)
+    base, loaded = _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape)
+    if spec.foundation and str(preprocessing).lower() == "auto":
+        mode = loaded.preprocessing
+    else:
+        mode = resolve_preprocessing(preprocessing, spec, loaded.source)
 
     inputs = keras.Input(shape=shape, name="image")
     from . import _keras_compat  # noqa: F401  (registers the classes a saved model of it needs)
@@ -134,20 +129,37 @@ def build_model(
     x = base(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
-    source_tag = resolved.source or "random"
+    source_tag = loaded.source or "random"
     model = keras.Model(inputs, outputs, name=name or f"{spec.name}_{source_tag}")
     model.radtransfer_info = BuildInfo(
         backbone=spec.name,
         weights=None if weights is None else str(weights),
-        weights_source=resolved.source,
-        weights_path=None if resolved.path is None else str(resolved.path.resolve()),
-        weights_sha256=digest,
+        weights_source=loaded.source,
+        weights_path=None if loaded.path is None else str(loaded.path.resolve()),
+        weights_sha256=loaded.sha256,
         preprocessing=mode,
         num_classes=num_classes,
         input_shape=shape,
         dropout=float(dropout),
     )
     return model
+
+
+def _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape):
+    """The nested backbone with its weights loaded, and where they came from (``LoadedWeights``)."""
+    if spec.foundation:
+        from .foundation import build_foundation_backbone  # keras-hub (an optional extra): imported when used
+
+        return build_foundation_backbone(spec, weights, weights_dir, shape, weights_sha256)
+    resolved = resolve_weights(spec, weights, weights_dir)
+    digest = None
+    if resolved.path is not None and weights_sha256:
+        digest = check_sha256(resolved.path, weights_sha256)
+    base = spec.build((shape[0], shape[1], 3), name="backbone")
+    if resolved.path is not None:
+        load_backbone_weights(base, resolved.path, spec)
+        digest = digest or sha256sum(resolved.path)
+    return base, LoadedWeights(resolved.source, resolved.path, digest, None)
 
 
 def get_backbone_model(model: keras.Model) -> keras.Model:

@@ -160,3 +160,79 @@ def preprocessing_for(backbone, source: str | None) -> str:
     if source not in WEIGHT_SOURCES:
         return "radimagenet"
     return get_preset(backbone, source).preprocessing
+
+
+# Foundation-model image encoders (the ``foundation`` extra, through keras-hub). Each named preset is found as a
+# folder of that name in the weight folders, in keras-hub's format (config.json + model.weights.h5, as
+# ``Backbone.save_to_preset`` writes) or Hugging Face's (config.json + model.safetensors, as ``save_pretrained``
+# writes); otherwise keras-hub downloads its own copy (Kaggle) when the machine is online.
+KERAS_HUB_FILES = ("config.json", "model.weights.h5")
+HF_FILES = ("config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class FoundationPreset:
+    """One foundation encoder's published weights.
+
+    Attributes:
+        name: what ``weights=`` takes ("dinov2_small"); also the folder it is looked for under.
+        backbone: the registry name ("dinov2", "siglip").
+        label: as people write it.
+        keras_hub: keras-hub's preset name (downloaded from Kaggle by keras-hub).
+        hf_repo: the Hugging Face repository of the same weights.
+        input_size: the side of the square image the encoder runs at (the published preprocessing's crop); the
+            model resizes its input to it.
+        preprocessing: the ``Preprocess`` mode of the published normalization ("torch": ImageNet mean and std, as
+            DINOv2's image processor; "tf": mean 0.5, std 0.5, as SigLIP's).
+        sha256: file name → sha256 of the published weight files, where known (none could be fetched to check yet).
+    """
+
+    name: str
+    backbone: str
+    label: str
+    keras_hub: str
+    hf_repo: str
+    input_size: int
+    preprocessing: str
+    sha256: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.hf_repo}"
+
+
+FOUNDATION_PRESETS: dict[str, FoundationPreset] = {
+    p.name: p
+    for p in (
+        FoundationPreset(
+            "dinov2_small", "dinov2", "DINOv2 ViT-S/14", "dinov2_small", "facebook/dinov2-small", 224, "torch"
+        ),
+        FoundationPreset(
+            "dinov2_base", "dinov2", "DINOv2 ViT-B/14", "dinov2_base", "facebook/dinov2-base", 224, "torch"
+        ),
+        FoundationPreset(
+            "dinov2_large", "dinov2", "DINOv2 ViT-L/14", "dinov2_large", "facebook/dinov2-large", 224, "torch"
+        ),
+        FoundationPreset(
+            "siglip_base_patch16_224",
+            "siglip",
+            "SigLIP B/16 224",
+            "siglip_base_patch16_224",
+            "google/siglip-base-patch16-224",
+            224,
+            "tf",
+        ),
+        FoundationPreset(
+            "medsiglip_448", "siglip", "MedSigLIP 448", "medsiglip_900m_448", "google/medsiglip-448", 448, "tf"
+        ),
+    )
+}
+# The normalization of a foundation backbone's own family, for folders that do not say (keras-hub presets of the
+# encoder alone carry no image converter).
+FOUNDATION_PREPROCESSING = {"dinov2": "torch", "siglip": "tf"}
+
+
+def foundation_presets_of(backbone) -> list[FoundationPreset]:
+    """The named presets of a foundation backbone."""
+    spec = get_backbone(backbone)
+    return [p for p in FOUNDATION_PRESETS.values() if p.backbone == spec.name]

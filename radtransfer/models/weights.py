@@ -15,7 +15,18 @@ from pathlib import Path
 from ..errors import WeightsFileError, WeightsNotFoundError
 from ..utils.choices import did_you_mean
 from .backbones import BACKBONES, BackboneSpec, get_backbone, identify_by_weight_layers
-from .presets import WEIGHT_SOURCES, WeightPreset, get_preset, preset_of_file, presets_of
+from .presets import (
+    FOUNDATION_PRESETS,
+    HF_FILES,
+    KERAS_HUB_FILES,
+    WEIGHT_SOURCES,
+    FoundationPreset,
+    WeightPreset,
+    foundation_presets_of,
+    get_preset,
+    preset_of_file,
+    presets_of,
+)
 
 ENV_WEIGHTS_DIR = "RADTRANSFER_WEIGHTS_DIR"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -35,6 +46,24 @@ class ResolvedWeights:
     source: str | None
     path: Path | None
     searched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """What build_model loaded into a backbone.
+
+    Attributes:
+        source: as ``ResolvedWeights.source``, or a foundation preset's name ("dinov2_small").
+        path: the file or folder, or None (random initialisation, or downloaded by keras-hub).
+        sha256: the weight file's sha256, or None.
+        preprocessing: the Preprocess mode the weights carry (foundation encoders), or None (the weight source's,
+            from ``presets.preprocessing_for``).
+    """
+
+    source: str | None
+    path: Path | None
+    sha256: str | None
+    preprocessing: str | None = None
 
 
 @dataclass
@@ -340,6 +369,110 @@ def resolve_weights(backbone, weights="radimagenet", weights_dir=None, download:
     if preset.downloadable and download:
         return ResolvedWeights(preset.source, _download(spec, preset, searched), searched)
     raise WeightsNotFoundError(_not_found_message(spec, preset, searched))
+
+
+def resolve_foundation_weights(backbone, weights, weights_dir=None) -> ResolvedWeights:
+    """Finds the weights of a foundation backbone (DINOv2, SigLIP): a folder, not a file.
+
+    Args:
+        backbone: "dinov2" or "siglip" (or the registry entry).
+        weights: None (random initialisation), a named preset ("dinov2_small"; ``FOUNDATION_PRESETS``), or the path
+            of a folder in keras-hub's format (config.json + model.weights.h5) or Hugging Face's (config.json +
+            model.safetensors).
+
+    Returns:
+        ResolvedWeights: the source (the preset's name, or "file" for a folder of unknown origin) and the folder; for
+        a named preset not found in the weight folders, the folder is None and ``searched`` lists where it was
+        looked for (the caller then asks keras-hub to download it).
+
+    Raises:
+        WeightsNotFoundError: the path does not exist.
+        WeightsFileError: the folder lacks the files of either format.
+        ValueError: ``weights`` is neither a preset of this backbone nor a path.
+    """
+    spec = get_backbone(backbone)
+    if weights is None:
+        return ResolvedWeights(None, None)
+    names = [p.name for p in foundation_presets_of(spec)]
+    key = str(weights).strip().lower()
+    if not isinstance(weights, os.PathLike) and key in names:
+        preset = FOUNDATION_PRESETS[key]
+        dirs = search_dirs(weights_dir)
+        searched = tuple(str((d / preset.name).resolve()) for d in dirs)
+        for directory in dirs:
+            folder = directory / preset.name
+            if (folder / "config.json").is_file():
+                foundation_folder_format(folder)
+                return ResolvedWeights(preset.name, folder, searched)
+        return ResolvedWeights(preset.name, None, searched)
+    if isinstance(weights, os.PathLike) or _looks_like_path(str(weights)):
+        folder = Path(weights).expanduser()
+        if not folder.exists():
+            raise WeightsNotFoundError(
+                f"Weights folder not found: '{folder}' (weights={str(weights)!r}). Pass a keras-hub preset folder "
+                f"({' + '.join(KERAS_HUB_FILES)}) or a Hugging Face folder ({' + '.join(HF_FILES)})."
+            )
+        foundation_folder_format(folder)
+        source = folder.name.lower() if folder.name.lower() in names else "file"
+        return ResolvedWeights(source, folder)
+    raise ValueError(
+        f"{spec.display_name} takes weights=None, a preset ({', '.join(names)}) or the path of a keras-hub or Hugging "
+        f"Face folder.{did_you_mean(str(weights), names)} Received: weights={weights!r}"
+    )
+
+
+def foundation_folder_format(folder) -> str:
+    """ "keras_hub" (config.json + model.weights.h5) or "transformers" (config.json + model.safetensors, or its
+    sharded index).
+
+    Raises:
+        WeightsFileError: the path is a file, or the folder holds neither set of files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise WeightsFileError(
+            f"'{folder}' is a file; DINOv2 and SigLIP weights are a folder "
+            f"({' + '.join(KERAS_HUB_FILES)}, or {' + '.join(HF_FILES)}). Pass the folder."
+        )
+    present = {p.name for p in folder.iterdir()}
+    if set(KERAS_HUB_FILES) <= present:
+        return "keras_hub"
+    if "config.json" in present and ({"model.safetensors", "model.safetensors.index.json"} & present):
+        return "transformers"
+    raise WeightsFileError(
+        f"'{folder}' holds neither keras-hub's files ({' + '.join(KERAS_HUB_FILES)}) nor Hugging Face's "
+        f"({' + '.join(HF_FILES)}); found: {', '.join(sorted(present)) or 'nothing'}. Put one set of files there."
+    )
+
+
+def foundation_weights_file(folder) -> Path:
+    """The weight file of a foundation folder (what its sha256 is taken of)."""
+    folder = Path(folder)
+    name = "model.weights.h5" if foundation_folder_format(folder) == "keras_hub" else "model.safetensors"
+    path = folder / name
+    return path if path.is_file() else folder / "model.safetensors.index.json"
+
+
+def foundation_not_found_message(preset: FoundationPreset, searched, reason: str) -> str:
+    """One line: the named preset is not on this machine and keras-hub could not download it."""
+    return (
+        f"No {preset.label} weights found: looked for a folder '{preset.name}' in: {'; '.join(searched)}, and "
+        f"keras-hub could not download '{preset.keras_hub}' ({reason}). Put {' + '.join(HF_FILES)} from "
+        f"{preset.url} (or {' + '.join(KERAS_HUB_FILES)} of keras-hub's '{preset.keras_hub}') in one of those "
+        f"folders, or pass weights='/path/to/folder' or weights_dir=."
+    )
+
+
+def check_foundation_checksum(preset: FoundationPreset | None, path: Path) -> str:
+    """The sha256 of a foundation weight file; raises WeightsFileError if the preset records a different one."""
+    digest = sha256sum(path)
+    expected = dict(preset.sha256).get(path.name) if preset is not None else None
+    if expected and expected != digest:
+        raise WeightsFileError(
+            f"'{path}' has sha256 {digest}, but {preset.label}'s {path.name} has {expected}. The file is not the "
+            f"published one: download it again from {preset.url}."
+        )
+    return digest
 
 
 def best_available_weights(backbone, weights_dir=None):

@@ -99,6 +99,11 @@ def block_starts(backbone_model: keras.Model, spec: BackboneSpec) -> list[int]:
     """Index in ``backbone_model.layers`` of the first layer of each stage, bottom to top."""
     import keras
 
+    if not spec.block_ends:
+        raise ValueError(
+            f"{spec.display_name} has no stages radtransfer knows (its encoder is one layer of the backbone), so "
+            "'unfreeze_blocks:K' and 'llrd:D' do not apply: use 'freeze_all', 'unfreeze_top:N' or 'unfreeze_all'."
+        )
     names = [layer.name for layer in backbone_model.layers]
     try:
         ends = [names.index(n) for n in spec.block_ends]
