@@ -45,7 +45,7 @@ def data_manifest(image_set: ImageSet, workers: int = 8) -> list[tuple]:
     else:
         names = [f"#{i}" for i in range(len(image_set))]
         hashes = [_array_sha256(image) for image in image_set.images]
-    labels = [image_set.class_names[i] for i in image_set.labels]
+    labels = image_set.label_strings()
     patients = [""] * len(image_set) if image_set.patient_ids is None else [str(p) for p in image_set.patient_ids]
     return list(zip(names, labels, patients, hashes))
 

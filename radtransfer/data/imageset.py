@@ -1,5 +1,5 @@
-"""ImageSet: images (paths or in-memory records), integer labels, class names and patient ids,
-with patient-level splits and k-fold cross-validation."""
+"""ImageSet: images (paths or in-memory records), integer labels (or multi-hot label rows), class names and patient
+ids, with patient-level splits and k-fold cross-validation."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ class ImageSet:
 
     Attributes:
         paths: image file paths (None for in-memory records, e.g. from tensorflow-datasets).
-        labels: integer labels, indices into ``class_names``.
-        class_names: the class names, in label order.
+        labels: integer labels, indices into ``class_names``; or, for a multi-label set (``multi_label``), an
+            (images, labels) 0/1 array, one column per name in ``class_names`` (e.g. ``from_csv(...,
+            label_cols=[...])``), an image having any number of labels.
+        class_names: the class names, in label order (multi-label: the label names, in column order).
         patient_ids: one id per image, or None.
         images: in-memory uint8 images (a list of HxWxC arrays) when there are no paths.
         extras: per-image columns carried along (e.g. lesion mask paths), as a dict of arrays. The column
@@ -38,6 +40,8 @@ class ImageSet:
 
     def __post_init__(self):
         object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64))
+        if self.labels.ndim == 2:
+            _check_multi_hot(self.labels, self.class_names)
         object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         if self.paths is not None:
             object.__setattr__(self, "paths", np.asarray([str(p) for p in self.paths], dtype=object))
@@ -50,7 +54,7 @@ class ImageSet:
                 raise ValueError(f"ImageSet: {name} has {len(value)} entries but there are {n} labels.")
         if self.paths is None and self.images is None:
             raise ValueError("ImageSet needs either paths or in-memory images.")
-        if n and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+        if n and self.labels.ndim == 1 and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise ValueError(
                 f"ImageSet: labels must be in [0, {len(self.class_names)}); "
                 f"found {self.labels.min()}..{self.labels.max()}."
@@ -69,6 +73,34 @@ class ImageSet:
         return len(self.class_names)
 
     @property
+    def multi_label(self) -> bool:
+        """Whether each image has a 0/1 row of labels (``labels`` of shape (images, labels)) rather than one class."""
+        return self.labels.ndim == 2
+
+    def targets(self) -> np.ndarray:
+        """The labels as a model is trained on them: (images, classes) float32 one-hot rows, or a multi-label set's
+        multi-hot rows."""
+        if self.multi_label:
+            return self.labels.astype(np.float32)
+        return np.eye(self.num_classes, dtype=np.float32)[self.labels]
+
+    def label_strings(self) -> list[str]:
+        """Each image's label as text: its class name, or a multi-label image's positive labels joined by "|"."""
+        if self.multi_label:
+            return ["|".join(c for c, on in zip(self.class_names, row) if on) for row in self.labels]
+        return [self.class_names[i] for i in self.labels]
+
+    def strata(self) -> np.ndarray:
+        """The integer each image is stratified by in ``split``, ``kfold`` and ``nested_subset``: its class; for a
+        multi-label set, its rarest positive label (by images in the set), or ``num_classes`` for an image with no
+        positive label, so that every label's few positives are spread over the parts as a class's would be."""
+        if not self.multi_label:
+            return self.labels
+        counts = self.labels.sum(axis=0)
+        rarity = np.where(self.labels > 0, counts[None, :], np.iinfo(np.int64).max)
+        return np.where(self.labels.any(axis=1), rarity.argmin(axis=1), self.num_classes)
+
+    @property
     def exam_ids(self) -> np.ndarray | None:
         """One exam id per image (the extras column ``exam_id``, kept by ``split``, ``kfold`` and ``subset``), or
         None. An exam id is taken within its patient: exam "1" of two patients is two exams."""
@@ -76,7 +108,9 @@ class ImageSet:
         return None if EXAM_ID not in extras else np.asarray([str(e) for e in extras[EXAM_ID]], dtype=object)
 
     def class_counts(self) -> list[int]:
-        """Images per class, in class order."""
+        """Images per class, in class order (multi-label: images positive for each label)."""
+        if self.multi_label:
+            return self.labels.sum(axis=0).astype(int).tolist()
         return np.bincount(self.labels, minlength=self.num_classes).tolist()
 
     def image_names(self) -> list[str]:
@@ -126,23 +160,24 @@ class ImageSet:
         return self.patient_ids
 
     def _group_labels(self, groups):
-        """Unique groups (in first-seen order) and each group's majority label."""
+        """Unique groups (in first-seen order) and each group's majority stratum (``strata``: its class)."""
         unique, first, inverse = np.unique(groups.astype(str), return_index=True, return_inverse=True)
         order = np.argsort(first)
         unique = unique[order]
         remap = np.empty_like(order)
         remap[order] = np.arange(len(order))
         inverse = remap[inverse]
-        counts = np.zeros((len(unique), self.num_classes), dtype=np.int64)
-        np.add.at(counts, (inverse, self.labels), 1)
+        counts = np.zeros((len(unique), self.num_classes + 1), dtype=np.int64)
+        np.add.at(counts, (inverse, self.strata()), 1)
         return unique, inverse, counts.argmax(axis=1)
 
     def split(self, val: float = 0.10, test: float = 0.15, by: str = "patient", stratify: bool = True, seed: int = 726):
         """Splits into (train, val, test), each patient's images in one part.
 
         Fractions are of patients (of images with ``by="image"``), per class when ``stratify`` (a
-        patient's class is the majority label of their images). A class with two patients puts one in
-        test; with three, one in val too; train always keeps at least one.
+        patient's class is the majority label of their images; multi-label, the majority of their images'
+        ``strata``, i.e. rarest positive label). A class with two patients puts one in test; with three, one in val
+        too; train always keeps at least one.
 
         Returns:
             (train, val, test) image sets.
@@ -154,7 +189,7 @@ class ImageSet:
         rng = np.random.default_rng(seed)
         part = np.zeros(len(unique), dtype=np.int64)  # 0 train, 1 val, 2 test
         strata = (
-            [np.flatnonzero(group_labels == c) for c in range(self.num_classes)]
+            [np.flatnonzero(group_labels == c) for c in range(self.num_classes + 1)]
             if stratify
             else [np.arange(len(unique))]
         )
@@ -211,7 +246,7 @@ class ImageSet:
         unique, inverse, group_labels = self._group_labels(groups)
         rng = np.random.default_rng(seed)
         strata = (
-            [np.flatnonzero(group_labels == c) for c in range(self.num_classes)]
+            [np.flatnonzero(group_labels == c) for c in range(self.num_classes + 1)]
             if stratify
             else [np.arange(len(unique))]
         )
@@ -244,7 +279,7 @@ class ImageSet:
             splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % (2**32))
             with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits"
                 warnings.simplefilter("ignore", UserWarning)
-                for f, (_, test_index) in enumerate(splitter.split(np.zeros(len(self)), self.labels, inverse)):
+                for f, (_, test_index) in enumerate(splitter.split(np.zeros(len(self)), self.strata(), inverse)):
                     image_fold[test_index] = f
         else:
             fold = (np.arange(len(unique)) % k)[np.argsort(np.random.default_rng(seed).permutation(len(unique)))]
@@ -258,6 +293,13 @@ class ImageSet:
             if by == "patient" and self.patient_ids is not None:
                 check_no_leakage(train_set, val_set, test_set)
             yield train_set, val_set, test_set
+
+
+def _check_multi_hot(labels, class_names) -> None:
+    if labels.shape[1] != len(class_names):
+        raise ValueError(f"ImageSet: {labels.shape[1]} label columns but {len(class_names)} label names.")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise ValueError("ImageSet: multi-label rows must hold only 0 and 1.")
 
 
 def check_no_leakage(*parts: ImageSet) -> None:

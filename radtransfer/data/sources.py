@@ -14,6 +14,7 @@ from .cache import LOG
 from .decode import is_dicom
 from .dicom import import_pydicom
 from .imageset import EXAM_ID, ImageSet
+from .label_columns import check_label_cols, multi_hot_rows
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom")
 
@@ -329,6 +330,7 @@ def from_csv(
     extra_cols=(),
     missing_labels: str = "raise",
     exam_col=None,
+    label_cols=None,
 ) -> ImageSet:
     """Reads a CSV manifest (or a pandas DataFrame) with one row per image.
 
@@ -352,12 +354,16 @@ def from_csv(
             (leave those rows out, with a warning that counts them).
         exam_col: column of exam ids (e.g. one MRI series per exam), for exam-level evaluation
             (``evaluate(..., level="exam")``); kept as the extras column ``exam_id`` (``ImageSet.exam_ids``).
+        label_cols: for a multi-label set (findings that co-occur), its 0/1 columns, one per label (``label_col``
+            is then unused, ``class_names`` refused): ``labels`` is then an (images, labels) 0/1 array and
+            ``class_names`` these column names, in this order (``ImageSet.multi_label``).
 
     Raises:
         DataSourceError: the file is missing, a named column is missing, a label, image path, patient id or
             exam id is empty, an image is listed on two rows, a label is unknown, or a class has no images.
     """
     check_choice("missing_labels", missing_labels, MISSING_LABELS)
+    label_cols = None if label_cols is None else check_label_cols(label_cols, class_names)
     frame, where, base, from_file = _read_manifest(path_or_dataframe, root)
     auto_patients = patient_col == "auto"
     if auto_patients:
@@ -366,7 +372,7 @@ def from_csv(
             LOG.info("%s: patient ids from column %r (found by its name)", where, patient_col)
     for argument, column in (
         ("image_col", image_col),
-        ("label_col", label_col),
+        *((("label_col", label_col),) if label_cols is None else (("label_cols", c) for c in label_cols)),
         ("patient_col", patient_col),
         ("exam_col", exam_col),
         *(("extra_cols", c) for c in extra_cols),
@@ -379,23 +385,14 @@ def from_csv(
             )
     if frame.empty:
         raise DataSourceError(f"{where} has no rows.")
-    frame, values = _labelled_rows(frame, label_col, missing_labels, where, from_file)
-    _refuse_empty_cells(frame, image_col, patient_col, where, from_file, exam_col)
-    if class_names is None:
-        class_names = sort_classes(set(values))
+    if label_cols is not None:
+        frame, labels = multi_hot_rows(frame, label_cols, missing_labels, where, lambda f, m: _rows(f, m, from_file))
+        class_names = label_cols
+        _refuse_empty_cells(frame, image_col, patient_col, where, from_file, exam_col)
     else:
-        class_names = [str(c) for c in class_names]
-        unknown = sorted(set(values) - set(class_names))
-        if unknown:
-            raise DataSourceError(
-                f"Label(s) {unknown} in {where} (column {label_col!r}) are not among the training classes "
-                f"{class_names}. A class never seen in training cannot be predicted."
-            )
-    index = {c: i for i, c in enumerate(class_names)}
-    labels = np.array([index[v] for v in values])
-    empty = [c for c, n in zip(class_names, np.bincount(labels, minlength=len(class_names))) if n == 0]
-    if empty and class_names is not None and len(empty) == len(class_names):
-        raise DataSourceError(f"{where} has no images for any class.")
+        frame, values = _labelled_rows(frame, label_col, missing_labels, where, from_file)
+        _refuse_empty_cells(frame, image_col, patient_col, where, from_file, exam_col)
+        class_names, labels = _class_labels(values, class_names, where, label_col)
     paths = [p if Path(p).is_absolute() else str(base / p) for p in frame[image_col].astype(str).str.strip()]
     _refuse_repeated_paths(frame, paths, image_col, where, from_file)
     patients = frame[patient_col].astype(str).str.strip().to_numpy() if patient_col else None
@@ -411,6 +408,26 @@ def from_csv(
         patient_ids=patients,
         extras=extras or None,
     )
+
+
+def _class_labels(values, class_names, where, label_col):
+    """(the class names, each row's class index) of a single-label manifest's label strings."""
+    if class_names is None:
+        class_names = sort_classes(set(values))
+    else:
+        class_names = [str(c) for c in class_names]
+        unknown = sorted(set(values) - set(class_names))
+        if unknown:
+            raise DataSourceError(
+                f"Label(s) {unknown} in {where} (column {label_col!r}) are not among the training classes "
+                f"{class_names}. A class never seen in training cannot be predicted."
+            )
+    index = {c: i for i, c in enumerate(class_names)}
+    labels = np.array([index[v] for v in values])
+    empty = [c for c, n in zip(class_names, np.bincount(labels, minlength=len(class_names))) if n == 0]
+    if empty and class_names is not None and len(empty) == len(class_names):
+        raise DataSourceError(f"{where} has no images for any class.")
+    return class_names, labels
 
 
 def _file_columns_hint(frame, base: Path, sample: int = 20) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..models.classifier import get_backbone_model
+from ..models.classifier import get_backbone_model, is_multi_label
 
 
 def last_conv_layer(backbone, min_size: int | None = None) -> str:
@@ -26,7 +26,7 @@ def last_conv_layer(backbone, min_size: int | None = None) -> str:
     raise ValueError("The backbone has no layer with a spatial output of that size.")
 
 
-def gradcam(model, images, layer: str | None = None, class_index=None, batch_size: int = 16) -> np.ndarray:
+def gradcam(model, images, layer: str | None = None, class_index=None, batch_size: int = 16, label=None) -> np.ndarray:
     """Grad-CAM heatmaps at the input resolution.
 
     Args:
@@ -36,12 +36,16 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
         class_index: the class to explain: None (each image's predicted class), an int, or one per image.
             The map explains that class's score before the softmax, as Selvaraju et al. define Grad-CAM.
         batch_size: images per gradient pass.
+        label: for a multi-label model (``build_model(..., num_labels=K)``), the label to explain, by index or name:
+            the gradient is taken of that sigmoid's logit (not with ``class_index``).
 
     Returns:
         (N, H, W) float32 heatmaps in [0, 1].
     """
     from .. import backend
 
+    if label is not None:
+        class_index = _label_index(model, label, class_index)
     backbone = get_backbone_model(model)
     layer = layer or last_conv_layer(backbone)
     try:
@@ -79,6 +83,24 @@ def gradcam(model, images, layer: str | None = None, class_index=None, batch_siz
         peak = cam.max(axis=(1, 2), keepdims=True)
         maps.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
     return np.concatenate(maps).astype(np.float32)
+
+
+def _label_index(model, label, class_index) -> int:
+    """The output index of a multi-label model's ``label`` (an index or a name), refusing it for a softmax model or
+    beside ``class_index``."""
+    if class_index is not None:
+        raise ValueError("Pass label= (a multi-label model's label) or class_index=, not both.")
+    if not is_multi_label(model):
+        raise ValueError("label= is for a multi-label model (build_model(..., num_labels=K)); pass class_index= here.")
+    names = list(getattr(model, "radtransfer_class_names", None) or [])
+    count = int(model.output_shape[-1])
+    if isinstance(label, str):
+        if label not in names:
+            raise ValueError(f"label={label!r} is not one of the model's labels {names}.")
+        return names.index(label)
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < count:
+        raise ValueError(f"Expected label= as a label name or an index in [0, {count}). Received: label={label!r}")
+    return int(label)
 
 
 def _dilate(mask, tolerance: int):

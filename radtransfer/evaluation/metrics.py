@@ -17,6 +17,7 @@ import numpy as np
 from ..data.adapters import for_evaluation
 from ..data.decode import ReadSettings
 from ..errors import ClassMismatchError
+from ..models.classifier import is_multi_label
 from ..models.trained import temperature_of
 from ..stats.auc import auc_score, bootstrap_auc_ci
 from ..stats.bootstrap import small_sample_note, units_per_class
@@ -26,6 +27,7 @@ from ..stats.thresholds import youden_threshold
 from ..training.thresholds import predict_with_labels
 from .external import check_disjoint, check_site, operating_point_intervals, recalibration
 from .levels import Aggregation, Predictions, aggregation_of, to_units
+from .multilabel import evaluate_multilabel
 
 
 def model_read_kwargs(model) -> dict:
@@ -578,6 +580,9 @@ def evaluate(
         ``probabilities``, ``patient_ids``). At patient or exam level also ``level``, ``aggregate``, ``n_units``
         (``n``: images) and ``threshold_level``, the figures being over units (``metrics_at_level``).
 
+        A multi-label model (``build_model(..., num_labels=K)``): ``evaluation.multilabel.multilabel_metrics``' dict
+        (``per_label_auc``, macro ``auc`` and their intervals, per-label ``operating_points``), per image only.
+
         With ``site``: ``{"site", "development", "recalibrated", "recalibration"}``: ``development`` is the
         dict above at the model's own temperature and development threshold; ``recalibrated`` the same
         figures at the temperature and threshold refit on ``recalibrate`` (None without it), and
@@ -600,6 +605,11 @@ def evaluate(
     aggregation = aggregation_of(dataset_keywords)
     info = _with_keywords(dataset_info or DatasetInfo(), dataset_keywords, _DATASET_KEYWORDS, "evaluate")
     class_names, patient_ids, batch_size = info.class_names, info.patient_ids, info.batch_size
+    if is_multi_label(model):  # per-label figures: evaluation.multilabel
+        level = None if aggregation.level == "image" else aggregation.level
+        refused = (("positive_class", positive_class), ("threshold", threshold), ("site", site), ("level", level))
+        info = dict(class_names=class_names, patient_ids=patient_ids, batch_size=batch_size)
+        return evaluate_multilabel(model, dataset, bootstrap=bootstrap, seed=seed, val=val, unsupported=refused, **info)
     if recalibrate is not None and site is None:
         raise ValueError("recalibrate= needs site= (the external site the local set comes from).")
     if aggregation.level != "image":

@@ -9,6 +9,7 @@ import numpy as np
 from ..data.adapters import for_prediction, read_in_order
 from ..data.decode import ReadSettings
 from ..data.failures import check_images, readable_pipeline_errors
+from ..models.classifier import is_multi_label
 from ..models.trained import probabilities_of, temperature_of
 from ..stats.temperature import scale_threshold
 from ..training.run_folder import load_trained
@@ -55,6 +56,11 @@ def predict(
         ``positive_score`` and the threshold used (where it lies on the scaled probabilities: a temperature
         changes no decision); with on_bad="skip", ``error`` (empty for images that were read). ``attrs`` holds
         the read settings, the class names, the threshold, ``threshold_unscaled`` and ``temperature``.
+
+        A multi-label model: ``p_<label>`` (its sigmoid) and ``<label>`` (1 when ``p_<label>`` ≥ the label's
+        validation threshold, else 0; empty for an unread image) per label, and ``predicted`` (the labels called,
+        joined by "|"); ``attrs["thresholds"]`` {label: threshold (0.5 for a label that had none)}. Grad-CAM
+        overlays explain each image's highest-scoring label.
 
     Raises:
         BadImagesError: unreadable files (all listed, before any prediction).
@@ -139,6 +145,20 @@ def predict(
             "read_settings": read.dataset_kwargs(),
         }
     )
+    return _label_calls(frame, model, raw, read_rows, class_names) if is_multi_label(model) else frame
+
+
+def _label_calls(frame, model, raw, read_rows, class_names):
+    """``frame`` with a multi-label model's calls: per label a 0/1 column at its validation threshold (0.5 without
+    one), and the labels called joined by "|" as ``predicted``."""
+    stored = getattr(model, "radtransfer_thresholds", None) or {}
+    thresholds = np.array([stored.get(k, 0.5) for k in range(len(class_names))])
+    calls = raw >= thresholds
+    for index, name in enumerate(class_names):
+        frame[name] = None
+        frame.loc[read_rows, name] = calls[:, index].astype(int)
+    frame.loc[read_rows, "predicted"] = ["|".join(np.asarray(class_names)[row]) for row in calls]
+    frame.attrs["thresholds"] = dict(zip(class_names, thresholds.tolist()))
     return frame
 
 

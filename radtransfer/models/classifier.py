@@ -64,13 +64,14 @@ def resolve_preprocessing(preprocessing: str, spec, source: str | None) -> str:
 def build_model(
     backbone: str = "densenet121",
     weights: str | None = "radimagenet",
-    num_classes: int = 2,
+    num_classes: int | None = None,
     input_shape=(256, 256, 3),
     dropout: float = 0.5,
     preprocessing: str = "auto",
     weights_dir=None,
     weights_sha256: str | None = None,
     name: str | None = None,
+    num_labels: int | None = None,
 ) -> keras.Model:
     """Builds a classifier on a pretrained backbone, as the RadImageNet reference code did.
 
@@ -84,7 +85,7 @@ def build_model(
         weights: "radimagenet", "imagenet", None (random initialisation) or a path to a Keras 2
             ``.h5`` file. Files are searched in ``weights_dir``, ``$RADTRANSFER_WEIGHTS_DIR``,
             ``./weights`` and, for ImageNet, Keras's cache, then ImageNet files are downloaded.
-        num_classes: number of output classes (at least 2; two-class tasks use a two-column softmax
+        num_classes: number of output classes (at least 2, the default; two-class tasks use a two-column softmax
             as the reference did).
         input_shape: (height, width, channels) of the images, channels 1 or 3, values in [0, 255].
         dropout: dropout rate before the classifier.
@@ -94,6 +95,9 @@ def build_model(
         weights_dir: a folder searched first for weight files.
         weights_sha256: if given, the weight file's sha256 must equal it.
         name: the model's name (default "<backbone>_<weights>").
+        num_labels: for a multi-label task (findings that co-occur), the number of labels K: the head is then K
+            independent float32 sigmoids instead of the softmax (``is_multi_label``), trained by fine_tune with binary
+            cross-entropy; ``radtransfer_info.num_classes`` records K. Not with ``num_classes``.
 
     Returns:
         An uncompiled ``keras.Model`` with ``model.radtransfer_info`` describing how it was built.
@@ -107,7 +111,11 @@ def build_model(
 
     spec = get_backbone(backbone)
     shape = _check_input_shape(input_shape, spec)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if num_labels is not None:
+        num_classes = _check_num_labels(num_labels, num_classes)
+    elif num_classes is None:
+        num_classes = 2
+    if num_labels is None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2):
         raise ValueError(
             "Expected num_classes to be an integer of at least 2 (a two-class task uses a two-column "
             f"softmax). Received: num_classes={num_classes!r}"
@@ -128,7 +136,8 @@ def build_model(
     x = Preprocess(mode, name="preprocess")(inputs)
     x = base(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    activation = "softmax" if num_labels is None else "sigmoid"
+    outputs = keras.layers.Dense(num_classes, activation=activation, dtype="float32", name="predictions")(x)
     source_tag = loaded.source or "random"
     model = keras.Model(inputs, outputs, name=name or f"{spec.name}_{source_tag}")
     model.radtransfer_info = BuildInfo(
@@ -160,6 +169,27 @@ def _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape):
         load_backbone_weights(base, resolved.path, spec)
         digest = digest or sha256sum(resolved.path)
     return base, LoadedWeights(resolved.source, resolved.path, digest, None)
+
+
+def _check_num_labels(num_labels, num_classes) -> int:
+    if num_classes is not None:
+        raise ValueError(
+            "Pass num_classes= (one class per image, softmax) or num_labels= (several labels per image, sigmoids), "
+            f"not both. Received: num_classes={num_classes!r}, num_labels={num_labels!r}"
+        )
+    if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
+        raise ValueError(f"Expected num_labels to be a positive integer. Received: num_labels={num_labels!r}")
+    return num_labels
+
+
+def is_multi_label(model) -> bool:
+    """Whether ``model`` has a multi-label head (``build_model(..., num_labels=K)``: a "predictions" layer of
+    sigmoids), read from the layer itself, so a model loaded from its ``.keras`` file answers the same."""
+    try:
+        head = model.get_layer("predictions")
+    except (ValueError, AttributeError):
+        return False
+    return getattr(getattr(head, "activation", None), "__name__", "") == "sigmoid"
 
 
 def get_backbone_model(model: keras.Model) -> keras.Model:

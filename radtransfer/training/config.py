@@ -257,14 +257,14 @@ class TrainConfig:
             return self.optimizer
         return getattr(keras.optimizers, OPTIMIZERS[self.optimizer])(learning_rate=self.learning_rate)
 
-    def make_loss(self, num_classes: int):
+    def make_loss(self, num_classes: int, multi_label: bool = False):
         """ "auto" = the reference: binary cross-entropy on the one-hot softmax for two classes; categorical
-        cross-entropy for more."""
+        cross-entropy for more; binary cross-entropy over the K sigmoids of a multi-label model."""
         import keras
 
         if self.loss != "auto":
             return self.loss
-        if num_classes == 2:
+        if num_classes == 2 or multi_label:
             return keras.losses.BinaryCrossentropy(name="binary_crossentropy")
         return keras.losses.CategoricalCrossentropy(name="categorical_crossentropy")
 

@@ -25,12 +25,14 @@ from .runtime import Runtime
 from .state_files import BackgroundWriter, load_snapshot, snapshot, write_snapshot
 
 
-def make_metrics(num_classes: int):
+def make_metrics(num_classes: int, multi_label: bool = False):
     # multi_label=True averages one AUC per column: for a two-column softmax both columns give the
-    # positive class's AUC; for more classes it is the macro one-vs-rest AUC. (The reference's AUC()
-    # flattened the columns into one ranking, which is not an AUC of any class.)
+    # positive class's AUC; for more classes it is the macro one-vs-rest AUC; for a multi-label model's K
+    # sigmoids the macro AUC over its labels. (The reference's AUC() flattened the columns into one ranking,
+    # which is not an AUC of any class.) A multi-label model's accuracy is per label, at 0.5.
+    accuracy = keras.metrics.BinaryAccuracy if multi_label else keras.metrics.CategoricalAccuracy
     return [
-        keras.metrics.CategoricalAccuracy(name="accuracy"),
+        accuracy(name="accuracy"),
         keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
     ]
 
@@ -523,7 +525,9 @@ class EpochLoop:
         elif self.folder.file(BEST_WEIGHTS).exists():
             load_model_weights(self.model, self.folder.file(BEST_WEIGHTS))
 
-    def result(self, trainable_params, settings, run_fingerprint, thresholds, class_names) -> FineTuneResult:
+    def result(
+        self, trainable_params, settings, run_fingerprint, thresholds, class_names, multi_label: bool = False
+    ) -> FineTuneResult:
         seconds = self.throughput.train_seconds
         size = self.data.train_size
         return FineTuneResult(
@@ -539,7 +543,7 @@ class EpochLoop:
             settings=settings,
             status="diverged" if self.diverged_epoch is not None else "finished",
             diverged_epoch=self.diverged_epoch,
-            threshold=None if thresholds is None else thresholds[1],
+            threshold=None if thresholds is None or multi_label else thresholds[1],
             thresholds=None if thresholds is None else {str(c): t for c, t in thresholds.items()},
             class_names=class_names,
             fingerprint=run_fingerprint,

@@ -18,6 +18,7 @@ import numpy as np
 from .. import backend
 from ..data.adapters import TrainingData, for_training
 from ..errors import ClassMismatchError, TrainingDivergedError
+from ..models.classifier import is_multi_label
 from ..models.trained import read_trained_info, save_trained, set_trained_info
 from ..utils.io import write_json_atomic
 from ..utils.seeding import derive_seed, fresh_seed, set_global_seed, walk_layers
@@ -139,6 +140,7 @@ def _train(model, train, val, config: TrainConfig, runtime: Runtime, folder, cal
     working, rebuilt = working_model(model, runtime.precision, runtime.distribution)
     public = target if target is not None else working
     num_classes = int(working.output_shape[-1])
+    _check_label_kind(train, is_multi_label(working))
 
     data = for_training(
         train,
@@ -184,6 +186,19 @@ def _train(model, train, val, config: TrainConfig, runtime: Runtime, folder, cal
     return _finish(loop, public, working, data, num_classes, summary, recorded, fingerprint(identity), folder)
 
 
+def _check_label_kind(train, multi_label: bool) -> None:
+    """Refuses a multi-label ImageSet for a softmax model, and a one-class-per-image ImageSet for a sigmoid one."""
+    data_multi = getattr(train, "multi_label", None)
+    if data_multi is not None and data_multi != multi_label:
+        raise ValueError(
+            "The training set has several labels per image (from_csv(..., label_cols=)) but the model one class per "
+            "image: build it with build_model(..., num_labels=K)."
+            if data_multi
+            else "The model has a multi-label head (num_labels=) but the training set one class per image: read it "
+            "with from_csv(..., label_cols=[...]) or build the model with num_classes=."
+        )
+
+
 def _class_names(given, from_data, num_classes: int):
     """The run's class names: the data's (ImageSets bring them), or those given with a dataset, checked."""
     if given is None:
@@ -221,8 +236,8 @@ def _prepare_model(working, fitted, target, config: TrainConfig, runtime: Runtim
         resolved_jit = compile_model(
             fitted,
             config.make_optimizer(rate_factors(working, config.strategy)),
-            config.make_loss(num_classes),
-            make_metrics(num_classes),
+            config.make_loss(num_classes, is_multi_label(working)),
+            make_metrics(num_classes, is_multi_label(working)),
             runtime.jit_compile and not config.run_eagerly,
             run_eagerly=config.run_eagerly,
         )
@@ -264,6 +279,8 @@ def _class_weight(config: TrainConfig, train, num_classes: int):
     labels = getattr(train, "labels", None)
     if labels is None or not hasattr(train, "class_names"):
         raise ValueError("class_weight='balanced' needs train as an ImageSet (to count the classes).")
+    if np.ndim(labels) != 1:
+        raise ValueError("class_weight='balanced' weighs classes of one label per image, not a multi-label set's.")
     counts = np.bincount(labels, minlength=num_classes)
     return {c: float(len(labels) / (num_classes * n)) for c, n in enumerate(counts) if n}
 
@@ -275,17 +292,18 @@ def _finish(
     result (the commit point), and raises TrainingDivergedError for a run whose loss became NaN."""
     # Thresholds come from a model holding a good checkpoint: a run that diverged before any epoch finished
     # has no usable predictions to choose them on.
-    thresholds = validation_thresholds(public, data.val, num_classes) if loop.best_epoch >= 0 else None
+    multi = is_multi_label(working)
+    thresholds = validation_thresholds(public, data.val, num_classes, multi) if loop.best_epoch >= 0 else None
     for trained in {id(public): public, id(working): working}.values():
         set_trained_info(
             trained,
             data.class_names,
-            None if thresholds is None else thresholds[1],
-            positive_class=1 if num_classes == 2 else None,
+            None if thresholds is None or multi else thresholds[1],
+            positive_class=1 if num_classes == 2 and not multi else None,
             read_settings=data.read_settings,
             thresholds=thresholds,
         )
-    result = loop.result(summary.trainable_params, recorded, run_fingerprint, thresholds, data.class_names)
+    result = loop.result(summary.trainable_params, recorded, run_fingerprint, thresholds, data.class_names, multi)
     result.model = public
     if folder is not None:
         if loop.best_epoch >= 0:

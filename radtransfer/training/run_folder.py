@@ -320,7 +320,7 @@ def write_split(folder, part: str, image_set) -> Path:
     names = image_set.image_names()
     if image_set.paths is not None:
         names = [os.path.abspath(os.path.expanduser(name)) for name in names]
-    frame = pd.DataFrame({"path": names, "label": [image_set.class_names[i] for i in image_set.labels]})
+    frame = pd.DataFrame({"path": names, "label": image_set.label_strings()})
     if image_set.patient_ids is not None:
         frame["patient_id"] = image_set.patient_ids
     path = folder / SPLIT_FILES[part]

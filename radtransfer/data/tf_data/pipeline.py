@@ -80,7 +80,8 @@ def make_dataset(
             ``cache_dir`` (folder for "auto" disk caches). Any other keyword is refused.
 
     Returns:
-        A ``tf.data.Dataset`` of (uint8 images (batch, H, W, 3), float32 one-hot labels (batch, classes)).
+        A ``tf.data.Dataset`` of (uint8 images (batch, H, W, 3), float32 one-hot labels (batch, classes)); for a
+        multi-label set, multi-hot label rows (``ImageSet.targets``).
     """
     if not isinstance(image_set, ImageSet):
         raise TypeError(f"Expected an ImageSet (from radtransfer.data.from_...). Received: {type(image_set).__name__}")
@@ -93,14 +94,13 @@ def make_dataset(
         raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={batch_size!r}")
     params = get_augment(augment)
     image_set, gray, dicom = validate_images(image_set, on_bad, frame=settings.frame)
-    num_classes = image_set.num_classes
     # Grayscale sets keep one channel through resize, cache and augmentation (a third of the work and
     # memory) and become three identical channels at the end.
     channels = 1 if gray else 3
     n = len(image_set)
     digest = content_hash(image_set)  # once: the cache name and the run fingerprint use it
     order = read_order(image_set) if shuffle else np.arange(n)
-    load = _loader(image_set, order, settings, dicom, channels, num_classes)
+    load = _loader(image_set, order, settings, dicom, channels)
     height, width = settings.image_size
     name = cache_name(
         image_set, settings, channels, shuffle, digest, files_changed=cache not in (True, False, None, "memory", "none")
@@ -148,15 +148,15 @@ def make_dataset(
     return result
 
 
-def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels: int, num_classes: int):
-    """index dataset → (resized uint8 image, one-hot label) dataset, reading images ``order[i]``.
+def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels: int):
+    """index dataset → (resized uint8 image, one-hot or multi-hot label) dataset, reading images ``order[i]``.
 
     Files decode in the graph (DICOM through pydicom in a numpy_function); in-memory images (tfds,
     volumes) are handed over by reference and resized in the graph, in parallel, with no copy.
     """
     import tensorflow as tf
 
-    labels = tf.constant(image_set.labels[order])
+    targets = tf.constant(image_set.targets()[order])
 
     if image_set.paths is None:
         images = [image_set.images[i] for i in order]
@@ -202,7 +202,7 @@ def _loader(image_set: ImageSet, order, settings: ReadSettings, dicom, channels:
 
     def load(indices):
         return indices.map(
-            lambda i: (resize_image(read(i), settings), tf.one_hot(labels[i], num_classes, dtype=tf.float32)),
+            lambda i: (resize_image(read(i), settings), targets[i]),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
