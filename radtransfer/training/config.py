@@ -89,8 +89,9 @@ class TrainConfig:
     strategy: str = field(
         metadata=_flag(
             "--strategy",
-            "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all, unfreeze_blocks:K or llrd:D (every layer, "
-            "block k from the top at lr × D^k)",
+            "freeze_all, unfreeze_top10, unfreeze_top:N, unfreeze_all, unfreeze_blocks:K, llrd:D (every layer, "
+            "block k from the top at lr × D^k), linear_probe (the head on cached, unaugmented features) or lp_ft "
+            "(linear probe, then every layer)",
             cli_default="unfreeze_all",
         )
     )
@@ -172,6 +173,11 @@ class TrainConfig:
             raise ValueError(f"Expected a positive integer batch_size. Received: batch_size={self.batch_size!r}")
         if self.augment not in ("auto", UNKNOWN):
             get_augment(self.augment)  # validates a name, dict or Augment
+        if self.strategy == "linear_probe" and self.augment not in ("auto", None, UNKNOWN):
+            raise ValueError(
+                "strategy='linear_probe' trains the head on the backbone's features computed once, without "
+                f"augmentation; leave augment out (or pass augment=None). Received: augment={self.augment!r}"
+            )
         if self.bn_momentum is not None and not (
             isinstance(self.bn_momentum, (int, float)) and 0 < self.bn_momentum < 1
         ):

@@ -25,9 +25,10 @@ from ..utils.seeding import derive_seed, fresh_seed, set_global_seed, walk_layer
 from ..version import __version__
 from .config import TrainConfig, fingerprint
 from .epoch_loop import EpochLoop, compile_model, load_model_weights, make_metrics, save_model_weights
+from .linear_probe import feature_data, probe_head, run_probe
 from .run_folder import BEST_MODEL, BEST_WEIGHTS, RESULT, FineTuneResult, RunFolder, run_identity, run_read_settings
 from .runtime import Runtime, copy_weights, resolve_jit_compile, resolve_precision, working_model
-from .strategies import apply_strategy, rate_factors
+from .strategies import apply_strategy, parse_strategy, rate_factors
 from .thresholds import validation_thresholds
 
 __all__ = [
@@ -84,9 +85,13 @@ def fine_tune(
             with the trained model and checked by ``evaluate``.
         **settings: the ``TrainConfig`` fields:
 
-        strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K" or
+        strategy: "freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K",
             "llrd:D" (every layer trains; the head at learning_rate, the backbone's block k from the top at
-            learning_rate × D**k, its stem one step lower; see ``strategies.layer_factors``).
+            learning_rate × D**k, its stem one step lower; see ``strategies.layer_factors``), "linear_probe"
+            (the head alone, trained on the backbone's pooled features computed once, without augmentation; see
+            ``linear_probe``) or "lp_ft" (that probe at ``PROBE_RATE_FACTOR`` × learning_rate to convergence, then
+            every layer from the probed head; the probe's record is ``result.settings["probe"]``, and its files in
+            out_dir are read back on a resume: an interrupted probe starts over).
         learning_rate: the optimizer's learning rate.
         epochs: epochs to train (the reference: 30).
         bn: "protocol" or "frozen" (see ``apply_strategy``).
@@ -141,6 +146,7 @@ def _train(model, train, val, config: TrainConfig, runtime: Runtime, folder, cal
     public = target if target is not None else working
     num_classes = int(working.output_shape[-1])
     _check_label_kind(train, is_multi_label(working))
+    kind = parse_strategy(config.strategy)[0]
 
     data = for_training(
         train,
@@ -148,7 +154,7 @@ def _train(model, train, val, config: TrainConfig, runtime: Runtime, folder, cal
         image_size=tuple(working.input_shape[1:3]),
         num_classes=num_classes,
         batch_size=config.batch_size,
-        augment=config.augment,
+        augment=None if kind == "linear_probe" else config.augment,  # the probe's features are never augmented
         seed=config.seed,
     )
     config = config.resolve_data(data.batch_size, data.augment, data.noun)
@@ -160,12 +166,15 @@ def _train(model, train, val, config: TrainConfig, runtime: Runtime, folder, cal
         if folder.status() in ("finished", "diverged"):
             return _reopen(folder, public, data.class_names)
 
-    fitted = _fitted_model(working, data, runtime)
+    fitted, loop_data = _fitted_model(working, data, runtime), data
+    if kind == "linear_probe":  # the head alone, on the backbone's features computed once
+        fitted, loop_data = probe_head(working), feature_data(working, train, val, config, seed)
     summary, resolved_jit = _prepare_model(working, fitted, target, config, runtime, num_classes)
     recorded = _recorded(config, runtime, resolved_jit, rebuilt, seed, data, working, info, summary)
-    loop = EpochLoop(
-        fitted, config, runtime, data, folder, seed, _class_weight(config, train, num_classes), callbacks, verbose
-    )
+    class_weight = _class_weight(config, train, num_classes)
+    loop = EpochLoop(fitted, config, runtime, loop_data, folder, seed, class_weight, callbacks, verbose)
+    if kind == "lp_ft":  # phase 1, the linear probe (read back from the run folder when it holds it)
+        recorded["probe"] = run_probe(working, train, val, config, runtime, folder, seed, class_weight, verbose)
     if loop.verbose:
         _print_cache_choices(data)
     if folder is not None:

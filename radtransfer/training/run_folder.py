@@ -55,10 +55,13 @@ LOCK = "lock.json"
 CLI_CONFIG = "cli_config.json"
 TEST_METRICS = "test_metrics.json"
 SKIPPED_FILES = "skipped_files.csv"
+PROBE_RESULT = "probe.json"  # lp_ft's first phase (training/linear_probe.py): its record, history and head
+PROBE_HISTORY = "probe_history.csv"
+PROBE_HEAD = "probe_head.npz"
 SPLIT_FILES = {"train": "split_train.csv", "val": "split_val.csv", "test": "split_test.csv"}
 CHECKPOINT_GLOBS = ("*-e*.npz", "*-e*.weights.h5")  # the per-epoch checkpoints (``checkpoint``), and older runs'
 IDENTITY_SCHEMA = 2  # 2: the identity carries its schema version
-_FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT)
+_FILES = (CONFIG, STATE, HISTORY, BEST_WEIGHTS, BEST_MODEL, RESULT, PROBE_RESULT, PROBE_HISTORY, PROBE_HEAD)
 _LEGACY_FILES = ("last.weights.h5",)  # radtransfer 0.1
 _LEGACY_DIRS = ("backup",)  # BackupAndRestore's folder (radtransfer 0.1 runs)
 _HELD: set[Path] = set()  # the run folders this process holds (a block inside one that holds it holds it too)
@@ -274,11 +277,11 @@ class RunFolder:
     def write_json(self, name: str, payload) -> None:
         write_json_atomic(self.file(name), payload)
 
-    def write_history(self, history: dict) -> None:
+    def write_history(self, history: dict, name: str = HISTORY) -> None:
         columns = ["epoch"] + sorted(k for k in history if k != "epoch")
         rows = zip(*(history[c] for c in columns)) if history.get("epoch") else []
         lines = [",".join(columns)] + [",".join(_csv(v) for v in row) for row in rows]
-        write_text_atomic(self.file(HISTORY), "\n".join(lines) + "\n")
+        write_text_atomic(self.file(name), "\n".join(lines) + "\n")
 
     def write_config(self, identity: dict, settings: dict) -> str:
         """Writes config.json (the identity, its fingerprint and every resolved setting); returns the fingerprint."""

@@ -15,9 +15,23 @@ from ..utils.choices import check_choice, did_you_mean
 if TYPE_CHECKING:
     import keras
 
-STRATEGIES = ("freeze_all", "unfreeze_top10", "unfreeze_top:N", "unfreeze_all", "unfreeze_blocks:K", "llrd:D")
+STRATEGIES = (
+    "freeze_all",
+    "unfreeze_top10",
+    "unfreeze_top:N",
+    "unfreeze_all",
+    "unfreeze_blocks:K",
+    "llrd:D",
+    "linear_probe",
+    "lp_ft",
+)
 BN_MODES = ("protocol", "frozen")
 NEAR_NO_OP_FRACTION = 0.001
+# lp_ft's first phase (Kumar et al. 2022): the linear probe at this multiple of the run's learning rate, to
+# convergence: early stopping on val_loss with this patience, up to the run's epochs.
+PROBE_RATE_FACTOR = 10.0
+PROBE_PATIENCE = 3
+PROBE_FEATURES = "the backbone's pooled features, computed once, without augmentation"
 
 
 @dataclass
@@ -34,6 +48,8 @@ class StrategySummary:
         warnings: notes on strategies that are nearly no-ops.
         lr_factors: "llrd:D" only: the learning-rate factor of each part, top down (the head, blocks 1, 2, … from
             the top, the stem), each with its first layer; absent from ``to_dict`` for the other strategies.
+        phases: "linear_probe" and "lp_ft" only: what each phase trains (the probe: the head alone, on cached
+            features; lp_ft's fine-tuning: every layer, the count above); absent from ``to_dict`` for the others.
     """
 
     strategy: str
@@ -44,23 +60,27 @@ class StrategySummary:
     trainable_layers: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     lr_factors: list | None = None
+    phases: list | None = None
 
     def to_dict(self) -> dict:
         values = dict(self.__dict__)
-        if values["lr_factors"] is None:  # the records of the other strategies stay as they were
-            del values["lr_factors"]
+        for key in ("lr_factors", "phases"):
+            if values[key] is None:  # the records of the other strategies stay as they were
+                del values[key]
         return values
 
 
 def parse_strategy(strategy: str) -> tuple[str, int | float | None]:
     """Returns (kind, number) for a strategy name; kind is freeze_all, unfreeze_top, unfreeze_all,
-    unfreeze_blocks or llrd (whose number is the decay, a float in (0, 1])."""
+    unfreeze_blocks, llrd (whose number is the decay, a float in (0, 1]), linear_probe or lp_ft."""
     text = str(strategy).strip().lower()
     match = re.fullmatch(r"llrd(?:[:_](.*))?", text)
     if match:
         return "llrd", _decay(match.group(1), strategy)
-    if text in ("freeze_all", "unfreeze_all"):
+    if text in ("freeze_all", "unfreeze_all", "linear_probe", "lp_ft"):
         return text, None
+    if text in ("linear-probe", "lp-ft"):
+        return text.replace("-", "_"), None
     match = re.fullmatch(r"unfreeze_top(?::|_)?(\d+)", text)
     if match:
         return "unfreeze_top", int(match.group(1))
@@ -68,6 +88,7 @@ def parse_strategy(strategy: str) -> tuple[str, int | float | None]:
     if match:
         return "unfreeze_blocks", int(match.group(1))
     choices = ("freeze_all", "unfreeze_top10", "unfreeze_all", "unfreeze_top:N", "unfreeze_blocks:K", "llrd:D")
+    choices += ("linear_probe", "lp_ft")
     raise ValueError(
         f"Unknown strategy {strategy!r}. Expected one of {', '.join(STRATEGIES)} (N layers, K blocks, D a decay)."
         f"{did_you_mean(strategy, choices)} Received: strategy={strategy!r}"
@@ -133,13 +154,16 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
             include the weightless avg_pool layer); "unfreeze_top:N" for other N; "unfreeze_all";
             "unfreeze_blocks:K", the top K stages of the architecture (see ``radtransfer.backbones``);
             "llrd:D", every layer, at layer-wise decayed learning rates (``layer_factors``; ``fine_tune`` gives the
-            optimizer the factors).
+            optimizer the factors); "linear_probe", the head alone, as freeze_all (``fine_tune`` trains it on the
+            backbone's features computed once); "lp_ft", every layer, as unfreeze_all: the count of its fine-tuning
+            phase, after a linear probe of the head (the summary's ``phases`` say what each phase trains).
         bn: "protocol" leaves each BatchNormalization layer following its layer's flag, as the
             reference did; "frozen" makes every BatchNormalization layer non-trainable, which in
             Keras 3 also keeps it in inference mode during ``fit()``.
 
     Returns:
-        A StrategySummary (trainable parameter count, trainable layers, warnings; for "llrd:D" the factors).
+        A StrategySummary (trainable parameter count, trainable layers, warnings; for "llrd:D" the factors; for
+        "linear_probe" and "lp_ft" the phases).
     """
     import keras
 
@@ -149,9 +173,9 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
     spec = _spec_of(model, base)
     layers = base.layers
 
-    if kind == "freeze_all":
+    if kind in ("freeze_all", "linear_probe"):
         first_trainable = len(layers)
-    elif kind in ("unfreeze_all", "llrd"):
+    elif kind in ("unfreeze_all", "llrd", "lp_ft"):
         first_trainable = 0
     elif kind == "unfreeze_top":
         if number < 0:
@@ -183,10 +207,15 @@ def apply_strategy(model: keras.Model, strategy: str, bn: str = "protocol") -> S
         total_params=_count(model.weights),
         trainable_layers=[layer.name for layer in layers if layer.trainable_weights],
         lr_factors=_factor_table(base, spec, number) if kind == "llrd" else None,
+        phases=_phases(model, base, kind),
     )
     backbone_trainable = _count(base.trainable_weights)
     backbone_total = _count(base.weights)
-    if kind != "freeze_all" and number != 0 and backbone_trainable <= NEAR_NO_OP_FRACTION * backbone_total:
+    if (
+        kind not in ("freeze_all", "linear_probe")
+        and number != 0
+        and backbone_trainable <= NEAR_NO_OP_FRACTION * backbone_total
+    ):
         message = (
             f"Strategy '{strategy}' on {spec.display_name} leaves only {backbone_trainable:,} of "
             f"{backbone_total:,} backbone parameters trainable: it is nearly 'freeze_all'."
@@ -240,6 +269,19 @@ def _factor_table(base, spec: BackboneSpec, decay: float) -> list[dict]:
         rows.append({"part": f"block {k}", "first_layer": base.layers[start].name, "factor": factors[start]})
     rows.append({"part": "stem", "first_layer": base.layers[0].name, "factor": factors[0]})
     return rows
+
+
+def _phases(model, base, kind: str) -> list[dict] | None:
+    """What each phase of "linear_probe" and "lp_ft" trains (None for the other strategies)."""
+    if kind not in ("linear_probe", "lp_ft"):
+        return None
+    head = _count(model.trainable_weights) - _count(base.trainable_weights)
+    probe = {"phase": "probe", "trains": "the head only", "trainable_params": head, "features": PROBE_FEATURES}
+    if kind == "linear_probe":
+        return [probe]
+    probe.update(learning_rate_factor=PROBE_RATE_FACTOR, early_stopping=PROBE_PATIENCE)
+    whole = {"phase": "fine_tune", "trains": "every layer", "trainable_params": _count(model.trainable_weights)}
+    return [probe, whole]
 
 
 def _spec_of(model, base) -> BackboneSpec:
