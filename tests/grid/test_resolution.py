@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 from scipy import stats
 
 from radtransfer import protocol, report
@@ -28,7 +29,13 @@ def test_a_scenario_without_a_size_keeps_its_id_dict_seed_and_record():
     assert sized.id == "resnet50__freeze_all__lr0.001__px128" and sized.to_dict()["image_size"] == 128
     assert protocol.run_seed(726, old, 2) == derive_seed(726, "run", "resnet50__freeze_all__lr0.001", 2)
     assert protocol.run_seed(726, sized, 2, 1) == protocol.run_seed(726, old, 2, 1)  # the size leaves the seed
-    record = {"task": "t", "source": "imagenet", "backbone": "resnet50", "strategy": "freeze_all", "learning_rate": 1e-3}
+    record = {
+        "task": "t",
+        "source": "imagenet",
+        "backbone": "resnet50",
+        "strategy": "freeze_all",
+        "learning_rate": 1e-3,
+    }
     assert "image_size" not in RunRecord.from_dict({**record, "fold": 0}).to_dict()  # records stay as they were
     assert [s.id for s in protocol.with_image_sizes([old], (128, 256))] == [sized.id, f"{old.id}__px256"]
     for bad in (0, 1.5, "128", True):
@@ -40,18 +47,31 @@ def test_a_scenario_without_a_size_keeps_its_id_dict_seed_and_record():
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    """A grid run by the command: 3 folds × sizes 32 and 40 × one scenario, random initialisation, 1 epoch."""
+    """A grid of 3 folds × sizes 32 and 40 × one scenario, random initialisation, 1 epoch (4 classes: a macro AUC
+    fine enough to differ between the sizes)."""
     import radtransfer as rt
 
-    root = tmp_path_factory.mktemp("resolution")
-    data = root / "data"
-    rt.datasets.synthetic_brain_mri(data, n_patients=18, slices_per_patient=2, image_size=40, seed=7)
-    for extra in sorted(p for p in data.iterdir() if p.is_dir())[2:]:
-        shutil.rmtree(extra)  # two classes, as every task of the paper
-    argv = ["grid", str(data), "--out", str(root / "grid"), "--backbones", "test_tiny", "--max-scenarios", "1"]
-    argv += ["--sources", "none", "--folds", "3", "--image-sizes", *map(str, SIZES), "--image-size", "32"]
-    assert main(argv + ["--epochs", "1", "--batch-size", "8", "--run-eagerly", "--paper-task", "none"]) == 0
-    return root / "grid"
+    images = rt.datasets.load_synthetic_brain_mri(
+        tmp_path_factory.mktemp("data"), n_patients=18, slices_per_patient=2, image_size=40, seed=7
+    )
+    config = protocol.RADIMAGENET.replace(image_size=32, batch_size=8, epochs=1, bootstrap=200, run_eagerly=True)
+    out = tmp_path_factory.mktemp("resolution") / "grid"
+    options = protocol.GridOptions(sources=(None,), folds=3, image_sizes=SIZES, paper_task=None, verbose=0)
+    protocol.run_grid(images, out, options, config=config, scenarios=[SCENARIO])
+    return out
+
+
+def test_the_command_crosses_the_scenarios_with_the_sizes(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(protocol, "run_grid", lambda images, out, options, **kw: seen.append((options, kw)) or [])
+    for name in ("a", "b"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "data" / name / "0.png")
+    argv = ["grid", str(tmp_path / "data"), "--out", str(tmp_path / "g"), "--backbones", "test_tiny"]
+    assert main([*argv, "--max-scenarios", "1", "--image-sizes", "32", "40"]) == 0
+    options, keywords = seen[-1]
+    assert options == protocol.GridOptions(image_sizes=SIZES, verbose=1) and keywords["scenarios"] == [SCENARIO]
+    assert main([*argv, "--image-sizes", "32", "32"]) == 2  # refused in one line, before anything runs
 
 
 def _run(grid, size, fold) -> RunRecord:
@@ -84,6 +104,7 @@ def _folder(grid, size, fold):
 
 def test_the_resolution_effect_is_the_mean_paired_difference_with_the_t_interval_over_folds(grid, tmp_path):
     diffs = np.array([_run(grid, 40, f).metrics["auc"] - _run(grid, 32, f).metrics["auc"] for f in range(3)])
+    assert diffs.std() > 0  # the sizes differ: a finite interval to check
     table = report.resolution_effects(grid)
     overall = table[table["scenario"] == "overall"].iloc[0]
     assert (overall["source"], overall["size_reference"], overall["size_candidate"]) == ("random", 32, 40)
