@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from .grid.paper import (
     ProtocolConfig,
     Scenario,
     radimagenet_scenarios,
+    with_image_sizes,
 )
 from .grid.paper import paper_task as match_paper_task
 from .grid.plan import Run, parse_shard, plan_runs, resolve_shard, run_seed
@@ -66,6 +68,7 @@ __all__ = [
     "run_grid",
     "run_seed",
     "shortcut_test",
+    "with_image_sizes",
     "with_preprocessings",
 ]
 
@@ -156,6 +159,11 @@ def run_grid(
             train_fraction: train on this share of each split's training patients only (in (0, 1]; drawn by
                 ``ImageSet.nested_subset`` with the grid's seed, so the shares of one data set are nested);
                 the validation and test parts stay whole. ``learning_curve`` runs one grid per share.
+            image_sizes: run every scenario at each of these input sizes (``with_image_sizes``; a scenario may also
+                carry its own ``image_size``): each run builds its model and reads its images at its size, and a
+                scenario's runs of one source, fold and repeat share the split and the seed at every size, so their
+                difference is paired (``report.resolution_effects``). Runs at ``config.image_size`` are the grid's
+                plain runs (their folders and records as without sizes); other sizes go to ``<scenario>__px<size>``.
 
     The grid folder is bound to its data: ``data.csv`` lists every image (path, class, patient, sha256 of
     the file) and grid.json its digest. Restarting on data that differs in any of them is refused, naming
@@ -173,7 +181,7 @@ def run_grid(
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     task = options.task or out.name
-    scenarios = list(scenarios) if scenarios is not None else radimagenet_scenarios()
+    scenarios = _sized(list(scenarios) if scenarios is not None else radimagenet_scenarios(), options, config)
     n_folds = options.folds if options.folds is not None else config.folds
     resolved_shard = resolve_shard(options.shard, options.shard_count)
     runs = plan_runs(options.sources, scenarios, n_folds or 1, resolved_shard, repeats=options.repeats)
@@ -211,6 +219,15 @@ def run_grid(
     records = load_records(out)
     progress.say(f"done {progress.done}/{len(runs)} runs of this {share}; {grid_summary(records)}")
     return records
+
+
+def _sized(scenarios, options: GridOptions, config: ProtocolConfig) -> list:
+    """The grid's scenarios at each of ``options.image_sizes`` (``with_image_sizes``); a scenario at the grid's own
+    ``config.image_size`` is the scenario without a size (its id, folder and record those of a grid without sizes)."""
+    if options.image_sizes:
+        scenarios = with_image_sizes(scenarios, options.image_sizes)
+    plain = [replace(s, image_size=None) if s.image_size == config.image_size else s for s in scenarios]
+    return list(dict.fromkeys(plain))
 
 
 def _executor(options: GridOptions):

@@ -14,6 +14,7 @@ import numpy as np
 
 from .grid import effects as grid_effects
 from .grid import equivalence as grid_equivalence
+from .grid import resolution as grid_resolution
 from .grid.arms import comparisons as arm_comparisons
 from .grid.pairs import pair_table
 from .grid.paper import PAPER_IMPROVEMENTS, paper_task, radimagenet_scenarios
@@ -133,6 +134,13 @@ def effects(out_dir, candidate: str = "radimagenet", reference: str = "imagenet"
     ``grid.effects.paired_effects``. ``out_dir``: a grid folder, a folder of grids, or their ``GridResults`` (each
     grid's effect is then computed once, whichever table asks for it)."""
     return grid_effects.paired_effects(GridResults.of(out_dir), candidate, reference, n=n, seed=seed)
+
+
+def resolution_effects(out_dir, n: int = 1000, seed: int = 0):
+    """Per grid, weight source and pair of image sizes: the mean paired AUC difference (larger − smaller size) per
+    scenario and overall, with the t interval over the folds (none below 3 folds: ``stats.too_few``), for grids run
+    at several sizes (``GridOptions.image_sizes``); ``grid.resolution.resolution_effects``."""
+    return grid_resolution.resolution_effects(GridResults.of(out_dir), n=n, seed=seed)
 
 
 def _has_statsmodels() -> bool:
@@ -631,6 +639,7 @@ def tables(out_dir, equivalence_margin=None) -> dict:
         "effects": effects(results),
         "comparisons": comparisons(results, equivalence_margin=equivalence_margin),
         "runs": results.records.drop(columns=["path"]),
+        **({"resolution": resolution} if len(resolution := resolution_effects(results)) else {}),
     }
 
 
@@ -638,7 +647,8 @@ def write(out_dir, formats=("md", "csv", "tex"), report_dir=None, equivalence_ma
     """Writes the report's tables (``<name>.<fmt>`` for each format): summary (``summarize``), by_backbone and
     by_strategy (``breakdown``), pairs (``paired_comparisons``, run by run), effects (``effects``: the paired
     effect per scenario and overall), comparisons (``comparisons``: every pair of arms, such as faithful against
-    corrected preprocessing) and runs (every record). Returns the paths written.
+    corrected preprocessing), runs (every record) and, for a grid run at several image sizes, resolution
+    (``resolution_effects``). Returns the paths written.
 
     Args:
         out_dir: the grid folder (or a folder of grids), or its ``GridResults``.

@@ -455,7 +455,7 @@ def _add_grid(sub) -> None:
     p.add_argument(
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
     )
-    _run_options(p, GridOptions, ("folds", "repeats"))
+    _run_options(p, GridOptions, ("folds", "repeats", "image_sizes"))
     _audit_options(p, "run the grid")
     _run_options(p, GridOptions, (*_EXECUTION, "task", "paper_task"))
     _protocol_options(

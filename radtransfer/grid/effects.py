@@ -400,6 +400,14 @@ class _GridPairs:
         return occurrences, drawn, per_fold
 
 
+def pair_effects(name, pairs, n: int = 1000, seed: int = 0, level: float = 0.95, read=read_predictions):
+    """``paired_effects``' rows and replicates for any one set of pairs (``paired_runs``' columns: task, backbone,
+    strategy, learning_rate, scenario, fold, diff, path_candidate, path_reference), with ``name`` in their grid
+    column and in the bootstrap's seed: the same fold-level interval and minimum-units rule for pairs made otherwise
+    (two image sizes of one source: ``grid.resolution``)."""
+    return _grid_effects(name, pairs, n, seed, level, read)
+
+
 def _grid_effects(grid, in_grid, n: int, seed: int, level: float, read):
     """``paired_effects``' rows and replicates of one grid."""
     data = _GridPairs(in_grid, read)

@@ -16,7 +16,7 @@ from ..models.backbones import get_backbone, list_backbones
 from ..utils.choices import check_choice, did_you_mean
 from .arms import arm_name
 from .curve import DEFAULT_FRACTIONS, check_fractions
-from .paper import PAPER_TASKS, STRATEGY_RATES
+from .paper import PAPER_TASKS, STRATEGY_RATES, check_image_sizes
 from .plan import check_repeats, resolve_shard
 
 EXECUTORS = ("sequential", "ray")  # the executors' names (grid.executors imports them from here)
@@ -209,9 +209,22 @@ class GridOptions(_SharedOptions):
         ),
     )
     train_fraction: float = 1.0
+    image_sizes: tuple | None = field(
+        default=None,
+        metadata=_flag(
+            "--image-sizes",
+            "run every scenario at each of these input sizes (e.g. 128 256), paired within each source: same "
+            "split and seed at every size (default: --image-size only)",
+            type=int,
+            nargs="+",
+            metavar="PX",
+        ),
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.image_sizes is not None:
+            object.__setattr__(self, "image_sizes", check_image_sizes(self.image_sizes))
         if self.paper_task == "none":
             object.__setattr__(self, "paper_task", None)
         check_choice("paper_task", self.paper_task, (*PAPER_TASKS, None, "auto"))

@@ -8,6 +8,7 @@ learning rates per task. Everything here is data and pure functions; the machine
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -99,18 +100,64 @@ RADIMAGENET = ProtocolConfig()
 
 @dataclass(frozen=True)
 class Scenario:
-    """One cell of the grid: a backbone, a strategy and a learning rate."""
+    """One cell of the grid: a backbone, a strategy, a learning rate and, optionally, an image size.
+
+    ``image_size`` None (the default) runs at the grid's ``ProtocolConfig.image_size``, and the scenario's ``id`` and
+    ``to_dict`` are those of a scenario without one (as every grid written before sizes); a size of its own (a
+    resolution grid, ``with_image_sizes``) adds ``__px<size>`` to the id and ``image_size`` to the dict.
+    """
 
     backbone: str
     strategy: str
     learning_rate: float
+    image_size: int | None = None
+
+    def __post_init__(self):
+        size = self.image_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1):
+            raise ValueError(f"Expected image_size to be None or an integer ≥ 1. Received: image_size={size!r}")
+        if size is not None:
+            object.__setattr__(self, "image_size", int(size))
 
     @property
     def id(self) -> str:
-        return f"{self.backbone}__{self.strategy}__lr{self.learning_rate:g}"
+        base = f"{self.backbone}__{self.strategy}__lr{self.learning_rate:g}"
+        return base if self.image_size is None else f"{base}__px{self.image_size}"
+
+    @property
+    def base(self) -> "Scenario":
+        """The scenario at the grid's image size: what runs of one cell at several sizes share (their seed)."""
+        return Scenario(self.backbone, self.strategy, self.learning_rate)
 
     def to_dict(self) -> dict:
-        return {"backbone": self.backbone, "strategy": self.strategy, "learning_rate": self.learning_rate}
+        values = {"backbone": self.backbone, "strategy": self.strategy, "learning_rate": self.learning_rate}
+        return values if self.image_size is None else {**values, "image_size": self.image_size}
+
+
+def with_image_sizes(scenarios, sizes) -> list[Scenario]:
+    """Every scenario at every image size (a resolution grid): each scenario's runs at the sizes, in the order given.
+    Runs of one scenario, source, fold and repeat at two sizes share the split and the seed (``plan.run_seed``), so
+    their AUC difference is paired (``grid.resolution``).
+
+    Args:
+        scenarios: the grid's scenarios (``radimagenet_scenarios()``, or others).
+        sizes: image sizes (integers ≥ 1), each once.
+
+    Returns:
+        The scenarios with ``image_size`` set, scenario by scenario.
+    """
+    sizes = check_image_sizes(sizes)
+    return [dataclasses.replace(s, image_size=size) for s in scenarios for size in sizes]
+
+
+def check_image_sizes(sizes) -> tuple:
+    """``sizes`` as a tuple of integers ≥ 1, at least one, each once; else a one-line ValueError naming them."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise ValueError(f"Expected image_sizes to be a list of integers (e.g. [128, 256]). Received: {sizes!r}")
+    sizes = tuple(Scenario("", "", 0.0, size).image_size for size in sizes)  # each refused as Scenario's
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise ValueError(f"Expected image_sizes to name at least one size, each once. Received: {list(sizes)!r}")
+    return sizes
 
 
 def radimagenet_scenarios(backbones=BACKBONE_ORDER) -> list[Scenario]:

@@ -89,10 +89,13 @@ def run_seed(grid_seed: int, scenario: Scenario, fold: int, repeat: int = 0) -> 
     Repeat 0 has the seed of a grid without repeats; repeat r ≥ 1 a seed of its own, so repeats differ in
     everything the seed draws (head initialisation, dropout, augmentation, data order) but not in the split,
     which is the fold's.
+
+    The scenario's image size is left out too (its ``base``), so a scenario's runs at two sizes are paired as well.
     """
+    name = scenario.base.id
     if repeat == 0:
-        return derive_seed(grid_seed, "run", scenario.id, fold)
-    return derive_seed(grid_seed, "run", scenario.id, fold, "repeat", repeat)
+        return derive_seed(grid_seed, "run", name, fold)
+    return derive_seed(grid_seed, "run", name, fold, "repeat", repeat)
 
 
 SLURM_ID, SLURM_MIN, SLURM_MAX = "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX"

@@ -48,7 +48,7 @@ class GridSpec:
     task: str
     config: dict
     sources: list
-    scenarios: list  # [{"backbone", "strategy", "learning_rate"}]
+    scenarios: list  # [{"backbone", "strategy", "learning_rate"}], with "image_size" where a scenario has one
     folds: int | None
     faithful: bool
     bn: str
@@ -137,9 +137,13 @@ class RunRecord:
     config: dict = field(default_factory=dict)
     train_config: dict = field(default_factory=dict)  # the fine_tune settings that ran (resolved TrainConfig)
     schema_version: int = SCHEMA_VERSION
+    image_size: int | None = None  # the scenario's own size (a resolution grid); None: the grid's, and not written
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["image_size"] is None:  # the records of scenarios without a size stay as they were
+            del values["image_size"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunRecord":
@@ -147,7 +151,8 @@ class RunRecord:
         values.setdefault("schema_version", 1)
         values.setdefault("status", "finished")
         if values.get("scenario") is None:
-            values["scenario"] = Scenario(values["backbone"], values["strategy"], values["learning_rate"]).id
+            cell = Scenario(values["backbone"], values["strategy"], values["learning_rate"], values.get("image_size"))
+            values["scenario"] = cell.id
         fold = fold_name(values.get("fold", 0), values.get("repeat", 0))
         values.setdefault("run_id", f"{values['source']}/{values['scenario']}/{fold}")
         values.setdefault("task", None)

@@ -94,30 +94,39 @@ class GridJob:
     def run_dir(self, run) -> Path:
         return run_dir(self.out, run.source, run.scenario.id, run.fold, run.repeat)
 
-    def datasets(self, fold, train_config):
-        """The fold's (train, val, test) datasets, read with ``train_config``'s batch size and augmentation
-        (the object fine_tune is given, so the run's record states what ran). Their cached, resized images are
-        shared by every run of the fold (a string cache is named by content, so splits and folds never share a
-        file); each run draws its own epochs from them (fine_tune derives shuffling and augmentation from the
-        run seed)."""
+    def run_config(self, scenario):
+        """The protocol settings one run trains with: the grid's, at the scenario's image size where it has one."""
+        if scenario.image_size is None or scenario.image_size == self.config.image_size:
+            return self.config
+        return self.config.replace(image_size=scenario.image_size)
+
+    def datasets(self, fold, train_config, image_size=None):
+        """The fold's (train, val, test) datasets at ``image_size`` (default: the grid's), read with
+        ``train_config``'s batch size and augmentation (the object fine_tune is given, so the run's record states
+        what ran). Their cached, resized images are shared by every run of the fold at that size (a string cache is
+        named by content and size, so splits, folds and sizes never share a file); each run draws its own epochs
+        from them (fine_tune derives shuffling and augmentation from the run seed). One fold is held at a time,
+        with one entry per image size its runs use."""
+        image_size = image_size or self.config.image_size
         key = (fold, train_config.batch_size, repr(train_config.augment))
         if self._fold != key:
-            self._datasets = None  # one fold's cache in memory at a time
+            self._datasets = {}  # one fold's cache in memory at a time
+            self._fold = key
+        if image_size not in self._datasets:
             train, val, test = self.splits[fold]
-            size = (self.config.image_size, self.config.image_size)
+            size = (image_size, image_size)
             common = dict(
                 image_size=size,
                 batch_size=train_config.batch_size,
                 interpolation=self.interpolation,
                 cache=self.config.cache,
             )
-            self._datasets = (
+            self._datasets[image_size] = (
                 make_dataset(train, augment=train_config.augment, shuffle=True, seed=self.config.seed, **common),
                 make_dataset(val, shuffle=False, **common),
                 make_dataset(test, shuffle=False, **common),
             )
-            self._fold = key
-        return self._datasets
+        return self._datasets[image_size]
 
     def train_and_evaluate(self, run, say=None):
         """Trains and evaluates one run from nothing but (grid seed, scenario, fold, repeat, source).
@@ -130,11 +139,12 @@ class GridJob:
             (record, predictions): the RunRecord, and the test predictions (None for a failed run). Nothing
             is written but the run's own training files; ``execute_claimed`` commits the results.
         """
-        config, scenario = self.config, run.scenario
+        scenario = run.scenario
+        config = self.run_config(scenario)  # its image_size is the run's, so the record says what ran
         train, val, test = self.splits[run.fold]
         seed = run_seed(config.seed, scenario, run.fold, run.repeat)
         train_config = config.train_config(scenario, seed=seed, bn=self.bn)
-        train_ds, val_ds, test_ds = self.datasets(run.fold, train_config)
+        train_ds, val_ds, test_ds = self.datasets(run.fold, train_config, config.image_size)
         set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
         weights = self.weights[(run.source, scenario.backbone)]  # None: random initialisation

@@ -96,7 +96,7 @@ def test_a_run_builds_its_arms_weights_with_its_arms_preprocessing(monkeypatch, 
         raise _Built
 
     monkeypatch.setattr(grid_runs, "build_model", fake_build)
-    monkeypatch.setattr(grid_runs.GridJob, "datasets", lambda self, fold, config: (None, None, None))
+    monkeypatch.setattr(grid_runs.GridJob, "datasets", lambda self, fold, config, image_size=None: (None, None, None))
     spec = GridSpec("t", {}, ARMS, [s.to_dict() for s in SCENARIOS], None, False, "frozen", "bilinear", 8, ["a", "b"])
     weights = {(arm, "resnet50"): tmp_path / f"{arms.parse_arm(arm).source}.h5" for arm in ARMS}
     splits = [([0] * 6, [0] * 2, [0] * 2)]
