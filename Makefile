@@ -37,12 +37,13 @@ test-slow: $(STAMP)
 
 # The model side on JAX and PyTorch: the backend-independent tests under KERAS_BACKEND=jax, and the
 # cross-backend equality and JAX data-parallel tests. PyTorch's CPU build is pinned (plain `torch` would
-# pull a multi-GB CUDA build).
-BACKEND_TESTS := tests/models tests/training/test_strategies.py tests/training/test_llrd.py tests/stats/test_auc.py \
-	tests/evaluation/test_levels.py tests/test_backends.py
+# pull a multi-GB CUDA build); transformers writes the Hugging Face checkpoint folders the foundation-model tests load
+# (tests/models/test_foundation.py, which skips those two where it is missing).
+BACKEND_TESTS := tests/models tests/training/test_strategies.py tests/training/test_llrd.py \
+	tests/training/test_linear_probe.py tests/stats/test_auc.py tests/evaluation/test_levels.py tests/test_backends.py
 
 $(VENV)/.radtransfer-backends: $(STAMP)
-	$(PY) -m pip install -q 'torch==2.13.0' 'jax>=0.4.34'
+	$(PY) -m pip install -q 'torch==2.13.0' 'jax>=0.4.34' 'transformers>=4.40'
 	touch $@
 
 # JAX compiles each operation of an eager call once per process: one compilation cache, started empty on each
