@@ -40,7 +40,8 @@ test-slow: $(STAMP)
 # pull a multi-GB CUDA build); transformers writes the Hugging Face checkpoint folders the foundation-model tests load
 # (tests/models/test_foundation.py, which skips those two where it is missing).
 BACKEND_TESTS := tests/models tests/training/test_strategies.py tests/training/test_llrd.py \
-	tests/training/test_linear_probe.py tests/stats/test_auc.py tests/evaluation/test_levels.py tests/test_backends.py
+	tests/training/test_linear_probe.py tests/stats/test_auc.py tests/evaluation/test_levels.py \
+	tests/evaluation/test_multilabel.py tests/data/test_multilabel_data.py tests/grid/test_resolution.py tests/test_backends.py
 
 $(VENV)/.radtransfer-backends: $(STAMP)
 	$(PY) -m pip install -q 'torch==2.13.0' 'jax>=0.4.34' 'transformers>=4.40'
