@@ -46,7 +46,7 @@ from .grid.progress import summary as grid_summary
 from .grid.records import RECORD_FILE, GridSpec, check_same_grid, load_records, write_data_manifest
 from .grid.runs import GridJob
 from .models.backbones import get_backbone
-from .models.weights import resolve_weights
+from .models.weights import find_foundation_preset, resolve_weights
 
 __all__ = [
     "BACKBONE_ORDER",
@@ -246,6 +246,10 @@ def _find_weights(runs, weights_dir) -> dict:
             weights[(source, backbone)] = None
             continue
         try:
+            if arm.encoder:  # the preset's folder, or its name for keras-hub to download
+                found = find_foundation_preset(arm.encoder, arm.preset, weights_dir)
+                weights[(source, backbone)] = arm.preset if found.path is None else Path(found.path).resolve()
+                continue
             weights[(source, backbone)] = Path(resolve_weights(backbone, arm.source, weights_dir).path).resolve()
         except FileNotFoundError as exc:
             missing.append(str(exc))
