@@ -124,6 +124,9 @@ def run_grid(
                 "imagenet@corrected" (the weights' own normalization); a bare source is fed the grid's
                 (``faithful``). ``with_preprocessings(sources)`` lists both arms of every source, so one grid
                 tests the reference's preprocessing against the corrected one on the same seeds.
+                "<encoder>:<preset>" (``dinov2:dinov2_small``, or a preset folder's name in the weight folders) trains
+                that foundation encoder in place of each scenario's backbone, paired with the other sources on the
+                same split and seed (docs/reproduce.md, "Foundation encoders in a grid").
             folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
             repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and
                 the fold's split; repeat r of every source shares that seed, so the sources stay paired per
