@@ -46,7 +46,7 @@ from .grid.progress import summary as grid_summary
 from .grid.records import RECORD_FILE, GridSpec, check_same_grid, load_records, write_data_manifest
 from .grid.runs import GridJob
 from .models.backbones import get_backbone
-from .models.weights import resolve_weights
+from .models.weights import find_foundation_preset, resolve_weights
 
 __all__ = [
     "BACKBONE_ORDER",
@@ -124,6 +124,9 @@ def run_grid(
                 "imagenet@corrected" (the weights' own normalization); a bare source is fed the grid's
                 (``faithful``). ``with_preprocessings(sources)`` lists both arms of every source, so one grid
                 tests the reference's preprocessing against the corrected one on the same seeds.
+                "<encoder>:<preset>" (``dinov2:dinov2_small``, or a preset folder's name in the weight folders) trains
+                that foundation encoder in place of each scenario's backbone, paired with the other sources on the
+                same split and seed (docs/reproduce.md, "Foundation encoders in a grid").
             folds: None (use ``config.folds``; None there means the 75/10/15 split), or k.
             repeats: runs per (source, scenario, fold), each with its own seed (``run_seed(..., repeat)``) and
                 the fold's split; repeat r of every source shares that seed, so the sources stay paired per
@@ -246,6 +249,10 @@ def _find_weights(runs, weights_dir) -> dict:
             weights[(source, backbone)] = None
             continue
         try:
+            if arm.encoder:  # the preset's folder, or its name for keras-hub to download
+                found = find_foundation_preset(arm.encoder, arm.preset, weights_dir)
+                weights[(source, backbone)] = arm.preset if found.path is None else Path(found.path).resolve()
+                continue
             weights[(source, backbone)] = Path(resolve_weights(backbone, arm.source, weights_dir).path).resolve()
         except FileNotFoundError as exc:
             missing.append(str(exc))

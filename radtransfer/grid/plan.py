@@ -27,7 +27,8 @@ def runs_source(source: str, scenario: Scenario) -> bool:
 
 def expected_cost(run) -> float:
     """A run's expected time in ResNet50-unfreeze_all units: a prior for ordering runs and for the ETA."""
-    return get_backbone(run.scenario.backbone).relative_cost * STRATEGY_COST.get(run.scenario.strategy, 1.0)
+    backbone = parse_arm(run.source).encoder or run.scenario.backbone  # a foundation arm trains its encoder
+    return get_backbone(backbone).relative_cost * STRATEGY_COST.get(run.scenario.strategy, 1.0)
 
 
 def longest_first(runs) -> list:

@@ -138,11 +138,13 @@ class RunRecord:
     train_config: dict = field(default_factory=dict)  # the fine_tune settings that ran (resolved TrainConfig)
     schema_version: int = SCHEMA_VERSION
     image_size: int | None = None  # the scenario's own size (a resolution grid); None: the grid's, and not written
+    encoder: str | None = None  # a foundation arm's encoder ("dinov2"), built in place of the scenario's backbone
 
     def to_dict(self) -> dict:
         values = dataclasses.asdict(self)
-        if values["image_size"] is None:  # the records of scenarios without a size stay as they were
-            del values["image_size"]
+        for name in ("image_size", "encoder"):  # records without them stay as they were
+            if values[name] is None:
+                del values[name]
         return values
 
     @classmethod

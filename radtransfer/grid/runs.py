@@ -148,13 +148,14 @@ class GridJob:
         set_global_seed(derive_seed(seed, "build"))
         size = (config.image_size, config.image_size)
         weights = self.weights[(run.source, scenario.backbone)]  # None: random initialisation
+        arm = parse_arm(run.source)
         model = build_model(
-            scenario.backbone,
+            arm.encoder or scenario.backbone,  # a foundation arm's encoder replaces the scenario's backbone
             weights=None if weights is None else str(weights),
             num_classes=len(self.spec.class_names),
             input_shape=(*size, 3),
             dropout=config.dropout,
-            preprocessing=parse_arm(run.source).preprocessing_mode(self.faithful),
+            preprocessing=arm.preprocessing_mode(self.faithful),
         )
         init_head(model, derive_seed(seed, "head"))
         directory = self.run_dir(run)
@@ -217,6 +218,7 @@ class GridJob:
             n_test=len(test),
             config=config.to_dict(),
             train_config={k: result.settings.get(k) for k in train_config.to_dict()},
+            encoder=arm.encoder,
         )
         return record, predictions
 

@@ -421,6 +421,32 @@ def resolve_foundation_weights(backbone, weights, weights_dir=None) -> ResolvedW
     )
 
 
+def find_foundation_preset(backbone, preset: str, weights_dir=None) -> ResolvedWeights:
+    """A grid's foundation preset by name: a named preset of the backbone (its folder in the weight folders, or
+    ``path`` None for keras-hub to download it), or a preset folder named ``preset`` in the weight folders
+    (``search_dirs``).
+
+    Raises:
+        WeightsNotFoundError: no folder of that name holds a config.json (the message lists where it looked).
+        WeightsFileError: the folder lacks the files of either format.
+    """
+    spec = get_backbone(backbone)
+    if preset.strip().lower() in [p.name for p in foundation_presets_of(spec)]:
+        return resolve_foundation_weights(spec, preset, weights_dir)
+    dirs = search_dirs(weights_dir)
+    for directory in dirs:
+        folder = directory / preset
+        if (folder / "config.json").is_file():
+            foundation_folder_format(folder)
+            return ResolvedWeights("file", folder)
+    searched = "; ".join(str((d / preset).resolve()) for d in dirs)
+    raise WeightsNotFoundError(
+        f"No {spec.display_name} preset folder '{preset}' found (looked in: {searched}). Save the preset there "
+        f"(config.json + model.weights.h5, e.g. by keras-hub's save_to_preset), pass weights_dir=, or name a preset "
+        f"({', '.join(p.name for p in foundation_presets_of(spec))})."
+    )
+
+
 def foundation_folder_format(folder) -> str:
     """ "keras_hub" (config.json + model.weights.h5) or "transformers" (config.json + model.safetensors, or its
     sharded index).
