@@ -145,19 +145,8 @@ class GridJob:
         seed = run_seed(config.seed, scenario, run.fold, run.repeat)
         train_config = config.train_config(scenario, seed=seed, bn=self.bn)
         train_ds, val_ds, test_ds = self.datasets(run.fold, train_config, config.image_size)
-        set_global_seed(derive_seed(seed, "build"))
-        size = (config.image_size, config.image_size)
-        weights = self.weights[(run.source, scenario.backbone)]  # None: random initialisation
         arm = parse_arm(run.source)
-        model = build_model(
-            arm.encoder or scenario.backbone,  # a foundation arm's encoder replaces the scenario's backbone
-            weights=None if weights is None else str(weights),
-            num_classes=len(self.spec.class_names),
-            input_shape=(*size, 3),
-            dropout=config.dropout,
-            preprocessing=arm.preprocessing_mode(self.faithful),
-        )
-        init_head(model, derive_seed(seed, "head"))
+        model = self._model(run, arm, config, seed)
         directory = self.run_dir(run)
         status, diverged_epoch = "finished", None
         lines = []
@@ -221,6 +210,22 @@ class GridJob:
             encoder=arm.encoder,
         )
         return record, predictions
+
+    def _model(self, run, arm, config, seed: int):
+        """The run's model: its scenario's backbone (or its foundation arm's encoder, which replaces it) with the
+        run's source's weights (None: random initialisation), at the run's size, the head drawn from its seed."""
+        set_global_seed(derive_seed(seed, "build"))
+        weights = self.weights[(run.source, run.scenario.backbone)]
+        model = build_model(
+            arm.encoder or run.scenario.backbone,
+            weights=None if weights is None else str(weights),
+            num_classes=len(self.spec.class_names),
+            input_shape=(config.image_size, config.image_size, 3),
+            dropout=config.dropout,
+            preprocessing=arm.preprocessing_mode(self.faithful),
+        )
+        init_head(model, derive_seed(seed, "head"))
+        return model
 
     def commit(self, run, record, predictions, seconds: float) -> None:
         """Writes a run's predictions, record and timing, each atomically (the record last: it marks the run
