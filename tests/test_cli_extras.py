@@ -135,6 +135,9 @@ def test_train_label_cols_trains_one_sigmoid_per_label(multi_label_run):
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert metrics["multi_label"] is True and metrics["labels"] == ["tumour", "glioma"]
     assert "label_cols" in json.loads((out / "cli_config.json").read_text())
+    test = pd.read_csv(out / "split_test.csv")  # one 0/1 column per label, read back as the manifest's
+    truth = pd.read_csv(manifest).set_index("path").loc[test["path"], ["tumour", "glioma"]]
+    np.testing.assert_array_equal(test[["tumour", "glioma"]].to_numpy(), truth.to_numpy())
 
 
 def test_evaluate_label_cols_scores_each_label(multi_label_run, tmp_path, capsys):
@@ -149,6 +152,15 @@ def test_evaluate_label_cols_scores_each_label(multi_label_run, tmp_path, capsys
     np.testing.assert_array_equal(np.asarray(metrics["predictions"]["y_true"]), truth)
     for k, label in enumerate(("tumour", "glioma")):
         assert metrics["per_label_auc"][label] == pytest.approx(roc_auc_score(truth[:, k], probabilities[:, k]))
+
+
+def test_evaluate_label_cols_reads_the_run_s_own_split(multi_label_run, capsys):
+    _, out = multi_label_run
+    argv = ["evaluate", str(out), str(out / "split_test.csv"), "--label-cols", "tumour", "glioma", "--bootstrap", "0"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    test = json.loads((out / "test_metrics.json").read_text())
+    assert printed["auc"] == pytest.approx(test["auc"], nan_ok=True) and printed["n"] == test["n"]
 
 
 def test_label_cols_on_a_class_folder_is_refused_in_one_line(cli_data, tmp_path, capsys):
