@@ -14,12 +14,20 @@ def say(line: str) -> None:
     print(in_flags(line), file=sys.stderr)
 
 
+def _columns(args) -> dict:
+    """DATA's CSV columns by the command's options (--label-cols only where given)."""
+    columns = {"image_col": args.image_col, "label_col": args.label_col, "patient_col": args.patient_col}
+    if getattr(args, "label_cols", None) is not None:
+        columns["label_cols"] = args.label_cols
+    return columns
+
+
 def load_spec(spec: str, args):
     """A data spec read with DATA's options (``data.load``); a spec that names no data is a usage mistake."""
     from .. import data
     from ..data.loading import DataSpecError
 
-    columns = {"image_col": args.image_col, "label_col": args.label_col, "patient_col": args.patient_col}
+    columns = _columns(args)
     if getattr(args, "exam_col", None) is not None:
         columns["exam_col"] = args.exam_col
     try:
@@ -34,7 +42,7 @@ def load_parts(args) -> tuple:
     from .. import data
     from ..data.loading import DataSpecError
 
-    columns = {"image_col": args.image_col, "label_col": args.label_col, "patient_col": args.patient_col}
+    columns = _columns(args)
     try:
         return data.load_parts(
             args.data, args.val, args.test, args.seed, **columns, missing_labels=args.missing_labels, note=say
@@ -136,14 +144,16 @@ def _command_files(out: Path, args, parts: dict, skipped) -> callable:
     return write
 
 
-def _model_of(args, num_classes: int):
-    """The model the command's flags describe (backbone, weights, size, dropout, preprocessing)."""
+def _model_of(args, train):
+    """The model the command's flags describe (backbone, weights, size, dropout, preprocessing) for the training
+    part ``train``: its classes, or one sigmoid per label of a multi-label set (--label-cols)."""
     from .. import build_model
 
+    head = {"num_labels": train.num_classes} if train.multi_label else {"num_classes": train.num_classes}
     return build_model(
         args.backbone,
         weights=None if args.weights == "none" else args.weights,
-        num_classes=num_classes,
+        **head,
         input_shape=(args.image_size, args.image_size, 3),
         dropout=args.dropout,
         preprocessing=args.preprocessing,
@@ -163,7 +173,7 @@ def cmd_train(args) -> int:
     parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
     train, val, test = parts["train"], parts["val"], parts["test"]
     write_command_files = _command_files(out, args, parts, skipped)
-    model = _model_of(args, train.num_classes)
+    model = _model_of(args, train)
     with RunFolder.claimed(out):  # held from here to the test metrics; fine_tune holds it too
         result = fine_tune(
             model,
@@ -428,6 +438,8 @@ def _write_evaluation(out, result: dict, site) -> list:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, result)
+    if result.get("multi_label"):  # no reliability diagram of K sigmoids: the JSON only
+        return [str(out)]
     if site is None:
         panels, title = result, "Reliability diagram"
     else:
@@ -467,50 +479,6 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def _protocol_config(args):
-    """The paper's settings with the command's --cache, --epochs, --image-size, --batch-size, --seed, --run-eagerly."""
-    from .. import protocol
-
-    return protocol.RADIMAGENET.replace(
-        **{k: getattr(args, k) for k in ("image_size", "batch_size", "epochs", "seed") if getattr(args, k) is not None},
-        run_eagerly=args.run_eagerly,
-        **({"cache": args.cache} if args.cache else {}),
-    )
-
-
-def cmd_grid(args) -> int:
-    from .. import protocol
-
-    scenarios = protocol.radimagenet_scenarios(args.backbones) if args.backbones else None
-    if args.max_scenarios:
-        scenarios = (scenarios or protocol.radimagenet_scenarios())[: args.max_scenarios]
-    write_resolved(args.out, args)
-    records = protocol.run_grid(
-        args.image_set, args.out, args.grid_options, config=_protocol_config(args), scenarios=scenarios
-    )
-    print(f"{len(records)} runs recorded in {args.out}")
-    return 0
-
-
-def cmd_curve(args) -> int:
-    from .. import protocol
-    from ..grid import curve as grid_curve
-
-    write_resolved(args.out, args)
-    table = protocol.learning_curve(args.image_set, args.out, args.grid_options, config=_protocol_config(args))
-    print(grid_curve.table_text(table))
-    effects = Path(args.out) / f"{grid_curve.EFFECTS}.csv"
-    if effects.exists():
-        import pandas as pd
-
-        paired = pd.read_csv(effects)
-        if len(paired):
-            print("\nfine-tuning − training from scratch, paired test AUC difference:")
-            print(grid_curve.effects_summary(paired))
-    print(f"learning curve in {args.out} (learning_curve.csv, .md, .png; learning_curve_effects.csv, .md)")
-    return 0
-
-
 def cmd_layerwise(args) -> int:
     """The layer-wise search on DATA's train and validation parts (the test part is left untouched, and written
     with the others): a run folder per depth in ``--out``, the table in ``layerwise.csv`` and ``.md``, one line
@@ -521,7 +489,7 @@ def cmd_layerwise(args) -> int:
     train, val, test = args.parts
     parts, skipped = _checked_parts({"train": train, "val": val, "test": test}, args.on_bad, out)
     table = layerwise_search(
-        lambda: _model_of(args, parts["train"].num_classes),
+        lambda: _model_of(args, parts["train"]),
         parts["train"],
         parts["val"],
         args.depths,
@@ -598,33 +566,6 @@ def cmd_gradcam(args) -> int:
     ]
     written = save_overlays(images, heatmaps, args.out, names=unique_names(paths), titles=titles)
     print("\n".join(written))
-    return 0
-
-
-def cmd_predict(args) -> int:
-    from ..evaluation.prediction import predict
-
-    check_run_dir(args.run_dir)
-    frame = predict(
-        args.run_dir,
-        args.images,
-        batch_size=args.batch_size,
-        image_col=args.image_col,
-        patient_col=args.patient_col,
-        gradcam_dir=args.gradcam,
-        on_bad=args.on_bad,
-        note=lambda line: say(f"radtransfer: {line}"),
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    counts = frame["predicted"].value_counts()
-    unread = int(frame["error"].astype(bool).sum()) if "error" in frame else 0
-    print(
-        f"{len(frame)} images → {out}: "
-        + ", ".join(f"{name} {n}" for name, n in counts.items())
-        + (f"; {unread} could not be read (see the error column)" if unread else "")
-    )
     return 0
 
 

@@ -9,7 +9,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import commands
+from . import commands, extras
 from .commands import check_run_dir, check_site_options, read_data
 from .options import (
     EXIT_FAILURE,
@@ -28,12 +28,12 @@ HANDLERS = {
     "train": commands.cmd_train,
     "evaluate": commands.cmd_evaluate,
     "calibrate": commands.cmd_calibrate,
-    "grid": commands.cmd_grid,
-    "curve": commands.cmd_curve,
+    "grid": extras.cmd_grid,
+    "curve": extras.cmd_curve,
     "layerwise": commands.cmd_layerwise,
     "report": commands.cmd_report,
     "gradcam": commands.cmd_gradcam,
-    "predict": commands.cmd_predict,
+    "predict": extras.cmd_predict,
     "weights": commands.cmd_weights,
     "datasets": commands.cmd_datasets,
     "demo": commands.cmd_demo,
@@ -88,6 +88,8 @@ def main(argv=None) -> int:
         except ValueError as exc:  # a wrong name or choice is a usage mistake: exit code 2
             raise UsageError(str(exc)) from exc
         read_data(args)
+        if args.command == "grid":
+            extras.check_shortcut(args)
         if args.command not in LIGHT_COMMANDS:
             _start_tensorflow(quiet=not args.debug)
         return int(HANDLERS[args.command](args) or 0)
@@ -123,6 +125,8 @@ def _check_arguments(args) -> None:
             raise UsageError(f"Image file or folder not found: '{image}'.")
     if args.command == "evaluate":
         check_site_options(args)
+    if args.command == "predict":
+        extras.check_predict_level(args)
     weights_dir = getattr(args, "weights_dir", None)
     if weights_dir is not None and not Path(weights_dir).expanduser().is_dir():
         raise UsageError(f"--weights-dir '{weights_dir}' is not a folder: pass the folder that holds the .h5 files.")

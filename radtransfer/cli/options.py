@@ -190,6 +190,7 @@ def _add_train(sub) -> None:
     _model_options(p)
     _train_config_options(p)
     _split_options(p)
+    _label_cols_option(p)
     _audit_options(p, "train")
     p.add_argument(
         "--restart",
@@ -205,6 +206,19 @@ def _add_train(sub) -> None:
         "test) instead of one line; the run folder keeps it all in result.json and test_metrics.json",
     )
     p.add_argument("--out", required=True, help="output folder")
+
+
+def _label_cols_option(p) -> None:
+    """--label-cols: a multi-label CSV manifest (``data.from_csv(..., label_cols=)``); absent from the parsed
+    arguments unless given, so a run without it records the same options as before."""
+    p.add_argument(
+        "--label-cols",
+        nargs="+",
+        metavar="COL",
+        default=argparse.SUPPRESS,
+        help="multi-label: DATA's CSV columns of 0/1 labels, one per label (findings that co-occur); train builds a "
+        "model of one sigmoid per label (build_model(..., num_labels=K)) instead of --label-col's classes",
+    )
 
 
 def _model_options(p) -> None:
@@ -329,6 +343,7 @@ def _add_evaluate(sub) -> None:
         "temperature and threshold on",
     )
     p.add_argument("--out", help="write all metrics as JSON here (and the reliability diagram beside it)")
+    _label_cols_option(p)
     _level_options(p)
 
 
@@ -456,6 +471,15 @@ def _add_grid(sub) -> None:
         "--max-scenarios", type=int, help="only the first N scenarios (of --backbones', if given): a quick look"
     )
     _run_options(p, GridOptions, ("folds", "repeats", "image_sizes"))
+    p.add_argument(
+        "--shortcut",
+        type=float,
+        metavar="SHARE",
+        default=argparse.SUPPRESS,
+        help="the shortcut test (protocol.shortcut_test) instead of the plain grid: a marker on SHARE (0 to 1) of "
+        "the positive images; every run's best model scored on its test images marked, clean and reversed, the "
+        "table in shortcut.csv and .md (two classes)",
+    )
     _audit_options(p, "run the grid")
     _run_options(p, GridOptions, (*_EXECUTION, "task", "paper_task"))
     _protocol_options(
@@ -527,6 +551,19 @@ def _add_predict(sub) -> None:
         default="raise",
         help="unreadable files: raise, or skip (they keep a row, with the reason in its error column)",
     )
+    p.add_argument(
+        "--level",
+        choices=("patient", "exam"),
+        help="also write a CSV of one row per patient or exam (its images' probabilities aggregated) beside --out: "
+        "OUT-patient.csv or OUT-exam.csv",
+    )
+    p.add_argument(
+        "--aggregate",
+        choices=("mean", "max", "noisy_or"),
+        help="with --level: a unit's probability of the positive class is the mean (default), max or noisy-or of "
+        "its images' (max and noisy_or: two classes only)",
+    )
+    p.add_argument("--exam-col", help="with --level exam: the column of exam ids of the PATH CSV manifests")
     _config_option(p)
 
 

@@ -330,6 +330,15 @@ def audit(
 # -- the audit's steps -------------------------------------------------------------------------------------------
 
 
+def _class_names_of(part) -> list:
+    """Each image's class; a multi-label image's labels joined by "|" ("" for none), so one image listed with two
+    sets of labels is a label conflict."""
+    if not part.multi_label:
+        return [part.class_names[label] for label in part.labels]
+    names = np.asarray(part.class_names, dtype=object)
+    return ["|".join(names[np.asarray(row) == 1]) for row in part.labels]
+
+
 @dataclass
 class _Entries:
     """Every entry of the parts, in order: its key (a path, or ``_memory_key``), name, part, class and patient;
@@ -354,14 +363,17 @@ class _Entries:
             names += part_names
             sources.update(zip(part_keys, part_sources))
             part_of += [name] * len(part)
-            class_of += [part.class_names[label] for label in part.labels]
+            class_of += _class_names_of(part)
             patient_of += list(part.patient_ids) if part.patient_ids is not None else [None] * len(part)
+            per_class = (
+                np.asarray(part.labels).sum(axis=0)
+                if part.multi_label
+                else np.bincount(part.labels, minlength=part.num_classes)
+            )
             counts[name] = {
                 "images": len(part),
                 "patients": None if part.patient_ids is None else len(set(part.patient_ids)),
-                "classes": {
-                    c: int(n) for c, n in zip(part.class_names, np.bincount(part.labels, minlength=part.num_classes))
-                },
+                "classes": {c: int(n) for c, n in zip(part.class_names, per_class)},
             }
         listed: dict = {}
         for i, key in enumerate(keys):

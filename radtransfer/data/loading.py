@@ -30,6 +30,7 @@ def load(
     missing_labels: str = "raise",
     tfds_split: str | None = None,
     exam_col: str | None = None,
+    label_cols=None,
 ) -> ImageSet:
     """Reads a data spec into one ImageSet.
 
@@ -43,6 +44,8 @@ def load(
         missing_labels: rows of a CSV with an empty label: "raise" or "drop".
         tfds_split: the tfds split when the spec names none (default "train").
         exam_col: the CSV column of exam ids (``from_csv``'s ``exam_col``); only a CSV manifest has one.
+        label_cols: a multi-label set's 0/1 columns, one per label (``from_csv``'s ``label_cols``; ``label_col``
+            is then unused); only a CSV manifest has them.
 
     Returns:
         The ImageSet.
@@ -57,6 +60,10 @@ def load(
         raise DataSpecError(
             f"exam_col={exam_col!r} needs a CSV manifest with that column, but DATA '{spec}' is not one."
         )
+    if label_cols is not None and not (csv.suffix.lower() == ".csv" or (csv / "manifest.csv").is_file()):
+        raise DataSpecError(
+            f"label_cols= needs a CSV manifest with one 0/1 column per label, but DATA '{spec}' is not one."
+        )
     if spec.startswith("tfds:"):
         parts = spec.split(":")
         return from_tfds(parts[1], split=parts[2] if len(parts) > 2 else (tfds_split or "train"))
@@ -70,6 +77,8 @@ def load(
             "(train takes a split folder whole)."
         )
     csv_options = {"image_col": image_col, "label_col": label_col, "patient_col": patients, "exam_col": exam_col}
+    if label_cols is not None:
+        csv_options["label_cols"] = label_cols
     if path.is_dir():
         manifest = path / "manifest.csv"
         if manifest.exists():  # e.g. the demo data: images/, masks/ and manifest.csv
@@ -96,6 +105,7 @@ def load_parts(
     patient_col: str | None = "auto",
     missing_labels: str = "raise",
     note=None,
+    label_cols=None,
 ) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Reads a data spec into its (train, val, test) parts.
 
@@ -114,6 +124,7 @@ def load_parts(
         missing_labels: as in ``load``.
         note: called with one line on what the split goes by (by patient, by image, a split folder's parts);
             default: logged to the ``radtransfer.data`` logger at INFO.
+        label_cols: as in ``load`` (a split folder has none).
 
     Returns:
         (train, val, test) ImageSets.
@@ -124,6 +135,10 @@ def load_parts(
     note = note or LOG.info
     path = Path(spec).expanduser()
     if not spec.startswith("tfds:") and is_split_directory(path):
+        if label_cols is not None:
+            raise DataSpecError(
+                f"label_cols= needs a CSV manifest with one 0/1 column per label, but DATA '{spec}' is a split folder."
+            )
         parts = from_split_directory(path)
         if "test" not in parts:
             raise DataSpecError(f"'{path}' is split already but has no test part (test/ or Testing/).")
@@ -136,7 +151,12 @@ def load_parts(
         )
         return train, val_part, parts["test"]
     image_set = load(
-        spec, image_col=image_col, label_col=label_col, patient_col=patient_col, missing_labels=missing_labels
+        spec,
+        image_col=image_col,
+        label_col=label_col,
+        patient_col=patient_col,
+        missing_labels=missing_labels,
+        label_cols=label_cols,
     )
     note(split_note(image_set, patient_col))
     by = "patient" if image_set.patient_ids is not None else "image"

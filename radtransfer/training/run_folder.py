@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..data.decode import READ_SETTING_FIELDS
 from ..errors import RadtransferError, RunFolderInUseError, RunMismatchError
 from ..models.trained import load_trained_file
@@ -316,7 +318,8 @@ class RunFolder:
 def write_split(folder, part: str, image_set) -> Path:
     """Writes ``image_set`` as the run folder's ``split_<part>.csv`` (path, label, patient_id): image files by their
     absolute paths (a path relative to the working directory would not resolve from elsewhere), in-memory images by
-    their names (``ImageSet.image_names``)."""
+    their names (``ImageSet.image_names``). A multi-label set also has one 0/1 column per label, so the file reads
+    back with ``from_csv(..., label_cols=[...])``."""
     import pandas as pd
 
     folder = Path(folder)
@@ -326,6 +329,10 @@ def write_split(folder, part: str, image_set) -> Path:
     frame = pd.DataFrame({"path": names, "label": image_set.label_strings()})
     if image_set.patient_ids is not None:
         frame["patient_id"] = image_set.patient_ids
+    if image_set.multi_label:
+        for k, name in enumerate(image_set.class_names):
+            if str(name) not in frame:
+                frame[str(name)] = np.asarray(image_set.labels)[:, k].astype(int)
     path = folder / SPLIT_FILES[part]
     frame.to_csv(path, index=False)
     return path
