@@ -52,7 +52,13 @@ class BackboneSpec:
     foundation: bool = False
 
     def build(self, input_shape=(256, 256, 3), name: str = "backbone"):
-        """Builds the network, notop and average-pooled, with random weights."""
+        """Builds the network, notop and average-pooled, with random weights (a foundation encoder is built by
+        ``models.foundation``, which build_model calls: keras-hub is an optional extra, imported there)."""
+        if self.foundation:
+            raise ValueError(
+                f"{self.display_name} is built through keras-hub: use build_model({self.name!r}, ...) "
+                "(pip install 'radtransfer[foundation]')."
+            )
         if self.builder is not None:
             return self.builder(tuple(input_shape), name)
         from keras import applications
@@ -171,15 +177,6 @@ _TEST_BACKBONES = (
 )
 
 
-def _build_foundation(family: str):
-    def build(input_shape, name: str, keras_module=None):
-        from .foundation import build_random  # keras-hub (an optional extra): imported when a model is made
-
-        return build_random(family, input_shape, name)
-
-    return build
-
-
 # Foundation-model encoders (the ``foundation`` extra): found by name, not listed among the four CNNs the grid and
 # `radtransfer weights` know. A ViT has no stages here: the nested model is [resize →] encoder → pooled vector, so
 # "unfreeze_top:N" counts those few layers and "unfreeze_blocks:K" is refused.
@@ -196,7 +193,6 @@ FOUNDATION_BACKBONES: dict[str, BackboneSpec] = {
             stem_end=None,
             block_ends=(),
             block_unit="transformer block",
-            builder=_build_foundation("dinov2"),
             foundation=True,
         ),
         BackboneSpec(
@@ -209,7 +205,6 @@ FOUNDATION_BACKBONES: dict[str, BackboneSpec] = {
             stem_end=None,
             block_ends=(),
             block_unit="transformer block",
-            builder=_build_foundation("siglip"),
             foundation=True,
         ),
     )
