@@ -626,3 +626,14 @@ def test_the_heartbeat_says_no_time_left_from_the_step_that_builds_the_graph(mon
                 truth = (steps - step) * 1.1
                 assert abs(60 * int(minutes) + int(seconds) - truth) <= 0.2 * truth + 1, (line, truth)
         assert len(lines) == (1 if steps == 9 else 4), lines  # the demo's epoch: that line only; then every 30 s
+
+
+def test_an_eager_run_s_traced_auc_update_counts_as_keras_s_eager_one(splits, monkeypatch):
+    """run_eagerly traces each AUC update once (Keras's multi-label update converted its vectorized_map at every eager
+    call): the same operations, so the same history, AUC included, to the bit."""
+    from radtransfer.training import epoch_loop
+
+    traced = train_tiny(tiny_model(), splits, epochs=1, run_eagerly=True).history
+    monkeypatch.setattr(epoch_loop, "_graph_auc_updates", lambda metrics: None)
+    plain = train_tiny(tiny_model(), splits, epochs=1, run_eagerly=True).history
+    assert traced == plain and set(traced) >= {"auc", "val_auc"}
