@@ -243,17 +243,18 @@ def _executor(options: GridOptions):
 def _find_weights(runs, weights_dir) -> dict:
     """Every weight file the share needs, by (source, backbone), found before anything is trained."""
     weights, missing = {}, []
-    for source, backbone in sorted({(r.source, r.scenario.backbone) for r in runs}):
+    # A foundation arm's preset serves every scenario's cell (its encoder replaces the CNN): one key, (source, None).
+    keys = {(r.source, None if parse_arm(r.source).encoder else r.scenario.backbone) for r in runs}
+    for source, backbone in sorted(keys, key=str):
         arm = parse_arm(source)
-        if arm.is_random:
-            weights[(source, backbone)] = None
-            continue
         try:
-            if arm.encoder:  # the preset's folder, or its name for keras-hub to download
+            if arm.is_random:
+                weights[(source, backbone)] = None
+            elif arm.encoder:  # the preset's folder, or its name for keras-hub to download
                 found = find_foundation_preset(arm.encoder, arm.preset, weights_dir)
-                weights[(source, backbone)] = arm.preset if found.path is None else Path(found.path).resolve()
-                continue
-            weights[(source, backbone)] = Path(resolve_weights(backbone, arm.source, weights_dir).path).resolve()
+                weights[(source, None)] = arm.preset if found.path is None else Path(found.path).resolve()
+            else:
+                weights[(source, backbone)] = Path(resolve_weights(backbone, arm.source, weights_dir).path).resolve()
         except FileNotFoundError as exc:
             missing.append(str(exc))
     if missing:

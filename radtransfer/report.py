@@ -138,7 +138,7 @@ def effects(out_dir, candidate: str = "radimagenet", reference: str = "imagenet"
 
 def resolution_effects(out_dir, n: int = 1000, seed: int = 0):
     """Per grid, weight source and pair of image sizes: the mean paired AUC difference (larger − smaller size) per
-    scenario and overall, with the t interval over the folds (none below 3 folds: ``stats.too_few``), for grids run
+    scenario and overall, with the t interval over 3 or more folds (none with 2: ``stats.too_few``), for grids run
     at several sizes (``GridOptions.image_sizes``); ``grid.resolution.resolution_effects``."""
     return grid_resolution.resolution_effects(GridResults.of(out_dir), n=n, seed=seed)
 

@@ -102,6 +102,7 @@ def test_predict_level_refuses_max_of_four_classes_in_one_line(cli_run, exam_man
     assert main([*argv, "--level", "patient", "--aggregate", "max"]) == 2
     (line,) = _error_lines(capsys)
     assert "--level patient --aggregate max" in line
+    assert list(tmp_path.iterdir()) == []  # refused before the per-image CSV is written
 
 
 # -- train / evaluate --label-cols -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The subcommands, one handler each (library calls and printing): those that train, check, evaluate and use one
-model, and those of many runs (``grid``, ``curve``); and the reading of DATA that comes before TensorFlow starts."""
+model, and the reading of DATA that comes before TensorFlow starts (``grid``, ``curve`` and ``predict`` are in
+``extras``)."""
 
 from __future__ import annotations
 
@@ -369,8 +370,6 @@ def check_site_options(args) -> None:
 def _check_level(args) -> None:
     """--level's units of DATA (and VAL_DATA) made before TensorFlow starts: ids for the level, one label per unit,
     an aggregate the classes allow."""
-    import re
-
     import numpy as np
 
     from ..evaluation.levels import Aggregation, Predictions, to_units
@@ -390,7 +389,7 @@ def _check_level(args) -> None:
         try:
             to_units(ids, aggregation, 1, image_set.class_names)
         except ValueError as exc:
-            raise UsageError(f"{flag}: " + re.sub(r"\b(level|aggregate)='(\w+)'", r"--\1 \2", str(exc))) from None
+            raise UsageError(f"{flag}: {exc}") from None  # main's in_flags spells level='x' as --level x
 
 
 def _read_local_data(args):

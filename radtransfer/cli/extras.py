@@ -138,37 +138,33 @@ def cmd_predict(args) -> int:
         on_bad=args.on_bad,
         note=lambda line: say(f"radtransfer: {line}"),
     )
+    units = _units(frame, args) if args.level is not None else None  # refused before any file is written
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
-    counts = frame["predicted"].value_counts()
     unread = int(frame["error"].astype(bool).sum()) if "error" in frame else 0
     print(
-        f"{len(frame)} images → {out}: "
-        + ", ".join(f"{name} {n}" for name, n in counts.items())
+        f"{len(frame)} images → {out}: {_counts(frame)}"
         + (f"; {unread} could not be read (see the error column)" if unread else "")
     )
-    if args.level is not None:
-        _write_units(frame, args, out)
+    if units is not None:
+        path = unit_file(out, args.level)
+        units.to_csv(path, index=False)
+        print(f"{len(units)} {args.level}s ({args.aggregate or 'mean'} of their images) → {path}: {_counts(units)}")
     return 0
 
 
-def _write_units(frame, args, out: Path) -> None:
-    """predict --level: the per-unit rows (``evaluation.unit_rows``) written beside the per-image CSV."""
+def _counts(frame) -> str:
+    return ", ".join(f"{name} {n}" for name, n in frame["predicted"].value_counts().items())
+
+
+def _units(frame, args):
+    """predict --level: the per-unit rows (``evaluation.unit_rows``), or a one-line refusal."""
     from ..evaluation.levels import unit_rows
 
-    if "thresholds" in frame.attrs:
-        raise UsageError("--level is for a model of one class per image; this model is multi-label.")
     aggregate = args.aggregate or "mean"
     try:
-        units = unit_rows(frame, args.level, aggregate, exam_ids=args.exam_ids)
+        return unit_rows(frame, args.level, aggregate, exam_ids=args.exam_ids)
     except ValueError as exc:
         hint = " (give the CSV column of patient ids as --patient-col)" if args.level == "patient" else ""
         raise UsageError(f"--level {args.level} --aggregate {aggregate}: {exc}{hint}") from None
-    path = unit_file(out, args.level)
-    units.to_csv(path, index=False)
-    counts = units["predicted"].value_counts()
-    print(
-        f"{len(units)} {args.level}s ({aggregate} of their images) → {path}: "
-        + ", ".join(f"{name} {n}" for name, n in counts.items())
-    )

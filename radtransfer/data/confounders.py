@@ -93,6 +93,10 @@ def plant_marker(
     Raises:
         ValueError: more than two classes, or ``share`` outside [0, 1].
     """
+    if image_set.multi_label:
+        raise ValueError(
+            "plant_marker needs a two-class image set of one class per image; this one is multi-label (label_cols)."
+        )
     if image_set.num_classes != 2:
         raise ValueError(
             f"plant_marker needs a two-class image set; this one has {image_set.num_classes} classes "

@@ -158,13 +158,15 @@ def unit_rows(predictions, level: str = "patient", aggregate: str = "mean", exam
         was chosen on images, not on units).
 
     Raises:
-        ValueError: a level without its ids, or "max"/"noisy_or" with more than two classes.
+        ValueError: a level without its ids, "max"/"noisy_or" with more than two classes, or a multi-label table.
     """
     import pandas as pd
 
     aggregation = Aggregation(level, aggregate)
     if aggregation.level == "image":
         raise ValueError("unit_rows takes level='patient' or 'exam'; predict's own table is the image level.")
+    if "thresholds" in predictions.attrs:  # predict's table of a multi-label model: a probability per label
+        raise ValueError("unit_rows is for a model of one class per image; this model is multi-label.")
     if exam_ids is not None and len(exam_ids) != len(predictions):
         raise ValueError(f"exam_ids has {len(exam_ids)} entries for {len(predictions)} predictions.")
     columns = [c for c in predictions.columns if str(c).startswith("p_")]

@@ -500,8 +500,10 @@ def raw_predictions(model, dataset, batch_size, class_names=None, patient_ids=No
         (y_true, raw softmax outputs, class names, patient ids, image paths): the last three None when unknown.
 
     Raises:
-        ClassMismatchError: the data's classes differ from the model's.
+        ClassMismatchError: the data's classes differ from the model's, or are several labels per image.
     """
+    if getattr(dataset, "multi_label", False):  # argmax of multi-hot rows would score a class no image has
+        raise ClassMismatchError("The model gives one class per image (softmax); the data is multi-label (label_cols).")
     num_classes = int(model.output_shape[-1])
     data = for_evaluation(
         dataset,
@@ -608,8 +610,8 @@ def evaluate(
     if is_multi_label(model):  # per-label figures: evaluation.multilabel
         level = None if aggregation.level == "image" else aggregation.level
         refused = (("positive_class", positive_class), ("threshold", threshold), ("site", site), ("level", level))
-        info = dict(class_names=class_names, patient_ids=patient_ids, batch_size=batch_size)
-        return evaluate_multilabel(model, dataset, bootstrap=bootstrap, seed=seed, val=val, unsupported=refused, **info)
+        arm = dict(class_names=class_names, patient_ids=patient_ids, batch_size=batch_size, bootstrap=bootstrap)
+        return evaluate_multilabel(model, dataset, seed=seed, val=val, unsupported=refused, **arm)
     if recalibrate is not None and site is None:
         raise ValueError("recalibrate= needs site= (the external site the local set comes from).")
     if aggregation.level != "image":

@@ -50,6 +50,8 @@ def multilabel_predictions(model, dataset, batch_size: int = 32, class_names=Non
             "The model's predictions are NaN or infinite: its weights have diverged. Evaluate the best checkpoint of "
             "a run that trained normally (e.g. with a lower learning rate)."
         )
+    if data.patient_ids is not None and len(data.patient_ids) != len(y_true):
+        raise ValueError(f"patient_ids has {len(data.patient_ids)} entries but the dataset has {len(y_true)} images.")
     return y_true, raw, names, data.patient_ids
 
 

@@ -4,8 +4,8 @@ A grid run at several sizes (``GridOptions.image_sizes``, ``paper.with_image_siz
 source at each size on the same split with the same seed (``plan.run_seed`` leaves the size out), so the runs of one
 source, scenario, fold and repeat at two sizes differ in their size only: their AUC difference is paired, as two
 sources' runs are. The effect and its interval are ``grid.effects``' (``pair_effects``): the mean paired difference
-per scenario and over the scenarios, with the t interval over the folds and the minimum-units rule
-(``stats.too_few``: below 3 folds, no interval and no verdict).
+per scenario and over the scenarios: the t interval over 3 or more folds, none with 2 (``stats.too_few``), and on a
+single split the percentile interval over the test patients (none below 3 of them).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def resolution_effects(records, n: int = 1000, seed: int = 0, level: float = 0.9
 
     Runs are paired when they share the grid, source, scenario (its backbone, strategy and learning rate), fold and
     repeat, and differ in image size; only runs that finished (or diverged with a checkpoint) with a finite AUC
-    count. The estimate and the interval are ``grid.effects.paired_effects``': with two or more folds the t interval
-    over the folds (estimate ± t(F − 1) · SE); with fewer than 3 folds no interval, and ``no_interval`` says why.
+    count. The estimate and the interval are ``grid.effects.paired_effects``': with 3 or more folds the t interval
+    over the folds (estimate ± t(F − 1) · SE); with 2 folds none, and ``no_interval`` says why; on a single split
+    the percentile interval over the test patients.
 
     Args:
         records: a grid folder, a folder of grids, or their ``GridResults``.

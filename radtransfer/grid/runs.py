@@ -100,14 +100,13 @@ class GridJob:
             return self.config
         return self.config.replace(image_size=scenario.image_size)
 
-    def datasets(self, fold, train_config, image_size=None):
-        """The fold's (train, val, test) datasets at ``image_size`` (default: the grid's), read with
+    def datasets(self, fold, train_config, image_size):
+        """The fold's (train, val, test) datasets at ``image_size`` (the run's), read with
         ``train_config``'s batch size and augmentation (the object fine_tune is given, so the run's record states
         what ran). Their cached, resized images are shared by every run of the fold at that size (a string cache is
         named by content and size, so splits, folds and sizes never share a file); each run draws its own epochs
         from them (fine_tune derives shuffling and augmentation from the run seed). One fold is held at a time,
         with one entry per image size its runs use."""
-        image_size = image_size or self.config.image_size
         key = (fold, train_config.batch_size, repr(train_config.augment))
         if self._fold != key:
             self._datasets = {}  # one fold's cache in memory at a time
@@ -215,7 +214,7 @@ class GridJob:
         """The run's model: its scenario's backbone (or its foundation arm's encoder, which replaces it) with the
         run's source's weights (None: random initialisation), at the run's size, the head drawn from its seed."""
         set_global_seed(derive_seed(seed, "build"))
-        weights = self.weights[(run.source, run.scenario.backbone)]
+        weights = self.weights[(run.source, None if arm.encoder else run.scenario.backbone)]
         model = build_model(
             arm.encoder or run.scenario.backbone,
             weights=None if weights is None else str(weights),

@@ -123,7 +123,7 @@ def build_model(
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"Expected dropout in [0, 1). Received: dropout={dropout!r}")
 
-    base, loaded = _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape)
+    base, loaded = _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape, preprocessing)
     if spec.foundation and str(preprocessing).lower() == "auto":
         mode = loaded.preprocessing
     else:
@@ -154,12 +154,12 @@ def build_model(
     return model
 
 
-def _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape):
+def _backbone_with_weights(spec, weights, weights_dir, weights_sha256, shape, preprocessing="auto"):
     """The nested backbone with its weights loaded, and where they came from (``LoadedWeights``)."""
     if spec.foundation:
         from .foundation import build_foundation_backbone  # keras-hub (an optional extra): imported when used
 
-        return build_foundation_backbone(spec, weights, weights_dir, shape, weights_sha256)
+        return build_foundation_backbone(spec, weights, weights_dir, shape, weights_sha256, preprocessing)
     resolved = resolve_weights(spec, weights, weights_dir)
     digest = None
     if resolved.path is not None and weights_sha256:

@@ -27,6 +27,7 @@ from .presets import FOUNDATION_PREPROCESSING, FOUNDATION_PRESETS
 from .weights import (
     LoadedWeights,
     check_foundation_checksum,
+    check_sha256,
     foundation_folder_format,
     foundation_not_found_message,
     foundation_weights_file,
@@ -118,7 +119,7 @@ def build_random(family: str, input_shape, name: str = "backbone") -> keras.Mode
     return encoder_backbone(encoder, family, input_shape, name)
 
 
-def build_foundation_backbone(spec, weights, weights_dir, input_shape, weights_sha256=None):
+def build_foundation_backbone(spec, weights, weights_dir, input_shape, weights_sha256=None, preprocessing="auto"):
     """The nested backbone of a foundation model and where its weights came from.
 
     Args:
@@ -126,7 +127,9 @@ def build_foundation_backbone(spec, weights, weights_dir, input_shape, weights_s
         weights: None, a named preset or a folder (see ``resolve_foundation_weights``).
         weights_dir: a folder searched first for a named preset's folder.
         input_shape: (height, width, channels) of the model's input.
-        weights_sha256: if given, the weight file's sha256 must equal it.
+        weights_sha256: if given, the weight file's sha256 must equal it (checked before the encoder is loaded).
+        preprocessing: "auto" reads the normalization from the folder; any other value is build_model's to resolve,
+            and the folder's is not read (so a folder whose normalization radtransfer does not know still loads).
 
     Returns:
         (backbone model, LoadedWeights).
@@ -138,21 +141,23 @@ def build_foundation_backbone(spec, weights, weights_dir, input_shape, weights_s
         return build_random(family, input_shape), LoadedWeights(None, None, None, FOUNDATION_PREPROCESSING[family])
     preset = FOUNDATION_PRESETS.get(resolved.source)
     if resolved.path is None:
+        if weights_sha256:
+            raise WeightsFileError(
+                f"weights_sha256 was pinned, but {spec.display_name} preset {resolved.source!r} is not in a local "
+                "folder and keras-hub would download it unchecked: put its folder in one of "
+                f"{', '.join(resolved.searched) or 'the weight folders'}."
+            )
         encoder = _download(hub, preset, resolved.searched)
         mode = preset.preprocessing
         digest = None
     else:
+        weights_file = foundation_weights_file(resolved.path)
+        digest = check_sha256(weights_file, weights_sha256) if weights_sha256 else None  # before loading
+        digest = check_foundation_checksum(preset, weights_file) if digest is None else digest
         fmt = foundation_folder_format(resolved.path)
         size = preset.input_size if preset is not None else _folder_input_size(resolved.path, fmt)
         encoder = _load_folder(hub, family, resolved.path, fmt, size)
-        mode = _folder_preprocessing(resolved.path, family)
-        weights_file = foundation_weights_file(resolved.path)
-        digest = check_foundation_checksum(preset, weights_file)
-        if weights_sha256 and digest != weights_sha256.strip().lower():
-            raise WeightsFileError(
-                f"'{weights_file}' has sha256 {digest}, but weights_sha256={weights_sha256!r} was pinned. The file "
-                "is not the one you pinned: download it again or update the pin."
-            )
+        mode = _folder_preprocessing(resolved.path, family) if str(preprocessing).lower() == "auto" else None
     base = encoder_backbone(encoder, family, input_shape)
     return base, LoadedWeights(resolved.source, resolved.path, digest, mode)
 
@@ -214,8 +219,8 @@ def _load_folder(hub, family: str, folder: Path, fmt: str, size: int | None):
     kwargs = {"image_shape": (size, size, 3)} if family == "dinov2" and size else {}
     try:
         encoder = hub.models.Backbone.from_preset(str(folder), **kwargs)
-    except ValueError as exc:
-        reason = str(exc).splitlines()[0]
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # OSError: h5py on a damaged weights file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "no converter" in reason:
             reason += (
                 f" (keras-hub {hub.__version__} converts Hugging Face DINOv2 folders, not SigLIP's); pass a keras-hub "

@@ -19,12 +19,13 @@ import numpy as np
 from ..data.adapters import TrainingData, for_training
 from ..data.py_dataset.arrays import ArrayStream
 from ..data.tf_data.stream import stream_of
+from ..models.classifier import is_multi_label
 from ..utils.io import write_json_atomic
 from .config import TrainConfig
 from .epoch_loop import EpochLoop, compile_model, make_metrics
 from .run_folder import PROBE_HEAD, PROBE_HISTORY, PROBE_RESULT
 from .runtime import Runtime
-from .state_files import write_snapshot
+from .state_files import load_snapshot, snapshot, write_snapshot
 from .strategies import PROBE_PATIENCE, PROBE_RATE_FACTOR
 
 
@@ -93,8 +94,7 @@ def run_probe(model, train, val, config: TrainConfig, runtime: Runtime, folder, 
     """
     head = probe_head(model)
     if folder is not None and folder.file(PROBE_RESULT).exists() and folder.file(PROBE_HEAD).exists():
-        with np.load(folder.file(PROBE_HEAD)) as arrays:
-            head.set_weights([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
+        load_snapshot(head, folder.file(PROBE_HEAD), optimizer=False)
         return folder.read_json(PROBE_RESULT)
     probe_config = config.replace(
         learning_rate=config.learning_rate * PROBE_RATE_FACTOR, early_stopping=PROBE_PATIENCE, reduce_lr=None
@@ -103,8 +103,8 @@ def run_probe(model, train, val, config: TrainConfig, runtime: Runtime, folder, 
         compile_model(
             head,
             _optimizer(probe_config),
-            config.make_loss(int(model.output_shape[-1])),
-            make_metrics(int(model.output_shape[-1])),
+            config.make_loss(int(model.output_shape[-1]), is_multi_label(model)),
+            make_metrics(int(model.output_shape[-1]), is_multi_label(model)),
             runtime.jit_compile and not config.run_eagerly,
             run_eagerly=config.run_eagerly,
         )
@@ -126,7 +126,7 @@ def run_probe(model, train, val, config: TrainConfig, runtime: Runtime, folder, 
         "history": loop.history,
     }
     if folder is not None:  # the head first, then the history, then the record naming them (the commit point)
-        write_snapshot(folder.file(PROBE_HEAD), [np.asarray(w) for w in head.get_weights()])
+        write_snapshot(folder.file(PROBE_HEAD), snapshot(head, optimizer=False))
         folder.write_history(loop.history, PROBE_HISTORY)
         write_json_atomic(folder.file(PROBE_RESULT), record)
     if loop.verbose:

@@ -90,3 +90,25 @@ def _message(path):
     with pytest.raises(DataSourceError) as caught:
         rt.data.from_csv(path, image_col="file", label_cols=LABELS, patient_col="patient")
     return str(caught.value)
+
+
+def test_a_two_label_set_is_refused_where_one_class_per_image_is_meant(tmp_path):
+    """Two labels look like two classes by count: the shortcut marker (which would mark by flattened multi-hot rows)
+    and a softmax model's evaluation (which would argmax the rows) refuse the set in one line, before any reading;
+    a single-label set still reads as one-hot rows (the pipeline one-hots its integer labels per element)."""
+    from radtransfer.data import plant_marker
+    from radtransfer.errors import ClassMismatchError
+
+    path, _ = manifest(tmp_path, n_patients=3)
+    two = rt.data.from_csv(path, image_col="file", label_cols=LABELS[:2], patient_col="patient")
+    assert two.multi_label and two.num_classes == 2
+    with pytest.raises(ValueError, match="multi-label") as caught:
+        plant_marker(two)
+    assert "\n" not in str(caught.value)
+    softmax = rt.build_model("test_tiny", weights=None, num_classes=2, input_shape=(32, 32, 3))
+    with pytest.raises(ClassMismatchError, match="one class per image \\(softmax\\); the data is multi-label"):
+        rt.evaluate(softmax, two)
+    single = rt.data.from_csv(path, image_col="file", label_col="effusion", patient_col="patient")
+    dataset = rt.data.make_dataset(single, image_size=(8, 8), batch_size=32, shuffle=False, cache=False)
+    labels = np.concatenate([np.asarray(y) for _, y in dataset])
+    np.testing.assert_array_equal(labels, np.eye(2, dtype=np.float32)[single.labels])

@@ -160,3 +160,27 @@ def test_without_keras_hub_the_error_names_the_extra(monkeypatch):
         build_model("dinov2", weights=None, input_shape=SHAPE)
     assert "pip install 'radtransfer[foundation]'" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_folder_s_unknown_normalization_a_pin_and_a_damaged_file(dinov2_preset, tmp_path):
+    """An unknown normalization asks for preprocessing=, and preprocessing= then loads the folder; a pin is checked
+    against the weights file before loading (hashlib is the reference); a truncated weights file is one line."""
+    import hashlib
+    import shutil
+
+    _, source = dinov2_preset
+    folder = tmp_path / "odd_dinov2"
+    shutil.copytree(source, folder)
+    (folder / "preprocessor_config.json").write_text('{"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.4, 0.4]}')
+    with pytest.raises(WeightsFileError, match="Pass preprocessing= explicitly"):
+        build_model("dinov2", weights=folder, input_shape=SHAPE)
+    model = build_model("dinov2", weights=folder, input_shape=SHAPE, preprocessing="torch")
+    digest = hashlib.sha256((folder / "model.weights.h5").read_bytes()).hexdigest()
+    assert model.radtransfer_info.preprocessing == "torch" and model.radtransfer_info.weights_sha256 == digest
+    with pytest.raises(WeightsFileError, match="was pinned") as pinned:
+        build_model("dinov2", weights=folder, input_shape=SHAPE, preprocessing="torch", weights_sha256="0" * 64)
+    weights = folder / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    with pytest.raises(WeightsFileError, match="could not load") as damaged:
+        build_model("dinov2", weights=folder, input_shape=SHAPE, preprocessing="torch")
+    assert "\n" not in str(pinned.value) + str(damaged.value)

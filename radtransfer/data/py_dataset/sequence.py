@@ -127,7 +127,9 @@ class ImageSequence(keras.utils.PyDataset):
         self.seed = int(seed) if seed is not None else fresh_seed()
         self.size = len(image_set)
         self.num_classes = image_set.num_classes
-        self._targets = image_set.targets()  # one-hot, or a multi-label set's multi-hot rows
+        # a multi-label set's multi-hot rows; for one class per image, one-hot rows made per batch from the labels
+        self._targets = image_set.targets() if image_set.multi_label else None
+        self._one_hot = np.eye(self.num_classes, dtype=np.float32)
         if self.drop_remainder and self.size < batch_size:
             raise ValueError(
                 f"drop_remainder=True with {self.size} images and batch_size={batch_size} leaves no batch: "
@@ -247,7 +249,8 @@ class ImageSequence(keras.utils.PyDataset):
         if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self):
             raise IndexError(f"Batch index {index!r} is out of range: this sequence has {len(self)} batches.")
         chosen = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.images(chosen), self._targets[chosen]
+        labels = self._targets[chosen] if self._targets is not None else self._one_hot[self.image_set.labels[chosen]]
+        return self.images(chosen), labels
 
     def __getstate__(self):
         state = self.__dict__.copy()
